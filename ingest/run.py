@@ -1,0 +1,363 @@
+"""`warehouse ingest`: dataset -> model forward passes -> warehouse (tables, arrays, manifest).
+
+The run is a sequence of fixed batches over a fixed prompt order. The manifest records how
+many rows of each kind are safely on disk; a re-run of the same command resumes at the first
+batch not wholly on disk and ends with the same bytes as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from warehouse.ingest.capture import POOLINGS, Capturer, CaptureSpec
+from warehouse.ingest.datasets import build_prompts, load_dataset
+from warehouse.ingest.models import LoadedModel, load_model
+from warehouse.ingest.sites import resolve_layers, resolve_sites, units
+from warehouse.ingest.tokens import token_ids_by_prompt, tokenize_prompts
+from warehouse.store.arrays import (
+    PROMPT_CHUNK,
+    TOKEN_CHUNK,
+    ArraySpec,
+    activation_spec,
+    create_array,
+    response_spec,
+)
+from warehouse.store.checksums import finalize_checksums
+from warehouse.store.files import is_temp_file
+from warehouse.store.manifest import (
+    array_specs,
+    is_warehouse,
+    load_manifest,
+    new_manifest,
+    save_manifest,
+)
+from warehouse.store.tables import read_table, write_table
+from warehouse.store.writer import ChunkBuffer, Writer
+
+from warehouse.errors import WarehouseError
+
+STORAGE_DTYPES = ("float16", "bfloat16", "float32")
+
+
+@dataclass
+class IngestConfig:
+    out: Path
+    model: str = "smollm2-135m"
+    dataset: str | None = None  # None: the built-in dataset
+    relations: list[str] | None = None
+    languages: list[str] | None = None
+    split: str = "all"
+    sites: str = "ffn.act"
+    layers: str | None = None  # None: all layers
+    capture: str = "tokens"  # tokens | pooled
+    pooling: list[str] = field(default_factory=lambda: list(POOLINGS))
+    dtype: str = "float16"
+    batch_size: int = 32
+    device: str = "cpu"
+    model_dtype: str = "float32"
+    max_prompts: int | None = None
+    seed: int = 0
+    token_chunk: int = TOKEN_CHUNK  # rows per chunk of per-token arrays
+    prompt_chunk: int = PROMPT_CHUNK  # rows per chunk of response arrays
+
+
+def _check_options(cfg: IngestConfig) -> None:
+    if cfg.capture not in ("tokens", "pooled"):
+        raise WarehouseError(f"--capture must be 'tokens' or 'pooled', not {cfg.capture!r}")
+    bad = [p for p in cfg.pooling if p not in POOLINGS]
+    if bad or not cfg.pooling:
+        raise WarehouseError(
+            f"unknown pooling {bad or '(none)'}; choose from {', '.join(POOLINGS)}"
+        )
+    if cfg.dtype not in STORAGE_DTYPES:
+        raise WarehouseError(
+            f"--dtype must be one of {', '.join(STORAGE_DTYPES)}, not {cfg.dtype!r}"
+        )
+    if cfg.token_chunk < 1 or cfg.prompt_chunk < 1:
+        raise WarehouseError("chunk sizes must be at least 1")
+    if cfg.batch_size < 1:
+        raise WarehouseError("--batch-size must be at least 1")
+    if cfg.max_prompts is not None and cfg.max_prompts < 1:
+        raise WarehouseError("--max-prompts must be at least 1")
+
+
+def _fingerprint(parts: dict) -> str:
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+def _select_prompts(cfg: IngestConfig, dataset):
+    prompts = build_prompts(
+        dataset, relations=cfg.relations, languages=cfg.languages, split=cfg.split, seed=cfg.seed
+    )
+    if not prompts:
+        raise WarehouseError("no prompts match the chosen relations, languages and split")
+    if cfg.max_prompts is not None and cfg.max_prompts < len(prompts):
+        # prompt_id is a hash, so its order is a fixed pseudo-random sample over every
+        # relation and language; the sample keeps the dataset's order.
+        keep = set(sorted(p.prompt_id for p in prompts)[: cfg.max_prompts])
+        prompts = [p for p in prompts if p.prompt_id in keep]
+    return prompts
+
+
+def _plan(cfg: IngestConfig, loaded: LoadedModel, dataset, n_prompts: int) -> dict:
+    """Everything that determines the warehouse's bytes; equal plans give equal warehouses."""
+    config = loaded.model.config
+    sites = resolve_sites(config, cfg.sites)
+    layers = resolve_layers(config, cfg.layers)
+    return {
+        "model": {
+            "name": loaded.name,
+            "source": loaded.source,
+            "weights_hash": loaded.weights_hash,
+            "architecture": loaded.architecture,
+            "n_layers": loaded.n_layers,
+            "d_model": loaded.d_model,
+            "units": {s: units(config, s) for s in sites},
+        },
+        "dataset": {
+            "name": dataset.name,
+            "hash": dataset.hash,
+            "relations": sorted(cfg.relations) if cfg.relations else None,
+            "languages": sorted(cfg.languages) if cfg.languages else None,
+            "split": cfg.split,
+            "seed": cfg.seed,
+            "max_prompts": cfg.max_prompts,
+        },
+        "capture": {
+            "sites": sites,
+            "layers": layers,
+            "mode": cfg.capture,
+            "pooling": list(cfg.pooling),
+            "dtype": cfg.dtype,
+            "batch_size": cfg.batch_size,
+            "batching": "equal-length",
+            "model_dtype": cfg.model_dtype,
+            "token_chunk": cfg.token_chunk,
+            "prompt_chunk": cfg.prompt_chunk,
+        },
+    }
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b and k != "source":
+            out.append(f"{prefix}{k} ({a!r} -> {b!r})")
+    return out
+
+
+def _array_plan(plan: dict, n_prompts: int, n_tokens: int) -> list[ArraySpec]:
+    cap = plan["capture"]
+    specs = []
+    for site in cap["sites"]:
+        u = plan["model"]["units"][site]
+        if cap["mode"] == "tokens":
+            specs.append(
+                activation_spec(site, n_tokens, cap["layers"], u, cap["dtype"], cap["token_chunk"])
+            )
+        for pool in cap["pooling"]:
+            specs.append(
+                response_spec(
+                    site, pool, n_prompts, cap["layers"], u, cap["dtype"], cap["prompt_chunk"]
+                )
+            )
+    return specs
+
+
+def _by_length(tokenizer, prompts: list) -> list:
+    """Prompts ordered by token count (stable): batches then never mix lengths, so no batch
+    is padded, and a prompt's stored values cannot depend on padding or its neighbours'
+    lengths (padded batches differ from unpadded ones in the last float16 bit)."""
+    lengths = [len(x) for x in tokenizer([p.text for p in prompts])["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    return [prompts[i] for i in order]
+
+
+def _batches(n_tokens: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
+    """[start, end) prompt rows of each batch: at most batch_size prompts of one length."""
+    out: list[tuple[int, int]] = []
+    start = 0
+    for i in range(1, len(n_tokens) + 1):
+        if i == len(n_tokens) or i - start == batch_size or n_tokens[i] != n_tokens[start]:
+            out.append((start, i))
+            start = i
+    return out
+
+
+def _create(root: Path, plan: dict, loaded: LoadedModel, prompts) -> dict:
+    root.mkdir(parents=True, exist_ok=True)
+    prompts = _by_length(loaded.tokenizer, prompts)
+    prompt_table, token_table = tokenize_prompts(loaded.tokenizer, prompts)
+    write_table(root / "prompts.parquet", prompt_table)
+    write_table(root / "tokens.parquet", token_table)
+    specs = _array_plan(plan, prompt_table.num_rows, token_table.num_rows)
+    for spec in specs:
+        create_array(root, spec)
+    manifest = new_manifest(
+        model=plan["model"],
+        dataset=plan["dataset"],
+        capture=plan["capture"],
+        fingerprint=_fingerprint(plan),
+        counts={"prompts": prompt_table.num_rows, "tokens": token_table.num_rows},
+    )
+    manifest["tables"] = {
+        "prompts": {"path": "prompts.parquet", "rows": prompt_table.num_rows},
+        "tokens": {"path": "tokens.parquet", "rows": token_table.num_rows},
+    }
+    manifest["arrays"] = {s.key: s.to_json() for s in specs}
+    save_manifest(root, manifest)
+    return manifest
+
+
+def _remove_temp_files(root: Path) -> None:
+    for p in root.rglob("*"):
+        if p.is_file() and is_temp_file(p.name):
+            p.unlink()
+
+
+def ingest(
+    cfg: IngestConfig, show_progress: bool = True, loaded: LoadedModel | None = None
+) -> dict:
+    """Run (or resume) an ingest; returns the final manifest. `loaded` reuses a model that
+    is already in memory (it must be the one `cfg.model` names)."""
+    _check_options(cfg)
+    root = Path(cfg.out)
+    if root.exists() and not is_warehouse(root) and any(root.iterdir()):
+        raise WarehouseError(f"{root} exists and is not a warehouse; choose an empty or new --out")
+    dataset = load_dataset(cfg.dataset)
+    prompts = _select_prompts(cfg, dataset)
+    if loaded is None:
+        loaded = load_model(cfg.model, dtype=cfg.model_dtype, device=cfg.device)
+    plan = _plan(cfg, loaded, dataset, len(prompts))
+    if is_warehouse(root):
+        manifest = load_manifest(root)
+        if manifest.get("fingerprint") != _fingerprint(plan):
+            old = {k: manifest.get(k, {}) for k in ("model", "dataset", "capture")}
+            diff = "; ".join(_differences(old, plan)) or "options differ"
+            raise WarehouseError(
+                f"{root} holds a warehouse made with other inputs ({diff}); "
+                "nothing was changed: use a new --out, or re-run with the original options"
+            )
+        if manifest["state"]["status"] == "complete":
+            return manifest
+        _remove_temp_files(root)
+    else:
+        manifest = _create(root, plan, loaded, prompts)
+    return _run_batches(root, manifest, loaded, show_progress)
+
+
+def _resume_batch(
+    batches: list[tuple[int, int]], offsets: np.ndarray, state: dict, tokens: bool
+) -> int:
+    """The last batch whose start lies within what is on disk: every earlier prompt's
+    responses (and tokens) are stored, and its own rows below the marks will be dropped."""
+    first = 0
+    for b, (s, _) in enumerate(batches):
+        if s <= state["prompts_committed"] and (
+            not tokens or offsets[s] <= state["tokens_committed"]
+        ):
+            first = b
+    return first
+
+
+def _run_batches(root: Path, manifest: dict, loaded: LoadedModel, show_progress: bool) -> dict:
+    cap = manifest["capture"]
+    prompts = read_table(root / "prompts.parquet", columns=["n_tokens", "token_offset"])
+    n_tok = prompts.column("n_tokens").to_numpy().astype(np.int64)
+    offsets = prompts.column("token_offset").to_numpy()
+    ids = token_ids_by_prompt(read_table(root / "tokens.parquet"), len(n_tok))
+    n_prompts = len(n_tok)
+    batches = _batches(n_tok, cap["batch_size"])
+
+    specs = array_specs(manifest)
+    state = manifest["state"]
+    committed = {
+        k: state["tokens_committed"] if k.startswith("activations/") else state["prompts_committed"]
+        for k in specs
+    }
+    first = _resume_batch(batches, offsets, state, cap["mode"] == "tokens")
+    buffers = {k: ChunkBuffer(root, spec, committed[k]) for k, spec in specs.items()}
+
+    def commit(now: dict[str, int]) -> None:
+        tok = [v for k, v in now.items() if k.startswith("activations/")]
+        res = [v for k, v in now.items() if k.startswith("responses/")]
+        state["tokens_committed"] = min(tok) if tok else 0
+        state["prompts_committed"] = min(res) if res else 0
+        save_manifest(root, manifest)
+
+    sites = {s: cap["layers"] for s in cap["sites"]}
+    capturer = Capturer(
+        loaded.model,
+        loaded.tokenizer.pad_token_id,
+        CaptureSpec(sites, cap["mode"] == "tokens", cap["pooling"], cap["dtype"]),
+    )
+    writer = Writer(buffers, commit)
+    done = batches[first][0] if batches else 0
+    progress = _Progress(n_prompts, int(n_tok.sum()), done, show_progress)
+    try:
+        with progress:
+            for s, e in batches[first:]:
+                rows = capturer.run(ids[s:e])
+                writer.put(
+                    {
+                        k: (int(offsets[s]) if k.startswith("activations/") else s, v)
+                        for k, v in rows.items()
+                    }
+                )
+                progress.advance(e - s, int(n_tok[s:e].sum()), writer.bytes_written)
+            writer.close()
+    finally:
+        if writer.thread.is_alive():
+            writer.close(finish=False)
+    finalize_checksums(root, manifest)
+    state["status"] = "complete"
+    state["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    save_manifest(root, manifest)
+    return manifest
+
+
+class _Progress:
+    """A rich progress bar: prompts, tokens/s and MB written."""
+
+    def __init__(self, n_prompts: int, n_tokens: int, done: int, enabled: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.enabled = enabled
+        self.tokens = 0
+        self.t0 = time.perf_counter()
+        self.bar = Progress(
+            TextColumn("ingest"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("prompts  {task.fields[tps]:,.0f} tok/s  {task.fields[mb]:,.1f} MB written"),
+            TimeRemainingColumn(),
+            disable=not enabled,
+        )
+        self.task = self.bar.add_task("ingest", total=n_prompts, completed=done, tps=0.0, mb=0.0)
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def advance(self, prompts: int, tokens: int, bytes_written: int) -> None:
+        self.tokens += tokens
+        rate = self.tokens / max(time.perf_counter() - self.t0, 1e-9)
+        self.bar.update(self.task, advance=prompts, tps=rate, mb=bytes_written / 1e6)

@@ -1,0 +1,103 @@
+"""Tokenize prompts once, up front: the token counts fix every row offset of the warehouse,
+so arrays can be created at their final shape and a resumed run knows where each batch goes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+from warehouse.ingest.datasets import Prompt
+
+PROMPT_SCHEMA = pa.schema(
+    [
+        ("prompt_row", pa.int64()),
+        ("prompt_id", pa.int64()),
+        ("relation", pa.string()),
+        ("language", pa.string()),
+        ("split", pa.string()),
+        ("subject", pa.string()),
+        ("subject_id", pa.string()),
+        ("object", pa.string()),
+        ("aliases", pa.list_(pa.string())),
+        ("template", pa.string()),
+        ("text", pa.string()),
+        ("n_tokens", pa.int32()),
+        ("token_offset", pa.int64()),
+    ]
+)
+
+TOKEN_SCHEMA = pa.schema(
+    [
+        ("token_row", pa.int64()),
+        ("prompt_id", pa.int64()),
+        ("prompt_row", pa.int64()),
+        ("position", pa.int32()),
+        ("token_id", pa.int32()),
+        ("token", pa.string()),
+        ("is_subject", pa.bool_()),
+        ("is_last", pa.bool_()),
+    ]
+)
+
+
+def tokenize_prompts(tokenizer, prompts: Sequence[Prompt]) -> tuple[pa.Table, pa.Table]:
+    """The `prompts` and `tokens` tables for these prompts, in this order."""
+    enc = tokenizer([p.text for p in prompts], add_special_tokens=True, return_offsets_mapping=True)
+    ids: list[list[int]] = enc["input_ids"]
+    n_tokens = np.array([len(x) for x in ids], dtype=np.int64)
+    if len(prompts) and n_tokens.min() == 0:
+        empty = prompts[int(np.argmin(n_tokens))]
+        raise ValueError(f"prompt {empty.prompt_id} tokenizes to no tokens: {empty.text!r}")
+    offsets = np.concatenate([[0], np.cumsum(n_tokens)[:-1]]) if len(ids) else n_tokens
+    flat_ids = [t for x in ids for t in x]
+    # Decoding each id alone shows what the token is (" Paris"), unlike the raw BPE piece.
+    vocab_text = {t: tokenizer.decode([t]) for t in set(flat_ids)}
+    is_subject: list[bool] = []
+    for p, spans in zip(prompts, enc["offset_mapping"], strict=True):
+        # A token is part of the subject when its characters overlap the subject's span;
+        # special tokens have the empty span (0, 0) and never are.
+        is_subject += [a < p.subject_end and b > p.subject_start and b > a for a, b in spans]
+    prompt_rows = np.repeat(np.arange(len(ids)), n_tokens)
+    positions = np.concatenate([np.arange(n) for n in n_tokens]) if len(ids) else n_tokens
+    prompt_ids = np.array([p.prompt_id for p in prompts], dtype=np.int64)
+    tokens = pa.table(
+        {
+            "token_row": np.arange(len(flat_ids), dtype=np.int64),
+            "prompt_id": prompt_ids[prompt_rows] if len(ids) else prompt_ids,
+            "prompt_row": prompt_rows.astype(np.int64),
+            "position": positions.astype(np.int32),
+            "token_id": np.array(flat_ids, dtype=np.int32),
+            "token": [vocab_text[t] for t in flat_ids],
+            "is_subject": is_subject,
+            "is_last": (positions == n_tokens[prompt_rows] - 1) if len(ids) else [],
+        },
+        schema=TOKEN_SCHEMA,
+    )
+    table = pa.table(
+        {
+            "prompt_row": np.arange(len(prompts), dtype=np.int64),
+            "prompt_id": prompt_ids,
+            "relation": [p.relation for p in prompts],
+            "language": [p.language for p in prompts],
+            "split": [p.split for p in prompts],
+            "subject": [p.subject for p in prompts],
+            "subject_id": [p.subject_id for p in prompts],
+            "object": [p.object for p in prompts],
+            "aliases": [list(p.aliases) for p in prompts],
+            "template": [p.template for p in prompts],
+            "text": [p.text for p in prompts],
+            "n_tokens": n_tokens.astype(np.int32),
+            "token_offset": offsets.astype(np.int64),
+        },
+        schema=PROMPT_SCHEMA,
+    )
+    return table, tokens
+
+
+def token_ids_by_prompt(tokens: pa.Table, n_prompts: int) -> list[list[int]]:
+    """Input ids of each prompt, read back from the stored tokens table."""
+    ids = tokens.column("token_id").to_numpy()
+    rows = tokens.column("prompt_row").to_numpy()
+    bounds = np.searchsorted(rows, np.arange(n_prompts + 1))
+    return [ids[bounds[i] : bounds[i + 1]].tolist() for i in range(n_prompts)]

@@ -1,0 +1,79 @@
+"""Atomic file writes and checksums: every file of a warehouse is written to a temp name and
+renamed, so a crash leaves either the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from warehouse.errors import FormatError
+
+# Temp files carry this marker so that verify/resume can recognise (and clean) leftovers of
+# a killed process; zarr's own LocalStore uses ".partial" for the same purpose.
+TEMP_MARKERS = (".tmp-", ".partial")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FormatError(f"{path}: file is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FormatError(f"{path}: not valid JSON ({e})") from None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def sha256_files(root: Path, rel_paths: Iterable[str]) -> str:
+    """One digest over several files, name and content, in the given order."""
+    h = hashlib.sha256()
+    for rel in rel_paths:
+        h.update(rel.encode() + b"\0")
+        with open(root / rel, "rb") as f:
+            while block := f.read(1 << 22):
+                h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def is_temp_file(name: str) -> bool:
+    return any(marker in name for marker in TEMP_MARKERS)
+
+
+def safe_relative(root: Path, rel: str) -> Path:
+    """Resolve a manifest path, refusing absolute paths and anything that leaves the root."""
+    p = Path(rel)
+    if p.is_absolute() or ".." in p.parts:
+        raise FormatError(f"manifest path {rel!r} is not a relative path inside the warehouse")
+    full = root / p
+    try:
+        full.resolve().relative_to(root.resolve())
+    except ValueError:
+        raise FormatError(f"manifest path {rel!r} leads outside the warehouse") from None
+    return full

@@ -1,0 +1,156 @@
+"""Streaming writer: a thread that takes batches of rows from a bounded queue and writes them
+to zarr in whole chunks, so compression and disk I/O overlap the model's forward passes and
+memory stays bounded by (queue depth + one chunk) per array."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import zarr
+from warehouse.store.arrays import STORAGE_DTYPES, ArraySpec
+from zarr.storage import LocalStore
+
+from warehouse.errors import WarehouseError
+
+
+class CountingStore(LocalStore):
+    """A LocalStore that counts the (compressed) bytes it writes, for the progress bar."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.bytes_written = 0
+
+    async def set(self, key, value) -> None:  # type: ignore[override]
+        self.bytes_written += len(value)
+        await super().set(key, value)
+
+
+class ChunkBuffer:
+    """Rows of one array, gathered until they fill a whole chunk of rows.
+
+    Writing only whole chunks means no chunk is ever read back and merged, and a chunk file,
+    once renamed into place, is final: a crash can only lose rows after the last full chunk.
+    """
+
+    def __init__(self, root: Path, spec: ArraySpec, start_row: int) -> None:
+        if start_row % spec.chunks[0] and start_row != spec.shape[0]:
+            raise WarehouseError(f"{spec.path}: resume row {start_row} is not chunk-aligned")
+        self.spec = spec
+        self.store = CountingStore(root / spec.path)
+        self.array = zarr.open_array(store=self.store, mode="r+", zarr_format=3)
+        self.start = start_row  # first row not yet on disk
+        self.fill = 0
+        self.buf = np.empty(
+            (spec.chunks[0], spec.shape[1], spec.shape[2]), dtype=STORAGE_DTYPES[spec.dtype]
+        )
+
+    def add(self, row0: int, data: np.ndarray) -> None:
+        """Append rows [row0, row0 + len(data)); rows already on disk (from a resumed batch)
+        are dropped."""
+        expected = self.start + self.fill
+        skip = expected - row0
+        if skip < 0:
+            raise WarehouseError(f"{self.spec.path}: rows {expected}..{row0} were never written")
+        data = data[skip:]
+        while len(data):
+            take = min(len(data), len(self.buf) - self.fill)
+            self.buf[self.fill : self.fill + take] = data[:take]
+            self.fill += take
+            data = data[take:]
+            if self.fill == len(self.buf):
+                self._flush()
+
+    def finish(self) -> None:
+        if self.fill:
+            self._flush()
+
+    def _flush(self) -> None:
+        end = self.start + self.fill
+        self.array[self.start : end] = self.buf[: self.fill]
+        self.start, self.fill = end, 0
+
+
+Batch = Mapping[str, tuple[int, np.ndarray]]  # array key -> (first row, rows)
+
+
+class Writer:
+    """Background writer. `put` blocks when `depth` batches are waiting (back-pressure)."""
+
+    def __init__(
+        self,
+        buffers: Mapping[str, ChunkBuffer],
+        on_commit: Callable[[dict[str, int]], None],
+        depth: int = 2,
+    ) -> None:
+        self.buffers = dict(buffers)
+        self.on_commit = on_commit
+        self.queue: queue.Queue[Batch | bool] = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="warehouse-writer", daemon=True)
+        self.thread.start()
+
+    @property
+    def bytes_written(self) -> int:
+        return sum(b.store.bytes_written for b in self.buffers.values())
+
+    def committed(self) -> dict[str, int]:
+        return {k: b.start for k, b in self.buffers.items()}
+
+    def put(self, batch: Batch) -> None:
+        self._raise_if_failed()
+        while True:
+            try:
+                self.queue.put(batch, timeout=0.5)
+                return
+            except queue.Full:
+                self._raise_if_failed()
+
+    def close(self, finish: bool = True) -> None:
+        """Write what is queued, wait for the thread, and re-raise any write error.
+
+        finish=True also writes the last, partial chunk (the run is complete); finish=False
+        (the run was interrupted) leaves it out, so what is on disk ends at a chunk boundary
+        where a resumed run can continue.
+        """
+        if self.thread.is_alive():
+            self.queue.put(finish)
+            self.thread.join()
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self.error is not None:
+            err = self.error
+            if isinstance(err, OSError):
+                raise WarehouseError(
+                    f"writing the warehouse failed: {err.strerror or err} "
+                    f"({getattr(err, 'filename', '') or 'zarr chunk'}); everything up to the "
+                    "last committed batch is kept, re-run the same command to resume"
+                ) from err
+            raise err
+
+    def _run(self) -> None:
+        try:
+            last = self.committed()
+            while not isinstance(batch := self.queue.get(), bool):
+                for key, (row0, rows) in batch.items():
+                    self.buffers[key].add(row0, rows)
+                now = self.committed()
+                if now != last:
+                    self.on_commit(now)
+                    last = now
+            if batch:
+                for b in self.buffers.values():
+                    b.finish()
+                self.on_commit(self.committed())
+        except BaseException as e:  # handed to the main thread by put/close
+            self.error = e
+            # Drain so a producer blocked on a full queue wakes up and sees the error.
+            while True:
+                try:
+                    self.queue.get_nowait()
+                except queue.Empty:
+                    break

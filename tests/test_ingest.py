@@ -1,0 +1,331 @@
+"""Ingest: stored values equal a plain forward hook, padding does not matter, resume is exact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import zarr
+from warehouse.ingest.run import IngestConfig, ingest
+from warehouse.store.checksums import verify
+
+from warehouse.errors import WarehouseError
+
+FACTS = [
+    (
+        "country_capital",
+        "en",
+        "France",
+        "Paris",
+        ["The capital city of {subject} is", "{subject}'s capital is"],
+    ),
+    (
+        "country_capital",
+        "en",
+        "Japan",
+        "Tokyo",
+        ["The capital city of {subject} is", "{subject}'s capital is"],
+    ),
+    (
+        "country_capital",
+        "en",
+        "Germany",
+        "Berlin",
+        ["The capital city of {subject} is", "{subject}'s capital is"],
+    ),
+    ("country_capital", "de", "Frankreich", "Paris", ["Die Hauptstadt von {subject} ist"]),
+    ("person_mother", "en", "Barack Obama", "Ann Dunham", ["The mother of {subject} is"]),
+    (
+        "person_mother",
+        "en",
+        "Queen Elizabeth II",
+        "Elizabeth Bowes-Lyon",
+        ["The mother of {subject} is"],
+    ),
+    (
+        "person_mother",
+        "en",
+        "Ada Lovelace",
+        "Anne Isabella Milbanke",
+        ["Who is the mother of {subject}? It is"],
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "tiny.jsonl"
+    with open(path, "w") as f:
+        for rel, lang, s, o, templates in FACTS:
+            f.write(
+                json.dumps(
+                    {
+                        "relation": rel,
+                        "language": lang,
+                        "subject": s,
+                        "object": o,
+                        "templates": templates,
+                    }
+                )
+                + "\n"
+            )
+    return path
+
+
+def _cfg(tmp: Path, model: Path, data: Path, **kw) -> IngestConfig:
+    base = dict(
+        out=tmp,
+        model=str(model),
+        dataset=str(data),
+        sites="ffn.act,ffn.gate,ffn.up,ffn.down",
+        batch_size=3,
+        token_chunk=8,
+        prompt_chunk=4,
+    )
+    base.update(kw)
+    return IngestConfig(**base)
+
+
+def _plain_capture(model_dir: Path, text_ids: list[int]) -> dict[str, np.ndarray]:
+    """Independent reference: run one prompt alone with plain PyTorch hooks on the MLPs."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    got: dict[str, list[torch.Tensor]] = {
+        "ffn.act": [],
+        "ffn.gate": [],
+        "ffn.up": [],
+        "ffn.down": [],
+    }
+    handles = []
+    for layer in model.model.layers:
+        mlp = layer.mlp
+        handles.append(
+            mlp.down_proj.register_forward_pre_hook(
+                lambda m, a: got["ffn.act"].append(a[0][0].clone())
+            )
+        )
+        handles.append(
+            mlp.down_proj.register_forward_hook(
+                lambda m, a, o: got["ffn.down"].append(o[0].clone())
+            )
+        )
+        handles.append(
+            mlp.gate_proj.register_forward_hook(
+                lambda m, a, o: got["ffn.gate"].append(o[0].clone())
+            )
+        )
+        handles.append(
+            mlp.up_proj.register_forward_hook(lambda m, a, o: got["ffn.up"].append(o[0].clone()))
+        )
+    with torch.no_grad():
+        model(torch.tensor([text_ids]))
+    for h in handles:
+        h.remove()
+    return {k: torch.stack(v, 1).numpy() for k, v in got.items()}  # (tokens, layers, units)
+
+
+@pytest.fixture(scope="module")
+def warehouse_right(tmp_path_factory, tiny_llama_dir, tiny_dataset) -> Path:
+    out = tmp_path_factory.mktemp("w") / "right"
+    ingest(_cfg(out, tiny_llama_dir, tiny_dataset), show_progress=False)
+    return out
+
+
+def test_values_equal_plain_hooks(warehouse_right: Path, tiny_llama_dir: Path):
+    prompts = pq.read_table(warehouse_right / "prompts.parquet").to_pylist()
+    tokens = pq.read_table(warehouse_right / "tokens.parquet")
+    ids = tokens.column("token_id").to_numpy()
+    assert len(prompts) == 10
+    for p in prompts:
+        rows = slice(p["token_offset"], p["token_offset"] + p["n_tokens"])
+        ref = _plain_capture(tiny_llama_dir, ids[rows].tolist())
+        for site, want in ref.items():
+            act = zarr.open_array(warehouse_right / "activations.zarr" / site, mode="r")[rows]
+            np.testing.assert_allclose(act.astype(np.float32), want, rtol=1e-3, atol=1e-3)
+            for pool, ref_pool in (
+                ("mean", want.mean(0)),
+                ("max", want.max(0)),
+                ("last", want[-1]),
+            ):
+                resp = zarr.open_array(warehouse_right / "responses.zarr" / site / pool, mode="r")
+                np.testing.assert_allclose(
+                    resp[p["prompt_row"]].astype(np.float32), ref_pool, rtol=1e-3, atol=1e-3
+                )
+
+
+def test_padding_side_does_not_change_values(tiny_llama_dir):
+    """Mixed-length batches, padded left or right, give each prompt the values it gets alone."""
+    from transformers import AutoModelForCausalLM
+    from warehouse.ingest.capture import Capturer, CaptureSpec
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    ids = [[5, 9, 13, 40, 41], [7, 8], [100, 3, 4]]
+    sites = {"ffn.act": [0, 1], "ffn.down": [0, 1]}
+    alone = [
+        Capturer(model, 1, CaptureSpec(sites, True, ["mean", "max", "last"], "float32")).run([x])
+        for x in ids
+    ]
+    for side in ("left", "right"):
+        got = Capturer(
+            model, 1, CaptureSpec(sites, True, ["mean", "max", "last"], "float32", side)
+        ).run(ids)
+        for key, value in got.items():
+            want = np.concatenate([a[key] for a in alone])
+            np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6, err_msg=f"{side} {key}")
+
+
+def test_ingest_batches_never_pad(warehouse_right):
+    """Ingest orders prompts by length and never mixes lengths in a batch (no padding at all)."""
+    from warehouse.ingest.run import _batches
+
+    n = pq.read_table(warehouse_right / "prompts.parquet").column("n_tokens").to_numpy()
+    assert (np.diff(n) >= 0).all()
+    batches = _batches(n, 3)
+    assert batches[0][0] == 0 and batches[-1][1] == len(n)
+    for s, e in batches:
+        assert e - s <= 3 and len(set(n[s:e])) == 1
+
+
+def test_tables_and_manifest(warehouse_right: Path):
+    m = json.loads((warehouse_right / "manifest.json").read_text())
+    assert m["state"]["status"] == "complete"
+    assert m["counts"]["prompts"] == 10
+    con = duckdb.connect()
+    n_tok = con.execute(f"select count(*) from '{warehouse_right}/tokens.parquet'").fetchone()[0]
+    assert n_tok == m["counts"]["tokens"]
+    # token offsets tile the token rows with no gap, and is_last marks each prompt's end
+    bad = con.execute(
+        f"""select count(*) from '{warehouse_right}/prompts.parquet' p
+            join '{warehouse_right}/tokens.parquet' t on t.prompt_id = p.prompt_id
+            where t.token_row <> p.token_offset + t.position
+               or t.is_last <> (t.position = p.n_tokens - 1)"""
+    ).fetchone()[0]
+    assert bad == 0
+    subj = con.execute(
+        f"""select string_agg(t.token, '' order by t.position)
+            from '{warehouse_right}/tokens.parquet' t
+            join '{warehouse_right}/prompts.parquet' p using (prompt_id)
+            where p.subject = 'Barack Obama' and t.is_subject"""
+    ).fetchone()[0]
+    assert subj.strip() == "Barack Obama"
+    for entry in m["tables"].values():
+        assert not Path(entry["path"]).is_absolute()
+    for a in m["arrays"].values():
+        assert a["path"].startswith(("activations.zarr/", "responses.zarr/"))
+    assert verify(warehouse_right).ok
+
+
+def test_plain_zarr_and_duckdb_open_it(warehouse_right: Path):
+    """The format needs no project code: zarr + duckdb answer a question on their own."""
+    con = duckdb.connect()
+    row = con.execute(
+        f"select prompt_row, n_tokens from '{warehouse_right}/prompts.parquet' "
+        "where subject='Japan' "
+        "order by prompt_row limit 1"
+    ).fetchone()
+    group = zarr.open_group(str(warehouse_right / "responses.zarr"), mode="r")
+    mean = group["ffn.act"]["mean"]
+    assert mean.shape[0] == 10 and mean.dtype == np.float16
+    assert mean.attrs["layers"] == [0, 1]
+    assert np.isfinite(mean[row[0]]).all()
+
+
+def test_pooled_only_and_refusal(tmp_path, tiny_llama_dir, tiny_dataset, warehouse_right):
+    out = tmp_path / "pooled"
+    ingest(
+        _cfg(
+            out, tiny_llama_dir, tiny_dataset, capture="pooled", sites="ffn.act", pooling=["mean"]
+        ),
+        show_progress=False,
+    )
+    assert not (out / "activations.zarr").exists()
+    a = zarr.open_array(out / "responses.zarr/ffn.act/mean", mode="r")[:]
+    b = zarr.open_array(warehouse_right / "responses.zarr/ffn.act/mean", mode="r")[:]
+    np.testing.assert_array_equal(a, b)
+    before = (out / "manifest.json").read_bytes()
+    with pytest.raises(WarehouseError, match="other inputs.*dtype"):
+        ingest(
+            _cfg(
+                out,
+                tiny_llama_dir,
+                tiny_dataset,
+                capture="pooled",
+                sites="ffn.act",
+                pooling=["mean"],
+                dtype="float32",
+            ),
+            show_progress=False,
+        )
+    assert (out / "manifest.json").read_bytes() == before
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
+
+
+def test_resume_after_crash_is_identical(
+    tmp_path, tiny_llama_dir, tiny_dataset, warehouse_right, monkeypatch
+):
+    from warehouse.ingest import capture as capture_mod
+    from warehouse.ingest.run import _batches
+
+    out = tmp_path / "crash"
+    n_tokens = pq.read_table(warehouse_right / "prompts.parquet").column("n_tokens").to_numpy()
+    batches = _batches(n_tokens, 3)
+    die_at = len(batches)  # the last batch: earlier ones are done, some on disk, some queued
+    calls = {"n": 0}
+    real_run = capture_mod.Capturer.run
+
+    def dying_run(self, ids):
+        calls["n"] += 1
+        if calls["n"] == die_at:
+            raise KeyboardInterrupt  # stands in for a kill in the middle of the run
+        return real_run(self, ids)
+
+    monkeypatch.setattr(capture_mod.Capturer, "run", dying_run)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(_cfg(out, tiny_llama_dir, tiny_dataset), show_progress=False)
+    state = json.loads((out / "manifest.json").read_text())["state"]
+    done = batches[-1][0]
+    assert state["status"] == "ingesting"
+    assert state["prompts_committed"] == done - done % 4  # whole chunks only
+    assert state["tokens_committed"] == int(n_tokens[:done].sum()) // 8 * 8
+    assert not verify(out).ok
+    monkeypatch.setattr(capture_mod.Capturer, "run", real_run)
+    ingest(_cfg(out, tiny_llama_dir, tiny_dataset), show_progress=False)
+    assert _snapshot(out) == _snapshot(warehouse_right)
+    assert verify(out).ok
+
+
+def test_verify_finds_damage(tmp_path, warehouse_right):
+    import shutil
+
+    w = tmp_path / "w"
+    shutil.copytree(warehouse_right, w)
+    chunk = w / "activations.zarr/ffn.act/c/1/0/0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    (w / "responses.zarr/ffn.up/max/c/0/1/0").unlink()
+    trunc = w / "responses.zarr/ffn.down/mean/c/1/0/0"
+    trunc.write_bytes(trunc.read_bytes()[:5])
+    (w / "stray.txt").write_text("x")
+    problems = verify(w).problems
+    assert any(
+        "activations/ffn.act: chunk activations.zarr/ffn.act/c/1/0/0 is corrupt" in p
+        for p in problems
+    )
+    assert any("chunk responses.zarr/ffn.up/max/c/0/1/0 is missing" in p for p in problems)
+    assert any("responses.zarr/ffn.down/mean/c/1/0/0 is corrupt" in p for p in problems)
+    assert any("unexpected file: stray.txt" in p for p in problems)
+    assert len(problems) == 4

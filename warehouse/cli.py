@@ -1,0 +1,202 @@
+"""The `warehouse` command line: thin commands that each call one library function and turn
+named errors into one-line messages."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from warehouse.errors import WarehouseError
+
+app = typer.Typer(
+    help="relation-warehouse: find and test relation-specific neurons in LLMs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _split(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    return items or None
+
+
+@app.command()
+def datasets(
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset file or LRE folder (default: built-in).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+) -> None:
+    """List datasets and relations with fact counts per language and split."""
+    from warehouse.ingest.datasets import describe, load_dataset
+
+    info = describe(load_dataset(dataset), seed=seed)
+    if as_json:
+        print(json.dumps(info, indent=2, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"dataset {info['name']} ({info['hash'][:19]})")
+    for col in ("relation", "language", "facts", "identify", "test", "templates"):
+        table.add_column(col, justify="left" if col in ("relation", "language") else "right")
+    for rel, langs in info["relations"].items():
+        for lang, c in langs.items():
+            table.add_row(
+                rel, lang, str(c["facts"]), str(c["identify"]), str(c["test"]), str(c["templates"])
+            )
+    Console().print(table)
+
+
+@app.command()
+def ingest(
+    out: Annotated[Path, typer.Option(help="Warehouse folder to create or resume.")],
+    model: Annotated[
+        str, typer.Option(help="smollm2-135m, a local HF folder, a .gguf file or a hub id.")
+    ] = "smollm2-135m",
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset file (jsonl/csv/parquet) or LRE folder.")
+    ] = None,
+    relations: Annotated[str | None, typer.Option(help="Comma-separated relations.")] = None,
+    languages: Annotated[str | None, typer.Option(help="Comma-separated languages.")] = None,
+    split: Annotated[str, typer.Option(help="identify, test or all.")] = "all",
+    sites: Annotated[
+        str, typer.Option(help="ffn.act, ffn.gate, ffn.up, ffn.down, paper.")
+    ] = "ffn.act",
+    layers: Annotated[
+        str | None, typer.Option(help="Layers, e.g. 0,3,10-12 (default all).")
+    ] = None,
+    capture: Annotated[str, typer.Option(help="tokens (per-token + pooled) or pooled.")] = "tokens",
+    pooling: Annotated[str, typer.Option(help="Poolings: mean,max,last.")] = "mean,max,last",
+    dtype: Annotated[
+        str, typer.Option(help="Storage dtype: float16, bfloat16, float32.")
+    ] = "float16",
+    batch_size: Annotated[int, typer.Option(help="Prompts per forward pass.")] = 32,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
+    model_dtype: Annotated[str, typer.Option(help="Model weights dtype.")] = "float32",
+    max_prompts: Annotated[
+        int | None, typer.Option(help="Keep a fixed sample of N prompts.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Run a model over relation prompts and store FFN activations in a warehouse."""
+    from warehouse.ingest.run import IngestConfig
+    from warehouse.ingest.run import ingest as run_ingest
+
+    cfg = IngestConfig(
+        out=out,
+        model=model,
+        dataset=dataset,
+        relations=_split(relations),
+        languages=_split(languages),
+        split=split,
+        sites=sites,
+        layers=layers,
+        capture=capture,
+        pooling=_split(pooling) or [],
+        dtype=dtype,
+        batch_size=batch_size,
+        device=device,
+        model_dtype=model_dtype,
+        max_prompts=max_prompts,
+        seed=seed,
+    )
+    m = run_ingest(cfg, show_progress=not quiet)
+    c = m["counts"]
+    print(f"{out}: {c['prompts']} prompts, {c['tokens']} tokens, status {m['state']['status']}")
+
+
+@app.command()
+def info(
+    warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Show what a warehouse holds: model, dataset, sites, counts, state."""
+    from warehouse.store.manifest import load_manifest
+
+    m = load_manifest(warehouse)
+    if as_json:
+        print(json.dumps(m, indent=2, ensure_ascii=False))
+        return
+    model, ds, cap, st = m["model"], m["dataset"], m["capture"], m["state"]
+    print(f"warehouse   {warehouse} (format v{m['format_version']}, tool {m['tool_version']})")
+    print(
+        f"model       {model['name']} [{model['architecture']}, {model['n_layers']} layers] "
+        f"{model['weights_hash'][:23]}"
+    )
+    print(f"dataset     {ds['name']} {ds['hash'][:23]} split={ds['split']}")
+    print(
+        f"capture     sites={','.join(cap['sites'])} layers={len(cap['layers'])} "
+        f"mode={cap['mode']} pooling={','.join(cap['pooling'])} dtype={cap['dtype']}"
+    )
+    print(f"rows        {m['counts']['prompts']} prompts, {m['counts']['tokens']} tokens")
+    print(
+        f"state       {st['status']} ({st['prompts_committed']} prompts, "
+        f"{st['tokens_committed']} tokens committed)"
+    )
+    for key, a in m["arrays"].items():
+        print(f"array       {key} {a['shape']} chunks {a['chunks']} {a['dtype']}")
+
+
+@app.command()
+def verify(warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")]) -> None:
+    """Check every table, array chunk and checksum; exit 1 on any problem."""
+    from warehouse.store.checksums import verify as run_verify
+
+    report = run_verify(warehouse)
+    for p in report.problems:
+        print(f"PROBLEM {p}")
+    if not report.ok:
+        print(f"{warehouse}: {len(report.problems)} problem(s) in {report.checked_files} files")
+        raise typer.Exit(1)
+    print(f"{warehouse}: OK ({report.checked_files} files checked)")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Warehouse folder.")] = Path("demo-warehouse"),
+    max_prompts: Annotated[int, typer.Option(help="Prompts to ingest.")] = 600,
+) -> None:
+    """The main job on the embedded model: ingest the built-in dataset, then verify it."""
+    ingest(out=out, max_prompts=max_prompts, capture="tokens")
+    verify(out)
+    info(out)
+
+
+def main() -> None:
+    try:
+        rc = app(standalone_mode=False)
+    except WarehouseError as e:
+        if _state["debug"]:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+    sys.exit(rc if isinstance(rc, int) else 0)
