@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from warehouse.ingest import sites
 
 from warehouse.errors import ModelError, SiteError
+from warehouse.ingest import sites
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -165,6 +165,11 @@ def load_model(
     spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu"
 ) -> LoadedModel:
     """Load a model and tokenizer from a spec (module docstring) at a dtype onto a device."""
+    from transformers.utils import logging as hf_logging
+
+    # transformers' per-tensor "Loading weights" bars would interleave with our own progress
+    # and turn one-line error output into many lines.
+    hf_logging.disable_progress_bar()
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     src = _resolve_spec(spec)

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import zarr
-from warehouse.ingest.run import IngestConfig, ingest
-from warehouse.store.checksums import verify
 
 from warehouse.errors import WarehouseError
+from warehouse.ingest.run import IngestConfig, ingest
+from warehouse.store.checksums import verify
 
 FACTS = [
     (
@@ -162,6 +162,7 @@ def test_values_equal_plain_hooks(warehouse_right: Path, tiny_llama_dir: Path):
 def test_padding_side_does_not_change_values(tiny_llama_dir):
     """Mixed-length batches, padded left or right, give each prompt the values it gets alone."""
     from transformers import AutoModelForCausalLM
+
     from warehouse.ingest.capture import Capturer, CaptureSpec
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()

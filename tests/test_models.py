@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from warehouse.errors import ModelError
 from warehouse.ingest import models
 from warehouse.ingest.models import (
     EMBEDDED,
@@ -24,8 +26,6 @@ from warehouse.ingest.models import (
     resolve_dtype,
     weights_hash_of,
 )
-
-from warehouse.errors import ModelError
 
 HASH = re.compile(r"sha256:[0-9a-f]{64}")
 TEXT = "The capital city of Japan is Tokyo."

@@ -19,6 +19,8 @@ from transformers import (
     Qwen2Config,
     Qwen3Config,
 )
+
+from warehouse.errors import SiteError
 from warehouse.ingest.sites import (
     SITES,
     decoder_layers,
@@ -28,8 +30,6 @@ from warehouse.ingest.sites import (
     resolve_sites,
     units,
 )
-
-from warehouse.errors import SiteError
 
 GATED_SHAPE = dict(
     vocab_size=64,

@@ -1,0 +1,72 @@
+"""Compare lossless codecs on real per-token activations, chunk by chunk.
+
+    python bench/codecs.py [WAREHOUSE] [--prompts 200]
+
+Without WAREHOUSE it ingests a sample of the built-in dataset with the embedded model. Prints
+compression ratio and single-core encode/decode MB/s of each codec on the warehouse's chunks
+(1024 tokens x 512 neurons of one layer), the unit the writer compresses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+from numcodecs import LZ4, Blosc, Zstd
+
+
+def chunks_of(root: Path, limit: int = 60) -> list[np.ndarray]:
+    arr = zarr.open_array(root / "activations.zarr" / "ffn.act", mode="r")
+    rows, layers, units = arr.shape
+    r, n = arr.chunks[0], arr.chunks[2]
+    out = []
+    for layer in range(0, layers, max(1, layers // 10)):
+        for u in range(0, units, n):
+            for s in range(0, rows - r + 1 if rows >= r else 1, r):
+                out.append(np.ascontiguousarray(arr[s : s + r, layer, u : u + n]))
+    return out[:limit]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("warehouse", nargs="?")
+    ap.add_argument("--prompts", type=int, default=200)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(args.warehouse) if args.warehouse else Path(d) / "w"
+        if not args.warehouse:
+            from warehouse.ingest.run import IngestConfig, ingest
+
+            ingest(IngestConfig(out=root, max_prompts=args.prompts), show_progress=False)
+        chunks = chunks_of(root)
+    raw = sum(c.nbytes for c in chunks)
+    codecs = {
+        "zstd-1 (chosen)": Zstd(1),
+        "zstd-3": Zstd(3),
+        "blosc zstd-1 bitshuffle": Blosc("zstd", 1, Blosc.BITSHUFFLE),
+        "blosc zstd-1 shuffle": Blosc("zstd", 1, Blosc.SHUFFLE),
+        "blosc lz4-5 bitshuffle": Blosc("lz4", 5, Blosc.BITSHUFFLE),
+        "lz4": LZ4(),
+    }
+    print(f"{len(chunks)} chunks, {raw / 1e6:.1f} MB float16")
+    for name, codec in codecs.items():
+        t0 = time.perf_counter()
+        enc = [codec.encode(c) for c in chunks]
+        t_enc = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for e in enc:
+            codec.decode(e)
+        t_dec = time.perf_counter() - t0
+        size = sum(len(e) for e in enc)
+        print(
+            f"{name:25s} ratio {raw / size:5.2f}x  encode {raw / t_enc / 1e6:6.0f} MB/s  "
+            f"decode {raw / t_dec / 1e6:6.0f} MB/s"
+        )
+
+
+if __name__ == "__main__":
+    main()

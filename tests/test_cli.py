@@ -1,0 +1,134 @@
+"""The command line: every command has help, errors are one line, exit codes mean something."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import pytest
+
+from warehouse import cli
+
+COMMANDS = ("datasets", "ingest", "info", "verify", "demo")
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    old = sys.argv
+    sys.argv = ["warehouse", *args]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = old
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_help_lists_every_command_with_a_description(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for name in COMMANDS:
+        line = next(ln for ln in out.splitlines() if f" {name} " in ln)
+        assert len(line.split(name, 1)[1].strip(" │")) > 10, line
+    for name in COMMANDS:
+        code, out, _ = run(capsys, name, "--help")
+        assert code == 0 and "Usage" in out
+
+
+def test_datasets_json(capsys):
+    code, out, _ = run(capsys, "datasets", "--json")
+    assert code == 0
+    info = json.loads(out)
+    rels = info["relations"]
+    assert len(rels) >= 12
+    assert all(set(langs) == {"en", "de", "fr", "es", "zh", "ja"} for langs in rels.values())
+    big = [r for r, langs in rels.items() if all(c["facts"] >= 60 for c in langs.values())]
+    assert len(big) >= 10
+    for langs in rels.values():
+        for c in langs.values():
+            assert c["identify"] + c["test"] == c["facts"]
+            assert c["test"] == min(50, int(c["facts"] * 0.4)) or c["test"] <= 50
+
+
+def test_ingest_info_verify(capsys, tmp_path, tiny_llama_dir):
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "relation": r,
+                    "language": "en",
+                    "subject": s,
+                    "object": o,
+                    "templates": [f"The {r} of {{subject}} is"],
+                }
+            )
+            for r, s, o in [
+                ("capital", "France", "Paris"),
+                ("capital", "Peru", "Lima"),
+                ("currency", "Japan", "yen"),
+                ("currency", "Chile", "peso"),
+            ]
+        )
+    )
+    w = tmp_path / "w"
+    args = [
+        "ingest",
+        "--out",
+        str(w),
+        "--model",
+        str(tiny_llama_dir),
+        "--dataset",
+        str(data),
+        "--quiet",
+    ]
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    assert "4 prompts" in out
+    code, out, _ = run(capsys, "info", str(w), "--json")
+    assert code == 0 and json.loads(out)["state"]["status"] == "complete"
+    code, out, _ = run(capsys, "verify", str(w))
+    assert code == 0 and "OK" in out
+    chunk = next((w / "responses.zarr/ffn.act/mean/c").rglob("*"))
+    while chunk.is_dir():
+        chunk = next(chunk.iterdir())
+    chunk.write_bytes(chunk.read_bytes()[:-3])
+    code, out, _ = run(capsys, "verify", str(w))
+    assert code == 1 and "is corrupt" in out
+    # the same command again is a no-op; another one is refused and touches nothing
+    shutil.rmtree(w)
+    assert run(capsys, *args)[0] == 0
+    before = (w / "manifest.json").read_bytes()
+    code, _, err = run(capsys, *args, "--dtype", "float32")
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert "Traceback" not in err
+    assert (w / "manifest.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["datasets", "--dataset", "/nonexistent/x.jsonl"], "no such dataset"),
+        (["info", "/nonexistent-warehouse"], "no such warehouse"),
+        (["verify", "."], "not a warehouse"),
+        (
+            ["ingest", "--out", "OUT", "--relations", "no_such_relation", "--quiet"],
+            "no_such_relation",
+        ),
+        (["ingest", "--out", "OUT", "--sites", "ffn.nope", "--model", "TINY"], "ffn.nope"),
+        (["ingest", "--out", "OUT", "--model", "/no/such/model"], "/no/such/model"),
+        (["ingest", "--out", "OUT", "--pooling", "median"], "median"),
+    ],
+)
+def test_bad_input_is_one_line(capsys, tmp_path, tiny_llama_dir, args, fragment):
+    args = [
+        a.replace("OUT", str(tmp_path / "o")).replace("TINY", str(tiny_llama_dir)) for a in args
+    ]
+    code, out, err = run(capsys, *args)
+    assert code == 2, (out, err)
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert fragment in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
