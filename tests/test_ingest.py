@@ -330,3 +330,26 @@ def test_verify_finds_damage(tmp_path, warehouse_right):
     assert any("responses.zarr/ffn.down/mean/c/1/0/0 is corrupt" in p for p in problems)
     assert any("unexpected file: stray.txt" in p for p in problems)
     assert len(problems) == 4
+
+
+LRE = Path(__file__).resolve().parents[2] / "shared" / "data" / "lre"
+
+
+@pytest.mark.skipif(not LRE.is_dir(), reason="LRE data set not present")
+def test_lre_relation_values_equal_plain_hooks(tmp_path, tiny_llama_dir):
+    src = LRE / "factual" / "country_capital_city.json"
+    out = tmp_path / "lre"
+    ingest(
+        IngestConfig(
+            out=out, model=str(tiny_llama_dir), dataset=str(src), max_prompts=12, batch_size=4
+        ),
+        show_progress=False,
+    )
+    prompts = pq.read_table(out / "prompts.parquet").to_pylist()
+    assert {p["relation"] for p in prompts} == {"country_capital_city"}
+    ids = pq.read_table(out / "tokens.parquet").column("token_id").to_numpy()
+    acts = zarr.open_array(out / "activations.zarr" / "ffn.act", mode="r")
+    for p in prompts:
+        rows = slice(p["token_offset"], p["token_offset"] + p["n_tokens"])
+        want = _plain_capture(tiny_llama_dir, ids[rows].tolist())["ffn.act"]
+        np.testing.assert_allclose(acts[rows].astype(np.float32), want, rtol=1e-3, atol=1e-3)

@@ -1,0 +1,139 @@
+"""The public Python API: open a warehouse, get its views as LazyFrames, query them with SQL.
+
+    w = Warehouse.open("demo-warehouse")
+    w.tables()                      # ['activations', 'prompts', 'responses', 'tokens']
+    w.sql("select token_row, value from activations where layer = 12 and neuron = 42")
+    w.lazy("responses").filter(pl.col("neuron_id") == 18474).collect()
+
+Polars is the engine: its SQL is planned over the lazy views, so the filters of a query reach
+the Zarr readers (see `warehouse.queries.views`). DuckDB can run the Parquet-only views.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from warehouse.errors import WarehouseError
+from warehouse.queries.views import (
+    DERIVED_VIEWS,
+    ZarrView,
+    parquet_glob,
+    parquet_views,
+    scan_parquet_view,
+    zarr_views,
+)
+from warehouse.store.manifest import array_specs, load_manifest
+
+Engine = Literal["polars", "duckdb"]
+ZARR_VIEWS = ("activations", "responses")
+
+
+@dataclass
+class Warehouse:
+    """An opened warehouse: its manifest and the views a query can name."""
+
+    root: Path
+    manifest: dict[str, Any]
+    _zarr: dict[str, ZarrView] = field(repr=False)
+    _parquet: dict[str, list[Path]] = field(repr=False)
+
+    @classmethod
+    def open(cls, path: str | Path) -> Warehouse:
+        """Open a warehouse folder. (fsspec URLs are planned; the argument is a str for that.)"""
+        if isinstance(path, str) and "://" in path and not path.startswith("file://"):
+            raise WarehouseError(
+                f"{path}: remote warehouses are not supported yet; copy it locally"
+            )
+        root = Path(str(path).removeprefix("file://"))
+        manifest = load_manifest(root)
+        return cls(
+            root, manifest, zarr_views(root, manifest, array_specs(manifest)), parquet_views(root)
+        )
+
+    def tables(self) -> list[str]:
+        """Names of the views present in this warehouse, sorted."""
+        return sorted([*self._zarr, *self._parquet])
+
+    def lazy(self, name: str) -> pl.LazyFrame:
+        """The view `name` as a LazyFrame; nothing is read until it is collected."""
+        if name in self._zarr:
+            return self._zarr[name].lazy()
+        if name in self._parquet:
+            return scan_parquet_view(self.root, name)
+        raise WarehouseError(self._missing(name))
+
+    def sql(self, query: str, *, engine: Engine = "polars") -> pl.DataFrame:
+        """Run one SQL query over the views and return its result."""
+        if engine == "polars":
+            return self._sql_polars(query)
+        if engine == "duckdb":
+            return self._sql_duckdb(query)
+        raise WarehouseError(f"unknown engine {engine!r}; use 'polars' or 'duckdb'")
+
+    def sql_lazy(self, query: str) -> pl.LazyFrame:
+        """The query as a LazyFrame (Polars engine), to stream or inspect with .explain()."""
+        ctx = pl.SQLContext({name: self.lazy(name) for name in self.tables()}, eager=False)
+        try:
+            return ctx.execute(query)
+        except pl.exceptions.PolarsError as e:
+            raise WarehouseError(self._sql_error(e)) from None
+
+    def _sql_polars(self, query: str) -> pl.DataFrame:
+        lf = self.sql_lazy(query)
+        try:
+            # The streaming engine pulls the Zarr blocks one at a time through filters and
+            # aggregations, so a query over every neuron does not hold the array in memory.
+            return lf.collect(engine="streaming")
+        except pl.exceptions.PolarsError as e:
+            raise WarehouseError(self._sql_error(e)) from None
+
+    def _sql_duckdb(self, query: str) -> pl.DataFrame:
+        import duckdb
+
+        con = duckdb.connect()
+        for name in self._parquet:
+            glob = str(parquet_glob(self.root, name)).replace("'", "''")
+            con.execute(f"create view {name} as select * from read_parquet('{glob}')")
+        try:
+            return con.sql(query).pl()
+        except duckdb.Error as e:
+            raise WarehouseError(self._sql_error(e, duckdb=True)) from None
+        finally:
+            con.close()
+
+    def _sql_error(self, e: Exception, duckdb: bool = False) -> str:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        missing = re.search(
+            r"relation '([^']+)' was not found|Table with name (\S+) does not exist", msg
+        )
+        if missing:
+            name = missing.group(1) or missing.group(2)
+            if duckdb and name in self._zarr:
+                return (
+                    f"{name} is read from Zarr and only the polars engine can query it "
+                    f"(duckdb tables: {', '.join(sorted(self._parquet))})"
+                )
+            return self._missing(name)
+        return (
+            f"SQL error: {msg.removeprefix('Parser Error: ')} (tables: {', '.join(self.tables())})"
+        )
+
+    def _missing(self, name: str) -> str:
+        if name in DERIVED_VIEWS:
+            return (
+                f"table {name!r} does not exist yet in {self.root}: "
+                f"create it with `{DERIVED_VIEWS[name]}`"
+            )
+        if name == "activations":
+            return (
+                f"table 'activations' is absent: {self.root} was ingested with --capture pooled "
+                "(per-prompt `responses` only)"
+            )
+        if name in ZARR_VIEWS:
+            return f"table {name!r} is absent: {self.root} has no {name} arrays"
+        return f"unknown table {name!r}; tables: {', '.join(self.tables())}"
