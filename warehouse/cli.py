@@ -174,6 +174,33 @@ def verify(warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")])
 
 
 @app.command()
+def query(
+    warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")],
+    sql: Annotated[
+        str,
+        typer.Argument(
+            help="SQL over prompts, tokens, responses, activations, stats, selections, evals."
+        ),
+    ],
+    fmt: Annotated[str, typer.Option("--format", help="table, csv, json or parquet.")] = "table",
+    output: Annotated[
+        Path | None, typer.Option(help="Write to this file (never overwritten).")
+    ] = None,
+    engine: Annotated[
+        str, typer.Option(help="polars (all views) or duckdb (Parquet tables).")
+    ] = "polars",
+) -> None:
+    """Run a SQL query over the warehouse's tables and arrays."""
+    from warehouse.queries.sql import run_query
+
+    text = run_query(warehouse, sql, fmt, output, engine=engine)
+    if text is not None:
+        print(text, end="" if text.endswith("\n") else "\n")
+    else:
+        print(f"wrote {output}")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Warehouse folder.")] = Path("demo-warehouse"),
     max_prompts: Annotated[int, typer.Option(help="Prompts to ingest.")] = 600,
