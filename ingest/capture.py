@@ -90,18 +90,28 @@ class Capturer:
                     device=self.device,
                 )
 
+        padded = not bool(real.all())
+
         def grab(site: str, layer: int, t: torch.Tensor) -> None:
             i = layer_index[site][layer]
-            if spec.tokens:
-                out[f"activations/{site}"][:, i] = t[real]  # (tokens, units)
-            # Pool in float32 whatever the model dtype; padding never enters a pool.
+            if spec.tokens:  # (tokens, units), prompt by prompt
+                out[f"activations/{site}"][:, i] = t[real] if padded else t.flatten(0, 1)
+            # Pool in float32 whatever the model dtype; padding never enters a pool. Ingest
+            # batches are never padded, so the masks are skipped there (hooks run on the
+            # forward's critical path).
             t32 = t.float()
             for pool in spec.pooling:
                 dst = out[f"responses/{site}/{pool}"][:, i]  # (batch, units)
                 if pool == "mean":
-                    dst.copy_(t32.masked_fill(~real[..., None], 0.0).sum(1) / n_real)
+                    if padded:
+                        dst.copy_(t32.masked_fill(~real[..., None], 0.0).sum(1) / n_real)
+                    else:
+                        dst.copy_(t32.sum(1) / n_real)
                 elif pool == "max":
-                    dst.copy_(t32.masked_fill(~real[..., None], float("-inf")).amax(1))
+                    if padded:
+                        dst.copy_(t32.masked_fill(~real[..., None], float("-inf")).amax(1))
+                    else:
+                        dst.copy_(t32.amax(1))
                 else:  # last
                     dst.copy_(t32[batch, last])
 

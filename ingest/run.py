@@ -174,11 +174,16 @@ def _array_plan(plan: dict, n_prompts: int, n_tokens: int) -> list[ArraySpec]:
 
 
 def _by_length(tokenizer, prompts: list) -> list:
-    """Prompts ordered by token count (stable): batches then never mix lengths, so no batch
+    """Prompts ordered by token count: batches then never mix lengths, so no batch
     is padded, and a prompt's stored values cannot depend on padding or its neighbours'
     lengths (padded batches differ from unpadded ones in the last float16 bit)."""
     lengths = [len(x) for x in tokenizer([p.text for p in prompts])["input_ids"]]
-    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    # Within a length, prompts of one template sit together: their shared prefix tokens have
+    # identical activations (causal attention), which zstd finds inside a chunk.
+    order = sorted(
+        range(len(prompts)),
+        key=lambda i: (lengths[i], prompts[i].relation, prompts[i].language, prompts[i].template),
+    )
     return [prompts[i] for i in order]
 
 
