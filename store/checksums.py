@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+
+from warehouse.errors import FormatError, WarehouseError
 from warehouse.store.arrays import ArraySpec, chunk_keys
 from warehouse.store.files import is_temp_file, safe_relative, sha256_file, sha256_files
 from warehouse.store.manifest import MANIFEST, array_specs, load_manifest
-
-from warehouse.errors import FormatError, WarehouseError
 
 
 def array_files(spec: ArraySpec) -> list[str]:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from warehouse.store.arrays import ArraySpec
-from warehouse.store.files import atomic_write_json, read_json
-
 from warehouse import __version__
 from warehouse.errors import FormatError
+from warehouse.store.arrays import ArraySpec
+from warehouse.store.files import atomic_write_json, read_json
 
 FORMAT_NAME = "relation-warehouse"
 FORMAT_VERSION = 1

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from warehouse.store.files import atomic_write_bytes
 
 from warehouse.errors import FormatError
+from warehouse.store.files import atomic_write_bytes
 
 # Row groups of ~64k rows let DuckDB/Polars skip groups by their min/max statistics
 # (e.g. a query for one prompt_id range) without making files of many tiny groups.

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from warehouse.store.arrays import STORAGE_DTYPES, ArraySpec
 from zarr.storage import LocalStore
 
 from warehouse.errors import WarehouseError
+from warehouse.store.arrays import STORAGE_DTYPES, ArraySpec
 
 
 class CountingStore(LocalStore):
