@@ -1,0 +1,412 @@
+"""`warehouse select`: named neuron sets, each stored with the query that made it.
+
+A selection is `selections/<name>.parquet` (one row per neuron: selection, neuron_id, site,
+layer, neuron, rank, score) plus `selections/<name>.json`, which says what it is: the SQL
+over the stats that chose it, the stats options it was chosen from, and the model (weights
+hash, layers, units per layer) its neuron ids refer to, so an ablation can refuse a
+selection made for another model or site.
+
+Targets come from the stats of one (site, pooling, negatives): the top K by AP of a relation
+and language, the top fraction of all the site's neurons, or any DuckDB query over the view
+`stats`. Controls (`random_like`) have the same size and the same count per layer as a
+target, are disjoint from it, and are seeded.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from warehouse import __version__
+from warehouse.analysis.stats import (
+    STATS_DIR,
+    check_site_pooling,
+    parse_negatives,
+    sidecar_path,
+    stats_path,
+)
+from warehouse.errors import FormatError, WarehouseError
+from warehouse.store.files import atomic_write_json, read_json
+from warehouse.store.manifest import load_manifest
+from warehouse.store.tables import read_table, write_table
+
+SELECTIONS_DIR = "selections"
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+RESERVED = "baseline"  # the `selection` of evals rows with nothing deactivated
+
+SCHEMA = pa.schema(
+    [
+        ("selection", pa.string()),  # the name: the `selections` view unions every file
+        ("neuron_id", pa.int64()),
+        ("site", pa.string()),
+        ("layer", pa.int32()),
+        ("neuron", pa.int32()),
+        ("rank", pa.int32()),
+        ("score", pa.float64()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A stored selection: its sidecar and its rows (sorted by rank)."""
+
+    name: str
+    meta: dict[str, Any]
+    frame: pl.DataFrame
+
+    @property
+    def site(self) -> str:
+        return self.meta["site"]
+
+    @property
+    def neuron_ids(self) -> np.ndarray:
+        return self.frame["neuron_id"].to_numpy()
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+def selection_paths(root: Path, name: str) -> tuple[Path, Path]:
+    base = Path(root) / SELECTIONS_DIR
+    return base / f"{name}.parquet", base / f"{name}.json"
+
+
+def read_selection(root: Path | str, name: str) -> Selection:
+    root = Path(root)
+    parquet, side = selection_paths(root, name)
+    if not side.is_file():
+        names = [s["name"] for s in list_selections(root)]
+        raise WarehouseError(
+            f"no selection named {name!r} in {root}; "
+            + (f"available: {', '.join(names)}" if names else "make one with `warehouse select`")
+        )
+    meta = read_json(side)
+    frame = pl.from_arrow(read_table(parquet))
+    if len(frame) != meta.get("size"):
+        raise FormatError(f"{parquet}: {len(frame)} rows, its sidecar says {meta.get('size')}")
+    return Selection(name=name, meta=meta, frame=frame)
+
+
+def list_selections(root: Path | str) -> list[dict[str, Any]]:
+    """Every selection's sidecar (name, kind, relation, language, site, size, sql, ...)."""
+    base = Path(root) / SELECTIONS_DIR
+    if not base.is_dir():
+        return []
+    return [read_json(p) for p in sorted(base.glob("*.json"))]
+
+
+# ------------------------------------------------------------------------------ targets
+
+
+def select(
+    root: Path | str,
+    name: str,
+    relation: str | None = None,
+    language: str = "all",
+    site: str | None = None,
+    pooling: str = "mean",
+    negatives: str = "all",
+    *,
+    top: int | None = None,
+    fraction: float | None = None,
+    sql: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Store the neurons chosen by exactly one of `top` (K best by AP of `relation` in
+    `language`), `fraction` (that many of all the site's neurons) or `sql` (a DuckDB query
+    over the view `stats` returning neuron_id and optionally score). Returns the Parquet path.
+    """
+    root = Path(root)
+    manifest = load_manifest(root)
+    _check_name(root, name, overwrite)
+    if sum(x is not None for x in (top, fraction, sql)) != 1:
+        raise WarehouseError("choose exactly one of --top, --fraction and --sql")
+    negatives, _ = parse_negatives(negatives)
+    check_site_pooling(manifest, site, pooling)
+    site = _resolve_site(root, manifest, site, pooling, negatives)
+    path = stats_path(root, site, pooling, negatives)
+    if not path.is_file() or not sidecar_path(path).is_file():
+        raise WarehouseError(
+            f"no stats for site {site}, pooling {pooling}, negatives {negatives} in {root}: "
+            f"run `warehouse stats {root} --site {site} --pooling {pooling} "
+            f"--negatives {negatives}` first"
+        )
+    stats_meta = read_json(sidecar_path(path))
+    units = manifest["model"]["units"][site]
+    layers = list(manifest["capture"]["layers"])
+    if relation is not None or sql is None:
+        if relation is None:
+            raise WarehouseError("--top and --fraction need --relation")
+        _check_relation_language(stats_meta, relation, language)
+    if top is not None or fraction is not None:
+        k = _top_k(top, fraction, units * len(layers))
+        sql = (
+            "SELECT neuron_id, ap AS score FROM stats\n"
+            f"WHERE site = {_lit(site)} AND pooling = {_lit(pooling)} "
+            f"AND negatives = {_lit(negatives)}\n"
+            f"  AND relation = {_lit(relation)} AND language = {_lit(language)} AND rank <= {k}\n"
+            "ORDER BY rank"
+        )
+    assert sql is not None
+    ids, score = _run_query(path, sql, site)
+    frame = _frame(name, site, units, layers, ids, score)
+    meta = {
+        "name": name,
+        "kind": "target",
+        "of": None,
+        "seed": None,
+        "relation": relation,
+        "language": language,
+        "site": site,
+        "pooling": pooling,
+        "negatives": negatives,
+        "split": stats_meta["options"]["split"],
+        "sql": sql,
+        "stats": {"file": f"{STATS_DIR}/{path.name}", **stats_meta["options"]},
+        **_model_meta(manifest, site),
+        **_size_meta(frame, layers),
+    }
+    return _write(root, name, frame, meta)
+
+
+def _check_name(root: Path, name: str, overwrite: bool) -> None:
+    # A leading dot would hide the file; ".tmp-" would read as a leftover temp file.
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".tmp-" in name:
+        raise WarehouseError(
+            f"bad selection name {name!r}: use letters, digits, '_', '.' and '-', "
+            "not starting with '.'"
+        )
+    if name == RESERVED:
+        raise WarehouseError(f"{RESERVED!r} names the unablated rows of evals; choose another name")
+    if selection_paths(root, name)[1].exists() and not overwrite:
+        raise WarehouseError(
+            f"a selection named {name!r} already exists in {root}; choose another name "
+            "or pass --overwrite"
+        )
+
+
+def _resolve_site(
+    root: Path, manifest: dict, site: str | None, pooling: str, negatives: str
+) -> str:
+    sites = list(manifest["capture"]["sites"])
+    if site is not None:
+        return site
+    if len(sites) == 1:
+        return sites[0]
+    with_stats = [s for s in sites if stats_path(root, s, pooling, negatives).is_file()]
+    if len(with_stats) == 1:
+        return with_stats[0]
+    if not with_stats:
+        raise WarehouseError(
+            f"no stats for pooling {pooling}, negatives {negatives} in {root}: run "
+            f"`warehouse stats {root} --pooling {pooling} --negatives {negatives}` first"
+        )
+    raise WarehouseError(
+        f"this warehouse has several sites ({', '.join(sites)}); choose one with --site"
+    )
+
+
+def _check_relation_language(stats_meta: dict, relation: str, language: str) -> None:
+    relations = stats_meta.get("relations", [])
+    if relation not in relations:
+        raise WarehouseError(
+            f"unknown relation {relation!r} in these stats; available: {', '.join(relations)}"
+        )
+    scored = [
+        g["language"]
+        for g in stats_meta.get("groups", [])
+        if g["relation"] == relation and g["n_pos"] and g["n_neg"]
+    ]
+    if language not in scored:
+        raise WarehouseError(
+            f"no stats for relation {relation!r} in language {language!r}; "
+            f"available: {', '.join(scored) or '(none)'}"
+        )
+
+
+def _top_k(top: int | None, fraction: float | None, total: int) -> int:
+    if top is not None:
+        if isinstance(top, bool) or not isinstance(top, int | np.integer) or top < 1:
+            raise WarehouseError(f"--top must be a positive integer, got {top!r}")
+        if top > total:
+            raise WarehouseError(f"--top {top} exceeds the site's {total:,} neurons")
+        return int(top)
+    assert fraction is not None
+    if not 0 < fraction <= 1:
+        raise WarehouseError(f"--fraction must be in (0, 1], got {fraction}")
+    k = int(np.floor(fraction * total + 0.5))  # round half up, as the docs say
+    if k < 1:
+        raise WarehouseError(
+            f"--fraction {fraction} of {total:,} neurons selects none; use at least {1 / total:.2g}"
+        )
+    return k
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _run_query(stats_file: Path, sql: str, site: str) -> tuple[np.ndarray, np.ndarray]:
+    """neuron_id (int64) and score (float64, NaN where the query gives none) of each row."""
+    con = duckdb.connect()
+    try:
+        con.execute(f"CREATE VIEW stats AS SELECT * FROM read_parquet({_lit(str(stats_file))})")
+        relation = con.sql(sql)
+        if relation is None:  # duckdb 1.x runs a statement that returns no rows at once
+            raise WarehouseError("the selection query must be a SELECT that returns rows")
+        result = relation.to_arrow_table()
+    except duckdb.Error as e:
+        raise WarehouseError(f"the selection query failed: {e}") from None
+    finally:
+        con.close()
+    cols = result.column_names
+    if "neuron_id" not in cols:
+        raise WarehouseError(
+            f"the selection query must return a neuron_id column; it returned {', '.join(cols)}"
+        )
+    if "site" in cols:
+        other = sorted({s for s in result.column("site").to_pylist() if s != site}, key=str)
+        if other:
+            raise WarehouseError(f"the query returned neurons of site(s) {other}, not of {site!r}")
+    id_col = result.column("neuron_id")
+    if not (pa.types.is_integer(id_col.type) or pa.types.is_null(id_col.type)):
+        raise WarehouseError(f"neuron_id must be an integer column, got {id_col.type}")
+    if id_col.null_count:
+        raise WarehouseError(f"the query returned {id_col.null_count} null neuron_id(s)")
+    ids = id_col.to_numpy().astype(np.int64)
+    if "score" in cols:
+        try:
+            score = result.column("score").cast(pa.float64()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise WarehouseError(f"score must be numeric ({e})") from None
+    else:
+        score = np.full(len(ids), np.nan)
+    if not len(ids):
+        raise WarehouseError("the selection query returned no neurons")
+    return ids, score
+
+
+def _frame(
+    name: str, site: str, units: int, layers: list[int], ids: np.ndarray, score: np.ndarray
+) -> pl.DataFrame:
+    """Validated rows, ranked: by score descending (ties by neuron_id) when the query gave
+    scores, else in the query's row order."""
+    bad = ids[(ids < 0) | ~np.isin(ids // units, layers)]
+    if len(bad):
+        shown = ", ".join(map(str, bad[:10].tolist())) + (" …" if len(bad) > 10 else "")
+        raise WarehouseError(
+            f"{len(bad)} neuron id(s) are not neurons of site {site} in this warehouse "
+            f"(layers {layers[0]}..{layers[-1]} x {units} units): {shown}"
+        )
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        dup = uniq[counts > 1][:10].tolist()
+        raise WarehouseError(f"the query returned neuron ids more than once: {dup}")
+    if np.isnan(score).all():
+        order = np.arange(len(ids))
+    else:
+        order = np.lexsort((ids, -np.nan_to_num(score, nan=-np.inf)))
+    ids, score = ids[order], score[order]
+    table = pa.table(
+        {
+            "selection": pa.repeat(pa.scalar(name, pa.string()), len(ids)),
+            "neuron_id": ids,
+            "site": pa.repeat(pa.scalar(site, pa.string()), len(ids)),
+            "layer": (ids // units).astype(np.int32),
+            "neuron": (ids % units).astype(np.int32),
+            "rank": np.arange(1, len(ids) + 1, dtype=np.int32),
+            # NaN (no score) is stored as null, which SQL and Polars treat as missing
+            "score": pa.array(score, pa.float64(), from_pandas=True),
+        },
+        schema=SCHEMA,
+    )
+    return pl.from_arrow(table)
+
+
+def _model_meta(manifest: dict, site: str) -> dict[str, Any]:
+    return {
+        "model": manifest["model"]["name"],
+        "weights_hash": manifest["model"]["weights_hash"],
+        "units": manifest["model"]["units"][site],
+        "n_layers": manifest["model"]["n_layers"],
+        "layers": list(manifest["capture"]["layers"]),
+        "warehouse_fingerprint": manifest.get("fingerprint"),
+    }
+
+
+def _size_meta(frame: pl.DataFrame, layers: list[int]) -> dict[str, Any]:
+    counts = frame.group_by("layer").len()
+    by_layer = dict(zip(counts["layer"].to_list(), counts["len"].to_list(), strict=True))
+    return {"size": len(frame), "per_layer": {str(n): by_layer.get(n, 0) for n in layers}}
+
+
+def _write(root: Path, name: str, frame: pl.DataFrame, meta: dict[str, Any]) -> Path:
+    parquet, side = selection_paths(root, name)
+    meta = {
+        **meta,
+        "file": f"{SELECTIONS_DIR}/{parquet.name}",
+        "tool_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    # The sidecar marks a selection as present, so it goes last (and first on overwrite).
+    side.unlink(missing_ok=True)
+    write_table(parquet, frame.to_arrow().cast(SCHEMA))  # polars writes large_string
+    atomic_write_json(side, meta)
+    return parquet
+
+
+# ----------------------------------------------------------------------------- controls
+
+
+def random_like(root: Path | str, name: str, like: str, seed: int, overwrite: bool = False) -> Path:
+    """A random control for selection `like`: as many neurons in every layer, none of them
+    in `like`, drawn with numpy's default_rng(seed) layer by layer in ascending order."""
+    root = Path(root)
+    manifest = load_manifest(root)
+    _check_name(root, name, overwrite)
+    if name == like:
+        raise WarehouseError("a control cannot replace the selection it copies")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise WarehouseError(f"--seed must be a non-negative integer, got {seed!r}")
+    target = read_selection(root, like)
+    site, units = target.site, target.meta["units"]
+    if target.meta.get("weights_hash") != manifest["model"]["weights_hash"]:
+        raise WarehouseError(f"selection {like!r} was made for other model weights")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for layer, count in sorted((int(k), v) for k, v in target.meta["per_layer"].items()):
+        if not count:
+            continue
+        taken = target.frame.filter(pl.col("layer") == layer)["neuron"].to_numpy()
+        free = np.setdiff1d(np.arange(units), taken)
+        if count > len(free):
+            raise WarehouseError(
+                f"layer {layer} holds {count} of {units} neurons of {like!r}: too few are left "
+                "for a disjoint control of the same size"
+            )
+        chosen.append(layer * units + np.sort(rng.choice(free, count, replace=False)))
+    ids = np.concatenate(chosen)
+    layers = target.meta["layers"]
+    frame = _frame(name, site, units, layers, ids, np.full(len(ids), np.nan))
+    meta = {
+        **{k: target.meta.get(k) for k in ("relation", "language", "pooling", "negatives")},
+        **{k: target.meta.get(k) for k in ("split", "stats")},
+        "name": name,
+        "kind": "control",
+        "of": like,
+        "seed": int(seed),
+        "site": site,
+        "sql": None,
+        **_model_meta(manifest, site),
+        **_size_meta(frame, layers),
+    }
+    return _write(root, name, frame, meta)

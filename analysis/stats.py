@@ -1,0 +1,531 @@
+"""`warehouse stats`: every neuron's selectivity for every relation, as one Parquet file per
+(site, pooling, negatives).
+
+For each relation r and neuron j, r's prompts of the chosen split are the positives and the
+other relations' prompts the negatives (all of them, or `ratio:k` = k x n_pos sampled per
+relation, the paper's mode). The neuron's pooled responses are its scores: AP (the paper's
+expertise), AUROC, moments and SMD come from `selectivity` (analysis/selectivity.py), which
+is exact to scikit-learn. Every statistic is computed once per language (positives and
+negatives within that language) and once with all languages pooled (`language = "all"`).
+
+Data flow, bounded by one slab of the responses array, never by the number of neurons:
+
+    responses.zarr/<site>/<pooling>  --slab of one layer's neurons, all counted prompts-->
+    selectivity per language group   --(group, relation, neuron) stats-->  disk-backed arrays
+    --per (relation, language): rank by AP-->  stats/<site>__<pooling>__<negatives>.parquet
+
+The output is sorted by (relation, language, rank) and every (relation, language) starts a
+new row group, so `WHERE relation = ... AND language = ... AND rank <= 3000` reads one row
+group. A JSON sidecar with the options and the warehouse fingerprint makes a re-run with the
+same inputs a no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zarr
+
+from warehouse import __version__
+from warehouse.analysis.selectivity import selectivity
+from warehouse.errors import FormatError, WarehouseError
+from warehouse.store.arrays import NEURON_CHUNK, ArraySpec, from_storage, open_array
+from warehouse.store.checksums import require_complete
+from warehouse.store.files import atomic_write_json, read_json, sha256_file
+from warehouse.store.manifest import array_specs, load_manifest
+from warehouse.store.tables import ROW_GROUP_SIZE, read_table
+
+STATS_DIR = "stats"
+BASELINE = "evals/baseline.parquet"
+ALL_LANGUAGES = "all"
+SPLITS = ("identify", "test", "all")
+SIDECAR_FORMAT = "relation-warehouse/stats"
+
+# One slab holds every counted prompt of at most this many values (64 MiB as float16): a
+# whole layer of SmolLM2 or Llama-2-7B for a few thousand prompts, a narrower neuron range
+# when there are many prompts, so memory does not grow with the dataset either.
+SLAB_VALUES = 1 << 25
+MAX_SLAB_NEURONS = 4096
+
+_STATS = ("ap", "auroc", "mean_pos", "std_pos", "mean_neg", "std_neg", "smd")
+# AP and AUROC stay float64 so that they equal scikit-learn to the last bits. The moments
+# and SMD are stored as float32: responses are float16/bfloat16, so float32 holds them to
+# ~1e-7 relative, and it makes the file ~30 % smaller (random floats barely compress).
+_FLOAT64 = ("ap", "auroc")
+_STRINGS = ("relation", "language", "site", "pooling", "negatives", "split")
+
+SCHEMA = pa.schema(
+    [
+        ("relation", pa.string()),
+        ("language", pa.string()),
+        ("site", pa.string()),
+        ("pooling", pa.string()),
+        ("negatives", pa.string()),
+        ("split", pa.string()),
+        ("layer", pa.int32()),
+        ("neuron", pa.int32()),
+        ("neuron_id", pa.int64()),
+        *((name, pa.float64() if name in _FLOAT64 else pa.float32()) for name in _STATS),
+        ("rank", pa.int32()),
+        ("n_pos", pa.int64()),
+        ("n_neg", pa.int64()),
+    ]
+)
+
+
+# ------------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class StatsOptions:
+    """Everything that determines one stats file's content (threads and progress do not)."""
+
+    site: str
+    pooling: str
+    negatives: str  # "all" or "ratio:<k>", normalized by parse_negatives
+    split: str
+    seed: int | None  # None in "all" mode, where no sampling happens
+    per_language: bool
+    filter_correct: bool
+
+    @property
+    def ratio(self) -> float | None:
+        return parse_negatives(self.negatives)[1]
+
+    @property
+    def stem(self) -> str:
+        return _stem(self.site, self.pooling, self.negatives)
+
+
+def _stem(site: str, pooling: str, negatives: str) -> str:
+    # ':' is not allowed in Windows file names nor safe in URLs, so ratio:4 -> ratio-4.
+    return f"{site}__{pooling}__{negatives.replace(':', '-')}"
+
+
+def parse_negatives(negatives: str) -> tuple[str, float | None]:
+    """'all' -> ('all', None); 'ratio:4' / 'ratio:4.0' -> ('ratio:4', 4.0)."""
+    if negatives == "all":
+        return "all", None
+    kind, _, value = negatives.partition(":")
+    try:
+        ratio = float(value) if kind == "ratio" else float("nan")
+    except ValueError:
+        ratio = float("nan")
+    if not (ratio > 0 and np.isfinite(ratio)):
+        raise WarehouseError(
+            f"--negatives must be 'all' or 'ratio:K' with K > 0 (the paper uses ratio:4), "
+            f"not {negatives!r}"
+        )
+    return f"ratio:{ratio:g}", ratio
+
+
+def stats_path(root: Path, site: str, pooling: str, negatives: str) -> Path:
+    """The stats file of (site, pooling, negatives): stats/<site>__<pooling>__<neg>.parquet."""
+    stem = _stem(site, pooling, parse_negatives(negatives)[0])
+    return Path(root) / STATS_DIR / f"{stem}.parquet"
+
+
+def sidecar_path(parquet: Path) -> Path:
+    return parquet.with_suffix(".json")
+
+
+# ------------------------------------------------------------------------- the prompts
+
+
+@dataclass(frozen=True)
+class Design:
+    """Which prompts count, their relation codes, and the language groups over them.
+
+    Relation codes are indexes into `relations` (sorted names of the relations that have
+    counted prompts); the sampled mode seeds relation r's draw with (seed, code of r).
+    """
+
+    rows: np.ndarray  # (n,) int64: prompt_row of each counted prompt, ascending
+    prompt_ids: np.ndarray  # (n,) int64
+    y: np.ndarray  # (n,) int64: relation code
+    relations: list[str]
+    groups: list[tuple[str, np.ndarray]]  # (language or "all", (n,) bool mask)
+
+
+def design(root: Path, split: str, per_language: bool, filter_correct: bool, n_rows: int) -> Design:
+    """The counted prompts of a warehouse for a split, optionally only baseline-correct ones."""
+    if split not in SPLITS:
+        raise WarehouseError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    t = read_table(
+        root / "prompts.parquet",
+        columns=["prompt_row", "prompt_id", "relation", "language", "split"],
+    )
+    rows = t.column("prompt_row").to_numpy().astype(np.int64)
+    ids = t.column("prompt_id").to_numpy().astype(np.int64)
+    rel = np.asarray(t.column("relation").to_pylist(), dtype=object)
+    lang = np.asarray(t.column("language").to_pylist(), dtype=object)
+    splits = np.asarray(t.column("split").to_pylist(), dtype=object)
+    if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
+        raise FormatError(f"{root}/prompts.parquet: prompt_row outside the responses array")
+    keep = np.ones(len(rows), dtype=bool) if split == "all" else splits == split
+    if not keep.any():
+        raise WarehouseError(
+            f"{root} has no {split!r} prompts (splits present: {', '.join(sorted(set(splits)))})"
+        )
+    if filter_correct:
+        keep &= np.isin(ids, _baseline_correct_ids(root))
+        if not keep.any():
+            raise WarehouseError(
+                f"no {split!r} prompt of {root} was answered correctly in {BASELINE}"
+            )
+    order = np.argsort(rows[keep], kind="stable")
+    rows, ids, rel, lang = (a[keep][order] for a in (rows, ids, rel, lang))
+    relations = sorted(set(rel))
+    code = {r: i for i, r in enumerate(relations)}
+    y = np.fromiter((code[r] for r in rel), dtype=np.int64, count=len(rel))
+    groups = [(ALL_LANGUAGES, np.ones(len(rows), dtype=bool))]
+    if per_language:
+        groups += [(g, lang == g) for g in sorted(set(lang))]
+    return Design(rows=rows, prompt_ids=ids, y=y, relations=relations, groups=groups)
+
+
+def _baseline(root: Path) -> Path:
+    path = root / BASELINE
+    if not path.is_file():
+        raise WarehouseError(
+            "--filter-correct needs baseline answers: run `warehouse eval W --baseline` first"
+        )
+    return path
+
+
+def _baseline_correct_ids(root: Path) -> np.ndarray:
+    path = _baseline(root)
+    names = pq.read_schema(path).names
+    column = next((c for c in ("correct", "baseline_correct") if c in names), None)
+    if "prompt_id" not in names or column is None:
+        raise FormatError(f"{path}: needs columns prompt_id and correct, has {', '.join(names)}")
+    t = read_table(path, columns=["prompt_id", column])
+    ids = t.column("prompt_id").to_numpy(zero_copy_only=False).astype(np.int64)
+    ok = t.column(column).fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
+    # A prompt evaluated more than once counts as correct only if every answer was.
+    wrong = np.unique(ids[~ok])
+    return np.setdiff1d(ids[ok], wrong)
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+def run_stats(
+    root: Path | str,
+    site: str | None = None,
+    pooling: str = "mean",
+    negatives: str = "all",
+    split: str = "identify",
+    seed: int = 0,
+    per_language: bool = True,
+    filter_correct: bool = False,
+    threads: int = 2,
+    show_progress: bool = True,
+    force: bool = False,
+) -> list[Path]:
+    """Compute and store the stats of one site (every captured site when None).
+
+    Returns the stats file of each site. A site whose file was made with the same options
+    from the same warehouse (and the same baseline answers) is skipped unless `force`.
+    """
+    root = Path(root)
+    manifest = load_manifest(root)
+    require_complete(manifest, root)
+    negatives, _ = parse_negatives(negatives)
+    if seed < 0:
+        raise WarehouseError(f"--seed must be >= 0, got {seed}")
+    if threads < 1:
+        raise WarehouseError(f"--threads must be >= 1, got {threads}")
+    sites = check_site_pooling(manifest, site, pooling)
+    specs = array_specs(manifest)
+    inputs = {
+        "warehouse_fingerprint": manifest.get("fingerprint"),
+        "baseline_sha256": sha256_file(_baseline(root)) if filter_correct else None,
+    }
+    paths = []
+    for s in sites:
+        opts = StatsOptions(
+            site=s,
+            pooling=pooling,
+            negatives=negatives,
+            split=split,
+            seed=None if negatives == "all" else seed,
+            per_language=per_language,
+            filter_correct=filter_correct,
+        )
+        path = root / STATS_DIR / f"{opts.stem}.parquet"
+        if not force and is_current(path, opts, inputs):
+            paths.append(path)
+            continue
+        spec = specs[f"responses/{s}/{pooling}"]
+        units = manifest["model"]["units"][s]
+        _compute_and_write(root, path, spec, units, opts, inputs, threads, show_progress)
+        paths.append(path)
+    return paths
+
+
+def check_site_pooling(manifest: dict, site: str | None, pooling: str) -> list[str]:
+    """The sites meant (every captured one when None), or an error naming the available ones."""
+    cap = manifest["capture"]
+    sites = list(cap["sites"])
+    if site is not None and site not in sites:
+        raise WarehouseError(
+            f"site {site!r} is not in this warehouse; available: {', '.join(sites)}"
+        )
+    if pooling not in cap["pooling"]:
+        raise WarehouseError(
+            f"pooling {pooling!r} is not in this warehouse; available: {', '.join(cap['pooling'])}"
+        )
+    chosen = sites if site is None else [site]
+    missing = [s for s in chosen if f"responses/{s}/{pooling}" not in manifest["arrays"]]
+    if missing:
+        raise FormatError(f"manifest lists no responses array for {missing} / {pooling}")
+    return chosen
+
+
+def is_current(path: Path, opts: StatsOptions, inputs: dict) -> bool:
+    """True when `path` holds exactly what these options and inputs would write."""
+    side = sidecar_path(path)
+    if not (path.is_file() and side.is_file()):
+        return False
+    try:
+        meta = read_json(side)
+        rows = pq.ParquetFile(path).metadata.num_rows
+    except (FormatError, OSError, pa.ArrowInvalid):
+        return False
+    return (
+        isinstance(meta, dict)
+        and meta.get("options") == asdict(opts)
+        and meta.get("inputs") == inputs
+        and meta.get("rows") == rows
+    )
+
+
+def _slabs(spec: ArraySpec, n_prompts: int) -> list[tuple[int, int, int]]:
+    """(layer index, first neuron, end neuron) of every slab, whole chunks per slab."""
+    units = spec.shape[2]
+    width = (SLAB_VALUES // max(n_prompts, 1)) // NEURON_CHUNK * NEURON_CHUNK
+    width = min(units, MAX_SLAB_NEURONS, max(NEURON_CHUNK, width))
+    return [
+        (li, a, min(a + width, units))
+        for li in range(spec.shape[1])
+        for a in range(0, units, width)
+    ]
+
+
+def _read_slabs(
+    arr: zarr.Array, spec: ArraySpec, rows: np.ndarray, slabs: list[tuple[int, int, int]]
+) -> Iterator[np.ndarray]:
+    """Each slab as a (counted prompts, neurons) array; the next is read while one is used."""
+    every_row = len(rows) == spec.shape[0]  # rows are sorted and unique, so this means 0..n-1
+
+    def read(slab: tuple[int, int, int]) -> np.ndarray:
+        li, a, b = slab
+        if every_row:
+            x = arr[:, li, a:b]
+        else:
+            x = arr.get_orthogonal_selection((rows, li, slice(a, b)))
+        return from_storage(np.asarray(x), spec.dtype)
+
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(read, slabs[0]) if slabs else None
+        for i in range(len(slabs)):
+            x = pending.result()
+            pending = reader.submit(read, slabs[i + 1]) if i + 1 < len(slabs) else None
+            yield x
+
+
+def _unique_groups(groups: list[tuple[str, np.ndarray]]) -> tuple[list[np.ndarray], list[int]]:
+    """Distinct masks, and for each group the index of its mask: a warehouse of one language
+    has the same prompts in "all" and in that language, and is computed once."""
+    masks: list[np.ndarray] = []
+    index: dict[bytes, int] = {}
+    of_group = []
+    for _, mask in groups:
+        key = np.packbits(mask).tobytes()
+        if key not in index:
+            index[key] = len(masks)
+            masks.append(mask)
+        of_group.append(index[key])
+    return masks, of_group
+
+
+def _compute_and_write(
+    root: Path,
+    path: Path,
+    spec: ArraySpec,
+    units: int,
+    opts: StatsOptions,
+    inputs: dict,
+    threads: int,
+    show_progress: bool,
+) -> None:
+    t0 = time.perf_counter()
+    d = design(root, opts.split, opts.per_language, opts.filter_correct, spec.shape[0])
+    masks, of_group = _unique_groups(d.groups)
+    n_rel, n_neurons = len(d.relations), spec.shape[1] * units
+    arr = open_array(root, spec)
+    slabs = _slabs(spec, len(d.rows))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The (group, relation, neuron) results can outgrow memory on big models (7 stats x 8 B
+    # x 352k neurons x 12 relations x 7 groups = 1.6 GB for Llama-2-7B), so they live in
+    # disk-backed arrays next to the output; the page cache keeps small runs in memory.
+    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=path.parent) as tmp:
+        out = {
+            s: np.lib.format.open_memmap(
+                Path(tmp) / f"{s}.npy",
+                mode="w+",
+                dtype=np.float64,
+                shape=(len(masks), n_rel, n_neurons),
+            )
+            for s in _STATS
+        }
+        n_pos = np.zeros((len(masks), n_rel), dtype=np.int64)
+        n_neg = np.zeros((len(masks), n_rel), dtype=np.int64)
+        with _progress(show_progress, opts, n_neurons) as advance:
+            for (li, a, b), x in zip(slabs, _read_slabs(arr, spec, d.rows, slabs), strict=True):
+                base = li * units + a  # column of this slab in the (layer index, neuron) order
+                # One part per thread: selectivity computes blocks in parallel.
+                step = -(-(b - a) // threads)
+                parts = [(o, x[:, o : o + step]) for o in range(0, b - a, step)]
+                for g, mask in enumerate(masks):
+                    for o, res in selectivity(
+                        parts, d.y, n_rel, mask, threads, ratio=opts.ratio, seed=opts.seed or 0
+                    ):
+                        cols = slice(base + o, base + o + res.n_neurons)
+                        for s in _STATS:
+                            out[s][g, :, cols] = getattr(res, s)
+                        n_pos[g], n_neg[g] = res.n_pos, res.n_neg
+                advance(b - a)
+        groups, rows = _write_parquet(path, d, spec, units, opts, out, of_group, n_pos, n_neg)
+    atomic_write_json(
+        sidecar_path(path),
+        {
+            "format": SIDECAR_FORMAT,
+            "tool_version": __version__,
+            "file": path.name,
+            "options": asdict(opts),
+            "inputs": inputs,
+            "rows": rows,
+            "prompts": len(d.rows),
+            "relations": d.relations,
+            "languages": [g for g, _ in d.groups],
+            "groups": groups,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
+    )
+
+
+def _write_parquet(
+    path: Path,
+    d: Design,
+    spec: ArraySpec,
+    units: int,
+    opts: StatsOptions,
+    out: dict[str, np.ndarray],
+    of_group: list[int],
+    n_pos: np.ndarray,
+    n_neg: np.ndarray,
+) -> tuple[list[dict[str, Any]], int]:
+    """Rank and write every (relation, language) that has positives and negatives, sorted."""
+    # Column c of the results is (layer index c // units, neuron c % units).
+    layer = np.repeat(np.asarray(spec.layers, dtype=np.int32), units)
+    neuron = np.tile(np.arange(units, dtype=np.int32), spec.shape[1])
+    index = {"layer": layer, "neuron": neuron, "neuron_id": layer.astype(np.int64) * units + neuron}
+    by_name = sorted(range(len(d.groups)), key=lambda i: d.groups[i][0])
+    groups, total = [], 0
+    # The old sidecar goes first, so a crash cannot leave it vouching for a new file.
+    sidecar_path(path).unlink(missing_ok=True)
+    with _atomic_parquet(path, SCHEMA) as writer:
+        for r, relation in enumerate(d.relations):
+            for i in by_name:
+                language, g = d.groups[i][0], of_group[i]
+                counts = {"n_pos": int(n_pos[g, r]), "n_neg": int(n_neg[g, r])}
+                groups.append({"relation": relation, "language": language, **counts})
+                if not (counts["n_pos"] and counts["n_neg"]):
+                    continue  # no positives (or negatives) here: nothing to score
+                labels = {
+                    "relation": relation,
+                    "language": language,
+                    "site": opts.site,
+                    "pooling": opts.pooling,
+                    "negatives": opts.negatives,
+                    "split": opts.split,
+                }
+                values = {s: np.asarray(out[s][g, r]) for s in _STATS}
+                table = _ranked_table(labels, index, values, counts)
+                writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
+                total += table.num_rows
+    return groups, total
+
+
+def _ranked_table(
+    labels: dict[str, str],
+    index: dict[str, np.ndarray],
+    values: dict[str, np.ndarray],
+    counts: dict[str, int],
+) -> pa.Table:
+    """One (relation, language)'s rows in rank order: highest AP first, equal APs by
+    neuron_id, so ranks are 1..N without gaps or repeats."""
+    n = len(index["neuron_id"])
+    order = np.lexsort((index["neuron_id"], -values["ap"]))
+    columns = {
+        **{k: pa.repeat(pa.scalar(v, pa.string()), n) for k, v in labels.items()},
+        **{k: v[order] for k, v in index.items()},
+        **{k: v[order].astype(SCHEMA.field(k).type.to_pandas_dtype()) for k, v in values.items()},
+        "rank": np.arange(1, n + 1, dtype=np.int32),
+        **{k: np.full(n, v, dtype=np.int64) for k, v in counts.items()},
+    }
+    return pa.table(columns, schema=SCHEMA)
+
+
+@contextlib.contextmanager
+def _atomic_parquet(path: Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+    """A streaming ParquetWriter on a temp name, renamed over `path` only on success.
+
+    store/tables.write_table builds the file in memory; stats files of big models do not
+    fit there (~37 bytes a row: 1.1 GB for Llama-2-7B's ffn.act with 12 relations and 7
+    language groups), so they are written row group by row group.
+    """
+    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        # Dictionary pages only for the constant string columns: tried on the float
+        # columns they fail, fall back, and cost time and size (measured 2x slower, +25 %).
+        with pq.ParquetWriter(
+            tmp, schema, compression="zstd", use_dictionary=list(_STRINGS)
+        ) as writer:
+            yield writer
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, opts: StatsOptions, total: int):
+    """A rich progress bar over neurons; yields advance(n)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn(f"stats {opts.site}/{opts.pooling}/{opts.negatives}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("neurons"),
+        TimeElapsedColumn(),
+        disable=not enabled,
+    )
+    task = bar.add_task("stats", total=total)
+    with bar:
+        yield lambda n: bar.update(task, advance=n)

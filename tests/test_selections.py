@@ -1,0 +1,280 @@
+"""Selections and overlap: top-K / fraction / SQL targets, seeded disjoint controls, and the
+overlap tables, checked against plain sets computed from the stats file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+from test_stats import make_warehouse
+
+from warehouse.analysis.overlap import layer_distribution, overlap, overlap_by_layer
+from warehouse.analysis.selections import list_selections, random_like, read_selection, select
+from warehouse.analysis.stats import run_stats
+from warehouse.errors import WarehouseError
+
+UNITS = 48  # ffn.act units of the tiny Llama; 2 layers
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, tiny_llama_dir) -> Path:
+    root = make_warehouse(tmp_path_factory.mktemp("sel") / "W", tiny_llama_dir)
+    run_stats(root, "ffn.act", show_progress=False)
+    return root
+
+
+@pytest.fixture
+def w(base: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "W"
+    shutil.copytree(base, out)
+    return out
+
+
+def stats(root: Path) -> pl.DataFrame:
+    return pl.read_parquet(root / "stats" / "ffn.act__mean__all.parquet")
+
+
+def test_top_k_is_the_best_ranks_and_records_its_sql(w: Path):
+    path = select(w, "cc_en", "country_capital", "en", top=10)
+    assert path == w / "selections" / "cc_en.parquet"
+    got = pl.read_parquet(path)
+    want = (
+        stats(w)
+        .filter(pl.col("relation") == "country_capital", pl.col("language") == "en")
+        .sort("rank")
+        .head(10)
+    )
+    assert got["neuron_id"].to_list() == want["neuron_id"].to_list()
+    assert got["score"].to_list() == want["ap"].to_list()
+    assert got["rank"].to_list() == list(range(1, 11))
+    assert (got["layer"] * UNITS + got["neuron"] == got["neuron_id"]).all()
+    assert set(got["site"]) == {"ffn.act"} and set(got["selection"]) == {"cc_en"}
+    meta = json.loads((w / "selections" / "cc_en.json").read_text())
+    manifest = json.loads((w / "manifest.json").read_text())
+    assert {k: meta[k] for k in ("name", "kind", "of", "relation", "language", "site")} == {
+        "name": "cc_en",
+        "kind": "target",
+        "of": None,
+        "relation": "country_capital",
+        "language": "en",
+        "site": "ffn.act",
+    }
+    assert meta["weights_hash"] == manifest["model"]["weights_hash"]
+    assert (meta["units"], meta["n_layers"], meta["layers"]) == (UNITS, 2, [0, 1])
+    assert meta["size"] == 10 and sum(meta["per_layer"].values()) == 10
+    # the recorded SQL gives the same neurons over the union of every stats file
+    run_stats(w, "ffn.act", negatives="ratio:4", show_progress=False)
+    con = duckdb.connect()
+    con.execute(f"create view stats as select * from read_parquet('{w}/stats/*.parquet')")
+    again = con.sql(meta["sql"]).pl()
+    assert again["neuron_id"].to_list() == got["neuron_id"].to_list()
+
+
+def test_fraction_of_all_neurons_of_the_site(w: Path):
+    select(w, "pm_5pct", "person_mother", fraction=0.05)  # 0.05 x 96 = 4.8 -> 5
+    got = read_selection(w, "pm_5pct")
+    want = stats(w).filter(
+        pl.col("relation") == "person_mother", pl.col("language") == "all", pl.col("rank") <= 5
+    )
+    assert sorted(got.neuron_ids.tolist()) == sorted(want["neuron_id"].to_list())
+    assert "rank <= 5" in got.meta["sql"] and got.meta["language"] == "all"
+    with pytest.raises(WarehouseError, match=r"selects none"):
+        select(w, "tiny", "person_mother", fraction=0.001)
+    with pytest.raises(WarehouseError, match=r"--fraction must be in \(0, 1\]"):
+        select(w, "big", "person_mother", fraction=1.5)
+
+
+def test_sql_selection(w: Path):
+    q = (
+        "SELECT neuron_id, ap AS score FROM stats "
+        "WHERE relation = 'company_ceo' AND language = 'de' AND ap > 0.5"
+    )
+    select(w, "ceo_de", sql=q)
+    got = read_selection(w, "ceo_de")
+    want = stats(w).filter(
+        pl.col("relation") == "company_ceo", pl.col("language") == "de", pl.col("ap") > 0.5
+    )
+    assert len(want) > 5
+    # ranked by score, ties by neuron_id
+    assert got.neuron_ids.tolist() == want.sort("rank")["neuron_id"].to_list()
+    assert got.meta["sql"] == q and got.meta["relation"] is None
+    # no score: the query's own order, score null
+    select(
+        w,
+        "by_id",
+        sql="SELECT neuron_id FROM stats WHERE relation = 'company_ceo' "
+        "AND language = 'all' AND neuron_id % 10 = 3 ORDER BY neuron_id DESC",
+    )
+    got = read_selection(w, "by_id")
+    assert got.neuron_ids.tolist() == [93, 83, 73, 63, 53, 43, 33, 23, 13, 3]
+    assert got.frame["score"].null_count() == 10
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("SELECT 96 AS neuron_id UNION ALL SELECT -1", r"2 neuron id\(s\).*: 96, -1"),
+        ("SELECT 5 AS neuron_id, 'ffn.down' AS site", r"site\(s\) \['ffn.down'\]"),
+        ("SELECT 5 AS neuron_id UNION ALL SELECT 5", r"more than once: \[5\]"),
+        ("SELECT neuron_id FROM stats WHERE ap > 2", r"returned no neurons"),
+        ("SELECT layer FROM stats", r"must return a neuron_id column; it returned layer"),
+        ("SELECT 'x' AS neuron_id", r"neuron_id must be an integer column"),
+        ("SELEKT 1", r"the selection query failed: Parser Error"),
+        ("CREATE TABLE t AS SELECT 1", r"must return a neuron_id column"),
+    ],
+)
+def test_sql_selection_errors(w: Path, query: str, message: str):
+    with pytest.raises(WarehouseError, match=message):
+        select(w, "bad", sql=query)
+    assert not (w / "selections" / "bad.json").exists()
+
+
+def test_names_relations_and_missing_stats(w: Path):
+    for bad in ("", "a b", "../x", ".hidden", "x/y", "a.tmp-1"):
+        with pytest.raises(WarehouseError, match=r"bad selection name"):
+            select(w, bad, "person_mother", top=3)
+    with pytest.raises(WarehouseError, match=r"'baseline' names the unablated rows"):
+        select(w, "baseline", "person_mother", top=3)
+    select(w, "pm", "person_mother", top=3)
+    with pytest.raises(WarehouseError, match=r"already exists.*--overwrite"):
+        select(w, "pm", "person_mother", top=4)
+    select(w, "pm", "person_mother", top=4, overwrite=True)
+    assert read_selection(w, "pm").meta["size"] == 4
+    with pytest.raises(WarehouseError, match=r"unknown relation 'x'.*available: company_ceo, "):
+        select(w, "s", "x", top=3)
+    with pytest.raises(WarehouseError, match=r"language 'fr'; available: all, de, en"):
+        select(w, "s", "person_mother", "fr", top=3)
+    with pytest.raises(WarehouseError, match=r"run `warehouse stats .* --negatives ratio:4` first"):
+        select(w, "s", "person_mother", negatives="ratio:4", top=3)
+    with pytest.raises(WarehouseError, match=r"site 'ffn.up'.*available: ffn.act, ffn.down"):
+        select(w, "s", "person_mother", site="ffn.up", top=3)
+    with pytest.raises(WarehouseError, match=r"pooling 'max'.*available: mean, last"):
+        select(w, "s", "person_mother", pooling="max", top=3)
+    with pytest.raises(WarehouseError, match=r"exactly one of"):
+        select(w, "s", "person_mother", top=3, fraction=0.1)
+    with pytest.raises(WarehouseError, match=r"--top must be a positive integer"):
+        select(w, "s", "person_mother", top=0)
+    # site=None picks the only site with stats, and asks once two sites have them
+    assert read_selection(w, "pm").site == "ffn.act"
+    run_stats(w, "ffn.down", show_progress=False)
+    with pytest.raises(WarehouseError, match=r"several sites \(ffn.act, ffn.down\); choose one"):
+        select(w, "s", "person_mother", top=3)
+    select(w, "pm_down", "person_mother", site="ffn.down", top=3)
+    assert read_selection(w, "pm_down").frame["neuron_id"].max() < 64
+    with pytest.raises(WarehouseError, match=r"no selection named 'nope'.*available: pm, pm_down"):
+        read_selection(w, "nope")
+
+
+def test_random_like_is_disjoint_same_per_layer_and_seeded(w: Path):
+    select(w, "cc", "country_capital", top=20)
+    a = read_selection(w, random_like(w, "cc_r1", "cc", seed=1).stem)
+    b = read_selection(w, random_like(w, "cc_r1b", "cc", seed=1).stem)
+    c = read_selection(w, random_like(w, "cc_r2", "cc", seed=2).stem)
+    target = read_selection(w, "cc")
+    assert a.neuron_ids.tolist() == b.neuron_ids.tolist() != c.neuron_ids.tolist()
+    for ctrl in (a, c):
+        assert not set(ctrl.neuron_ids) & set(target.neuron_ids)
+        assert ctrl.meta["per_layer"] == target.meta["per_layer"]
+        assert len(set(ctrl.neuron_ids)) == 20
+    assert {k: a.meta[k] for k in ("kind", "of", "seed", "relation", "site")} == {
+        "kind": "control",
+        "of": "cc",
+        "seed": 1,
+        "relation": "country_capital",
+        "site": "ffn.act",
+    }
+    # 30 of layer 0's 48 units leave only 18 for a disjoint control of 30
+    select(
+        w,
+        "l0",
+        sql="SELECT neuron_id FROM stats WHERE relation = 'company_ceo' "
+        "AND language = 'all' AND layer = 0 AND neuron < 30",
+    )
+    with pytest.raises(WarehouseError, match=r"layer 0 holds 30 of 48 neurons"):
+        random_like(w, "l0_r", "l0", seed=0)
+    with pytest.raises(WarehouseError, match=r"no selection named 'zzz'"):
+        random_like(w, "z_r", "zzz", seed=0)
+    names = [s["name"] for s in list_selections(w)]
+    assert names == ["cc", "cc_r1", "cc_r1b", "cc_r2", "l0"]
+
+
+def test_overlap_tables_equal_set_arithmetic(w: Path):
+    select(w, "cc", "country_capital", top=30)
+    select(w, "pm", "person_mother", top=30)
+    select(w, "ceo", "company_ceo", top=10)
+    random_like(w, "cc_r", "cc", seed=0)
+    names = ["cc", "pm", "ceo", "cc_r"]
+    ids = {n: set(read_selection(w, n).neuron_ids.tolist()) for n in names}
+    got = overlap(w, names)
+    assert got.columns == ["a", "b", "n_a", "n_b", "shared", "jaccard"]
+    assert got.select("a", "b").rows() == [
+        ("cc", "pm"),
+        ("cc", "ceo"),
+        ("cc", "cc_r"),
+        ("pm", "ceo"),
+        ("pm", "cc_r"),
+        ("ceo", "cc_r"),
+    ]
+    for row in got.iter_rows(named=True):
+        a, b = ids[row["a"]], ids[row["b"]]
+        assert (row["n_a"], row["n_b"], row["shared"]) == (len(a), len(b), len(a & b))
+        assert row["jaccard"] == pytest.approx(len(a & b) / len(a | b))
+    assert got.filter(a="cc", b="cc_r")["shared"].item() == 0
+
+    by_layer = overlap_by_layer(w, "cc", "pm")
+    assert by_layer["layer"].to_list() == [0, 1]
+    assert by_layer["shared"].sum() == len(ids["cc"] & ids["pm"])
+    for row in by_layer.iter_rows(named=True):
+        lo, hi = row["layer"] * UNITS, (row["layer"] + 1) * UNITS
+        a = {i for i in ids["cc"] if lo <= i < hi}
+        b = {i for i in ids["pm"] if lo <= i < hi}
+        assert (row["n_a"], row["n_b"], row["shared"]) == (len(a), len(b), len(a & b))
+
+    dist = layer_distribution(w, "ceo")
+    counts = [sum(1 for i in ids["ceo"] if i // UNITS == layer) for layer in (0, 1)]
+    assert dist["count"].to_list() == counts
+    np.testing.assert_allclose(dist["share"].to_numpy(), np.array(counts) / 10)
+
+
+PAIRS_SQL = """
+WITH sizes AS (SELECT selection, count(*) AS n FROM selections GROUP BY selection),
+shared AS (
+    SELECT a.selection AS a, b.selection AS b, count(*) AS shared
+    FROM selections a JOIN selections b
+      ON a.site = b.site AND a.neuron_id = b.neuron_id AND a.selection < b.selection
+    GROUP BY ALL
+)
+SELECT x.selection AS a, y.selection AS b, x.n AS n_a, y.n AS n_b,
+       coalesce(s.shared, 0) AS shared,
+       coalesce(s.shared, 0) / (x.n + y.n - coalesce(s.shared, 0)) AS jaccard
+FROM sizes x JOIN sizes y ON x.selection < y.selection
+LEFT JOIN shared s ON s.a = x.selection AND s.b = y.selection
+ORDER BY a, b
+"""
+
+LAYERS_SQL = """
+SELECT layer, count(*) AS count, count(*) / sum(count(*)) OVER () AS share
+FROM selections WHERE selection = 'cc'
+GROUP BY layer ORDER BY layer
+"""
+
+
+def test_docs_sql_recipes_match(w: Path):
+    """The SQL recipes of docs/statistics.md give the overlap tables (and are in the docs)."""
+    select(w, "cc", "country_capital", top=30)
+    select(w, "pm", "person_mother", top=30)
+    random_like(w, "cc_r", "cc", seed=0)
+    con = duckdb.connect()
+    con.execute(f"create view selections as select * from read_parquet('{w}/selections/*.parquet')")
+    want = overlap(w, ["cc", "cc_r", "pm"])
+    assert con.sql(PAIRS_SQL).pl().equals(want, null_equal=True)
+    dist = con.sql(LAYERS_SQL).pl()
+    assert dist.rows() == layer_distribution(w, "cc").rows()  # cc has neurons in both layers
+    docs = (Path(__file__).parents[1] / "docs" / "statistics.md").read_text()
+    for recipe in (PAIRS_SQL, LAYERS_SQL):
+        assert recipe.strip() in docs
