@@ -10,7 +10,18 @@ import pytest
 
 from warehouse import cli
 
-COMMANDS = ("datasets", "ingest", "info", "verify", "demo")
+COMMANDS = (
+    "datasets",
+    "ingest",
+    "info",
+    "verify",
+    "query",
+    "stats",
+    "select",
+    "selections",
+    "overlap",
+    "demo",
+)
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -98,6 +109,35 @@ def test_ingest_info_verify(capsys, tmp_path, tiny_llama_dir):
     chunk.write_bytes(chunk.read_bytes()[:-3])
     code, out, _ = run(capsys, "verify", str(w))
     assert code == 1 and "is corrupt" in out
+    # stats -> select -> selections -> overlap -> query, through the CLI
+    shutil.rmtree(w)
+    assert run(capsys, *args)[0] == 0
+    code, out, err = run(capsys, "stats", str(w), "--quiet")
+    assert code == 0, err
+    assert "stats/ffn.act__mean__all.parquet" in out
+    code, out, err = run(
+        capsys, "select", str(w), "--name", "cap", "--relation", "capital", "--top", "5"
+    )
+    assert code == 0 and "5 neurons" in out, err
+    code, out, err = run(
+        capsys, "select", str(w), "--name", "ctl", "--random-like", "cap", "--seed", "1"
+    )
+    assert code == 0 and "5 neurons" in out, err
+    code, out, _ = run(capsys, "selections", str(w), "--json")
+    assert [s["name"] for s in json.loads(out)] == ["cap", "ctl"]
+    code, out, _ = run(capsys, "overlap", str(w), "cap", "ctl")
+    assert code == 0 and "jaccard" in out
+    code, out, _ = run(
+        capsys,
+        "query",
+        str(w),
+        "select count(*) as n from selections where selection = 'cap'",
+        "--format",
+        "csv",
+    )
+    assert code == 0 and out.split() == ["n", "5"]
+    code, _, err = run(capsys, "select", str(w), "--name", "x", "--relation", "nope", "--top", "5")
+    assert code == 2 and "nope" in err and err.count("\n") == 1
     # the same command again is a no-op; another one is refused and touches nothing
     shutil.rmtree(w)
     assert run(capsys, *args)[0] == 0

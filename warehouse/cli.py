@@ -201,14 +201,149 @@ def query(
 
 
 @app.command()
+def stats(
+    warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")],
+    site: Annotated[str | None, typer.Option(help="Site (default: every captured site).")] = None,
+    pooling: Annotated[
+        str, typer.Option(help="Pooled response to score: mean, max, last.")
+    ] = "mean",
+    negatives: Annotated[
+        str, typer.Option(help="all, or ratio:K (K x positives sampled from other relations).")
+    ] = "all",
+    split: Annotated[str, typer.Option(help="Prompts scored: identify, test or all.")] = "identify",
+    seed: Annotated[int, typer.Option(help="Seed of the negative sampling.")] = 0,
+    filter_correct: Annotated[
+        bool, typer.Option(help="Keep only prompts the model answers correctly (needs eval).")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Recompute even when up to date.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Score every neuron as a detector of each relation (AP, AUROC, SMD) into stats/."""
+    from warehouse.analysis.stats import run_stats
+
+    paths = run_stats(
+        warehouse,
+        site=site,
+        pooling=pooling,
+        negatives=negatives,
+        split=split,
+        seed=seed,
+        filter_correct=filter_correct,
+        show_progress=not quiet,
+        force=force,
+    )
+    for p in paths:
+        print(f"wrote {p}")
+
+
+@app.command()
+def select(
+    warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")],
+    name: Annotated[str, typer.Option(help="Name of the selection to store.")],
+    relation: Annotated[str | None, typer.Option(help="Relation whose neurons to select.")] = None,
+    language: Annotated[str, typer.Option(help="Language of the stats, or 'all'.")] = "all",
+    site: Annotated[str | None, typer.Option(help="Site (default: the only/first one).")] = None,
+    pooling: Annotated[str, typer.Option(help="Pooling of the stats.")] = "mean",
+    negatives: Annotated[str, typer.Option(help="Negatives mode of the stats.")] = "all",
+    top: Annotated[int | None, typer.Option(help="The K neurons of highest AP.")] = None,
+    fraction: Annotated[
+        float | None, typer.Option(help="A share of all the site's neurons, by AP.")
+    ] = None,
+    sql: Annotated[
+        str | None, typer.Option(help="SELECT neuron_id [, score] FROM stats WHERE ...")
+    ] = None,
+    random_like: Annotated[
+        str | None, typer.Option(help="Make a random control like this selection.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of a random control.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace a selection of that name.")] = False,
+) -> None:
+    """Store a named neuron selection (top-K, fraction, SQL) or a random control."""
+    from warehouse.analysis.selections import random_like as make_control
+    from warehouse.analysis.selections import read_selection
+    from warehouse.analysis.selections import select as make_selection
+
+    if random_like is not None:
+        make_control(warehouse, name, random_like, seed, overwrite=overwrite)
+    else:
+        make_selection(
+            warehouse,
+            name,
+            relation,
+            language,
+            site,
+            pooling,
+            negatives,
+            top=top,
+            fraction=fraction,
+            sql=sql,
+            overwrite=overwrite,
+        )
+    sel = read_selection(warehouse, name)
+    print(f"selection {name}: {sel.frame.height} neurons of {sel.meta['site']}")
+
+
+@app.command()
+def selections(
+    warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the warehouse's named selections."""
+    from warehouse.analysis.selections import list_selections
+
+    items = list_selections(warehouse)
+    if as_json:
+        print(json.dumps(items, indent=2, ensure_ascii=False))
+        return
+    for s in items:
+        print(
+            f"{s['name']:30s} {s.get('kind', '')}  {s.get('relation') or s.get('of') or ''}  "
+            f"{s.get('site')}  {s.get('size', '')} neurons"
+        )
+
+
+@app.command()
+def overlap(
+    warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")],
+    names: Annotated[list[str], typer.Argument(help="Two or more selection names.")],
+    by_layer: Annotated[bool, typer.Option(help="Per layer (exactly two names).")] = False,
+) -> None:
+    """Neurons shared between selections: counts and Jaccard, overall or per layer."""
+    import polars as pl
+
+    from warehouse.analysis.overlap import overlap as overlap_table
+    from warehouse.analysis.overlap import overlap_by_layer
+
+    if by_layer:
+        if len(names) != 2:
+            raise WarehouseError("--by-layer compares exactly two selections")
+        df = overlap_by_layer(warehouse, names[0], names[1])
+    else:
+        df = overlap_table(warehouse, names)
+    with pl.Config(tbl_rows=100, tbl_cols=-1):
+        print(df)
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Warehouse folder.")] = Path("demo-warehouse"),
-    max_prompts: Annotated[int, typer.Option(help="Prompts to ingest.")] = 600,
+    max_prompts: Annotated[
+        int, typer.Option(help="Fixed sample of built-in prompts (all relations, languages).")
+    ] = 3000,
+    fraction: Annotated[
+        float, typer.Option(help="Share of neurons selected per relation (paper: 0.36%).")
+    ] = 0.0036,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """The main job on the embedded model: ingest the built-in dataset, then verify it."""
-    ingest(out=out, max_prompts=max_prompts, capture="tokens")
-    verify(out)
-    info(out)
+    """The main job on the embedded model: ingest, score neurons, select each relation's."""
+    import time
+
+    from warehouse.demo import run_demo
+
+    t0 = time.perf_counter()
+    summary = run_demo(out, max_prompts=max_prompts, fraction=fraction, show_progress=not quiet)
+    print(summary)
+    print(f"demo finished in {time.perf_counter() - t0:.0f} s; warehouse at {out}")
 
 
 def main() -> None:
