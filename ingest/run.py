@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from warehouse.errors import WarehouseError
 from warehouse.ingest.capture import POOLINGS, Capturer, CaptureSpec
 from warehouse.ingest.datasets import build_prompts, load_dataset
 from warehouse.ingest.models import LoadedModel, load_model
@@ -38,8 +43,6 @@ from warehouse.store.manifest import (
 )
 from warehouse.store.tables import read_table, write_table
 from warehouse.store.writer import ChunkBuffer, Writer
-
-from warehouse.errors import WarehouseError
 
 STORAGE_DTYPES = ("float16", "bfloat16", "float32")
 
@@ -198,8 +201,23 @@ def _batches(n_tokens: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
     return out
 
 
-def _create(root: Path, plan: dict, loaded: LoadedModel, prompts) -> dict:
-    root.mkdir(parents=True, exist_ok=True)
+def _create(final: Path, plan: dict, loaded: LoadedModel, prompts) -> dict:
+    """Lay out a new warehouse in a temp sibling folder and rename it into place, so a crash
+    while creating it leaves no half-made folder behind."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        manifest = _lay_out(root, plan, loaded, prompts)
+        if final.exists():
+            final.rmdir()  # only ever an empty folder here (ingest checked)
+        os.rename(root, final)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return manifest
+
+
+def _lay_out(root: Path, plan: dict, loaded: LoadedModel, prompts) -> dict:
+    root.chmod(0o755)  # mkdtemp makes it private; a warehouse is meant to be shared
     prompts = _by_length(loaded.tokenizer, prompts)
     prompt_table, token_table = tokenize_prompts(loaded.tokenizer, prompts)
     write_table(root / "prompts.parquet", prompt_table)
