@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -60,7 +61,11 @@ def evaluate(
     lengths = [len(ids) for ids in tokenizer([p.text for p in prompts])["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
     continuations: dict[int, str] = {}
+    started = time.perf_counter()
     for start in range(0, len(order), batch_size):
+        if start and start % (20 * batch_size) == 0:
+            elapsed = time.perf_counter() - started
+            print(f"{start}/{len(order)} prompts, {elapsed:.0f} s", file=sys.stderr, flush=True)
         batch = order[start : start + batch_size]
         enc = tokenizer([prompts[i].text for i in batch], return_tensors="pt", padding=True)
         out = model.generate(

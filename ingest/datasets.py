@@ -317,7 +317,7 @@ def _text_list(row: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
                     f"{where}: field {key!r}: invalid JSON array: {e.msg} (column {e.colno})"
                 ) from None
         else:
-            value = stripped.split("|") if stripped else []
+            value = [item.strip() for item in stripped.split("|")] if stripped else []
     if not isinstance(value, list | tuple):
         raise DatasetError(f"{where}: field {key!r}: expected a list, got {_type_name(value)}")
     items = []

@@ -3,9 +3,8 @@
     python -m warehouse.ingest.make_builtin [--out PATH]
 
 Facts in six languages (en, de, fr, es, zh, ja). Names come from CLDR through `babel` where
-CLDR has them (countries, continents' neighbours, currencies, languages, time-zone cities,
-weekdays, months) and are written here otherwise (capitals, landmarks, companies, elements,
-antonyms). babel is imported lazily: only this generator needs it, never the runtime, which
+CLDR has them (countries, currencies, languages, time-zone cities, weekdays, months) and are
+written here otherwise (capitals, continents, landmarks, companies, elements, antonyms). babel is imported lazily: only this generator needs it, never the runtime, which
 reads the committed JSONL.
 
 Templates stop where the object starts. Where a language puts an article or a contracted
@@ -78,9 +77,11 @@ _ES_EN = {"": "en ", "el": "en el ", "la": "en la ", "los": "en los ", "las": "e
 _ES_NOM = {"": "", "el": "el ", "la": "la ", "los": "los ", "las": "las "}
 
 
-def _plural(singular: str, plural: str, plural_articles: tuple[str, ...]) -> dict[str, str]:
-    articles = ("", "the", "der", "die", "das", "pl", "v", "la", "le", "l'", "les", "el", "los")
-    return {a: plural if a in plural_articles else singular for a in articles + ("las",)}
+_ARTICLES = ("", "the", "der", "die", "das", "pl", "v", "la", "le", "l'", "les", "el", "los", "las")
+
+
+def _verb(singular: str, plural: str, plural_articles: tuple[str, ...]) -> dict[str, str]:
+    return {a: plural if a in plural_articles else singular for a in _ARTICLES}
 
 
 # Slot → article → text. Verb slots agree with plural names ("Les États-Unis sont").
@@ -95,8 +96,8 @@ SLOTS: dict[str, dict[str, dict[str, str]]] = {
         "<In>": _cap(_DE_IN),
         "<der>": _DE_NOM,
         "<Der>": _cap(_DE_NOM),
-        "<liegt>": _plural("liegt", "liegen", ("pl",)),
-        "<befindet>": _plural("befindet", "befinden", ("pl",)),
+        "<liegt>": _verb("liegt", "liegen", ("pl",)),
+        "<befindet>": _verb("befindet", "befinden", ("pl",)),
     },
     "fr": {
         "<de>": _FR_DE,
@@ -104,8 +105,8 @@ SLOTS: dict[str, dict[str, dict[str, str]]] = {
         "<En>": _cap(_FR_EN),
         "<le>": _FR_NOM,
         "<Le>": _cap(_FR_NOM),
-        "<est>": _plural("est", "sont", ("les",)),
-        "<trouve>": _plural("trouve", "trouvent", ("les",)),
+        "<est>": _verb("est", "sont", ("les",)),
+        "<trouve>": _verb("trouve", "trouvent", ("les",)),
     },
     "es": {
         "<de>": _ES_DE,
@@ -113,9 +114,9 @@ SLOTS: dict[str, dict[str, dict[str, str]]] = {
         "<En>": _cap(_ES_EN),
         "<el>": _ES_NOM,
         "<El>": _cap(_ES_NOM),
-        "<es>": _plural("es", "son", ("los", "las")),
-        "<encuentra>": _plural("encuentra", "encuentran", ("los", "las")),
-        "<está>": _plural("está", "están", ("los", "las")),
+        "<es>": _verb("es", "son", ("los", "las")),
+        "<encuentra>": _verb("encuentra", "encuentran", ("los", "las")),
+        "<está>": _verb("está", "están", ("los", "las")),
     },
 }
 _SLOT_RE = re.compile(r"<[^<>\s]+>")
@@ -149,15 +150,21 @@ def object_form(lang: str, name: Name) -> tuple[str, tuple[str, ...]]:
 
 TEMPLATES: dict[str, dict[str, list[str]]] = {
     "country_capital": {
-        "en": ["The capital of <the>{subject} is", "The capital city of <the>{subject} is"],
+        "en": [
+            "The capital of <the>{subject} is the city of",
+            "The capital city of <the>{subject} is",
+        ],
         "de": ["Die Hauptstadt <von>{subject} ist", "Die Hauptstadt <von>{subject} heißt"],
         "fr": ["La capitale <de>{subject} est", "La capitale <de>{subject} s'appelle"],
         "es": ["La capital <de>{subject} es", "La capital <de>{subject} se llama"],
         "zh": ["{subject}的首都是", "{subject}的首都城市是"],
-        "ja": ["{subject}の首都は", "{subject}の首都といえば"],
+        "ja": ["{subject}の首都は", "{subject}の首都の名前は"],
     },
     "capital_country": {
-        "en": ["{subject} is the capital of", "{subject} is the capital city of"],
+        "en": [
+            "The country whose capital is {subject} is",
+            "{subject} is the capital city of the country of",
+        ],
         "de": ["{subject} ist die Hauptstadt von", "{subject} liegt in"],
         "fr": ["{subject} est la capitale du pays suivant :", "Capitale : {subject}. Pays :"],
         "es": ["{subject} es la capital de", "{subject} es la ciudad capital de"],
@@ -166,7 +173,7 @@ TEMPLATES: dict[str, dict[str, list[str]]] = {
     },
     "country_currency": {
         "en": [
-            "The currency of <the>{subject} is the",
+            "The currency used in <the>{subject} is the",
             "The official currency of <the>{subject} is the",
         ],
         "de": ["Die Währung <von>{subject} heißt", "Die offizielle Währung <von>{subject} heißt"],
@@ -176,7 +183,10 @@ TEMPLATES: dict[str, dict[str, list[str]]] = {
         "ja": ["{subject}の通貨は", "{subject}の公式通貨は"],
     },
     "country_language": {
-        "en": ["The official language of <the>{subject} is", "In <the>{subject}, people speak"],
+        "en": [
+            "The main language of <the>{subject} is",
+            "The official language of <the>{subject} is",
+        ],
         "de": ["Die Amtssprache <von>{subject} ist", "<In>{subject} spricht man"],
         "fr": ["<En>{subject}, on parle", "Langue officielle <de>{subject} :"],
         "es": ["El idioma oficial <de>{subject} es el", "<En>{subject} se habla"],
@@ -184,7 +194,10 @@ TEMPLATES: dict[str, dict[str, list[str]]] = {
         "ja": ["{subject}の公用語は", "{subject}で話されている言語は"],
     },
     "country_continent": {
-        "en": ["<The>{subject} is a country in", "<The>{subject} is located in"],
+        "en": [
+            "<The>{subject} is located on the continent of",
+            "<The>{subject} is a country on the continent of",
+        ],
         "de": ["Das Land {subject} liegt in", "Das Land {subject} gehört zum Kontinent"],
         "fr": ["<Le>{subject} <est> un pays d'", "<Le>{subject} se <trouve> en"],
         "es": ["<El>{subject} <es> un país de", "<El>{subject} se <encuentra> en"],
@@ -192,7 +205,10 @@ TEMPLATES: dict[str, dict[str, list[str]]] = {
         "ja": ["{subject}がある大陸は", "{subject}が位置する大陸は"],
     },
     "city_country": {
-        "en": ["{subject} is a city in", "{subject} is located in"],
+        "en": [
+            "The city of {subject} is located in the country of",
+            "The country where {subject} is located is",
+        ],
         "de": ["{subject} ist eine Stadt in", "{subject} liegt in"],
         "fr": ["{subject} est une ville du pays suivant :", "Ville : {subject}. Pays :"],
         "es": ["{subject} es una ciudad de", "{subject} se encuentra en"],
@@ -200,7 +216,10 @@ TEMPLATES: dict[str, dict[str, list[str]]] = {
         "ja": ["{subject}がある国は", "{subject}という都市がある国は"],
     },
     "landmark_country": {
-        "en": ["<The>{subject} is located in", "<The>{subject} can be found in"],
+        "en": [
+            "<The>{subject} is located in the country of",
+            "The country where <the>{subject} is located is",
+        ],
         "de": ["<Der>{subject} <befindet> sich in", "<Der>{subject} <liegt> in"],
         "fr": [
             "<Le>{subject} se <trouve> dans le pays suivant :",
@@ -211,7 +230,7 @@ TEMPLATES: dict[str, dict[str, list[str]]] = {
         "ja": ["{subject}がある国は", "{subject}の所在国は"],
     },
     "company_country": {
-        "en": ["{subject} is a company from", "{subject} is headquartered in"],
+        "en": ["The country where {subject} is headquartered is", "{subject} is a company from"],
         "de": [
             "Das Unternehmen {subject} stammt aus",
             "Das Unternehmen {subject} hat seinen Sitz in",
@@ -246,21 +265,32 @@ TEMPLATES: dict[str, dict[str, list[str]]] = {
         "zh": ["{subject}的反义词是", "与{subject}意思相反的词是"],
         "ja": ["{subject}の反対語は", "{subject}の対義語は"],
     },
+    # "If today is X, tomorrow is" is the phrasing SmolLM2 completes (57 % vs 0 % for "The
+    # day after X is"); the other languages say the same, so the relation reads alike in all.
     "weekday_next": {
-        "en": ["The day after {subject} is", "{subject} is followed by"],
-        "de": ["Der Tag nach {subject} ist", "Auf {subject} folgt"],
-        "fr": ["Le jour après {subject} est", "Le jour qui suit {subject} est"],
-        "es": ["El día después del {subject} es el", "Después del {subject} viene el"],
-        "zh": ["{subject}的后一天是", "{subject}的下一天是"],
-        "ja": ["{subject}の次の日は", "{subject}の翌日は"],
+        "en": ["If today is {subject}, tomorrow will be", "Today is {subject} and tomorrow is"],
+        "de": ["Wenn heute {subject} ist, ist morgen", "Der Tag nach {subject} ist der"],
+        "fr": ["Si aujourd'hui c'est {subject}, demain c'est", "Le jour qui suit {subject} est"],
+        "es": ["Si hoy es {subject}, mañana es", "El día después del {subject} es el"],
+        "zh": ["如果今天是{subject}，那么明天是", "{subject}的后一天是"],
+        "ja": ["今日が{subject}なら、明日は", "{subject}の次の日は"],
     },
     "month_next": {
-        "en": ["The month after {subject} is", "{subject} is followed by"],
-        "de": ["Der Monat nach {subject} ist", "Auf {subject} folgt"],
-        "fr": ["Le mois qui suit {subject} est", "Après {subject} vient"],
-        "es": ["El mes después de {subject} es", "Después de {subject} viene"],
-        "zh": ["{subject}的下一个月是", "{subject}之后是"],
-        "ja": ["{subject}の次の月は", "{subject}の翌月は"],
+        "en": [
+            "If this month is {subject}, next month is",
+            "If last month was {subject}, this month is",
+        ],
+        "de": [
+            "Wenn wir {subject} haben, ist der nächste Monat",
+            "Der Monat nach {subject} ist der",
+        ],
+        "fr": [
+            "Si nous sommes en {subject}, le mois prochain est",
+            "Le mois qui suit {subject} est",
+        ],
+        "es": ["Si estamos en {subject}, el próximo mes es", "El mes después de {subject} es"],
+        "zh": ["如果这个月是{subject}，那么下个月是", "{subject}的下一个月是"],
+        "ja": ["今月が{subject}なら、来月は", "{subject}の次の月は"],
     },
 }
 
@@ -840,17 +870,38 @@ first/last|erste/letzte|premier/dernier|primero/último|第一/最后|最初/最
 yes/no|ja/nein|oui/non|sí/no|是/否|はい/いいえ
 success/failure|Erfolg/Misserfolg|succès/échec|éxito/fracaso|成功/失败|成功/失敗
 """
+# Other correct answers for a subject (English id, language): "light" is also the opposite of
+# "dark", "right" of "wrong".
 ANTONYM_ALIASES = {
-    ("small", "en"): ["little"],
+    ("big", "en"): ["little"],
+    ("small", "en"): ["large"],
     ("old", "en"): ["young"],
+    ("light", "en"): ["dark"],
+    ("dark", "en"): ["light"],
+    ("right", "en"): ["wrong"],
+    ("friend", "en"): ["foe"],
+    ("enemy", "en"): ["ally"],
+    ("loud", "en"): ["soft"],
+    ("soft", "en"): ["loud"],
+    ("hard", "en"): ["easy"],
+    ("easy", "en"): ["hard"],
+    ("thin", "en"): ["fat"],
+    ("narrow", "en"): ["broad"],
+    ("far", "en"): ["close"],
+    ("poor", "en"): ["wealthy"],
+    ("happy", "en"): ["unhappy"],
+    ("slow", "en"): ["quick"],
+    ("end", "en"): ["start"],
+    ("bright", "en"): ["dim"],
+    ("quiet", "en"): ["noisy"],
+    ("old", "de"): ["jung"],
+    ("near", "de"): ["weit"],
+    ("old", "fr"): ["neuf", "jeune"],
     ("new", "fr"): ["ancien"],
-    ("old", "fr"): ["neuf"],
-    ("small", "es"): ["chico"],
-    ("light", "es"): ["liviano"],
-    ("far", "de"): ["weit"],
-    ("quiet", "en"): ["silent"],
-    ("false", "ja"): ["嘘"],
-    ("dark", "zh"): ["暗"],
+    ("big", "es"): ["chico"],
+    ("old", "es"): ["joven"],
+    ("heavy", "es"): ["liviano"],
+    ("bright", "zh"): ["暗"],
 }
 # French words beginning with a mute h elide like vowels ("d'hiver"); aspirated ones do not.
 _FR_MUTE_H = ("heureux", "hiver")
@@ -961,6 +1012,8 @@ def facts() -> Iterator[FactRow]:
                 locales[lang].languages[o] for o in others if o in locales[lang].languages
             ]
             speech_aliases += LANGUAGE_ALIASES.get((c.language, lang), [])
+            if lang == "en":  # "The main language of Greece is the Greek (language)" is right too
+                speech_aliases.append(f"the {speech}")
             yield _row("country_language", lang, cid, name, speech, speech_aliases)
 
             continent = CONTINENTS[c.continent][i]
@@ -1024,18 +1077,18 @@ def antonym_facts() -> Iterator[FactRow]:
         [cell.split("/") for cell in line.split("|")] for line in ANTONYMS.strip().splitlines()
     ]
     for i, lang in enumerate(LANGS):
-        antonyms: dict[str, list[tuple[str, str, str]]] = {}  # word -> [(id, antonym, its id)]
+        antonyms: dict[str, list[tuple[str, str]]] = {}  # word → [(its English id, antonym)]
         for pairs in lines:
             (en_a, en_b), (a, b) = pairs[0], pairs[i]
-            antonyms.setdefault(a, []).append((en_a, b, en_b))
-            antonyms.setdefault(b, []).append((en_b, a, en_a))
+            antonyms.setdefault(a, []).append((en_a, b))
+            antonyms.setdefault(b, []).append((en_b, a))
         for word, found in antonyms.items():
-            sid, other, other_id = found[0]
-            aliases = list(ANTONYM_ALIASES.get((other_id, lang), []))
-            for _, more, more_id in found[1:]:
-                aliases += [more, *ANTONYM_ALIASES.get((more_id, lang), [])]
+            subject_id, other = found[0]
+            aliases = [more for _, more in found[1:]]
+            for sid, _ in found:
+                aliases += ANTONYM_ALIASES.get((sid, lang), [])
             article = _fr_word_article(word) if lang == "fr" else ""
-            yield _row("word_antonym", lang, sid, Name(word, article), other, aliases)
+            yield _row("word_antonym", lang, subject_id, Name(word, article), other, aliases)
 
 
 def check(rows: list[FactRow]) -> None:

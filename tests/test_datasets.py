@@ -119,6 +119,18 @@ def test_formats_round_trip_to_the_same_facts(tmp_path, writer, suffix, lists):
     assert other.name == "facts"
 
 
+def test_csv_pipe_lists_are_stripped_and_empty_cells_are_defaults(tmp_path):
+    path = tmp_path / "facts.csv"
+    path.write_text(
+        "relation,language,subject,object,aliases,templates,subject_id\n"
+        'r,en,Paris,France,,"A {subject} is | {subject}, in"  ,\n',
+        "utf-8",
+    )
+    (fact,) = load_dataset(path).facts
+    assert fact.templates == ("A {subject} is", "{subject}, in")
+    assert (fact.aliases, fact.subject_id) == ((), "Paris")
+
+
 def test_jsonl_fields_defaults_and_hash(tmp_path):
     data = load_dataset(write_jsonl(tmp_path / "facts.jsonl", ROWS))
     assert data.relations() == ["country_capital", "word_antonym"]
