@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from warehouse.ingest.sites import hook_sites, units
 from warehouse.store.arrays import STORAGE_DTYPES
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
+
 from warehouse.ingest.datasets import Prompt
 
 PROMPT_SCHEMA = pa.schema(
