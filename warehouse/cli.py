@@ -324,6 +324,64 @@ def overlap(
         print(df)
 
 
+@app.command(name="eval")
+def eval_(
+    warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")],
+    selection: Annotated[
+        str | None, typer.Option(help="Selection to deactivate (none: baseline only).")
+    ] = None,
+    top_counts: Annotated[
+        str | None, typer.Option(help="Sweep over the top-k by rank, e.g. 10,50,200.")
+    ] = None,
+    fractions: Annotated[
+        str | None, typer.Option(help="Sweep over shares of the site's neurons, e.g. 0.001,0.01.")
+    ] = None,
+    controls: Annotated[int, typer.Option(help="Random controls per condition.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of control i is seed + i.")] = 0,
+    relations: Annotated[str | None, typer.Option(help="Comma-separated relations.")] = None,
+    languages: Annotated[str | None, typer.Option(help="Comma-separated languages.")] = None,
+    split: Annotated[str, typer.Option(help="identify, test or all.")] = "test",
+    max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens generated.")] = 2,
+    match: Annotated[str, typer.Option(help="prefix, starts-with or contains.")] = "prefix",
+    batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 32,
+    model: Annotated[
+        str | None, typer.Option(help="A copy of the manifest's model (hash must match).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
+    baseline: Annotated[
+        bool, typer.Option(help="Compute the baseline answers of every prompt.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print accuracies as JSON.")] = False,
+    force: Annotated[bool, typer.Option(help="Recompute even when cached.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Deactivate a selection's neurons and score factual recall per prompt into evals/."""
+    from warehouse.analysis.evaluate import EvalConfig, format_summary, run_eval
+
+    cfg = EvalConfig(
+        selection=selection,
+        top_counts=[int(x) for x in _split(top_counts)] if top_counts else None,
+        fractions=[float(x) for x in _split(fractions)] if fractions else None,
+        controls=controls,
+        seed=seed,
+        relations=_split(relations),
+        languages=_split(languages),
+        split=split,
+        max_new_tokens=max_new_tokens,
+        match=match,
+        batch_size=batch_size,
+        model=model,
+        device=device,
+        baseline=baseline or selection is None,
+        force=force,
+    )
+    summary = run_eval(warehouse, cfg, show_progress=not quiet, as_json=True)
+    if as_json:
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
+    else:
+        print(format_summary(summary))
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Warehouse folder.")] = Path("demo-warehouse"),
