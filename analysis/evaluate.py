@@ -1,0 +1,774 @@
+"""`warehouse eval`: deactivate a selection's neurons and score greedy answers (paper step 4).
+
+For each *condition* -- the whole selection, or its top-k neurons by rank for each count of a
+sweep (`top_counts`, or `fractions` of the site's neurons) -- the model greedily decodes up to
+`max_new_tokens` tokens for each chosen prompt with those units zeroed at every position
+(`analysis.ablation`), and `controls` random neuron sets of the same per-layer shape, disjoint
+from the condition's neurons and seeded `seed + i`, do the same. An answer is scored against the
+fact's object and aliases (`score`).
+
+Files, all of one schema (`EVAL_SCHEMA`), so DuckDB/Polars read `evals/*.parquet` as one view:
+
+- `evals/baseline.parquet` (+ `baseline.json`): answers with no ablation for *every* prompt of
+  the warehouse (both splits), `selection = "baseline"`. Computed once and reused while the
+  model, model dtype and `max_new_tokens` match (another `match` mode only rescores it);
+  `warehouse stats --filter-correct` reads its `prompt_id` and `correct`.
+- `evals/<selection>__<key>.parquet` (+ `.json`): one file per distinct `run_eval` request,
+  `<key>` a hash of everything that determines it; the same request again reuses it.
+
+Batches: prompts are ordered by (split, token count, prompt_row), cut into batches within a
+split and left-padded, so a condition over a whole split runs exactly the baseline's batches
+and an empty ablation repeats the baseline's computation (answers of a padded prompt can
+depend, in float rounding, on the other prompts of its batch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import torch
+
+from warehouse.analysis.ablation import ablate, control_ids, neuron_indices, split_ids
+from warehouse.errors import FormatError, ModelError, WarehouseError
+from warehouse.ingest.capture import pad_batch
+from warehouse.ingest.datasets import is_correct, normalize_answer
+from warehouse.ingest.models import LoadedModel, load_model
+from warehouse.ingest.tokens import token_ids_by_prompt
+from warehouse.store.files import atomic_write_json, read_json, sha256_file
+from warehouse.store.manifest import load_manifest
+from warehouse.store.tables import read_table, write_table
+
+MATCHES = ("prefix", "starts-with", "contains")
+SPLITS = ("identify", "test", "all")
+BASELINE = "baseline"  # the selection name of baseline rows and the stem of its file
+EVALS = "evals"
+SELECTIONS = "selections"
+
+EVAL_SCHEMA = pa.schema(
+    [
+        ("selection", pa.string()),  # "baseline" for baseline rows
+        ("count", pa.int64()),  # neurons deactivated; null for the baseline
+        ("fraction", pa.float64()),  # of the site's neurons, when the sweep gave fractions
+        ("control_seed", pa.int64()),  # null for the selection's own neurons and the baseline
+        ("relation", pa.string()),
+        ("language", pa.string()),
+        ("split", pa.string()),
+        ("prompt_id", pa.int64()),
+        ("generated", pa.string()),  # the decoded continuation, as generated
+        ("correct", pa.bool_()),
+        ("baseline_correct", pa.bool_()),  # the same prompt in evals/baseline.parquet
+    ]
+)
+
+
+@dataclass
+class EvalConfig:
+    """Options of `warehouse eval` (see the module docstring)."""
+
+    selection: str | None = None  # a name in W/selections/; None: the baseline only
+    top_counts: list[int] | None = None  # a sweep over the top-k neurons by rank
+    fractions: list[float] | None = None  # ... or over fractions of the site's neurons
+    controls: int = 10  # random sets per condition (the paper averages 10)
+    seed: int = 0  # control i uses seed + i
+    relations: list[str] | None = None  # None: all of the warehouse's
+    languages: list[str] | None = None
+    split: str = "test"  # identify | test | all
+    max_new_tokens: int = 2
+    match: str = "prefix"  # prefix | starts-with | contains
+    batch_size: int = 32
+    model: str | None = None  # None: the manifest's model; else a copy of its weights
+    model_dtype: str | None = None  # None: the dtype the warehouse was ingested at
+    device: str = "cpu"
+    baseline: bool = False  # compute (or reuse) evals/baseline.parquet even without selection
+    force: bool = False  # recompute what this call asks for even when a cached file matches
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A named neuron set of one site, read from W/selections/<name>.parquet and its sidecar."""
+
+    name: str
+    site: str
+    neuron_ids: np.ndarray  # (n,) int64, best first (by rank)
+    units: int  # units per layer of the site it was counted with
+    n_layers: int
+    weights_hash: str
+    sha256: str  # of the Parquet file: a changed selection is evaluated anew
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One set of neurons to deactivate: the selection's top `count`, or a control of it."""
+
+    count: int
+    fraction: float | None
+    control_seed: int | None
+    neuron_ids: np.ndarray  # (count,) int64
+
+
+# ------------------------------------------------------------------------------ scoring
+
+
+def score(generated: str, obj: str, aliases: Sequence[str] = (), match: str = "prefix") -> bool:
+    """Whether a continuation answers the fact, after `normalize_answer` (case-folded, without
+    whitespace, punctuation and symbols) on both sides, for the object or any alias.
+
+    prefix: a non-empty prefix of the answer, or starting with the whole answer
+            (" Par" and " Paris." are right for Paris, " the" and "" wrong);
+    starts-with: starts with the whole answer; contains: holds the whole answer anywhere.
+    """
+    if match == "prefix":
+        return is_correct(generated, obj, aliases)
+    if match not in MATCHES:
+        raise WarehouseError(f"unknown match mode {match!r}; choose from {', '.join(MATCHES)}")
+    said = normalize_answer(generated)
+    golds = [g for g in map(normalize_answer, (obj, *aliases)) if g]
+    if not said:
+        return False
+    if match == "starts-with":
+        return any(said.startswith(g) for g in golds)
+    return any(g in said for g in golds)
+
+
+# ------------------------------------------------------------------------------ generation
+
+
+@torch.inference_mode()
+def greedy(
+    model: torch.nn.Module,
+    ids: Sequence[Sequence[int]],
+    pad_id: int,
+    eos_ids: Sequence[int],
+    max_new_tokens: int,
+) -> list[list[int]]:
+    """Greedy new token ids of one left-padded batch, each cut before its first EOS.
+
+    The same argmax decoding as `model.generate(do_sample=False)` with a KV cache: one forward
+    over the prompts, then one per new token; positions count real tokens only. Hooks in place
+    (an ablation) run in every forward, so the generated tokens are ablated like the prompt.
+    """
+    device = next(model.parameters()).device
+    x, mask, pos = pad_batch(ids, pad_id, "left", device)  # (batch, seq) each
+    eos = torch.as_tensor(list(eos_ids), dtype=torch.long, device=device)
+    done = torch.zeros(len(ids), dtype=torch.bool, device=device)
+    new: list[torch.Tensor] = []
+    cache = None
+    for step in range(max_new_tokens):
+        # logits_to_keep=1: only the last position's logits, not (batch, seq, vocab).
+        out = model(
+            input_ids=x,
+            attention_mask=mask,
+            position_ids=pos,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        token = out.logits[:, -1].argmax(-1)  # (batch,)
+        token = torch.where(done, pad_id, token)
+        new.append(token)
+        done |= torch.isin(token, eos)
+        if step + 1 == max_new_tokens or bool(done.all()):
+            break
+        cache = out.cache
+        x = token[:, None]
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        pos = pos[:, -1:] + 1
+    rows = torch.stack(new, dim=1).tolist() if new else [[] for _ in ids]
+    eos_set = set(eos.tolist())
+    return [_cut(row, eos_set) for row in rows]
+
+
+def _cut(row: list[int], eos: set[int]) -> list[int]:
+    for i, t in enumerate(row):
+        if t in eos:
+            return row[:i]
+    return row
+
+
+def answer(loaded: LoadedModel, ids: Sequence[Sequence[int]], max_new_tokens: int) -> list[str]:
+    """Decoded greedy continuations of one batch of token ids (hooks in place apply)."""
+    tok = loaded.tokenizer
+    new = greedy(loaded.model, ids, tok.pad_token_id, eos_token_ids(loaded), max_new_tokens)
+    return [tok.decode(t, skip_special_tokens=True) for t in new]
+
+
+def eos_token_ids(loaded: LoadedModel) -> list[int]:
+    """The ids that end generation: the generation config's, else the tokenizer's EOS."""
+    gen = getattr(loaded.model, "generation_config", None)
+    value = getattr(gen, "eos_token_id", None) if gen is not None else None
+    if value is None:
+        value = loaded.tokenizer.eos_token_id
+    if value is None:
+        return []
+    return [int(v) for v in (value if isinstance(value, list | tuple) else [value])]
+
+
+def batches(prompts: pl.DataFrame, batch_size: int) -> list[list[int]]:
+    """Positions into `prompts` of each batch: ordered by (split, n_tokens, prompt_row), cut
+    within each split, so a split's batches do not depend on which other splits run."""
+    order = prompts.with_row_index("_i").sort(["split", "n_tokens", "prompt_row"])
+    out: list[list[int]] = []
+    for part in order.partition_by("split", maintain_order=True):
+        idx = part["_i"].to_list()
+        out += [idx[s : s + batch_size] for s in range(0, len(idx), batch_size)]
+    return out
+
+
+# ------------------------------------------------------------------------------ inputs
+
+
+def _check_options(cfg: EvalConfig) -> None:
+    if cfg.selection is None and not cfg.baseline:
+        raise WarehouseError("nothing to evaluate: give a selection name, or --baseline")
+    if cfg.split not in SPLITS:
+        raise WarehouseError(f"unknown split {cfg.split!r}; choose from {', '.join(SPLITS)}")
+    if cfg.match not in MATCHES:
+        raise WarehouseError(f"unknown match mode {cfg.match!r}; choose from {', '.join(MATCHES)}")
+    if cfg.max_new_tokens < 1:
+        raise WarehouseError("--max-new-tokens must be at least 1")
+    if cfg.batch_size < 1:
+        raise WarehouseError("--batch-size must be at least 1")
+    if cfg.controls < 0:
+        raise WarehouseError("--controls must be 0 or more")
+    if cfg.top_counts is not None and cfg.fractions is not None:
+        raise WarehouseError("give --top-counts or --fractions, not both")
+    if cfg.top_counts is not None:
+        if not cfg.top_counts or any(int(k) != k or k < 0 for k in cfg.top_counts):
+            raise WarehouseError(f"--top-counts must be integers >= 0, not {cfg.top_counts}")
+    if cfg.fractions is not None:
+        if not cfg.fractions or any(not 0 < f <= 1 for f in cfg.fractions):
+            raise WarehouseError(f"--fractions must lie in (0, 1], not {cfg.fractions}")
+
+
+def _read_prompts(root: Path) -> tuple[pl.DataFrame, list[list[int]]]:
+    """prompts.parquet (the columns eval needs) and each prompt_row's stored token ids."""
+    cols = ["prompt_row", "prompt_id", "relation", "language", "split", "object", "aliases"]
+    prompts = pl.from_arrow(read_table(root / "prompts.parquet", columns=[*cols, "n_tokens"]))
+    assert isinstance(prompts, pl.DataFrame)
+    tokens = read_table(root / "tokens.parquet", columns=["prompt_row", "token_id"])
+    return prompts, token_ids_by_prompt(tokens, prompts.height)
+
+
+def choose_prompts(prompts: pl.DataFrame, cfg: EvalConfig) -> pl.DataFrame:
+    """The prompts of cfg's split, relations and languages; unknown names are errors."""
+    for what, wanted in (("relation", cfg.relations), ("language", cfg.languages)):
+        known = sorted(prompts[what].unique().to_list())
+        unknown = sorted(set(wanted or ()) - set(known))
+        if unknown:
+            raise WarehouseError(
+                f"unknown {what}(s) {', '.join(unknown)}; this warehouse has: {', '.join(known)}"
+            )
+    keep = prompts
+    if cfg.split != "all":
+        keep = keep.filter(pl.col("split") == cfg.split)
+    if cfg.relations:
+        keep = keep.filter(pl.col("relation").is_in(cfg.relations))
+    if cfg.languages:
+        keep = keep.filter(pl.col("language").is_in(cfg.languages))
+    if keep.is_empty():
+        splits = ", ".join(sorted(prompts["split"].unique().to_list()))
+        raise WarehouseError(
+            f"no prompts match split {cfg.split!r}, relations {cfg.relations or 'all'} and "
+            f"languages {cfg.languages or 'all'} (splits present: {splits})"
+        )
+    return keep
+
+
+def load_selection(root: Path, name: str) -> Selection:
+    """Read and check W/selections/<name>.parquet and <name>.json."""
+    folder = root / SELECTIONS
+    if not name or name != Path(name).name or name.startswith("."):
+        raise WarehouseError(f"{name!r} is not a selection name")
+    if name == BASELINE:
+        raise WarehouseError(
+            f"{BASELINE!r} is reserved for the baseline rows; rename the selection"
+        )
+    path = folder / f"{name}.parquet"
+    if not path.is_file():
+        names = sorted(p.stem for p in folder.glob("*.parquet")) if folder.is_dir() else []
+        raise WarehouseError(
+            f"no selection {name!r} in {root}; selections: {', '.join(names) or '(none)'} "
+            "(make one with `warehouse select`)"
+        )
+    side = read_json(folder / f"{name}.json")
+    need = ("site", "weights_hash", "units", "n_layers")
+    if not isinstance(side, dict) or any(k not in side for k in need):
+        raise FormatError(f"{folder / name}.json: needs keys {', '.join(need)}")
+    table = read_table(path)
+    missing = {"neuron_id", "site", "layer", "neuron", "rank"} - set(table.column_names)
+    if missing:
+        raise FormatError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    site, n_units = str(side["site"]), int(side["units"])
+    others = sorted(set(df["site"].unique().to_list()) - {site})
+    if others:
+        raise WarehouseError(
+            f"selection {name!r} is of site {site} but holds neurons of {', '.join(others)}; "
+            "a selection names exactly one site"
+        )
+    df = df.sort(["rank", "neuron_id"])
+    ids = df["neuron_id"].to_numpy().astype(np.int64)
+    expected = df["layer"].to_numpy().astype(np.int64) * n_units + df["neuron"].to_numpy()
+    if not np.array_equal(ids, expected):
+        raise FormatError(f"{path}: neuron_id is not layer * {n_units} + neuron")
+    if len(np.unique(ids)) != len(ids):
+        raise FormatError(f"{path}: a neuron appears twice")
+    return Selection(
+        name=name,
+        site=site,
+        neuron_ids=ids,
+        units=n_units,
+        n_layers=int(side["n_layers"]),
+        weights_hash=str(side["weights_hash"]),
+        sha256=sha256_file(path),
+    )
+
+
+def check_selection(sel: Selection, manifest: dict[str, Any]) -> None:
+    """A selection applies to a warehouse's model: same weights, layers and site width."""
+    model = manifest["model"]
+    if sel.weights_hash != model.get("weights_hash"):
+        raise WarehouseError(
+            f"selection {sel.name!r} was made for another model (weights {sel.weights_hash}); "
+            f"this warehouse's model {model.get('name')!r} has {model.get('weights_hash')}"
+        )
+    if sel.n_layers != model.get("n_layers"):
+        raise WarehouseError(
+            f"selection {sel.name!r} counts {sel.n_layers} layers; the model has "
+            f"{model.get('n_layers')}"
+        )
+    width = (model.get("units") or {}).get(sel.site)
+    if width is not None and width != sel.units:
+        raise WarehouseError(
+            f"selection {sel.name!r} counts {sel.units} units per layer for {sel.site}; the "
+            f"model's {sel.site} has {width}: it belongs to another site"
+        )
+    split_ids(sel.neuron_ids, sel.units, sel.n_layers)
+
+
+def conditions(sel: Selection, cfg: EvalConfig) -> list[Condition]:
+    """The target conditions of cfg's sweep, each followed by its `cfg.controls` controls."""
+    total = sel.units * sel.n_layers
+    if cfg.top_counts is not None:
+        sweep = [(int(k), None) for k in sorted(set(cfg.top_counts))]
+    elif cfg.fractions is not None:
+        sweep = [(round(f * total), float(f)) for f in sorted(set(cfg.fractions))]
+    else:
+        sweep = [(len(sel.neuron_ids), None)]
+    out: list[Condition] = []
+    for count, fraction in sweep:
+        if count > len(sel.neuron_ids):
+            asked = f"fraction {fraction} ({count} neurons)" if fraction else f"top {count}"
+            raise WarehouseError(
+                f"{asked} asked for, but selection {sel.name!r} holds only "
+                f"{len(sel.neuron_ids)} neurons"
+            )
+        target = sel.neuron_ids[:count]
+        out.append(Condition(count, fraction, None, target))
+        if count == 0:
+            continue  # a control of nothing is the baseline again
+        for i in range(cfg.controls):
+            ids = control_ids(target, sel.units, sel.n_layers, cfg.seed + i)
+            out.append(Condition(count, fraction, cfg.seed + i, ids))
+    return out
+
+
+# ------------------------------------------------------------------------------ the model
+
+
+class _Runner:
+    """The model (loaded on first use and checked against the manifest) and token ids."""
+
+    def __init__(
+        self,
+        root: Path,
+        manifest: dict[str, Any],
+        cfg: EvalConfig,
+        token_ids: list[list[int]],
+        loaded: LoadedModel | None,
+    ) -> None:
+        self.root, self.manifest, self.cfg = root, manifest, cfg
+        self.token_ids = token_ids
+        self._given = loaded
+
+    @cached_property
+    def loaded(self) -> LoadedModel:
+        loaded = self._given or self._load()
+        want = self.manifest["model"].get("weights_hash")
+        if loaded.weights_hash != want:
+            raise WarehouseError(
+                f"model {loaded.name!r} has weights {loaded.weights_hash}, but {self.root} was "
+                f"made from {want}; pass --model with that model (or a copy of its weights)"
+            )
+        return loaded
+
+    def _load(self) -> LoadedModel:
+        model = self.manifest["model"]
+        dtype = model_dtype(self.manifest, self.cfg)
+        spec = self.cfg.model or model["name"]
+        try:
+            return load_model(spec, dtype=dtype, device=self.cfg.device)
+        except ModelError:
+            # A relative path in the manifest may not resolve from here; its source might.
+            source = model.get("source")
+            if self.cfg.model or not source or source == spec or not Path(source).exists():
+                raise
+            return load_model(source, dtype=dtype, device=self.cfg.device)
+
+    def answers(
+        self,
+        prompts: pl.DataFrame,
+        neurons: dict[str, dict[int, torch.Tensor]] | None,
+        advance: Callable[[int], None],
+    ) -> list[str]:
+        """Decoded greedy continuations of `prompts` (in their order) under an ablation."""
+        loaded = self.loaded
+        rows = prompts["prompt_row"].to_list()
+        out: list[str] = [""] * len(rows)
+        with ablate(loaded.model, neurons or {}):
+            for batch in batches(prompts, self.cfg.batch_size):
+                ids = [self.token_ids[rows[i]] for i in batch]
+                for i, text in zip(
+                    batch, answer(loaded, ids, self.cfg.max_new_tokens), strict=True
+                ):
+                    out[i] = text
+                advance(len(batch))
+        return out
+
+
+def model_dtype(manifest: dict[str, Any], cfg: EvalConfig) -> str:
+    return cfg.model_dtype or manifest["capture"].get("model_dtype") or "float32"
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+def _table(rows: dict[str, list]) -> pa.Table:
+    return pa.table(rows, schema=EVAL_SCHEMA)
+
+
+def _scored(
+    prompts: pl.DataFrame, generated: list[str], match: str, selection: str, cond: Condition | None
+) -> dict[str, list]:
+    objects, aliases = prompts["object"].to_list(), prompts["aliases"].to_list()
+    correct = [
+        score(g, o, a or (), match) for g, o, a in zip(generated, objects, aliases, strict=True)
+    ]
+    n = prompts.height
+    return {
+        "selection": [selection] * n,
+        "count": [None if cond is None else cond.count] * n,
+        "fraction": [None if cond is None else cond.fraction] * n,
+        "control_seed": [None if cond is None else cond.control_seed] * n,
+        "relation": prompts["relation"].to_list(),
+        "language": prompts["language"].to_list(),
+        "split": prompts["split"].to_list(),
+        "prompt_id": prompts["prompt_id"].to_list(),
+        "generated": generated,
+        "correct": correct,
+        "baseline_correct": correct,  # replaced for a condition (the baseline's answer)
+    }
+
+
+def _options_key(cfg: EvalConfig) -> dict[str, Any]:
+    """The options that change a results file; where and how fast it runs does not."""
+    skip = ("selection", "model", "model_dtype", "device", "baseline", "force", "batch_size")
+    key = {k: v for k, v in asdict(cfg).items() if k not in skip}
+    for k in ("relations", "languages", "top_counts", "fractions"):
+        if key[k] is not None:
+            key[k] = sorted(set(key[k]))
+    return key
+
+
+def _key_hash(key: dict[str, Any]) -> str:
+    blob = json.dumps(key, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def baseline_path(root: Path) -> Path:
+    return Path(root) / EVALS / f"{BASELINE}.parquet"
+
+
+def _baseline(
+    root: Path, prompts: pl.DataFrame, runner: _Runner, cfg: EvalConfig, progress: _Progress
+) -> Path:
+    """evals/baseline.parquet for every prompt: reused, rescored, or computed."""
+    path = baseline_path(root)
+    side_path = path.with_suffix(".json")
+    manifest = runner.manifest
+    key = {
+        "weights_hash": manifest["model"].get("weights_hash"),
+        "model_dtype": model_dtype(manifest, cfg),
+        "max_new_tokens": cfg.max_new_tokens,
+        "prompts": prompts.height,
+    }
+    old = read_json(side_path) if side_path.is_file() and path.is_file() else None
+    recompute = cfg.force and (cfg.baseline or cfg.selection is None)
+    if old is not None and old.get("key") == key and not recompute:
+        if old.get("match") == cfg.match:
+            return path
+        # Same answers, another match mode: rescore the stored text, no generation.
+        table = pl.from_arrow(read_table(path, columns=["prompt_id", "generated"]))
+        assert isinstance(table, pl.DataFrame)
+        generated = prompts.join(table, on="prompt_id", how="left")["generated"]
+        if generated.null_count() == 0:
+            _write_baseline(path, prompts, generated.to_list(), key, cfg, runner, old)
+            return path
+    progress.start(f"{BASELINE} (all prompts)", prompts.height)
+    t0 = time.perf_counter()
+    generated = runner.answers(prompts, None, progress.advance)
+    timing = {"seconds": round(time.perf_counter() - t0, 3), "device": str(runner.loaded.device)}
+    _write_baseline(path, prompts, generated, key, cfg, runner, {"timing": timing})
+    return path
+
+
+def _write_baseline(
+    path: Path,
+    prompts: pl.DataFrame,
+    generated: list[str],
+    key: dict[str, Any],
+    cfg: EvalConfig,
+    runner: _Runner,
+    extra: dict[str, Any],
+) -> None:
+    write_table(path, _table(_scored(prompts, generated, cfg.match, BASELINE, None)))
+    side = {
+        "kind": BASELINE,
+        "key": key,
+        "match": cfg.match,
+        "batch_size": cfg.batch_size,
+        "timing": extra.get("timing"),
+    }
+    atomic_write_json(path.with_suffix(".json"), side)
+
+
+def run_eval(
+    root: str | Path,
+    cfg: EvalConfig,
+    show_progress: bool = True,
+    *,
+    as_json: bool = False,
+    loaded: LoadedModel | None = None,
+) -> Path | dict[str, Any]:
+    """Evaluate cfg.selection (and/or the baseline) on a warehouse; the results file's path, or
+    its `summarize` dict with `as_json`. `loaded` reuses a model already in memory; it must
+    have the manifest's weights, like any model this loads."""
+    root = Path(root)
+    _check_options(cfg)
+    manifest = load_manifest(root)
+    prompts, token_ids = _read_prompts(root)
+    chosen = choose_prompts(prompts, cfg) if cfg.selection is not None else None
+    sel = load_selection(root, cfg.selection) if cfg.selection is not None else None
+    if sel is not None:
+        check_selection(sel, manifest)
+    conds = conditions(sel, cfg) if sel is not None else []
+    runner = _Runner(root, manifest, cfg, token_ids, loaded)
+
+    with _Progress(show_progress) as progress:
+        base_path = _baseline(root, prompts, runner, cfg, progress)
+        if sel is None or chosen is None:
+            return summarize(base_path) if as_json else base_path
+        key = {
+            "selection": sel.name,
+            "selection_sha256": sel.sha256,
+            "site": sel.site,
+            "weights_hash": manifest["model"].get("weights_hash"),
+            "model_dtype": model_dtype(manifest, cfg),
+            "options": _options_key(cfg),
+        }
+        # The name leaves the baseline out, so a recomputed baseline replaces this request's
+        # file instead of adding a second one to the `evals` view; reuse needs both equal.
+        path = root / EVALS / f"{sel.name}__{_key_hash(key)[:12]}.parquet"
+        key["baseline_sha256"] = sha256_file(base_path)
+        side_path = path.with_suffix(".json")
+        cached = side_path.is_file() and path.is_file() and not cfg.force
+        if not (cached and read_json(side_path).get("key") == key):
+            _evaluate(path, sel, conds, chosen, base_path, runner, cfg, progress, key)
+    return summarize(path) if as_json else path
+
+
+def _evaluate(
+    path: Path,
+    sel: Selection,
+    conds: list[Condition],
+    prompts: pl.DataFrame,
+    base_path: Path,
+    runner: _Runner,
+    cfg: EvalConfig,
+    progress: _Progress,
+    key: dict[str, Any],
+) -> None:
+    base = pl.from_arrow(read_table(base_path, columns=["prompt_id", "correct"]))
+    assert isinstance(base, pl.DataFrame)
+    baseline_correct = prompts.join(base, on="prompt_id", how="left")["correct"].to_list()
+    model = runner.loaded.model
+    parts: list[pa.Table] = []
+    t0 = time.perf_counter()
+    for cond in conds:
+        who = "target" if cond.control_seed is None else f"control seed {cond.control_seed}"
+        progress.start(f"{sel.name} top {cond.count} {who}", prompts.height)
+        neurons = {
+            sel.site: neuron_indices(model, sel.site, cond.neuron_ids, expected_units=sel.units)
+        }
+        generated = runner.answers(prompts, neurons, progress.advance)
+        rows = _scored(prompts, generated, cfg.match, sel.name, cond)
+        rows["baseline_correct"] = baseline_correct
+        parts.append(_table(rows))
+    table = pa.concat_tables(parts) if parts else _table({n: [] for n in EVAL_SCHEMA.names})
+    write_table(path, table)
+    timing = {
+        "seconds": round(time.perf_counter() - t0, 3),
+        "device": str(runner.loaded.device),
+        "batch_size": cfg.batch_size,
+    }
+    atomic_write_json(path.with_suffix(".json"), {"kind": "ablation", "key": key, "timing": timing})
+
+
+# ------------------------------------------------------------------------------ summary
+
+
+def summarize(results: str | Path | pa.Table | pl.DataFrame) -> dict[str, Any]:
+    """Accuracy per relation x language: the baseline's, and for each condition the target's
+    and the controls' mean and sample standard deviation (null with fewer than two)."""
+    if isinstance(results, str | Path):
+        results = read_table(Path(results))
+    df = results if isinstance(results, pl.DataFrame) else pl.from_arrow(results)
+    assert isinstance(df, pl.DataFrame)
+    names = df["selection"].unique().to_list()
+    if len(names) > 1:
+        raise WarehouseError(f"summarize one selection at a time, not {', '.join(sorted(names))}")
+    name = names[0] if names else None
+    group = ["relation", "language"]
+    targets = df.filter(pl.col("control_seed").is_null())
+    base = (
+        targets.unique(["prompt_id"], keep="first")
+        .group_by(group)
+        .agg(prompts=pl.len(), accuracy=pl.col("baseline_correct").mean())
+        .sort(group)
+    )
+    out: dict[str, Any] = {
+        "selection": name,
+        "baseline": base.to_dicts(),
+        "conditions": [],
+    }
+    if name == BASELINE:
+        return out
+    cond_keys = targets.select("count", "fraction").unique(maintain_order=True).sort("count")
+    for count, fraction in cond_keys.iter_rows():
+        this = df.filter(pl.col("count") == count)
+        if fraction is not None:
+            this = this.filter(pl.col("fraction") == fraction)
+        target = (
+            this.filter(pl.col("control_seed").is_null())
+            .group_by(group)
+            .agg(
+                prompts=pl.len(),
+                baseline=pl.col("baseline_correct").mean(),
+                target=pl.col("correct").mean(),
+            )
+        )
+        # Sorted, order-keeping groups: float sums in a fixed order, the same summary each time.
+        per_seed = (
+            this.filter(pl.col("control_seed").is_not_null())
+            .group_by([*group, "control_seed"])
+            .agg(acc=pl.col("correct").mean())
+            .sort([*group, "control_seed"])
+            .group_by(group, maintain_order=True)
+            .agg(
+                controls=pl.len(),
+                control_mean=pl.col("acc").mean(),
+                control_std=pl.col("acc").std(ddof=1),
+            )
+        )
+        rows = target.join(per_seed, on=group, how="left").sort(group)
+        rows = rows.with_columns(pl.col("controls").fill_null(0))
+        out["conditions"].append(
+            {"count": count, "fraction": fraction, "results": _finite(rows.to_dicts())}
+        )
+    return out
+
+
+def _finite(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # JSON has no NaN: a std of one control is reported as null.
+    return [
+        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}
+        for r in rows
+    ]
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A plain-text table of `summarize`'s dict (accuracies in %)."""
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}"
+
+    lines = [f"selection {summary['selection']}"]
+    if not summary["conditions"]:
+        lines.append(f"{'relation':<28}{'language':<10}{'prompts':>8}{'baseline %':>12}")
+        for r in summary["baseline"]:
+            lines.append(
+                f"{r['relation']:<28}{r['language']:<10}{r['prompts']:>8}{pct(r['accuracy']):>12}"
+            )
+        return "\n".join(lines)
+    head = f"{'count':>7}{'fraction':>10}  {'relation':<28}{'language':<10}{'prompts':>8}"
+    lines.append(head + f"{'baseline %':>12}{'target %':>10}{'controls %':>16}")
+    for c in summary["conditions"]:
+        frac = "" if c["fraction"] is None else f"{c['fraction']:g}"
+        for r in c["results"]:
+            ctrl = "-"
+            if r["controls"]:
+                std = "" if r["control_std"] is None else f" ± {100 * r['control_std']:.1f}"
+                ctrl = f"{pct(r['control_mean'])}{std}"
+            lines.append(
+                f"{c['count']:>7}{frac:>10}  {r['relation']:<28}{r['language']:<10}"
+                f"{r['prompts']:>8}{pct(r['baseline']):>12}{pct(r['target']):>10}{ctrl:>16}"
+            )
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ progress
+
+
+@dataclass
+class _Progress:
+    """A rich progress bar per condition (or nothing when disabled)."""
+
+    enabled: bool
+    _bar: Any = field(default=None, repr=False)
+    _task: Any = field(default=None, repr=False)
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            self._bar = Progress(
+                TextColumn("eval {task.description}"), BarColumn(), MofNCompleteColumn()
+            )
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def start(self, label: str, total: int) -> None:
+        if self._bar is not None:
+            if self._task is not None:
+                self._bar.remove_task(self._task)
+            self._task = self._bar.add_task(label, total=total)
+
+    def advance(self, n: int) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, advance=n)

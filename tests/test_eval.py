@@ -1,0 +1,595 @@
+"""Ablation and eval: zeroing equals plain PyTorch hooks at every site, prompt and generated
+tokens alike; hooks never leak; the baseline is cached and reproduced by an empty selection;
+controls have the target's shape; scoring modes; and every refusal names its reason."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from warehouse.analysis.ablation import ablate, control_ids, neuron_indices
+from warehouse.analysis.evaluate import (
+    EVAL_SCHEMA,
+    EvalConfig,
+    eos_token_ids,
+    format_summary,
+    greedy,
+    run_eval,
+    score,
+    summarize,
+)
+from warehouse.errors import WarehouseError
+from warehouse.ingest.datasets import normalize_answer
+from warehouse.ingest.models import load_model
+from warehouse.ingest.run import IngestConfig, ingest
+from warehouse.ingest.sites import SITES
+
+SUBJECTS = ["France", "Japan", "Germany", "Peru", "Chile", "Kenya", "Nepal", "Oman", "Fiji"]
+TEMPLATES = {
+    ("country_capital", "en"): "The capital city of {subject} is",
+    ("country_capital", "de"): "Die Hauptstadt von {subject} ist",
+    ("person_mother", "en"): "The mother of {subject} is",
+}
+PROMPTS = ["The capital city of France is", "Die Hauptstadt von Japan ist", "The mother of Ada is"]
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory):
+    """WAREHOUSE_CACHE for module-scoped fixtures (the autouse one is per test)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WAREHOUSE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_llama_dir, tmp_path_factory) -> Path:
+    """The tiny Llama with its MLPs scaled up (down x5, gate and up x sqrt 5): at random init
+    the residual stream hardly feels the MLPs, so zeroing units would change few answers."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(tiny_llama_dir)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.mlp.down_proj.weight.mul_(5.0)
+            layer.mlp.gate_proj.weight.mul_(5.0**0.5)
+            layer.mlp.up_proj.weight.mul_(5.0**0.5)
+    path = tmp_path_factory.mktemp("strong-mlp")
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def loaded(model_dir, module_cache):
+    return load_model(str(model_dir))
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory, model_dir, loaded) -> Path:
+    """A warehouse whose facts' objects are, for every other fact, what the tiny model itself
+    answers, so the baseline gets some right and ablation has answers to break."""
+    tok = loaded.tokenizer
+    facts = []
+    for (relation, language), template in TEMPLATES.items():
+        for i, subject in enumerate(SUBJECTS):
+            text = template.replace("{subject}", subject)
+            ids = tok(text, return_tensors="pt")
+            with torch.no_grad():
+                out = loaded.model.generate(**ids, max_new_tokens=2, do_sample=False)
+            said = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+            own = i % 2 == 0 and normalize_answer(said)
+            fact = {
+                "relation": relation,
+                "language": language,
+                "subject": subject,
+                "object": said.strip() if own else "Zzyzx",
+                "templates": [template],
+            }
+            if i == 1:
+                fact["aliases"] = ["Qqq"]
+            facts.append(fact)
+    data = tmp_path_factory.mktemp("data") / "facts.jsonl"
+    data.write_text("".join(json.dumps(f) + "\n" for f in facts))
+    out = tmp_path_factory.mktemp("w") / "w"
+    ingest(
+        IngestConfig(
+            out=out,
+            model=str(model_dir),
+            dataset=str(data),
+            capture="pooled",
+            pooling=["mean"],
+            batch_size=4,
+        ),
+        show_progress=False,
+        loaded=loaded,
+    )
+    return out
+
+
+@pytest.fixture
+def wh(pristine: Path, tmp_path: Path) -> Path:
+    """A fresh copy per test: tests add selections and evals."""
+    return Path(shutil.copytree(pristine, tmp_path / "w"))
+
+
+def manifest(w: Path) -> dict:
+    return json.loads((w / "manifest.json").read_text())
+
+
+def write_selection(w: Path, name: str, ids, site: str = "ffn.act", **side) -> None:
+    """A selection file as `warehouse select` writes it, by hand (rank 1 = first id)."""
+    m = manifest(w)
+    n_units = side.pop("units", 48 if site != "ffn.down" else 32)
+    ids = np.asarray(ids, dtype=np.int64)
+    (w / "selections").mkdir(exist_ok=True)
+    pl.DataFrame(
+        {
+            "neuron_id": ids,
+            "site": [side.pop("row_site", site)] * len(ids),
+            "layer": (ids // n_units).astype(np.int32),
+            "neuron": (ids % n_units).astype(np.int32),
+            "rank": np.arange(1, len(ids) + 1, dtype=np.int64),
+            "score": np.linspace(1, 0.5, len(ids)),
+        },
+        schema_overrides={"neuron_id": pl.Int64},
+    ).write_parquet(w / "selections" / f"{name}.parquet")
+    sidecar = {
+        "name": name,
+        "relation": "country_capital",
+        "language": None,
+        "site": site,
+        "pooling": "mean",
+        "sql": "select ...",
+        "weights_hash": m["model"]["weights_hash"],
+        "units": n_units,
+        "n_layers": m["model"]["n_layers"],
+        "kind": "target",
+        "of": None,
+        "seed": None,
+    }
+    sidecar.update(side)
+    (w / "selections" / f"{name}.json").write_text(json.dumps(sidecar))
+
+
+def read(path: Path) -> pl.DataFrame:
+    return pl.read_parquet(path)
+
+
+# ------------------------------------------------------------------------------ scoring
+
+
+def test_score_prefix_mode():
+    assert score(" Paris.", "Paris")
+    assert score(" Par", "Paris")  # 2 tokens rarely hold the whole answer
+    assert score(" PARIS is", "Paris")
+    assert not score(" the", "Paris")
+    assert not score("", "Paris")
+    assert not score("  .", "Paris")
+    assert score(" USA", "United States", ["USA"])
+    assert not score(" Pa", "", [])
+    assert score(" 東京", "東京都")  # CJK: no spaces, a prefix still counts
+
+
+def test_score_starts_with_and_contains():
+    assert not score(" Par", "Paris", match="starts-with")
+    assert score(" Paris, France", "Paris", match="starts-with")
+    assert score(" usa!", "United States", ["U.S.A."], match="starts-with")
+    assert not score(" the Paris", "Paris", match="starts-with")
+    assert score(" the Paris", "Paris", match="contains")
+    assert not score(" Par", "Paris", match="contains")
+    assert not score("", "Paris", match="contains")
+    assert score("首都は東京都です", "東京都", match="contains")
+    assert not score("東京", "東京都", match="starts-with")
+    assert score("東京都です", "東京都", match="starts-with")
+    with pytest.raises(WarehouseError, match="unknown match mode 'exact'"):
+        score("x", "x", match="exact")
+
+
+# ------------------------------------------------------------------------------ neuron ids
+
+
+def test_neuron_indices_group_by_layer(loaded):
+    idx = neuron_indices(loaded.model, "ffn.act", [50, 3, 95, 7, 48])
+    assert {k: v.tolist() for k, v in idx.items()} == {0: [3, 7], 1: [0, 2, 47]}
+    assert all(v.dtype == torch.long for v in idx.values())
+    down = neuron_indices(loaded.model, "ffn.down", [31, 32])
+    assert {k: v.tolist() for k, v in down.items()} == {0: [31], 1: [0]}
+    assert neuron_indices(loaded.model, "ffn.up", []) == {}
+
+
+def test_neuron_indices_refusals(loaded):
+    model = loaded.model
+    with pytest.raises(WarehouseError, match=r"negative neuron id\(s\) \[-1\]"):
+        neuron_indices(model, "ffn.act", [3, -1])
+    with pytest.raises(WarehouseError, match=r"\[96\] out of range: .* 2 layers x 48 units"):
+        neuron_indices(model, "ffn.act", [96])
+    with pytest.raises(WarehouseError, match=r"\[64\] out of range: .* 2 layers x 32 units"):
+        neuron_indices(model, "ffn.down", [64])
+    with pytest.raises(WarehouseError, match="counted with 48 units .* ffn.down .* has 32"):
+        neuron_indices(model, "ffn.down", [1], expected_units=48)
+    with pytest.raises(WarehouseError, match="unknown site 'ffn.nope'"):
+        neuron_indices(model, "ffn.nope", [1])
+    with pytest.raises(WarehouseError, match="`paper` is a set of sites"):
+        neuron_indices(model, "paper", [1])
+    with pytest.raises(WarehouseError, match="1-D list of integers"):
+        neuron_indices(model, "ffn.act", [1.5])
+    with pytest.raises(WarehouseError, match=r"ffn.act layer 0: unit index 48 out of range"):
+        with ablate(model, {"ffn.act": {0: torch.tensor([48])}}):
+            pass
+    with pytest.raises(WarehouseError, match=r"layer 2 out of range"):
+        with ablate(model, {"ffn.act": {2: torch.tensor([1])}}):
+            pass
+
+
+# ------------------------------------------------------------------------------ exactness
+
+
+def _plain_hooks(model, site: str, by_layer: dict[int, list[int]]):
+    """Independent reference: clone-and-zero hooks registered with plain PyTorch."""
+    handles = []
+    for layer, units in by_layer.items():
+        mlp = model.model.layers[layer].mlp
+
+        def pre(module, args, units=units):
+            x = args[0].clone()
+            x[..., units] = 0.0
+            return (x, *args[1:])
+
+        def post(module, args, out, units=units):
+            out = out.clone()
+            out[..., units] = 0.0
+            return out
+
+        if site == "ffn.act":
+            handles.append(mlp.down_proj.register_forward_pre_hook(pre))
+        else:
+            module = {"ffn.gate": mlp.gate_proj, "ffn.up": mlp.up_proj, "ffn.down": mlp.down_proj}
+            handles.append(module[site].register_forward_hook(post))
+    return handles
+
+
+def _logits(model, tok, texts=PROMPTS):
+    tok.padding_side = "left"
+    enc = tok(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        return model(**enc).logits
+
+
+def _no_hooks(model) -> bool:
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_ablation_equals_a_plain_hook_at_every_site(loaded, site):
+    model, tok = loaded.model, loaded.tokenizer
+    by_layer = {0: [1, 5, 17], 1: [0, 30]}
+    ids = [
+        layer * (32 if site == "ffn.down" else 48) + u for layer, us in by_layer.items() for u in us
+    ]
+    before = _logits(model, tok)
+    with ablate(model, {site: neuron_indices(model, site, ids)}):
+        ours = _logits(model, tok)
+    after = _logits(model, tok)
+    handles = _plain_hooks(model, site, by_layer)
+    try:
+        reference = _logits(model, tok)
+    finally:
+        for h in handles:
+            h.remove()
+    assert torch.equal(ours, reference)
+    assert not torch.allclose(ours, before)
+    assert torch.equal(after, before)  # nothing leaks into the next condition
+    assert _no_hooks(model)
+
+
+def test_hooks_are_removed_after_an_exception(loaded):
+    model, tok = loaded.model, loaded.tokenizer
+    before = _logits(model, tok)
+    with pytest.raises(RuntimeError, match="boom"):
+        with ablate(model, {"ffn.act": neuron_indices(model, "ffn.act", [2, 60])}):
+            assert not _no_hooks(model)
+            raise RuntimeError("boom")
+    assert _no_hooks(model)
+    assert torch.equal(_logits(model, tok), before)
+
+
+def test_empty_ablation_registers_nothing(loaded):
+    with ablate(loaded.model, {"ffn.act": {0: torch.zeros(0, dtype=torch.long)}}):
+        assert _no_hooks(loaded.model)
+
+
+def test_ablation_edits_in_place(loaded):
+    """The hook zeroes the activation tensor itself (no copy): the object down_proj receives
+    is the one the hook saw."""
+    model = loaded.model
+    seen: list[torch.Tensor] = []
+    probe = model.model.layers[0].mlp.down_proj.register_forward_pre_hook(
+        lambda m, a: seen.append(a[0])
+    )
+    try:
+        with ablate(model, {"ffn.act": {0: torch.tensor([4, 9])}}):
+            _logits(model, loaded.tokenizer)
+    finally:
+        probe.remove()
+    # The probe was registered first, so it runs first and holds the very tensor later zeroed.
+    assert torch.all(seen[0][..., [4, 9]] == 0)
+
+
+def test_generated_tokens_are_ablated(loaded):
+    """A cached decoding step under `ablate` gives the logits of a full recompute with a plain
+    hook on every position; ablating the prompt alone gives other logits."""
+    model, tok = loaded.model, loaded.tokenizer
+    ids = neuron_indices(model, "ffn.act", list(range(0, 96, 3)))
+    prompt = torch.tensor([tok(PROMPTS[0])["input_ids"]])
+    with torch.no_grad(), ablate(model, {"ffn.act": ids}):
+        first = model(input_ids=prompt, use_cache=True)
+        t1 = first.logits[:, -1].argmax(-1, keepdim=True)
+        second = model(input_ids=t1, cache=first.cache, use_cache=True).logits[:, -1]
+    by_layer = {k: v.tolist() for k, v in ids.items()}
+    handles = _plain_hooks(model, "ffn.act", by_layer)
+    try:
+        with torch.no_grad():
+            full = model(input_ids=torch.cat([prompt, t1], 1)).logits[:, -1]
+    finally:
+        for h in handles:
+            h.remove()
+    torch.testing.assert_close(second, full, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the new token's position not ablated: other logits
+        handles = _plain_hooks(model, "ffn.act", by_layer)
+        prefix = model(input_ids=prompt, use_cache=True)
+        for h in handles:
+            h.remove()
+        unablated = model(input_ids=t1, cache=prefix.cache, use_cache=True).logits[:, -1]
+    assert (unablated - full).abs().max() > 1e-3
+
+
+def _manual_greedy(model, ids: list[int], n: int, eos: list[int]) -> list[int]:
+    """Greedy decoding by full recompute, one prompt at a time (no cache, no padding)."""
+    seq = list(ids)
+    for _ in range(n):
+        with torch.no_grad():
+            t = int(model(input_ids=torch.tensor([seq])).logits[0, -1].argmax())
+        if t in eos:
+            break
+        seq.append(t)
+    return seq[len(ids) :]
+
+
+def test_greedy_under_ablation_equals_a_manual_loop(loaded):
+    model, tok = loaded.model, loaded.tokenizer
+    texts = [*PROMPTS, "Tokyo is", "La capitale de la France est"]
+    batch = [tok(t)["input_ids"] for t in texts]
+    eos = eos_token_ids(loaded)
+    ids = neuron_indices(model, "ffn.up", list(range(1, 96, 2)))
+    with ablate(model, {"ffn.up": ids}):
+        ours = greedy(model, batch, tok.pad_token_id, eos, 3)
+    handles = _plain_hooks(model, "ffn.up", {k: v.tolist() for k, v in ids.items()})
+    try:
+        reference = [_manual_greedy(model, x, 3, eos) for x in batch]
+    finally:
+        for h in handles:
+            h.remove()
+    assert ours == reference
+    plain = greedy(model, batch, tok.pad_token_id, eos, 3)
+    assert plain != ours  # the ablation changed some continuation
+
+
+def test_greedy_equals_generate(loaded):
+    model, tok = loaded.model, loaded.tokenizer
+    texts = [*PROMPTS, "Tokyo is"]
+    tok.padding_side = "left"
+    enc = tok(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=2, do_sample=False, pad_token_id=1)
+    expected = [
+        tok.decode(r, skip_special_tokens=True) for r in out[:, enc["input_ids"].shape[1] :]
+    ]
+    new = greedy(model, [tok(t)["input_ids"] for t in texts], 1, eos_token_ids(loaded), 2)
+    assert [tok.decode(r) for r in new] == expected
+
+
+# ------------------------------------------------------------------------------ controls
+
+
+def test_controls_shape_disjointness_and_determinism():
+    target = np.array([0, 5, 6, 48 + 1, 48 + 2, 48 + 3, 48 + 40, 2 * 48 + 7])
+    sets = [control_ids(target, 48, 3, seed) for seed in range(10)]
+    for ids in sets:
+        assert len(ids) == len(target)
+        assert np.bincount(ids // 48, minlength=3).tolist() == [3, 4, 1]
+        assert not set(ids) & set(target)
+        assert len(set(ids)) == len(ids)
+    assert np.array_equal(control_ids(target, 48, 3, 4), sets[4])
+    assert len({tuple(s) for s in sets}) == 10
+    assert control_ids([], 48, 3, 0).tolist() == []
+    with pytest.raises(WarehouseError, match="cannot draw a control for layer 0"):
+        control_ids(np.arange(30), 48, 3, 0)
+
+
+# ------------------------------------------------------------------------------ run_eval
+
+
+def test_baseline_covers_every_prompt_and_is_cached(wh, loaded):
+    path = run_eval(wh, EvalConfig(baseline=True), show_progress=False, loaded=loaded)
+    assert path == wh / "evals" / "baseline.parquet"
+    assert pq.read_schema(path).equals(EVAL_SCHEMA)
+    base = read(path)
+    prompts = pl.read_parquet(wh / "prompts.parquet")
+    assert sorted(base["prompt_id"]) == sorted(prompts["prompt_id"])
+    assert set(base["split"]) == {"identify", "test"}
+    assert set(base["selection"]) == {"baseline"}
+    assert base["count"].null_count() == base.height
+    assert base["correct"].to_list() == base["baseline_correct"].to_list()
+    # The answers are model.generate's, one prompt at a time.
+    tok = loaded.tokenizer
+    joined = base.join(prompts, on="prompt_id")
+    for text, said, obj, aliases, ok in joined.select(
+        "text", "generated", "object", "aliases", "correct"
+    ).iter_rows():
+        enc = tok(text, return_tensors="pt")
+        with torch.no_grad():
+            out = loaded.model.generate(**enc, max_new_tokens=2, do_sample=False)
+        assert said == tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        assert ok == score(said, obj, aliases)
+    assert 0 < base["correct"].sum() < base.height
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert side["key"]["weights_hash"] == manifest(wh)["model"]["weights_hash"]
+    assert side["key"]["max_new_tokens"] == 2 and side["match"] == "prefix"
+
+    # Reused: no model is loaded (this one does not exist).
+    stamp = path.stat().st_mtime_ns
+    again = run_eval(wh, EvalConfig(baseline=True, model="/nonexistent"), show_progress=False)
+    assert again == path and path.stat().st_mtime_ns == stamp
+    # Another match mode rescores the stored answers without generating.
+    run_eval(wh, EvalConfig(baseline=True, match="contains", model="/nonexistent"), False)
+    rescored = read(path)
+    assert rescored["generated"].to_list() == base["generated"].to_list()
+    assert json.loads(path.with_suffix(".json").read_text())["match"] == "contains"
+    # Another max_new_tokens generates anew, with the manifest's model.
+    run_eval(wh, EvalConfig(baseline=True, max_new_tokens=1), show_progress=False)
+    one = read(path)
+    assert all(b.startswith(a) for a, b in zip(one["generated"], base["generated"], strict=True))
+
+
+@pytest.mark.parametrize("split", ["test", "all"])
+def test_empty_selection_reproduces_the_baseline(wh, loaded, split):
+    write_selection(wh, "empty", [])
+    write_selection(wh, "some", [1, 2, 50])
+    for name, counts in (("empty", None), ("some", [0])):
+        cfg = EvalConfig(selection=name, top_counts=counts, split=split, controls=3, batch_size=3)
+        path = run_eval(wh, cfg, show_progress=False, loaded=loaded)
+        got = read(path)
+        base = read(wh / "evals" / "baseline.parquet")
+        assert got.height == (base.height if split == "all" else (base["split"] == "test").sum())
+        assert got["count"].to_list() == [0] * got.height
+        assert got["control_seed"].null_count() == got.height  # no control of nothing
+        joined = got.join(base, on="prompt_id", suffix="_b")
+        assert joined["generated"].to_list() == joined["generated_b"].to_list()
+        assert joined["correct"].to_list() == joined["baseline_correct"].to_list()
+
+
+def test_sweep_with_controls(wh, loaded):
+    ids = [5, 17, 60, 3, 90, 44, 70, 2]
+    write_selection(wh, "sel", ids)
+    cfg = EvalConfig(selection="sel", top_counts=[6, 2], controls=3, seed=7, split="all")
+    path = run_eval(wh, cfg, show_progress=False, loaded=loaded)
+    assert path.parent == wh / "evals" and path.name.startswith("sel__")
+    assert pq.read_schema(path).equals(EVAL_SCHEMA)
+    got = read(path)
+    n = pl.read_parquet(wh / "prompts.parquet").height
+    assert got.height == n * 2 * 4
+    conds = got.select("count", "control_seed").unique().sort("count", "control_seed")
+    assert conds.rows() == [(c, s) for c in (2, 6) for s in (None, 7, 8, 9)]
+    assert got["fraction"].null_count() == got.height
+    assert set(got["selection"]) == {"sel"}
+    base = read(wh / "evals" / "baseline.parquet")
+    # One schema for all of evals/: DuckDB reads them as one view.
+    total = duckdb.sql(f"select count(*) from '{wh}/evals/*.parquet'").fetchall()[0][0]
+    assert total == got.height + base.height
+    from warehouse.api import Warehouse
+
+    view = Warehouse.open(wh).sql(
+        "select selection, count(*) as n from evals group by selection order by selection"
+    )
+    assert view.rows() == [("baseline", base.height), ("sel", got.height)]
+
+    summary = summarize(path)
+    assert summary["selection"] == "sel"
+    assert [c["count"] for c in summary["conditions"]] == [2, 6]
+    row = summary["conditions"][1]["results"][0]
+    rel, lang = row["relation"], row["language"]
+    part = got.filter(count=6, relation=rel, language=lang)
+    target = part.filter(pl.col("control_seed").is_null())
+    accs = [part.filter(control_seed=s)["correct"].mean() for s in (7, 8, 9)]
+    assert row["prompts"] == target.height
+    assert row["target"] == pytest.approx(target["correct"].mean())
+    assert row["baseline"] == pytest.approx(target["baseline_correct"].mean())
+    assert row["controls"] == 3
+    assert row["control_mean"] == pytest.approx(np.mean(accs))
+    assert row["control_std"] == pytest.approx(np.std(accs, ddof=1))
+    assert "sel" in format_summary(summary)
+    json.dumps(summary)  # plain JSON, no NaN
+    assert run_eval(wh, cfg, show_progress=False, as_json=True, loaded=loaded) == summary
+
+    # Cached: the same request returns the same file without generating.
+    stamp = path.stat().st_mtime_ns
+    assert run_eval(wh, cfg, show_progress=False, loaded=loaded) == path
+    assert path.stat().st_mtime_ns == stamp
+
+
+def test_ablating_everything_breaks_answers(wh, loaded):
+    write_selection(wh, "all", list(range(96)))
+    path = run_eval(wh, EvalConfig(selection="all", controls=0, split="all"), False, loaded=loaded)
+    got = read(path)
+    base = read(wh / "evals" / "baseline.parquet")
+    joined = got.join(base, on="prompt_id", suffix="_b")
+    assert got["count"].unique().to_list() == [96]
+    assert (joined["generated"] != joined["generated_b"]).any()
+    assert got["correct"].sum() < base["correct"].sum()
+    # And the run agrees with ablate() + greedy on the same prompts.
+    tok = loaded.tokenizer
+    prompts = pl.read_parquet(wh / "prompts.parquet").join(got, on="prompt_id")
+    with ablate(loaded.model, {"ffn.act": neuron_indices(loaded.model, "ffn.act", range(96))}):
+        for text, said in prompts.select("text", "generated").head(4).iter_rows():
+            new = greedy(loaded.model, [tok(text)["input_ids"]], 1, eos_token_ids(loaded), 2)
+            assert tok.decode(new[0], skip_special_tokens=True) == said
+
+
+def test_fractions_filters_and_other_sites(wh, loaded):
+    write_selection(wh, "down", [0, 40, 7, 33, 63, 1], site="ffn.down")
+    cfg = EvalConfig(
+        selection="down", fractions=[0.05, 1 / 64], controls=2, relations=["country_capital"]
+    )
+    got = read(run_eval(wh, cfg, show_progress=False, loaded=loaded))
+    assert sorted(got.select("count", "fraction").unique().rows()) == [(1, 1 / 64), (3, 0.05)]
+    assert set(got["relation"]) == {"country_capital"} and set(got["split"]) == {"test"}
+    cfg = EvalConfig(selection="down", languages=["de"], controls=0)
+    got = read(run_eval(wh, cfg, show_progress=False, loaded=loaded))
+    assert set(got["language"]) == {"de"} and got["count"].unique().to_list() == [6]
+
+
+def test_eval_refusals(wh, loaded, tiny_llama_dir):
+    def fails(match: str, **kw):
+        with pytest.raises(WarehouseError, match=match):
+            run_eval(wh, EvalConfig(**kw), show_progress=False, loaded=loaded)
+
+    write_selection(wh, "sel", [1, 2, 3])
+    fails("nothing to evaluate")
+    fails(r"no selection 'nope' .*selections: sel", selection="nope")
+    fails(
+        r"unknown relation\(s\) nope; this warehouse has: country_capital, person_mother",
+        selection="sel",
+        relations=["nope"],
+    )
+    fails(
+        r"unknown language\(s\) xx; this warehouse has: de, en", selection="sel", languages=["xx"]
+    )
+    fails("unknown split", selection="sel", split="dev")
+    fails(r"top 5 asked for, but selection 'sel' holds only 3", selection="sel", top_counts=[5])
+    fails("not both", selection="sel", top_counts=[1], fractions=[0.1])
+    fails("reserved", selection="baseline")
+
+    write_selection(wh, "other_model", [1], weights_hash="sha256:" + "0" * 64)
+    fails(r"selection 'other_model' was made for another model", selection="other_model")
+    write_selection(wh, "mixed", [1, 2], row_site="ffn.up")
+    fails(r"is of site ffn.act but holds neurons of ffn.up", selection="mixed")
+    write_selection(wh, "wide", [1], units=64)
+    fails(r"counts 64 units per layer for ffn.act; the model's ffn.act has 48", selection="wide")
+    write_selection(wh, "far", [200], units=48)
+    fails(r"\[200\] out of range", selection="far")
+
+    # A model with other weights (the unscaled tiny Llama) is refused, the warehouse untouched.
+    with pytest.raises(WarehouseError, match=r"model .* has weights sha256:.*, but .* made from"):
+        run_eval(wh, EvalConfig(baseline=True, model=str(tiny_llama_dir)), False)
+    assert not (wh / "evals").exists()
