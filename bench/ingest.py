@@ -113,6 +113,25 @@ def main() -> None:
         t0 = time.perf_counter()
         Zstd(1).encode(arr.tobytes())
         comp_s = time.perf_counter() - t0
+    print(
+        f"prompts {len(ids)}, tokens {n_tokens}, batch {args.batch_size}, "
+        f"torch threads {torch.get_num_threads()}, relations {args.relations}, "
+        f"languages {args.languages}"
+    )
+    print(f"bare forward        {n_tokens / bare:9.0f} tok/s   1.00x")
+    print(
+        f"ingest pooled       {n_tokens / pooled:9.0f} tok/s   {bare / pooled:.2f}x"
+        "  (target >= 0.95x)"
+    )
+    print(
+        f"ingest per-token    {n_tokens / full:9.0f} tok/s   {bare / full:.2f}x  (target >= 0.85x)"
+    )
+    print(
+        f"per-token bytes     {stored / n_tokens:9.0f} B/token on disk vs {raw / n_tokens:.0f} "
+        f"raw float16: 1/{raw / stored:.2f}  (target <= 1/1.45)"
+    )
+    print(f"zstd-1 compression  {raw / comp_s / 1e6:9.0f} MB/s on one core")
+    sys.stdout.flush()  # the RSS runs below take a while
     rss = []
     langs = args.languages.split(",")
     for lang_set in (langs, (langs + [x for x in ("en", "de", "fr", "es") if x not in langs])[:4]):
@@ -133,24 +152,6 @@ def main() -> None:
             check=True,
         )
         rss.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(
-        f"prompts {len(ids)}, tokens {n_tokens}, batch {args.batch_size}, "
-        f"torch threads {torch.get_num_threads()}, relations {args.relations}, "
-        f"languages {args.languages}"
-    )
-    print(f"bare forward        {n_tokens / bare:9.0f} tok/s   1.00x")
-    print(
-        f"ingest pooled       {n_tokens / pooled:9.0f} tok/s   {bare / pooled:.2f}x"
-        "  (target >= 0.95x)"
-    )
-    print(
-        f"ingest per-token    {n_tokens / full:9.0f} tok/s   {bare / full:.2f}x  (target >= 0.85x)"
-    )
-    print(
-        f"per-token bytes     {stored / n_tokens:9.0f} B/token on disk vs {raw / n_tokens:.0f} "
-        f"raw float16: 1/{raw / stored:.2f}  (target <= 1/1.45)"
-    )
-    print(f"zstd-1 compression  {raw / comp_s / 1e6:9.0f} MB/s on one core")
     a, b = rss
     print(
         f"peak RSS            {a['maxrss_mb']:9.0f} MB at {a['prompts']} prompts, "
