@@ -84,6 +84,9 @@ class EvalConfig:
     relations: list[str] | None = None  # None: all of the warehouse's
     languages: list[str] | None = None
     split: str = "test"  # identify | test | all
+    # At most this many prompts per (relation, language, split), the same ones in every call
+    # (smallest sha256 of "prompt_id"), so conditions evaluated apart share their prompts.
+    sample: int | None = None
     max_new_tokens: int = 2
     match: str = "prefix"  # prefix | starts-with | contains
     batch_size: int = 32
@@ -239,6 +242,8 @@ def _check_options(cfg: EvalConfig) -> None:
         raise WarehouseError("--max-new-tokens must be at least 1")
     if cfg.batch_size < 1:
         raise WarehouseError("--batch-size must be at least 1")
+    if cfg.sample is not None and cfg.sample < 1:
+        raise WarehouseError(f"--sample must be at least 1, got {cfg.sample}")
     if cfg.controls < 0:
         raise WarehouseError("--controls must be 0 or more")
     if cfg.top_counts is not None and cfg.fractions is not None:
@@ -282,7 +287,20 @@ def choose_prompts(prompts: pl.DataFrame, cfg: EvalConfig) -> pl.DataFrame:
             f"no prompts match split {cfg.split!r}, relations {cfg.relations or 'all'} and "
             f"languages {cfg.languages or 'all'} (splits present: {splits})"
         )
-    return keep
+    return keep if cfg.sample is None else sample_prompts(keep, cfg.sample)
+
+
+def sample_prompts(prompts: pl.DataFrame, n: int) -> pl.DataFrame:
+    """At most `n` prompts of each (relation, language, split): those with the smallest
+    sha256 of their prompt_id, so a prompt is chosen regardless of what else is asked for."""
+    key = [
+        hashlib.sha256(str(i).encode()).hexdigest()[:16] for i in prompts["prompt_id"].to_list()
+    ]
+    return (
+        prompts.with_columns(pl.Series("_key", key))
+        .filter(pl.col("_key").rank("ordinal").over("relation", "language", "split") <= n)
+        .drop("_key")
+    )
 
 
 def load_selection(root: Path, name: str) -> Selection:

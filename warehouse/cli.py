@@ -341,6 +341,10 @@ def eval_(
     relations: Annotated[str | None, typer.Option(help="Comma-separated relations.")] = None,
     languages: Annotated[str | None, typer.Option(help="Comma-separated languages.")] = None,
     split: Annotated[str, typer.Option(help="identify, test or all.")] = "test",
+    sample: Annotated[
+        int | None,
+        typer.Option(help="At most N prompts per relation x language x split (fixed choice)."),
+    ] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens generated.")] = 2,
     match: Annotated[str, typer.Option(help="prefix, starts-with or contains.")] = "prefix",
     batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 32,
@@ -367,6 +371,7 @@ def eval_(
         relations=_split(relations),
         languages=_split(languages),
         split=split,
+        sample=sample,
         max_new_tokens=max_new_tokens,
         match=match,
         batch_size=batch_size,
@@ -383,25 +388,123 @@ def eval_(
 
 
 @app.command()
-def demo(
-    out: Annotated[Path, typer.Option(help="Warehouse folder.")] = Path("demo-warehouse"),
-    max_prompts: Annotated[
-        int, typer.Option(help="Fixed sample of built-in prompts (all relations, languages).")
-    ] = 3000,
-    fraction: Annotated[
-        float, typer.Option(help="Share of neurons selected per relation (paper: 0.36%).")
-    ] = 0.0036,
+def study(
+    out: Annotated[Path, typer.Option(help="Warehouse folder to create or resume.")],
+    model: Annotated[
+        str, typer.Option(help="smollm2-135m, a local HF folder, a .gguf file or a hub id.")
+    ] = "smollm2-135m",
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset file (jsonl/csv/parquet) or LRE folder.")
+    ] = None,
+    relations: Annotated[str | None, typer.Option(help="Comma-separated relations.")] = None,
+    languages: Annotated[str | None, typer.Option(help="Comma-separated languages.")] = None,
+    identify_language: Annotated[
+        str, typer.Option(help="Language whose prompts the neurons are found on.")
+    ] = "en",
+    site: Annotated[str, typer.Option(help="ffn.act, ffn.gate, ffn.up or ffn.down.")] = "ffn.act",
+    top_k: Annotated[
+        int | None,
+        typer.Option(help="Neurons per relation (default: the paper's 3,000/835,584 scaled)."),
+    ] = None,
+    sweep: Annotated[
+        str | None,
+        typer.Option(help="Counts deactivated in the sweep (default: the paper's, scaled)."),
+    ] = None,
+    controls: Annotated[int, typer.Option(help="Random sets per controlled condition.")] = 10,
+    sample: Annotated[
+        int | None,
+        typer.Option(help="Eval prompts per relation x language x split (default: all)."),
+    ] = None,
+    others_sample: Annotated[
+        int, typer.Option(help="Prompts per other relation in the sweep's 'others' curve.")
+    ] = 3,
+    batch_size: Annotated[int, typer.Option(help="Prompts per forward pass.")] = 32,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
+    model_dtype: Annotated[str, typer.Option(help="Model weights dtype.")] = "float32",
+    seed: Annotated[int, typer.Option(help="Split, negatives and controls seed.")] = 0,
+    sentences: Annotated[
+        str | None, typer.Option(help="Neutral sentences for perplexity (default: built-in).")
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="Also write the HTML report here.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """The main job on the embedded model: ingest, score neurons, select each relation's."""
+    """Run the paper's study end to end (ingest, baseline, stats, select, ablate, perplexity);
+    each stage is reused when its inputs are unchanged."""
+    from warehouse.study import StudyConfig
+
+    cfg = StudyConfig(
+        out=out,
+        model=model,
+        dataset=dataset,
+        relations=_split(relations),
+        languages=_split(languages),
+        identify_language=identify_language,
+        site=site,
+        top_k=top_k,
+        sweep=[int(x) for x in _split(sweep)] if sweep else None,
+        controls=controls,
+        sample=sample,
+        others_sample=others_sample,
+        batch_size=batch_size,
+        device=device,
+        model_dtype=model_dtype,
+        seed=seed,
+        sentences=sentences,
+        show_progress=not quiet,
+    )
+    _run_study(cfg, report)
+
+
+def _run_study(cfg, report_dir: Path | None) -> None:
     import time
 
-    from warehouse.demo import run_demo
+    from warehouse.analysis.findings import compute, format_headline
+    from warehouse.study import run_study
 
     t0 = time.perf_counter()
-    summary = run_demo(out, max_prompts=max_prompts, fraction=fraction, show_progress=not quiet)
-    print(summary)
-    print(f"demo finished in {time.perf_counter() - t0:.0f} s; warehouse at {out}")
+    run_study(cfg)
+    summary = compute(cfg.out)
+    print(format_headline(summary))
+    if report_dir is not None:
+        from warehouse.analysis.report import render
+
+        index = render(summary, report_dir)
+        print(f"report: {index}")
+    print(f"study finished in {time.perf_counter() - t0:.0f} s; warehouse at {cfg.out}")
+
+
+@app.command()
+def report(
+    warehouse: Annotated[Path, typer.Argument(help="Warehouse folder holding a study.")],
+    out: Annotated[Path, typer.Option(help="Folder for index.html, figures, summary.json.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Also print the summary.")] = False,
+) -> None:
+    """Write a study's findings as an HTML page with PNG figures and summary.json."""
+    from warehouse.analysis.findings import compute, format_headline
+    from warehouse.analysis.report import render
+
+    summary = compute(warehouse)
+    index = render(summary, out)
+    if as_json:
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
+    else:
+        print(format_headline(summary))
+        print(f"report: {index}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Warehouse folder.")] = Path("demo-warehouse"),
+    report: Annotated[
+        Path | None, typer.Option(help="Report folder (default: OUT/report).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """The main job: `study` on the embedded model and built-in data (English + German, 24
+    eval prompts per cell, 3 controls), then its report. About 15 minutes on 2 CPU cores."""
+    from warehouse.study import demo_config
+
+    _run_study(demo_config(out, show_progress=not quiet), report or out / "report")
 
 
 def main() -> None:

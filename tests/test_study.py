@@ -1,0 +1,341 @@
+"""`warehouse study`: every stage runs on a tiny model, a second run reuses every stage, the
+findings equal numbers recomputed by hand from the evals tables, and perplexity equals a
+plain PyTorch computation."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from scipy import stats as sps
+
+from warehouse.analysis.evaluate import sample_prompts
+from warehouse.analysis.findings import compute, interval
+from warehouse.analysis.perplexity import perplexity, read_sentences
+from warehouse.errors import DatasetError, WarehouseError
+from warehouse.ingest.datasets import normalize_answer
+from warehouse.ingest.models import load_model
+from warehouse.study import StudyConfig, plan_counts, ranges, run_study, scaled
+
+SUBJECTS = [
+    "France", "Japan", "Germany", "Peru", "Chile", "Kenya", "Nepal", "Oman", "Fiji", "Laos",
+    "Cuba", "Mali",
+]  # fmt: skip
+TEMPLATES = {
+    ("country_capital", "en"): "The capital city of {subject} is",
+    ("country_capital", "de"): "Die Hauptstadt von {subject} ist",
+    ("country_currency", "en"): "The currency of {subject} is the",
+    ("country_currency", "de"): "Die Währung von {subject} ist der",
+    ("country_language", "en"): "People in {subject} speak",
+    ("country_language", "de"): "In {subject} spricht man",
+}
+
+
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WAREHOUSE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_llama_dir, tmp_path_factory) -> Path:
+    """The tiny Llama with strong MLPs, so that zeroing units changes answers."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(tiny_llama_dir)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.mlp.down_proj.weight.mul_(5.0)
+            layer.mlp.gate_proj.weight.mul_(5.0**0.5)
+            layer.mlp.up_proj.weight.mul_(5.0**0.5)
+    path = tmp_path_factory.mktemp("strong-mlp")
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(model_dir, module_cache, tmp_path_factory) -> Path:
+    """Facts whose object is, for 2 of 3 subjects, what the tiny model answers itself."""
+    loaded = load_model(str(model_dir))
+    tok = loaded.tokenizer
+    facts = []
+    for (relation, language), template in TEMPLATES.items():
+        for i, subject in enumerate(SUBJECTS):
+            ids = tok(template.replace("{subject}", subject), return_tensors="pt")
+            with torch.no_grad():
+                out = loaded.model.generate(**ids, max_new_tokens=2, do_sample=False)
+            said = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+            own = i % 3 != 2 and normalize_answer(said)
+            facts.append(
+                {
+                    "relation": relation,
+                    "language": language,
+                    "subject": subject,
+                    "object": said.strip() if own else "Zzyzx",
+                    "templates": [template],
+                }
+            )
+    path = tmp_path_factory.mktemp("data") / "facts.jsonl"
+    path.write_text("".join(json.dumps(f) + "\n" for f in facts))
+    return path
+
+
+def config(out: Path, model_dir: Path, dataset: Path, **kw) -> StudyConfig:
+    base = dict(
+        out=out,
+        model=str(model_dir),
+        dataset=str(dataset),
+        top_k=6,
+        sweep=[2, 6, 20],
+        controls=3,
+        sample=4,
+        others_sample=2,
+        batch_size=4,
+        show_progress=False,
+    )
+    return StudyConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def studied(model_dir, dataset, module_cache, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("study") / "w"
+    run_study(config(out, model_dir, dataset))
+    return out
+
+
+def files_state(root: Path) -> dict[str, float]:
+    return {
+        p.relative_to(root).as_posix(): p.stat().st_mtime_ns
+        for p in root.rglob("*")
+        if p.is_file() and p.name != "study.json"
+    }
+
+
+def evals(root: Path, rel: str) -> pl.DataFrame:
+    return pl.read_parquet(root / rel)
+
+
+# ------------------------------------------------------------------------------ the plan
+
+
+def test_counts_scale_the_papers_to_the_site():
+    assert scaled(3000, 835_584) == 3000
+    assert scaled(3000, 46_080) == 165  # SmolLM2-135M's ffn.act: 0.36 %
+    cfg = StudyConfig(out=Path("x"))
+    top_k, sweep = plan_counts(cfg, 46_080)
+    assert top_k == 165
+    assert sweep == [1, 3, 11, 28, 55, 165, 551, 1103, 2757]
+    assert ranges([2, 6, 20]) == [(2, 6), (6, 20)]
+    with pytest.raises(WarehouseError, match="--top-k"):
+        plan_counts(StudyConfig(out=Path("x"), top_k=0), 100)
+    with pytest.raises(WarehouseError, match="--sweep"):
+        plan_counts(StudyConfig(out=Path("x"), sweep=[5, 200]), 100)
+
+
+def test_sample_is_fixed_per_prompt_and_capped_per_cell():
+    frame = pl.DataFrame(
+        {
+            "prompt_id": list(range(40)),
+            "relation": ["a", "b"] * 20,
+            "language": ["en"] * 40,
+            "split": ["test"] * 20 + ["identify"] * 20,
+        }
+    )
+    chosen = sample_prompts(frame, 3)
+    assert chosen.group_by("relation", "split").len()["len"].to_list() == [3, 3, 3, 3]
+    # The same prompts are chosen from any superset: a prompt's place depends on it alone.
+    part = frame.filter(pl.col("relation") == "a")
+    assert set(sample_prompts(part, 3)["prompt_id"]) == set(
+        chosen.filter(pl.col("relation") == "a")["prompt_id"]
+    )
+    assert sample_prompts(frame, 100).height == 40
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+def test_study_records_every_part(studied: Path):
+    st = json.loads((studied / "study" / "study.json").read_text())
+    assert st["top_k"] == 6 and st["sweep"] == [2, 6, 20]
+    assert st["relations"] == ["country_capital", "country_currency", "country_language"]
+    assert st["languages"] == ["de", "en"]
+    for part in ("intra", "sweep_own", "sweep_others", "cross_relation", "cross_lingual"):
+        assert sorted(st["evals"][part]) == st["relations"], part
+        for rel in st["relations"]:
+            assert (studied / st["evals"][part][rel]).is_file()
+    for rel in st["relations"]:
+        top = pl.read_parquet(studied / "selections" / f"study-{rel}.parquet")
+        big = pl.read_parquet(studied / "selections" / f"study-{rel}-sweep.parquet")
+        assert top.height == 6 and big.height == 20
+        assert top["neuron_id"].to_list() == big["neuron_id"].to_list()[:6]
+        # The ranges a+1..b are exactly the sweep selection's ranks a+1..b.
+        for a, b in ranges([2, 6, 20]):
+            rng = pl.read_parquet(studied / "selections" / f"study-{rel}-ranks-{a}-{b}.parquet")
+            assert set(rng["neuron_id"]) == set(big["neuron_id"].to_list()[a:b])
+    for stage in ("ingest", "baseline", "stats", "select", "eval", "perplexity"):
+        assert st["seconds"][stage] >= 0
+
+
+def test_second_run_reuses_every_stage(studied: Path, model_dir, dataset, tmp_path):
+    w = Path(shutil.copytree(studied, tmp_path / "w"))
+    before = files_state(w)
+    run_study(config(w, model_dir, dataset))
+    assert files_state(w) == before  # nothing rewritten: every stage reused
+
+
+def test_other_controls_rerun_only_the_controlled_evals(studied, model_dir, dataset, tmp_path):
+    w = Path(shutil.copytree(studied, tmp_path / "w"))
+    old = json.loads((w / "study" / "study.json").read_text())
+    run_study(config(w, model_dir, dataset, controls=2))
+    new = json.loads((w / "study" / "study.json").read_text())
+    assert new["evals"]["sweep_own"] == old["evals"]["sweep_own"]
+    assert new["evals"]["cross_relation"] == old["evals"]["cross_relation"]
+    assert new["evals"]["intra"] != old["evals"]["intra"]
+    frame = evals(w, new["evals"]["intra"]["country_capital"])
+    assert sorted(frame["control_seed"].drop_nulls().unique().to_list()) == [0, 1]
+
+
+def test_refuses_an_unknown_identify_language(studied, model_dir, dataset):
+    with pytest.raises(WarehouseError, match="identify-language 'fr'"):
+        run_study(config(studied, model_dir, dataset, identify_language="fr"))
+
+
+# ------------------------------------------------------------------------------ findings
+
+
+def test_findings_equal_numbers_recomputed_from_the_tables(studied: Path):
+    s = compute(studied)
+    st = json.loads((studied / "study" / "study.json").read_text())
+    rels = st["relations"]
+
+    # intra: target rows' accuracy; the controls' t interval over per-seed accuracies.
+    for row in s["intra"]:
+        frame = evals(studied, st["evals"]["intra"][row["relation"]])
+        frame = frame.filter(pl.col("split") == row["split"])
+        target = frame.filter(pl.col("control_seed").is_null())
+        assert row["n"] == target.height <= 4
+        assert row["target"] == pytest.approx(target["correct"].mean())
+        assert row["baseline"] == pytest.approx(target["baseline_correct"].mean())
+        accs = [
+            frame.filter(pl.col("control_seed") == seed)["correct"].mean() for seed in (0, 1, 2)
+        ]
+        mean = np.mean(accs)
+        half = sps.t.ppf(0.975, 2) * np.std(accs, ddof=1) / math.sqrt(3)
+        assert row["control_mean"] == pytest.approx(mean)
+        assert row["control_lo"] == pytest.approx(mean - half)
+        assert row["control_hi"] == pytest.approx(mean + half)
+
+    # cross-relation: relative drop of ri's accuracy with rj's neurons off.
+    for cell in s["cross_relation"]:
+        frame = evals(studied, st["evals"]["cross_relation"][cell["ablated"]])
+        part = frame.filter(pl.col("relation") == cell["target"])
+        b, a = part["baseline_correct"].mean(), part["correct"].mean()
+        assert (cell["baseline"], cell["accuracy"]) == (pytest.approx(b), pytest.approx(a))
+        assert cell["relative_drop"] == (None if b == 0 else pytest.approx((b - a) / b))
+
+    # overlap: Jaccard of the selections' neuron sets.
+    sets = {
+        r: set(pl.read_parquet(studied / "selections" / f"study-{r}.parquet")["neuron_id"])
+        for r in rels
+    }
+    for row in s["overlap"]:
+        a, b = sets[row["a"]], sets[row["b"]]
+        assert row["shared"] == len(a & b)
+        assert row["jaccard"] == pytest.approx(len(a & b) / len(a | b))
+    assert sum(r["count"] for r in s["layers"]) == 6 * len(rels)
+
+    # cumulativity by hand from the sweep and range files.
+    for row in s["cumulativity"]:
+        own = evals(studied, st["evals"]["sweep_own"][row["relation"]])
+        rng = evals(studied, st["evals"]["ranges"][row["relation"]][f"{row['a']}-{row['b']}"])
+        ok_a = set(own.filter((pl.col("count") == row["a"]) & pl.col("correct"))["prompt_id"])
+        bad_b = set(own.filter((pl.col("count") == row["b"]) & ~pl.col("correct"))["prompt_id"])
+        total = ok_a & bad_b
+        affected = total & set(rng.filter(~pl.col("correct"))["prompt_id"])
+        assert (row["total"], row["affected"]) == (len(total), len(affected))
+        assert row["score"] == (1 - len(affected) / len(total) if total else None)
+
+    # sweep count 0 is the baseline of the same prompts.
+    for row in s["sweep"]:
+        if row["count"] == 0:
+            own = evals(studied, st["evals"]["sweep_own"][row["relation"]])
+            first = own.filter(pl.col("count") == 2)
+            assert row["own"] == pytest.approx(first["baseline_correct"].mean())
+
+    # cross-lingual: English-found neurons on German test prompts.
+    langs = {(r["relation"], r["language"]) for r in s["cross_lingual"]}
+    assert langs == {(r, lang) for r in rels for lang in ("de", "en")}
+
+    # interference: cells above both the baseline and the controls' interval.
+    hi = {r["relation"]: r["control_hi"] for r in s["intra"] if r["split"] == "test"}
+    expect = {
+        (c["target"], c["ablated"])
+        for c in s["cross_relation"]
+        if c["target"] != c["ablated"]
+        and hi.get(c["target"]) is not None
+        and c["accuracy"] > max(c["baseline"], hi[c["target"]])
+    }
+    assert {(c["target"], c["ablated"]) for c in s["interference"]} == expect
+    json.dumps(s, allow_nan=False)  # the summary is plain JSON
+
+
+def test_interval_is_the_t_interval():
+    mean, lo, hi = interval([0.5, 0.7, 0.6, 0.4])
+    ref = sps.t.interval(0.95, 3, loc=0.55, scale=sps.sem([0.5, 0.7, 0.6, 0.4]))
+    assert (mean, lo, hi) == (pytest.approx(0.55), pytest.approx(ref[0]), pytest.approx(ref[1]))
+    assert interval([0.3]) == (0.3, None, None)
+    assert interval([]) == (None, None, None)
+
+
+# ------------------------------------------------------------------------------ perplexity
+
+
+def test_perplexity_equals_a_plain_computation(model_dir, module_cache):
+    loaded = load_model(str(model_dir))
+    sentences = read_sentences()[:3]
+    tok, model = loaded.tokenizer, loaded.model
+
+    def plain(zero: dict[int, list[int]]) -> float:
+        hooks = [
+            model.model.layers[layer].mlp.down_proj.register_forward_pre_hook(
+                lambda m, args, idx=idx: (args[0].index_fill(-1, torch.tensor(idx), 0.0),)
+            )
+            for layer, idx in zero.items()
+        ]
+        nll, n = 0.0, 0
+        try:
+            for text in sentences:
+                ids = tok(text, return_tensors="pt")["input_ids"]
+                with torch.no_grad():
+                    loss = model(input_ids=ids, labels=ids).loss.item()
+                nll += loss * (ids.shape[1] - 1)
+                n += ids.shape[1] - 1
+        finally:
+            for h in hooks:
+                h.remove()
+        return math.exp(nll / n)
+
+    assert perplexity(loaded, sentences) == pytest.approx(plain({}), rel=1e-5)
+    zero = {0: [1, 5], 1: [3]}
+    neurons = {"ffn.act": {k: torch.tensor(v) for k, v in zero.items()}}
+    got = perplexity(loaded, sentences, neurons)
+    assert got == pytest.approx(plain(zero), rel=1e-5)
+    assert got != pytest.approx(plain({}), rel=1e-6)
+
+
+def test_sentences_file_errors(tmp_path):
+    empty = tmp_path / "s.txt"
+    empty.write_text("# only a comment\n\n")
+    with pytest.raises(DatasetError, match="no sentences"):
+        read_sentences(empty)
+    with pytest.raises(DatasetError, match="cannot read"):
+        read_sentences(tmp_path / "missing.txt")
+    assert len(read_sentences()) == 40

@@ -1,0 +1,430 @@
+"""`warehouse study`: the paper's whole pipeline on one warehouse, resumable stage by stage.
+
+Stages, each a call of the stage's own library function, each reusing its output when its
+inputs are unchanged (so a killed or repeated study continues where it stopped):
+
+1. ingest     pooled mean responses of every prompt (`ingest.run.ingest`; resumes itself).
+2. baseline   greedy answers of every prompt (`evals/baseline.parquet`), needed to keep only
+              correctly answered identification prompts.
+3. stats      AP of every neuron per relation and language, on identification prompts the
+              model answers correctly, negatives 4x the positives (the paper's setting).
+4. select     per relation, the top-k neurons by AP on `identify_language` prompts
+              (`study-<relation>`), the top max(sweep) for the sweep (`study-<relation>-sweep`)
+              and the rank ranges a+1..b of the cumulativity check
+              (`study-<relation>-ranks-<a>-<b>`).
+5. eval       `run_eval` requests per relation (each cached in `evals/` by its options):
+              intra (own relation, both splits, with controls), sweep (own relation and a
+              few prompts of every other relation), cross-relation (every relation's test
+              prompts), cross-lingual (own relation in the other languages, with controls),
+              ranges (own relation, each rank range alone).
+6. perplexity relation-neutral sentences with each relation's top-k off
+              (`study/perplexity.parquet`).
+
+`study/study.json` records the configuration, which file holds each part and the seconds
+each stage took; `analysis.findings` turns those tables into the numbers of the report.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from warehouse.errors import WarehouseError
+
+STUDY_DIR = "study"
+PAPER_UNITS = 835_584  # gate + up + down outputs of Llama-2-7B's 32 layers, the paper's count
+PAPER_TOP_K = 3_000
+PAPER_SWEEP = (10, 50, 200, 500, 1_000, 3_000, 10_000, 20_000, 50_000)
+
+
+@dataclass
+class StudyConfig:
+    """Options of `warehouse study` (see the module docstring)."""
+
+    out: Path
+    model: str = "smollm2-135m"
+    dataset: str | None = None  # None: the built-in dataset
+    relations: list[str] | None = None  # None: all of the dataset's
+    languages: list[str] | None = None  # None: all of the dataset's
+    identify_language: str = "en"  # neurons are found on this language's prompts
+    site: str = "ffn.act"
+    top_k: int | None = None  # None: the paper's 3,000 of 835,584, scaled to the site
+    sweep: list[int] | None = None  # None: the paper's counts, scaled to the site
+    controls: int = 10  # random sets per controlled condition (the paper averages 10)
+    sample: int | None = None  # eval prompts per relation x language x split (None: all)
+    others_sample: int = 3  # per other relation, for the sweep's "other relations" curve
+    batch_size: int = 32
+    device: str = "cpu"
+    model_dtype: str = "float32"
+    max_new_tokens: int = 2
+    seed: int = 0
+    sentences: str | None = None  # perplexity text file; None: the built-in neutral set
+    show_progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)  # recorded as given (e.g. "demo")
+
+
+def scaled(count: int, units_total: int) -> int:
+    """The paper's neuron count for Llama-2-7B, scaled to a site of `units_total` units."""
+    return max(1, round(count * units_total / PAPER_UNITS))
+
+
+def plan_counts(cfg: StudyConfig, units_total: int) -> tuple[int, list[int]]:
+    """(top_k, sweep) for a site of `units_total` units: given, or the paper's scaled."""
+    top_k = cfg.top_k if cfg.top_k is not None else scaled(PAPER_TOP_K, units_total)
+    sweep = cfg.sweep if cfg.sweep is not None else [scaled(c, units_total) for c in PAPER_SWEEP]
+    sweep = sorted(set(sweep))
+    if not 1 <= top_k <= units_total:
+        raise WarehouseError(f"--top-k must lie in 1..{units_total}, got {top_k}")
+    if not sweep or sweep[0] < 1 or sweep[-1] > units_total:
+        raise WarehouseError(f"--sweep counts must lie in 1..{units_total}, got {cfg.sweep}")
+    return top_k, sweep
+
+
+def ranges(sweep: list[int]) -> list[tuple[int, int]]:
+    """The cumulativity ranges: consecutive counts of the sweep."""
+    return list(zip(sweep[:-1], sweep[1:], strict=True))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def stage(self, name: str, t0: float) -> None:
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 2)
+
+
+def _say(cfg: StudyConfig, text: str) -> None:
+    if cfg.show_progress:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold]study[/bold] {text}")
+
+
+def run_study(cfg: StudyConfig) -> Path:
+    """Run (or resume) every stage; returns the path of study/study.json."""
+    from warehouse.analysis.evaluate import EvalConfig, run_eval
+    from warehouse.analysis.stats import run_stats, stats_path
+    from warehouse.ingest.models import load_model
+    from warehouse.ingest.run import IngestConfig, ingest
+    from warehouse.store.files import atomic_write_json, sha256_file
+    from warehouse.store.manifest import load_manifest
+
+    if cfg.controls < 0:
+        raise WarehouseError("--controls must be 0 or more")
+    if cfg.sample is not None and cfg.sample < 1:
+        raise WarehouseError(f"--sample must be at least 1, got {cfg.sample}")
+    if cfg.others_sample < 1:
+        raise WarehouseError(f"--others-sample must be at least 1, got {cfg.others_sample}")
+    root = Path(cfg.out)
+    clock = _Clock()
+    progress = cfg.show_progress
+
+    # 1. ingest: pooled mean responses are all the statistics need.
+    t0 = time.perf_counter()
+    _say(cfg, f"1/6 ingest -> {root}")
+    icfg = IngestConfig(
+        out=root,
+        model=cfg.model,
+        dataset=cfg.dataset,
+        relations=cfg.relations,
+        languages=cfg.languages,
+        sites=cfg.site,
+        capture="pooled",
+        pooling=["mean"],
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        model_dtype=cfg.model_dtype,
+        seed=cfg.seed,
+    )
+    manifest = ingest(icfg, show_progress=progress)
+    clock.stage("ingest", t0)
+    sites = manifest["capture"]["sites"]
+    if len(sites) != 1:
+        raise WarehouseError(f"a study runs on one site; --site {cfg.site} gave {sites}")
+    site = sites[0]
+    units_total = manifest["model"]["units"][site] * len(manifest["capture"]["layers"])
+    top_k, sweep = plan_counts(cfg, units_total)
+
+    manifest = load_manifest(root)
+    prompts = _prompt_cells(root)
+    relations = sorted(prompts["relation"].unique().to_list())
+    languages = sorted(prompts["language"].unique().to_list())
+    if cfg.identify_language not in languages:
+        raise WarehouseError(
+            f"--identify-language {cfg.identify_language!r} is not among the warehouse's "
+            f"languages ({', '.join(languages)})"
+        )
+    other_languages = [lang for lang in languages if lang != cfg.identify_language]
+
+    loaded = load_model(cfg.model, dtype=cfg.model_dtype, device=cfg.device)
+
+    def ecfg(**kw: Any) -> EvalConfig:
+        base = {
+            "max_new_tokens": cfg.max_new_tokens,
+            "batch_size": cfg.batch_size,
+            "device": cfg.device,
+            "seed": cfg.seed,
+            "controls": 0,
+        }
+        return EvalConfig(**{**base, **kw})
+
+    # 2. baseline answers of every prompt.
+    t0 = time.perf_counter()
+    _say(cfg, "2/6 baseline answers of every prompt")
+    run_eval(root, ecfg(baseline=True), show_progress=progress, loaded=loaded)
+    clock.stage("baseline", t0)
+
+    # 3. stats as in the paper: correct identification prompts, 4x negatives.
+    t0 = time.perf_counter()
+    _say(cfg, "3/6 neuron statistics (AP per relation and language)")
+    negatives = "ratio:4"
+    run_stats(
+        root,
+        site=site,
+        pooling="mean",
+        negatives=negatives,
+        split="identify",
+        seed=cfg.seed,
+        filter_correct=True,
+        show_progress=progress,
+    )
+    stats_file = stats_path(root, site, "mean", negatives)
+    stats_sha = sha256_file(stats_file)
+    clock.stage("stats", t0)
+
+    # 4. selections, remade when the stats changed.
+    t0 = time.perf_counter()
+    _say(cfg, f"4/6 selections: top {top_k} per relation, sweep {sweep}")
+    study_file = root / STUDY_DIR / "study.json"
+    old = _read_old(study_file)
+    fresh = old.get("stats_sha256") != stats_sha or old.get("plan") != [top_k, sweep]
+    names = _make_selections(
+        root, relations, cfg.identify_language, site, negatives, top_k, sweep, fresh
+    )
+    clock.stage("select", t0)
+    partial = {"stats_sha256": stats_sha, "plan": [top_k, sweep], "seconds": clock.seconds}
+    atomic_write_json(study_file, {**old, **partial})
+
+    # 5. ablations.
+    t0 = time.perf_counter()
+    idl = [cfg.identify_language]
+    files: dict[str, dict[str, Any]] = {
+        "intra": {},
+        "sweep_own": {},
+        "sweep_others": {},
+        "cross_relation": {},
+        "cross_lingual": {},
+        "ranges": {},
+    }
+    for i, rel in enumerate(relations, 1):
+        _say(cfg, f"5/6 ablations {i}/{len(relations)}: {rel}")
+        sel, sweep_sel = names[rel]["top"], names[rel]["sweep"]
+        others = [r for r in relations if r != rel]
+
+        def run(selection: str, **kw: Any) -> str:
+            path = run_eval(root, ecfg(selection=selection, **kw), progress, loaded=loaded)
+            assert isinstance(path, Path)
+            return path.relative_to(root).as_posix()
+
+        files["intra"][rel] = run(
+            sel,
+            controls=cfg.controls,
+            relations=[rel],
+            languages=idl,
+            split="all",
+            sample=cfg.sample,
+        )
+        files["sweep_own"][rel] = run(
+            sweep_sel,
+            top_counts=sweep,
+            relations=[rel],
+            languages=idl,
+            split="test",
+            sample=cfg.sample,
+        )
+        if others:
+            files["sweep_others"][rel] = run(
+                sweep_sel,
+                top_counts=sweep,
+                relations=others,
+                languages=idl,
+                split="test",
+                sample=cfg.others_sample,
+            )
+        files["cross_relation"][rel] = run(
+            sel, relations=relations, languages=idl, split="test", sample=cfg.sample
+        )
+        if other_languages:
+            files["cross_lingual"][rel] = run(
+                sel,
+                controls=cfg.controls,
+                relations=[rel],
+                languages=other_languages,
+                split="test",
+                sample=cfg.sample,
+            )
+        files["ranges"][rel] = {
+            f"{a}-{b}": run(rng, relations=[rel], languages=idl, split="test", sample=cfg.sample)
+            for (a, b), rng in names[rel]["ranges"].items()
+        }
+    clock.stage("eval", t0)
+
+    # 6. specificity.
+    t0 = time.perf_counter()
+    _say(cfg, "6/6 perplexity of neutral sentences with each relation's neurons off")
+    ppl_file = _perplexities(root, loaded, {r: names[r]["top"] for r in relations}, cfg, site)
+    clock.stage("perplexity", t0)
+
+    seconds = clock.seconds
+    if not fresh and isinstance(old.get("seconds"), dict):
+        # A resumed study: keep what the earlier run spent in stages this one only reused.
+        seconds = {k: max(v, old["seconds"].get(k, 0.0)) for k, v in seconds.items()}
+    record = {
+        "config": {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in asdict(cfg).items()
+            if k not in ("show_progress",)
+        },
+        "model": manifest["model"]["name"],
+        "weights_hash": manifest["model"]["weights_hash"],
+        "site": site,
+        "units_total": units_total,
+        "top_k": top_k,
+        "sweep": sweep,
+        "ranges": [list(r) for r in ranges(sweep)],
+        "plan": [top_k, sweep],
+        "relations": relations,
+        "languages": languages,
+        "identify_language": cfg.identify_language,
+        "negatives": negatives,
+        "stats_file": stats_file.relative_to(root).as_posix(),
+        "stats_sha256": stats_sha,
+        "selections": {
+            r: {**names[r], "ranges": {f"{a}-{b}": n for (a, b), n in names[r]["ranges"].items()}}
+            for r in relations
+        },
+        "evals": files,
+        "perplexity": ppl_file,
+        "seconds": seconds,
+    }
+    atomic_write_json(study_file, record)
+    return study_file
+
+
+def _read_old(path: Path) -> dict[str, Any]:
+    from warehouse.store.files import read_json
+
+    try:
+        return read_json(path) if path.is_file() else {}
+    except Exception:  # an unreadable record only means nothing can be reused
+        return {}
+
+
+def _prompt_cells(root: Path):
+    import polars as pl
+
+    from warehouse.store.tables import read_table
+
+    frame = pl.from_arrow(read_table(root / "prompts.parquet", columns=["relation", "language"]))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _make_selections(
+    root: Path,
+    relations: list[str],
+    language: str,
+    site: str,
+    negatives: str,
+    top_k: int,
+    sweep: list[int],
+    fresh: bool,
+) -> dict[str, dict[str, Any]]:
+    """Per relation: names of its top-k, sweep and rank-range selections (made when missing,
+    remade when `fresh`)."""
+    from warehouse.analysis.selections import _lit as lit
+    from warehouse.analysis.selections import list_selections, select
+
+    have = {s["name"] for s in list_selections(root)}
+    out: dict[str, dict[str, Any]] = {}
+    for rel in relations:
+        top, big = f"study-{rel}", f"study-{rel}-sweep"
+        common = dict(relation=rel, language=language, site=site, negatives=negatives)
+        for name, k in ((top, top_k), (big, max(sweep))):
+            if fresh or name not in have:
+                select(root, name, top=k, overwrite=True, **common)
+        rng: dict[tuple[int, int], str] = {}
+        for a, b in ranges(sweep):
+            name = f"study-{rel}-ranks-{a}-{b}"
+            if fresh or name not in have:
+                sql = (
+                    "SELECT neuron_id, ap AS score FROM stats\n"
+                    f"WHERE site = {lit(site)} AND pooling = 'mean' AND negatives = "
+                    f"{lit(negatives)}\n  AND relation = {lit(rel)} AND language = "
+                    f"{lit(language)} AND rank > {a} AND rank <= {b}\nORDER BY rank"
+                )
+                select(root, name, sql=sql, overwrite=True, **common)
+            rng[(a, b)] = name
+        out[rel] = {"top": top, "sweep": big, "ranges": rng}
+    return out
+
+
+def _perplexities(
+    root: Path, loaded: Any, selections: dict[str, str], cfg: StudyConfig, site: str
+) -> str:
+    """study/perplexity.parquet: relation, selection, ppl_baseline, ppl_ablated; reused when
+    the model, sentences and selections are the same."""
+    from warehouse.analysis.ablation import neuron_indices
+    from warehouse.analysis.perplexity import perplexity, read_sentences, sentences_hash
+    from warehouse.analysis.selections import read_selection, selection_paths
+    from warehouse.store.files import atomic_write_json, read_json, sha256_file
+    from warehouse.store.tables import write_table
+
+    path = root / STUDY_DIR / "perplexity.parquet"
+    side = path.with_suffix(".json")
+    sentences = read_sentences(cfg.sentences)
+    key = {
+        "weights_hash": loaded.weights_hash,
+        "sentences": sentences_hash(sentences),
+        "selections": {r: sha256_file(selection_paths(root, n)[0]) for r, n in selections.items()},
+    }
+    if path.is_file() and side.is_file() and read_json(side).get("key") == key:
+        return path.relative_to(root).as_posix()
+    base = perplexity(loaded, sentences)
+    rows: dict[str, list] = {
+        "relation": [],
+        "selection": [],
+        "size": [],
+        "ppl_baseline": [],
+        "ppl_ablated": [],
+    }
+    for rel, name in selections.items():
+        sel = read_selection(root, name)
+        ids = sel.frame["neuron_id"].to_numpy()
+        neurons = {site: neuron_indices(loaded.model, site, ids, expected_units=sel.meta["units"])}
+        rows["relation"].append(rel)
+        rows["selection"].append(name)
+        rows["size"].append(len(ids))
+        rows["ppl_baseline"].append(base)
+        rows["ppl_ablated"].append(perplexity(loaded, sentences, neurons))
+    write_table(path, pa.table(rows))
+    atomic_write_json(side, {"key": key, "sentences": len(sentences)})
+    return path.relative_to(root).as_posix()
+
+
+def demo_config(out: Path, show_progress: bool = True) -> StudyConfig:
+    """The `warehouse demo` study: embedded model, built-in data, English plus German, small
+    samples and 3 controls, so that it finishes in about a quarter of an hour on 2 CPU cores."""
+    return StudyConfig(
+        out=out,
+        languages=["en", "de"],
+        controls=3,
+        sample=24,
+        others_sample=3,
+        show_progress=show_progress,
+        extra={"demo": True},
+    )
