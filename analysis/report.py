@@ -22,6 +22,7 @@ import html
 import io
 import json
 import math
+import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +33,10 @@ import numpy as np
 from warehouse.errors import FormatError, WarehouseError
 from warehouse.store.files import atomic_write_bytes
 
-# ~110 dpi keeps a 12-relation heatmap under ~1,400 px wide: sharp on screen, small on disk.
+# ~110 dpi: sharp on screen, small on disk. Figures are at most MAX_WIDTH inches wide, so
+# at 110 dpi they fit the page's 1,180 px column without the browser shrinking their labels.
 DPI = 110
+MAX_WIDTH = 10.5
 FIGURES = (
     "intra.png",
     "sweep.png",
@@ -242,7 +245,7 @@ def _new_figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(min(width, 18.0), min(height, 24.0)), dpi=DPI,
+    fig = Figure(figsize=(min(width, MAX_WIDTH), min(height, 24.0)), dpi=DPI,
                  layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -275,8 +278,8 @@ def _heatmap(matrix: np.ndarray, rows: Sequence[Any], cols: Sequence[Any], *, cm
     from matplotlib.colors import Normalize
 
     nr, nc = matrix.shape
-    fig = _new_figure(max(5.0, 2.6 + 0.55 * nc + 0.06 * max(len(str(r)) for r in rows)),
-                      max(3.2, 1.6 + 0.42 * nr + 0.05 * max(len(str(c)) for c in cols)))
+    width = min(MAX_WIDTH, max(5.0, 2.6 + 0.55 * nc + 0.06 * max(len(str(r)) for r in rows)))
+    fig = _new_figure(width, max(3.2, 1.6 + 0.42 * nr + 0.05 * max(len(str(c)) for c in cols)))
     ax = fig.add_subplot()
     cm = colormaps[cmap].with_extremes(bad="#d9d9d9")  # NaN cells: missing, grey
     if center:
@@ -287,7 +290,8 @@ def _heatmap(matrix: np.ndarray, rows: Sequence[Any], cols: Sequence[Any], *, cm
     im = ax.imshow(np.ma.masked_invalid(matrix), cmap=cm, norm=norm, aspect="auto",
                    interpolation="nearest")
     _label_axes(ax, rows, cols, xlabel, ylabel)
-    ax.set_title(title, fontsize=11)
+    # ~7 characters per inch of figure at 11 pt: wrap rather than clip a long title.
+    ax.set_title(textwrap.fill(title, max(20, int(width * 7))), fontsize=11)
     cb = fig.colorbar(im, ax=ax, shrink=0.9)
     cb.set_label(cbar_label)
     if labels is not None:
@@ -301,7 +305,8 @@ def _heatmap(matrix: np.ndarray, rows: Sequence[Any], cols: Sequence[Any], *, cm
                     abs(v) > 0.6 * max(abs(vmin), abs(vmax)) if center
                     else norm(v) > 0.6)
                 ax.text(j, i, labels[i, j], ha="center", va="center",
-                        fontsize=7 if nc > 10 else 8, color="white" if dark else "black")
+                        fontsize=6 if nc > 24 else 7 if nc > 10 else 8,
+                        color="white" if dark else "black")
     return fig
 
 
@@ -342,6 +347,10 @@ def fig_intra(ctx: _Context):
                     err = np.vstack([np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)])
                     ax.errorbar(x[ok] + w, y[ok], yerr=err[:, ok], fmt="none",
                                 ecolor="black", capsize=3, lw=1)
+            # A missing value is said so, not drawn as a zero-height bar that reads as 0 %.
+            for xi in x[~np.isfinite(y)]:
+                ax.text(xi + (i - 1) * w, 1.5, "n/a", ha="center", va="bottom", fontsize=7,
+                        rotation=90, color=color)
         ax.set_xticks(x)
         ax.set_xticklabels(rels, rotation=30, ha="right", rotation_mode="anchor", fontsize=9)
         ax.set_ylim(0, 105)
@@ -545,11 +554,12 @@ def fig_specificity(ctx: _Context):
     ax.set_xticks(x)
     ax.set_xticklabels(rels, rotation=30, ha="right", rotation_mode="anchor", fontsize=9)
     ax.set_ylabel("perplexity")
-    ax.set_ylim(0, np.nanmax(np.concatenate([base, abl])) * 1.15 if np.isfinite(
-        np.concatenate([base, abl])).any() else 1)
-    ax.legend(fontsize=8)
+    both = np.concatenate([base, abl])
+    ax.set_ylim(0, float(np.nanmax(both)) * 1.12 if np.isfinite(both).any() else 1.0)
+    # Legend above the axes: inside, it would cover the ratio labels of the first bars.
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.08), ncol=2,
+              frameon=False)
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title("Perplexity on relation-neutral text", fontsize=11)
     return fig
 
 

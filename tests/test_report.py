@@ -272,20 +272,35 @@ def test_clean_summary() -> None:
     assert clean_summary(float("nan")) is None
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None
-                    and shutil.which("google-chrome") is None, reason="no chromium on PATH")
-def test_screenshot_script(tmp_path: Path) -> None:
-    summary = tmp_path / "summary.json"
-    summary.write_text(json.dumps(clean_summary(synthetic_summary())))
+@pytest.mark.skipif(not any(shutil.which(b) for b in ("chromium", "chromium-browser",
+                                                        "google-chrome")),
+                    reason="no chromium on PATH")
+def test_screenshot_script(full_report: tuple[dict, Path], tmp_path: Path) -> None:
+    """The page renders offline in a real browser, figures included (not broken images)."""
+    _, out = full_report
     shot = tmp_path / "shot.png"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "report_screenshot.py"), str(tmp_path / "rep"),
-         "--summary", str(summary), "--out", str(shot), "--height", "3000"],
+        [sys.executable, str(REPO / "bench" / "report_screenshot.py"), str(out),
+         "--out", str(shot), "--height", "3000"],
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     from matplotlib.image import imread
 
     img = imread(shot)
-    assert img.shape[0] == 3000 and img.shape[1] == 1280
-    # The page drew: more than a blank canvas.
-    assert _colours(img) > 50
+    assert img.shape[:2] == (3000, 1280)
+    # The figures drew: the intra figure's red and blue bars are on the first 3,000 px.
+    rgb = np.round(img[..., :3] * 255).astype(int)
+    red = (abs(rgb[..., 0] - 0xD6) < 8) & (abs(rgb[..., 1] - 0x27) < 8) & (
+        abs(rgb[..., 2] - 0x28) < 8)
+    blue = (abs(rgb[..., 0] - 0x1F) < 8) & (abs(rgb[..., 1] - 0x77) < 8) & (
+        abs(rgb[..., 2] - 0xB4) < 8)
+    assert red.sum() > 2_000 and blue.sum() > 2_000, (red.sum(), blue.sum())
+
+
+def test_screenshot_script_without_report(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "report_screenshot.py"), str(tmp_path / "none"),
+         "--out", str(tmp_path / "shot.png")], capture_output=True, text=True, timeout=60)
+    # 2: no browser here; 1: a browser, but no index.html to load.
+    assert proc.returncode in (1, 2) and not (tmp_path / "shot.png").exists()
+    assert ("does not exist" in proc.stderr) or ("no browser" in proc.stderr)
