@@ -126,9 +126,9 @@ def _num(x: Any) -> float:
 
 def _ordered(preferred: Iterable[Any], seen: Iterable[Any]) -> list[Any]:
     """`preferred` order first (the study's), then anything else the data holds, sorted."""
-    pref = [p for p in dict.fromkeys(preferred)]
-    extra = sorted({s for s in seen} - set(pref), key=lambda s: (str(type(s)), s))
+    pref = list(dict.fromkeys(preferred))
     present = set(seen)
+    extra = sorted(present - set(pref), key=lambda s: (str(type(s)), s))
     return [p for p in pref if p in present] + extra
 
 
@@ -878,11 +878,6 @@ def render(summary: dict[str, Any], out: Path | str, *, title: str | None = None
             elif table_rows:
                 body.append(f'<div class="scroll">{tab(ctx)}</div>')
         body.append("</section>")
-    # A figure not drawn this time must not linger from an earlier render of this folder.
-    for name in FIGURES:
-        if name not in written:
-            (out / name).unlink(missing_ok=True)
-
     model = study.get("model") or "model"
     page_title = title if title is not None else f"Relation neurons of {model}"
     nav = " ".join(f'<a href="#{esc(s.key)}">{esc(s.title)}</a>' for s in sections)
@@ -905,4 +900,9 @@ def render(summary: dict[str, Any], out: Path | str, *, title: str | None = None
 """
     index = out / "index.html"
     atomic_write_bytes(index, page.encode("utf-8"))
+    # A figure not drawn this time must not linger from an earlier render of this folder.
+    # Removed after the new page is in place, so no page ever points at a removed file.
+    for name in FIGURES:
+        if name not in written:
+            (out / name).unlink(missing_ok=True)
     return index

@@ -105,6 +105,13 @@ def _check_png(path: Path) -> tuple[int, ...]:
     return img.shape
 
 
+def _grey_pixels(path: Path) -> int:
+    from matplotlib.image import imread
+
+    rgb = np.round(imread(path)[..., :3] * 255).astype(int)
+    return int((np.abs(rgb - 0xD9).max(axis=-1) <= 1).sum())
+
+
 def _colours(img: np.ndarray) -> int:
     """Distinct RGB colours of an image read by imread (floats in [0, 1] for PNGs)."""
     rgb = np.round(img[..., :3] * 255).astype(np.uint32)
@@ -129,6 +136,11 @@ def test_render_full_summary(full_report: tuple[dict, Path]) -> None:
     # Every figure of the contract is drawn for a summary with every section filled.
     assert sorted(pngs) == sorted(FIGURES)
     shapes = {name: _check_png(out / name) for name in pngs}
+    # Missing cells are grey (#d9d9d9), never coloured as a value: the cumulativity cell with
+    # total 0, the cross-relation cell with a null drop (baseline 0), the NaN overlap cell.
+    for name in ("cumulativity.png", "cross_relation.png", "overlap.png"):
+        assert _grey_pixels(out / name) > 500, name
+    assert _grey_pixels(out / "cross_lingual.png") < 100  # every cell has a value
     # intra has one panel per split (identify, test): taller than wide-ish single panels.
     assert shapes["intra.png"][0] > shapes["specificity.png"][0]
     assert "Skipped" not in html
@@ -172,7 +184,8 @@ def test_headline_from_summary_wins(tmp_path: Path) -> None:
     s = {"study": {"model": "m", "top_k": 3}, "intra": synthetic_summary()["intra"][:2]}
     s["headline"] = {"own_baseline": 0.712, "own_ablated": 0.1, "own_controls": 0.705,
                      "others_ablated_drop": 0.0333, "interference_cells": 5}
-    html = render(s, tmp_path).read_text()
+    html = render(s, tmp_path, title="Study <T> & co").read_text()
+    assert "<title>Study &lt;T&gt; &amp; co</title>" in html
     assert "fell from 71.2 % to 10.0 % on average;" in html
     assert "random neurons instead: 70.5 %" in html
     assert "fell by 3.3 % of its baseline" in html
