@@ -840,12 +840,12 @@ def render(summary: dict[str, Any], out: Path | str, *, title: str | None = None
     if not isinstance(study, dict):
         raise FormatError("summary['study'] is missing or not a dict; pass the dict that "
                           "the findings module computed")
+    # Every section is checked before anything is created on disk.
+    ctx = _Context(summary, study, {name: _rows(summary, name) for name in SECTION_KEYS})
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise WarehouseError(f"{out} is a file; pass a folder for the report")
     out.mkdir(parents=True, exist_ok=True)
-
-    ctx = _Context(summary, study, {name: _rows(summary, name) for name in SECTION_KEYS})
     headline = compute_headline(summary)
     sentences = headline_sentences(headline, study.get("top_k"))
 

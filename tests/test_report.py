@@ -268,7 +268,7 @@ def test_many_relations_use_mean_sweep_and_no_labels(tmp_path: Path) -> None:
 def test_bad_summary_is_refused(tmp_path: Path, summary, message: str) -> None:
     with pytest.raises(FormatError, match=re.escape(message)):
         render(summary, tmp_path / "rep")
-    assert not (tmp_path / "rep" / "index.html").exists()
+    assert not (tmp_path / "rep").exists()
 
 
 def test_out_is_a_file(tmp_path: Path) -> None:
