@@ -424,7 +424,7 @@ def demo_config(out: Path, show_progress: bool = True) -> StudyConfig:
         languages=["en", "de"],
         controls=3,
         sample=24,
-        others_sample=3,
+        others_sample=2,
         show_progress=show_progress,
         extra={"demo": True},
     )
