@@ -593,3 +593,63 @@ def test_eval_refusals(wh, loaded, tiny_llama_dir):
     with pytest.raises(WarehouseError, match=r"model .* has weights sha256:.*, but .* made from"):
         run_eval(wh, EvalConfig(baseline=True, model=str(tiny_llama_dir)), False)
     assert not (wh / "evals").exists()
+
+
+@pytest.mark.parametrize("site", ["ffn.act", "ffn.up", "ffn.down"])
+def test_gpt2_greedy_under_ablation_equals_plain_hooks_and_generate(site):
+    """The evaluator's decoding and ablation on GPT-2 (Conv1D MLP, learned positions): equal
+    to a plain-hook full-recompute loop, and with no ablation to `model.generate`."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=64, n_embd=16, n_layer=3, n_head=2, n_positions=32)
+    model = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():  # strong MLPs, so zeroing a few units changes answers
+        for block in model.transformer.h:
+            block.mlp.c_proj.weight.mul_(8.0)
+    rng = np.random.default_rng(0)
+    batch = [rng.integers(1, 64, size=n).tolist() for n in (3, 5, 7, 4)]
+    eos = [0]
+    units = 16 if site == "ffn.down" else 64
+    ids = neuron_indices(model, site, [u for u in range(0, 3 * units, 5)])
+    by_layer = {k: v.tolist() for k, v in ids.items()}
+    with ablate(model, {site: ids}):
+        ours = greedy(model, batch, 0, eos, 3)
+
+    def pre(module, args, idx):
+        x = args[0].clone()
+        x[..., idx] = 0.0
+        return (x, *args[1:])
+
+    def post(module, args, out, idx):
+        out = out.clone()
+        out[..., idx] = 0.0
+        return out
+
+    handles = []
+    for layer, idx in by_layer.items():
+        mlp = model.transformer.h[layer].mlp
+        if site == "ffn.act":
+            handles.append(mlp.c_proj.register_forward_pre_hook(lambda m, a, i=idx: pre(m, a, i)))
+        else:
+            target = mlp.c_fc if site == "ffn.up" else mlp.c_proj
+            handles.append(target.register_forward_hook(lambda m, a, o, i=idx: post(m, a, o, i)))
+    try:
+        reference = [_manual_greedy(model, x, 3, eos) for x in batch]
+    finally:
+        for h in handles:
+            h.remove()
+    assert ours == reference
+    plain = greedy(model, batch, 0, eos, 3)
+    assert plain != ours  # the ablation changed some continuation
+    for row, x in zip(plain, batch, strict=True):
+        with torch.no_grad():
+            out = model.generate(
+                torch.tensor([x]),
+                max_new_tokens=3,
+                do_sample=False,
+                pad_token_id=0,
+                eos_token_id=0,
+            )
+        new = out[0, len(x) :].tolist()
+        assert row == (new[: new.index(0)] if 0 in new else new)
