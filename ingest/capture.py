@@ -45,7 +45,7 @@ def pad_batch(
 
 
 def _to_host(x: torch.Tensor, dtype: str) -> np.ndarray:
-    x = x.to(_TORCH_STORAGE[dtype])
+    x = x.to(_TORCH_STORAGE[dtype]).contiguous()
     if dtype == "bfloat16":
         return x.view(torch.int16).cpu().numpy().view(np.uint16)
     return x.cpu().numpy().astype(STORAGE_DTYPES[dtype], copy=False)
@@ -85,8 +85,9 @@ class Capturer:
                     shape_t, dtype=store_dtype, device=self.device
                 )
             for pool in spec.pooling:
+                # (layers, batch, units): each hook reduces straight into a contiguous slab.
                 out[f"responses/{site}/{pool}"] = torch.empty(
-                    (len(ids), len(layers), self.units[site]),
+                    (len(layers), len(ids), self.units[site]),
                     dtype=torch.float32,
                     device=self.device,
                 )
@@ -102,17 +103,15 @@ class Capturer:
             # forward's critical path).
             t32 = t.float()
             for pool in spec.pooling:
-                dst = out[f"responses/{site}/{pool}"][:, i]  # (batch, units)
+                dst = out[f"responses/{site}/{pool}"][i]  # (batch, units), contiguous
+                # Reductions write into dst (out=): no temporaries, no extra copy.
                 if pool == "mean":
-                    if padded:
-                        dst.copy_(t32.masked_fill(~real[..., None], 0.0).sum(1) / n_real)
-                    else:
-                        dst.copy_(t32.sum(1) / n_real)
+                    src = t32.masked_fill(~real[..., None], 0.0) if padded else t32
+                    torch.sum(src, 1, out=dst)
+                    dst.div_(n_real)
                 elif pool == "max":
-                    if padded:
-                        dst.copy_(t32.masked_fill(~real[..., None], float("-inf")).amax(1))
-                    else:
-                        dst.copy_(t32.amax(1))
+                    src = t32.masked_fill(~real[..., None], float("-inf")) if padded else t32
+                    torch.amax(src, 1, out=dst)
                 else:  # last
                     dst.copy_(t32[batch, last])
 
@@ -120,4 +119,7 @@ class Capturer:
             self.backbone(
                 input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False
             )
-        return {k: _to_host(v, spec.dtype) for k, v in out.items()}
+        return {
+            k: _to_host(v if k.startswith("activations/") else v.transpose(0, 1), spec.dtype)
+            for k, v in out.items()
+        }
