@@ -6,6 +6,7 @@ them; `selectivity` runs on every neuron, streamed in column blocks like a store
 
     python bench/stats.py                       # synthetic 2,000 x 46,080 float16, 12 relations
     python bench/stats.py --responses R.npy --labels Y.npy
+    python bench/stats.py --warehouse W [--split identify]   # a warehouse's mean responses
 """
 
 from __future__ import annotations
@@ -94,10 +95,32 @@ def time_fast(x: np.ndarray, y: np.ndarray, cfg: BenchConfig) -> tuple[float, np
     return time.perf_counter() - t0, ap
 
 
+def from_warehouse(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(prompts, layers x units) float16 mean responses of `split` and relation labels."""
+    import json
+    from pathlib import Path
+
+    import polars as pl
+    import zarr
+
+    manifest = json.loads((Path(root) / "manifest.json").read_text())
+    key = next(k for k in manifest["arrays"] if k.startswith("responses/") and k.endswith("/mean"))
+    arr = zarr.open_array(Path(root) / "responses.zarr" / key.split("/", 1)[1], mode="r")
+    prompts = pl.read_parquet(Path(root) / "prompts.parquet").sort("prompt_row")
+    keep = prompts["split"] == split if split != "all" else pl.Series([True] * prompts.height)
+    rows = prompts.filter(keep)["prompt_row"].to_numpy()
+    x = arr[:][rows].reshape(len(rows), -1)
+    codes = prompts.filter(keep)["relation"].cast(pl.Categorical).to_physical().to_numpy()
+    _, y = np.unique(codes, return_inverse=True)
+    return np.ascontiguousarray(x), y.astype(np.int64)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--responses", help=".npy (prompts, neurons) pooled responses")
     parser.add_argument("--labels", help=".npy (prompts,) integer relation labels")
+    parser.add_argument("--warehouse", help="a warehouse: its first site's mean responses")
+    parser.add_argument("--split", default="identify", help="with --warehouse: identify|all")
     for field in BenchConfig.__dataclass_fields__.values():
         flag = "--" + field.name.replace("_", "-")
         parser.add_argument(flag, type=int, default=field.default)
@@ -110,9 +133,12 @@ def main() -> None:
     args = parser.parse_args()
     cfg = BenchConfig(**{k: getattr(args, k) for k in BenchConfig.__dataclass_fields__})
 
-    if args.responses:
-        x = np.load(args.responses, mmap_mode="r")
-        y = np.load(args.labels).astype(np.int64)
+    if args.responses or args.warehouse:
+        if args.warehouse:
+            x, y = from_warehouse(args.warehouse, args.split)
+        else:
+            x = np.load(args.responses, mmap_mode="r")
+            y = np.load(args.labels).astype(np.int64)
         cfg = BenchConfig(
             **{
                 **cfg.__dict__,
