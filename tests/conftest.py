@@ -100,6 +100,24 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def strong_llama_dir(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama with its MLPs scaled up (down x5, gate and up x sqrt 5): at random init
+    the residual stream hardly feels the MLPs, so zeroing units would change few answers."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(tiny_llama_dir)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.mlp.down_proj.weight.mul_(5.0)
+            layer.mlp.gate_proj.weight.mul_(5.0**0.5)
+            layer.mlp.up_proj.weight.mul_(5.0**0.5)
+    path = tmp_path_factory.mktemp("strong-mlp")
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_llama_gguf(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Llama of `tiny_llama_dir` as an F32 GGUF file with tokenizer metadata."""
     from transformers import LlamaForCausalLM

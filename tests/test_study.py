@@ -45,20 +45,8 @@ def module_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def model_dir(tiny_llama_dir, tmp_path_factory) -> Path:
-    """The tiny Llama with strong MLPs, so that zeroing units changes answers."""
-    from transformers import AutoTokenizer, LlamaForCausalLM
-
-    model = LlamaForCausalLM.from_pretrained(tiny_llama_dir)
-    with torch.no_grad():
-        for layer in model.model.layers:
-            layer.mlp.down_proj.weight.mul_(5.0)
-            layer.mlp.gate_proj.weight.mul_(5.0**0.5)
-            layer.mlp.up_proj.weight.mul_(5.0**0.5)
-    path = tmp_path_factory.mktemp("strong-mlp")
-    model.save_pretrained(path)
-    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(path)
-    return path
+def model_dir(strong_llama_dir) -> Path:
+    return strong_llama_dir
 
 
 @pytest.fixture(scope="module")
