@@ -21,6 +21,8 @@ COMMANDS = (
     "selections",
     "overlap",
     "eval",
+    "study",
+    "report",
     "demo",
 )
 

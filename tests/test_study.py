@@ -327,3 +327,43 @@ def test_sentences_file_errors(tmp_path):
     with pytest.raises(DatasetError, match="cannot read"):
         read_sentences(tmp_path / "missing.txt")
     assert len(read_sentences()) == 40
+
+
+# ------------------------------------------------------------------------------ the CLI
+
+
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    import sys
+
+    from warehouse import cli
+
+    old = sys.argv
+    sys.argv = ["warehouse", *args]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = old
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_report_command_draws_the_study(studied: Path, tmp_path, capsys):
+    code, out, err = _cli(capsys, "report", str(studied), "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    assert "own relation (test, en)" in out
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert "country_currency" in html
+    saved = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert saved["intra"] == json.loads(json.dumps(compute(studied)["intra"]))
+
+
+def test_report_refuses_a_warehouse_without_a_study(tmp_path, capsys):
+    (tmp_path / "w").mkdir()
+    code, _, err = _cli(capsys, "report", str(tmp_path / "w"), "--out", str(tmp_path / "r"))
+    assert code != 0
+    assert "no finished study" in err and "warehouse study" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
