@@ -293,9 +293,7 @@ def choose_prompts(prompts: pl.DataFrame, cfg: EvalConfig) -> pl.DataFrame:
 def sample_prompts(prompts: pl.DataFrame, n: int) -> pl.DataFrame:
     """At most `n` prompts of each (relation, language, split): those with the smallest
     sha256 of their prompt_id, so a prompt is chosen regardless of what else is asked for."""
-    key = [
-        hashlib.sha256(str(i).encode()).hexdigest()[:16] for i in prompts["prompt_id"].to_list()
-    ]
+    key = [hashlib.sha256(str(i).encode()).hexdigest()[:16] for i in prompts["prompt_id"].to_list()]
     return (
         prompts.with_columns(pl.Series("_key", key))
         .filter(pl.col("_key").rank("ordinal").over("relation", "language", "split") <= n)

@@ -220,6 +220,8 @@ def compute(root: str | Path) -> dict[str, Any]:
             "identify_language": st["identify_language"],
             "languages": st["languages"],
             "relations": relations,
+            "skipped": st.get("skipped", {}),
+            "identify_correct": st.get("identify_correct", {}),
             "negatives": st["negatives"],
             "warehouse": str(root),
             "seconds": st.get("seconds", {}),

@@ -196,6 +196,21 @@ def test_refuses_an_unknown_identify_language(studied, model_dir, dataset):
         run_study(config(studied, model_dir, dataset, identify_language="fr"))
 
 
+def test_relations_the_model_hardly_knows_are_left_out(studied, model_dir, dataset, tmp_path):
+    st = json.loads((studied / "study" / "study.json").read_text())
+    correct = st["identify_correct"]
+    assert st["skipped"] == {} and set(correct) == set(st["relations"])
+    with pytest.raises(WarehouseError, match="no relation has 1000 or more correctly"):
+        run_study(config(studied, model_dir, dataset, min_correct=1000))
+    # Leave out the relation the model knows least: it is named, and studied no further.
+    least = min(correct, key=lambda r: (correct[r], r))
+    w = Path(shutil.copytree(studied, tmp_path / "w"))
+    run_study(config(w, model_dir, dataset, min_correct=correct[least] + 1))
+    new = json.loads((w / "study" / "study.json").read_text())
+    assert least in new["skipped"] and least not in new["relations"]
+    assert compute(w)["study"]["skipped"] == new["skipped"]
+
+
 # ------------------------------------------------------------------------------ findings
 
 

@@ -422,6 +422,9 @@ def study(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
     model_dtype: Annotated[str, typer.Option(help="Model weights dtype.")] = "float32",
     seed: Annotated[int, typer.Option(help="Split, negatives and controls seed.")] = 0,
+    min_correct: Annotated[
+        int, typer.Option(help="Skip relations with fewer correct identification prompts.")
+    ] = 3,
     sentences: Annotated[
         str | None, typer.Option(help="Neutral sentences for perplexity (default: built-in).")
     ] = None,
@@ -449,6 +452,7 @@ def study(
         device=device,
         model_dtype=model_dtype,
         seed=seed,
+        min_correct=min_correct,
         sentences=sentences,
         show_progress=not quiet,
     )

@@ -62,6 +62,9 @@ class StudyConfig:
     model_dtype: str = "float32"
     max_new_tokens: int = 2
     seed: int = 0
+    # Relations with fewer correctly answered identification prompts (in identify_language)
+    # are left out: their AP ranking would rest on a handful of prompts.
+    min_correct: int = 3
     sentences: str | None = None  # perplexity text file; None: the built-in neutral set
     show_progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # recorded as given (e.g. "demo")
@@ -110,7 +113,7 @@ def run_study(cfg: StudyConfig) -> Path:
     from warehouse.analysis.stats import run_stats, stats_path
     from warehouse.ingest.models import load_model
     from warehouse.ingest.run import IngestConfig, ingest
-    from warehouse.store.files import atomic_write_json, sha256_file
+    from warehouse.store.files import atomic_write_json, read_json, sha256_file
     from warehouse.store.manifest import load_manifest
 
     if cfg.controls < 0:
@@ -195,6 +198,25 @@ def run_study(cfg: StudyConfig) -> Path:
     stats_file = stats_path(root, site, "mean", negatives)
     stats_sha = sha256_file(stats_file)
     clock.stage("stats", t0)
+    positives = {
+        g["relation"]: g["n_pos"]
+        for g in read_json(stats_file.with_suffix(".json"))["groups"]
+        if g["language"] == cfg.identify_language
+    }
+    skipped = {
+        r: f"{positives.get(r, 0)} correctly answered identification prompts (< {cfg.min_correct})"
+        for r in relations
+        if positives.get(r, 0) < cfg.min_correct
+    }
+    relations = [r for r in relations if r not in skipped]
+    for rel, why in skipped.items():
+        _say(cfg, f"skipping {rel}: {why}")
+    if not relations:
+        raise WarehouseError(
+            f"no relation has {cfg.min_correct} or more correctly answered identification "
+            f"prompts in {cfg.identify_language!r}; the model knows too few of these facts "
+            "(lower --min-correct to study them anyway)"
+        )
 
     # 4. selections, remade when the stats changed.
     t0 = time.perf_counter()
@@ -298,6 +320,8 @@ def run_study(cfg: StudyConfig) -> Path:
         "ranges": [list(r) for r in ranges(sweep)],
         "plan": [top_k, sweep],
         "relations": relations,
+        "skipped": skipped,
+        "identify_correct": {r: positives.get(r, 0) for r in sorted(positives)},
         "languages": languages,
         "identify_language": cfg.identify_language,
         "negatives": negatives,
