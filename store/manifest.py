@@ -9,6 +9,7 @@ from warehouse import __version__
 from warehouse.errors import FormatError
 from warehouse.store.arrays import ArraySpec
 from warehouse.store.files import atomic_write_json, read_json
+from warehouse.store.location import Location
 
 FORMAT_NAME = "relation-warehouse"
 FORMAT_VERSION = 1
@@ -37,16 +38,27 @@ def is_warehouse(root: Path) -> bool:
     return (root / MANIFEST).is_file()
 
 
-def load_manifest(root: Path) -> dict[str, Any]:
+def load_manifest(root: Path | str | Location) -> dict[str, Any]:
+    """Read and check manifest.json of a local folder or (read-only) an fsspec URL."""
+    loc = Location.of(root)
+    if loc.remote:
+        if not loc.isfile(MANIFEST):
+            raise FormatError(f"{loc}: not a warehouse or not reachable (no {MANIFEST} there)")
+        return _checked(loc.read_json(MANIFEST), loc)
+    root = loc.local
     if not root.exists():
         raise FormatError(f"{root}: no such warehouse folder")
     if not is_warehouse(root):
         raise FormatError(
             f"{root}: not a warehouse (no {MANIFEST}); create one with `warehouse ingest`"
         )
-    m = read_json(root / MANIFEST)
+    return _checked(read_json(root / MANIFEST), root)
+
+
+def _checked(m: Any, root: Path | Location) -> dict[str, Any]:
+    where = f"{root}/{MANIFEST}"
     if not isinstance(m, dict) or m.get("format") != FORMAT_NAME:
-        raise FormatError(f"{root / MANIFEST}: not a relation-warehouse manifest")
+        raise FormatError(f"{where}: not a relation-warehouse manifest")
     version = m.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise FormatError(
@@ -55,7 +67,7 @@ def load_manifest(root: Path) -> dict[str, Any]:
         )
     for field in ("model", "dataset", "capture", "counts", "tables", "arrays", "state"):
         if not isinstance(m.get(field), dict):
-            raise FormatError(f"{root / MANIFEST}: field {field!r} is missing or not an object")
+            raise FormatError(f"{where}: field {field!r} is missing or not an object")
     return m
 
 

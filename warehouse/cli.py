@@ -28,6 +28,21 @@ def _main(
     _state["debug"] = debug
 
 
+_WHERE = "Warehouse folder, .zip file or fsspec URL (http(s)://, s3://, gs://, memory://, zip://)."
+
+
+def _local_folder(command: str):
+    """A parser for the warehouse a command writes into: a local folder; a URL or a zip file
+    is refused, since remote warehouses are read-only."""
+
+    def parse(value: str) -> Path:
+        from warehouse.store.location import local_folder
+
+        return local_folder(value, f"`warehouse {command}`")
+
+    return parse
+
+
 def _split(value: str | None) -> list[str] | None:
     if value is None:
         return None
@@ -66,7 +81,10 @@ def datasets(
 
 @app.command()
 def ingest(
-    out: Annotated[Path, typer.Option(help="Warehouse folder to create or resume.")],
+    out: Annotated[
+        Path,
+        typer.Option(help="Warehouse folder to create or resume.", parser=_local_folder("ingest")),
+    ],
     model: Annotated[
         str, typer.Option(help="smollm2-135m, a local HF folder, a .gguf file or a hub id.")
     ] = "smollm2-135m",
@@ -129,7 +147,7 @@ def ingest(
 
 @app.command()
 def info(
-    warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")],
+    warehouse: Annotated[str, typer.Argument(help=_WHERE)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Show what a warehouse holds: model, dataset, sites, counts, state."""
@@ -160,7 +178,7 @@ def info(
 
 
 @app.command()
-def verify(warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")]) -> None:
+def verify(warehouse: Annotated[str, typer.Argument(help=_WHERE)]) -> None:
     """Check every table, array chunk and checksum; exit 1 on any problem."""
     from warehouse.store.checksums import verify as run_verify
 
@@ -175,7 +193,7 @@ def verify(warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")])
 
 @app.command()
 def query(
-    warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")],
+    warehouse: Annotated[str, typer.Argument(help=_WHERE)],
     sql: Annotated[
         str,
         typer.Argument(
@@ -202,7 +220,9 @@ def query(
 
 @app.command()
 def stats(
-    warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")],
+    warehouse: Annotated[
+        Path, typer.Argument(help="Warehouse folder.", parser=_local_folder("stats"))
+    ],
     site: Annotated[str | None, typer.Option(help="Site (default: every captured site).")] = None,
     pooling: Annotated[
         str, typer.Option(help="Pooled response to score: mean, max, last.")
@@ -238,7 +258,9 @@ def stats(
 
 @app.command()
 def select(
-    warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")],
+    warehouse: Annotated[
+        Path, typer.Argument(help="Warehouse folder.", parser=_local_folder("select"))
+    ],
     name: Annotated[str, typer.Option(help="Name of the selection to store.")],
     relation: Annotated[str | None, typer.Option(help="Relation whose neurons to select.")] = None,
     language: Annotated[str, typer.Option(help="Language of the stats, or 'all'.")] = "all",
@@ -326,7 +348,9 @@ def overlap(
 
 @app.command(name="eval")
 def eval_(
-    warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")],
+    warehouse: Annotated[
+        Path, typer.Argument(help="Warehouse folder.", parser=_local_folder("eval"))
+    ],
     selection: Annotated[
         str | None, typer.Option(help="Selection to deactivate (none: baseline only).")
     ] = None,
