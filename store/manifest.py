@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,18 @@ def _checked(m: Any, root: Path | Location) -> dict[str, Any]:
 
 def save_manifest(root: Path, manifest: dict[str, Any]) -> None:
     atomic_write_json(root / MANIFEST, manifest)
+
+
+def fingerprint_of(manifest: dict[str, Any]) -> str:
+    """The fingerprint an ingest gives to these model, dataset and capture sections (and to a
+    shard's index/count): what a merged or exported manifest records, so that a re-run of
+    `warehouse ingest` with the same inputs recognises (or refuses) it."""
+    parts = {k: manifest[k] for k in ("model", "dataset", "capture")}
+    shard = manifest.get("shard")
+    if shard:
+        parts["shard"] = {"index": shard["index"], "count": shard["count"]}
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(blob).hexdigest()
 
 
 def array_specs(manifest: dict[str, Any]) -> dict[str, ArraySpec]:

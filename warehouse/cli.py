@@ -407,6 +407,37 @@ def eval_(
 
 
 @app.command()
+def export(
+    warehouse: Annotated[str, typer.Argument(help=_WHERE)],
+    dest: Annotated[str, typer.Argument(help="New local folder (or .zip file with --zip).")],
+    tables: Annotated[
+        str | None,
+        typer.Option(help="Tables to copy: tokens,stats,selections,evals (default: all present)."),
+    ] = None,
+    sites: Annotated[str | None, typer.Option(help="Sites to copy (default: all).")] = None,
+    pooled_only: Annotated[
+        bool, typer.Option("--pooled-only", help="Leave out the per-token activation arrays.")
+    ] = False,
+    as_zip: Annotated[
+        bool, typer.Option("--zip", help="Write one .zip file that `open` reads directly.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Copy a consistent, checksummed subset of a warehouse to share it (folder or zip)."""
+    from warehouse.store.export import ExportOptions
+    from warehouse.store.export import export as run_export
+
+    opts = ExportOptions(
+        tables=_split(tables), sites=_split(sites), pooled_only=pooled_only, zip=as_zip
+    )
+    m = run_export(warehouse, dest, opts, show_progress=not quiet)
+    print(
+        f"{dest}: {len(m['arrays'])} arrays, {len(m['tables'])} tables, "
+        f"{len(m['files'])} derived files (verify it with `warehouse verify {dest}`)"
+    )
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Warehouse folder.")] = Path("demo-warehouse"),
     max_prompts: Annotated[
