@@ -114,11 +114,26 @@ def ingest(
     seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
     token_chunk: Annotated[int, typer.Option(help="Rows per chunk of per-token arrays.")] = 1024,
     prompt_chunk: Annotated[int, typer.Option(help="Rows per chunk of response arrays.")] = 256,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="Only shard i/n (e.g. 2/4) into --out: a part for `warehouse merge`."),
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Run n shards (--shards) as Ray tasks: 'local' or a cluster address, then merge.",
+        ),
+    ] = None,
+    shards: Annotated[
+        int | None, typer.Option(help="Shards for --ray (default: GPUs, else CPUs, of Ray).")
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Run a model over relation prompts and store FFN activations in a warehouse."""
     from warehouse.ingest.run import IngestConfig
     from warehouse.ingest.run import ingest as run_ingest
+    from warehouse.ingest.shards import parse_shard
 
     cfg = IngestConfig(
         out=out,
@@ -139,8 +154,16 @@ def ingest(
         seed=seed,
         token_chunk=token_chunk,
         prompt_chunk=prompt_chunk,
+        shard=parse_shard(shard),
     )
-    m = run_ingest(cfg, show_progress=not quiet)
+    if ray is not None:
+        if shard is not None:
+            raise WarehouseError("--ray runs every shard itself; leave out --shard")
+        from warehouse.scale import ray_ingest
+
+        m = ray_ingest(cfg, address=ray, shards=shards, show_progress=not quiet)
+    else:
+        m = run_ingest(cfg, show_progress=not quiet)
     c = m["counts"]
     print(f"{out}: {c['prompts']} prompts, {c['tokens']} tokens, status {m['state']['status']}")
 
@@ -435,6 +458,21 @@ def export(
         f"{dest}: {len(m['arrays'])} arrays, {len(m['tables'])} tables, "
         f"{len(m['files'])} derived files (verify it with `warehouse verify {dest}`)"
     )
+
+
+@app.command()
+def merge(
+    warehouses: Annotated[list[str], typer.Argument(help="Warehouses or shard parts to merge.")],
+    out: Annotated[Path, typer.Option(help="New warehouse folder.", parser=_local_folder("merge"))],
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Combine warehouses of one model and capture (other relations, languages, or the shards
+    of one run) into one; stats, selections and evals are not carried over."""
+    from warehouse.store.merge import merge as run_merge
+
+    m = run_merge(list(warehouses), out, show_progress=not quiet)
+    c = m["counts"]
+    print(f"{out}: {c['prompts']} prompts, {c['tokens']} tokens from {len(warehouses)} inputs")
 
 
 @app.command()
