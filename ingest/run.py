@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -277,10 +278,14 @@ def _remove_temp_files(root: Path) -> None:
 
 
 def ingest(
-    cfg: IngestConfig, show_progress: bool = True, loaded: LoadedModel | None = None
+    cfg: IngestConfig,
+    show_progress: bool = True,
+    loaded: LoadedModel | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> dict:
     """Run (or resume) an ingest; returns the final manifest. `loaded` reuses a model that
-    is already in memory (it must be the one `cfg.model` names)."""
+    is already in memory (it must be the one `cfg.model` names); `on_progress(n)` hears of
+    every n prompts done (the Ray driver sums the shards' progress with it)."""
     _check_options(cfg)
     root = Path(cfg.out)
     if root.exists() and not is_warehouse(root) and any(root.iterdir()):
@@ -307,7 +312,7 @@ def ingest(
         _remove_temp_files(root)
     else:
         manifest = _create(root, plan, loaded, prompts, cfg.shard)
-    return _run_batches(root, manifest, loaded, show_progress)
+    return _run_batches(root, manifest, loaded, show_progress, on_progress)
 
 
 def _shard_key(shard: tuple[int, int] | dict | None) -> dict | None:
@@ -332,7 +337,13 @@ def _resume_batch(
     return first
 
 
-def _run_batches(root: Path, manifest: dict, loaded: LoadedModel, show_progress: bool) -> dict:
+def _run_batches(
+    root: Path,
+    manifest: dict,
+    loaded: LoadedModel,
+    show_progress: bool,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict:
     cap = manifest["capture"]
     prompts = read_table(root / "prompts.parquet", columns=["n_tokens", "token_offset"])
     n_tok = prompts.column("n_tokens").to_numpy().astype(np.int64)
@@ -377,6 +388,8 @@ def _run_batches(root: Path, manifest: dict, loaded: LoadedModel, show_progress:
                     }
                 )
                 progress.advance(e - s, int(n_tok[s:e].sum()), writer.bytes_written)
+                if on_progress is not None:
+                    on_progress(e - s)
             writer.close()
     finally:
         if writer.thread.is_alive():

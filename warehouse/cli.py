@@ -400,10 +400,24 @@ def eval_(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print accuracies as JSON.")] = False,
     force: Annotated[bool, typer.Option(help="Recompute even when cached.")] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="Only shard i/n (e.g. 2/4); the last shard to finish joins the parts."),
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray", help="Run n shards (--shards) as Ray tasks: 'local' or a cluster address."
+        ),
+    ] = None,
+    shards: Annotated[
+        int | None, typer.Option(help="Shards for --ray (default: GPUs, else CPUs, of Ray).")
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Deactivate a selection's neurons and score factual recall per prompt into evals/."""
-    from warehouse.analysis.evaluate import EvalConfig, format_summary, run_eval
+    from warehouse.analysis.evaluate import EvalConfig, format_summary, run_eval, summarize
+    from warehouse.ingest.shards import parse_shard
 
     cfg = EvalConfig(
         selection=selection,
@@ -422,7 +436,25 @@ def eval_(
         baseline=baseline or selection is None,
         force=force,
     )
-    summary = run_eval(warehouse, cfg, show_progress=not quiet, as_json=True)
+    part = parse_shard(shard)
+    if ray is not None and part is not None:
+        raise WarehouseError("--ray runs every shard itself; leave out --shard")
+    if part is not None:
+        from warehouse.analysis.eval_shards import eval_shard
+
+        path = eval_shard(warehouse, cfg, part, show_progress=not quiet)
+        if path is None:
+            print(f"shard {part[0]}/{part[1]} done; the last shard to finish writes the results")
+            return
+        summary = summarize(path)
+    elif ray is not None:
+        from warehouse.scale import ray_eval
+
+        summary = summarize(
+            ray_eval(warehouse, cfg, address=ray, shards=shards, show_progress=not quiet)
+        )
+    else:
+        summary = run_eval(warehouse, cfg, show_progress=not quiet, as_json=True)
     if as_json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))
     else:
