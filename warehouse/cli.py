@@ -156,6 +156,8 @@ def ingest(
         prompt_chunk=prompt_chunk,
         shard=parse_shard(shard),
     )
+    if shards is not None and ray is None:
+        raise WarehouseError("--shards goes with --ray; for one slice use --shard i/n")
     if ray is not None:
         if shard is not None:
             raise WarehouseError("--ray runs every shard itself; leave out --shard")
@@ -437,6 +439,8 @@ def eval_(
         force=force,
     )
     part = parse_shard(shard)
+    if shards is not None and ray is None:
+        raise WarehouseError("--shards goes with --ray; for one slice use --shard i/n")
     if ray is not None and part is not None:
         raise WarehouseError("--ray runs every shard itself; leave out --shard")
     if part is not None:
