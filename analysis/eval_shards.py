@@ -229,15 +229,14 @@ def join_eval(root: str | Path, cfg: EvalConfig, count: int) -> Path | None:
         _write_baseline(base, req.prompts, generated, req.base_key, cfg, None, {"timing": timing})  # type: ignore[arg-type]
     else:
         # a current baseline, maybe to rescore for another match mode: no model is needed
-        _baseline(req.root, req.prompts, _NoModel(), cfg, _Progress(False))  # type: ignore[arg-type]
+        _baseline(req.root, req.prompts, _NoModel(req.manifest), cfg, _Progress(False))  # type: ignore[arg-type]
     out = base
     if req.sel is not None and req.chosen is not None:
-        path, key = results_path(req.root, req.sel, req.manifest, cfg, base)
-    if req.sel is not None and req.chosen is not None and req.key["results_needed"]:
-        generated_by = [answers_of(c, req.chosen) for c in range(len(req.conds))]
-        timing = {"seconds": seconds, "device": f"{count} shards", "batch_size": cfg.batch_size}
-        write_results(path, req.sel, req.conds, req.chosen, base, generated_by, cfg, key, timing)
-        out = path
+        out, key = results_path(req.root, req.sel, req.manifest, cfg, base)
+        if req.key["results_needed"]:
+            generated_by = [answers_of(c, req.chosen) for c in range(len(req.conds))]
+            timing = {"seconds": seconds, "device": f"{count} shards", "batch_size": cfg.batch_size}
+            write_results(out, req.sel, req.conds, req.chosen, base, generated_by, cfg, key, timing)
     shutil.rmtree(req.folder, ignore_errors=True)
     try:
         req.folder.parent.rmdir()  # evals/parts, when no other request's parts are left
@@ -248,6 +247,9 @@ def join_eval(root: str | Path, cfg: EvalConfig, count: int) -> Path | None:
 
 class _NoModel:
     """A runner for `_baseline` when the baseline is current: generating would be a bug."""
+
+    def __init__(self, manifest: dict[str, Any]) -> None:
+        self.manifest = manifest
 
     @property
     def loaded(self):
