@@ -46,6 +46,7 @@ from warehouse.ingest.datasets import is_correct, normalize_answer
 from warehouse.ingest.models import LoadedModel, load_model
 from warehouse.ingest.tokens import token_ids_by_prompt
 from warehouse.store.files import atomic_write_json, read_json, sha256_file
+from warehouse.store.location import local_folder
 from warehouse.store.manifest import load_manifest
 from warehouse.store.tables import read_table, write_table
 
@@ -565,7 +566,7 @@ def run_eval(
     """Evaluate cfg.selection (and/or the baseline) on a warehouse; the results file's path, or
     its `summarize` dict with `as_json`. `loaded` reuses a model already in memory; it must
     have the manifest's weights, like any model this loads."""
-    root = Path(root)
+    root = local_folder(root, "`warehouse eval`")  # remote warehouses are read-only
     _check_options(cfg)
     manifest = load_manifest(root)
     prompts, token_ids = _read_prompts(root)
