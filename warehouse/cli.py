@@ -122,7 +122,8 @@ def ingest(
         str | None,
         typer.Option(
             "--ray",
-            help="Run n shards (--shards) as Ray tasks: 'local' or a cluster address, then merge.",
+            help="Run the shards as Ray tasks, then merge: 'local' (start a 2-CPU Ray), "
+            "'auto' (the running cluster) or an address.",
         ),
     ] = None,
     shards: Annotated[
@@ -409,7 +410,9 @@ def eval_(
     ray: Annotated[
         str | None,
         typer.Option(
-            "--ray", help="Run n shards (--shards) as Ray tasks: 'local' or a cluster address."
+            "--ray",
+            help="Run the shards as Ray tasks, then join: 'local' (start a 2-CPU Ray), "
+            "'auto' (the running cluster) or an address.",
         ),
     ] = None,
     shards: Annotated[

@@ -18,6 +18,7 @@ Ray is optional: `pip install 'relation-warehouse[ray]'`.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -205,7 +206,8 @@ class _Executor:
             retry_exceptions=[OSError, RuntimeError],
         )
         threads = None if self.gpus else 1
-        refs = {task.remote(fn, job, counter, threads): i for i, job in jobs}
+        cwd = os.getcwd()
+        refs = {task.remote(fn, job, counter, threads, cwd): i for i, job in jobs}
         pending = list(refs)
         try:
             while pending:
@@ -228,8 +230,12 @@ class _Executor:
                 ray.cancel(ref, force=True)
 
 
-def _task(fn: Callable, job: Any, counter: Any, threads: int | None) -> Any:
+def _task(fn: Callable, job: Any, counter: Any, threads: int | None, cwd: str) -> Any:
     """A Ray task: run one shard, telling the driver's counter about progress."""
+    if os.path.isdir(cwd):
+        # Relative paths (--out, --model, --dataset) mean what they meant to the driver, and
+        # the manifest records them as given, like a single-process run.
+        os.chdir(cwd)
     if threads is not None:
         import torch
 
