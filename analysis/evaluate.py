@@ -46,6 +46,7 @@ from warehouse.ingest.datasets import is_correct, normalize_answer
 from warehouse.ingest.models import LoadedModel, load_model
 from warehouse.ingest.tokens import token_ids_by_prompt
 from warehouse.store.files import atomic_write_json, read_json, sha256_file
+from warehouse.store.location import local_folder
 from warehouse.store.manifest import load_manifest
 from warehouse.store.tables import read_table, write_table
 
@@ -581,7 +582,7 @@ def run_eval(
     """Evaluate cfg.selection (and/or the baseline) on a warehouse; the results file's path, or
     its `summarize` dict with `as_json`. `loaded` reuses a model already in memory; it must
     have the manifest's weights, like any model this loads."""
-    root = Path(root)
+    root = local_folder(root, "`warehouse eval`")  # remote warehouses are read-only
     _check_options(cfg)
     manifest = load_manifest(root)
     prompts, token_ids = _read_prompts(root)
@@ -596,23 +597,36 @@ def run_eval(
         base_path = _baseline(root, prompts, runner, cfg, progress)
         if sel is None or chosen is None:
             return summarize(base_path) if as_json else base_path
-        key = {
-            "selection": sel.name,
-            "selection_sha256": sel.sha256,
-            "site": sel.site,
-            "weights_hash": manifest["model"].get("weights_hash"),
-            "model_dtype": model_dtype(manifest, cfg),
-            "options": _options_key(cfg),
-        }
-        # The name leaves the baseline out, so a recomputed baseline replaces this request's
-        # file instead of adding a second one to the `evals` view; reuse needs both equal.
-        path = root / EVALS / f"{sel.name}__{_key_hash(key)[:12]}.parquet"
-        key["baseline_sha256"] = sha256_file(base_path)
+        path, key = results_path(root, sel, manifest, cfg, base_path)
         side_path = path.with_suffix(".json")
         cached = side_path.is_file() and path.is_file() and not cfg.force
         if not (cached and read_json(side_path).get("key") == key):
             _evaluate(path, sel, conds, chosen, base_path, runner, cfg, progress, key)
     return summarize(path) if as_json else path
+
+
+def request_key(sel: Selection, manifest: dict[str, Any], cfg: EvalConfig) -> dict[str, Any]:
+    """Everything that determines a results file, but the baseline it is compared with."""
+    return {
+        "selection": sel.name,
+        "selection_sha256": sel.sha256,
+        "site": sel.site,
+        "weights_hash": manifest["model"].get("weights_hash"),
+        "model_dtype": model_dtype(manifest, cfg),
+        "options": _options_key(cfg),
+    }
+
+
+def results_path(
+    root: Path, sel: Selection, manifest: dict[str, Any], cfg: EvalConfig, base_path: Path
+) -> tuple[Path, dict[str, Any]]:
+    """The results file of this request and its full key (with the baseline's checksum)."""
+    key = request_key(sel, manifest, cfg)
+    # The name leaves the baseline out, so a recomputed baseline replaces this request's
+    # file instead of adding a second one to the `evals` view; reuse needs both equal.
+    path = Path(root) / EVALS / f"{sel.name}__{_key_hash(key)[:12]}.parquet"
+    key["baseline_sha256"] = sha256_file(base_path)
+    return path, key
 
 
 def _evaluate(
@@ -626,11 +640,8 @@ def _evaluate(
     progress: _Progress,
     key: dict[str, Any],
 ) -> None:
-    base = pl.from_arrow(read_table(base_path, columns=["prompt_id", "correct"]))
-    assert isinstance(base, pl.DataFrame)
-    baseline_correct = prompts.join(base, on="prompt_id", how="left")["correct"].to_list()
     model = runner.loaded.model
-    parts: list[pa.Table] = []
+    generated: list[list[str]] = []
     t0 = time.perf_counter()
     for cond in conds:
         who = "target" if cond.control_seed is None else f"control seed {cond.control_seed}"
@@ -638,17 +649,37 @@ def _evaluate(
         neurons = {
             sel.site: neuron_indices(model, sel.site, cond.neuron_ids, expected_units=sel.units)
         }
-        generated = runner.answers(prompts, neurons, progress.advance)
-        rows = _scored(prompts, generated, cfg.match, sel.name, cond)
-        rows["baseline_correct"] = baseline_correct
-        parts.append(_table(rows))
-    table = pa.concat_tables(parts) if parts else _table({n: [] for n in EVAL_SCHEMA.names})
-    write_table(path, table)
+        generated.append(runner.answers(prompts, neurons, progress.advance))
     timing = {
         "seconds": round(time.perf_counter() - t0, 3),
         "device": str(runner.loaded.device),
         "batch_size": cfg.batch_size,
     }
+    write_results(path, sel, conds, prompts, base_path, generated, cfg, key, timing)
+
+
+def write_results(
+    path: Path,
+    sel: Selection,
+    conds: list[Condition],
+    prompts: pl.DataFrame,
+    base_path: Path,
+    generated: list[list[str]],
+    cfg: EvalConfig,
+    key: dict[str, Any],
+    timing: dict[str, Any],
+) -> None:
+    """The results file (and sidecar) of `conds` from each one's answers, in `prompts` order."""
+    base = pl.from_arrow(read_table(base_path, columns=["prompt_id", "correct"]))
+    assert isinstance(base, pl.DataFrame)
+    baseline_correct = prompts.join(base, on="prompt_id", how="left")["correct"].to_list()
+    parts: list[pa.Table] = []
+    for cond, answers in zip(conds, generated, strict=True):
+        rows = _scored(prompts, answers, cfg.match, sel.name, cond)
+        rows["baseline_correct"] = baseline_correct
+        parts.append(_table(rows))
+    table = pa.concat_tables(parts) if parts else _table({n: [] for n in EVAL_SCHEMA.names})
+    write_table(path, table)
     atomic_write_json(path.with_suffix(".json"), {"kind": "ablation", "key": key, "timing": timing})
 
 

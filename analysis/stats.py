@@ -44,6 +44,7 @@ from warehouse.errors import FormatError, WarehouseError
 from warehouse.store.arrays import NEURON_CHUNK, ArraySpec, from_storage, open_array
 from warehouse.store.checksums import require_complete
 from warehouse.store.files import atomic_write_json, read_json, sha256_file
+from warehouse.store.location import local_folder
 from warehouse.store.manifest import array_specs, load_manifest
 from warehouse.store.tables import ROW_GROUP_SIZE, read_table
 
@@ -240,7 +241,7 @@ def run_stats(
     Returns the stats file of each site. A site whose file was made with the same options
     from the same warehouse (and the same baseline answers) is skipped unless `force`.
     """
-    root = Path(root)
+    root = local_folder(root, "`warehouse stats`")  # remote warehouses are read-only
     manifest = load_manifest(root)
     require_complete(manifest, root)
     negatives, _ = parse_negatives(negatives)

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from warehouse.errors import WarehouseError
 from warehouse.ingest.capture import POOLINGS, Capturer, CaptureSpec
 from warehouse.ingest.datasets import build_prompts, load_dataset
 from warehouse.ingest.models import LoadedModel, load_model
+from warehouse.ingest.shards import check_shard, shard_range
 from warehouse.ingest.sites import resolve_layers, resolve_sites, units
 from warehouse.ingest.tokens import token_ids_by_prompt, tokenize_prompts
 from warehouse.store.arrays import (
@@ -36,6 +38,7 @@ from warehouse.store.checksums import finalize_checksums
 from warehouse.store.files import is_temp_file
 from warehouse.store.manifest import (
     array_specs,
+    fingerprint_of,
     is_warehouse,
     load_manifest,
     new_manifest,
@@ -67,6 +70,7 @@ class IngestConfig:
     seed: int = 0
     token_chunk: int = TOKEN_CHUNK  # rows per chunk of per-token arrays
     prompt_chunk: int = PROMPT_CHUNK  # rows per chunk of response arrays
+    shard: tuple[int, int] | None = None  # (i, n): only shard i of n (1-based), a part to merge
 
 
 def _check_options(cfg: IngestConfig) -> None:
@@ -87,6 +91,8 @@ def _check_options(cfg: IngestConfig) -> None:
         raise WarehouseError("--batch-size must be at least 1")
     if cfg.max_prompts is not None and cfg.max_prompts < 1:
         raise WarehouseError("--max-prompts must be at least 1")
+    if cfg.shard is not None:
+        check_shard(cfg.shard)
 
 
 def _fingerprint(parts: dict) -> str:
@@ -201,13 +207,15 @@ def _batches(n_tokens: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
     return out
 
 
-def _create(final: Path, plan: dict, loaded: LoadedModel, prompts) -> dict:
+def _create(
+    final: Path, plan: dict, loaded: LoadedModel, prompts, shard: tuple[int, int] | None = None
+) -> dict:
     """Lay out a new warehouse in a temp sibling folder and rename it into place, so a crash
     while creating it leaves no half-made folder behind."""
     final.parent.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
-        manifest = _lay_out(root, plan, loaded, prompts)
+        manifest = _lay_out(root, plan, loaded, prompts, shard)
         if final.exists():
             final.rmdir()  # only ever an empty folder here (ingest checked)
         os.rename(root, final)
@@ -216,9 +224,28 @@ def _create(final: Path, plan: dict, loaded: LoadedModel, prompts) -> dict:
     return manifest
 
 
-def _lay_out(root: Path, plan: dict, loaded: LoadedModel, prompts) -> dict:
+def _lay_out(
+    root: Path, plan: dict, loaded: LoadedModel, prompts, shard: tuple[int, int] | None = None
+) -> dict:
     root.chmod(0o755)  # mkdtemp makes it private; a warehouse is meant to be shared
     prompts = _by_length(loaded.tokenizer, prompts)
+    if shard is not None:
+        # A shard is a run of whole batches of the single-process plan: the same batches give
+        # the same values, so merging every part reproduces the single run byte for byte.
+        lengths = [len(x) for x in loaded.tokenizer([p.text for p in prompts])["input_ids"]]
+        n_tok = np.array(lengths, dtype=np.int64)
+        starts = [s for s, _ in _batches(n_tok, plan["capture"]["batch_size"])]
+        start, end = shard_range(n_tok, starts, shard)
+        shard_info = {
+            "index": shard[0],
+            "count": shard[1],
+            "plan": _fingerprint(plan),
+            "prompts": [start, end],
+            "tokens": [int(n_tok[:start].sum()), int(n_tok[:end].sum())],
+            "total_prompts": len(prompts),
+            "total_tokens": int(n_tok.sum()),
+        }
+        prompts = prompts[start:end]
     prompt_table, token_table = tokenize_prompts(loaded.tokenizer, prompts)
     write_table(root / "prompts.parquet", prompt_table)
     write_table(root / "tokens.parquet", token_table)
@@ -237,6 +264,9 @@ def _lay_out(root: Path, plan: dict, loaded: LoadedModel, prompts) -> dict:
         "tokens": {"path": "tokens.parquet", "rows": token_table.num_rows},
     }
     manifest["arrays"] = {s.key: s.to_json() for s in specs}
+    if shard is not None:
+        manifest["shard"] = shard_info
+        manifest["fingerprint"] = fingerprint_of(manifest)
     save_manifest(root, manifest)
     return manifest
 
@@ -248,10 +278,14 @@ def _remove_temp_files(root: Path) -> None:
 
 
 def ingest(
-    cfg: IngestConfig, show_progress: bool = True, loaded: LoadedModel | None = None
+    cfg: IngestConfig,
+    show_progress: bool = True,
+    loaded: LoadedModel | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> dict:
     """Run (or resume) an ingest; returns the final manifest. `loaded` reuses a model that
-    is already in memory (it must be the one `cfg.model` names)."""
+    is already in memory (it must be the one `cfg.model` names); `on_progress(n)` hears of
+    every n prompts done (the Ray driver sums the shards' progress with it)."""
     _check_options(cfg)
     root = Path(cfg.out)
     if root.exists() and not is_warehouse(root) and any(root.iterdir()):
@@ -263,9 +297,12 @@ def ingest(
     plan = _plan(cfg, loaded, dataset, len(prompts))
     if is_warehouse(root):
         manifest = load_manifest(root)
-        if manifest.get("fingerprint") != _fingerprint(plan):
+        want = fingerprint_of({**plan, "shard": _shard_key(cfg.shard)})
+        if manifest.get("fingerprint") != want:
             old = {k: manifest.get(k, {}) for k in ("model", "dataset", "capture")}
-            diff = "; ".join(_differences(old, plan)) or "options differ"
+            old["shard"] = _shard_key(manifest.get("shard"))
+            diff = "; ".join(_differences(old, {**plan, "shard": _shard_key(cfg.shard)}))
+            diff = diff or "options differ"
             raise WarehouseError(
                 f"{root} holds a warehouse made with other inputs ({diff}); "
                 "nothing was changed: use a new --out, or re-run with the original options"
@@ -274,8 +311,16 @@ def ingest(
             return manifest
         _remove_temp_files(root)
     else:
-        manifest = _create(root, plan, loaded, prompts)
-    return _run_batches(root, manifest, loaded, show_progress)
+        manifest = _create(root, plan, loaded, prompts, cfg.shard)
+    return _run_batches(root, manifest, loaded, show_progress, on_progress)
+
+
+def _shard_key(shard: tuple[int, int] | dict | None) -> dict | None:
+    if shard is None:
+        return None
+    if isinstance(shard, dict):
+        return {"index": shard.get("index"), "count": shard.get("count")}
+    return {"index": shard[0], "count": shard[1]}
 
 
 def _resume_batch(
@@ -292,7 +337,13 @@ def _resume_batch(
     return first
 
 
-def _run_batches(root: Path, manifest: dict, loaded: LoadedModel, show_progress: bool) -> dict:
+def _run_batches(
+    root: Path,
+    manifest: dict,
+    loaded: LoadedModel,
+    show_progress: bool,
+    on_progress: Callable[[int], None] | None = None,
+) -> dict:
     cap = manifest["capture"]
     prompts = read_table(root / "prompts.parquet", columns=["n_tokens", "token_offset"])
     n_tok = prompts.column("n_tokens").to_numpy().astype(np.int64)
@@ -337,6 +388,8 @@ def _run_batches(root: Path, manifest: dict, loaded: LoadedModel, show_progress:
                     }
                 )
                 progress.advance(e - s, int(n_tok[s:e].sum()), writer.bytes_written)
+                if on_progress is not None:
+                    on_progress(e - s)
             writer.close()
     finally:
         if writer.thread.is_alive():

@@ -25,7 +25,8 @@ from polars.io.plugins import register_io_source
 
 from warehouse.errors import FormatError, WarehouseError
 from warehouse.store.arrays import ArraySpec, from_storage, open_array
-from warehouse.store.tables import read_table
+from warehouse.store.location import Location
+from warehouse.store.tables import read_table_at
 
 # Parquet views written by later stages: folder -> the command that creates it.
 DERIVED_VIEWS = {
@@ -410,7 +411,7 @@ class ZarrView:
     """`activations` (rows are token rows) or `responses` (rows are prompt rows)."""
 
     name: str
-    root: Path
+    root: Path | Location
     sources: list[ArraySource]
     prompt_ids: np.ndarray | None = None  # prompt_row -> prompt_id, for responses
     _arrays: dict[str, zarr.Array] = field(default_factory=dict, repr=False)
@@ -553,7 +554,9 @@ class ZarrView:
         return pl.DataFrame(cols, height=n)
 
 
-def zarr_views(root: Path, manifest: dict, specs: dict[str, ArraySpec]) -> dict[str, ZarrView]:
+def zarr_views(
+    root: Path | Location, manifest: dict, specs: dict[str, ArraySpec]
+) -> dict[str, ZarrView]:
     """The `activations` and `responses` views of a warehouse (each only if it has arrays)."""
     units = manifest["model"]["units"]
     state = manifest["state"]
@@ -577,7 +580,7 @@ def zarr_views(root: Path, manifest: dict, specs: dict[str, ArraySpec]) -> dict[
     if acts:
         views["activations"] = ZarrView("activations", root, acts)
     if resps:
-        ids = read_table(root / "prompts.parquet", ["prompt_row", "prompt_id"])
+        ids = read_table_at(root, "prompts.parquet", ["prompt_row", "prompt_id"])
         order = np.argsort(ids.column("prompt_row").to_numpy())
         prompt_ids = ids.column("prompt_id").to_numpy()[order].astype(np.int64)
         views["responses"] = ZarrView("responses", root, resps, prompt_ids)
@@ -589,8 +592,20 @@ def zarr_views(root: Path, manifest: dict, specs: dict[str, ArraySpec]) -> dict[
 # --------------------------------------------------------------------------------------------
 
 
-def parquet_views(root: Path) -> dict[str, list[Path]]:
-    """Parquet views present in the warehouse: name -> the files it reads."""
+def parquet_views(root: Path | Location) -> dict[str, list[Path]] | dict[str, list[str]]:
+    """Parquet views present in the warehouse: name -> the files it reads (paths in the
+    location's filesystem for a remote warehouse)."""
+    if isinstance(root, Location) and root.remote:
+        remote: dict[str, list[str]] = {}
+        for name in ("prompts", "tokens"):
+            if root.isfile(f"{name}.parquet"):
+                remote[name] = [root.path(f"{name}.parquet")]
+        for name in DERIVED_VIEWS:
+            files = [f"{name}/{n}" for n in root.listdir(name) if n.endswith(".parquet")]
+            if files:
+                remote[name] = [root.path(f) for f in files]
+        return remote
+    root = Path(str(root))
     views: dict[str, list[Path]] = {}
     for name in ("prompts", "tokens"):
         if (root / f"{name}.parquet").is_file():
@@ -607,5 +622,18 @@ def parquet_glob(root: Path, name: str) -> Path:
     return root / f"{name}.parquet" if name in ("prompts", "tokens") else root / name / "*.parquet"
 
 
-def scan_parquet_view(root: Path, name: str) -> pl.LazyFrame:
-    return pl.scan_parquet(parquet_glob(root, name))
+def remote_dataset(root: Location, files: list[str]):
+    """A pyarrow dataset over remote Parquet files: scans read only the row groups and
+    columns a query needs, through fsspec range requests."""
+    import pyarrow.dataset as ds
+
+    return ds.dataset(files, filesystem=root.arrow_fs(), format="parquet")
+
+
+def scan_parquet_view(
+    root: Path | Location, name: str, files: list[str] | None = None
+) -> pl.LazyFrame:
+    if isinstance(root, Location) and root.remote:
+        # Polars pushes projections and simple filters into the pyarrow scan.
+        return pl.scan_pyarrow_dataset(remote_dataset(root, files or []))
+    return pl.scan_parquet(parquet_glob(Path(str(root)), name))

@@ -17,6 +17,7 @@ import zarr
 from zarr.codecs import BytesCodec, ZstdCodec
 
 from warehouse.errors import FormatError
+from warehouse.store.location import Location
 
 # zstd level 1: on SmolLM2 activations it compresses float16 ~1.9x (repeated template
 # prefixes give long matches) at ~570 MB/s/core; blosc+bitshuffle only reaches ~1.4x
@@ -121,10 +122,22 @@ def create_array(root: Path, spec: ArraySpec) -> zarr.Array:
     return arr
 
 
-def open_array(root: Path, spec: ArraySpec, mode: str = "r") -> zarr.Array:
+def open_array(root: Path | Location, spec: ArraySpec, mode: str = "r") -> zarr.Array:
+    """Open an array of a local folder, or read-only of a remote warehouse (a `Location`)."""
+    if isinstance(root, Location) and root.remote:
+        if mode != "r":
+            root.require_local("writing an array")
+        store: Any = root.zarr_store(spec.path)
+    else:
+        store = str(Path(str(root)) / spec.path)
     try:
-        arr = zarr.open_array(store=str(root / spec.path), mode=mode, zarr_format=3)
-    except (FileNotFoundError, zarr.errors.NodeTypeValidationError, KeyError) as e:
+        arr = zarr.open_array(store=store, mode=mode, zarr_format=3)
+    except (
+        FileNotFoundError,
+        zarr.errors.NodeTypeValidationError,
+        zarr.errors.NodeNotFoundError,
+        KeyError,
+    ) as e:
         raise FormatError(f"array {spec.path} is missing or unreadable ({e})") from None
     if tuple(arr.shape) != spec.shape:
         raise FormatError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ import zarr
 from warehouse.errors import FormatError, WarehouseError
 from warehouse.store.arrays import ArraySpec, chunk_keys
 from warehouse.store.files import is_temp_file, safe_relative, sha256_file, sha256_files
+from warehouse.store.location import Location
 from warehouse.store.manifest import MANIFEST, array_specs, load_manifest
 
 
@@ -37,16 +39,34 @@ class Report:
         return not self.problems
 
 
-def _group_files(root: Path, path: str) -> set[str]:
+def _group_files(path: str) -> set[str]:
     """zarr.json files of the groups above an array (e.g. activations.zarr/zarr.json)."""
     parts = Path(path).parts
     return {str(Path(*parts[:i], "zarr.json")) for i in range(1, len(parts))}
 
 
-def verify(root: Path) -> Report:
-    """Check a warehouse file by file; every problem is reported, none is fatal to the check."""
+def _sha256_at(loc: Location, rels: list[str], single: bool = False) -> str:
+    """sha256_file / sha256_files over a local or remote location."""
+    if not loc.remote:
+        return sha256_file(loc.local / rels[0]) if single else sha256_files(loc.local, rels)
+    h = hashlib.sha256()
+    for rel in rels:
+        if not single:
+            h.update(rel.encode() + b"\0")
+        with loc.open(rel) as f:
+            while block := f.read(1 << 22):
+                h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def verify(root: Path | str | Location) -> Report:
+    """Check a warehouse file by file; every problem is reported, none is fatal to the check.
+
+    Works read-only on a remote or zipped warehouse too (every byte is fetched once or twice).
+    """
+    loc = Location.of(root)
     report = Report()
-    manifest = load_manifest(root)
+    manifest = load_manifest(loc)
     complete = manifest["state"].get("status") == "complete"
     if not complete:
         report.problems.append(
@@ -56,45 +76,64 @@ def verify(root: Path) -> Report:
     expected = {MANIFEST}
     for name, entry in manifest["tables"].items():
         try:
-            path = safe_relative(root, entry["path"])
+            _safe(loc, entry["path"])
         except FormatError as e:
             report.problems.append(str(e))
             continue
         expected.add(entry["path"])
         report.checked_files += 1
-        if not path.is_file():
+        if not loc.isfile(entry["path"]):
             report.problems.append(f"table {name}: file {entry['path']} is missing")
-        elif complete and sha256_file(path) != entry.get("sha256"):
+        elif complete and _sha256_at(loc, [entry["path"]], single=True) != entry.get("sha256"):
             report.problems.append(f"table {name}: {entry['path']} does not match its checksum")
     for key, spec in array_specs(manifest).items():
         try:
-            safe_relative(root, spec.path)
+            _safe(loc, spec.path)
         except FormatError as e:
             report.problems.append(str(e))
             continue
         files = array_files(spec)
         expected.update(files)
-        expected.update(_group_files(root, spec.path))
+        expected.update(_group_files(spec.path))
         report.checked_files += len(files)
-        _verify_array(root, key, spec, manifest["arrays"][key].get("sha256"), complete, report)
-    for dirpath, _, names in os.walk(root):
-        for n in names:
-            rel = os.path.relpath(os.path.join(dirpath, n), root)
-            if rel not in expected and not rel.startswith(("stats/", "selections/", "evals/")):
-                kind = "leftover temp file" if is_temp_file(n) else "unexpected file"
-                report.problems.append(f"{kind}: {rel}")
+        _verify_array(loc, key, spec, manifest["arrays"][key].get("sha256"), complete, report)
+    # Derived files an export or merge listed with checksums (stats, selections, evals).
+    for rel, digest in sorted((manifest.get("files") or {}).items()):
+        try:
+            _safe(loc, rel)
+        except FormatError as e:
+            report.problems.append(str(e))
+            continue
+        expected.add(rel)
+        report.checked_files += 1
+        if not loc.isfile(rel):
+            report.problems.append(f"file {rel} is missing")
+        elif _sha256_at(loc, [rel], single=True) != digest:
+            report.problems.append(f"file {rel} does not match its checksum")
+    for rel in loc.walk():
+        rel = rel.replace(os.sep, "/")
+        if rel not in expected and not rel.startswith(("stats/", "selections/", "evals/")):
+            n = rel.rsplit("/", 1)[-1]
+            kind = "leftover temp file" if is_temp_file(n) else "unexpected file"
+            report.problems.append(f"{kind}: {rel}")
     return report
 
 
+def _safe(loc: Location, rel: str) -> None:
+    if not loc.remote:
+        safe_relative(loc.local, rel)
+    elif rel.startswith("/") or ".." in rel.split("/"):
+        raise FormatError(f"manifest path {rel!r} is not a relative path inside the warehouse")
+
+
 def _verify_array(
-    root: Path, key: str, spec: ArraySpec, digest: str | None, complete: bool, report: Report
+    loc: Location, key: str, spec: ArraySpec, digest: str | None, complete: bool, report: Report
 ) -> None:
-    meta = root / spec.path / "zarr.json"
-    if not meta.is_file():
+    if not loc.isfile(f"{spec.path}/zarr.json"):
         report.problems.append(f"array {key}: metadata {spec.path}/zarr.json is missing")
         return
     try:
-        arr = zarr.open_array(store=str(root / spec.path), mode="r", zarr_format=3)
+        arr = zarr.open_array(store=loc.zarr_store(spec.path), mode="r", zarr_format=3)
     except Exception as e:  # any unreadable metadata is a finding, not a crash
         report.problems.append(f"array {key}: metadata unreadable ({e})")
         return
@@ -111,7 +150,7 @@ def _verify_array(
     # Chunks are decoded one at a time: zstd's content checksum catches flipped bytes and
     # truncation, and a missing file is named rather than read back as zeros.
     for ck in chunk_keys(spec):
-        if not (root / ck).is_file():
+        if not loc.isfile(ck):
             if complete:
                 report.problems.append(f"array {key}: chunk {ck} is missing")
                 bad = True
@@ -126,7 +165,7 @@ def _verify_array(
         except Exception as e:
             report.problems.append(f"array {key}: chunk {ck} is corrupt ({type(e).__name__}: {e})")
             bad = True
-    if complete and not bad and sha256_files(root, array_files(spec)) != digest:
+    if complete and not bad and _sha256_at(loc, array_files(spec)) != digest:
         report.problems.append(f"array {key}: files do not match the manifest checksum")
 
 

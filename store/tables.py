@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from warehouse.errors import FormatError
 from warehouse.store.files import atomic_write_bytes
+from warehouse.store.location import Location
 
 # Row groups of ~64k rows let DuckDB/Polars skip groups by their min/max statistics
 # (e.g. a query for one prompt_id range) without making files of many tiny groups.
@@ -29,3 +30,18 @@ def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
         raise FormatError(f"{path}: table file is missing") from None
     except (pa.ArrowInvalid, OSError) as e:
         raise FormatError(f"{path}: not a readable Parquet file ({e})") from None
+
+
+def read_table_at(
+    root: Path | str | Location, rel: str, columns: list[str] | None = None
+) -> pa.Table:
+    """`read_table` of `rel` in a local or remote warehouse (remote: only the footer and the
+    asked columns' chunks are fetched)."""
+    loc = Location.of(root)
+    if not loc.remote:
+        return read_table(loc.local / rel, columns)
+    try:
+        with loc.open(rel) as f:
+            return pq.read_table(f, columns=columns)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise FormatError(f"{loc}: {rel} is not a readable Parquet file ({e})") from None

@@ -151,8 +151,11 @@ def test_open_tables_manifest(w, wpath):
     assert w.lazy("responses").collect_schema() == pl.Schema(views.RESPONSES_SCHEMA)
     with pytest.raises(WarehouseError, match="no such warehouse folder"):
         Warehouse.open(wpath / "nope")
-    with pytest.raises(WarehouseError, match="remote warehouses are not supported yet"):
-        Warehouse.open("s3://bucket/w")
+    # remote URLs open read-only (tests/test_share.py); a missing one is named
+    with pytest.raises(WarehouseError, match="not a warehouse or not reachable"):
+        Warehouse.open("memory://nothing/here")
+    with pytest.raises(WarehouseError, match="not a URL fsspec can open"):
+        Warehouse.open("nosuchprotocol://bucket/w")
 
 
 def test_one_neuron_equals_zarr_and_reads_one_chunk_column(w, wpath, chunk_reads):

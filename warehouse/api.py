@@ -24,9 +24,11 @@ from warehouse.queries.views import (
     ZarrView,
     parquet_glob,
     parquet_views,
+    remote_dataset,
     scan_parquet_view,
     zarr_views,
 )
+from warehouse.store.location import Location
 from warehouse.store.manifest import array_specs, load_manifest
 
 Engine = Literal["polars", "duckdb"]
@@ -37,23 +39,30 @@ ZARR_VIEWS = ("activations", "responses")
 class Warehouse:
     """An opened warehouse: its manifest and the views a query can name."""
 
-    root: Path
+    root: Path | Location  # a Path for a local folder, a Location for a remote warehouse
     manifest: dict[str, Any]
     _zarr: dict[str, ZarrView] = field(repr=False)
-    _parquet: dict[str, list[Path]] = field(repr=False)
+    _parquet: dict[str, list[Path]] | dict[str, list[str]] = field(repr=False)
 
     @classmethod
-    def open(cls, path: str | Path) -> Warehouse:
-        """Open a warehouse folder. (fsspec URLs are planned; the argument is a str for that.)"""
-        if isinstance(path, str) and "://" in path and not path.startswith("file://"):
-            raise WarehouseError(
-                f"{path}: remote warehouses are not supported yet; copy it locally"
-            )
-        root = Path(str(path).removeprefix("file://"))
-        manifest = load_manifest(root)
+    def open(cls, path: str | Path | Location) -> Warehouse:
+        """Open a warehouse, read-only when remote: a folder, a .zip file, or an fsspec URL
+        (file://, http(s)://, s3://, gs://, memory://, zip://...). Opening reads the
+        manifest and the prompt ids; a query then reads only the chunks it needs."""
+        loc = Location.of(path)
+        root: Path | Location = loc if loc.remote else loc.local
+        manifest = load_manifest(loc)
         return cls(
             root, manifest, zarr_views(root, manifest, array_specs(manifest)), parquet_views(root)
         )
+
+    @property
+    def location(self) -> Location:
+        return Location.of(self.root)
+
+    @property
+    def remote(self) -> bool:
+        return isinstance(self.root, Location) and self.root.remote
 
     def tables(self) -> list[str]:
         """Names of the views present in this warehouse, sorted."""
@@ -64,7 +73,7 @@ class Warehouse:
         if name in self._zarr:
             return self._zarr[name].lazy()
         if name in self._parquet:
-            return scan_parquet_view(self.root, name)
+            return scan_parquet_view(self.root, name, [str(f) for f in self._parquet[name]])
         raise WarehouseError(self._missing(name))
 
     def sql(self, query: str, *, engine: Engine = "polars") -> pl.DataFrame:
@@ -96,7 +105,11 @@ class Warehouse:
         import duckdb
 
         con = duckdb.connect()
-        for name in self._parquet:
+        for name, files in self._parquet.items():
+            if isinstance(self.root, Location):
+                # DuckDB scans a pyarrow dataset with projection and filter pushdown.
+                con.register(name, remote_dataset(self.root, [str(f) for f in files]))
+                continue
             glob = str(parquet_glob(self.root, name)).replace("'", "''")
             con.execute(f"create view {name} as select * from read_parquet('{glob}')")
         try:

@@ -28,6 +28,21 @@ def _main(
     _state["debug"] = debug
 
 
+_WHERE = "Warehouse folder, .zip file or fsspec URL (http(s)://, s3://, gs://, memory://, zip://)."
+
+
+def _local_folder(command: str):
+    """A parser for the warehouse a command writes into: a local folder; a URL or a zip file
+    is refused, since remote warehouses are read-only."""
+
+    def parse(value: str) -> Path:
+        from warehouse.store.location import local_folder
+
+        return local_folder(value, f"`warehouse {command}`")
+
+    return parse
+
+
 def _split(value: str | None) -> list[str] | None:
     if value is None:
         return None
@@ -66,7 +81,10 @@ def datasets(
 
 @app.command()
 def ingest(
-    out: Annotated[Path, typer.Option(help="Warehouse folder to create or resume.")],
+    out: Annotated[
+        Path,
+        typer.Option(help="Warehouse folder to create or resume.", parser=_local_folder("ingest")),
+    ],
     model: Annotated[
         str, typer.Option(help="smollm2-135m, a local HF folder, a .gguf file or a hub id.")
     ] = "smollm2-135m",
@@ -96,11 +114,27 @@ def ingest(
     seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
     token_chunk: Annotated[int, typer.Option(help="Rows per chunk of per-token arrays.")] = 1024,
     prompt_chunk: Annotated[int, typer.Option(help="Rows per chunk of response arrays.")] = 256,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="Only shard i/n (e.g. 2/4) into --out: a part for `warehouse merge`."),
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Run the shards as Ray tasks, then merge: 'local' (start a 2-CPU Ray), "
+            "'auto' (the running cluster) or an address.",
+        ),
+    ] = None,
+    shards: Annotated[
+        int | None, typer.Option(help="Shards for --ray (default: GPUs, else CPUs, of Ray).")
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Run a model over relation prompts and store FFN activations in a warehouse."""
     from warehouse.ingest.run import IngestConfig
     from warehouse.ingest.run import ingest as run_ingest
+    from warehouse.ingest.shards import parse_shard
 
     cfg = IngestConfig(
         out=out,
@@ -121,15 +155,25 @@ def ingest(
         seed=seed,
         token_chunk=token_chunk,
         prompt_chunk=prompt_chunk,
+        shard=parse_shard(shard),
     )
-    m = run_ingest(cfg, show_progress=not quiet)
+    if shards is not None and ray is None:
+        raise WarehouseError("--shards goes with --ray; for one slice use --shard i/n")
+    if ray is not None:
+        if shard is not None:
+            raise WarehouseError("--ray runs every shard itself; leave out --shard")
+        from warehouse.scale import ray_ingest
+
+        m = ray_ingest(cfg, address=ray, shards=shards, show_progress=not quiet)
+    else:
+        m = run_ingest(cfg, show_progress=not quiet)
     c = m["counts"]
     print(f"{out}: {c['prompts']} prompts, {c['tokens']} tokens, status {m['state']['status']}")
 
 
 @app.command()
 def info(
-    warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")],
+    warehouse: Annotated[str, typer.Argument(help=_WHERE)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Show what a warehouse holds: model, dataset, sites, counts, state."""
@@ -160,7 +204,7 @@ def info(
 
 
 @app.command()
-def verify(warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")]) -> None:
+def verify(warehouse: Annotated[str, typer.Argument(help=_WHERE)]) -> None:
     """Check every table, array chunk and checksum; exit 1 on any problem."""
     from warehouse.store.checksums import verify as run_verify
 
@@ -175,7 +219,7 @@ def verify(warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")])
 
 @app.command()
 def query(
-    warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")],
+    warehouse: Annotated[str, typer.Argument(help=_WHERE)],
     sql: Annotated[
         str,
         typer.Argument(
@@ -202,7 +246,9 @@ def query(
 
 @app.command()
 def stats(
-    warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")],
+    warehouse: Annotated[
+        Path, typer.Argument(help="Warehouse folder.", parser=_local_folder("stats"))
+    ],
     site: Annotated[str | None, typer.Option(help="Site (default: every captured site).")] = None,
     pooling: Annotated[
         str, typer.Option(help="Pooled response to score: mean, max, last.")
@@ -238,7 +284,9 @@ def stats(
 
 @app.command()
 def select(
-    warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")],
+    warehouse: Annotated[
+        Path, typer.Argument(help="Warehouse folder.", parser=_local_folder("select"))
+    ],
     name: Annotated[str, typer.Option(help="Name of the selection to store.")],
     relation: Annotated[str | None, typer.Option(help="Relation whose neurons to select.")] = None,
     language: Annotated[str, typer.Option(help="Language of the stats, or 'all'.")] = "all",
@@ -326,7 +374,9 @@ def overlap(
 
 @app.command(name="eval")
 def eval_(
-    warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")],
+    warehouse: Annotated[
+        Path, typer.Argument(help="Warehouse folder.", parser=_local_folder("eval"))
+    ],
     selection: Annotated[
         str | None, typer.Option(help="Selection to deactivate (none: baseline only).")
     ] = None,
@@ -357,10 +407,26 @@ def eval_(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print accuracies as JSON.")] = False,
     force: Annotated[bool, typer.Option(help="Recompute even when cached.")] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="Only shard i/n (e.g. 2/4); the last shard to finish joins the parts."),
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Run the shards as Ray tasks, then join: 'local' (start a 2-CPU Ray), "
+            "'auto' (the running cluster) or an address.",
+        ),
+    ] = None,
+    shards: Annotated[
+        int | None, typer.Option(help="Shards for --ray (default: GPUs, else CPUs, of Ray).")
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Deactivate a selection's neurons and score factual recall per prompt into evals/."""
-    from warehouse.analysis.evaluate import EvalConfig, format_summary, run_eval
+    from warehouse.analysis.evaluate import EvalConfig, format_summary, run_eval, summarize
+    from warehouse.ingest.shards import parse_shard
 
     cfg = EvalConfig(
         selection=selection,
@@ -380,11 +446,77 @@ def eval_(
         baseline=baseline or selection is None,
         force=force,
     )
-    summary = run_eval(warehouse, cfg, show_progress=not quiet, as_json=True)
+    part = parse_shard(shard)
+    if shards is not None and ray is None:
+        raise WarehouseError("--shards goes with --ray; for one slice use --shard i/n")
+    if ray is not None and part is not None:
+        raise WarehouseError("--ray runs every shard itself; leave out --shard")
+    if part is not None:
+        from warehouse.analysis.eval_shards import eval_shard
+
+        path = eval_shard(warehouse, cfg, part, show_progress=not quiet)
+        if path is None:
+            print(f"shard {part[0]}/{part[1]} done; the last shard to finish writes the results")
+            return
+        summary = summarize(path)
+    elif ray is not None:
+        from warehouse.scale import ray_eval
+
+        summary = summarize(
+            ray_eval(warehouse, cfg, address=ray, shards=shards, show_progress=not quiet)
+        )
+    else:
+        summary = run_eval(warehouse, cfg, show_progress=not quiet, as_json=True)
     if as_json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))
     else:
         print(format_summary(summary))
+
+
+@app.command()
+def export(
+    warehouse: Annotated[str, typer.Argument(help=_WHERE)],
+    dest: Annotated[str, typer.Argument(help="New local folder (or .zip file with --zip).")],
+    tables: Annotated[
+        str | None,
+        typer.Option(help="Tables to copy: tokens,stats,selections,evals (default: all present)."),
+    ] = None,
+    sites: Annotated[str | None, typer.Option(help="Sites to copy (default: all).")] = None,
+    pooled_only: Annotated[
+        bool, typer.Option("--pooled-only", help="Leave out the per-token activation arrays.")
+    ] = False,
+    as_zip: Annotated[
+        bool, typer.Option("--zip", help="Write one .zip file that `open` reads directly.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Copy a consistent, checksummed subset of a warehouse to share it (folder or zip)."""
+    from warehouse.store.export import ExportOptions
+    from warehouse.store.export import export as run_export
+
+    opts = ExportOptions(
+        tables=_split(tables), sites=_split(sites), pooled_only=pooled_only, zip=as_zip
+    )
+    m = run_export(warehouse, dest, opts, show_progress=not quiet)
+    print(
+        f"{dest}: {len(m['arrays'])} arrays, {len(m['tables'])} tables, "
+        f"{len(m['files'])} derived files (verify it with `warehouse verify {dest}`)"
+    )
+
+
+@app.command()
+def merge(
+    warehouses: Annotated[list[str], typer.Argument(help="Warehouses or shard parts to merge.")],
+    out: Annotated[Path, typer.Option(help="New warehouse folder.", parser=_local_folder("merge"))],
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Combine warehouses of one model and capture (other relations, languages, or the shards
+    of one run) into one; stats, selections and evals are not carried over."""
+    from warehouse.store.merge import merge as run_merge
+
+    m = run_merge(list(warehouses), out, show_progress=not quiet)
+    c = m["counts"]
+    print(f"{out}: {c['prompts']} prompts, {c['tokens']} tokens from {len(warehouses)} inputs")
 
 
 @app.command()

@@ -1,0 +1,259 @@
+"""`warehouse eval --shard i/n`: one slice of an evaluation, joined when every slice is done.
+
+A shard answers a contiguous run of whole batches of the single-process plan (`batches`): of
+the baseline (every prompt) when no current baseline exists, and of the chosen prompts under
+every condition of the request. Whole batches give the same answers as one process (a padded
+prompt's answer can depend on its batch), so the joined files are byte-identical to
+`warehouse eval` without shards.
+
+A shard writes its answers to `W/evals/parts/<request>/<i>-of-<n>.parquet` (+ `.json`),
+where `<request>` hashes everything that determines the answers. Whichever shard finishes
+last (or `join_eval`, or the Ray driver) writes `evals/baseline.parquet` and the results file
+from the parts exactly as `run_eval` would, then removes the parts. The `evals` view reads
+`evals/*.parquet` only, so parts never show in queries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from warehouse.analysis.ablation import neuron_indices
+from warehouse.analysis.evaluate import (
+    BASELINE,
+    EVALS,
+    EvalConfig,
+    _baseline,
+    _check_options,
+    _Progress,
+    _read_prompts,
+    _Runner,
+    _write_baseline,
+    baseline_path,
+    batches,
+    check_selection,
+    choose_prompts,
+    conditions,
+    load_selection,
+    model_dtype,
+    request_key,
+    results_path,
+    write_results,
+)
+from warehouse.errors import WarehouseError
+from warehouse.ingest.models import LoadedModel
+from warehouse.ingest.shards import check_shard, shard_range
+from warehouse.store.files import atomic_write_json, read_json
+from warehouse.store.manifest import load_manifest
+from warehouse.store.tables import read_table, write_table
+
+PARTS = "parts"
+PART_SCHEMA = pa.schema(
+    [
+        ("condition", pa.int64()),  # -1: the baseline; else the index into `conditions`
+        ("prompt_id", pa.int64()),
+        ("generated", pa.string()),
+    ]
+)
+
+
+class _Request:
+    """What one sharded eval computes, derived identically by every shard."""
+
+    def __init__(self, root: Path, cfg: EvalConfig, count: int) -> None:
+        _check_options(cfg)
+        self.root, self.cfg, self.count = Path(root), cfg, count
+        self.manifest = load_manifest(self.root)
+        self.prompts, self.token_ids = _read_prompts(self.root)
+        self.sel = load_selection(self.root, cfg.selection) if cfg.selection else None
+        self.chosen = choose_prompts(self.prompts, cfg) if self.sel is not None else None
+        if self.sel is not None:
+            check_selection(self.sel, self.manifest)
+        self.conds = conditions(self.sel, cfg) if self.sel is not None else []
+        self.base_key = {
+            "weights_hash": self.manifest["model"].get("weights_hash"),
+            "model_dtype": model_dtype(self.manifest, cfg),
+            "max_new_tokens": cfg.max_new_tokens,
+            "prompts": self.prompts.height,
+        }
+        needed = self.baseline_needed()
+        key = {
+            "baseline": self.base_key,
+            "request": request_key(self.sel, self.manifest, cfg) if self.sel else None,
+            "batch_size": cfg.batch_size,  # answers of padded batches depend on it
+            "shards": count,
+            "baseline_needed": needed,
+            "results_needed": self.sel is not None and (needed or not self.results_cached()),
+        }
+        blob = json.dumps(key, sort_keys=True, separators=(",", ":")).encode()
+        self.id = hashlib.sha256(blob).hexdigest()[:16]
+        self.key = key
+        self.folder = self.root / EVALS / PARTS / self.id
+
+    def baseline_needed(self) -> bool:
+        path = baseline_path(self.root)
+        side = path.with_suffix(".json")
+        if self.cfg.force and (self.cfg.baseline or self.cfg.selection is None):
+            return True
+        if not (path.is_file() and side.is_file()):
+            return True
+        return read_json(side).get("key") != self.base_key
+
+    def results_cached(self) -> bool:
+        """The current baseline's results file of this request is on disk already."""
+        assert self.sel is not None
+        path, key = results_path(
+            self.root, self.sel, self.manifest, self.cfg, baseline_path(self.root)
+        )
+        side = path.with_suffix(".json")
+        if self.cfg.force or not (path.is_file() and side.is_file()):
+            return False
+        return read_json(side).get("key") == key
+
+    def part(self, index: int) -> Path:
+        return self.folder / f"{index}-of-{self.count}.parquet"
+
+
+def _slice(frame: pl.DataFrame, batch_size: int, shard: tuple[int, int]) -> pl.DataFrame:
+    """The rows of `frame` in shard i's run of whole batches (empty when there are fewer
+    batches than shards: that shard has nothing to do)."""
+    plan = batches(frame, batch_size)
+    if shard[1] > len(plan):
+        return frame.head(0) if shard[0] > len(plan) else frame[plan[shard[0] - 1]]
+    order = [i for b in plan for i in b]
+    n_tok = frame["n_tokens"].to_numpy()[order].astype(np.int64)
+    starts = np.cumsum([0, *(len(b) for b in plan[:-1])]).tolist()
+    s, e = shard_range(n_tok, starts, shard)
+    return frame[sorted(order[s:e])]
+
+
+def eval_shard(
+    root: str | Path,
+    cfg: EvalConfig,
+    shard: tuple[int, int],
+    *,
+    loaded: LoadedModel | None = None,
+    advance: Callable[[int], None] | None = None,
+    join: bool = True,
+    show_progress: bool = False,
+) -> Path | None:
+    """Answer shard i of n and write its part; returns the results file when this shard's
+    part completed the set (and `join`), else None."""
+    i, n = check_shard(shard)
+    req = _Request(Path(root), cfg, n)
+    runner = _Runner(req.root, req.manifest, cfg, req.token_ids, loaded)
+    tick = advance or (lambda k: None)
+    rows: dict[str, list] = {"condition": [], "prompt_id": [], "generated": []}
+    t0 = time.perf_counter()
+    with _Progress(show_progress) as progress:
+
+        def step(k: int) -> None:
+            progress.advance(k)
+            tick(k)
+
+        if req.key["baseline_needed"]:
+            mine = _slice(req.prompts, cfg.batch_size, (i, n))
+            progress.start(f"{BASELINE} shard {i}/{n}", mine.height)
+            if mine.height:
+                _add(rows, -1, mine, runner.answers(mine, None, step))
+        if req.sel is not None and req.chosen is not None and req.key["results_needed"]:
+            mine = _slice(req.chosen, cfg.batch_size, (i, n))
+            if mine.height:
+                model = runner.loaded.model
+                for c, cond in enumerate(req.conds):
+                    progress.start(f"{req.sel.name} top {cond.count} shard {i}/{n}", mine.height)
+                    neurons = {
+                        req.sel.site: neuron_indices(
+                            model, req.sel.site, cond.neuron_ids, expected_units=req.sel.units
+                        )
+                    }
+                    _add(rows, c, mine, runner.answers(mine, neurons, step))
+    req.folder.mkdir(parents=True, exist_ok=True)
+    part = req.part(i)
+    write_table(part, pa.table(rows, schema=PART_SCHEMA))
+    side = {
+        "key": req.key,
+        "shard": [i, n],
+        "seconds": round(time.perf_counter() - t0, 3),
+        "device": str(runner.loaded.device) if rows["prompt_id"] else None,
+    }
+    atomic_write_json(part.with_suffix(".json"), side)
+    return join_eval(root, cfg, n) if join else None
+
+
+def _add(rows: dict[str, list], cond: int, prompts: pl.DataFrame, answers: list[str]) -> None:
+    rows["condition"] += [cond] * prompts.height
+    rows["prompt_id"] += prompts["prompt_id"].to_list()
+    rows["generated"] += answers
+
+
+def join_eval(root: str | Path, cfg: EvalConfig, count: int) -> Path | None:
+    """Write the baseline and results files from all `count` parts of this request, or do
+    nothing (None) while a part is missing. Returns the results file (the baseline's when the
+    request has no selection)."""
+    req = _Request(Path(root), cfg, count)
+    sides = [req.part(i).with_suffix(".json") for i in range(1, count + 1)]
+    if not all(s.is_file() and req.part(k + 1).is_file() for k, s in enumerate(sides)):
+        return None
+    for s in sides:
+        if read_json(s).get("key") != req.key:
+            raise WarehouseError(f"{s} belongs to another request; remove {req.folder}")
+    parts = pl.concat(
+        [pl.from_arrow(read_table(req.part(i))) for i in range(1, count + 1)]  # type: ignore[misc]
+    )
+    seconds = sum(read_json(s).get("seconds", 0.0) for s in sides)
+
+    def answers_of(cond: int, prompts: pl.DataFrame) -> list[str]:
+        got = parts.filter(pl.col("condition") == cond).select("prompt_id", "generated")
+        joined = prompts.select("prompt_id").join(got, on="prompt_id", how="left")
+        if joined["generated"].null_count():
+            raise WarehouseError(
+                f"the parts in {req.folder} lack answers for "
+                f"{joined['generated'].null_count()} prompt(s); remove the folder and re-run"
+            )
+        return joined["generated"].to_list()
+
+    base = baseline_path(req.root)
+    if req.key["baseline_needed"]:
+        timing = {"seconds": seconds, "device": f"{count} shards"}
+        generated = answers_of(-1, req.prompts)
+        _write_baseline(base, req.prompts, generated, req.base_key, cfg, None, {"timing": timing})  # type: ignore[arg-type]
+    else:
+        # a current baseline, maybe to rescore for another match mode: no model is needed
+        _baseline(req.root, req.prompts, _NoModel(req.manifest), cfg, _Progress(False))  # type: ignore[arg-type]
+    out = base
+    if req.sel is not None and req.chosen is not None:
+        out, key = results_path(req.root, req.sel, req.manifest, cfg, base)
+        if req.key["results_needed"]:
+            generated_by = [answers_of(c, req.chosen) for c in range(len(req.conds))]
+            timing = {"seconds": seconds, "device": f"{count} shards", "batch_size": cfg.batch_size}
+            write_results(out, req.sel, req.conds, req.chosen, base, generated_by, cfg, key, timing)
+    shutil.rmtree(req.folder, ignore_errors=True)
+    try:
+        req.folder.parent.rmdir()  # evals/parts, when no other request's parts are left
+    except OSError:
+        pass
+    return out
+
+
+class _NoModel:
+    """A runner for `_baseline` when the baseline is current: generating would be a bug."""
+
+    def __init__(self, manifest: dict[str, Any]) -> None:
+        self.manifest = manifest
+
+    @property
+    def loaded(self):
+        raise WarehouseError("the baseline changed while the sharded eval ran; run it again")
+
+    def answers(self, *a: Any, **kw: Any) -> list[str]:
+        raise WarehouseError("the baseline changed while the sharded eval ran; run it again")

@@ -1,0 +1,309 @@
+"""`warehouse export`: copy a consistent subset of a warehouse to share it.
+
+The copy is a warehouse of its own: the manifest keeps the source's model, dataset and
+capture (sites and mode narrowed to what was kept), every copied table and array keeps its
+checksum (each byte is hashed while it is copied and compared with the source manifest, so a
+damaged source is refused, never passed on), and the derived files (stats, selections, evals
+with their JSON sidecars) are listed with their own checksums under `files`, which `verify`
+checks. `--zip` writes the same content as one uncompressed zip (chunks and Parquet pages are
+already zstd-compressed), which `Warehouse.open("share.zip")` reads in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from warehouse.errors import FormatError, WarehouseError
+from warehouse.store.arrays import ArraySpec
+from warehouse.store.checksums import array_files, require_complete
+from warehouse.store.files import atomic_write_json
+from warehouse.store.location import Location, local_folder
+from warehouse.store.manifest import MANIFEST, array_specs, fingerprint_of, load_manifest
+
+DERIVED = ("stats", "selections", "evals")
+TABLES = ("prompts", "tokens", *DERIVED)
+BLOCK = 1 << 22
+# A fixed timestamp for every zip entry: the same export gives the same zip bytes.
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+@dataclass
+class ExportOptions:
+    tables: list[str] | None = None  # None: every table present (prompts always)
+    sites: list[str] | None = None  # None: every captured site
+    pooled_only: bool = False  # leave out the per-token activation arrays
+    zip: bool = False  # one .zip file instead of a folder
+
+
+class _Sink(Protocol):
+    def copy(self, src: Location, rel: str, h: Any) -> int: ...
+    def write_json(self, rel: str, obj: Any) -> None: ...
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class _FolderSink:
+    """Writes into a temp sibling folder, renamed into place at the end (never half a copy)."""
+
+    def __init__(self, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self.dest = dest
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+        self.tmp.chmod(0o755)
+
+    def copy(self, src: Location, rel: str, h: Any) -> int:
+        out = self.tmp / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        n = 0
+        with src.open(rel) as fi, open(out, "wb") as fo:
+            while block := fi.read(BLOCK):
+                h.update(block)
+                fo.write(block)
+                n += len(block)
+        return n
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        atomic_write_json(self.tmp / rel, obj)
+
+    def commit(self) -> None:
+        os.rename(self.tmp, self.dest)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class _ZipSink:
+    """Writes a stored (uncompressed) zip to a temp file, renamed into place at the end."""
+
+    def __init__(self, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self.dest = dest
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
+        os.close(fd)
+        self.tmp = Path(name)
+        self.zf = zipfile.ZipFile(self.tmp, "w", zipfile.ZIP_STORED, allowZip64=True)
+
+    def _info(self, rel: str) -> zipfile.ZipInfo:
+        info = zipfile.ZipInfo(rel, date_time=ZIP_TIME)
+        info.compress_type = zipfile.ZIP_STORED
+        info.external_attr = 0o644 << 16
+        return info
+
+    def copy(self, src: Location, rel: str, h: Any) -> int:
+        n = 0
+        with src.open(rel) as fi, self.zf.open(self._info(rel), "w", force_zip64=True) as fo:
+            while block := fi.read(BLOCK):
+                h.update(block)
+                fo.write(block)
+                n += len(block)
+        return n
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        import json
+
+        self.zf.writestr(self._info(rel), json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+    def commit(self) -> None:
+        self.zf.close()
+        self.tmp.chmod(0o644)
+        os.replace(self.tmp, self.dest)
+
+    def abort(self) -> None:
+        self.zf.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def export(
+    source: str | Path | Location, dest: str | Path, opts: ExportOptions, show_progress: bool = True
+) -> dict[str, Any]:
+    """Copy the chosen subset of `source` (local or remote) to the local `dest`; returns the
+    destination's manifest."""
+    src = Location.of(source)
+    dest_path = local_folder(dest, "`warehouse export`")
+    if dest_path.exists():
+        raise WarehouseError(f"{dest_path} already exists; choose a new destination")
+    if opts.zip and dest_path.suffix != ".zip":
+        raise WarehouseError(f"--zip writes one file: give a DEST ending in .zip, not {dest}")
+    manifest = load_manifest(src)
+    require_complete(manifest, src.url)  # type: ignore[arg-type]
+    out, keep_arrays, keep_tables, derived = _plan(src, manifest, opts)
+
+    sink: _Sink = _ZipSink(dest_path) if opts.zip else _FolderSink(dest_path)
+    specs = array_specs(manifest)
+    total = len(keep_tables) + len(derived) + sum(len(array_files(specs[k])) for k in keep_arrays)
+    try:
+        with _progress(show_progress, total) as advance:
+            for name in keep_tables:
+                entry = manifest["tables"][name]
+                h = hashlib.sha256()
+                sink.copy(src, entry["path"], h)
+                _check("table " + name, entry.get("sha256"), h)
+                advance(1)
+            groups: set[str] = set()
+            for key in keep_arrays:
+                spec = specs[key]
+                groups |= _groups(spec)
+                _copy_array(src, sink, key, spec, manifest["arrays"][key].get("sha256"), advance)
+            for rel in sorted(groups):
+                if src.isfile(rel):
+                    sink.copy(src, rel, hashlib.sha256())
+            listed = manifest.get("files") or {}
+            for rel in derived:
+                h = hashlib.sha256()
+                sink.copy(src, rel, h)
+                if rel in listed:
+                    _check(rel, listed[rel], h)
+                out["files"][rel] = "sha256:" + h.hexdigest()
+                advance(1)
+            sink.write_json(MANIFEST, out)
+        sink.commit()
+    except BaseException:
+        sink.abort()
+        raise
+    return out
+
+
+def _check(what: str, want: str | None, h: Any) -> None:
+    if want is not None and "sha256:" + h.hexdigest() != want:
+        raise FormatError(
+            f"the source's {what} does not match its checksum; nothing was exported: "
+            "run `warehouse verify` on the source"
+        )
+
+
+def _copy_array(
+    src: Location, sink: _Sink, key: str, spec: ArraySpec, want: str | None, advance
+) -> None:
+    # The same digest as checksums.sha256_files: each file's name, a NUL, then its bytes.
+    h = hashlib.sha256()
+    for rel in array_files(spec):
+        h.update(rel.encode() + b"\0")
+        try:
+            sink.copy(src, rel, h)
+        except FormatError:
+            raise FormatError(
+                f"the source's array {key} lacks {rel}; nothing was exported: "
+                "run `warehouse verify` on the source"
+            ) from None
+        advance(1)
+    _check(f"array {key}", want, h)
+
+
+def _groups(spec: ArraySpec) -> set[str]:
+    parts = spec.path.split("/")
+    return {"/".join([*parts[:i], "zarr.json"]) for i in range(1, len(parts))}
+
+
+def _plan(
+    src: Location, manifest: dict[str, Any], opts: ExportOptions
+) -> tuple[dict[str, Any], list[str], list[str], list[str]]:
+    """The destination manifest (without file digests yet), the array keys and table names to
+    copy, and the derived files to copy."""
+    cap = manifest["capture"]
+    sites = list(cap["sites"])
+    if opts.sites is not None:
+        unknown = sorted(set(opts.sites) - set(sites))
+        if unknown or not opts.sites:
+            raise WarehouseError(
+                f"--sites {', '.join(unknown) or '(none)'} not in this warehouse; "
+                f"available: {', '.join(sites)}"
+            )
+        sites = [s for s in sites if s in opts.sites]
+    present = ["prompts", *(t for t in ("tokens",) if t in manifest["tables"])]
+    present += [d for d in DERIVED if any(n.endswith(".parquet") for n in src.listdir(d))]
+    tables = present if opts.tables is None else list(dict.fromkeys(["prompts", *opts.tables]))
+    unknown = sorted(set(tables) - set(TABLES))
+    if unknown:
+        raise WarehouseError(
+            f"unknown table(s) {', '.join(unknown)} for --tables; choose from {', '.join(TABLES)}"
+        )
+    absent = sorted(set(tables) - set(present))
+    if absent:
+        raise WarehouseError(
+            f"--tables {', '.join(absent)}: not in this warehouse (present: {', '.join(present)})"
+        )
+    keep_arrays = [
+        k
+        for k in manifest["arrays"]
+        if k.split("/")[1] in sites and not (opts.pooled_only and k.startswith("activations/"))
+    ]
+    keep_tables = [t for t in ("prompts", "tokens") if t in tables]
+    derived = [rel for d in DERIVED if d in tables for rel in _derived_files(src, d, set(sites))]
+
+    out = {k: v for k, v in manifest.items() if k not in ("export", "files")}
+    out["capture"] = dict(cap, sites=sites)
+    if not any(k.startswith("activations/") for k in keep_arrays):
+        out["capture"]["mode"] = "pooled"
+    out["arrays"] = {k: manifest["arrays"][k] for k in keep_arrays}
+    out["tables"] = {t: manifest["tables"][t] for t in keep_tables}
+    out["fingerprint"] = fingerprint_of(out)
+    out["files"] = {}
+    out["export"] = {
+        "source": src.url,
+        "source_fingerprint": manifest.get("fingerprint"),
+        "sites": sites,
+        "pooled_only": opts.pooled_only,
+        "tables": [*keep_tables, *(d for d in DERIVED if d in tables)],
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return out, keep_arrays, keep_tables, derived
+
+
+def _derived_files(src: Location, folder: str, sites: set[str]) -> list[str]:
+    """A derived folder's Parquet files with their sidecars, those of dropped sites left out
+    (the sidecar names the site; a file without one is kept)."""
+    names = src.listdir(folder)
+    out = []
+    for n in names:
+        if not n.endswith(".parquet") or n.startswith("."):
+            continue
+        side = n.removesuffix(".parquet") + ".json"
+        site = None
+        if side in names:
+            meta = src.read_json(f"{folder}/{side}")
+            if isinstance(meta, dict):
+                site = _site_of(meta)
+        if site is not None and site not in sites:
+            continue
+        out.append(f"{folder}/{n}")
+        if side in names:
+            out.append(f"{folder}/{side}")
+    return out
+
+
+def _site_of(meta: dict[str, Any]) -> str | None:
+    for holder in (meta, meta.get("options"), meta.get("key")):
+        if isinstance(holder, dict) and isinstance(holder.get("site"), str):
+            return holder["site"]
+    return None
+
+
+class _progress:
+    """A rich progress bar over files copied (a no-op when disabled)."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.bar = Progress(
+            TextColumn("export"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("files"),
+            disable=not enabled,
+        )
+        self.task = self.bar.add_task("export", total=total)
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return lambda n: self.bar.update(self.task, advance=n)
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)

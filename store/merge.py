@@ -1,0 +1,443 @@
+"""`warehouse merge W1 W2 ... --out W`: one warehouse from several of the same model and capture.
+
+Inputs are shards of one run (`ingest --shard i/n`), or warehouses of other relations,
+languages or prompt samples. Their prompts are laid out as one ingest would: ordered by
+(n_tokens, relation, language, template), ties by input and row, so the merged order does
+not depend on the order the inputs are named in. Each input is in that order already, so an
+output row block is a few contiguous row ranges of inputs ("segments"): a chunk that one
+segment covers at the same alignment is copied as raw bytes, any other is decoded from the
+inputs and encoded again, with the same codec and so the same bytes. The parts of a sharded
+run are consecutive batches of its single-process plan; merged, they equal that run byte for
+byte in every table and array.
+
+Stats, selections and evals are not merged (they are computed over the whole warehouse):
+run them again on the result.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import zarr
+
+from warehouse.errors import FormatError, WarehouseError
+from warehouse.ingest.tokens import PROMPT_SCHEMA, TOKEN_SCHEMA
+from warehouse.store.arrays import (
+    ArraySpec,
+    activation_spec,
+    create_array,
+    open_array,
+    response_spec,
+)
+from warehouse.store.checksums import finalize_checksums, require_complete
+from warehouse.store.files import atomic_write_bytes
+from warehouse.store.location import Location, local_folder
+from warehouse.store.manifest import (
+    FORMAT_VERSION,
+    array_specs,
+    fingerprint_of,
+    is_warehouse,
+    load_manifest,
+    new_manifest,
+    save_manifest,
+)
+from warehouse.store.tables import read_table_at, write_table
+
+# Fields that must be equal in every input (model identity, the capture, the prompt split).
+MODEL_FIELDS = ("weights_hash", "architecture", "n_layers", "d_model", "units")
+DATASET_FIELDS = ("name", "hash", "split", "seed")
+ORDER = ["n_tokens", "relation", "language", "template"]
+
+
+@dataclass
+class _Input:
+    loc: Location
+    manifest: dict[str, Any]
+    prompts: pa.Table
+    tokens: pa.Table | None
+
+
+def merge(
+    inputs: list[str | Path | Location], out: str | Path, show_progress: bool = True
+) -> dict[str, Any]:
+    """Merge `inputs` (local or remote, read-only) into the new local warehouse `out`;
+    returns its manifest."""
+    if len(inputs) < 2:
+        raise WarehouseError("merge needs at least two warehouses")
+    final = local_folder(out, "`warehouse merge`")
+    if final.exists() and (is_warehouse(final) or any(final.iterdir())):
+        raise WarehouseError(f"{final} exists and is not empty; choose a new --out")
+    ins = [_load(Location.of(x)) for x in inputs]
+    ins = _order(ins)
+    _check_compatible(ins)
+    _check_disjoint(ins)
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        root.chmod(0o755)
+        manifest = _write(root, ins, show_progress)
+        if final.exists():
+            final.rmdir()  # an empty folder (checked above)
+        os.rename(root, final)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return manifest
+
+
+# ------------------------------------------------------------------------------ checks
+
+
+def _load(loc: Location) -> _Input:
+    m = load_manifest(loc)
+    require_complete(m, loc.url)  # type: ignore[arg-type]
+    if m.get("format_version") != FORMAT_VERSION:
+        raise FormatError(
+            f"{loc}: format version {m.get('format_version')}, but merge writes version "
+            f"{FORMAT_VERSION}; upgrade it first"
+        )
+    if "prompts" not in m["tables"]:
+        raise FormatError(f"{loc}: has no prompts table")
+    prompts = read_table_at(loc, m["tables"]["prompts"]["path"])
+    tokens = read_table_at(loc, m["tables"]["tokens"]["path"]) if "tokens" in m["tables"] else None
+    return _Input(loc, m, prompts, tokens)
+
+
+def _order(ins: list[_Input]) -> list[_Input]:
+    """Shards in shard order (all parts of one run, each once); other inputs as given."""
+    shards = [i.manifest.get("shard") for i in ins]
+    if not any(shards):
+        return ins
+    if not all(shards):
+        plain = ins[[bool(s) for s in shards].index(False)].loc
+        raise WarehouseError(
+            f"{plain} is not a shard but other inputs are: merge the parts of one sharded run "
+            "first, then merge the result with other warehouses"
+        )
+    plans = {s["plan"] for s in shards}
+    if len(plans) > 1:
+        raise WarehouseError(
+            "the shards come from different runs (plans differ); merge parts of one run"
+        )
+    count = shards[0]["count"]
+    by_index: dict[int, _Input] = {}
+    for x, s in zip(ins, shards, strict=True):
+        if s["count"] != count:
+            raise WarehouseError(f"{x.loc} is shard {s['index']}/{s['count']}, not of {count}")
+        if s["index"] in by_index:
+            raise WarehouseError(
+                f"shard {s['index']}/{count} given twice ({by_index[s['index']].loc}, {x.loc})"
+            )
+        by_index[s["index"]] = x
+    missing = [i for i in range(1, count + 1) if i not in by_index]
+    if missing:
+        raise WarehouseError(
+            f"shard(s) {', '.join(f'{i}/{count}' for i in missing)} missing; merge needs all "
+            f"{count} parts of the run"
+        )
+    ordered = [by_index[i] for i in range(1, count + 1)]
+    end = 0
+    for x in ordered:
+        s = x.manifest["shard"]
+        if s["prompts"][0] != end:
+            raise FormatError(
+                f"{x.loc}: shard {s['index']} starts at prompt {s['prompts'][0]}, not {end}"
+            )
+        end = s["prompts"][1]
+    if end != ordered[0].manifest["shard"]["total_prompts"]:
+        raise FormatError(
+            f"the shards cover {end} of {ordered[0].manifest['shard']['total_prompts']} prompts"
+        )
+    return ordered
+
+
+def _check_compatible(ins: list[_Input]) -> None:
+    first = ins[0]
+    for x in ins[1:]:
+        for section, fields in (("model", MODEL_FIELDS), ("dataset", DATASET_FIELDS)):
+            for f in fields:
+                a, b = first.manifest[section].get(f), x.manifest[section].get(f)
+                if a != b:
+                    raise WarehouseError(
+                        f"cannot merge: {section}.{f} differs ({first.loc}: {_short(a)}, "
+                        f"{x.loc}: {_short(b)})"
+                    )
+        ca, cb = first.manifest["capture"], x.manifest["capture"]
+        for f in sorted(set(ca) | set(cb)):
+            if ca.get(f) != cb.get(f):
+                raise WarehouseError(
+                    f"cannot merge: capture.{f} differs ({first.loc}: {_short(ca.get(f))}, "
+                    f"{x.loc}: {_short(cb.get(f))}); site, layers, dtype and chunking must match"
+                )
+        if set(first.manifest["arrays"]) != set(x.manifest["arrays"]):
+            raise WarehouseError(
+                f"cannot merge: {first.loc} and {x.loc} hold different arrays "
+                f"({sorted(set(first.manifest['arrays']) ^ set(x.manifest['arrays']))})"
+            )
+        if (first.tokens is None) != (x.tokens is None):
+            raise WarehouseError(
+                f"cannot merge: only one of {first.loc}, {x.loc} has a tokens table"
+            )
+        if first.prompts.schema != x.prompts.schema:
+            raise FormatError(
+                f"cannot merge: the prompts tables of {first.loc} and {x.loc} differ in schema"
+            )
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_disjoint(ins: list[_Input]) -> None:
+    seen: dict[int, int] = {}
+    for k, x in enumerate(ins):
+        ids = x.prompts.column("prompt_id").to_numpy()
+        clash = [int(i) for i in ids if int(i) in seen]
+        if clash:
+            other = ins[seen[clash[0]]].loc
+            raise WarehouseError(
+                f"cannot merge: {len(clash)} prompt id(s) are in both {other} and {x.loc} "
+                f"(e.g. {clash[0]}); each prompt may come from one input only"
+            )
+        seen.update((int(i), k) for i in ids)
+
+
+# ------------------------------------------------------------------------------ layout
+
+
+def _layout(ins: list[_Input]) -> tuple[np.ndarray, np.ndarray]:
+    """Merged order: (input, row) of every output prompt, stable over (ORDER, input, row)."""
+    import polars as pl
+
+    frames = []
+    for k, x in enumerate(ins):
+        df = pl.from_arrow(x.prompts.select(ORDER))
+        assert isinstance(df, pl.DataFrame)
+        frames.append(df.with_columns(_k=pl.lit(k, pl.Int64), _row=pl.int_range(df.height)))
+    order = pl.concat(frames).sort([*ORDER, "_k", "_row"], maintain_order=True)
+    return order["_k"].to_numpy(), order["_row"].to_numpy()
+
+
+def _segments(src_k: np.ndarray, src_start: np.ndarray, length: np.ndarray) -> list[tuple]:
+    """Coalesce per-prompt (input, first row, rows) into (input, src start, dst start, rows)."""
+    segs: list[list[int]] = []
+    dst = 0
+    for k, s, n in zip(src_k.tolist(), src_start.tolist(), length.tolist(), strict=True):
+        if segs and segs[-1][0] == k and segs[-1][1] + segs[-1][3] == s:
+            segs[-1][3] += n
+        else:
+            segs.append([k, s, dst, n])
+        dst += n
+    return [tuple(x) for x in segs]
+
+
+def _write(root: Path, ins: list[_Input], show_progress: bool) -> dict[str, Any]:
+    ks, rows = _layout(ins)
+    n_tok_by = [x.prompts.column("n_tokens").to_numpy().astype(np.int64) for x in ins]
+    off_by = [x.prompts.column("token_offset").to_numpy().astype(np.int64) for x in ins]
+    n_tok = np.array([n_tok_by[k][r] for k, r in zip(ks, rows, strict=True)], dtype=np.int64)
+    src_off = np.array([off_by[k][r] for k, r in zip(ks, rows, strict=True)], dtype=np.int64)
+    n_prompts, n_tokens = len(ks), int(n_tok.sum())
+    prompt_segs = _segments(ks, rows, np.ones(len(ks), np.int64))
+    token_segs = _segments(ks, src_off, n_tok)
+
+    prompts, tokens = _tables(ins, ks, rows, n_tok, src_off)
+    write_table(root / "prompts.parquet", prompts)
+    tables = {"prompts": {"path": "prompts.parquet", "rows": n_prompts}}
+    if tokens is not None:
+        write_table(root / "tokens.parquet", tokens)
+        tables["tokens"] = {"path": "tokens.parquet", "rows": n_tokens}
+
+    first = ins[0].manifest
+    cap = first["capture"]
+    specs = []
+    for key in array_specs(first):
+        site = key.split("/")[1]
+        units = first["model"]["units"][site]
+        if key.startswith("activations/"):
+            out = activation_spec(
+                site, n_tokens, cap["layers"], units, cap["dtype"], cap["token_chunk"]
+            )
+            segs = token_segs
+        else:
+            pooling = key.split("/")[2]
+            out = response_spec(
+                site, pooling, n_prompts, cap["layers"], units, cap["dtype"], cap["prompt_chunk"]
+            )
+            segs = prompt_segs
+        specs.append((key, out, segs))
+
+    blocks = sum(-(-s.shape[0] // s.chunks[0]) * s.shape[1] for _, s, _ in specs)
+    with _progress(show_progress, blocks) as advance:
+        for key, spec, segs in specs:
+            create_array(root, spec)
+            _fill(root, ins, key, spec, segs, advance)
+
+    manifest = new_manifest(
+        model=first["model"],
+        dataset=_dataset(ins),
+        capture=cap,
+        fingerprint="",
+        counts={"prompts": n_prompts, "tokens": n_tokens},
+    )
+    manifest["fingerprint"] = fingerprint_of(manifest)
+    manifest["tables"] = tables
+    manifest["arrays"] = {spec.key: spec.to_json() for _, spec, _ in specs}
+    manifest["merged_from"] = [
+        {
+            "source": x.loc.url,
+            "fingerprint": x.manifest.get("fingerprint"),
+            "prompts": x.prompts.num_rows,
+            "dataset": {
+                k: x.manifest["dataset"].get(k) for k in ("relations", "languages", "max_prompts")
+            },
+            **(
+                {"shard": f"{x.manifest['shard']['index']}/{x.manifest['shard']['count']}"}
+                if x.manifest.get("shard")
+                else {}
+            ),
+        }
+        for x in ins
+    ]
+    finalize_checksums(root, manifest)
+    manifest["state"].update(
+        status="complete",
+        prompts_committed=n_prompts,
+        tokens_committed=n_tokens,
+        finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    save_manifest(root, manifest)
+    return manifest
+
+
+def _dataset(ins: list[_Input]) -> dict[str, Any]:
+    """The inputs' common dataset section; for a sharded run exactly the run's."""
+    out = dict(ins[0].manifest["dataset"])
+    for f in ("relations", "languages"):
+        values = [x.manifest["dataset"].get(f) for x in ins]
+        out[f] = (
+            None if any(v is None for v in values) else sorted({v for vs in values for v in vs})
+        )
+    limits = {x.manifest["dataset"].get("max_prompts") for x in ins}
+    out["max_prompts"] = limits.pop() if len(limits) == 1 else None
+    return out
+
+
+def _tables(
+    ins: list[_Input], ks: np.ndarray, rows: np.ndarray, n_tok: np.ndarray, src_off: np.ndarray
+) -> tuple[pa.Table, pa.Table | None]:
+    """prompts and tokens in the merged order, their row numbers and offsets renumbered."""
+    base = np.concatenate([[0], np.cumsum([x.prompts.num_rows for x in ins])])
+    prompts = pa.concat_tables([x.prompts for x in ins]).take(pa.array(base[ks] + rows))
+    offsets = np.concatenate([[0], np.cumsum(n_tok)[:-1]]).astype(np.int64)
+    prompts = _set(prompts, "prompt_row", np.arange(len(ks), dtype=np.int64))
+    prompts = _set(prompts, "token_offset", offsets)
+    # Parquet reads lists back as list<element>; the ingest writes list<item>, and the name is
+    # part of the stored Arrow schema, so cast back to the ingest's schema for equal bytes.
+    prompts = _canonical(prompts, PROMPT_SCHEMA)
+    if ins[0].tokens is None:
+        return prompts.combine_chunks(), None
+    tbase = np.concatenate([[0], np.cumsum([x.tokens.num_rows for x in ins])])  # type: ignore[union-attr]
+    starts = tbase[ks] + src_off
+    # every token of each merged prompt, in order: start + 0 .. n - 1
+    take = np.repeat(starts - offsets, n_tok) + np.arange(int(n_tok.sum()))
+    tokens = pa.concat_tables([x.tokens for x in ins]).take(pa.array(take))  # type: ignore[misc]
+    tokens = _set(tokens, "token_row", np.arange(len(take), dtype=np.int64))
+    tokens = _set(tokens, "prompt_row", np.repeat(np.arange(len(ks), dtype=np.int64), n_tok))
+    return prompts.combine_chunks(), _canonical(tokens, TOKEN_SCHEMA).combine_chunks()
+
+
+def _canonical(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    return table.cast(schema) if table.schema.names == schema.names else table
+
+
+def _set(table: pa.Table, name: str, values: np.ndarray) -> pa.Table:
+    i = table.schema.get_field_index(name)
+    field = table.schema.field(i)
+    return table.set_column(i, field, pa.array(values, type=field.type))
+
+
+# ------------------------------------------------------------------------------ arrays
+
+
+def _fill(
+    root: Path, ins: list[_Input], key: str, spec: ArraySpec, segs: list[tuple], advance
+) -> None:
+    """Write every chunk of `spec` from the inputs' arrays (raw copy where aligned)."""
+    srcs = [array_specs(x.manifest)[key] for x in ins]
+    arrs: dict[int, zarr.Array] = {}
+    out = zarr.open_array(store=str(root / spec.path), mode="r+", zarr_format=3)
+    n, step = spec.shape[0], spec.chunks[0]
+    n_neuron_chunks = -(-spec.shape[2] // spec.chunks[2])
+    starts = np.array([s[2] for s in segs], dtype=np.int64)
+    for a in range(0, n, step):
+        b = min(a + step, n)
+        first = int(np.searchsorted(starts, a, side="right")) - 1
+        parts = []  # (input, src start, dst start, rows) clipped to [a, b)
+        j = first
+        while j < len(segs) and segs[j][2] < b:
+            k, s0, d0, m = segs[j]
+            lo, hi = max(a, d0), min(b, d0 + m)
+            parts.append((k, s0 + lo - d0, lo, hi - lo))
+            j += 1
+        raw = _raw_source(parts, srcs, spec, a, b)
+        for li in range(spec.shape[1]):
+            if raw is not None:
+                k, chunk_row = raw
+                for nj in range(n_neuron_chunks):
+                    rel = f"{srcs[k].path}/c/{chunk_row}/{li}/{nj}"
+                    data = ins[k].loc.read_bytes(rel)
+                    atomic_write_bytes(root / f"{spec.path}/c/{a // step}/{li}/{nj}", data)
+            else:
+                block = np.empty((b - a, spec.shape[2]), dtype=out.dtype)
+                for k, s, d, m in parts:
+                    if k not in arrs:
+                        arrs[k] = open_array(ins[k].loc, srcs[k])
+                    block[d - a : d - a + m] = arrs[k][s : s + m, li, :]
+                out[a:b, li, :] = block
+            advance(1)
+
+
+def _raw_source(parts: list[tuple], srcs: list[ArraySpec], spec: ArraySpec, a: int, b: int):
+    """(input, chunk row) when output rows [a, b) are exactly one stored chunk of one input."""
+    if len(parts) != 1:
+        return None
+    k, s, _, m = parts[0]
+    src = srcs[k]
+    step = spec.chunks[0]
+    if src.chunks != spec.chunks or s % step:
+        return None
+    # a whole chunk, or the last (partial) chunk of both arrays, padded alike
+    whole = m == step and s + m <= src.shape[0]
+    last = b == spec.shape[0] and s + m == src.shape[0]
+    return (k, s // step) if whole or last else None
+
+
+class _progress:
+    def __init__(self, enabled: bool, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.bar = Progress(
+            TextColumn("merge"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("row blocks x layers"),
+            disable=not enabled,
+        )
+        self.task = self.bar.add_task("merge", total=total)
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return lambda n: self.bar.update(self.task, advance=n)
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
