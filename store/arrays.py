@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.codecs import BytesCodec, ZstdCodec
+from zarr.storage import LocalStore
 
 from warehouse.errors import FormatError
 
@@ -121,14 +122,41 @@ def create_array(root: Path, spec: ArraySpec) -> zarr.Array:
     return arr
 
 
+class MissingChunkError(FormatError):
+    """A chunk file that must exist is absent (zarr would read it as zeros)."""
+
+
+class StrictStore(LocalStore):
+    """A read-only LocalStore for which an absent chunk is an error, not the fill value.
+
+    A warehouse writes every chunk (`write_empty_chunks`), so a missing one is damage; plain
+    zarr would hand back zeros for it, i.e. silently wrong numbers.
+    """
+
+    async def get(self, key, prototype=None, byte_range=None):  # type: ignore[override]
+        value = await super().get(key, prototype, byte_range)
+        if value is None and key.startswith("c/"):
+            raise MissingChunkError(f"chunk file {self.root / key} is missing")
+        return value
+
+
 def open_array(root: Path, spec: ArraySpec, mode: str = "r") -> zarr.Array:
     try:
-        arr = zarr.open_array(store=str(root / spec.path), mode=mode, zarr_format=3)
+        store = StrictStore(root / spec.path, read_only=True) if mode == "r" else str(
+            root / spec.path
+        )
+        arr = zarr.open_array(store=store, mode=mode, zarr_format=3)
     except (FileNotFoundError, zarr.errors.NodeTypeValidationError, KeyError) as e:
         raise FormatError(f"array {spec.path} is missing or unreadable ({e})") from None
     if tuple(arr.shape) != spec.shape:
         raise FormatError(
-            f"array {spec.path} has shape {tuple(arr.shape)}, manifest says {spec.shape}"
+            f"array {spec.path} has shape {tuple(arr.shape)}, manifest says {spec.shape}; "
+            f"run `warehouse verify {root}`"
+        )
+    if spec.dtype not in STORAGE_DTYPES or str(arr.dtype) != STORAGE_DTYPES[spec.dtype]:
+        raise FormatError(
+            f"array {spec.path} stores {arr.dtype}, manifest says {spec.dtype}; "
+            f"run `warehouse verify {root}`"
         )
     return arr
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from pathlib import Path
 from typing import Any
 
 from warehouse import __version__
 from warehouse.errors import FormatError
 from warehouse.store.arrays import ArraySpec
-from warehouse.store.files import atomic_write_json, read_json
+from warehouse.store.files import atomic_write_json, read_json, safe_relative
 
 FORMAT_NAME = "relation-warehouse"
 FORMAT_VERSION = 1
@@ -37,7 +40,30 @@ def is_warehouse(root: Path) -> bool:
     return (root / MANIFEST).is_file()
 
 
+# "https://h/w" becomes "https:/h/w" once it has been through pathlib, so match one slash.
+# (Two letters at least, so a Windows drive "C:/" is a path.)
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
+def fingerprint(parts: dict[str, Any]) -> str:
+    """sha256 of what made a warehouse (model, dataset, capture), as ingest records it."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+def check_local(root: str | Path) -> Path:
+    """A warehouse argument as a local folder; URLs are refused with what to do instead."""
+    text = str(root)
+    if _URL.match(text):
+        raise FormatError(
+            f"{text}: remote warehouses (URLs) are not supported yet; copy the folder "
+            "locally (e.g. with rsync) and give its path"
+        )
+    return Path(text)
+
+
 def load_manifest(root: Path) -> dict[str, Any]:
+    root = check_local(root)
     if not root.exists():
         raise FormatError(f"{root}: no such warehouse folder")
     if not is_warehouse(root):
@@ -56,6 +82,13 @@ def load_manifest(root: Path) -> dict[str, Any]:
     for field in ("model", "dataset", "capture", "counts", "tables", "arrays", "state"):
         if not isinstance(m.get(field), dict):
             raise FormatError(f"{root / MANIFEST}: field {field!r} is missing or not an object")
+    # Every path a manifest names is opened relative to the folder: a shared warehouse must
+    # not point a reader (or a writer) at files outside it.
+    for kind in ("tables", "arrays"):
+        for name, entry in m[kind].items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+                raise FormatError(f"{root / MANIFEST}: {kind} entry {name!r} has no path")
+            safe_relative(root, entry["path"])
     return m
 
 

@@ -22,14 +22,20 @@ from warehouse.errors import WarehouseError
 from warehouse.queries.views import (
     DERIVED_VIEWS,
     ZarrView,
-    parquet_glob,
     parquet_views,
     scan_parquet_view,
     zarr_views,
 )
-from warehouse.store.manifest import array_specs, load_manifest
+from warehouse.store.manifest import array_specs, check_local, load_manifest
+from warehouse.store.tables import check_table
 
 Engine = Literal["polars", "duckdb"]
+# Polars SQL's table functions that read files (read_csv, read_parquet, read_ipc, ...).
+_FILE_FUNCTIONS = re.compile(r"\bread_[a-z_]+\s*\(", re.IGNORECASE)
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 ZARR_VIEWS = ("activations", "responses")
 
 
@@ -45,12 +51,13 @@ class Warehouse:
     @classmethod
     def open(cls, path: str | Path) -> Warehouse:
         """Open a warehouse folder. (fsspec URLs are planned; the argument is a str for that.)"""
-        if isinstance(path, str) and "://" in path and not path.startswith("file://"):
-            raise WarehouseError(
-                f"{path}: remote warehouses are not supported yet; copy it locally"
-            )
-        root = Path(str(path).removeprefix("file://"))
+        text = str(path)
+        root = check_local(text.removeprefix("file://") if text.startswith("file:///") else text)
         manifest = load_manifest(root)
+        # prompts/tokens are read by Polars and DuckDB directly: check them against the
+        # manifest once here, so an edited table is refused rather than queried.
+        for entry in manifest["tables"].values():
+            check_table(root / entry["path"], entry.get("sha256"))
         return cls(
             root, manifest, zarr_views(root, manifest, array_specs(manifest)), parquet_views(root)
         )
@@ -77,6 +84,13 @@ class Warehouse:
 
     def sql_lazy(self, query: str) -> pl.LazyFrame:
         """The query as a LazyFrame (Polars engine), to stream or inspect with .explain()."""
+        if _FILE_FUNCTIONS.search(query):
+            # Polars SQL can read any file with read_csv('...') and friends; a warehouse query
+            # reads the warehouse's views only (load other files yourself, in Python).
+            raise WarehouseError(
+                "warehouse queries read the warehouse's views only, not files: "
+                f"{_FILE_FUNCTIONS.search(query).group(0).strip()}...) is not allowed"
+            )
         ctx = pl.SQLContext({name: self.lazy(name) for name in self.tables()}, eager=False)
         try:
             return ctx.execute(query)
@@ -95,11 +109,29 @@ class Warehouse:
     def _sql_duckdb(self, query: str) -> pl.DataFrame:
         import duckdb
 
-        con = duckdb.connect()
-        for name in self._parquet:
-            glob = str(parquet_glob(self.root, name)).replace("'", "''")
-            con.execute(f"create view {name} as select * from read_parquet('{glob}')")
+        con = duckdb.connect(config={"autoinstall_known_extensions": False})
         try:
+            files = []
+            for name, paths in self._parquet.items():
+                files += [str(p) for p in paths]
+                listed = ", ".join(_sql_str(str(p)) for p in paths)
+                con.execute(f"create view {name} as select * from read_parquet([{listed}])")
+            # The views are the only files the connection may touch: no other file, no
+            # URL, no extension install, no ATTACH or COPY elsewhere, and the settings are
+            # locked so the query cannot undo this.
+            con.execute(f"set allowed_paths = [{', '.join(_sql_str(f) for f in files)}]")
+            con.execute("set enable_external_access = false")
+            con.execute("set lock_configuration = true")
+            statements = con.extract_statements(query)
+            kinds = {s.type for s in statements}
+            if len(statements) != 1 or not kinds <= {
+                duckdb.StatementType.SELECT,
+                duckdb.StatementType.EXPLAIN,
+            }:
+                raise WarehouseError(
+                    "warehouse queries are one SELECT statement (no COPY, ATTACH, INSTALL, "
+                    f"SET, PRAGMA or writes); got {', '.join(t.name for t in kinds) or 'none'}"
+                )
             return con.sql(query).pl()
         except duckdb.Error as e:
             raise WarehouseError(self._sql_error(e, duckdb=True)) from None
