@@ -55,6 +55,7 @@ def check_local(root: str | Path) -> Path:
     """A warehouse argument as a local folder; URLs are refused with what to do instead."""
     text = str(root)
     if _URL.match(text):
+        text = re.sub(r"^([^:/]+):/(?!/)", r"\1://", text)  # undo pathlib's "https:/h"
         raise FormatError(
             f"{text}: remote warehouses (URLs) are not supported yet; copy the folder "
             "locally (e.g. with rsync) and give its path"

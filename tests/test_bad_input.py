@@ -358,7 +358,7 @@ def case_symlink_out_of_warehouse(c: Ctx):
 
 @case
 def case_remote_url(c: Ctx):
-    return ["info", "https://example.org/shared/w"], "remote warehouses (URLs) are not supported"
+    return ["info", "https://example.org/shared/w"], "https://example.org/shared/w: remote"
 
 
 @case
@@ -414,7 +414,7 @@ def case_duckdb_copy_to_file(c: Ctx):
 @case
 def case_duckdb_reads_outside(c: Ctx):
     sql = "select * from read_csv('/etc/hostname')"
-    return ["query", str(c.w), sql, "--engine", "duckdb"], "disabled by configuration"
+    return ["query", str(c.w), sql, "--engine", "duckdb"], "reads only this warehouse's tables"
 
 
 # -- stats and selections

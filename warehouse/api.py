@@ -151,6 +151,11 @@ class Warehouse:
                     f"(duckdb tables: {', '.join(sorted(self._parquet))})"
                 )
             return self._missing(name)
+        if duckdb and "disabled by configuration" in msg:
+            return (
+                f"the duckdb engine reads only this warehouse's tables, no other file or URL "
+                f"({msg}); load other data yourself and join it in Python"
+            )
         return (
             f"SQL error: {msg.removeprefix('Parser Error: ')} (tables: {', '.join(self.tables())})"
         )
