@@ -63,7 +63,9 @@ def check_local(root: str | Path) -> Path:
     return Path(text)
 
 
-def load_manifest(root: Path) -> dict[str, Any]:
+def load_manifest(root: Path, *, check_fingerprint: bool = True) -> dict[str, Any]:
+    """Read and check a warehouse's manifest. `check_fingerprint` refuses a manifest whose
+    model, dataset or capture fields were edited after the ingest (verify reports it instead)."""
     root = check_local(root)
     if not root.exists():
         raise FormatError(f"{root}: no such warehouse folder")
@@ -90,6 +92,13 @@ def load_manifest(root: Path) -> dict[str, Any]:
             if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
                 raise FormatError(f"{root / MANIFEST}: {kind} entry {name!r} has no path")
             safe_relative(root, entry["path"])
+    if check_fingerprint and "fingerprint" in m:
+        parts = {k: m[k] for k in ("model", "dataset", "capture")}
+        if fingerprint(parts) != m["fingerprint"]:
+            raise FormatError(
+                f"{root / MANIFEST}: its model, dataset or capture fields were edited (they "
+                "no longer match its fingerprint); restore the original manifest.json"
+            )
     return m
 
 
