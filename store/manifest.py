@@ -63,9 +63,12 @@ def check_local(root: str | Path) -> Path:
     return Path(text)
 
 
-def load_manifest(root: Path, *, check_fingerprint: bool = True) -> dict[str, Any]:
+def load_manifest(
+    root: Path, *, check_fingerprint: bool = True, check_paths: bool = True
+) -> dict[str, Any]:
     """Read and check a warehouse's manifest. `check_fingerprint` refuses a manifest whose
-    model, dataset or capture fields were edited after the ingest (verify reports it instead)."""
+    model, dataset or capture fields were edited after the ingest, `check_paths` one that
+    names a path outside the folder (verify turns both off and reports them instead)."""
     root = check_local(root)
     if not root.exists():
         raise FormatError(f"{root}: no such warehouse folder")
@@ -91,7 +94,8 @@ def load_manifest(root: Path, *, check_fingerprint: bool = True) -> dict[str, An
         for name, entry in m[kind].items():
             if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
                 raise FormatError(f"{root / MANIFEST}: {kind} entry {name!r} has no path")
-            safe_relative(root, entry["path"])
+            if check_paths:
+                safe_relative(root, entry["path"])
     if check_fingerprint and "fingerprint" in m:
         parts = {k: m[k] for k in ("model", "dataset", "capture")}
         if fingerprint(parts) != m["fingerprint"]:
