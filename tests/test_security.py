@@ -216,6 +216,9 @@ def test_duckdb_engine_reads_only_the_warehouse(w, tmp_path):
         f"select * from read_csv('{secret}')",
         f"select * from read_parquet('{tmp_path / 'w' / '..' / 'secret.csv'}')",
         "select * from read_text('/etc/hostname')",
+        "select * from read_blob('/etc/hostname')",
+        "select * from sniff_csv('/etc/hostname')",  # once a way around external access
+        "select * from glob('/etc/*')",
         "select * from 'https://example.org/x.parquet'",
         f"copy (select 1) to '{target}'",
         f"copy (select 1) to '{w / 'inside.csv'}'",

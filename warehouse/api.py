@@ -23,7 +23,6 @@ from warehouse.queries.views import (
     DERIVED_VIEWS,
     ZarrView,
     parquet_views,
-    scan_parquet_view,
     zarr_views,
 )
 from warehouse.store.manifest import array_specs, check_local, load_manifest
@@ -71,7 +70,8 @@ class Warehouse:
         if name in self._zarr:
             return self._zarr[name].lazy()
         if name in self._parquet:
-            return scan_parquet_view(self.root, name)
+            # The files listed (and checked) when the warehouse was opened, not a new glob.
+            return pl.scan_parquet(self._parquet[name])
         raise WarehouseError(self._missing(name))
 
     def sql(self, query: str, *, engine: Engine = "polars") -> pl.DataFrame:
