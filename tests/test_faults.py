@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import shutil
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -113,6 +114,18 @@ def _cli_verify(capsys, w: Path) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
+def _open(w: Path):
+    from warehouse.api import Warehouse
+
+    return Warehouse.open(w)
+
+
+def _read_selection(w: Path, name: str):
+    from warehouse.analysis.selections import read_selection
+
+    return read_selection(w, name)
+
+
 def _read_activations(w: Path):
     from warehouse.api import Warehouse
 
@@ -185,15 +198,13 @@ FAULTS: dict[str, tuple] = {
     "missing_array_metadata": (
         lambda w: (w / "responses.zarr/ffn.act/max/zarr.json").unlink(),
         ["array responses/ffn.act/max: metadata responses.zarr/ffn.act/max/zarr.json is missing"],
-        lambda w: __import__("warehouse.api", fromlist=["Warehouse"])
-        .Warehouse.open(w)
-        .sql("select max(value) from responses where pooling = 'max'"),
+        lambda w: _open(w).sql("select max(value) from responses where pooling = 'max'"),
         "missing or unreadable",
     ),
     "missing_parquet_table": (
         lambda w: (w / "tokens.parquet").unlink(),
         ["table tokens: file tokens.parquet is missing"],
-        lambda w: __import__("warehouse.api", fromlist=["Warehouse"]).Warehouse.open(w),
+        _open,
         "tokens.parquet: table file is missing",
     ),
     "edited_parquet_table": (
@@ -205,9 +216,7 @@ FAULTS: dict[str, tuple] = {
     "flipped_byte_in_parquet_table": (
         lambda w: _flip(w / "tokens.parquet"),
         ["table tokens: tokens.parquet does not match its checksum"],
-        lambda w: __import__("warehouse.api", fromlist=["Warehouse"])
-        .Warehouse.open(w)
-        .sql("select count(*) from tokens"),
+        lambda w: _open(w).sql("select count(*) from tokens"),
         "tokens.parquet does not match its checksum",
     ),
     "manifest_shape_edited": (
@@ -283,7 +292,7 @@ FAULTS: dict[str, tuple] = {
     "symlink_out": (
         _symlink_out,
         ["symbolic link evals/x.parquet -> "],
-        lambda w: __import__("warehouse.api", fromlist=["Warehouse"]).Warehouse.open(w),
+        _open,
         "leads outside the warehouse",
     ),
     "stats_table_missing": (
@@ -295,9 +304,7 @@ FAULTS: dict[str, tuple] = {
     "selection_table_damaged": (
         lambda w: (w / "selections" / "cap.parquet").write_bytes(b"PAR1 not really PAR1"),
         ["selections/cap.parquet is not a readable Parquet file"],
-        lambda w: __import__("warehouse.analysis.selections", fromlist=["x"]).read_selection(
-            w, "cap"
-        ),
+        lambda w: _read_selection(w, "cap"),
         "not a readable Parquet file",
     ),
     "stale_writer_lock": (
@@ -305,7 +312,7 @@ FAULTS: dict[str, tuple] = {
             json.dumps(
                 {
                     "pid": 2**22 + 12345,  # above pid_max: no such process
-                    "host": __import__("socket").gethostname(),
+                    "host": socket.gethostname(),
                     "command": "ingest",
                     "started": "2026-01-01T00:00:00Z",
                 }
