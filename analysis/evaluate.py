@@ -47,6 +47,7 @@ from warehouse.ingest.models import LoadedModel, load_model
 from warehouse.ingest.tokens import token_ids_by_prompt
 from warehouse.store.files import atomic_write_json, read_json, sha256_file
 from warehouse.store.location import local_folder
+from warehouse.store.lock import WriterLock
 from warehouse.store.manifest import load_manifest
 from warehouse.store.tables import read_table, write_table
 
@@ -593,7 +594,7 @@ def run_eval(
     conds = conditions(sel, cfg) if sel is not None else []
     runner = _Runner(root, manifest, cfg, token_ids, loaded)
 
-    with _Progress(show_progress) as progress:
+    with WriterLock(root, "eval"), _Progress(show_progress) as progress:
         base_path = _baseline(root, prompts, runner, cfg, progress)
         if sel is None or chosen is None:
             return summarize(base_path) if as_json else base_path

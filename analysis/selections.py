@@ -35,6 +35,7 @@ from warehouse.analysis.stats import (
 )
 from warehouse.errors import FormatError, WarehouseError
 from warehouse.store.files import atomic_write_json, read_json
+from warehouse.store.lock import WriterLock
 from warehouse.store.manifest import load_manifest
 from warehouse.store.tables import read_table, write_table
 
@@ -175,7 +176,7 @@ def select(
         **_model_meta(manifest, site),
         **_size_meta(frame, layers),
     }
-    return _write(root, name, frame, meta)
+    return _write(root, name, frame, meta, overwrite)
 
 
 def _check_name(root: Path, name: str, overwrite: bool) -> None:
@@ -349,7 +350,9 @@ def _size_meta(frame: pl.DataFrame, layers: list[int]) -> dict[str, Any]:
     return {"size": len(frame), "per_layer": {str(n): by_layer.get(n, 0) for n in layers}}
 
 
-def _write(root: Path, name: str, frame: pl.DataFrame, meta: dict[str, Any]) -> Path:
+def _write(
+    root: Path, name: str, frame: pl.DataFrame, meta: dict[str, Any], overwrite: bool
+) -> Path:
     parquet, side = selection_paths(root, name)
     meta = {
         **meta,
@@ -358,9 +361,15 @@ def _write(root: Path, name: str, frame: pl.DataFrame, meta: dict[str, Any]) -> 
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     # The sidecar marks a selection as present, so it goes last (and first on overwrite).
-    side.unlink(missing_ok=True)
-    write_table(parquet, frame.to_arrow().cast(SCHEMA))  # polars writes large_string
-    atomic_write_json(side, meta)
+    with WriterLock(root, "select"):
+        if side.exists() and not overwrite:  # made by another process since the check
+            raise WarehouseError(
+                f"a selection named {name!r} already exists in {root}; choose another name "
+                "or pass --overwrite"
+            )
+        side.unlink(missing_ok=True)
+        write_table(parquet, frame.to_arrow().cast(SCHEMA))  # polars writes large_string
+        atomic_write_json(side, meta)
     return parquet
 
 
@@ -409,4 +418,4 @@ def random_like(root: Path | str, name: str, like: str, seed: int, overwrite: bo
         **_model_meta(manifest, site),
         **_size_meta(frame, layers),
     }
-    return _write(root, name, frame, meta)
+    return _write(root, name, frame, meta, overwrite)

@@ -45,6 +45,7 @@ from warehouse.store.arrays import NEURON_CHUNK, ArraySpec, from_storage, open_a
 from warehouse.store.checksums import require_complete
 from warehouse.store.files import atomic_write_json, read_json, sha256_file
 from warehouse.store.location import local_folder
+from warehouse.store.lock import WriterLock
 from warehouse.store.manifest import array_specs, load_manifest
 from warehouse.store.tables import ROW_GROUP_SIZE, read_table
 
@@ -256,24 +257,25 @@ def run_stats(
         "baseline_sha256": sha256_file(_baseline(root)) if filter_correct else None,
     }
     paths = []
-    for s in sites:
-        opts = StatsOptions(
-            site=s,
-            pooling=pooling,
-            negatives=negatives,
-            split=split,
-            seed=None if negatives == "all" else seed,
-            per_language=per_language,
-            filter_correct=filter_correct,
-        )
-        path = root / STATS_DIR / f"{opts.stem}.parquet"
-        if not force and is_current(path, opts, inputs):
+    with WriterLock(root, "stats"):
+        for s in sites:
+            opts = StatsOptions(
+                site=s,
+                pooling=pooling,
+                negatives=negatives,
+                split=split,
+                seed=None if negatives == "all" else seed,
+                per_language=per_language,
+                filter_correct=filter_correct,
+            )
+            path = root / STATS_DIR / f"{opts.stem}.parquet"
+            if not force and is_current(path, opts, inputs):
+                paths.append(path)
+                continue
+            spec = specs[f"responses/{s}/{pooling}"]
+            units = manifest["model"]["units"][s]
+            _compute_and_write(root, path, spec, units, opts, inputs, threads, show_progress)
             paths.append(path)
-            continue
-        spec = specs[f"responses/{s}/{pooling}"]
-        units = manifest["model"]["units"][s]
-        _compute_and_write(root, path, spec, units, opts, inputs, threads, show_progress)
-        paths.append(path)
     return paths
 
 
@@ -334,10 +336,18 @@ def _read_slabs(
 
     def read(slab: tuple[int, int, int]) -> np.ndarray:
         li, a, b = slab
-        if every_row:
-            x = arr[:, li, a:b]
-        else:
-            x = arr.get_orthogonal_selection((rows, li, slice(a, b)))
+        try:
+            if every_row:
+                x = arr[:, li, a:b]
+            else:
+                x = arr.get_orthogonal_selection((rows, li, slice(a, b)))
+        except WarehouseError:
+            raise
+        except Exception as e:  # zstd/zarr raise RuntimeError, ValueError, ... on damage
+            raise FormatError(
+                f"{spec.path}: layer index {li}, neurons {a}..{b - 1} could not be read "
+                f"({type(e).__name__}: {e}); run `warehouse verify` on the warehouse"
+            ) from e
         return from_storage(np.asarray(x), spec.dtype)
 
     with ThreadPoolExecutor(max_workers=1) as reader:

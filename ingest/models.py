@@ -377,12 +377,23 @@ def _load_weights(
     kwargs = src.kwargs()
     if device is not None and device.type != "cpu":
         kwargs["device_map"] = {"": device}  # load straight onto the GPU, no CPU copy
+    if src.kind != "gguf":
+        # Pickled checkpoints (.bin/.pt) can run code when loaded; only safetensors are read.
+        kwargs["use_safetensors"] = True
     try:
         model = AutoModelForCausalLM.from_pretrained(
             src.ref, dtype=dtype, attn_implementation=ATTN_IMPLEMENTATION, **kwargs
         )
     except (OSError, ValueError, RuntimeError, KeyError) as err:
-        raise ModelError(f"cannot load the weights of {spec!r}: {_first_line(err)}") from None
+        hint = ""
+        if src.kind == "dir" and not any(Path(src.ref).glob("*.safetensors")):
+            hint = (
+                "; relation-warehouse reads safetensors or GGUF weights only, never pickled "
+                ".bin/.pt files: convert them to safetensors first"
+            )
+        raise ModelError(
+            f"cannot load the weights of {spec!r}: {_first_line(err)}{hint}"
+        ) from None
     if src.kind == "gguf":
         _drop_gguf_quantizer(model)
     model.eval()

@@ -35,7 +35,8 @@ from warehouse.store.arrays import (
     response_spec,
 )
 from warehouse.store.checksums import finalize_checksums
-from warehouse.store.files import is_temp_file
+from warehouse.store.files import is_temp_file, sha256_file
+from warehouse.store.lock import WriterLock
 from warehouse.store.manifest import (
     array_specs,
     fingerprint_of,
@@ -216,9 +217,15 @@ def _create(
     root = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         manifest = _lay_out(root, plan, loaded, prompts, shard)
-        if final.exists():
-            final.rmdir()  # only ever an empty folder here (ingest checked)
-        os.rename(root, final)
+        try:
+            if final.exists():
+                final.rmdir()  # only ever an empty folder here (ingest checked)
+            os.rename(root, final)
+        except OSError:
+            # Another ingest put its warehouse there first: ours is dropped, and the
+            # caller meets that one under the writer lock (resume or refusal).
+            if not is_warehouse(final):
+                raise
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return manifest
@@ -259,9 +266,15 @@ def _lay_out(
         fingerprint=_fingerprint(plan),
         counts={"prompts": prompt_table.num_rows, "tokens": token_table.num_rows},
     )
+    # Checksums of the tables now (not only at the end), so a reader of a warehouse that is
+    # still being written, or whose ingest stopped, can tell an edited table too.
     manifest["tables"] = {
-        "prompts": {"path": "prompts.parquet", "rows": prompt_table.num_rows},
-        "tokens": {"path": "tokens.parquet", "rows": token_table.num_rows},
+        name: {
+            "path": f"{name}.parquet",
+            "rows": table.num_rows,
+            "sha256": sha256_file(root / f"{name}.parquet"),
+        }
+        for name, table in (("prompts", prompt_table), ("tokens", token_table))
     }
     manifest["arrays"] = {s.key: s.to_json() for s in specs}
     if shard is not None:
@@ -295,7 +308,11 @@ def ingest(
     if loaded is None:
         loaded = load_model(cfg.model, dtype=cfg.model_dtype, device=cfg.device)
     plan = _plan(cfg, loaded, dataset, len(prompts))
-    if is_warehouse(root):
+    if not is_warehouse(root):
+        _create(root, plan, loaded, prompts, cfg.shard)
+    # One writer at a time; what it finds is read under the lock, so of two runs started
+    # together one writes and the other is told who holds the warehouse.
+    with WriterLock(root, "ingest"):
         manifest = load_manifest(root)
         want = fingerprint_of({**plan, "shard": _shard_key(cfg.shard)})
         if manifest.get("fingerprint") != want:
@@ -310,9 +327,7 @@ def ingest(
         if manifest["state"]["status"] == "complete":
             return manifest
         _remove_temp_files(root)
-    else:
-        manifest = _create(root, plan, loaded, prompts, cfg.shard)
-    return _run_batches(root, manifest, loaded, show_progress, on_progress)
+        return _run_batches(root, manifest, loaded, show_progress, on_progress)
 
 
 def _shard_key(shard: tuple[int, int] | dict | None) -> dict | None:

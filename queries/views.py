@@ -609,12 +609,24 @@ def parquet_views(root: Path | Location) -> dict[str, list[Path]] | dict[str, li
     views: dict[str, list[Path]] = {}
     for name in ("prompts", "tokens"):
         if (root / f"{name}.parquet").is_file():
-            views[name] = [root / f"{name}.parquet"]
+            views[name] = [_inside(root, root / f"{name}.parquet")]
     for name in DERIVED_VIEWS:
         files = sorted((root / name).glob("*.parquet")) if (root / name).is_dir() else []
         if files:
-            views[name] = files
+            views[name] = [_inside(root, f) for f in files]
     return views
+
+
+def _inside(root: Path, path: Path) -> Path:
+    """A view's file, refused when it is a link (or under one) leading out of the warehouse."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        raise FormatError(
+            f"{path} leads outside the warehouse (a symbolic link?); a warehouse holds plain "
+            f"files only: remove it, then run `warehouse verify {root}`"
+        ) from None
+    return path
 
 
 def parquet_glob(root: Path, name: str) -> Path:
@@ -636,4 +648,6 @@ def scan_parquet_view(
     if isinstance(root, Location) and root.remote:
         # Polars pushes projections and simple filters into the pyarrow scan.
         return pl.scan_pyarrow_dataset(remote_dataset(root, files or []))
+    if files:  # the files listed (and checked) when the warehouse was opened, not a new glob
+        return pl.scan_parquet(files)
     return pl.scan_parquet(parquet_glob(Path(str(root)), name))

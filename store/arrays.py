@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.codecs import BytesCodec, ZstdCodec
+from zarr.storage import LocalStore
 
 from warehouse.errors import FormatError
 from warehouse.store.location import Location
@@ -122,14 +123,34 @@ def create_array(root: Path, spec: ArraySpec) -> zarr.Array:
     return arr
 
 
+class MissingChunkError(FormatError):
+    """A chunk file that must exist is absent (zarr would read it as zeros)."""
+
+
+class StrictStore(LocalStore):
+    """A read-only LocalStore for which an absent chunk is an error, not the fill value.
+
+    A warehouse writes every chunk (`write_empty_chunks`), so a missing one is damage; plain
+    zarr would hand back zeros for it, i.e. silently wrong numbers.
+    """
+
+    async def get(self, key, prototype=None, byte_range=None):  # type: ignore[override]
+        value = await super().get(key, prototype, byte_range)
+        if value is None and key.startswith("c/"):
+            raise MissingChunkError(f"chunk file {self.root / key} is missing")
+        return value
+
+
 def open_array(root: Path | Location, spec: ArraySpec, mode: str = "r") -> zarr.Array:
-    """Open an array of a local folder, or read-only of a remote warehouse (a `Location`)."""
+    """Open an array of a local folder (reads refuse missing chunks), or read-only of a
+    remote warehouse (a `Location`)."""
     if isinstance(root, Location) and root.remote:
         if mode != "r":
             root.require_local("writing an array")
         store: Any = root.zarr_store(spec.path)
     else:
-        store = str(Path(str(root)) / spec.path)
+        local = Path(str(root)) / spec.path
+        store = StrictStore(local, read_only=True) if mode == "r" else str(local)
     try:
         arr = zarr.open_array(store=store, mode=mode, zarr_format=3)
     except (
@@ -141,7 +162,13 @@ def open_array(root: Path | Location, spec: ArraySpec, mode: str = "r") -> zarr.
         raise FormatError(f"array {spec.path} is missing or unreadable ({e})") from None
     if tuple(arr.shape) != spec.shape:
         raise FormatError(
-            f"array {spec.path} has shape {tuple(arr.shape)}, manifest says {spec.shape}"
+            f"array {spec.path} has shape {tuple(arr.shape)}, manifest says {spec.shape}; "
+            f"run `warehouse verify {root}`"
+        )
+    if spec.dtype not in STORAGE_DTYPES or str(arr.dtype) != STORAGE_DTYPES[spec.dtype]:
+        raise FormatError(
+            f"array {spec.path} stores {arr.dtype}, manifest says {spec.dtype}; "
+            f"run `warehouse verify {root}`"
         )
     return arr
 

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import zarr
 
 from warehouse.errors import FormatError, WarehouseError
-from warehouse.store.arrays import ArraySpec, chunk_keys
+from warehouse.store.arrays import STORAGE_DTYPES, ArraySpec, chunk_keys
 from warehouse.store.files import is_temp_file, safe_relative, sha256_file, sha256_files
 from warehouse.store.location import Location
-from warehouse.store.manifest import MANIFEST, array_specs, load_manifest
+from warehouse.store.lock import LOCK, lock_status
+from warehouse.store.manifest import MANIFEST, array_specs, fingerprint_of, load_manifest
+
+# Folders of Parquet tables (+ JSON sidecars) written by later stages, and their commands.
+DERIVED = {"stats": "stats", "selections": "select", "evals": "eval"}
+# Folders of `warehouse study` (its record and perplexity table) and a report drawn into the
+# warehouse (`warehouse demo` puts it there): outputs of later stages, not checked here.
+OUTPUTS = ("study", "report")
 
 
 def array_files(spec: ArraySpec) -> list[str]:
@@ -31,8 +41,12 @@ def finalize_checksums(root: Path, manifest: dict) -> None:
 
 @dataclass
 class Report:
+    """What `verify` found. `problems` are damage (exit 1); `notes` are states that are not
+    damage, such as an ingest that stopped after its last committed batch."""
+
     problems: list[str] = field(default_factory=list)
     checked_files: int = 0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -43,6 +57,262 @@ def _group_files(path: str) -> set[str]:
     """zarr.json files of the groups above an array (e.g. activations.zarr/zarr.json)."""
     parts = Path(path).parts
     return {str(Path(*parts[:i], "zarr.json")) for i in range(1, len(parts))}
+
+
+def verify(root: Path | str | Location) -> Report:
+    """Check a warehouse file by file; every problem is reported, none is fatal to the check.
+
+    A warehouse whose ingest has not finished is checked up to its committed rows: every
+    chunk below the committed mark must exist and decode, later ones may be absent. A remote
+    or zipped warehouse is checked read-only (`_verify_remote`).
+    """
+    loc = Location.of(root)
+    if loc.remote:
+        return _verify_remote(loc)
+    root = loc.local
+    report = Report()
+    manifest = load_manifest(root, check_fingerprint=False, check_paths=False)
+    state = manifest["state"]
+    complete = state.get("status") == "complete"
+    lock = lock_status(root)
+    writing = lock is not None and lock.get("stale") is not True
+    if not complete:
+        report.notes.append(
+            "ingest not finished: checked up to the last committed batch "
+            f"({state.get('prompts_committed', 0)} of {manifest['counts'].get('prompts')} "
+            "prompts); re-run the same ingest command to resume"
+        )
+    _verify_fingerprint(manifest, report)
+    expected = {MANIFEST}
+    for name, entry in manifest["tables"].items():
+        try:
+            path = safe_relative(root, entry["path"])
+        except FormatError as e:
+            report.problems.append(f"table {name}: {e}")
+            continue
+        expected.add(entry["path"])
+        report.checked_files += 1
+        _verify_table(name, entry, path, report)
+    for key, spec in array_specs(manifest).items():
+        try:
+            safe_relative(root, spec.path)
+        except FormatError as e:
+            report.problems.append(f"array {key}: {e}")
+            continue
+        files = array_files(spec)
+        expected.update(files)
+        expected.update(_group_files(spec.path))
+        report.checked_files += len(files)
+        _verify_spec(manifest, key, spec, report)
+        digest = manifest["arrays"][key].get("sha256")
+        committed = _committed_rows(key, spec, state, complete)
+        _verify_array(root, key, spec, digest, complete, committed, report)
+    _verify_listed_files(loc, manifest, expected, report)
+    _verify_derived(root, report)
+    for dirpath, dirnames, names in os.walk(root):
+        for n in [*dirnames, *names]:
+            full = os.path.join(dirpath, n)
+            rel = os.path.relpath(full, root)
+            if os.path.islink(full):
+                # A link can point anywhere; a warehouse is plain files, so it is refused.
+                report.problems.append(
+                    f"symbolic link {rel} -> {os.readlink(full)}: a warehouse holds no links"
+                )
+            elif n in names and rel not in expected:
+                _verify_other_file(rel, n, lock, writing, report)
+    return report
+
+
+def _verify_table(name: str, entry: dict, path: Path, report: Report) -> None:
+    if not path.is_file():
+        report.problems.append(f"table {name}: file {entry['path']} is missing")
+        return
+    digest = entry.get("sha256")
+    if digest is not None and sha256_file(path) != digest:
+        report.problems.append(f"table {name}: {entry['path']} does not match its checksum")
+        return
+    rows = _parquet_rows(path)
+    if rows is None:
+        report.problems.append(f"table {name}: {entry['path']} is not a readable Parquet file")
+    elif rows != entry.get("rows"):
+        report.problems.append(
+            f"table {name}: {entry['path']} has {rows} rows, the manifest says {entry.get('rows')}"
+        )
+
+
+def _verify_other_file(
+    rel: str, name: str, lock: dict | None, writing: bool, report: Report
+) -> None:
+    """A file the manifest does not list: a derived table, the writer lock, or a stray."""
+    top = rel.split(os.sep, 1)[0]
+    if top in DERIVED and os.sep in rel and not is_temp_file(name):
+        return  # checked by _verify_derived
+    if top in OUTPUTS and os.sep in rel:
+        return
+    if rel == LOCK and lock is not None:
+        if lock.get("stale") is True:
+            report.problems.append(
+                f"stale writer lock {LOCK}: `{lock.get('command')}` (pid {lock.get('pid')}) "
+                f"was killed; re-run that command (it takes the lock over), or delete {LOCK}"
+            )
+        else:
+            report.notes.append(
+                f"a writer holds {LOCK}: `{lock.get('command')}` (pid {lock.get('pid')} on "
+                f"{lock.get('host')}), so files may still change"
+            )
+        return
+    if is_temp_file(name):
+        if not writing:  # while a writer runs, its temp files are work in progress
+            report.problems.append(f"leftover temp file: {rel}")
+        return
+    report.problems.append(f"unexpected file: {rel}")
+
+
+def _parquet_rows(path: Path) -> int | None:
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (OSError, pa.ArrowException):
+        return None
+
+
+def _verify_fingerprint(manifest: dict, report: Report) -> None:
+    """model, dataset and capture are what the fingerprint was computed from at ingest, so an
+    edit of any of them (a swapped weights hash, another layer list) shows up here."""
+    if fingerprint_of(manifest) != manifest.get("fingerprint"):
+        report.problems.append(
+            "manifest.json: its model, dataset or capture fields do not match its fingerprint "
+            "(edited after the ingest?); restore the original manifest.json"
+        )
+
+
+def _verify_spec(manifest: dict, key: str, spec: ArraySpec, report: Report) -> None:
+    """The manifest's description of an array agrees with the rest of the manifest."""
+    kind, site = key.split("/")[:2]
+    want_rows = manifest["counts"].get("tokens" if kind == "activations" else "prompts")
+    if spec.shape[0] != want_rows:
+        report.problems.append(
+            f"array {key}: manifest shape {list(spec.shape)} has {spec.shape[0]} rows, "
+            f"the manifest's counts say {want_rows}"
+        )
+    units = manifest["model"].get("units", {}).get(site)
+    if spec.shape[2] != units or list(spec.layers) != list(manifest["capture"].get("layers", [])):
+        report.problems.append(
+            f"array {key}: manifest shape {list(spec.shape)} / layers {list(spec.layers)} "
+            f"disagree with the model's {units} units and the captured layers"
+        )
+    if spec.dtype != manifest["capture"].get("dtype"):
+        report.problems.append(
+            f"array {key}: manifest dtype {spec.dtype!r} differs from the capture dtype "
+            f"{manifest['capture'].get('dtype')!r}"
+        )
+
+
+def _committed_rows(key: str, spec: ArraySpec, state: dict, complete: bool) -> int:
+    if complete:
+        return spec.shape[0]
+    mark = state.get("tokens_committed" if key.startswith("activations/") else "prompts_committed")
+    return min(int(mark or 0), spec.shape[0])
+
+
+def _verify_derived(root: Path, report: Report) -> None:
+    """stats/, selections/, evals/: every Parquet file decodes, no sidecar lacks its table,
+    and row counts agree with what a sidecar records. (These files carry no checksum.)"""
+    for folder, command in DERIVED.items():
+        base = root / folder
+        if not base.is_dir() or base.is_symlink():
+            continue
+        for path in sorted(base.iterdir()):
+            rel = f"{folder}/{path.name}"
+            if path.is_symlink() or is_temp_file(path.name):
+                continue  # reported by the walk
+            report.checked_files += 1
+            if path.suffix == ".parquet":
+                try:
+                    rows = pq.read_table(path).num_rows  # decodes every page
+                except (OSError, pa.ArrowException) as e:
+                    report.problems.append(f"{rel} is not a readable Parquet file ({e})")
+                    continue
+                meta = _json_or_none(path.with_suffix(".json"))
+                want = None if meta is None else meta.get("rows", meta.get("size"))
+                if isinstance(want, int) and want != rows:
+                    report.problems.append(
+                        f"{rel} has {rows} rows, its sidecar {path.stem}.json says {want}"
+                    )
+            elif path.suffix == ".json":
+                if _json_or_none(path) is None:
+                    report.problems.append(f"{rel} is not a readable JSON sidecar")
+                elif not path.with_suffix(".parquet").is_file():
+                    report.problems.append(
+                        f"{rel}: its table {path.stem}.parquet is missing; re-run "
+                        f"`warehouse {command}` to make it again"
+                    )
+            else:
+                report.problems.append(f"unexpected file: {rel}")
+
+
+def _json_or_none(path: Path) -> dict | None:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def _verify_array(
+    root: Path,
+    key: str,
+    spec: ArraySpec,
+    digest: str | None,
+    complete: bool,
+    committed: int,
+    report: Report,
+) -> None:
+    meta = root / spec.path / "zarr.json"
+    if not meta.is_file():
+        report.problems.append(f"array {key}: metadata {spec.path}/zarr.json is missing")
+        return
+    try:
+        arr = zarr.open_array(store=str(root / spec.path), mode="r", zarr_format=3)
+    except Exception as e:  # any unreadable metadata is a finding, not a crash
+        report.problems.append(f"array {key}: metadata unreadable ({e})")
+        return
+    if tuple(arr.shape) != spec.shape or tuple(arr.chunks) != spec.chunks:
+        report.problems.append(
+            f"array {key}: shape/chunks {tuple(arr.shape)}/{tuple(arr.chunks)} differ from the "
+            f"manifest's {spec.shape}/{spec.chunks}"
+        )
+        return
+    if str(arr.dtype) != STORAGE_DTYPES.get(spec.dtype) or (
+        arr.attrs.get("warehouse_dtype") != spec.dtype
+    ):
+        report.problems.append(
+            f"array {key}: stores {arr.dtype} ({arr.attrs.get('warehouse_dtype')}), the "
+            f"manifest says {spec.dtype}"
+        )
+        return
+    bad = False
+    # Chunks are decoded one at a time: zstd's content checksum catches flipped bytes and
+    # truncation, and a missing file is named rather than read back as zeros.
+    for ck in chunk_keys(spec):
+        i, j, k = (int(x) for x in ck.rsplit("/c/", 1)[1].split("/"))
+        if not (root / ck).is_file():
+            # Below the committed mark every chunk must be there; above it (an ingest that
+            # has not finished) a chunk may not be written yet.
+            if i * spec.chunks[0] < committed:
+                report.problems.append(f"array {key}: chunk {ck} is missing")
+                bad = True
+            continue
+        sel = tuple(
+            slice(idx * c, min((idx + 1) * c, s))
+            for idx, c, s in zip((i, j, k), spec.chunks, spec.shape, strict=True)
+        )
+        try:
+            np.asarray(arr[sel])
+        except Exception as e:
+            report.problems.append(f"array {key}: chunk {ck} is corrupt ({type(e).__name__}: {e})")
+            bad = True
+    if complete and not bad and sha256_files(root, array_files(spec)) != digest:
+        report.problems.append(f"array {key}: files do not match the manifest checksum")
 
 
 def _sha256_at(loc: Location, rels: list[str], single: bool = False) -> str:
@@ -59,12 +329,27 @@ def _sha256_at(loc: Location, rels: list[str], single: bool = False) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def verify(root: Path | str | Location) -> Report:
+def _verify_listed_files(loc: Location, manifest: dict, expected: set[str], report: Report) -> None:
+    """Derived files an export or merge listed with checksums (stats, selections, evals)."""
+    for rel, digest in sorted((manifest.get("files") or {}).items()):
+        try:
+            _safe(loc, rel)
+        except FormatError as e:
+            report.problems.append(str(e))
+            continue
+        expected.add(rel)
+        report.checked_files += 1
+        if not loc.isfile(rel):
+            report.problems.append(f"file {rel} is missing")
+        elif _sha256_at(loc, [rel], single=True) != digest:
+            report.problems.append(f"file {rel} does not match its checksum")
+
+
+def _verify_remote(loc: Location) -> Report:
     """Check a warehouse file by file; every problem is reported, none is fatal to the check.
 
     Works read-only on a remote or zipped warehouse too (every byte is fetched once or twice).
     """
-    loc = Location.of(root)
     report = Report()
     manifest = load_manifest(loc)
     complete = manifest["state"].get("status") == "complete"
@@ -96,23 +381,13 @@ def verify(root: Path | str | Location) -> Report:
         expected.update(files)
         expected.update(_group_files(spec.path))
         report.checked_files += len(files)
-        _verify_array(loc, key, spec, manifest["arrays"][key].get("sha256"), complete, report)
-    # Derived files an export or merge listed with checksums (stats, selections, evals).
-    for rel, digest in sorted((manifest.get("files") or {}).items()):
-        try:
-            _safe(loc, rel)
-        except FormatError as e:
-            report.problems.append(str(e))
-            continue
-        expected.add(rel)
-        report.checked_files += 1
-        if not loc.isfile(rel):
-            report.problems.append(f"file {rel} is missing")
-        elif _sha256_at(loc, [rel], single=True) != digest:
-            report.problems.append(f"file {rel} does not match its checksum")
+        _verify_array_remote(
+            loc, key, spec, manifest["arrays"][key].get("sha256"), complete, report
+        )
+    _verify_listed_files(loc, manifest, expected, report)
     for rel in loc.walk():
         rel = rel.replace(os.sep, "/")
-        if rel not in expected and not rel.startswith(("stats/", "selections/", "evals/")):
+        if rel not in expected and not rel.startswith(tuple(f"{d}/" for d in (*DERIVED, *OUTPUTS))):
             n = rel.rsplit("/", 1)[-1]
             kind = "leftover temp file" if is_temp_file(n) else "unexpected file"
             report.problems.append(f"{kind}: {rel}")
@@ -126,7 +401,7 @@ def _safe(loc: Location, rel: str) -> None:
         raise FormatError(f"manifest path {rel!r} is not a relative path inside the warehouse")
 
 
-def _verify_array(
+def _verify_array_remote(
     loc: Location, key: str, spec: ArraySpec, digest: str | None, complete: bool, report: Report
 ) -> None:
     if not loc.isfile(f"{spec.path}/zarr.json"):

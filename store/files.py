@@ -70,10 +70,16 @@ def safe_relative(root: Path, rel: str) -> Path:
     """Resolve a manifest path, refusing absolute paths and anything that leaves the root."""
     p = Path(rel)
     if p.is_absolute() or ".." in p.parts:
-        raise FormatError(f"manifest path {rel!r} is not a relative path inside the warehouse")
+        raise FormatError(
+            f"manifest path {rel!r} is not a relative path inside the warehouse; the manifest "
+            "was edited or damaged: restore the original manifest.json"
+        )
     full = root / p
     try:
         full.resolve().relative_to(root.resolve())
     except ValueError:
-        raise FormatError(f"manifest path {rel!r} leads outside the warehouse") from None
+        raise FormatError(
+            f"manifest path {rel!r} leads outside the warehouse (through a symbolic link); "
+            "replace the link with the real files"
+        ) from None
     return full

@@ -10,7 +10,7 @@ from typing import Any
 from warehouse import __version__
 from warehouse.errors import FormatError
 from warehouse.store.arrays import ArraySpec
-from warehouse.store.files import atomic_write_json, read_json
+from warehouse.store.files import atomic_write_json, read_json, safe_relative
 from warehouse.store.location import Location
 
 FORMAT_NAME = "relation-warehouse"
@@ -40,13 +40,25 @@ def is_warehouse(root: Path) -> bool:
     return (root / MANIFEST).is_file()
 
 
-def load_manifest(root: Path | str | Location) -> dict[str, Any]:
-    """Read and check manifest.json of a local folder or (read-only) an fsspec URL."""
+def fingerprint(parts: dict[str, Any]) -> str:
+    """sha256 of what made a warehouse (model, dataset, capture), as ingest records it."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+def load_manifest(
+    root: Path | str | Location, *, check_fingerprint: bool = True, check_paths: bool = True
+) -> dict[str, Any]:
+    """Read and check manifest.json of a local folder or (read-only) an fsspec URL.
+
+    `check_fingerprint` refuses a manifest whose model, dataset or capture fields were edited
+    after the ingest, `check_paths` one that names a path outside the folder (verify turns
+    both off and reports them instead)."""
     loc = Location.of(root)
     if loc.remote:
         if not loc.isfile(MANIFEST):
             raise FormatError(f"{loc}: not a warehouse or not reachable (no {MANIFEST} there)")
-        return _checked(loc.read_json(MANIFEST), loc)
+        return _checked(loc.read_json(MANIFEST), loc, check_fingerprint, check_paths)
     root = loc.local
     if not root.exists():
         raise FormatError(f"{root}: no such warehouse folder")
@@ -54,10 +66,12 @@ def load_manifest(root: Path | str | Location) -> dict[str, Any]:
         raise FormatError(
             f"{root}: not a warehouse (no {MANIFEST}); create one with `warehouse ingest`"
         )
-    return _checked(read_json(root / MANIFEST), root)
+    return _checked(read_json(root / MANIFEST), root, check_fingerprint, check_paths)
 
 
-def _checked(m: Any, root: Path | Location) -> dict[str, Any]:
+def _checked(
+    m: Any, root: Path | Location, check_fingerprint: bool = True, check_paths: bool = True
+) -> dict[str, Any]:
     where = f"{root}/{MANIFEST}"
     if not isinstance(m, dict) or m.get("format") != FORMAT_NAME:
         raise FormatError(f"{where}: not a relation-warehouse manifest")
@@ -70,6 +84,27 @@ def _checked(m: Any, root: Path | Location) -> dict[str, Any]:
     for field in ("model", "dataset", "capture", "counts", "tables", "arrays", "state"):
         if not isinstance(m.get(field), dict):
             raise FormatError(f"{where}: field {field!r} is missing or not an object")
+    # Every path a manifest names is opened relative to the folder: a shared warehouse must
+    # not point a reader (or a writer) at files outside it.
+    for kind in ("tables", "arrays"):
+        for name, entry in m[kind].items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+                raise FormatError(f"{where}: {kind} entry {name!r} has no path")
+            if check_paths:
+                if isinstance(root, Location):  # remote: no links to follow, check the text
+                    rel = Path(entry["path"])
+                    if rel.is_absolute() or ".." in rel.parts or ":" in entry["path"]:
+                        raise FormatError(
+                            f"manifest path {entry['path']!r} is not a relative path inside "
+                            "the warehouse; the manifest was edited or damaged"
+                        )
+                else:
+                    safe_relative(root, entry["path"])
+    if check_fingerprint and "fingerprint" in m and fingerprint_of(m) != m["fingerprint"]:
+        raise FormatError(
+            f"{where}: its model, dataset or capture fields were edited (they no longer "
+            "match its fingerprint); restore the original manifest.json"
+        )
     return m
 
 

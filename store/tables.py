@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from warehouse.errors import FormatError
-from warehouse.store.files import atomic_write_bytes
+from warehouse.store.files import atomic_write_bytes, sha256_file
 from warehouse.store.location import Location
 
 # Row groups of ~64k rows let DuckDB/Polars skip groups by their min/max statistics
@@ -23,7 +25,47 @@ def write_table(path: Path, table: pa.Table) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+# (path, size, mtime, inode) -> sha256 of tables already hashed by this process: a table is
+# hashed once, not on every read, and any rewrite of the file changes the key.
+_HASHED: dict[tuple[str, int, int, int], str] = {}
+
+
+def check_table(path: Path, expected: str | None) -> None:
+    """Refuse a manifest table whose bytes differ from the checksum the manifest records.
+
+    Parquet has no checksum of its own by default, so an edited prompts/tokens file could
+    otherwise be read as if it were the real one.
+    """
+    if expected is None:
+        return
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FormatError(f"{path}: table file is missing; run `warehouse verify`") from None
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _HASHED:
+        _HASHED[key] = sha256_file(path)
+    if _HASHED[key] != expected:
+        raise FormatError(
+            f"{path} does not match its checksum in manifest.json (edited or damaged); "
+            f"run `warehouse verify {Path(path).parent}`"
+        )
+
+
+def _manifest_checksum(path: Path) -> str | None:
+    """The sha256 manifest.json records for `path`, when it is one of its tables."""
+    try:
+        m = json.loads((path.parent / "manifest.json").read_text())
+        for entry in m["tables"].values():
+            if entry.get("path") == path.name:
+                return entry.get("sha256")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return None
+
+
 def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+    check_table(path, _manifest_checksum(Path(path)))
     try:
         return pq.read_table(path, columns=columns)
     except FileNotFoundError:

@@ -301,7 +301,8 @@ def test_resume_after_crash_is_identical(
     assert state["status"] == "ingesting"
     assert state["prompts_committed"] == done - done % 4  # whole chunks only
     assert state["tokens_committed"] == int(n_tokens[:done].sum()) // 8 * 8
-    assert not verify(out).ok
+    report = verify(out)  # intact up to the last committed batch: a note, not a problem
+    assert report.ok and report.notes[0].startswith("ingest not finished"), report
     monkeypatch.setattr(capture_mod.Capturer, "run", real_run)
     ingest(_cfg(out, tiny_llama_dir, tiny_dataset), show_progress=False)
     assert _snapshot(out) == _snapshot(warehouse_right)

@@ -90,3 +90,55 @@ def test_sigkill_and_resume(tmp_path, tiny_llama_dir, many_prompts, monkeypatch)
     assert kills >= 1
     assert _files(out) == _files(ref)
     assert verify(out).ok
+
+
+def _crash_bench():
+    """bench/crash.py, the measured version of these tests (≥ 10 kills of each command)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "crash.py"
+    spec = importlib.util.spec_from_file_location("crash_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_eval_sigkill_and_resume(tmp_path, tiny_llama_dir, many_prompts):
+    """SIGKILL `warehouse eval` twice at random moments of its working phase, re-run it each
+    time: the evals/ files equal an uninterrupted run's, and no kill leaves damage."""
+    import shutil
+
+    from warehouse.analysis.selections import select
+    from warehouse.analysis.stats import run_stats
+    from warehouse.ingest.run import IngestConfig, ingest
+
+    crash = _crash_bench()
+    base = tmp_path / "base"
+    ingest(
+        IngestConfig(out=base, model=str(tiny_llama_dir), dataset=str(many_prompts)),
+        show_progress=False,
+    )
+    run_stats(base, split="all", show_progress=False)
+    select(base, "cap", "capital", top=12)
+    ref = tmp_path / "ref"
+    shutil.copytree(base, ref)
+    model = str(tiny_llama_dir)
+    startup, full = crash.timed_run(crash.eval_args(ref, model), ref / ".lock")
+    assert (ref / "evals" / "baseline.parquet").is_file()
+
+    def fresh(i: int) -> Path:
+        shutil.copytree(base, tmp_path / f"run{i}")
+        return tmp_path / f"run{i}"
+
+    figures = crash.crash_rounds(
+        "eval",
+        fresh,
+        lambda w: crash.eval_args(w, model),
+        crash.snapshot(ref),
+        (startup, full),
+        2,
+        random.Random(3),
+    )
+    assert figures["kills"] == 2 and figures["resumes"] == 2
+    assert figures["rounds_equal_to_reference"] == figures["rounds"]
+    assert figures["damage_found"] == []

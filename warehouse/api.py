@@ -22,7 +22,6 @@ from warehouse.errors import WarehouseError
 from warehouse.queries.views import (
     DERIVED_VIEWS,
     ZarrView,
-    parquet_glob,
     parquet_views,
     remote_dataset,
     scan_parquet_view,
@@ -30,8 +29,17 @@ from warehouse.queries.views import (
 )
 from warehouse.store.location import Location
 from warehouse.store.manifest import array_specs, load_manifest
+from warehouse.store.tables import check_table
 
 Engine = Literal["polars", "duckdb"]
+# Polars SQL's table functions that read files (read_csv, read_parquet, read_ipc, ...).
+_FILE_FUNCTIONS = re.compile(r"\bread_[a-z_]+\s*\(", re.IGNORECASE)
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 ZARR_VIEWS = ("activations", "responses")
 
 
@@ -52,6 +60,11 @@ class Warehouse:
         loc = Location.of(path)
         root: Path | Location = loc if loc.remote else loc.local
         manifest = load_manifest(loc)
+        if not loc.remote:
+            # prompts/tokens are read by Polars and DuckDB directly: check them against the
+            # manifest once here, so an edited table is refused rather than queried.
+            for entry in manifest["tables"].values():
+                check_table(loc.local / entry["path"], entry.get("sha256"))
         return cls(
             root, manifest, zarr_views(root, manifest, array_specs(manifest)), parquet_views(root)
         )
@@ -86,6 +99,20 @@ class Warehouse:
 
     def sql_lazy(self, query: str) -> pl.LazyFrame:
         """The query as a LazyFrame (Polars engine), to stream or inspect with .explain()."""
+        # Polars SQL can read any file with read_csv('...') and friends; a warehouse query
+        # reads the warehouse's views only (load other files yourself, in Python). String
+        # literals are blanked first, so text that merely mentions read_csv is fine.
+        found = _FILE_FUNCTIONS.search(re.sub(r"'(?:[^']|'')*'", "''", query))
+        if found:
+            raise WarehouseError(
+                "warehouse queries read the warehouse's views only, not files: "
+                f"{found.group(0).strip()}...) is not allowed"
+            )
+        ctx = pl.SQLContext({name: self.lazy(name) for name in self.tables()}, eager=False)
+        try:
+            return ctx.execute(query)
+        except pl.exceptions.PolarsError as e:
+            raise WarehouseError(self._sql_error(e)) from None
         ctx = pl.SQLContext({name: self.lazy(name) for name in self.tables()}, eager=False)
         try:
             return ctx.execute(query)
@@ -104,15 +131,34 @@ class Warehouse:
     def _sql_duckdb(self, query: str) -> pl.DataFrame:
         import duckdb
 
-        con = duckdb.connect()
-        for name, files in self._parquet.items():
-            if isinstance(self.root, Location):
-                # DuckDB scans a pyarrow dataset with projection and filter pushdown.
-                con.register(name, remote_dataset(self.root, [str(f) for f in files]))
-                continue
-            glob = str(parquet_glob(self.root, name)).replace("'", "''")
-            con.execute(f"create view {name} as select * from read_parquet('{glob}')")
+        con = duckdb.connect(config={"autoinstall_known_extensions": False})
         try:
+            files = []
+            for name, paths in self._parquet.items():
+                if isinstance(self.root, Location):
+                    # DuckDB scans a pyarrow dataset with projection and filter pushdown.
+                    con.register(name, remote_dataset(self.root, [str(f) for f in paths]))
+                    continue
+                files += [str(p) for p in paths]
+                listed = ", ".join(_sql_str(str(p)) for p in paths)
+                con.execute(f"create view {name} as select * from read_parquet([{listed}])")
+            # The views are the only files the connection may touch: no other file, no
+            # URL, no extension install, no ATTACH or COPY elsewhere, and the settings are
+            # locked so the query cannot undo this.
+            if files:
+                con.execute(f"set allowed_paths = [{', '.join(_sql_str(f) for f in files)}]")
+            con.execute("set enable_external_access = false")
+            con.execute("set lock_configuration = true")
+            statements = con.extract_statements(query)
+            kinds = {s.type for s in statements}
+            if len(statements) != 1 or not kinds <= {
+                duckdb.StatementType.SELECT,
+                duckdb.StatementType.EXPLAIN,
+            }:
+                raise WarehouseError(
+                    "warehouse queries are one SELECT statement (no COPY, ATTACH, INSTALL, "
+                    f"SET, PRAGMA or writes); got {', '.join(t.name for t in kinds) or 'none'}"
+                )
             return con.sql(query).pl()
         except duckdb.Error as e:
             raise WarehouseError(self._sql_error(e, duckdb=True)) from None
@@ -132,6 +178,11 @@ class Warehouse:
                     f"(duckdb tables: {', '.join(sorted(self._parquet))})"
                 )
             return self._missing(name)
+        if duckdb and "disabled by configuration" in msg:
+            return (
+                f"the duckdb engine reads only this warehouse's tables, no other file or URL "
+                f"({msg}); load other data yourself and join it in Python"
+            )
         return (
             f"SQL error: {msg.removeprefix('Parser Error: ')} (tables: {', '.join(self.tables())})"
         )

@@ -205,12 +205,18 @@ def info(
 
 @app.command()
 def verify(warehouse: Annotated[str, typer.Argument(help=_WHERE)]) -> None:
-    """Check every table, array chunk and checksum; exit 1 on any problem."""
+    """Check every table, array chunk and checksum; exit 1 on any problem.
+
+    A warehouse whose ingest stopped is checked up to its last committed batch (a NOTE says
+    so); a stale writer lock, links, stray and temp files are problems.
+    """
     from warehouse.store.checksums import verify as run_verify
 
     report = run_verify(warehouse)
     for p in report.problems:
         print(f"PROBLEM {p}")
+    for n in report.notes:
+        print(f"NOTE {n}")
     if not report.ok:
         print(f"{warehouse}: {len(report.problems)} problem(s) in {report.checked_files} files")
         raise typer.Exit(1)

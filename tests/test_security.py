@@ -1,0 +1,307 @@
+"""Safe sharing: no code path unpickles, a warehouse is inert data confined to its folder, and
+`warehouse query` cannot be turned into a file reader or writer by a warehouse's contents."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from warehouse.errors import FormatError, ModelError, WarehouseError
+
+REPO = Path(__file__).resolve().parents[1]
+
+# What must not appear in the project's Python code. (The patterns are assembled from pieces
+# so that this file does not match itself.)
+_P = "pic" + "kle"
+FORBIDDEN = [
+    (re.compile(rf"\b(c?{_P}|dill|cloudpickle|joblib|shelve|marshal)\b"), "a pickle module"),
+    (re.compile(r"read_" + _P + r"|to_" + _P), "pandas pickle IO"),
+    (re.compile(r"allow_" + _P + r"\s*=\s*True"), "numpy loading pickles"),
+    (re.compile(r"trust_remote_code\s*=\s*True"), "running a model repository's code"),
+    (re.compile(r"yaml\.load\((?![^)]*SafeLoader)"), "unsafe YAML"),
+    (re.compile(r"\b(eval|exec)\(\s*(?!\))"), "eval/exec of a string"),
+]
+TORCH_LOAD = re.compile(r"torch\.load\(")
+
+
+def python_files() -> list[Path]:
+    """The project's own Python files (git's view: tracked and not ignored)."""
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.py"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return [REPO / p for p in out if (REPO / p).is_file()]
+
+
+def findings(path: Path, text: str) -> list[str]:
+    out = []
+    for i, line in enumerate(text.splitlines(), 1):
+        code = line.split("#", 1)[0]
+        for pattern, what in FORBIDDEN:
+            if pattern.search(code):
+                out.append(f"{path}:{i}: {what}: {line.strip()}")
+        for m in TORCH_LOAD.finditer(code):
+            # The call's arguments, up to the closing parenthesis (also over lines).
+            rest = "\n".join(text.splitlines()[i - 1 : i + 5])[m.end() - 1 :]
+            depth, end = 0, len(rest)
+            for j, ch in enumerate(rest):
+                depth += ch == "("
+                depth -= ch == ")"
+                if depth == 0:
+                    end = j
+                    break
+            if not re.search(r"weights_only\s*=\s*True", rest[:end]):
+                out.append(f"{path}:{i}: torch.load without weights_only=True: {line.strip()}")
+    return out
+
+
+def test_no_pickle_or_remote_code_in_the_project():
+    files = python_files()
+    assert len(files) > 30 and REPO / "ingest" / "models.py" in files
+    found = [f for p in files if p != Path(__file__) for f in findings(p, p.read_text())]
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    "sample",
+    [
+        "import " + _P,
+        "data = " + _P + ".loads(blob)",
+        "x = torch.load(f)",
+        "x = torch.load(\n    f, map_location='cpu'\n)",
+        "m = AutoModel.from_pretrained(p, trust_remote_code=True)",
+        "np.load(f, allow_" + _P + "=True)",
+        "df = pd.read_" + _P + "(f)",
+        "eval(user_text)",
+    ],
+)
+def test_the_scan_finds_each_forbidden_thing(sample):
+    assert findings(Path("sample.py"), sample)
+
+
+def test_the_scan_accepts_safe_forms():
+    ok = "x = torch.load(f, weights_only=True)\nmodel.eval()\ny = 1  # " + _P + " in a comment"
+    assert findings(Path("sample.py"), ok) == []
+
+
+# ------------------------------------------------------------------- a warehouse is data
+
+
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WAREHOUSE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_llama_dir, module_cache) -> Path:
+    from warehouse.analysis.selections import select
+    from warehouse.analysis.stats import run_stats
+    from warehouse.ingest.run import IngestConfig, ingest
+
+    data = tmp_path_factory.mktemp("data") / "d.jsonl"
+    rows = [
+        {"relation": r, "language": "en", "subject": s, "object": o, "templates": [t]}
+        for r, t in (("capital", "The capital of {subject} is"), ("coin", "{subject} pays in"))
+        for s, o in (("Peru", "Lima"), ("Chile", "Santiago"), ("Kenya", "Nairobi"))
+    ]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path_factory.mktemp("w") / "w"
+    ingest(IngestConfig(out=out, model=str(tiny_llama_dir), dataset=str(data)), False)
+    run_stats(out, split="all", show_progress=False)
+    select(out, "cap", "capital", top=4)
+    return out
+
+
+@pytest.fixture
+def w(built, tmp_path) -> Path:
+    shutil.copytree(built, tmp_path / "w")
+    return tmp_path / "w"
+
+
+def test_every_file_is_inert_data(built):
+    """JSON, Parquet or zstd-compressed Zarr chunks: nothing a reader would execute."""
+    kinds = {}
+    for p in sorted(built.rglob("*")):
+        if not p.is_file():
+            continue
+        head = p.read_bytes()[:4]
+        if p.suffix == ".json":
+            json.loads(p.read_text())
+            kind = "json"
+        elif p.suffix == ".parquet":
+            assert head == b"PAR1" and p.read_bytes()[-4:] == b"PAR1", p
+            kind = "parquet"
+        else:
+            assert "/c/" in str(p.relative_to(built)).replace(os.sep, "/"), p
+            assert head == b"\x28\xb5\x2f\xfd", p  # a zstd frame
+            kind = "chunk"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    assert set(kinds) == {"json", "parquet", "chunk"}
+
+
+def test_manifest_paths_stay_inside(w, tmp_path):
+    from warehouse.api import Warehouse
+    from warehouse.store.checksums import verify
+    from warehouse.store.manifest import load_manifest
+
+    m = json.loads((w / "manifest.json").read_text())
+    for bad in ("../outside.parquet", "/etc/passwd", "a/../../b", "..", "prompts.parquet/../.."):
+        edited = json.loads(json.dumps(m))
+        edited["tables"]["prompts"]["path"] = bad
+        (w / "manifest.json").write_text(json.dumps(edited))
+        with pytest.raises(FormatError, match="not a relative path inside the warehouse"):
+            load_manifest(w)
+        with pytest.raises(FormatError):
+            Warehouse.open(w)
+        report = verify(w)  # verify names it instead of stopping
+        assert any(f"table prompts: manifest path {bad!r}" in p for p in report.problems)
+    (w / "manifest.json").write_text(json.dumps(m))
+    assert verify(w).ok
+
+
+def test_symlinked_array_folder_is_refused(w, tmp_path):
+    """An array folder replaced by a link to a copy elsewhere: nothing reads through it."""
+    from warehouse.api import Warehouse
+    from warehouse.store.checksums import verify
+
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(w / "responses.zarr", elsewhere)
+    (w / "responses.zarr").symlink_to(elsewhere)
+    with pytest.raises(FormatError, match="leads outside the warehouse"):
+        Warehouse.open(w)
+    problems = verify(w).problems
+    assert any(p.startswith("symbolic link responses.zarr -> ") for p in problems)
+    assert any("responses/ffn.act/mean: manifest path" in p for p in problems)
+
+
+def test_symlink_inside_pointing_inside_is_still_reported(w):
+    from warehouse.store.checksums import verify
+
+    (w / "stats" / "again.parquet").symlink_to(w / "prompts.parquet")
+    assert any("symbolic link stats/again.parquet" in p for p in verify(w).problems)
+
+
+# --------------------------------------------------------------------------- SQL sandbox
+
+
+def test_duckdb_engine_reads_only_the_warehouse(w, tmp_path):
+    from warehouse.api import Warehouse
+
+    wh = Warehouse.open(w)
+    # its own tables work, joins included
+    df = wh.sql(
+        "select p.relation, count(*) as n from prompts p join tokens t "
+        "on t.prompt_id = p.prompt_id group by p.relation order by p.relation",
+        engine="duckdb",
+    )
+    assert df["relation"].to_list() == ["capital", "coin"]
+    assert wh.sql("select count(*) as n from selections", engine="duckdb")["n"].item() == 4
+
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a\n1\n")
+    target = tmp_path / "written.csv"
+    refused = [
+        f"select * from read_csv('{secret}')",
+        f"select * from read_parquet('{tmp_path / 'w' / '..' / 'secret.csv'}')",
+        "select * from read_text('/etc/hostname')",
+        "select * from read_blob('/etc/hostname')",
+        "select * from sniff_csv('/etc/hostname')",  # once a way around external access
+        "select * from glob('/etc/*')",
+        "select * from 'https://example.org/x.parquet'",
+        f"copy (select 1) to '{target}'",
+        f"copy (select 1) to '{w / 'inside.csv'}'",
+        f"attach '{tmp_path / 'x.duckdb'}' as x",
+        "install httpfs",
+        "set enable_external_access = true",
+        "pragma enable_profiling",
+        "select 1; select 2",
+        "create table t as select 1",
+    ]
+    for sql in refused:
+        with pytest.raises(WarehouseError):
+            wh.sql(sql, engine="duckdb")
+    assert not target.exists() and not (w / "inside.csv").exists()
+    assert not (tmp_path / "x.duckdb").exists()
+
+
+def test_polars_engine_reads_only_the_views(w, tmp_path):
+    from warehouse.api import Warehouse
+
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a\n1\n")
+    wh = Warehouse.open(w)
+    for fn in ("read_csv", "READ_PARQUET", "read_ipc", "read_json", "read_ndjson"):
+        with pytest.raises(WarehouseError, match="not allowed"):
+            wh.sql(f"select * from {fn} ('{secret}')")
+    # a column or string that merely contains the word is fine
+    assert wh.sql("select 'read_csv(x)' as s from prompts limit 1")["s"].item() == "read_csv(x)"
+
+
+def test_query_text_in_a_selection_is_never_run(w):
+    """A selection's sidecar records the SQL it was made with; reading, listing, copying and
+    evaluating selections never executes that text."""
+    from warehouse.analysis.selections import list_selections, random_like, read_selection
+
+    side = w / "selections" / "cap.json"
+    meta = json.loads(side.read_text())
+    meta["sql"] = f"copy (select 1) to '{w.parent / 'pwned.csv'}'"
+    side.write_text(json.dumps(meta))
+    read_selection(w, "cap")
+    list_selections(w)
+    random_like(w, "ctl", "cap", seed=1)
+    assert not (w.parent / "pwned.csv").exists()
+
+
+# ------------------------------------------------------------------ models and folders
+
+
+def test_pickled_checkpoints_are_refused(tiny_llama_dir, tmp_path):
+    """A model folder with a pickled pytorch_model.bin only: not loaded, and told why."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from warehouse.ingest.models import load_model
+
+    model = LlamaForCausalLM.from_pretrained(tiny_llama_dir)
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        if (tiny_llama_dir / name).exists():
+            shutil.copy(tiny_llama_dir / name, folder / name)
+    # The way old checkpoints were saved; written here, never loaded by the project.
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    with pytest.raises(ModelError, match="never pickled"):
+        load_model(str(folder))
+
+
+def test_read_only_warehouse_cannot_be_written(w, monkeypatch):
+    """Writers need the lock file; on a read-only folder (a shared mount) they stop with a
+    clear message before anything else, and readers work as before."""
+    from warehouse.analysis.selections import select
+    from warehouse.api import Warehouse
+    from warehouse.store import lock as lock_mod
+
+    real_open = os.open
+
+    def ro_open(path, flags, *a, **kw):
+        if str(path).endswith(lock_mod.LOCK) and flags & os.O_CREAT:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *a, **kw)
+
+    monkeypatch.setattr(lock_mod.os, "open", ro_open)
+    with pytest.raises(WarehouseError, match="is read-only here"):
+        select(w, "new", "capital", top=2)
+    assert not (w / "selections" / "new.json").exists()
+    assert Warehouse.open(w).sql("select count(*) as n from prompts")["n"].item() == 6
