@@ -358,7 +358,8 @@ def case_symlink_out_of_warehouse(c: Ctx):
 
 @case
 def case_remote_url(c: Ctx):
-    return ["info", "https://example.org/shared/w"], "https://example.org/shared/w: remote"
+    url = "https://example.org/shared/w"
+    return ["info", url], f"{url}: not a warehouse or not reachable"
 
 
 @case

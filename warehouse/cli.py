@@ -567,6 +567,17 @@ def study(
         str | None, typer.Option(help="Neutral sentences for perplexity (default: built-in).")
     ] = None,
     report: Annotated[Path | None, typer.Option(help="Also write the HTML report here.")] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Run ingest and evals as Ray tasks: 'local' (start a 2-CPU Ray), 'auto' "
+            "(the running cluster) or an address.",
+        ),
+    ] = None,
+    shards: Annotated[
+        int | None, typer.Option(help="Shards for --ray (default: GPUs, else CPUs, of Ray).")
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Run the paper's study end to end (ingest, baseline, stats, select, ablate, perplexity);
@@ -592,6 +603,8 @@ def study(
         seed=seed,
         min_correct=min_correct,
         sentences=sentences,
+        ray=ray,
+        shards=shards,
         show_progress=not quiet,
     )
     _run_study(cfg, report)

@@ -66,6 +66,10 @@ class StudyConfig:
     # are left out: their AP ranking would rest on a handful of prompts.
     min_correct: int = 3
     sentences: str | None = None  # perplexity text file; None: the built-in neutral set
+    # Ray: ingest and every eval request run as `shards` Ray tasks ("local", "auto" or an
+    # address; warehouse.scale). None: everything in this process.
+    ray: str | None = None
+    shards: int | None = None
     show_progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # recorded as given (e.g. "demo")
 
@@ -120,6 +124,8 @@ def run_study(cfg: StudyConfig) -> Path:
         raise WarehouseError("--controls must be 0 or more")
     if cfg.sample is not None and cfg.sample < 1:
         raise WarehouseError(f"--sample must be at least 1, got {cfg.sample}")
+    if cfg.shards is not None and cfg.ray is None:
+        raise WarehouseError("--shards goes with --ray")
     if cfg.others_sample < 1:
         raise WarehouseError(f"--others-sample must be at least 1, got {cfg.others_sample}")
     root = Path(cfg.out)
@@ -143,7 +149,12 @@ def run_study(cfg: StudyConfig) -> Path:
         model_dtype=cfg.model_dtype,
         seed=cfg.seed,
     )
-    manifest = ingest(icfg, show_progress=progress)
+    if cfg.ray is not None:
+        from warehouse.scale import sharded_eval, sharded_ingest
+
+        manifest = sharded_ingest(icfg, cfg.shards, ray_address=cfg.ray, show_progress=progress)
+    else:
+        manifest = ingest(icfg, show_progress=progress)
     clock.stage("ingest", t0)
     sites = manifest["capture"]["sites"]
     if len(sites) != 1:
@@ -165,6 +176,13 @@ def run_study(cfg: StudyConfig) -> Path:
 
     loaded = load_model(cfg.model, dtype=cfg.model_dtype, device=cfg.device)
 
+    def evaluate(ec: EvalConfig) -> Path:
+        if cfg.ray is not None:
+            return sharded_eval(root, ec, cfg.shards, ray_address=cfg.ray, show_progress=progress)
+        path = run_eval(root, ec, progress, loaded=loaded)
+        assert isinstance(path, Path)
+        return path
+
     def ecfg(**kw: Any) -> EvalConfig:
         base = {
             "max_new_tokens": cfg.max_new_tokens,
@@ -178,7 +196,7 @@ def run_study(cfg: StudyConfig) -> Path:
     # 2. baseline answers of every prompt.
     t0 = time.perf_counter()
     _say(cfg, "2/6 baseline answers of every prompt")
-    run_eval(root, ecfg(baseline=True), show_progress=progress, loaded=loaded)
+    evaluate(ecfg(baseline=True))
     clock.stage("baseline", t0)
 
     # 3. stats as in the paper: correct identification prompts, 4x negatives.
@@ -248,9 +266,7 @@ def run_study(cfg: StudyConfig) -> Path:
         others = [r for r in relations if r != rel]
 
         def run(selection: str, **kw: Any) -> str:
-            path = run_eval(root, ecfg(selection=selection, **kw), progress, loaded=loaded)
-            assert isinstance(path, Path)
-            return path.relative_to(root).as_posix()
+            return evaluate(ecfg(selection=selection, **kw)).relative_to(root).as_posix()
 
         files["intra"][rel] = run(
             sel,
