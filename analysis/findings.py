@@ -21,17 +21,23 @@ import polars as pl
 from scipy import stats as sps
 
 from warehouse.errors import FormatError
-from warehouse.store.files import read_json
-from warehouse.store.tables import read_table
+from warehouse.store.location import Location
 
 STUDY_FILE = "study/study.json"
 
 
-def _read(root: Path, rel: str) -> pl.DataFrame:
-    path = root / rel
-    if not path.is_file():
-        raise FormatError(f"{path} is missing: re-run `warehouse study` to recompute it")
-    frame = pl.from_arrow(read_table(path))
+def _read(root: Location, rel: str) -> pl.DataFrame:
+    """A table of the warehouse, local or remote (read-only, e.g. a shared zip or URL)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not root.isfile(rel):
+        raise FormatError(f"{root}: {rel} is missing: re-run `warehouse study` to recompute it")
+    try:
+        with root.open(rel) as f:
+            frame = pl.from_arrow(pq.read_table(f))
+    except (pa.ArrowInvalid, OSError) as e:
+        raise FormatError(f"{root}: {rel} is not a readable Parquet file ({e})") from None
     assert isinstance(frame, pl.DataFrame)
     return frame
 
@@ -86,12 +92,13 @@ def _cell(frame: pl.DataFrame) -> dict[str, Any]:
     }
 
 
-def compute(root: str | Path) -> dict[str, Any]:
-    """The summary of the study stored in `root` (module docstring)."""
-    root = Path(root)
-    if not (root / STUDY_FILE).is_file():
+def compute(where: str | Path | Location) -> dict[str, Any]:
+    """The summary of the study stored in a warehouse: a folder, a .zip file or an fsspec
+    URL, read-only (module docstring)."""
+    root = Location.of(where)
+    if not root.isfile(STUDY_FILE):
         raise FormatError(f"{root} holds no finished study ({STUDY_FILE}): run `warehouse study`")
-    st = read_json(root / STUDY_FILE)
+    st = root.read_json(STUDY_FILE)
     if "evals" not in st:
         raise FormatError(f"{root / STUDY_FILE}: the study has not finished; re-run it")
     relations: list[str] = st["relations"]
@@ -242,7 +249,7 @@ def compute(root: str | Path) -> dict[str, Any]:
 
 
 def _cumulativity(
-    root: Path, rel: str, own: pl.DataFrame, range_files: dict[str, str]
+    root: Location, rel: str, own: pl.DataFrame, range_files: dict[str, str]
 ) -> list[dict[str, Any]]:
     """For each range a-b: total = prompts right with the top-a off and wrong with the top-b
     off; affected = those of them wrong with only ranks a+1..b off; score = 1 - affected/total
@@ -278,7 +285,7 @@ def _cumulativity(
     return out
 
 
-def _overlap_layers(root: Path, st: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+def _overlap_layers(root: Location, st: dict[str, Any]) -> tuple[list[dict], list[dict]]:
     sets: dict[str, set[int]] = {}
     layers = []
     for rel in st["relations"]:

@@ -4,7 +4,7 @@ The copy is a warehouse of its own: the manifest keeps the source's model, datas
 capture (sites and mode narrowed to what was kept), every copied table and array keeps its
 checksum (each byte is hashed while it is copied and compared with the source manifest, so a
 damaged source is refused, never passed on), and the derived files (stats, selections, evals
-with their JSON sidecars) are listed with their own checksums under `files`, which `verify`
+and study, with their JSON sidecars) are listed with their own checksums under `files`, which `verify`
 checks. `--zip` writes the same content as one uncompressed zip (chunks and Parquet pages are
 already zstd-compressed), which `Warehouse.open("share.zip")` reads in place.
 """
@@ -28,7 +28,7 @@ from warehouse.store.files import atomic_write_json
 from warehouse.store.location import Location, local_folder
 from warehouse.store.manifest import MANIFEST, array_specs, fingerprint_of, load_manifest
 
-DERIVED = ("stats", "selections", "evals")
+DERIVED = ("stats", "selections", "evals", "study")
 TABLES = ("prompts", "tokens", *DERIVED)
 BLOCK = 1 << 22
 # A fixed timestamp for every zip entry: the same export gives the same zip bytes.
@@ -261,7 +261,8 @@ def _derived_files(src: Location, folder: str, sites: set[str]) -> list[str]:
     """A derived folder's Parquet files with their sidecars, those of dropped sites left out
     (the sidecar names the site; a file without one is kept)."""
     names = src.listdir(folder)
-    out = []
+    # study/study.json (the record of `warehouse study`) has no table of its own.
+    out = [f"{folder}/{n}" for n in names if folder == "study" and n == "study.json"]
     for n in names:
         if not n.endswith(".parquet") or n.startswith("."):
             continue

@@ -382,3 +382,17 @@ def test_report_refuses_a_warehouse_without_a_study(tmp_path, capsys):
     assert "no finished study" in err and "warehouse study" in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_report_reads_an_exported_zip(studied: Path, tmp_path):
+    """A study shared as one zip file (`warehouse export --zip --pooled-only`) gives the same
+    findings, read in place and read-only."""
+    from warehouse.store.checksums import verify
+    from warehouse.store.export import ExportOptions, export
+
+    share = tmp_path / "share.zip"
+    export(studied, share, ExportOptions(pooled_only=True, zip=True), show_progress=False)
+    assert verify(share).ok
+    local, shared = compute(studied), compute(share)
+    assert shared["study"].pop("warehouse") != local["study"].pop("warehouse")
+    assert shared == local

@@ -630,7 +630,7 @@ def _run_study(cfg, report_dir: Path | None) -> None:
 
 @app.command()
 def report(
-    warehouse: Annotated[Path, typer.Argument(help="Warehouse folder holding a study.")],
+    warehouse: Annotated[str, typer.Argument(help=_WHERE)],
     out: Annotated[Path, typer.Option(help="Folder for index.html, figures, summary.json.")],
     as_json: Annotated[bool, typer.Option("--json", help="Also print the summary.")] = False,
 ) -> None:
