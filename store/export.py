@@ -127,9 +127,9 @@ def export(
     """Copy the chosen subset of `source` (local or remote) to the local `dest`; returns the
     destination's manifest."""
     src = Location.of(source)
+    if not any(m in str(dest) for m in ("://", "::")) and Path(dest).exists():
+        raise WarehouseError(f"{dest} already exists; choose a new destination")
     dest_path = local_folder(dest, "`warehouse export`")
-    if dest_path.exists():
-        raise WarehouseError(f"{dest_path} already exists; choose a new destination")
     if opts.zip and dest_path.suffix != ".zip":
         raise WarehouseError(f"--zip writes one file: give a DEST ending in .zip, not {dest}")
     manifest = load_manifest(src)

@@ -272,3 +272,25 @@ def test_ray_two_workers_ingest_and_eval(tmp_path, tiny_llama_dir, facts, one_th
         assert got.name == path.name
     finally:
         ray.shutdown()
+
+
+def test_sharded_ingest_in_process(tmp_path, tiny_llama_dir, facts, single):
+    """The runner `warehouse study` builds on, without Ray: shards one after another, merged."""
+    from warehouse.scale import parts_folder, sharded_ingest
+
+    out = tmp_path / "w"
+    m = sharded_ingest(cfg(out, tiny_llama_dir, facts, capture="pooled"), 3, show_progress=False)
+    assert [x["shard"] for x in m["merged_from"]] == ["1/3", "2/3", "3/3"]
+    assert not parts_folder(out).exists()
+    ref = tmp_path / "ref"
+    ingest(cfg(ref, tiny_llama_dir, facts, capture="pooled"), show_progress=False)
+    assert_same_bytes(ref, out)
+    assert not (out / "activations.zarr").exists()
+    # a second call finds the merged warehouse complete
+    again = sharded_ingest(cfg(out, tiny_llama_dir, facts, capture="pooled"), 3)
+    assert again["fingerprint"] == m["fingerprint"]
+    with pytest.raises(WarehouseError, match="use at most"):
+        sharded_ingest(cfg(tmp_path / "many", tiny_llama_dir, facts), 100, show_progress=False)
+    assert not (tmp_path / "many").exists()
+    with pytest.raises(WarehouseError, match="--shards must be at least 1"):
+        sharded_ingest(cfg(tmp_path / "none", tiny_llama_dir, facts), 0)

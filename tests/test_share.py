@@ -265,3 +265,14 @@ def test_export_refusals(source: Path, tmp_path: Path):
     with pytest.raises(WarehouseError, match="does not match its checksum"):
         export(bad, tmp_path / "out", ExportOptions(), show_progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]
+
+
+def test_export_and_merge_from_the_command_line(source: Path, tmp_path: Path):
+    dest = tmp_path / "share.zip"
+    out = _cli("export", str(source), str(dest), "--zip", "--pooled-only", "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert "verify it with" in out.stdout and zipfile.is_zipfile(dest)
+    again = _cli("export", str(source), str(dest), "--zip", "--quiet")
+    assert again.returncode != 0 and "already exists" in again.stderr
+    merged = _cli("merge", str(dest), str(source), "--out", str(tmp_path / "m"), "--quiet")
+    assert merged.returncode != 0 and "cannot merge" in merged.stderr, merged.stderr
