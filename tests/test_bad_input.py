@@ -584,7 +584,7 @@ def test_api_refusals(built, tmp_path):
     before = snapshot(tmp_path)
     wh = Warehouse.open(w)
     checks: list[tuple[Callable[[], object], str]] = [
-        (lambda: Warehouse.open("s3://bucket/w"), "remote warehouses"),
+        (lambda: Warehouse.open("s3://bucket/w"), "needs the package 's3fs'"),
         (lambda: Warehouse.open(tmp_path / "nothing"), "no such warehouse"),
         (lambda: wh.sql("select * from nowhere"), "unknown table 'nowhere'"),
         (lambda: wh.sql("select relation from prompts where"), "SQL error"),

@@ -17,6 +17,7 @@ from warehouse.ingest.run import IngestConfig, ingest
 from warehouse.ingest.shards import parse_shard, shard_range
 from warehouse.store import merge as merge_mod
 from warehouse.store.checksums import verify
+from warehouse.store.manifest import fingerprint_of
 from warehouse.store.merge import merge
 
 FACTS = [
@@ -186,6 +187,8 @@ def test_merge_relations_and_refusals(tmp_path, tiny_llama_dir, facts, single):
             m2[field[0]][field[1]] = value
         else:
             m2[field[0]] = value
+        # Another warehouse made that way, not an edited one: its fingerprint matches.
+        m2["fingerprint"] = fingerprint_of(m2)
         (other / "manifest.json").write_text(json.dumps(m2))
         with pytest.raises(WarehouseError, match=msg):
             merge([b, other], tmp_path / "x", show_progress=False)
