@@ -259,8 +259,10 @@ def _cumulativity(
     base = own.filter(pl.col("count") == own["count"].min()).select(
         "prompt_id", pl.col("baseline_correct").alias("correct")
     )
-    for label, path in range_files.items():
-        a, b = (int(x) for x in label.split("-"))
+    by_range = sorted(
+        (tuple(int(x) for x in label.split("-")), p) for label, p in range_files.items()
+    )
+    for (a, b), path in by_range:
         at_a = right.filter(pl.col("count") == a).select("prompt_id", "correct") if a else base
         at_b = right.filter(pl.col("count") == b).select("prompt_id", "correct")
         rng = _targets(_read(root, path)).select("prompt_id", "correct")
