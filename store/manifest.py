@@ -57,7 +57,7 @@ def check_local(root: str | Path) -> Path:
     if _URL.match(text):
         text = re.sub(r"^([^:/]+):/(?!/)", r"\1://", text)  # undo pathlib's "https:/h"
         raise FormatError(
-            f"{text}: remote warehouses (URLs) are not supported yet; copy the folder "
+            f"{text}: remote warehouses are not supported yet; copy the folder "
             "locally (e.g. with rsync) and give its path"
         )
     return Path(text)
