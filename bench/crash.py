@@ -5,9 +5,10 @@ re-run the same command each time, and compare the result with an uninterrupted 
 
 For each command, rounds of "start, SIGKILL after a random delay, start again, ..." run on a
 fresh copy until the command completes; rounds repeat until at least `--kills` kills landed.
-The delay is drawn uniformly over the command's working phase (from when the uninterrupted
-run took the writer lock to when it finished), so kills land among chunk writes, manifest
-commits, checksums and table writes rather than during Python start-up. After every kill,
+Each kill lands at a moment drawn uniformly over the command's working phase: the clock
+starts when the process takes the writer lock, and the delay is uniform over the span the
+uninterrupted run held it, so kills land among chunk writes, manifest commits, checksums and
+table writes (or model loading and generation for eval) rather than during Python start-up. After every kill,
 `verify` must find no damage (the stale lock of the killed process and its temp files are
 expected and are counted separately); after each round the warehouse must equal the
 uninterrupted one: every table and array file byte for byte, the manifest except its
@@ -164,6 +165,13 @@ def damage(root: Path) -> list[str]:
     ]
 
 
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
 def crash_rounds(
     name: str,
     fresh: Callable[[int], Path],
@@ -188,16 +196,18 @@ def crash_rounds(
                 stderr=subprocess.PIPE,
                 text=True,
             )
+            # The clock starts when this process takes the writer lock (Python start-up and
+            # model loading take seconds and vary with the machine's load), and the kill
+            # lands uniformly within the working span the uninterrupted run needed.
+            while proc.poll() is None and f'"pid": {proc.pid},' not in _read(lock):
+                time.sleep(0.002)
             start, end = window
-            delay = rng.uniform(start, end)
+            delay = rng.uniform(0.0, end - start)
             t0 = time.perf_counter()
             while proc.poll() is None and time.perf_counter() - t0 < delay:
                 time.sleep(0.002)
             if proc.poll() is None and kills < kills_wanted:
-                try:
-                    holder = lock.read_text()
-                except OSError:
-                    holder = ""
+                holder = _read(lock)
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
                 kills += 1
