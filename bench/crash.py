@@ -8,10 +8,10 @@ fresh copy until the command completes; rounds repeat until at least `--kills` k
 Each kill lands at a moment drawn uniformly over the command's working phase: the clock
 starts when the process takes the writer lock, and the delay is uniform over the span the
 uninterrupted run held it, so kills land among chunk writes, manifest commits, checksums and
-table writes (or model loading and generation for eval) rather than during Python start-up. After every kill,
-`verify` must find no damage (the stale lock of the killed process and its temp files are
-expected and are counted separately); after each round the warehouse must equal the
-uninterrupted one: every table and array file byte for byte, the manifest except its
+table writes (or model loading and generation for eval) rather than during Python start-up.
+After every kill, `verify` must find no damage (the stale lock of the killed process and its
+temp files are expected and are counted separately); after each round the warehouse must
+equal the uninterrupted one: every table and array file byte for byte, the manifest except its
 finish time, evals/ files byte for byte and their sidecars except timings.
 
 The default model is a 2-layer random Llama built here (seconds per run); `smollm2-135m`
