@@ -184,6 +184,7 @@ def crash_rounds(
     rng: random.Random,
 ) -> dict:
     kills = resumes = rounds = equal = temp_left = 0
+    span = window[1] - window[0]  # seconds the uninterrupted run held the writer lock
     damaged: list[str] = []
     during_write = 0
     # Only kills that land while the process holds the writer lock count towards the target:
@@ -193,7 +194,7 @@ def crash_rounds(
         rounds += 1
         target = fresh(rounds)
         lock = target / ".lock"
-        done = False
+        done, first_run = False, True
         while not done:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "warehouse", *args_of(target)],
@@ -206,8 +207,7 @@ def crash_rounds(
             # lands uniformly within the working span the uninterrupted run needed.
             while proc.poll() is None and f'"pid": {proc.pid},' not in _read(lock):
                 time.sleep(0.002)
-            start, end = window
-            delay = rng.uniform(0.0, end - start)
+            delay = rng.uniform(0.0, span)
             t0 = time.perf_counter()
             while proc.poll() is None and time.perf_counter() - t0 < delay:
                 time.sleep(0.002)
@@ -222,8 +222,13 @@ def crash_rounds(
                 )
                 damaged += [f"{name} kill {kills}: {d}" for d in damage(target)]
                 resumes += 1
+                first_run = False
                 continue
             proc.wait()
+            if first_run:
+                # A whole run went by without a kill: the machine's load changed since the
+                # reference run, so its working span is the one to draw from now.
+                span = time.perf_counter() - t0
             if proc.returncode:
                 raise SystemExit(f"{name} resume failed: {proc.stderr}")
             done = True
