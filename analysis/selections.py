@@ -351,7 +351,7 @@ def _size_meta(frame: pl.DataFrame, layers: list[int]) -> dict[str, Any]:
 
 
 def _write(
-    root: Path, name: str, frame: pl.DataFrame, meta: dict[str, Any], overwrite: bool
+    root: Path, name: str, frame: pl.DataFrame, meta: dict[str, Any], overwrite: bool = True
 ) -> Path:
     parquet, side = selection_paths(root, name)
     meta = {

@@ -257,25 +257,25 @@ def run_stats(
         "baseline_sha256": sha256_file(_baseline(root)) if filter_correct else None,
     }
     paths = []
-    with WriterLock(root, "stats"):
-        for s in sites:
-            opts = StatsOptions(
-                site=s,
-                pooling=pooling,
-                negatives=negatives,
-                split=split,
-                seed=None if negatives == "all" else seed,
-                per_language=per_language,
-                filter_correct=filter_correct,
-            )
-            path = root / STATS_DIR / f"{opts.stem}.parquet"
-            if not force and is_current(path, opts, inputs):
-                paths.append(path)
-                continue
-            spec = specs[f"responses/{s}/{pooling}"]
-            units = manifest["model"]["units"][s]
-            _compute_and_write(root, path, spec, units, opts, inputs, threads, show_progress)
+    for s in sites:
+        opts = StatsOptions(
+            site=s,
+            pooling=pooling,
+            negatives=negatives,
+            split=split,
+            seed=None if negatives == "all" else seed,
+            per_language=per_language,
+            filter_correct=filter_correct,
+        )
+        path = root / STATS_DIR / f"{opts.stem}.parquet"
+        if not force and is_current(path, opts, inputs):
             paths.append(path)
+            continue
+        spec = specs[f"responses/{s}/{pooling}"]
+        units = manifest["model"]["units"][s]
+        with WriterLock(root, "stats"):  # one writer at a time (store/lock.py)
+            _compute_and_write(root, path, spec, units, opts, inputs, threads, show_progress)
+        paths.append(path)
     return paths
 
 

@@ -4,13 +4,16 @@ re-run the same command each time, and compare the result with an uninterrupted 
     python bench/crash.py [--kills 10] [--seed 0] [--model tiny|smollm2-135m|PATH] [--json F]
 
 For each command, rounds of "start, SIGKILL after a random delay, start again, ..." run on a
-fresh copy until the command completes; rounds repeat until at least `--kills` kills landed.
-The delay is drawn uniformly over the command's working phase (from when the uninterrupted
-run took the writer lock to when it finished), so kills land among chunk writes, manifest
-commits, checksums and table writes rather than during Python start-up. After every kill,
-`verify` must find no damage (the stale lock of the killed process and its temp files are
-expected and are counted separately); after each round the warehouse must equal the
-uninterrupted one: every table and array file byte for byte, the manifest except its
+fresh copy until the command completes; rounds repeat until `--kills` kills landed while the
+process held the writer lock (kills that land after it let go, during Python's shutdown,
+are checked too and counted apart).
+Each kill lands at a moment drawn uniformly over the command's working phase: the clock
+starts when the process takes the writer lock, and the delay is uniform over the span the
+uninterrupted run held it, so kills land among chunk writes, manifest commits, checksums and
+table writes (or model loading and generation for eval) rather than during Python start-up.
+After every kill, `verify` must find no damage (the stale lock of the killed process and its
+temp files are expected and are counted separately); after each round the warehouse must
+equal the uninterrupted one: every table and array file byte for byte, the manifest except its
 finish time, evals/ files byte for byte and their sidecars except timings.
 
 The default model is a 2-layer random Llama built here (seconds per run); `smollm2-135m`
@@ -164,6 +167,13 @@ def damage(root: Path) -> list[str]:
     ]
 
 
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
 def crash_rounds(
     name: str,
     fresh: Callable[[int], Path],
@@ -174,13 +184,17 @@ def crash_rounds(
     rng: random.Random,
 ) -> dict:
     kills = resumes = rounds = equal = temp_left = 0
+    span = window[1] - window[0]  # seconds the uninterrupted run held the writer lock
     damaged: list[str] = []
     during_write = 0
-    while kills < kills_wanted:
+    # Only kills that land while the process holds the writer lock count towards the target:
+    # one that lands after it released the lock (the work done, Python shutting down) is
+    # still checked, but reported apart.
+    while during_write < kills_wanted:
         rounds += 1
         target = fresh(rounds)
         lock = target / ".lock"
-        done = False
+        done, first_run = False, True
         while not done:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "warehouse", *args_of(target)],
@@ -188,16 +202,17 @@ def crash_rounds(
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            start, end = window
-            delay = rng.uniform(start, end)
+            # The clock starts when this process takes the writer lock (Python start-up and
+            # model loading take seconds and vary with the machine's load), and the kill
+            # lands uniformly within the working span the uninterrupted run needed.
+            while proc.poll() is None and f'"pid": {proc.pid},' not in _read(lock):
+                time.sleep(0.002)
+            delay = rng.uniform(0.0, span)
             t0 = time.perf_counter()
             while proc.poll() is None and time.perf_counter() - t0 < delay:
                 time.sleep(0.002)
-            if proc.poll() is None and kills < kills_wanted:
-                try:
-                    holder = lock.read_text()
-                except OSError:
-                    holder = ""
+            if proc.poll() is None and during_write < kills_wanted:
+                holder = _read(lock)
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
                 kills += 1
@@ -207,8 +222,13 @@ def crash_rounds(
                 )
                 damaged += [f"{name} kill {kills}: {d}" for d in damage(target)]
                 resumes += 1
+                first_run = False
                 continue
             proc.wait()
+            if first_run:
+                # A whole run went by without a kill: the machine's load changed since the
+                # reference run, so its working span is the one to draw from now.
+                span = time.perf_counter() - t0
             if proc.returncode:
                 raise SystemExit(f"{name} resume failed: {proc.stderr}")
             done = True

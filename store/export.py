@@ -4,9 +4,10 @@ The copy is a warehouse of its own: the manifest keeps the source's model, datas
 capture (sites and mode narrowed to what was kept), every copied table and array keeps its
 checksum (each byte is hashed while it is copied and compared with the source manifest, so a
 damaged source is refused, never passed on), and the derived files (stats, selections, evals
-and study, with their JSON sidecars) are listed with their own checksums under `files`, which `verify`
-checks. `--zip` writes the same content as one uncompressed zip (chunks and Parquet pages are
-already zstd-compressed), which `Warehouse.open("share.zip")` reads in place.
+and study, with their JSON sidecars) are listed with their own checksums under `files`,
+which `verify` checks. `--zip` writes the same content as one uncompressed zip (chunks and
+Parquet pages are already zstd-compressed), which `Warehouse.open("share.zip")` reads in
+place.
 """
 
 from __future__ import annotations

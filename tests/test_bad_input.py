@@ -230,6 +230,17 @@ def case_missing_model_path(c: Ctx):
 
 
 @case
+def case_unreachable_hub_model(c: Ctx):
+    # A hub id that is not in the local cache while the hub cannot be reached (offline).
+    import huggingface_hub.constants
+
+    c.mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    args = c.ingest()
+    args[args.index("--model") + 1] = "no-such-org/no-such-model"
+    return args, "neither a local path nor in the Hugging Face cache, and the hub is off"
+
+
+@case
 def case_model_folder_without_config(c: Ctx):
     (c.tmp / "empty-model").mkdir()
     args = c.ingest()
@@ -528,10 +539,13 @@ def case_writer_lock_held(c: Ctx):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_bad_input(name, capsys, tmp_path, built, built_other, tiny_llama_dir, other_model_dir):
+def test_bad_input(
+    name, capsys, monkeypatch, tmp_path, built, built_other, tiny_llama_dir, other_model_dir
+):
     w = tmp_path / "w"
     shutil.copytree(built, w)
     ctx = Ctx(tmp_path, w, tiny_llama_dir, other_model_dir, built_other)
+    ctx.mp = monkeypatch
     args, fragment = CASES[name](ctx)
     before = snapshot(tmp_path)
     code, out, err = run_cli(capsys, *args)
