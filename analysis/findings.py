@@ -47,7 +47,8 @@ def _mean(values: pl.Series) -> float | None:
 
 
 def interval(accuracies: list[float]) -> tuple[float | None, float | None, float | None]:
-    """(mean, low, high): the 95 % t interval of the mean of per-control accuracies."""
+    """(mean, low, high): the 95 % t interval of the mean of per-control accuracies,
+    clipped to [0, 1]."""
     if not accuracies:
         return None, None, None
     mean = float(np.mean(accuracies))
@@ -55,7 +56,8 @@ def interval(accuracies: list[float]) -> tuple[float | None, float | None, float
         return mean, None, None
     half = float(sps.t.ppf(0.975, len(accuracies) - 1) * np.std(accuracies, ddof=1))
     half /= math.sqrt(len(accuracies))
-    return mean, mean - half, mean + half
+    # Accuracies are shares: the interval is clipped to [0, 1].
+    return mean, max(0.0, mean - half), min(1.0, mean + half)
 
 
 def _drop(baseline: float | None, accuracy: float | None) -> float | None:

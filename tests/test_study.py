@@ -233,8 +233,8 @@ def test_findings_equal_numbers_recomputed_from_the_tables(studied: Path):
         mean = np.mean(accs)
         half = sps.t.ppf(0.975, 2) * np.std(accs, ddof=1) / math.sqrt(3)
         assert row["control_mean"] == pytest.approx(mean)
-        assert row["control_lo"] == pytest.approx(mean - half)
-        assert row["control_hi"] == pytest.approx(mean + half)
+        assert row["control_lo"] == pytest.approx(max(0.0, mean - half))
+        assert row["control_hi"] == pytest.approx(min(1.0, mean + half))
 
     # cross-relation: relative drop of ri's accuracy with rj's neurons off.
     for cell in s["cross_relation"]:
@@ -294,6 +294,7 @@ def test_interval_is_the_t_interval():
     mean, lo, hi = interval([0.5, 0.7, 0.6, 0.4])
     ref = sps.t.interval(0.95, 3, loc=0.55, scale=sps.sem([0.5, 0.7, 0.6, 0.4]))
     assert (mean, lo, hi) == (pytest.approx(0.55), pytest.approx(ref[0]), pytest.approx(ref[1]))
+    assert interval([0.9, 1.0, 1.0])[2] == 1.0  # clipped: a share is at most 1
     assert interval([0.3]) == (0.3, None, None)
     assert interval([]) == (None, None, None)
 
