@@ -182,3 +182,22 @@ def _llama_cpp_permute(weights: np.ndarray, n_head: int) -> np.ndarray:
         .swapaxes(1, 2)
         .reshape(weights.shape)
     )
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """`warehouse ARGS` in this process: (exit code, stdout, stderr)."""
+    import sys
+
+    from warehouse import cli
+
+    old = sys.argv
+    sys.argv = ["warehouse", *args]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = old
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -17,10 +17,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import conftest
 import pytest
 import torch
 
-from warehouse import cli
 from warehouse.errors import WarehouseError
 
 SUBJECTS = ["France", "Japan", "Peru", "Chile", "Kenya", "Nepal"]
@@ -113,17 +113,7 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["warehouse", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return conftest.run_cli(capsys, *args)
 
 
 # ---------------------------------------------------------------------------- the cases

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 
+import conftest
 import pytest
-
-from warehouse import cli
 
 COMMANDS = (
     "datasets",
@@ -28,17 +26,7 @@ COMMANDS = (
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["warehouse", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return conftest.run_cli(capsys, *args)
 
 
 def test_help_lists_every_command_with_a_description(capsys):

@@ -9,6 +9,7 @@ import math
 import shutil
 from pathlib import Path
 
+import conftest
 import numpy as np
 import polars as pl
 import pytest
@@ -349,21 +350,7 @@ def test_sentences_file_errors(tmp_path):
 
 
 def _cli(capsys, *args: str) -> tuple[int, str, str]:
-    import sys
-
-    from warehouse import cli
-
-    old = sys.argv
-    sys.argv = ["warehouse", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return conftest.run_cli(capsys, *args)
 
 
 def test_report_command_draws_the_study(studied: Path, tmp_path, capsys):
