@@ -173,10 +173,15 @@ def test_stale_lock_of_a_killed_writer_is_taken_over(tmp_path, tiny_llama_dir, d
     status = lock_status(out)
     assert status is not None and status["pid"] == proc.pid and status["stale"] is True
     problems = verify(out).problems
-    assert problems == [
+    stale = (
         f"stale writer lock {LOCK}: `ingest` (pid {proc.pid}) was killed; re-run that command "
         f"(it takes the lock over), or delete {LOCK}"
-    ]
+    )
+    assert stale in problems
+    # A kill in the middle of a chunk write also leaves that write's temp file, which verify
+    # names too (and the resumed ingest removes); nothing else may be wrong.
+    others = [p for p in problems if p != stale]
+    assert all(p.startswith("leftover temp file: ") for p in others), others
     ingest(_cfg(out, tiny_llama_dir, dataset), show_progress=False)
     assert not (out / LOCK).exists()
     assert _files(out) == _files(reference)
