@@ -799,10 +799,14 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         if self.enabled:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
             self._bar = Progress(
-                TextColumn("eval {task.description}"), BarColumn(), MofNCompleteColumn()
+                TextColumn("eval {task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=Console(stderr=True),
             )
             self._bar.__enter__()
         return self

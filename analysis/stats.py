@@ -527,6 +527,7 @@ def _atomic_parquet(path: Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]
 @contextlib.contextmanager
 def _progress(enabled: bool, opts: StatsOptions, total: int):
     """A rich progress bar over neurons; yields advance(n)."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(
@@ -536,6 +537,7 @@ def _progress(enabled: bool, opts: StatsOptions, total: int):
         TextColumn("neurons"),
         TimeElapsedColumn(),
         disable=not enabled,
+        console=Console(stderr=True),
     )
     task = bar.add_task("stats", total=total)
     with bar:

@@ -420,6 +420,7 @@ class _Progress:
     """A rich progress bar: prompts, tokens/s and MB written."""
 
     def __init__(self, n_prompts: int, n_tokens: int, done: int, enabled: bool) -> None:
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -438,6 +439,7 @@ class _Progress:
             TextColumn("prompts  {task.fields[tps]:,.0f} tok/s  {task.fields[mb]:,.1f} MB written"),
             TimeRemainingColumn(),
             disable=not enabled,
+            console=Console(stderr=True),
         )
         self.task = self.bar.add_task("ingest", total=n_prompts, completed=done, tps=0.0, mb=0.0)
 

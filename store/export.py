@@ -292,6 +292,7 @@ class _progress:
     """A rich progress bar over files copied (a no-op when disabled)."""
 
     def __init__(self, enabled: bool, total: int) -> None:
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         self.bar = Progress(
@@ -300,6 +301,7 @@ class _progress:
             MofNCompleteColumn(),
             TextColumn("files"),
             disable=not enabled,
+            console=Console(stderr=True),
         )
         self.task = self.bar.add_task("export", total=total)
 

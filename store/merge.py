@@ -424,6 +424,7 @@ def _raw_source(parts: list[tuple], srcs: list[ArraySpec], spec: ArraySpec, a: i
 
 class _progress:
     def __init__(self, enabled: bool, total: int) -> None:
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         self.bar = Progress(
@@ -432,6 +433,7 @@ class _progress:
             MofNCompleteColumn(),
             TextColumn("row blocks x layers"),
             disable=not enabled,
+            console=Console(stderr=True),
         )
         self.task = self.bar.add_task("merge", total=total)
 

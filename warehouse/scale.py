@@ -272,6 +272,7 @@ class _Bar:
     """The driver's progress bar: prompts done over every shard, and shards finished."""
 
     def __init__(self, what: str, total: int, shards: int, enabled: bool) -> None:
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         self.total, self.done_shards, self.shards = total, 0, shards
@@ -281,6 +282,7 @@ class _Bar:
             MofNCompleteColumn(),
             TextColumn("prompts  {task.fields[shards]}"),
             disable=not enabled,
+            console=Console(stderr=True),
         )
         self.task = self.bar.add_task(what, total=max(total, 1), shards=self._shards())
         self.n = 0
