@@ -9,6 +9,7 @@ writes: commands that change a warehouse call `require_local`, which refuses a r
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import posixpath
@@ -20,6 +21,8 @@ from typing import IO, Any
 from warehouse.errors import FormatError, WarehouseError
 
 # Protocols that live in optional packages, and the extra that installs each.
+# url -> whether its server answers byte-range reads, probed once per process.
+_RANGES: dict[str, bool] = {}
 _EXTRAS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "http": "aiohttp"}
 
 
@@ -148,11 +151,27 @@ class Location:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise FormatError(f"{self.url}: {rel} is not valid JSON ({e})") from None
 
+    def supports_ranges(self) -> bool:
+        """Whether the server answers byte-range reads. Plain `python -m http.server` does
+        not: it sends the whole file, and fsspec's seekable files then refuse to work."""
+        if self.fs is None:
+            return True
+        if self.url not in _RANGES:
+            try:
+                got = self.fs.cat_file(self.path("manifest.json"), start=0, end=2)
+                _RANGES[self.url] = len(got) == 2
+            except Exception:  # the real read will report what is wrong
+                _RANGES[self.url] = True
+        return _RANGES[self.url]
+
     def open(self, rel: str) -> IO[bytes]:
-        """A seekable binary file; remote files read by range on demand."""
+        """A seekable binary file; remote files read by range on demand (or whole, from a
+        server without range requests)."""
         try:
             if self.fs is None:
                 return open(self.path(rel), "rb")
+            if not self.supports_ranges():
+                return io.BytesIO(self.fs.cat_file(self.path(rel)))
             return self.fs.open(self.path(rel), "rb")
         except FileNotFoundError:
             raise FormatError(f"{self.url}: {rel} is missing") from None

@@ -108,16 +108,19 @@ class Warehouse:
                 "warehouse queries read the warehouse's views only, not files: "
                 f"{found.group(0).strip()}...) is not allowed"
             )
-        ctx = pl.SQLContext({name: self.lazy(name) for name in self.tables()}, eager=False)
+        # Only the views the query names: a view over remote files costs requests to build.
+        views = {name: self.lazy(name) for name in self._named_in(query)}
+        ctx = pl.SQLContext(views, eager=False)
         try:
             return ctx.execute(query)
         except pl.exceptions.PolarsError as e:
             raise WarehouseError(self._sql_error(e)) from None
-        ctx = pl.SQLContext({name: self.lazy(name) for name in self.tables()}, eager=False)
-        try:
-            return ctx.execute(query)
-        except pl.exceptions.PolarsError as e:
-            raise WarehouseError(self._sql_error(e)) from None
+
+    def _named_in(self, query: str) -> list[str]:
+        """The views whose names occur in the query as words (all of them when none do, so
+        that an unknown-table error still lists every view)."""
+        names = [n for n in self.tables() if re.search(rf"\b{re.escape(n)}\b", query, re.I)]
+        return names or list(self.tables())
 
     def _sql_polars(self, query: str) -> pl.DataFrame:
         lf = self.sql_lazy(query)
@@ -134,7 +137,10 @@ class Warehouse:
         con = duckdb.connect(config={"autoinstall_known_extensions": False})
         try:
             files = []
+            named = set(self._named_in(query))
             for name, paths in self._parquet.items():
+                if name not in named:
+                    continue
                 if isinstance(self.root, Location):
                     # DuckDB scans a pyarrow dataset with projection and filter pushdown.
                     con.register(name, remote_dataset(self.root, [str(f) for f in paths]))
