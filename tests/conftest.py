@@ -38,6 +38,14 @@ def _isolated_warehouse_cache(tmp_path_factory: pytest.TempPathFactory, monkeypa
     return cache
 
 
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory: pytest.TempPathFactory):
+    """WAREHOUSE_CACHE for module-scoped fixtures (the autouse one is per test)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WAREHOUSE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture
 def user_warehouse_cache(monkeypatch) -> Path:
     """Point WAREHOUSE_CACHE back at the user's own cache, for the embedded SmolLM2 only."""

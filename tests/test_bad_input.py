@@ -48,13 +48,6 @@ def _dataset_lines() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def module_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WAREHOUSE_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
-@pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "facts.jsonl"
     path.write_text("\n".join(_dataset_lines()) + "\n")

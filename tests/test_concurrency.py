@@ -52,13 +52,6 @@ class Gate:
 
 
 @pytest.fixture(scope="module")
-def module_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WAREHOUSE_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
-@pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "facts.jsonl"
     rows = [
@@ -196,9 +189,9 @@ def test_readers_during_an_ingest_see_only_committed_batches(
     from warehouse.api import Warehouse
 
     ref = Warehouse.open(reference)
-    ref_resp = ref.sql(
-        "select prompt_row, layer, neuron, pooling, value from responses"
-    ).sort(["pooling", "prompt_row", "layer", "neuron"])
+    ref_resp = ref.sql("select prompt_row, layer, neuron, pooling, value from responses").sort(
+        ["pooling", "prompt_row", "layer", "neuron"]
+    )
     ref_act = ref.sql("select token_row, layer, neuron, value from activations").sort(
         ["token_row", "layer", "neuron"]
     )

@@ -45,14 +45,6 @@ PROMPTS = ["The capital city of France is", "Die Hauptstadt von Japan ist", "The
 
 
 @pytest.fixture(scope="module")
-def module_cache(tmp_path_factory):
-    """WAREHOUSE_CACHE for module-scoped fixtures (the autouse one is per test)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WAREHOUSE_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
-@pytest.fixture(scope="module")
 def model_dir(strong_llama_dir) -> Path:
     return strong_llama_dir
 

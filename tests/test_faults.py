@@ -29,13 +29,6 @@ SUBJECTS = [f"Land{i}" for i in range(12)]
 
 
 @pytest.fixture(scope="module")
-def module_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WAREHOUSE_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
-@pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "facts.jsonl"
     rows = []
@@ -258,9 +251,7 @@ FAULTS: dict[str, tuple] = {
         "prompts.parquet does not match its checksum",
     ),
     "manifest_model_edited": (
-        lambda w: _edit_manifest(
-            w, lambda m: m["model"].update(weights_hash="sha256:" + "2" * 64)
-        ),
+        lambda w: _edit_manifest(w, lambda m: m["model"].update(weights_hash="sha256:" + "2" * 64)),
         ["manifest.json: its model, dataset or capture fields do not match its fingerprint"],
         _read_responses,
         "fields were edited",

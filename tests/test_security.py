@@ -98,13 +98,6 @@ def test_the_scan_accepts_safe_forms():
 
 
 @pytest.fixture(scope="module")
-def module_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WAREHOUSE_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
-@pytest.fixture(scope="module")
 def built(tmp_path_factory, tiny_llama_dir, module_cache) -> Path:
     from warehouse.analysis.selections import select
     from warehouse.analysis.stats import run_stats

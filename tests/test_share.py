@@ -163,7 +163,7 @@ def test_http_reads_only_the_chunks_a_query_needs(source: Path, served: str):
     chunks = [p for p in _Logged.requests if "/c/" in p]
     # responses are chunked (2 prompts, 1 layer, 48 neurons): exactly one chunk is needed
     assert chunks == [f"/{source.name}/responses.zarr/ffn.act/mean/c/0/1/0"]
-    assert not any("activations.zarr" in p or "ffn.up" in p for p in _Logged.requests), _Logged.requests
+    assert not any("activations.zarr" in p or "ffn.up" in p for p in _Logged.requests)
     expect = Warehouse.open(source).sql(
         "select value from responses where site = 'ffn.act' and pooling = 'mean' "
         "and layer = 1 and prompt_row < 2"

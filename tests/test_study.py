@@ -39,13 +39,6 @@ TEMPLATES = {
 
 
 @pytest.fixture(scope="module")
-def module_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WAREHOUSE_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
-@pytest.fixture(scope="module")
 def model_dir(strong_llama_dir) -> Path:
     return strong_llama_dir
 
