@@ -43,6 +43,19 @@ def _local_folder(command: str):
     return parse
 
 
+def _ray_option(what: str) -> typer.models.OptionInfo:
+    return typer.Option(
+        "--ray",
+        help=f"Run {what}: 'local' (start a 2-CPU Ray), 'auto' (the running cluster) "
+        "or an address.",
+    )
+
+
+_Shards = Annotated[
+    int | None, typer.Option(help="Shards for --ray (default: GPUs, else CPUs, of Ray).")
+]
+
+
 def _split(value: str | None) -> list[str] | None:
     if value is None:
         return None
@@ -118,17 +131,8 @@ def ingest(
         str | None,
         typer.Option(help="Only shard i/n (e.g. 2/4) into --out: a part for `warehouse merge`."),
     ] = None,
-    ray: Annotated[
-        str | None,
-        typer.Option(
-            "--ray",
-            help="Run the shards as Ray tasks, then merge: 'local' (start a 2-CPU Ray), "
-            "'auto' (the running cluster) or an address.",
-        ),
-    ] = None,
-    shards: Annotated[
-        int | None, typer.Option(help="Shards for --ray (default: GPUs, else CPUs, of Ray).")
-    ] = None,
+    ray: Annotated[str | None, _ray_option("the shards as Ray tasks, then merge")] = None,
+    shards: _Shards = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Run a model over relation prompts and store FFN activations in a warehouse."""
@@ -417,17 +421,8 @@ def eval_(
         str | None,
         typer.Option(help="Only shard i/n (e.g. 2/4); the last shard to finish joins the parts."),
     ] = None,
-    ray: Annotated[
-        str | None,
-        typer.Option(
-            "--ray",
-            help="Run the shards as Ray tasks, then join: 'local' (start a 2-CPU Ray), "
-            "'auto' (the running cluster) or an address.",
-        ),
-    ] = None,
-    shards: Annotated[
-        int | None, typer.Option(help="Shards for --ray (default: GPUs, else CPUs, of Ray).")
-    ] = None,
+    ray: Annotated[str | None, _ray_option("the shards as Ray tasks, then join")] = None,
+    shards: _Shards = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Deactivate a selection's neurons and score factual recall per prompt into evals/."""
@@ -567,17 +562,8 @@ def study(
         str | None, typer.Option(help="Neutral sentences for perplexity (default: built-in).")
     ] = None,
     report: Annotated[Path | None, typer.Option(help="Also write the HTML report here.")] = None,
-    ray: Annotated[
-        str | None,
-        typer.Option(
-            "--ray",
-            help="Run ingest and evals as Ray tasks: 'local' (start a 2-CPU Ray), 'auto' "
-            "(the running cluster) or an address.",
-        ),
-    ] = None,
-    shards: Annotated[
-        int | None, typer.Option(help="Shards for --ray (default: GPUs, else CPUs, of Ray).")
-    ] = None,
+    ray: Annotated[str | None, _ray_option("ingest and evals as Ray tasks")] = None,
+    shards: _Shards = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Run the paper's study end to end (ingest, baseline, stats, select, ablate, perplexity);
