@@ -381,22 +381,21 @@ def _files(root: Path) -> dict[str, bytes]:
 def test_disk_full_in_the_writer(fail_at, tmp_path, tiny_llama_dir, dataset, monkeypatch, capsys):
     """ENOSPC on the fail_at-th chunk write: a one-line error naming the cause, a warehouse
     that verify accepts up to the last committed batch, and a resume to identical bytes."""
-    from warehouse.store import writer as writer_mod
+    from warehouse.store.chunks import ChunkEncoder
 
     ref = tmp_path / "ref"
     ingest(_cfg(ref, tiny_llama_dir, dataset), show_progress=False)
 
-    real_set = writer_mod.CountingStore.set
+    real_put = ChunkEncoder._put
     calls = {"n": 0}
 
-    async def full_disk(self, key, value):
-        if key.startswith("c/"):
-            calls["n"] += 1
-            if calls["n"] >= fail_at:
-                raise OSError(errno.ENOSPC, "No space left on device", str(self.root / key))
-        await real_set(self, key, value)
+    def full_disk(path, data):
+        calls["n"] += 1
+        if calls["n"] >= fail_at:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_put(path, data)
 
-    monkeypatch.setattr(writer_mod.CountingStore, "set", full_disk)
+    monkeypatch.setattr(ChunkEncoder, "_put", staticmethod(full_disk))
     out = tmp_path / "w"
     args = ["warehouse", "ingest", "--out", str(out), "--model", str(tiny_llama_dir)]
     args += ["--dataset", str(dataset), "--batch-size", "4", "--token-chunk", "16"]
@@ -416,7 +415,7 @@ def test_disk_full_in_the_writer(fail_at, tmp_path, tiny_llama_dir, dataset, mon
     assert report.ok, report.problems
     assert report.notes and report.notes[0].startswith("ingest not finished")
 
-    monkeypatch.setattr(writer_mod.CountingStore, "set", real_set)
+    monkeypatch.setattr(ChunkEncoder, "_put", staticmethod(real_put))
     ingest(_cfg(out, tiny_llama_dir, dataset), show_progress=False)
     assert _files(out) == _files(ref)
     assert verify(out).ok

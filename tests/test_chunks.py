@@ -1,0 +1,107 @@
+"""The writer's own chunk encoding must give exactly the files zarr writes for the same data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, ZstdCodec
+
+from warehouse.store.arrays import ArraySpec, create_array
+from warehouse.store.chunks import ChunkEncoder
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "zarr.json"
+    }
+
+
+def _pair(tmp_path: Path, shape, chunks, dtype, compressors):
+    out = []
+    for name in ("by_zarr", "by_encoder"):
+        out.append(
+            zarr.create_array(
+                store=str(tmp_path / name),
+                shape=shape,
+                chunks=chunks,
+                dtype=dtype,
+                serializer=BytesCodec(),
+                compressors=compressors,
+                fill_value=0,
+                zarr_format=3,
+                config={"write_empty_chunks": True},
+            )
+        )
+    return out
+
+
+CODECS = {  # what this tool writes now (-1) and wrote before session 4 (1)
+    "zstd-1": [ZstdCodec(level=-1, checksum=True)],
+    "zstd1": [ZstdCodec(level=1, checksum=True)],
+    "zstd3-nochecksum": [ZstdCodec(level=3, checksum=False)],
+}
+
+
+@pytest.mark.parametrize("codec", sorted(CODECS))
+@pytest.mark.parametrize("dtype", ["float16", "float32", "uint16"])
+def test_chunk_files_equal_zarrs(tmp_path: Path, codec: str, dtype: str) -> None:
+    # 70 rows in chunks of 32 (a short last chunk row), 100 neurons in blocks of 48 (an
+    # edge block): every padded case zarr handles.
+    rng = np.random.default_rng(0)
+    data = (rng.standard_normal((70, 3, 100)) * 4).astype(dtype)
+    data[5:9] = data[0]  # repeated rows, as shared prompt prefixes give
+    by_zarr, by_encoder = _pair(tmp_path, data.shape, (32, 1, 48), dtype, CODECS[codec])
+    by_zarr[:] = data
+    enc = ChunkEncoder.for_array(by_encoder, tmp_path / "by_encoder")
+    assert enc is not None
+    for i, s in enumerate(range(0, 70, 32)):
+        enc.write_rows(i, data[s : s + 32])
+    assert _files(tmp_path / "by_encoder") == _files(tmp_path / "by_zarr")
+    assert enc.bytes_written == sum(len(b) for b in _files(tmp_path / "by_zarr").values())
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "by_encoder"))[:], data)
+
+
+def test_warehouse_arrays_are_encoded_directly(tmp_path: Path) -> None:
+    spec = ArraySpec("activations/x", "a.zarr/x", (10, 2, 8), (4, 1, 8), "bfloat16", (0, 1))
+    arr = create_array(tmp_path, spec)
+    assert ChunkEncoder.for_array(arr, tmp_path / spec.path) is not None
+
+
+@pytest.mark.parametrize(
+    "codecs",
+    [[GzipCodec(level=1)], [BloscCodec(cname="lz4"), Crc32cCodec()], [ZstdCodec(), Crc32cCodec()]],
+)
+def test_unknown_codecs_fall_back_to_zarr(tmp_path: Path, codecs) -> None:
+    arr, _ = _pair(tmp_path, (4, 1, 4), (2, 1, 4), "float16", codecs)
+    assert ChunkEncoder.for_array(arr, tmp_path / "by_zarr") is None
+
+
+def test_wrong_chunk_shape_is_refused(tmp_path: Path) -> None:
+    arr, _ = _pair(tmp_path, (4, 1, 4), (2, 1, 4), "float16", CODECS["zstd-1"])
+    enc = ChunkEncoder.for_array(arr, tmp_path / "by_zarr")
+    with pytest.raises(ValueError, match="chunk shape"):
+        enc.write((0, 0, 0), np.zeros((1, 1, 4), dtype="float16"))
+
+
+def test_a_failed_write_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
+    """A write that fails (a full disk) leaves neither the chunk nor its temp file."""
+    import errno
+
+    from warehouse.store import chunks
+
+    arr, _ = _pair(tmp_path, (4, 1, 4), (2, 1, 4), "float16", CODECS["zstd-1"])
+    enc = ChunkEncoder.for_array(arr, tmp_path / "by_zarr")
+
+    def no_space(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(chunks.os, "replace", no_space)
+    with pytest.raises(OSError, match="No space"):
+        enc.write_rows(0, np.ones((2, 1, 4), dtype="float16"))
+    assert _files(tmp_path / "by_zarr") == {}
+    assert enc.bytes_written == 0
