@@ -409,7 +409,8 @@ def _run_batches(
     finally:
         if writer.thread.is_alive():
             writer.close(finish=False)
-    finalize_checksums(root, manifest)
+    digests = {k: d for k, b in buffers.items() if (d := b.sha256()) is not None}
+    finalize_checksums(root, manifest, digests)
     state["status"] = "complete"
     state["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     save_manifest(root, manifest)

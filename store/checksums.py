@@ -32,11 +32,14 @@ def array_files(spec: ArraySpec) -> list[str]:
     return [f"{spec.path}/zarr.json", *chunk_keys(spec)]
 
 
-def finalize_checksums(root: Path, manifest: dict) -> None:
+def finalize_checksums(root: Path, manifest: dict, known: dict[str, str] | None = None) -> None:
+    """Record every table's and array's checksum; `known` holds array checksums the writer
+    already computed from the bytes it wrote (the rest are read back from disk)."""
+    known = known or {}
     for entry in manifest["tables"].values():
         entry["sha256"] = sha256_file(safe_relative(root, entry["path"]))
     for key, spec in array_specs(manifest).items():
-        manifest["arrays"][key]["sha256"] = sha256_files(root, array_files(spec))
+        manifest["arrays"][key]["sha256"] = known.get(key) or sha256_files(root, array_files(spec))
 
 
 @dataclass

@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
@@ -35,6 +36,11 @@ class ChunkEncoder:
 
     def __init__(self, array: zarr.Array, root: Path, steps: Sequence[Step]) -> None:
         self.root = root
+        # Optional running sha256 over "<prefix>/<key>\0<bytes>" of every chunk written, in
+        # write order; the ingest writer seeds it so the array's manifest checksum needs no
+        # second pass over the files (see ChunkBuffer).
+        self.digest: Any = None
+        self.digest_prefix = ""
         self.chunks = tuple(array.chunks)
         self.dtype = np.dtype(array.dtype).newbyteorder("<")
         self.fill_value = array.fill_value
@@ -74,6 +80,9 @@ class ChunkEncoder:
         # new one, never half of one (and the temp name is one `verify` knows).
         self._put(path, data)
         self.bytes_written += len(data)
+        if self.digest is not None:
+            self.digest.update(f"{self.digest_prefix}/{self.key(index)}".encode() + b"\0")
+            self.digest.update(data)
 
     @staticmethod
     def _put(path: Path, data: bytes | memoryview) -> None:

@@ -4,6 +4,7 @@ memory stays bounded by (queue depth + one chunk) per array."""
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
 from collections.abc import Callable, Mapping
@@ -15,6 +16,7 @@ from zarr.storage import LocalStore
 
 from warehouse.errors import WarehouseError
 from warehouse.store.arrays import STORAGE_DTYPES, ArraySpec
+from warehouse.store.checksums import array_files
 from warehouse.store.chunks import ChunkEncoder
 
 
@@ -46,6 +48,8 @@ class ChunkBuffer:
         # Chunks go straight to files when their codecs are ones ChunkEncoder reproduces (all
         # this tool writes); an array with others is written through zarr.
         self.encoder = ChunkEncoder.for_array(self.array, root / spec.path)
+        if self.encoder is not None:
+            self._start_digest(root, start_row)
         self.start = start_row  # first row not yet on disk
         self.fill = 0
         self.buf = np.empty(
@@ -71,6 +75,25 @@ class ChunkBuffer:
     def finish(self) -> None:
         if self.fill:
             self._flush()
+
+    def _start_digest(self, root: Path, start_row: int) -> None:
+        """Seed the encoder's running checksum with the files already there: the metadata,
+        and on a resume the chunks of the rows on disk (the same bytes, in the same order, as
+        checksums.array_files, so the end of the run needs no second pass over the files)."""
+        h = hashlib.sha256()
+        done = start_row // self.spec.chunks[0]
+        for rel in array_files(self.spec):
+            if rel.endswith("/zarr.json") or int(rel.rsplit("/c/", 1)[1].split("/")[0]) < done:
+                h.update(rel.encode() + b"\0")
+                h.update((root / rel).read_bytes())
+        self.encoder.digest = h
+        self.encoder.digest_prefix = self.spec.path
+
+    def sha256(self) -> str | None:
+        """The array's manifest checksum, once every chunk went through the encoder."""
+        if self.encoder is None or self.encoder.digest is None or self.start != self.spec.shape[0]:
+            return None
+        return "sha256:" + self.encoder.digest.hexdigest()
 
     @property
     def bytes_written(self) -> int:
@@ -103,6 +126,25 @@ class Writer:
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="warehouse-writer", daemon=True)
         self.thread.start()
+
+    def _start_digest(self, root: Path, start_row: int) -> None:
+        """Seed the encoder's running checksum with the files already there: the metadata,
+        and on a resume the chunks of the rows on disk (the same bytes, in the same order, as
+        checksums.array_files, so the end of the run needs no second pass over the files)."""
+        h = hashlib.sha256()
+        done = start_row // self.spec.chunks[0]
+        for rel in array_files(self.spec):
+            if rel.endswith("/zarr.json") or int(rel.rsplit("/c/", 1)[1].split("/")[0]) < done:
+                h.update(rel.encode() + b"\0")
+                h.update((root / rel).read_bytes())
+        self.encoder.digest = h
+        self.encoder.digest_prefix = self.spec.path
+
+    def sha256(self) -> str | None:
+        """The array's manifest checksum, once every chunk went through the encoder."""
+        if self.encoder is None or self.encoder.digest is None or self.start != self.spec.shape[0]:
+            return None
+        return "sha256:" + self.encoder.digest.hexdigest()
 
     @property
     def bytes_written(self) -> int:
