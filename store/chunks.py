@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,10 @@ class ChunkEncoder:
 
     def write(self, index: tuple[int, ...], chunk: np.ndarray) -> None:
         """Encode one whole chunk (shape == the array's chunk shape) and put it in place."""
+        self._account(index, self._encode_put(index, chunk))
+
+    def _encode_put(self, index: tuple[int, ...], chunk: np.ndarray) -> bytes | memoryview:
+        """The part of a write that may run on any thread; returns the bytes written."""
         if chunk.shape != self.chunks:
             raise ValueError(f"chunk shape {chunk.shape} is not the array's {self.chunks}")
         data: bytes | memoryview = np.ascontiguousarray(chunk, dtype=self.dtype).data
@@ -79,6 +84,10 @@ class ChunkEncoder:
         # The same temp-then-rename as zarr's LocalStore: a crash leaves the old file or the
         # new one, never half of one (and the temp name is one `verify` knows).
         self._put(path, data)
+        return data
+
+    def _account(self, index: tuple[int, ...], data: bytes | memoryview) -> None:
+        """Count and checksum one written chunk, in chunk order (one thread only)."""
         self.bytes_written += len(data)
         if self.digest is not None:
             self.digest.update(f"{self.digest_prefix}/{self.key(index)}".encode() + b"\0")
@@ -95,10 +104,23 @@ class ChunkEncoder:
             tmp.unlink(missing_ok=True)  # e.g. a full disk: no half file is left behind
             raise
 
-    def write_rows(self, row_chunk: int, rows: np.ndarray) -> None:
+    def write_rows(self, row_chunk: int, rows: np.ndarray, pool: Executor | None = None) -> None:
         """Write every chunk of one row of chunks. `rows` holds its first len(rows) rows over
         the array's whole extent in the other dimensions; what a chunk has beyond them is the
-        fill value, as zarr pads edge chunks."""
+        fill value, as zarr pads edge chunks. With a `pool`, chunks are encoded and written
+        in parallel; they are counted and checksummed in order all the same."""
+        items = list(self._row_parts(row_chunk, rows))
+        if pool is None:
+            for index, part in items:
+                self.write(index, part)
+            return
+        written = list(pool.map(lambda item: self._encode_put(*item), items))
+        for (index, _), data in zip(items, written, strict=True):
+            self._account(index, data)
+
+    def _row_parts(
+        self, row_chunk: int, rows: np.ndarray
+    ) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
         rest = self.chunks[1:]
         grid = [range(-(-s // c)) for s, c in zip(rows.shape[1:], rest, strict=True)]
         for idx in np.ndindex(*(len(g) for g in grid)):
@@ -110,4 +132,4 @@ class ChunkEncoder:
                 edge = np.full(self.chunks, self.fill_value, dtype=rows.dtype)
                 edge[tuple(slice(0, s) for s in part.shape)] = part
                 part = edge
-            self.write((row_chunk, *idx), part)
+            yield (row_chunk, *idx), part

@@ -5,9 +5,11 @@ memory stays bounded by (queue depth + one chunk) per array."""
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +53,7 @@ class ChunkBuffer:
         if self.encoder is not None:
             self._start_digest(root, start_row)
         self.start = start_row  # first row not yet on disk
+        self.pool: Executor | None = None  # set by the Writer that owns this buffer
         self.fill = 0
         self.buf = np.empty(
             (spec.chunks[0], spec.shape[1], spec.shape[2]), dtype=STORAGE_DTYPES[spec.dtype]
@@ -102,10 +105,18 @@ class ChunkBuffer:
     def _flush(self) -> None:
         end = self.start + self.fill
         if self.encoder is not None:
-            self.encoder.write_rows(self.start // self.spec.chunks[0], self.buf[: self.fill])
+            self.encoder.write_rows(
+                self.start // self.spec.chunks[0], self.buf[: self.fill], self.pool
+            )
         else:
             self.array[self.start : end] = self.buf[: self.fill]
         self.start, self.fill = end, 0
+
+
+def encode_threads() -> int:
+    """Chunk encoders beside the forward pass: none extra on a 2-core machine (the forward
+    uses both), up to 4 where cores are to spare."""
+    return max(1, min(4, (os.cpu_count() or 1) - 2))
 
 
 Batch = Mapping[str, tuple[int, np.ndarray]]  # array key -> (first row, rows)
@@ -119,32 +130,20 @@ class Writer:
         buffers: Mapping[str, ChunkBuffer],
         on_commit: Callable[[dict[str, int]], None],
         depth: int = 2,
+        threads: int | None = None,
     ) -> None:
         self.buffers = dict(buffers)
         self.on_commit = on_commit
+        threads = encode_threads() if threads is None else threads
+        # Chunks of one flush are encoded and written by a pool (zstd and file writes release
+        # the GIL): on a GPU host the forward pass outruns any single thread's compression.
+        self.pool = ThreadPoolExecutor(threads, "warehouse-encode") if threads > 1 else None
+        for b in self.buffers.values():
+            b.pool = self.pool
         self.queue: queue.Queue[Batch | bool] = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="warehouse-writer", daemon=True)
         self.thread.start()
-
-    def _start_digest(self, root: Path, start_row: int) -> None:
-        """Seed the encoder's running checksum with the files already there: the metadata,
-        and on a resume the chunks of the rows on disk (the same bytes, in the same order, as
-        checksums.array_files, so the end of the run needs no second pass over the files)."""
-        h = hashlib.sha256()
-        done = start_row // self.spec.chunks[0]
-        for rel in array_files(self.spec):
-            if rel.endswith("/zarr.json") or int(rel.rsplit("/c/", 1)[1].split("/")[0]) < done:
-                h.update(rel.encode() + b"\0")
-                h.update((root / rel).read_bytes())
-        self.encoder.digest = h
-        self.encoder.digest_prefix = self.spec.path
-
-    def sha256(self) -> str | None:
-        """The array's manifest checksum, once every chunk went through the encoder."""
-        if self.encoder is None or self.encoder.digest is None or self.start != self.spec.shape[0]:
-            return None
-        return "sha256:" + self.encoder.digest.hexdigest()
 
     @property
     def bytes_written(self) -> int:
@@ -172,6 +171,8 @@ class Writer:
         if self.thread.is_alive():
             self.queue.put(finish)
             self.thread.join()
+        if self.pool is not None:
+            self.pool.shutdown()
         self._raise_if_failed()
 
     def _raise_if_failed(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -47,9 +48,10 @@ CODECS = {  # what this tool writes now (-1) and wrote before session 4 (1)
 }
 
 
+@pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("codec", sorted(CODECS))
 @pytest.mark.parametrize("dtype", ["float16", "float32", "uint16"])
-def test_chunk_files_equal_zarrs(tmp_path: Path, codec: str, dtype: str) -> None:
+def test_chunk_files_equal_zarrs(tmp_path: Path, codec: str, dtype: str, threads: int) -> None:
     # 70 rows in chunks of 32 (a short last chunk row), 100 neurons in blocks of 48 (an
     # edge block): every padded case zarr handles.
     rng = np.random.default_rng(0)
@@ -59,8 +61,9 @@ def test_chunk_files_equal_zarrs(tmp_path: Path, codec: str, dtype: str) -> None
     by_zarr[:] = data
     enc = ChunkEncoder.for_array(by_encoder, tmp_path / "by_encoder")
     assert enc is not None
-    for i, s in enumerate(range(0, 70, 32)):
-        enc.write_rows(i, data[s : s + 32])
+    with ThreadPoolExecutor(threads) as pool:
+        for i, s in enumerate(range(0, 70, 32)):
+            enc.write_rows(i, data[s : s + 32], pool if threads > 1 else None)
     assert _files(tmp_path / "by_encoder") == _files(tmp_path / "by_zarr")
     assert enc.bytes_written == sum(len(b) for b in _files(tmp_path / "by_zarr").values())
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "by_encoder"))[:], data)
@@ -107,7 +110,8 @@ def test_a_failed_write_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
     assert enc.bytes_written == 0
 
 
-def test_running_checksum_equals_the_files(tmp_path: Path) -> None:
+@pytest.mark.parametrize("threads", [1, 3])
+def test_running_checksum_equals_the_files(tmp_path: Path, threads: int) -> None:
     """The writer's running array checksum, also across a resume, is the one `verify` reads
     back from the files."""
     from warehouse.store.checksums import array_files
@@ -117,12 +121,49 @@ def test_running_checksum_equals_the_files(tmp_path: Path) -> None:
     spec = ArraySpec("activations/x", "a.zarr/x", (45, 2, 20), (8, 1, 16), "float16", (0, 1))
     create_array(tmp_path, spec)
     data = np.random.default_rng(1).standard_normal(spec.shape).astype("float16")
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
     first = ChunkBuffer(tmp_path, spec, 0)
+    first.pool = pool
     first.add(0, data[:21])  # two whole chunk rows reach the disk, 5 rows are lost
     assert first.start == 16 and first.sha256() is None  # not every chunk written yet
     resumed = ChunkBuffer(tmp_path, spec, 16)
+    resumed.pool = pool
     resumed.add(12, data[12:])  # a resumed batch starts before the mark: rows are dropped
     resumed.finish()
     expected = sha256_files(tmp_path, array_files(spec))
     assert resumed.sha256() == expected
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / spec.path))[:], data)
+
+
+def test_an_encode_pool_writes_the_same_warehouse(tmp_path: Path, tiny_llama_dir, monkeypatch):
+    """Hosts with cores to spare encode chunks in a pool: same files, same checksums."""
+    import json
+
+    from warehouse.ingest.run import IngestConfig, ingest
+    from warehouse.store import writer
+    from warehouse.store.checksums import verify
+
+    data = tmp_path / "facts.jsonl"
+    rows = [
+        {"relation": rel, "language": "en", "subject": f"Land{i}", "object": f"{obj}{i}",
+         "templates": [f"The {rel} of {{subject}} is"]}
+        for i in range(12)
+        for rel, obj in (("capital", "City"), ("currency", "Coin"))
+    ]  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def run(out: Path) -> dict:
+        cfg = IngestConfig(
+            out=out, model=str(tiny_llama_dir), dataset=str(data), batch_size=4, token_chunk=16,
+            prompt_chunk=8,
+        )  # fmt: skip
+        return ingest(cfg, show_progress=False)
+
+    single = run(tmp_path / "single")
+    monkeypatch.setattr(writer, "encode_threads", lambda: 3)
+    pooled = run(tmp_path / "pool")
+    files = {k: v for k, v in _files(tmp_path / "pool").items() if k != "manifest.json"}
+    assert files == {k: v for k, v in _files(tmp_path / "single").items() if k != "manifest.json"}
+    assert any("/c/" in k for k in files)
+    assert pooled["arrays"] == single["arrays"]
+    assert verify(tmp_path / "pool").ok
