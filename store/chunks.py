@@ -9,8 +9,6 @@ the file where zarr would. A test checks that the bytes equal zarr's for the sam
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
@@ -20,6 +18,8 @@ import numpy as np
 import zarr
 from numcodecs import Zstd
 from zarr.codecs import BytesCodec, ZstdCodec
+
+from warehouse.store.files import atomic_write_bytes
 
 Step = Callable[[bytes | memoryview], bytes]
 
@@ -81,8 +81,6 @@ class ChunkEncoder:
         if path.parent not in self._dirs:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._dirs.add(path.parent)
-        # The same temp-then-rename as zarr's LocalStore: a crash leaves the old file or the
-        # new one, never half of one (and the temp name is one `verify` knows).
         self._put(path, data)
         return data
 
@@ -95,14 +93,9 @@ class ChunkEncoder:
 
     @staticmethod
     def _put(path: Path, data: bytes | memoryview) -> None:
-        tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # e.g. a full disk: no half file is left behind
-            raise
+        # Temp-then-rename, as every warehouse file: a crash leaves the old file or the new
+        # one, never half of one (and the temp name is one `verify` knows).
+        atomic_write_bytes(path, data, make_parents=False)
 
     def write_rows(self, row_chunk: int, rows: np.ndarray, pool: Executor | None = None) -> None:
         """Write every chunk of one row of chunks. `rows` holds its first len(rows) rows over

@@ -18,8 +18,12 @@ from warehouse.errors import FormatError
 TEMP_MARKERS = (".tmp-", ".partial")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def atomic_write_bytes(path: Path, data: bytes | memoryview, make_parents: bool = True) -> None:
+    """Write `data` to a temp name beside `path` and rename it into place; on any failure
+    (a full disk) neither the file nor its temp is left. `make_parents=False` skips the
+    mkdir for callers that already made the folder (the chunk writer, once per folder)."""
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
     try:
         with open(tmp, "wb") as f:

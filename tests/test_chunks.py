@@ -95,7 +95,7 @@ def test_a_failed_write_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
     """A write that fails (a full disk) leaves neither the chunk nor its temp file."""
     import errno
 
-    from warehouse.store import chunks
+    from warehouse.store import files
 
     arr, _ = _pair(tmp_path, (4, 1, 4), (2, 1, 4), "float16", CODECS["zstd-1"])
     enc = ChunkEncoder.for_array(arr, tmp_path / "by_zarr")
@@ -103,7 +103,7 @@ def test_a_failed_write_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
     def no_space(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device", str(dst))
 
-    monkeypatch.setattr(chunks.os, "replace", no_space)
+    monkeypatch.setattr(files.os, "replace", no_space)
     with pytest.raises(OSError, match="No space"):
         enc.write_rows(0, np.ones((2, 1, 4), dtype="float16"))
     assert _files(tmp_path / "by_zarr") == {}
