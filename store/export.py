@@ -51,6 +51,16 @@ class _Sink(Protocol):
     def abort(self) -> None: ...
 
 
+def _pump(fi: Any, fo: Any, h: Any) -> int:
+    """Copy fi to fo block by block, hashing what passes; returns the bytes copied."""
+    n = 0
+    while block := fi.read(BLOCK):
+        h.update(block)
+        fo.write(block)
+        n += len(block)
+    return n
+
+
 class _FolderSink:
     """Writes into a temp sibling folder, renamed into place at the end (never half a copy)."""
 
@@ -63,13 +73,8 @@ class _FolderSink:
     def copy(self, src: Location, rel: str, h: Any) -> int:
         out = self.tmp / rel
         out.parent.mkdir(parents=True, exist_ok=True)
-        n = 0
         with src.open(rel) as fi, open(out, "wb") as fo:
-            while block := fi.read(BLOCK):
-                h.update(block)
-                fo.write(block)
-                n += len(block)
-        return n
+            return _pump(fi, fo, h)
 
     def write_json(self, rel: str, obj: Any) -> None:
         atomic_write_json(self.tmp / rel, obj)
@@ -99,13 +104,8 @@ class _ZipSink:
         return info
 
     def copy(self, src: Location, rel: str, h: Any) -> int:
-        n = 0
         with src.open(rel) as fi, self.zf.open(self._info(rel), "w", force_zip64=True) as fo:
-            while block := fi.read(BLOCK):
-                h.update(block)
-                fo.write(block)
-                n += len(block)
-        return n
+            return _pump(fi, fo, h)
 
     def write_json(self, rel: str, obj: Any) -> None:
         import json
