@@ -345,6 +345,20 @@ def _manual_greedy(model, ids: list[int], n: int, eos: list[int]) -> list[int]:
     return seq[len(ids) :]
 
 
+def _check_against_plain_hooks(model, handles, batch, eos, pad_id, ours) -> list[list[int]]:
+    """`ours` (greedy under ablation) equals a full-recompute loop with the plain `handles`
+    on (removed after), and differs from unablated greedy, which is returned."""
+    try:
+        reference = [_manual_greedy(model, x, 3, eos) for x in batch]
+    finally:
+        for h in handles:
+            h.remove()
+    assert ours == reference
+    plain = greedy(model, batch, pad_id, eos, 3)
+    assert plain != ours  # the ablation changed some continuation
+    return plain
+
+
 def test_greedy_under_ablation_equals_a_manual_loop(loaded):
     model, tok = loaded.model, loaded.tokenizer
     texts = [*PROMPTS, "Tokyo is", "La capitale de la France est"]
@@ -354,14 +368,7 @@ def test_greedy_under_ablation_equals_a_manual_loop(loaded):
     with ablate(model, {"ffn.up": ids}):
         ours = greedy(model, batch, tok.pad_token_id, eos, 3)
     handles = _plain_hooks(model, "ffn.up", {k: v.tolist() for k, v in ids.items()})
-    try:
-        reference = [_manual_greedy(model, x, 3, eos) for x in batch]
-    finally:
-        for h in handles:
-            h.remove()
-    assert ours == reference
-    plain = greedy(model, batch, tok.pad_token_id, eos, 3)
-    assert plain != ours  # the ablation changed some continuation
+    _check_against_plain_hooks(model, handles, batch, eos, tok.pad_token_id, ours)
 
 
 def test_greedy_equals_generate(loaded):
@@ -613,14 +620,7 @@ def test_gpt2_greedy_under_ablation_equals_plain_hooks_and_generate(site):
         else:
             target = mlp.c_fc if site == "ffn.up" else mlp.c_proj
             handles.append(target.register_forward_hook(lambda m, a, o, i=idx: post(m, a, o, i)))
-    try:
-        reference = [_manual_greedy(model, x, 3, eos) for x in batch]
-    finally:
-        for h in handles:
-            h.remove()
-    assert ours == reference
-    plain = greedy(model, batch, 0, eos, 3)
-    assert plain != ours  # the ablation changed some continuation
+    plain = _check_against_plain_hooks(model, handles, batch, eos, 0, ours)
     for row, x in zip(plain, batch, strict=True):
         with torch.no_grad():
             out = model.generate(
