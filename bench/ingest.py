@@ -2,7 +2,7 @@
 
     python bench/ingest.py [--relations country_capital,country_currency]
                            [--languages en,de,fr] [--batch-size 32] [--rounds 3]
-                           [--model smollm2-135m] [--device cpu] [--no-rss]
+                           [--model smollm2-135m] [--device cpu] [--no-rss] [--cold]
 
 Prints, on the same prompts and batch size: bare backbone forward tokens/s; ingest
 --capture pooled tokens/s; full per-token ingest tokens/s; their ratios to bare forward;
@@ -15,6 +15,13 @@ The bare forward runs before and after every ingest, and each ingest is compared
 mean of the two: this machine's speed drifts by 20 % over minutes, and drift between
 neighbouring runs is what the pairing cancels. The median of those ratios is the figure;
 the ratio of the fastest runs is printed beside it.
+
+An untimed warm-up ingest runs first and every run's warehouse is deleted once measured, so
+each timed ingest writes its files into page-cache memory the machine has used before. On
+this VM, a guest page's first use costs the host a fault: writing a file into never-used
+memory took 4-7x the CPU of writing it into recycled memory (0.68 vs 0.10 ms per 200 KB
+file), which is a cost of a freshly booted VM, not of ingest. `--cold` skips the warm-up and
+keeps every warehouse until the end, to measure that case.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -77,6 +85,31 @@ def disk_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
+def measure_size_and_codec(root: Path, copy: Path, cold: bool) -> tuple[int, int, float]:
+    """Raw float16 and on-disk bytes of a per-token warehouse's activations, and the CPU
+    seconds one thread takes to encode and write them again as chunk files."""
+    import zarr
+
+    from warehouse.store.chunks import ChunkEncoder
+
+    m = json.loads((root / "manifest.json").read_text())
+    shape = m["arrays"]["activations/ffn.act"]["shape"]
+    raw = shape[0] * shape[1] * shape[2] * 2
+    stored = disk_bytes(root / "activations.zarr")
+    arr = zarr.open_array(root / "activations.zarr/ffn.act", mode="r")
+    data = arr[:]
+    if not cold:
+        shutil.rmtree(root)  # its memory is what the copy below reuses, as a run would
+    encoder = ChunkEncoder.for_array(arr, copy)
+    t0 = time.process_time()  # the writer thread's CPU cost, whatever else runs
+    for i in range(0, len(data), arr.chunks[0]):
+        encoder.write_rows(i // arr.chunks[0], data[i : i + arr.chunks[0]])
+    comp_s = time.process_time() - t0
+    if not cold:
+        shutil.rmtree(copy)
+    return raw, stored, comp_s
+
+
 def child(args) -> None:
     """One per-token ingest in this process; prints its prompt count and peak RSS."""
     loaded = load_model(args.model, device=args.device)
@@ -95,6 +128,11 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-rss", action="store_true", help="skip the two peak-RSS processes")
+    ap.add_argument(
+        "--cold",
+        action="store_true",
+        help="no warm-up ingest, and keep every warehouse until the end (see the docstring)",
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -105,40 +143,35 @@ def main() -> None:
     n_tokens = sum(len(x) for x in ids)
     bare_forward(loaded, ids[: args.batch_size], args.batch_size)  # warm-up
     with tempfile.TemporaryDirectory() as d:
+        if not args.cold:
+            ingest(_config(Path(d) / "warm-up", args, "tokens"), show_progress=False, loaded=loaded)
+            shutil.rmtree(Path(d) / "warm-up")
         bares = [bare_forward(loaded, ids, args.batch_size)]
         runs: dict[str, list[float]] = {"pooled": [], "tokens": []}
         ratios: dict[str, list[float]] = {"pooled": [], "tokens": []}
         for r in range(args.rounds):
             for mode in ("pooled", "tokens"):
-                t = timed_ingest(loaded, _config(Path(d) / f"{mode}{r}", args, mode))
+                out = Path(d) / f"{mode}{r}"
+                t = timed_ingest(loaded, _config(out, args, mode))
                 bares.append(bare_forward(loaded, ids, args.batch_size))
                 runs[mode].append(t)
                 ratios[mode].append((bares[-2] + bares[-1]) / 2 / t)
+                if mode == "tokens" and r == 0:
+                    raw, stored, comp_s = measure_size_and_codec(out, Path(d) / "copy", args.cold)
+                if not args.cold:
+                    shutil.rmtree(out, ignore_errors=True)  # (the size check may have)
         bare, pooled, full = min(bares), min(runs["pooled"]), min(runs["tokens"])
         med_pooled = float(np.median(ratios["pooled"]))
         med_full = float(np.median(ratios["tokens"]))
-        root = Path(d) / "tokens0"
-        m = json.loads((root / "manifest.json").read_text())
-        shape = m["arrays"]["activations/ffn.act"]["shape"]
-        raw = shape[0] * shape[1] * shape[2] * 2
-        stored = disk_bytes(root / "activations.zarr")
-        import zarr
-
-        from warehouse.store.chunks import ChunkEncoder
-
-        arr = zarr.open_array(root / "activations.zarr/ffn.act", mode="r")
-        data = arr[:]
-        encoder = ChunkEncoder.for_array(arr, Path(d) / "copy")
-        t0 = time.process_time()  # the writer thread's CPU cost, whatever else runs
-        for i in range(0, len(data), arr.chunks[0]):
-            encoder.write_rows(i // arr.chunks[0], data[i : i + arr.chunks[0]])
-        comp_s = time.process_time() - t0
     print(
         f"prompts {len(ids)}, tokens {n_tokens}, batch {args.batch_size}, "
         f"torch threads {torch.get_num_threads()}, relations {args.relations}, "
         f"languages {args.languages}"
     )
-    print(f"device {args.device}, model {args.model}, rounds {args.rounds}")
+    print(
+        f"device {args.device}, model {args.model}, rounds {args.rounds}, "
+        f"{'cold (no warm-up, warehouses kept)' if args.cold else 'warm-up ingest first'}"
+    )
     print(f"bare forward        {n_tokens / bare:9.0f} tok/s   1.00x  (fastest run)")
     print(
         f"ingest pooled       {n_tokens / pooled:9.0f} tok/s   {med_pooled:.2f}x  (target >= "
@@ -156,7 +189,7 @@ def main() -> None:
     )
     print(
         f"chunk encode+write  {raw / comp_s / 1e6:9.0f} MB/s of float16 per CPU-second "
-        "(zstd -1 + checksum, files written)"
+        "(zstd -10 + checksum, files written)"
     )
     sys.stdout.flush()  # the RSS runs below take a while
     if args.no_rss:

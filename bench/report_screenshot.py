@@ -35,8 +35,9 @@ def find_browser() -> str | None:
     return None
 
 
-def screenshot(report_dir: Path, out: Path, *, width: int = 1280, height: int = 4000,
-               timeout: float = 120.0) -> Path:
+def screenshot(
+    report_dir: Path, out: Path, *, width: int = 1280, height: int = 4000, timeout: float = 120.0
+) -> Path:
     browser = find_browser()
     if browser is None:
         raise FileNotFoundError(f"none of {', '.join(BROWSERS)} is on PATH")
@@ -47,9 +48,17 @@ def screenshot(report_dir: Path, out: Path, *, width: int = 1280, height: int = 
     out.parent.mkdir(parents=True, exist_ok=True)
     # A throwaway profile: no state from (or into) a user's browser profile.
     with tempfile.TemporaryDirectory(prefix="report-shot-") as profile:
-        cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               f"--user-data-dir={profile}", f"--screenshot={out}",
-               f"--window-size={width},{height}", index.as_uri()]
+        cmd = [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--screenshot={out}",
+            f"--window-size={width},{height}",
+            index.as_uri(),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0 or not out.is_file():
         raise RuntimeError(f"{browser} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")

@@ -24,13 +24,14 @@ from warehouse.store.location import Location
 # (uint16), and the attribute "warehouse_dtype" says how to view them.
 STORAGE_DTYPES = {"float16": "float16", "float32": "float32", "bfloat16": "uint16"}
 
-# zstd at level -1 (one of its fast levels): on whole relations of SmolLM2 activations it
+# zstd at level -10 (one of its fast levels): on whole relations of SmolLM2 activations it
 # compresses float16 2.2x (prompts of one template share prefix tokens, whose identical
-# activations zstd's long matches find) at ~1.4 GB/s per core with the checksum, twice as fast
-# as level 1 (2.3x) and decoding 3x faster; ingest compresses on the cores the forward pass
-# runs on, so CPU is what counts (bench/codecs.py, docs/performance.md). The checksum flag
-# makes every decode verify the chunk, so a flipped byte is an error, not a wrong number.
-ZSTD_LEVEL = -1
+# activations zstd's long matches find), the same as levels -1..-5 and about level 1 (2.3x),
+# and encodes ~1.5 GB/s per core with the checksum, 30 % faster than -1 and twice level 1;
+# ingest compresses on the cores the forward pass runs on, so CPU is what counts
+# (bench/codecs.py, docs/performance.md). The checksum flag makes every decode verify the
+# chunk, so a flipped byte is an error, not a wrong number.
+ZSTD_LEVEL = -10
 
 
 TOKEN_CHUNK = 1024  # rows per chunk of per-token arrays

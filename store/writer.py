@@ -169,6 +169,12 @@ class Writer:
         where a resumed run can continue.
         """
         if self.thread.is_alive():
+            if finish and self.pool is None and (os.cpu_count() or 1) > 1:
+                # The forward pass is over: what is still queued, and the last partial chunks,
+                # may use every core (the run's wall time waits on this drain).
+                self.pool = ThreadPoolExecutor(2, "warehouse-encode")
+                for b in self.buffers.values():
+                    b.pool = self.pool
             self.queue.put(finish)
             self.thread.join()
         if self.pool is not None:

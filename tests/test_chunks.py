@@ -41,8 +41,9 @@ def _pair(tmp_path: Path, shape, chunks, dtype, compressors):
     return out
 
 
-CODECS = {  # what this tool writes now (-1) and wrote before session 4 (1)
+CODECS = {  # what this tool writes now (-10), in session 4 (-1) and before (1)
     "zstd-1": [ZstdCodec(level=-1, checksum=True)],
+    "zstd-10": [ZstdCodec(level=-10, checksum=True)],
     "zstd1": [ZstdCodec(level=1, checksum=True)],
     "zstd3-nochecksum": [ZstdCodec(level=3, checksum=False)],
 }
