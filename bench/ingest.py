@@ -6,8 +6,10 @@
 
 Prints, on the same prompts and batch size: bare backbone forward tokens/s; ingest
 --capture pooled tokens/s; full per-token ingest tokens/s; their ratios to bare forward;
-bytes on disk per token vs raw float16; the codec's encode+write MB/s; and the peak RSS of a
-per-token ingest of one language vs of four (4x the prompts), each in its own process.
+bytes on disk per token vs raw float16; the codec's encode+write MB/s; the CPU cost of one
+chunk-sized file write before and after (a reading of the file system's state); and the peak
+RSS of a per-token ingest of one language vs of four (4x the prompts), each in its own
+process.
 Whole relations are ingested, as users do (a random sample of prompts shares fewer template
 prefixes, so it compresses less: see docs/performance.md).
 
@@ -81,6 +83,22 @@ def timed_ingest(loaded, cfg: IngestConfig) -> float:
     return time.perf_counter() - t0
 
 
+def file_probe(folder: Path, n: int = 300) -> float:
+    """CPU milliseconds one thread spends per 256 KB chunk-like file (temp, write, rename).
+    On this VM it moves 10x with the file system's recent history (many files created and
+    deleted make creates slow for minutes), so the bench prints it beside its figures."""
+    from warehouse.store.files import atomic_write_bytes
+
+    data = np.random.default_rng(0).bytes(1 << 18)
+    folder.mkdir()
+    t0 = time.thread_time()
+    for i in range(n):
+        atomic_write_bytes(folder / str(i), data, make_parents=False)
+    ms = (time.thread_time() - t0) * 1e3 / n
+    shutil.rmtree(folder)
+    return ms
+
+
 def disk_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
@@ -143,6 +161,7 @@ def main() -> None:
     n_tokens = sum(len(x) for x in ids)
     bare_forward(loaded, ids[: args.batch_size], args.batch_size)  # warm-up
     with tempfile.TemporaryDirectory() as d:
+        probe_before = file_probe(Path(d) / "probe")
         if not args.cold:
             ingest(_config(Path(d) / "warm-up", args, "tokens"), show_progress=False, loaded=loaded)
             shutil.rmtree(Path(d) / "warm-up")
@@ -160,6 +179,7 @@ def main() -> None:
                     raw, stored, comp_s = measure_size_and_codec(out, Path(d) / "copy", args.cold)
                 if not args.cold:
                     shutil.rmtree(out, ignore_errors=True)  # (the size check may have)
+        probe_after = file_probe(Path(d) / "probe")
         bare, pooled, full = min(bares), min(runs["pooled"]), min(runs["tokens"])
         med_pooled = float(np.median(ratios["pooled"]))
         med_full = float(np.median(ratios["tokens"]))
@@ -190,6 +210,10 @@ def main() -> None:
     print(
         f"chunk encode+write  {raw / comp_s / 1e6:9.0f} MB/s of float16 per CPU-second "
         "(zstd -10 + checksum, files written)"
+    )
+    print(
+        f"file probe          {probe_before:9.2f} ms CPU per 256 KB file before, "
+        f"{probe_after:.2f} after (temp + write + rename, in the bench's folder)"
     )
     sys.stdout.flush()  # the RSS runs below take a while
     if args.no_rss:
