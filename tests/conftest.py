@@ -16,6 +16,22 @@ import numpy as np
 import pytest
 import torch
 
+# The LRE data set (Hernandez et al.), never copied into the project: beside the checkout
+# (../shared, where this workplace keeps it) or at its usual absolute place. Tests that need
+# it skip when neither holds it.
+LRE = next(
+    (
+        p
+        for p in (
+            Path(__file__).resolve().parents[2] / "shared" / "data" / "lre",
+            Path("/work/shared/data/lre"),
+        )
+        if p.is_dir()
+    ),
+    Path("/work/shared/data/lre"),
+)
+
+
 # The user's cache as it was before any test ran: only the embedded-model test may use it, so
 # that the ~25 s de-quantization of SmolLM2 happens once per machine, not once per run.
 USER_WAREHOUSE_CACHE = os.environ.get("WAREHOUSE_CACHE")

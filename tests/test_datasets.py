@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import LRE
 
 from warehouse.errors import DatasetError
 from warehouse.ingest.datasets import (
@@ -24,7 +25,6 @@ from warehouse.ingest.datasets import (
     prompt_id,
 )
 
-LRE = Path("/work/shared/data/lre")
 LANGS = {"en", "de", "fr", "es", "zh", "ja"}
 
 ROWS = [

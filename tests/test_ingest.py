@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import zarr
+from conftest import LRE
 
 from warehouse.errors import WarehouseError
 from warehouse.ingest.run import IngestConfig, ingest
@@ -331,9 +332,6 @@ def test_verify_finds_damage(tmp_path, warehouse_right):
     assert any("responses.zarr/ffn.down/mean/c/1/0/0 is corrupt" in p for p in problems)
     assert any("unexpected file: stray.txt" in p for p in problems)
     assert len(problems) == 4
-
-
-LRE = Path(__file__).resolve().parents[2] / "shared" / "data" / "lre"
 
 
 @pytest.mark.skipif(not LRE.is_dir(), reason="LRE data set not present")
