@@ -391,9 +391,7 @@ def _load_weights(
                 "; relation-warehouse reads safetensors or GGUF weights only, never pickled "
                 ".bin/.pt files: convert them to safetensors first"
             )
-        raise ModelError(
-            f"cannot load the weights of {spec!r}: {_first_line(err)}{hint}"
-        ) from None
+        raise ModelError(f"cannot load the weights of {spec!r}: {_first_line(err)}{hint}") from None
     if src.kind == "gguf":
         _drop_gguf_quantizer(model)
     model.eval()
