@@ -52,8 +52,7 @@ def tokenize_prompts(tokenizer, prompts: Sequence[Prompt]) -> tuple[pa.Table, pa
         raise ValueError(f"prompt {empty.prompt_id} tokenizes to no tokens: {empty.text!r}")
     offsets = np.concatenate([[0], np.cumsum(n_tokens)[:-1]]) if len(ids) else n_tokens
     flat_ids = [t for x in ids for t in x]
-    # Decoding each id alone shows what the token is (" Paris"), unlike the raw BPE piece.
-    vocab_text = {t: tokenizer.decode([t]) for t in set(flat_ids)}
+    vocab_text = {t: token_text(tokenizer, t) for t in set(flat_ids)}
     is_subject: list[bool] = []
     for p, spans in zip(prompts, enc["offset_mapping"], strict=True):
         # A token is part of the subject when its characters overlap the subject's span;
@@ -94,6 +93,38 @@ def tokenize_prompts(tokenizer, prompts: Sequence[Prompt]) -> tuple[pa.Table, pa
         schema=PROMPT_SCHEMA,
     )
     return table, tokens
+
+
+def token_text(tokenizer, token_id: int) -> str:
+    """What a token is, as text. Decoding the id alone shows it (" Paris"), unlike the raw BPE
+    piece ("ĠParis"), except where the token holds part of a multi-byte UTF-8 character
+    (Chinese and Japanese often): alone that decodes to "\ufffd". Such a token shows its
+    bytes instead, the incomplete ones as <0xNN> (as SentencePiece names its byte tokens):
+    "<0xE5><0xB7>", or "是<0xE6>" where a whole character comes first."""
+    text = tokenizer.decode([token_id])
+    if "\ufffd" not in text:
+        return text
+    piece = tokenizer.convert_ids_to_tokens(token_id)
+    if not isinstance(piece, str) or any(c not in _UNICODE_TO_BYTE for c in piece):
+        return text  # not a byte-level BPE piece: keep what decoding gives
+    raw = bytes(_UNICODE_TO_BYTE[c] for c in piece)
+    return raw.decode("utf-8", errors="surrogateescape").translate(_BYTE_NAMES)
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet (printable character -> byte), which byte-level
+    tokenizers (SmolLM2, Llama 3, Qwen, GPT-2) spell their pieces in."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    keep += range(ord("®"), ord("ÿ") + 1)
+    chars = {b: chr(b) for b in keep}
+    for n, b in enumerate(b for b in range(256) if b not in chars):
+        chars[b] = chr(256 + n)
+    return {c: b for b, c in chars.items()}
+
+
+_UNICODE_TO_BYTE = _byte_level_alphabet()
+# surrogateescape decodes an undecodable byte 0xNN to U+DCNN.
+_BYTE_NAMES = {0xDC00 + b: f"<0x{b:02X}>" for b in range(128, 256)}
 
 
 def token_ids_by_prompt(tokens: pa.Table, n_prompts: int) -> list[list[int]]:
