@@ -43,7 +43,12 @@ from warehouse.analysis.selectivity import selectivity
 from warehouse.errors import FormatError, WarehouseError
 from warehouse.store.arrays import NEURON_CHUNK, ArraySpec, from_storage, open_array
 from warehouse.store.checksums import require_complete
-from warehouse.store.files import atomic_write_json, read_json, sha256_file
+from warehouse.store.files import (
+    atomic_write_json,
+    read_json,
+    remove_temp_entries,
+    sha256_file,
+)
 from warehouse.store.location import local_folder
 from warehouse.store.lock import WriterLock
 from warehouse.store.manifest import array_specs, load_manifest
@@ -274,6 +279,8 @@ def run_stats(
         spec = specs[f"responses/{s}/{pooling}"]
         units = manifest["model"]["units"][s]
         with WriterLock(root, "stats"):  # one writer at a time (store/lock.py)
+            # Under the lock no other stats run is alive: temps here are a killed run's.
+            remove_temp_entries(root / STATS_DIR)
             _compute_and_write(root, path, spec, units, opts, inputs, threads, show_progress)
         paths.append(path)
     return paths

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -68,6 +69,26 @@ def sha256_files(root: Path, rel_paths: Iterable[str]) -> str:
 
 def is_temp_file(name: str) -> bool:
     return any(marker in name for marker in TEMP_MARKERS)
+
+
+def remove_temp_entries(folder: Path) -> int:
+    """Delete the temp files and temp folders directly in `folder`: what a killed writer left.
+    Only for a writer holding the warehouse lock, in a folder only such writers write to (a
+    live writer's temps would go too). Links are removed, never followed. Returns how many."""
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return 0
+    removed = 0
+    for entry in entries:
+        if not is_temp_file(entry.name):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            Path(entry.path).unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def safe_relative(root: Path, rel: str) -> Path:

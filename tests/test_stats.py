@@ -237,6 +237,21 @@ def test_rerun_is_skipped_other_options_rewrite_only_their_file(fresh: Path):
     ]
 
 
+def test_a_killed_runs_temps_are_removed(fresh: Path):
+    stats = fresh / "stats"
+    stats.mkdir(exist_ok=True)
+    (stats / ".tmp-dead0001").mkdir()
+    (stats / ".tmp-dead0001" / "ap.npy").write_bytes(b"\x93NUMPY half")
+    (stats / "x.parquet.tmp-0123abcd").write_bytes(b"half")
+    (stats / "keep.txt").write_text("not a temp")  # only temps go (verify names the rest)
+    run_stats(fresh, "ffn.act", show_progress=False)
+    assert sorted(p.name for p in stats.iterdir()) == [
+        "ffn.act__mean__all.json",
+        "ffn.act__mean__all.parquet",
+        "keep.txt",
+    ]
+
+
 def test_single_language_groups_share_one_computation(fresh: Path):
     """With per_language=False only "all" rows are written; the run still equals sklearn."""
     (path,) = run_stats(fresh, "ffn.act", per_language=False, show_progress=False)
