@@ -175,10 +175,10 @@ def main() -> None:
                 bares.append(bare_forward(loaded, ids, args.batch_size))
                 runs[mode].append(t)
                 ratios[mode].append((bares[-2] + bares[-1]) / 2 / t)
-                if mode == "tokens" and r == 0:
+                if mode == "tokens" and r == 0:  # (it deletes `out` itself unless cold)
                     raw, stored, comp_s = measure_size_and_codec(out, Path(d) / "copy", args.cold)
-                if not args.cold:
-                    shutil.rmtree(out, ignore_errors=True)  # (the size check may have)
+                elif not args.cold:
+                    shutil.rmtree(out)
         probe_after = file_probe(Path(d) / "probe")
         bare, pooled, full = min(bares), min(runs["pooled"]), min(runs["tokens"])
         med_pooled = float(np.median(ratios["pooled"]))

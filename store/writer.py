@@ -137,13 +137,19 @@ class Writer:
         threads = encode_threads() if threads is None else threads
         # Chunks of one flush are encoded and written by a pool (zstd and file writes release
         # the GIL): on a GPU host the forward pass outruns any single thread's compression.
-        self.pool = ThreadPoolExecutor(threads, "warehouse-encode") if threads > 1 else None
-        for b in self.buffers.values():
-            b.pool = self.pool
+        self.pool: ThreadPoolExecutor | None = None
+        if threads > 1:
+            self._use_pool(threads)
         self.queue: queue.Queue[Batch | bool] = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="warehouse-writer", daemon=True)
         self.thread.start()
+
+    def _use_pool(self, threads: int) -> None:
+        """Encode and write each flush's chunks with `threads` threads from now on."""
+        self.pool = ThreadPoolExecutor(threads, "warehouse-encode")
+        for b in self.buffers.values():
+            b.pool = self.pool
 
     @property
     def bytes_written(self) -> int:
@@ -172,9 +178,7 @@ class Writer:
             if finish and self.pool is None and (os.cpu_count() or 1) > 1:
                 # The forward pass is over: what is still queued, and the last partial chunks,
                 # may use every core (the run's wall time waits on this drain).
-                self.pool = ThreadPoolExecutor(2, "warehouse-encode")
-                for b in self.buffers.values():
-                    b.pool = self.pool
+                self._use_pool(2)
             self.queue.put(finish)
             self.thread.join()
         if self.pool is not None:
