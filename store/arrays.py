@@ -4,6 +4,13 @@ Layout: one array per site with a layer axis, ``[row, layer, neuron]``, chunked
 ``(rows_per_chunk, 1, neurons_per_chunk)``. One chunk holds one layer's neuron block for a
 block of rows, so "all rows of one neuron" touches one column of chunks and "all neurons of
 a row block" one row of chunks (bench/layout.py compares this with one array per layer).
+
+Format 2 stores each row of chunks as one file, a zarr v3 shard (the `sharding_indexed`
+codec: the chunks' bytes and an index of where each starts). Reads touch the same chunks as
+before (a shard is read by byte ranges), but a run writes one file per row block instead of
+one per chunk: file creation was half of the writer's CPU on the cores the forward pass
+needs (docs/performance.md), and a million-token warehouse keeps thousands of files, not
+hundreds of thousands. Format 1 warehouses (one file per chunk) are read as before.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.abc.store import SuffixByteRequest
 from zarr.codecs import BytesCodec, ZstdCodec
 from zarr.storage import LocalStore
 
@@ -49,15 +57,25 @@ class ArraySpec:
     chunks: tuple[int, int, int]
     dtype: str  # logical dtype: float16 | bfloat16 | float32
     layers: tuple[int, ...]  # model layer number of each index on the layer axis
+    # Shape of one file (a zarr shard of whole chunks); None: one file per chunk (format 1).
+    shards: tuple[int, int, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "path": self.path,
             "shape": list(self.shape),
             "chunks": list(self.chunks),
             "dtype": self.dtype,
             "layers": list(self.layers),
         }
+        if self.shards is not None:
+            out["shards"] = list(self.shards)
+        return out
+
+    @property
+    def file_shape(self) -> tuple[int, int, int]:
+        """The block of the array one chunk file holds: a shard, or a chunk (format 1)."""
+        return self.shards or self.chunks
 
     @classmethod
     def from_json(cls, key: str, d: dict[str, Any]) -> ArraySpec:
@@ -68,19 +86,32 @@ class ArraySpec:
             chunks=tuple(d["chunks"]),
             dtype=d["dtype"],
             layers=tuple(d["layers"]),
+            shards=tuple(d["shards"]) if d.get("shards") else None,
         )
+
+
+def _chunks(n_rows: int, rows: int, units: int) -> tuple[int, int, int]:
+    return (min(rows, max(n_rows, 1)), 1, min(NEURON_CHUNK, units))
+
+
+def _row_shard(chunks: tuple[int, int, int], n_layers: int, units: int) -> tuple[int, int, int]:
+    """One shard per row of chunks: every layer and every neuron (rounded up to whole
+    chunks, as zarr pads the last) of a chunk's rows."""
+    return (chunks[0], max(n_layers, 1), -(-units // chunks[2]) * chunks[2])
 
 
 def activation_spec(
     site: str, n_rows: int, layers: list[int], units: int, dtype: str, rows: int = TOKEN_CHUNK
 ) -> ArraySpec:
+    chunks = _chunks(n_rows, rows, units)
     return ArraySpec(
         key=f"activations/{site}",
         path=f"activations.zarr/{site}",
         shape=(n_rows, len(layers), units),
-        chunks=(min(rows, max(n_rows, 1)), 1, min(NEURON_CHUNK, units)),
+        chunks=chunks,
         dtype=dtype,
         layers=tuple(layers),
+        shards=_row_shard(chunks, len(layers), units),
     )
 
 
@@ -93,13 +124,15 @@ def response_spec(
     dtype: str,
     rows: int = PROMPT_CHUNK,
 ) -> ArraySpec:
+    chunks = _chunks(n_rows, rows, units)
     return ArraySpec(
         key=f"responses/{site}/{pooling}",
         path=f"responses.zarr/{site}/{pooling}",
         shape=(n_rows, len(layers), units),
-        chunks=(min(rows, max(n_rows, 1)), 1, min(NEURON_CHUNK, units)),
+        chunks=chunks,
         dtype=dtype,
         layers=tuple(layers),
+        shards=_row_shard(chunks, len(layers), units),
     )
 
 
@@ -113,6 +146,7 @@ def create_array(root: Path, spec: ArraySpec) -> zarr.Array:
         store=str(root / spec.path),
         shape=spec.shape,
         chunks=spec.chunks,
+        shards=spec.shards,
         dtype=STORAGE_DTYPES[spec.dtype],
         serializer=BytesCodec(),
         compressors=[ZstdCodec(level=ZSTD_LEVEL, checksum=True)],
@@ -135,13 +169,32 @@ class StrictStore(LocalStore):
     """A read-only LocalStore for which an absent chunk is an error, not the fill value.
 
     A warehouse writes every chunk (`write_empty_chunks`), so a missing one is damage; plain
-    zarr would hand back zeros for it, i.e. silently wrong numbers.
+    zarr would hand back zeros for it, i.e. silently wrong numbers. In a shard (format 2) a
+    chunk is absent when the shard's index marks it so: every index this store hands to
+    zarr is checked for such entries first.
     """
+
+    def __init__(self, root: Path, index_bytes: int | None = None, **kw: Any) -> None:
+        super().__init__(root, **kw)
+        self.index_bytes = index_bytes  # size of a shard's index + crc32c; None: no shards
 
     async def get(self, key, prototype=None, byte_range=None):  # type: ignore[override]
         value = await super().get(key, prototype, byte_range)
-        if value is None and key.startswith("c/"):
+        if not key.startswith("c/"):
+            return value
+        if value is None:
             raise MissingChunkError(f"chunk file {self.root / key} is missing")
+        n = self.index_bytes
+        if n is not None and (
+            byte_range is None
+            or (isinstance(byte_range, SuffixByteRequest) and byte_range.suffix == n)
+        ):
+            index = value.to_bytes()[-n:-4]
+            entries = np.frombuffer(index, dtype="<u8").reshape(-1, 2)
+            if (entries == np.iinfo(np.uint64).max).all(1).any():
+                raise MissingChunkError(
+                    f"chunk file {self.root / key}: its index marks chunks as absent"
+                )
         return value
 
 
@@ -154,7 +207,9 @@ def open_array(root: Path | Location, spec: ArraySpec, mode: str = "r") -> zarr.
         store: Any = root.zarr_store(spec.path)
     else:
         local = Path(str(root)) / spec.path
-        store = StrictStore(local, read_only=True) if mode == "r" else str(local)
+        store = (
+            StrictStore(local, _index_bytes(spec), read_only=True) if mode == "r" else str(local)
+        )
     try:
         arr = zarr.open_array(store=store, mode=mode, zarr_format=3)
     except (
@@ -175,6 +230,13 @@ def open_array(root: Path | Location, spec: ArraySpec, mode: str = "r") -> zarr.
             f"run `warehouse verify {root}`"
         )
     return arr
+
+
+def _index_bytes(spec: ArraySpec) -> int | None:
+    """Bytes of a shard's index and its crc32c (16 per chunk + 4), None without shards."""
+    if spec.shards is None:
+        return None
+    return 16 * int(np.prod([s // c for s, c in zip(spec.shards, spec.chunks, strict=True)])) + 4
 
 
 def to_storage(x: np.ndarray, dtype: str) -> np.ndarray:
@@ -200,6 +262,7 @@ def from_storage(x: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def chunk_keys(spec: ArraySpec) -> list[str]:
-    """Relative paths of every chunk file of an array (zarr v3 default "c/i/j/k" keys)."""
-    grid = [range(-(-s // c)) for s, c in zip(spec.shape, spec.chunks, strict=True)]
+    """Relative paths of every chunk file of an array (zarr v3 default "c/i/j/k" keys): one
+    per shard, or one per chunk in format 1."""
+    grid = [range(-(-s // c)) for s, c in zip(spec.shape, spec.file_shape, strict=True)]
     return [f"{spec.path}/c/{i}/{j}/{k}" for i in grid[0] for j in grid[1] for k in grid[2]]

@@ -15,6 +15,7 @@ import zarr
 
 from warehouse.errors import FormatError, WarehouseError
 from warehouse.store.arrays import STORAGE_DTYPES, ArraySpec, chunk_keys
+from warehouse.store.chunks import shard_index
 from warehouse.store.files import is_temp_file, safe_relative, sha256_file, sha256_files
 from warehouse.store.location import Location
 from warehouse.store.lock import LOCK, lock_status
@@ -279,10 +280,11 @@ def _verify_array(
     except Exception as e:  # any unreadable metadata is a finding, not a crash
         report.problems.append(f"array {key}: metadata unreadable ({e})")
         return
-    if tuple(arr.shape) != spec.shape or tuple(arr.chunks) != spec.chunks:
+    shards = tuple(arr.shards) if arr.shards is not None else None
+    if (tuple(arr.shape), tuple(arr.chunks), shards) != (spec.shape, spec.chunks, spec.shards):
         report.problems.append(
-            f"array {key}: shape/chunks {tuple(arr.shape)}/{tuple(arr.chunks)} differ from the "
-            f"manifest's {spec.shape}/{spec.chunks}"
+            f"array {key}: shape/chunks/shards {tuple(arr.shape)}/{tuple(arr.chunks)}/{shards} "
+            f"differ from the manifest's {spec.shape}/{spec.chunks}/{spec.shards}"
         )
         return
     if str(arr.dtype) != STORAGE_DTYPES.get(spec.dtype) or (
@@ -294,8 +296,9 @@ def _verify_array(
         )
         return
     bad = False
-    # Chunks are decoded one at a time: zstd's content checksum catches flipped bytes and
-    # truncation, and a missing file is named rather than read back as zeros.
+    # Chunks are decoded one at a time (in a shard, one layer's at a time): zstd's content
+    # checksum catches flipped bytes and truncation, and a missing file is named rather than
+    # read back as zeros.
     for ck in chunk_keys(spec):
         i, j, k = (int(x) for x in ck.rsplit("/c/", 1)[1].split("/"))
         if not loc.isfile(ck):
@@ -305,17 +308,41 @@ def _verify_array(
                 report.problems.append(f"array {key}: chunk {ck} is missing")
                 bad = True
             continue
-        sel = tuple(
-            slice(idx * c, min((idx + 1) * c, s))
-            for idx, c, s in zip((i, j, k), spec.chunks, spec.shape, strict=True)
-        )
-        try:
-            np.asarray(arr[sel])
-        except Exception as e:
-            report.problems.append(f"array {key}: chunk {ck} is corrupt ({type(e).__name__}: {e})")
+        problem = _check_file(loc, arr, spec, ck, (i, j, k))
+        if problem:
+            report.problems.append(f"array {key}: chunk {ck} is corrupt ({problem})")
             bad = True
     if complete and not bad and _sha256_at(loc, array_files(spec)) != digest:
         report.problems.append(f"array {key}: files do not match the manifest checksum")
+
+
+def _check_file(
+    loc: Location, arr: zarr.Array, spec: ArraySpec, rel: str, index: tuple[int, int, int]
+) -> str | None:
+    """What is wrong with one chunk file, decoding it as zarr does; None if nothing."""
+    rows = slice(
+        index[0] * spec.file_shape[0], min((index[0] + 1) * spec.file_shape[0], spec.shape[0])
+    )
+    try:
+        if spec.shards is None:
+            sel = tuple(
+                slice(idx * c, min((idx + 1) * c, s))
+                for idx, c, s in zip(index[1:], spec.chunks[1:], spec.shape[1:], strict=True)
+            )
+            np.asarray(arr[(rows, *sel)])
+            return None
+        # A shard: its index first (zarr reads a chunk the index marks absent as zeros), then
+        # every chunk, one layer at a time.
+        n = spec.shards[1] // spec.chunks[1] * (spec.shards[2] // spec.chunks[2])
+        shard_index(loc.read_bytes(rel), n)
+        for layer in range(spec.shape[1]):
+            try:
+                np.asarray(arr[rows, layer, :])
+            except Exception as e:
+                return f"layer {layer}: {type(e).__name__}: {e}"
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+    return None
 
 
 def _sha256_at(loc: Location, rels: list[str], single: bool = False) -> str:

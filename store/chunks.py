@@ -14,10 +14,13 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import numpy as np
 import zarr
 from numcodecs import Zstd
-from zarr.codecs import BytesCodec, ZstdCodec
+from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
+from zarr.codecs.sharding import ShardingCodecIndexLocation
+from zarr.core.indexing import morton_order_iter
 
 from warehouse.store.files import atomic_write_bytes
 
@@ -35,14 +38,23 @@ def _step(codec: object) -> Step | None:
 class ChunkEncoder:
     """Encodes whole chunks of one zarr v3 array and writes them atomically."""
 
-    def __init__(self, array: zarr.Array, root: Path, steps: Sequence[Step]) -> None:
+    def __init__(
+        self,
+        array: zarr.Array,
+        root: Path,
+        steps: Sequence[Step],
+        chunks: tuple[int, ...] | None = None,
+    ) -> None:
+        """`chunks`: the inner chunk shape of a sharded array (whose shards each hold one
+        whole row of chunks); None for an array of one file per chunk."""
         self.root = root
         # Optional running sha256 over "<prefix>/<key>\0<bytes>" of every chunk written, in
         # write order; the ingest writer seeds it so the array's manifest checksum needs no
         # second pass over the files (see ChunkBuffer).
         self.digest: Any = None
         self.digest_prefix = ""
-        self.chunks = tuple(array.chunks)
+        self.sharded = chunks is not None
+        self.chunks = tuple(chunks) if chunks is not None else tuple(array.chunks)
         self.dtype = np.dtype(array.dtype).newbyteorder("<")
         self.fill_value = array.fill_value
         self.key = array.metadata.chunk_key_encoding.encode_chunk_key
@@ -55,6 +67,26 @@ class ChunkEncoder:
         """An encoder for `array` stored at folder `root`, or None when its codecs are not
         ones this module reproduces (the caller then writes through zarr)."""
         codecs = array.metadata.codecs
+        inner = None
+        if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec):
+            shard = codecs[0]
+            inner = tuple(shard.chunk_shape)
+            outer = tuple(array.metadata.chunk_grid.chunk_shape)
+            index = shard.index_codecs
+            whole_rows = outer[0] == inner[0] and all(
+                o == -(-n // c) * c
+                for o, n, c in zip(outer[1:], array.shape[1:], inner[1:], strict=True)
+            )
+            if not (
+                whole_rows
+                and shard.index_location == ShardingCodecIndexLocation.end
+                and len(index) == 2
+                and isinstance(index[0], BytesCodec)
+                and getattr(index[0].endian, "value", None) == "little"
+                and isinstance(index[1], Crc32cCodec)
+            ):
+                return None
+            codecs = shard.codecs
         if not codecs or not isinstance(codecs[0], BytesCodec):
             return None
         if np.dtype(array.dtype).itemsize > 1 and codecs[0].endian is None:
@@ -64,19 +96,28 @@ class ChunkEncoder:
         steps = [_step(c) for c in codecs[1:]]
         if any(s is None for s in steps):
             return None
-        return cls(array, root, steps)  # type: ignore[arg-type]
+        return cls(array, root, steps, inner)  # type: ignore[arg-type]
 
     def write(self, index: tuple[int, ...], chunk: np.ndarray) -> None:
         """Encode one whole chunk (shape == the array's chunk shape) and put it in place."""
+        if self.sharded:
+            raise ValueError("a sharded array is written a row of chunks at a time (write_rows)")
         self._account(index, self._encode_put(index, chunk))
 
-    def _encode_put(self, index: tuple[int, ...], chunk: np.ndarray) -> bytes | memoryview:
-        """The part of a write that may run on any thread; returns the bytes written."""
+    def _encode(self, chunk: np.ndarray) -> bytes | memoryview:
+        """One chunk's bytes, as zarr encodes it (may run on any thread)."""
         if chunk.shape != self.chunks:
             raise ValueError(f"chunk shape {chunk.shape} is not the array's {self.chunks}")
         data: bytes | memoryview = np.ascontiguousarray(chunk, dtype=self.dtype).data
         for step in self.steps:
             data = step(data)
+        return data
+
+    def _encode_put(self, index: tuple[int, ...], chunk: np.ndarray) -> bytes | memoryview:
+        """The part of a write that may run on any thread; returns the bytes written."""
+        return self._put_file(index, self._encode(chunk))
+
+    def _put_file(self, index: tuple[int, ...], data: bytes | memoryview) -> bytes | memoryview:
         path = self.root / self.key(index)
         if path.parent not in self._dirs:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +144,13 @@ class ChunkEncoder:
         fill value, as zarr pads edge chunks. With a `pool`, chunks are encoded and written
         in parallel; they are counted and checksummed in order all the same."""
         items = list(self._row_parts(row_chunk, rows))
+        if self.sharded:
+            mapped = map if pool is None else pool.map
+            encoded = list(mapped(lambda item: self._encode(item[1]), items))
+            index = (row_chunk,) + (0,) * (len(self.chunks) - 1)
+            data = self._put_file(index, _shard_bytes([i for i, _ in items], encoded))
+            self._account(index, data)
+            return
         if pool is None:
             for index, part in items:
                 self.write(index, part)
@@ -126,3 +174,40 @@ class ChunkEncoder:
                 edge[tuple(slice(0, s) for s in part.shape)] = part
                 part = edge
             yield (row_chunk, *idx), part
+
+
+def _shard_bytes(indices: list[tuple[int, ...]], encoded: list[bytes | memoryview]) -> bytes:
+    """One shard of a row of chunks as zarr's sharding codec writes it: the chunks in Morton
+    order of their place in the shard, then the index (C order) and its crc32c."""
+    pos = {idx[1:]: n for n, idx in enumerate(indices)}  # place in the shard (row is 0)
+    grid = tuple(max(i[d] for i in indices) + 1 for d in range(1, len(indices[0])))
+    table = np.empty((len(indices), 2), dtype="<u8")
+    parts, offset = [], 0
+    for coords in morton_order_iter(grid):
+        n = pos[coords]
+        table[n] = (offset, len(encoded[n]))
+        parts.append(encoded[n])
+        offset += len(encoded[n])
+    index = table.tobytes()
+    parts += [index, google_crc32c.value(index).to_bytes(4, "little")]
+    return b"".join(parts)
+
+
+def shard_index(data: bytes, n_chunks: int) -> np.ndarray:
+    """The (offset, length) of each chunk of a shard file (format 2), C order; raises
+    ValueError when the file is too short, its index fails its crc32c, or an entry points
+    outside the data (a chunk zarr would silently read as the fill value is marked absent:
+    offset and length 2**64 - 1)."""
+    size = 16 * n_chunks + 4
+    if len(data) < size:
+        raise ValueError(f"{len(data)} bytes, shorter than its index ({size} bytes)")
+    index = data[-size:-4]
+    if google_crc32c.value(index).to_bytes(4, "little") != data[-4:]:
+        raise ValueError("its index fails its crc32c")
+    table = np.frombuffer(index, dtype="<u8").reshape(n_chunks, 2)
+    absent = (table == np.iinfo(np.uint64).max).all(1)
+    if absent.any():
+        raise ValueError(f"{int(absent.sum())} of its {n_chunks} chunks are absent")
+    if (table.sum(1) > len(data) - size).any():
+        raise ValueError("its index points past the chunk data (truncated?)")
+    return table

@@ -9,6 +9,7 @@ writes: commands that change a warehouse call `require_local`, which refuses a r
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -213,7 +214,9 @@ class Location:
             return LocalStore(self.path(rel), read_only=True)
         from zarr.storage import FsspecStore
 
-        return FsspecStore(_async(self.fs), read_only=True, path=self.path(rel))
+        if self.supports_ranges():
+            return FsspecStore(_async(self.fs), read_only=True, path=self.path(rel))
+        return _whole_file_store()(_async(self.fs), read_only=True, path=self.path(rel))
 
     def arrow_fs(self) -> Any:
         """This location's filesystem for pyarrow (None for a local folder)."""
@@ -238,3 +241,42 @@ def _async(fs: Any) -> Any:
     from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
 
     return AsyncFileSystemWrapper(fs, asynchronous=True)
+
+
+@functools.cache
+def _whole_file_store() -> type:
+    from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
+    from zarr.storage import FsspecStore
+
+    class WholeFileStore(FsspecStore):
+        """An FsspecStore for a server that ignores byte ranges (it sends the whole file):
+        a shard's index and its chunks are byte ranges of one file, so the file is fetched
+        whole and the ranges are cut from it here. The last few files are kept, so the
+        chunks of one shard cost one fetch."""
+
+        _keep = 2
+
+        def __init__(self, *a: Any, **kw: Any) -> None:
+            super().__init__(*a, **kw)
+            self._recent: dict[str, Any] = {}
+
+        async def get(self, key, prototype, byte_range=None):  # type: ignore[override]
+            if byte_range is None:
+                return await super().get(key, prototype)
+            whole = self._recent.get(key)
+            if whole is None:
+                whole = await super().get(key, prototype)
+                if whole is None:
+                    return None
+                self._recent[key] = whole
+                while len(self._recent) > self._keep:
+                    self._recent.pop(next(iter(self._recent)))
+            if isinstance(byte_range, RangeByteRequest):
+                return whole[byte_range.start : byte_range.end]
+            if isinstance(byte_range, OffsetByteRequest):
+                return whole[byte_range.offset :]
+            if isinstance(byte_range, SuffixByteRequest):
+                return whole[len(whole) - byte_range.suffix :]
+            raise ValueError(f"unexpected byte range {byte_range}")
+
+    return WholeFileStore

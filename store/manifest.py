@@ -14,7 +14,7 @@ from warehouse.store.files import atomic_write_json, read_json, safe_relative
 from warehouse.store.location import Location
 
 FORMAT_NAME = "relation-warehouse"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: arrays stored as zarr shards (a file per row of chunks); 1 is read too
 MANIFEST = "manifest.json"
 
 

@@ -4,11 +4,12 @@ Inputs are shards of one run (`ingest --shard i/n`), or warehouses of other rela
 languages or prompt samples. Their prompts are laid out as one ingest would: ordered by
 (n_tokens, relation, language, template), ties by input and row, so the merged order does
 not depend on the order the inputs are named in. Each input is in that order already, so an
-output row block is a few contiguous row ranges of inputs ("segments"): a chunk that one
-segment covers at the same alignment is copied as raw bytes, any other is decoded from the
-inputs and encoded again, with the same codec and so the same bytes. The parts of a sharded
-run are consecutive batches of its single-process plan; merged, they equal that run byte for
-byte in every table and array.
+output row block is a few contiguous row ranges of inputs ("segments"): a shard (a row of
+chunks) that one segment covers at the same alignment is copied as raw bytes, any other is
+decoded from the inputs and encoded again by ingest's encoder, so with the same bytes.
+Format 1 inputs (a file per chunk) are always decoded; the output is format 2. The parts of
+an `ingest --shard` run are consecutive batches of its single-process plan; merged, they
+equal that run byte for byte in every table and array.
 
 Stats, selections and evals are not merged (they are computed over the whole warehouse):
 run them again on the result.
@@ -38,6 +39,7 @@ from warehouse.store.arrays import (
     response_spec,
 )
 from warehouse.store.checksums import finalize_checksums, require_complete
+from warehouse.store.chunks import ChunkEncoder
 from warehouse.store.files import atomic_write_bytes
 from warehouse.store.location import Location, local_folder
 from warehouse.store.manifest import (
@@ -96,13 +98,17 @@ def merge(
 # ------------------------------------------------------------------------------ checks
 
 
+# Format 1 inputs (a file per chunk) are decoded and written again as shards.
+MERGE_READS = (1, FORMAT_VERSION)
+
+
 def _load(loc: Location) -> _Input:
     m = load_manifest(loc)
     require_complete(m, loc.url)  # type: ignore[arg-type]
-    if m.get("format_version") != FORMAT_VERSION:
+    if m.get("format_version") not in MERGE_READS:
         raise FormatError(
-            f"{loc}: format version {m.get('format_version')}, but merge writes version "
-            f"{FORMAT_VERSION}; upgrade it first"
+            f"{loc}: format version {m.get('format_version')}; merge reads versions "
+            f"{', '.join(map(str, MERGE_READS))}"
         )
     if "prompts" not in m["tables"]:
         raise FormatError(f"{loc}: has no prompts table")
@@ -376,8 +382,11 @@ def _fill(
     srcs = [array_specs(x.manifest)[key] for x in ins]
     arrs: dict[int, zarr.Array] = {}
     out = zarr.open_array(store=str(root / spec.path), mode="r+", zarr_format=3)
+    # The writer ingest uses: a merge writes the bytes a single run writes.
+    encoder = ChunkEncoder.for_array(out, root / spec.path)
+    if encoder is None or not encoder.sharded:
+        raise WarehouseError(f"{spec.path}: merge writes sharded arrays only")
     n, step = spec.shape[0], spec.chunks[0]
-    n_neuron_chunks = -(-spec.shape[2] // spec.chunks[2])
     starts = np.array([s[2] for s in segs], dtype=np.int64)
     for a in range(0, n, step):
         b = min(a + step, n)
@@ -390,21 +399,19 @@ def _fill(
             parts.append((k, s0 + lo - d0, lo, hi - lo))
             j += 1
         raw = _raw_source(parts, srcs, spec, a, b)
-        for li in range(spec.shape[1]):
-            if raw is not None:
-                k, chunk_row = raw
-                for nj in range(n_neuron_chunks):
-                    rel = f"{srcs[k].path}/c/{chunk_row}/{li}/{nj}"
-                    data = ins[k].loc.read_bytes(rel)
-                    atomic_write_bytes(root / f"{spec.path}/c/{a // step}/{li}/{nj}", data)
-            else:
-                block = np.empty((b - a, spec.shape[2]), dtype=out.dtype)
-                for k, s, d, m in parts:
-                    if k not in arrs:
-                        arrs[k] = open_array(ins[k].loc, srcs[k])
-                    block[d - a : d - a + m] = arrs[k][s : s + m, li, :]
-                out[a:b, li, :] = block
-            advance(1)
+        if raw is not None:  # one input's whole shard: copied as it is
+            k, chunk_row = raw
+            data = ins[k].loc.read_bytes(f"{srcs[k].path}/c/{chunk_row}/0/0")
+            atomic_write_bytes(root / f"{spec.path}/c/{a // step}/0/0", data)
+        else:
+            # One row of chunks over every layer: the memory ingest's writer holds too.
+            block = np.empty((b - a, *spec.shape[1:]), dtype=out.dtype)
+            for k, s, d, m in parts:
+                if k not in arrs:
+                    arrs[k] = open_array(ins[k].loc, srcs[k])
+                block[d - a : d - a + m] = arrs[k][s : s + m]
+            encoder.write_rows(a // step, block)
+        advance(spec.shape[1])
 
 
 def _raw_source(parts: list[tuple], srcs: list[ArraySpec], spec: ArraySpec, a: int, b: int):
@@ -414,7 +421,7 @@ def _raw_source(parts: list[tuple], srcs: list[ArraySpec], spec: ArraySpec, a: i
     k, s, _, m = parts[0]
     src = srcs[k]
     step = spec.chunks[0]
-    if src.chunks != spec.chunks or s % step:
+    if src.chunks != spec.chunks or src.shards != spec.shards or s % step:
         return None
     # a whole chunk, or the last (partial) chunk of both arrays, padded alike
     whole = m == step and s + m <= src.shape[0]

@@ -225,3 +225,17 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
         sys.argv = old
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def shard_chunks(shard: Path) -> dict[tuple[int, int], tuple[int, int]]:
+    """(layer, neuron block) -> (offset, length) of each chunk in a warehouse's shard file
+    (format 2), from its index; the array's zarr.json (two folders up from c/i/0/0's
+    folder) gives the grid."""
+    folder = shard.parents[3]
+    codec = json.loads((folder / "zarr.json").read_text())["codecs"][0]["configuration"]
+    shards = json.loads((folder / "zarr.json").read_text())["chunk_grid"]["configuration"]
+    grid = [s // c for s, c in zip(shards["chunk_shape"], codec["chunk_shape"], strict=True)]
+    n = grid[1] * grid[2]
+    data = shard.read_bytes()
+    table = np.frombuffer(data[-(16 * n + 4) : -4], dtype="<u8").reshape(n, 2)
+    return {divmod(i, grid[2]): (int(o), int(ln)) for i, (o, ln) in enumerate(table)}

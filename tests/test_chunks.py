@@ -22,7 +22,7 @@ def _files(root: Path) -> dict[str, bytes]:
     }
 
 
-def _pair(tmp_path: Path, shape, chunks, dtype, compressors):
+def _pair(tmp_path: Path, shape, chunks, dtype, compressors, shards=None):
     out = []
     for name in ("by_zarr", "by_encoder"):
         out.append(
@@ -30,6 +30,7 @@ def _pair(tmp_path: Path, shape, chunks, dtype, compressors):
                 store=str(tmp_path / name),
                 shape=shape,
                 chunks=chunks,
+                shards=shards,
                 dtype=dtype,
                 serializer=BytesCodec(),
                 compressors=compressors,
@@ -49,16 +50,23 @@ CODECS = {  # what this tool writes now (-10), in session 4 (-1) and before (1)
 }
 
 
+@pytest.mark.parametrize("sharded", [False, True], ids=["chunk-files", "shards"])
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("codec", sorted(CODECS))
 @pytest.mark.parametrize("dtype", ["float16", "float32", "uint16"])
-def test_chunk_files_equal_zarrs(tmp_path: Path, codec: str, dtype: str, threads: int) -> None:
+def test_chunk_files_equal_zarrs(
+    tmp_path: Path, codec: str, dtype: str, threads: int, sharded: bool
+) -> None:
     # 70 rows in chunks of 32 (a short last chunk row), 100 neurons in blocks of 48 (an
-    # edge block): every padded case zarr handles.
+    # edge block): every padded case zarr handles. Shards (format 2) hold a row of chunks:
+    # all 3 layers, 100 neurons rounded up to 3 blocks; layer 1 is all zeros, a chunk
+    # written all the same.
     rng = np.random.default_rng(0)
     data = (rng.standard_normal((70, 3, 100)) * 4).astype(dtype)
     data[5:9] = data[0]  # repeated rows, as shared prompt prefixes give
-    by_zarr, by_encoder = _pair(tmp_path, data.shape, (32, 1, 48), dtype, CODECS[codec])
+    data[:, 1] = 0
+    shards = (32, 3, 144) if sharded else None
+    by_zarr, by_encoder = _pair(tmp_path, data.shape, (32, 1, 48), dtype, CODECS[codec], shards)
     by_zarr[:] = data
     enc = ChunkEncoder.for_array(by_encoder, tmp_path / "by_encoder")
     assert enc is not None
@@ -71,9 +79,24 @@ def test_chunk_files_equal_zarrs(tmp_path: Path, codec: str, dtype: str, threads
 
 
 def test_warehouse_arrays_are_encoded_directly(tmp_path: Path) -> None:
+    from warehouse.store.arrays import activation_spec, response_spec
+
     spec = ArraySpec("activations/x", "a.zarr/x", (10, 2, 8), (4, 1, 8), "bfloat16", (0, 1))
     arr = create_array(tmp_path, spec)
     assert ChunkEncoder.for_array(arr, tmp_path / spec.path) is not None
+    # what ingest creates now: a shard per row of chunks, every layer, neurons rounded up
+    for spec in (
+        activation_spec("ffn.act", 3000, [0, 5, 9], 1536, "float16"),
+        response_spec("ffn.act", "mean", 700, [0, 5, 9], 1100, "float16"),
+    ):
+        assert spec.shards == (spec.chunks[0], 3, -(-spec.shape[2] // 512) * 512)
+        enc = ChunkEncoder.for_array(create_array(tmp_path, spec), tmp_path / spec.path)
+        assert enc is not None and enc.sharded and enc.chunks == spec.chunks
+    # a shard that is not one whole row of chunks is written through zarr
+    odd = ArraySpec(
+        "activations/y", "a.zarr/y", (10, 2, 8), (4, 1, 8), "float16", (0, 1), (4, 1, 8)
+    )
+    assert ChunkEncoder.for_array(create_array(tmp_path, odd), tmp_path / odd.path) is None
 
 
 @pytest.mark.parametrize(
@@ -111,15 +134,18 @@ def test_a_failed_write_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
     assert enc.bytes_written == 0
 
 
+@pytest.mark.parametrize("shards", [None, (8, 2, 32)], ids=["chunk-files", "shards"])
 @pytest.mark.parametrize("threads", [1, 3])
-def test_running_checksum_equals_the_files(tmp_path: Path, threads: int) -> None:
+def test_running_checksum_equals_the_files(tmp_path: Path, threads: int, shards) -> None:
     """The writer's running array checksum, also across a resume, is the one `verify` reads
     back from the files."""
     from warehouse.store.checksums import array_files
     from warehouse.store.files import sha256_files
     from warehouse.store.writer import ChunkBuffer
 
-    spec = ArraySpec("activations/x", "a.zarr/x", (45, 2, 20), (8, 1, 16), "float16", (0, 1))
+    spec = ArraySpec(
+        "activations/x", "a.zarr/x", (45, 2, 20), (8, 1, 16), "float16", (0, 1), shards
+    )
     create_array(tmp_path, spec)
     data = np.random.default_rng(1).standard_normal(spec.shape).astype("float16")
     pool = ThreadPoolExecutor(threads) if threads > 1 else None

@@ -16,6 +16,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import google_crc32c
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -80,6 +82,30 @@ def w(pristine, tmp_path) -> Path:
 
 def _chunk(w: Path, array: str = "activations.zarr/ffn.act", key: str = "c/1/0/0") -> Path:
     return w / array / key
+
+
+# Chunks per shard file of the fixture's arrays: 2 layers x 1 neuron block (48 units).
+PER_SHARD = 2
+
+
+def _index(data: bytes) -> np.ndarray:
+    return np.frombuffer(data[-(16 * PER_SHARD + 4) : -4], dtype="<u8").reshape(PER_SHARD, 2)
+
+
+def _chunk_at(path: Path, layer: int) -> int:
+    """The middle byte of one layer's chunk inside a shard file."""
+    offset, length = _index(path.read_bytes())[layer]
+    return int(offset + length // 2)
+
+
+def _mark_absent(path: Path, entry: int) -> None:
+    """Rewrite a shard's index (and its crc32c) so that one chunk reads as absent."""
+    data = bytearray(path.read_bytes())
+    table = _index(bytes(data)).copy()
+    table[entry] = np.iinfo(np.uint64).max
+    index = table.tobytes()
+    data[-(16 * PER_SHARD + 4) :] = index + google_crc32c.value(index).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
 
 
 def _flip(path: Path, at: int | None = None) -> None:
@@ -165,16 +191,40 @@ FAULTS: dict[str, tuple] = {
         "activations.zarr/ffn.act: a chunk of rows 0..",
     ),
     "flipped_byte_in_chunk": (
-        lambda w: _flip(_chunk(w)),
-        ["array activations/ffn.act: chunk activations.zarr/ffn.act/c/1/0/0 is corrupt"],
+        lambda w: _flip(_chunk(w), _chunk_at(_chunk(w), layer=0)),
+        ["array activations/ffn.act: chunk activations.zarr/ffn.act/c/1/0/0 is corrupt (layer 0"],
         _read_activations,
         "could not be read",
     ),
     "flipped_byte_in_response_chunk": (
-        lambda w: _flip(_chunk(w, "responses.zarr/ffn.act/mean", "c/2/1/0")),
-        ["array responses/ffn.act/mean: chunk responses.zarr/ffn.act/mean/c/2/1/0 is corrupt"],
+        lambda w: _flip(
+            _chunk(w, "responses.zarr/ffn.act/mean", "c/2/0/0"),
+            _chunk_at(_chunk(w, "responses.zarr/ffn.act/mean", "c/2/0/0"), layer=1),
+        ),
+        [
+            "array responses/ffn.act/mean: chunk responses.zarr/ffn.act/mean/c/2/0/0 is corrupt "
+            "(layer 1"
+        ],
         _run_stats,
         "responses.zarr/ffn.act/mean: layer index 1",
+    ),
+    "flipped_byte_in_shard_index": (
+        lambda w: _flip(_chunk(w, "responses.zarr/ffn.act/mean", "c/1/0/0"), -10),
+        [
+            "array responses/ffn.act/mean: chunk responses.zarr/ffn.act/mean/c/1/0/0 is corrupt "
+            "(ValueError: its index fails its crc32c)"
+        ],
+        _read_responses,
+        "could not be read (Stored and computed checksum do not match",
+    ),
+    "chunk_absent_from_shard_index": (
+        lambda w: _mark_absent(_chunk(w, "responses.zarr/ffn.act/mean", "c/0/0/0"), 1),
+        [
+            "array responses/ffn.act/mean: chunk responses.zarr/ffn.act/mean/c/0/0/0 is corrupt "
+            "(ValueError: 1 of its 2 chunks are absent)"
+        ],
+        _read_responses,
+        "its index marks chunks as absent",
     ),
     "missing_chunk": (
         lambda w: _chunk(w, "responses.zarr/ffn.act/mean", "c/0/0/0").unlink(),
@@ -183,10 +233,10 @@ FAULTS: dict[str, tuple] = {
         "chunk file",
     ),
     "missing_chunk_read_by_stats": (
-        lambda w: _chunk(w, "responses.zarr/ffn.act/mean", "c/1/1/0").unlink(),
-        ["array responses/ffn.act/mean: chunk responses.zarr/ffn.act/mean/c/1/1/0 is missing"],
+        lambda w: _chunk(w, "responses.zarr/ffn.act/mean", "c/1/0/0").unlink(),
+        ["array responses/ffn.act/mean: chunk responses.zarr/ffn.act/mean/c/1/0/0 is missing"],
         _run_stats,
-        "c/1/1/0 is missing",
+        "c/1/0/0 is missing",
     ),
     "missing_array_metadata": (
         lambda w: (w / "responses.zarr/ffn.act/max/zarr.json").unlink(),
@@ -345,17 +395,21 @@ def test_fault_kinds_counted():
 
 
 def test_missing_chunk_never_reads_as_zeros(w):
-    """Plain zarr reads an absent chunk as the fill value (zeros); the warehouse's reader must
-    refuse it, because every chunk is written, even an all-zero one."""
+    """Plain zarr reads an absent chunk (a missing shard file, or one its shard's index marks
+    absent) as the fill value, zeros; the warehouse's reader must refuse it, because every
+    chunk is written, even an all-zero one."""
     from warehouse.store.arrays import MissingChunkError, open_array
     from warehouse.store.manifest import array_specs, load_manifest
 
     spec = array_specs(load_manifest(w))["activations/ffn.act"]
-    (w / spec.path / "c/0/1/0").unlink()
+    rows = spec.chunks[0]
+    (w / spec.path / "c/0/0/0").unlink()
+    _mark_absent(w / spec.path / "c/1/0/0", 1)
     arr = open_array(w, spec)
-    with pytest.raises(MissingChunkError):
-        arr[0:16, 1, :]
-    assert arr[0:16, 0, :].shape == (16, 48)  # other chunks still read
+    for sel in ((slice(0, rows), 1), (slice(rows, 2 * rows), 1), (slice(0, 2 * rows), 0)):
+        with pytest.raises(MissingChunkError):
+            arr[sel]
+    assert arr[2 * rows : 3 * rows, 0, :].shape == (rows, 48)  # other shards still read
 
 
 def test_resume_refuses_a_damaged_table(w, tiny_llama_dir, dataset):

@@ -310,6 +310,56 @@ def test_resume_after_crash_is_identical(
     assert verify(out).ok
 
 
+def test_format_1_warehouses_read_verify_and_resume(
+    tmp_path, tiny_llama_dir, tiny_dataset, warehouse_right, monkeypatch
+):
+    """A warehouse of format 1 (a file per chunk, before shards) that an older version left
+    half-written is resumed as format 1 by this one, verifies, and reads the same values as
+    the format 2 warehouse of the same run."""
+    from warehouse.api import Warehouse
+    from warehouse.ingest import capture as capture_mod
+    from warehouse.store import arrays
+
+    old = tmp_path / "old"
+    real_run = capture_mod.Capturer.run
+    calls = {"n": 0}
+
+    def dying_run(self, ids):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_run(self, ids)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(arrays, "_row_shard", lambda *a: None)  # the older layout
+        mp.setattr(capture_mod.Capturer, "run", dying_run)
+        with pytest.raises(KeyboardInterrupt):
+            ingest(_cfg(old, tiny_llama_dir, tiny_dataset), show_progress=False)
+    m = json.loads((old / "manifest.json").read_text())
+    m["format_version"] = 1
+    (old / "manifest.json").write_text(json.dumps(m, indent=2))
+    ingest(_cfg(old, tiny_llama_dir, tiny_dataset), show_progress=False)  # resumed here
+    m = json.loads((old / "manifest.json").read_text())
+    assert m["format_version"] == 1 and m["state"]["status"] == "complete"
+    assert not any("shards" in a for a in m["arrays"].values())
+    layers = m["arrays"]["activations/ffn.act"]["shape"][1]
+    files = sorted(
+        p.relative_to(old).as_posix() for p in old.glob("activations.zarr/ffn.act/c/*/*/*")
+    )
+    assert {f.split("/")[-2] for f in files} == {str(i) for i in range(layers)}  # per chunk
+    assert verify(old).ok
+    right = json.loads((warehouse_right / "manifest.json").read_text())
+    assert all("shards" in a for a in right["arrays"].values()) and right["format_version"] == 2
+    for key, a in m["arrays"].items():
+        np.testing.assert_array_equal(
+            zarr.open_array(old / a["path"], mode="r")[:],
+            zarr.open_array(warehouse_right / a["path"], mode="r")[:],
+            err_msg=key,
+        )
+    q = "select layer, neuron, sum(value) as s from activations group by 1, 2 order by 1, 2"
+    assert Warehouse.open(old).sql(q).equals(Warehouse.open(warehouse_right).sql(q))
+
+
 def test_verify_finds_damage(tmp_path, warehouse_right):
     import shutil
 
@@ -319,7 +369,7 @@ def test_verify_finds_damage(tmp_path, warehouse_right):
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0xFF
     chunk.write_bytes(bytes(data))
-    (w / "responses.zarr/ffn.up/max/c/0/1/0").unlink()
+    (w / "responses.zarr/ffn.up/max/c/0/0/0").unlink()
     trunc = w / "responses.zarr/ffn.down/mean/c/1/0/0"
     trunc.write_bytes(trunc.read_bytes()[:5])
     (w / "stray.txt").write_text("x")
@@ -328,7 +378,7 @@ def test_verify_finds_damage(tmp_path, warehouse_right):
         "activations/ffn.act: chunk activations.zarr/ffn.act/c/1/0/0 is corrupt" in p
         for p in problems
     )
-    assert any("chunk responses.zarr/ffn.up/max/c/0/1/0 is missing" in p for p in problems)
+    assert any("chunk responses.zarr/ffn.up/max/c/0/0/0 is missing" in p for p in problems)
     assert any("responses.zarr/ffn.down/mean/c/1/0/0 is corrupt" in p for p in problems)
     assert any("unexpected file: stray.txt" in p for p in problems)
     assert len(problems) == 4

@@ -15,6 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 import zarr.storage._local as zarr_local
+from conftest import shard_chunks
+from zarr.abc.store import RangeByteRequest
 
 from warehouse.api import Warehouse
 from warehouse.errors import FormatError, WarehouseError
@@ -126,13 +128,24 @@ def _reference(wpath: Path, view: str) -> pl.DataFrame:
 
 @pytest.fixture
 def chunk_reads(monkeypatch) -> list[str]:
-    """Paths of every chunk file zarr reads (the LocalStore's one file-reading function)."""
+    """Every chunk zarr reads (through the LocalStore's one file-reading function), named
+    as its own file would be, ".../c/<row>/<layer>/<neuron block>": a byte range of a shard
+    file is the chunk the shard's index places there; reads of the index are not counted."""
     seen: list[str] = []
     real = zarr_local._get
 
     def counting(path, prototype, byte_range):
         if "/c/" in str(path):
-            seen.append(str(path))
+            base, row = str(path).rsplit("/c/", 1)[0], str(path).rsplit("/c/", 1)[1]
+            spans = shard_chunks(Path(path))
+            if byte_range is None:
+                hit = list(spans)
+            elif isinstance(byte_range, RangeByteRequest):
+                hit = [c for c, (o, _) in spans.items() if o == byte_range.start]
+                assert len(hit) == 1, byte_range  # zarr reads one chunk per request
+            else:
+                hit = []  # the index
+            seen.extend(f"{base}/c/{row.split('/')[0]}/{layer}/{k}" for layer, k in hit)
         return real(path, prototype, byte_range)
 
     monkeypatch.setattr(zarr_local, "_get", counting)
@@ -346,9 +359,10 @@ def test_damaged_chunk_is_a_format_error(wpath, tmp_path):
 
     wdir = tmp_path / "w"
     shutil.copytree(wpath, wdir)
-    chunk = wdir / "activations.zarr/ffn.act/c/2/1/0"
+    chunk = wdir / "activations.zarr/ffn.act/c/2/0/0"
+    offset, length = shard_chunks(chunk)[(1, 0)]  # layer 1, first neuron block
     data = bytearray(chunk.read_bytes())
-    data[len(data) // 2] ^= 0xFF
+    data[offset + length // 2] ^= 0xFF
     chunk.write_bytes(bytes(data))
     w = Warehouse.open(wdir)
     assert w.sql("select count(*) as n from activations where layer = 0")["n"].item() > 0

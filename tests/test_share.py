@@ -90,22 +90,58 @@ class _Logged(http.server.SimpleHTTPRequestHandler):
         super().do_GET()
 
 
-@pytest.fixture
-def served(source: Path):
-    """The warehouse's parent folder served over HTTP on 127.0.0.1 (a random free port)."""
+class _Ranged(_Logged):
+    """A server that answers `Range: bytes=a-b`, `bytes=a-` and `bytes=-n` with 206, as S3,
+    nginx or Apache do (plain http.server sends the whole file)."""
 
+    ranges: list[tuple[str, str | None]] = []
+
+    def do_GET(self) -> None:
+        want = self.headers.get("Range")
+        type(self).ranges.append((self.path, want))
+        path = Path(self.translate_path(self.path))
+        if not want or not path.is_file():
+            super().do_GET()
+            return
+        type(self).requests.append(self.path)
+        data = path.read_bytes()
+        a, b = want.removeprefix("bytes=").split("-")
+        start, end = (len(data) - int(b), len(data)) if not a else (int(a), int(b or -1) + 1)
+        end = len(data) if end <= 0 else min(end, len(data))
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+        self.send_header("Content-Length", str(end - start))
+        self.end_headers()
+        self.wfile.write(data[start:end])
+
+
+def _serve(source: Path, handler_cls: type):
     def handler(*a, **kw):
-        return _Logged(*a, directory=str(source.parent), **kw)
+        return handler_cls(*a, directory=str(source.parent), **kw)
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     _Logged.requests = []
+    _Ranged.ranges = []
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/{source.name}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def served(source: Path):
+    """The warehouse's parent folder served over HTTP on 127.0.0.1 (a random free port) by
+    plain http.server, which ignores range requests."""
+    yield from _serve(source, _Logged)
+
+
+@pytest.fixture
+def served_ranges(source: Path):
+    """The same, by a server that answers range requests."""
+    yield from _serve(source, _Ranged)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -161,14 +197,37 @@ def test_http_reads_only_the_chunks_a_query_needs(source: Path, served: str):
     )
     assert got.height == 2 * 48
     chunks = [p for p in _Logged.requests if "/c/" in p]
-    # responses are chunked (2 prompts, 1 layer, 48 neurons): exactly one chunk is needed
-    assert chunks == [f"/{source.name}/responses.zarr/ffn.act/mean/c/0/1/0"]
+    # responses are chunked (2 prompts, 1 layer, 48 neurons) and a shard holds both layers of
+    # 2 prompts: one chunk is needed, and a server without ranges sends its shard once
+    assert chunks == [f"/{source.name}/responses.zarr/ffn.act/mean/c/0/0/0"]
     assert not any("activations.zarr" in p or "ffn.up" in p for p in _Logged.requests)
     expect = Warehouse.open(source).sql(
         "select value from responses where site = 'ffn.act' and pooling = 'mean' "
         "and layer = 1 and prompt_row < 2"
     )
     assert got.equals(expect)
+
+
+def test_http_ranges_fetch_one_chunk_of_a_shard(source: Path, served_ranges: str):
+    """With range requests, a query fetches the shard's index and the one chunk it needs,
+    not the shard."""
+    from conftest import shard_chunks
+
+    w = Warehouse.open(served_ranges)
+    _Ranged.ranges.clear()
+    q = (
+        "select value from responses where site = 'ffn.act' and pooling = 'mean' "
+        "and layer = 1 and prompt_row < 2"
+    )
+    got = w.sql(q)
+    assert got.equals(Warehouse.open(source).sql(q))
+    shard = source / "responses.zarr/ffn.act/mean/c/0/0/0"
+    offset, length = shard_chunks(shard)[(1, 0)]
+    index_size = 2 * 16 + 4  # 2 chunks (layers) per shard
+    url = f"/{source.name}/responses.zarr/ffn.act/mean/c/0/0/0"
+    reads = sorted(r for p, r in _Ranged.ranges if "/c/" in p and p == url)
+    assert reads == sorted([f"bytes=-{index_size}", f"bytes={offset}-{offset + length - 1}"])
+    assert not any("/c/" in p and p != url for p, _ in _Ranged.ranges)
 
 
 def test_memory_and_duckdb_equal_local(source: Path):

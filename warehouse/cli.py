@@ -204,7 +204,8 @@ def info(
         f"{st['tokens_committed']} tokens committed)"
     )
     for key, a in m["arrays"].items():
-        print(f"array       {key} {a['shape']} chunks {a['chunks']} {a['dtype']}")
+        shards = f" shards {a['shards']}" if a.get("shards") else ""
+        print(f"array       {key} {a['shape']} chunks {a['chunks']}{shards} {a['dtype']}")
 
 
 @app.command()
