@@ -128,12 +128,26 @@ def measure_size_and_codec(root: Path, copy: Path, cold: bool) -> tuple[int, int
     return raw, stored, comp_s
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS. On Linux VmHWM: getrusage's ru_maxrss survives exec, so a
+    child started by a process that holds a model reports its parent's peak, whatever its
+    own (sessions 1-5 printed the bench process's size for both runs, hence 1.000x)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(args) -> None:
     """One per-token ingest in this process; prints its prompt count and peak RSS."""
     loaded = load_model(args.model, device=args.device)
     with tempfile.TemporaryDirectory() as d:
         m = ingest(_config(Path(d) / "w", args, "tokens"), show_progress=False, loaded=loaded)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mb()
     print(json.dumps({"prompts": m["counts"]["prompts"], "maxrss_mb": rss}))
 
 

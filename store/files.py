@@ -19,16 +19,23 @@ from warehouse.errors import FormatError
 TEMP_MARKERS = (".tmp-", ".partial")
 
 
-def atomic_write_bytes(path: Path, data: bytes | memoryview, make_parents: bool = True) -> None:
-    """Write `data` to a temp name beside `path` and rename it into place; on any failure
-    (a full disk) neither the file nor its temp is left. `make_parents=False` skips the
-    mkdir for callers that already made the folder (the chunk writer, once per folder)."""
+Bytes = bytes | memoryview
+
+
+def atomic_write_bytes(path: Path, data: Bytes | list[Bytes], make_parents: bool = True) -> None:
+    """Write `data` (bytes, or parts written one after another) to a temp name beside `path`
+    and rename it into place; on any failure (a full disk) neither the file nor its temp is
+    left. `make_parents=False` skips the mkdir for callers that already made the folder (the
+    chunk writer, once per folder)."""
     if make_parents:
         path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            if isinstance(data, list):
+                f.writelines(data)
+            else:
+                f.write(data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
