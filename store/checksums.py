@@ -333,8 +333,7 @@ def _check_file(
             return None
         # A shard: its index first (zarr reads a chunk the index marks absent as zeros), then
         # every chunk, one layer at a time.
-        n = spec.shards[1] // spec.chunks[1] * (spec.shards[2] // spec.chunks[2])
-        shard_index(loc.read_bytes(rel), n)
+        shard_index(loc.read_bytes(rel), spec.chunks_per_shard)
         for layer in range(spec.shape[1]):
             try:
                 np.asarray(arr[rows, layer, :])

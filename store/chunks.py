@@ -196,21 +196,31 @@ def _shard_parts(indices: list[tuple[int, ...]], encoded: list[Bytes]) -> list[B
     return [*parts, index, google_crc32c.value(index).to_bytes(4, "little")]
 
 
+def index_size(n_chunks: int) -> int:
+    """Bytes of a shard's index and its crc32c: 16 per chunk, then 4."""
+    return 16 * n_chunks + 4
+
+
+def absent_chunks(index: bytes) -> int:
+    """How many entries of a shard's index (without its crc32c) mark a chunk absent (offset
+    and length 2**64 - 1), which zarr silently reads as the fill value."""
+    table = np.frombuffer(index, dtype="<u8").reshape(-1, 2)
+    return int((table == np.iinfo(np.uint64).max).all(1).sum())
+
+
 def shard_index(data: bytes, n_chunks: int) -> np.ndarray:
     """The (offset, length) of each chunk of a shard file (format 2), C order; raises
-    ValueError when the file is too short, its index fails its crc32c, or an entry points
-    outside the data (a chunk zarr would silently read as the fill value is marked absent:
-    offset and length 2**64 - 1)."""
-    size = 16 * n_chunks + 4
+    ValueError when the file is too short, its index fails its crc32c, a chunk is marked
+    absent, or an entry points outside the data."""
+    size = index_size(n_chunks)
     if len(data) < size:
         raise ValueError(f"{len(data)} bytes, shorter than its index ({size} bytes)")
     index = data[-size:-4]
     if google_crc32c.value(index).to_bytes(4, "little") != data[-4:]:
         raise ValueError("its index fails its crc32c")
+    if absent := absent_chunks(index):
+        raise ValueError(f"{absent} of its {n_chunks} chunks are absent")
     table = np.frombuffer(index, dtype="<u8").reshape(n_chunks, 2)
-    absent = (table == np.iinfo(np.uint64).max).all(1)
-    if absent.any():
-        raise ValueError(f"{int(absent.sum())} of its {n_chunks} chunks are absent")
     if (table.sum(1) > len(data) - size).any():
         raise ValueError("its index points past the chunk data (truncated?)")
     return table

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import shard_chunks
 
 from warehouse import cli
 from warehouse.errors import FormatError, WarehouseError
@@ -94,8 +95,8 @@ def _index(data: bytes) -> np.ndarray:
 
 def _chunk_at(path: Path, layer: int) -> int:
     """The middle byte of one layer's chunk inside a shard file."""
-    offset, length = _index(path.read_bytes())[layer]
-    return int(offset + length // 2)
+    offset, length = shard_chunks(path)[(layer, 0)]
+    return offset + length // 2
 
 
 def _mark_absent(path: Path, entry: int) -> None:
