@@ -34,7 +34,7 @@ from warehouse.store.arrays import (
     create_array,
     response_spec,
 )
-from warehouse.store.checksums import finalize_checksums
+from warehouse.store.checksums import array_algorithm, finalize_checksums
 from warehouse.store.files import is_temp_file, sha256_file
 from warehouse.store.lock import WriterLock
 from warehouse.store.manifest import (
@@ -374,7 +374,8 @@ def _run_batches(
         for k in specs
     }
     first = _resume_batch(batches, offsets, state, cap["mode"] == "tokens")
-    buffers = {k: ChunkBuffer(root, spec, committed[k]) for k, spec in specs.items()}
+    algorithm = array_algorithm(manifest)
+    buffers = {k: ChunkBuffer(root, spec, committed[k], algorithm) for k, spec in specs.items()}
 
     def commit(now: dict[str, int]) -> None:
         tok = [v for k, v in now.items() if k.startswith("activations/")]
@@ -409,7 +410,7 @@ def _run_batches(
     finally:
         if writer.thread.is_alive():
             writer.close(finish=False)
-    digests = {k: d for k, b in buffers.items() if (d := b.sha256()) is not None}
+    digests = {k: d for k, b in buffers.items() if (d := b.checksum()) is not None}
     finalize_checksums(root, manifest, digests)
     state["status"] = "complete"
     state["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

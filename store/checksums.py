@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -16,7 +15,15 @@ import zarr
 from warehouse.errors import FormatError, WarehouseError
 from warehouse.store.arrays import STORAGE_DTYPES, ArraySpec, chunk_keys
 from warehouse.store.chunks import shard_index
-from warehouse.store.files import is_temp_file, safe_relative, sha256_file, sha256_files
+from warehouse.store.files import (
+    algorithm_of,
+    digest_of,
+    files_digest,
+    is_temp_file,
+    new_digest,
+    safe_relative,
+    sha256_file,
+)
 from warehouse.store.location import Location
 from warehouse.store.lock import LOCK, lock_status
 from warehouse.store.manifest import MANIFEST, array_specs, fingerprint_of, load_manifest
@@ -33,14 +40,34 @@ def array_files(spec: ArraySpec) -> list[str]:
     return [f"{spec.path}/zarr.json", *chunk_keys(spec)]
 
 
+def array_algorithm(manifest: dict) -> str:
+    """The checksum an array of this manifest's format records: crc32c from format 3 on (in
+    field `checksum`), sha256 before (in field `sha256`), so a resumed older warehouse keeps
+    what older tools check."""
+    return "crc32c" if manifest["format_version"] >= 3 else "sha256"
+
+
+def array_checksum(entry: dict) -> str | None:
+    """An array's recorded checksum, "<algorithm>:<hex>", of either format."""
+    return entry.get("checksum", entry.get("sha256"))
+
+
 def finalize_checksums(root: Path, manifest: dict, known: dict[str, str] | None = None) -> None:
     """Record every table's and array's checksum; `known` holds array checksums the writer
     already computed from the bytes it wrote (the rest are read back from disk)."""
     known = known or {}
     for entry in manifest["tables"].values():
         entry["sha256"] = sha256_file(safe_relative(root, entry["path"]))
+    algorithm = array_algorithm(manifest)
+    field = "checksum" if algorithm == "crc32c" else "sha256"
     for key, spec in array_specs(manifest).items():
-        manifest["arrays"][key]["sha256"] = known.get(key) or sha256_files(root, array_files(spec))
+        entry = manifest["arrays"][key]
+        for old in ("checksum", "sha256"):
+            entry.pop(old, None)
+        digest = known.get(key)
+        if digest is None or algorithm_of(digest) != algorithm:
+            digest = files_digest(root, array_files(spec), algorithm)
+        entry[field] = digest
 
 
 @dataclass
@@ -108,7 +135,7 @@ def verify(root: Path | str | Location) -> Report:
         expected.update(_group_files(spec.path))
         report.checked_files += len(files)
         _verify_spec(manifest, key, spec, report)
-        digest = manifest["arrays"][key].get("sha256")
+        digest = array_checksum(manifest["arrays"][key])
         committed = _committed_rows(key, spec, state, complete)
         _verify_array(loc, key, spec, digest, complete, committed, report)
     _verify_listed_files(loc, manifest, expected, report)
@@ -312,7 +339,7 @@ def _verify_array(
         if problem:
             report.problems.append(f"array {key}: chunk {ck} is corrupt ({problem})")
             bad = True
-    if complete and not bad and _sha256_at(loc, array_files(spec)) != digest:
+    if complete and not bad and not _matches(loc, array_files(spec), digest):
         report.problems.append(f"array {key}: files do not match the manifest checksum")
 
 
@@ -344,18 +371,24 @@ def _check_file(
     return None
 
 
-def _sha256_at(loc: Location, rels: list[str], single: bool = False) -> str:
-    """sha256_file / sha256_files over a local or remote location."""
+def _matches(loc: Location, rels: list[str], digest: str | None, single: bool = False) -> bool:
+    """Whether files (local or remote) match their recorded checksum, computed with the
+    algorithm it names (files_digest's digest; `single`: one file's content alone). A missing
+    checksum, or one of an unknown algorithm, does not match."""
+    try:
+        algorithm = algorithm_of(digest)  # type: ignore[arg-type]
+    except FormatError:
+        return False
     if not loc.remote:
-        return sha256_file(loc.local / rels[0]) if single else sha256_files(loc.local, rels)
-    h = hashlib.sha256()
+        return files_digest(loc.local, rels, algorithm, names=not single) == digest
+    h = new_digest(algorithm)
     for rel in rels:
         if not single:
             h.update(rel.encode() + b"\0")
         with loc.open(rel) as f:
             while block := f.read(1 << 22):
                 h.update(block)
-    return "sha256:" + h.hexdigest()
+    return digest_of(algorithm, h) == digest
 
 
 def _verify_listed_files(loc: Location, manifest: dict, expected: set[str], report: Report) -> None:
@@ -370,7 +403,7 @@ def _verify_listed_files(loc: Location, manifest: dict, expected: set[str], repo
         report.checked_files += 1
         if not loc.isfile(rel):
             report.problems.append(f"file {rel} is missing")
-        elif _sha256_at(loc, [rel], single=True) != digest:
+        elif not _matches(loc, [rel], digest, single=True):
             report.problems.append(f"file {rel} does not match its checksum")
 
 
@@ -398,7 +431,7 @@ def _verify_remote(loc: Location) -> Report:
         report.checked_files += 1
         if not loc.isfile(entry["path"]):
             report.problems.append(f"table {name}: file {entry['path']} is missing")
-        elif complete and _sha256_at(loc, [entry["path"]], single=True) != entry.get("sha256"):
+        elif complete and not _matches(loc, [entry["path"]], entry.get("sha256"), single=True):
             report.problems.append(f"table {name}: {entry['path']} does not match its checksum")
     for key, spec in array_specs(manifest).items():
         try:
@@ -410,7 +443,7 @@ def _verify_remote(loc: Location) -> Report:
         expected.update(files)
         expected.update(_group_files(spec.path))
         report.checked_files += len(files)
-        digest = manifest["arrays"][key].get("sha256")
+        digest = array_checksum(manifest["arrays"][key])
         committed = _committed_rows(key, spec, manifest["state"], complete)
         _verify_array(loc, key, spec, digest, complete, committed, report)
     _verify_listed_files(loc, manifest, expected, report)

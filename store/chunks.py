@@ -9,7 +9,7 @@ the file where zarr would. A test checks that the bytes equal zarr's for the sam
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
@@ -48,9 +48,9 @@ class ChunkEncoder:
         """`chunks`: the inner chunk shape of a sharded array (whose shards each hold one
         whole row of chunks); None for an array of one file per chunk."""
         self.root = root
-        # Optional running sha256 over "<prefix>/<key>\0<bytes>" of every chunk written, in
-        # write order; the ingest writer seeds it so the array's manifest checksum needs no
-        # second pass over the files (see ChunkBuffer).
+        # Optional running checksum (hashlib-like) over "<prefix>/<key>\0<bytes>" of every
+        # chunk written, in write order; the ingest writer seeds it so the array's manifest
+        # checksum needs no second pass over the files (see ChunkBuffer).
         self.digest: Any = None
         self.digest_prefix = ""
         self.sharded = chunks is not None
@@ -143,13 +143,28 @@ class ChunkEncoder:
     def write_rows(self, row_chunk: int, rows: np.ndarray, pool: Executor | None = None) -> None:
         """Write every chunk of one row of chunks. `rows` holds its first len(rows) rows over
         the array's whole extent in the other dimensions; what a chunk has beyond them is the
-        fill value, as zarr pads edge chunks. With a `pool`, chunks are encoded and written
-        in parallel; they are counted and checksummed in order all the same."""
-        items = list(self._row_parts(row_chunk, rows))
+        fill value, as zarr pads edge chunks."""
+        blocks = self.new_blocks(rows.shape[1:], rows.dtype)
+        put_rows(blocks, 0, rows)
+        self.write_blocks(row_chunk, blocks, pool)
+
+    def new_blocks(self, extent: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A row of chunks of an array whose other dimensions are `extent`, chunk by chunk
+        (put_rows), filled with the fill value."""
+        return np.full(blocks_shape(extent, self.chunks), self.fill_value, dtype=dtype)
+
+    def write_blocks(
+        self, row_chunk: int, blocks: np.ndarray, pool: Executor | None = None
+    ) -> None:
+        """Write one row of chunks held chunk by chunk (`blocks[j, k]` is chunk (row_chunk,
+        j, k), each contiguous, so none is gathered). With a `pool`, chunks are encoded and
+        written in parallel; they are counted and checksummed in order all the same."""
+        nd = len(self.chunks) - 1
+        items = [((row_chunk, *idx), blocks[idx]) for idx in np.ndindex(*blocks.shape[:nd])]
         if self.sharded:
             mapped = map if pool is None else pool.map
             encoded = list(mapped(lambda item: self._encode(item[1]), items))
-            index = (row_chunk,) + (0,) * (len(self.chunks) - 1)
+            index = (row_chunk,) + (0,) * nd
             data = self._put_file(index, _shard_parts([i for i, _ in items], encoded))
             self._account(index, data)
             return
@@ -161,21 +176,31 @@ class ChunkEncoder:
         for (index, _), data in zip(items, written, strict=True):
             self._account(index, data)
 
-    def _row_parts(
-        self, row_chunk: int, rows: np.ndarray
-    ) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
-        rest = self.chunks[1:]
-        grid = [range(-(-s // c)) for s, c in zip(rows.shape[1:], rest, strict=True)]
-        for idx in np.ndindex(*(len(g) for g in grid)):
-            sel = (slice(None),) + tuple(
-                slice(i * c, (i + 1) * c) for i, c in zip(idx, rest, strict=True)
-            )
-            part = rows[sel]
-            if part.shape != self.chunks:
-                edge = np.full(self.chunks, self.fill_value, dtype=rows.dtype)
-                edge[tuple(slice(0, s) for s in part.shape)] = part
-                part = edge
-            yield (row_chunk, *idx), part
+
+def blocks_shape(extent: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
+    """Shape of one row of chunks held chunk by chunk: the chunk grid of the other
+    dimensions (`extent`), then the chunk shape."""
+    grid = tuple(-(-s // c) for s, c in zip(extent, chunks[1:], strict=True))
+    return (*grid, *chunks)
+
+
+def put_rows(blocks: np.ndarray, at: int, rows: np.ndarray) -> None:
+    """Copy `rows` (n, *extent) into rows [at, at + n) of a row of chunks held chunk by chunk
+    (blocks_shape). The writer gathers its rows this way as they come, so that a full row of
+    chunks is encoded with no further copy (a gather per chunk was 12 % of its CPU)."""
+    nd = rows.ndim - 1
+    grid, chunk = blocks.shape[:nd], blocks.shape[nd + 1 :]
+    n = len(rows)
+    if all(g * c == e for g, c, e in zip(grid, chunk, rows.shape[1:], strict=True)):
+        # No edge chunk: one copy through a view of the blocks in the rows' axis order.
+        order = [nd, *(a for d in range(nd) for a in (d, nd + 1 + d))]
+        split = [x for d in range(nd) for x in (grid[d], chunk[d])]
+        blocks.transpose(order)[at : at + n] = rows.reshape(n, *split)
+        return
+    for idx in np.ndindex(*grid):
+        sel = (slice(i * c, (i + 1) * c) for i, c in zip(idx, chunk, strict=True))
+        src = rows[(slice(None), *sel)]
+        blocks[idx][(slice(at, at + n), *(slice(0, e) for e in src.shape[1:]))] = src
 
 
 def _shard_parts(indices: list[tuple[int, ...]], encoded: list[Bytes]) -> list[Bytes]:

@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 from warehouse.errors import FormatError, WarehouseError
 from warehouse.store.arrays import ArraySpec
-from warehouse.store.checksums import array_files, require_complete
-from warehouse.store.files import atomic_write_json
+from warehouse.store.checksums import array_checksum, array_files, require_complete
+from warehouse.store.files import algorithm_of, atomic_write_json, digest_of, new_digest
 from warehouse.store.location import Location, local_folder
 from warehouse.store.manifest import MANIFEST, array_specs, fingerprint_of, load_manifest
 
@@ -152,7 +152,7 @@ def export(
             for key in keep_arrays:
                 spec = specs[key]
                 groups |= _groups(spec)
-                _copy_array(src, sink, key, spec, manifest["arrays"][key].get("sha256"), advance)
+                _copy_array(src, sink, key, spec, array_checksum(manifest["arrays"][key]), advance)
             for rel in sorted(groups):
                 if src.isfile(rel):
                     sink.copy(src, rel, hashlib.sha256())
@@ -172,8 +172,8 @@ def export(
     return out
 
 
-def _check(what: str, want: str | None, h: Any) -> None:
-    if want is not None and "sha256:" + h.hexdigest() != want:
+def _check(what: str, want: str | None, h: Any, algorithm: str = "sha256") -> None:
+    if want is not None and digest_of(algorithm, h) != want:
         raise FormatError(
             f"the source's {what} does not match its checksum; nothing was exported: "
             "run `warehouse verify` on the source"
@@ -183,8 +183,10 @@ def _check(what: str, want: str | None, h: Any) -> None:
 def _copy_array(
     src: Location, sink: _Sink, key: str, spec: ArraySpec, want: str | None, advance
 ) -> None:
-    # The same digest as checksums.sha256_files: each file's name, a NUL, then its bytes.
-    h = hashlib.sha256()
+    # The same digest as files.files_digest: each file's name, a NUL, then its bytes, with
+    # the algorithm the manifest's checksum names.
+    algorithm = algorithm_of(want) if want is not None else "sha256"
+    h = new_digest(algorithm)
     for rel in array_files(spec):
         h.update(rel.encode() + b"\0")
         try:
@@ -195,7 +197,7 @@ def _copy_array(
                 "run `warehouse verify` on the source"
             ) from None
         advance(1)
-    _check(f"array {key}", want, h)
+    _check(f"array {key}", want, h, algorithm)
 
 
 def _groups(spec: ArraySpec) -> set[str]:

@@ -14,7 +14,9 @@ from warehouse.store.files import atomic_write_json, read_json, safe_relative
 from warehouse.store.location import Location
 
 FORMAT_NAME = "relation-warehouse"
-FORMAT_VERSION = 2  # 2: arrays stored as zarr shards (a file per row of chunks); 1 is read too
+# 3: array checksums are crc32c (field `checksum`); 2: arrays stored as zarr shards (a file
+# per row of chunks); 1: a file per chunk. Every version is read, resumed and merged.
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 
 

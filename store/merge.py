@@ -7,7 +7,7 @@ not depend on the order the inputs are named in. Each input is in that order alr
 output row block is a few contiguous row ranges of inputs ("segments"): a shard (a row of
 chunks) that one segment covers at the same alignment is copied as raw bytes, any other is
 decoded from the inputs and encoded again by ingest's encoder, so with the same bytes.
-Format 1 inputs (a file per chunk) are always decoded; the output is format 2. The parts of
+Format 1 inputs (a file per chunk) are always decoded; the output is format 3. The parts of
 an `ingest --shard` run are consecutive batches of its single-process plan; merged, they
 equal that run byte for byte in every table and array.
 
@@ -98,8 +98,9 @@ def merge(
 # ------------------------------------------------------------------------------ checks
 
 
-# Format 1 inputs (a file per chunk) are decoded and written again as shards.
-MERGE_READS = (1, FORMAT_VERSION)
+# Format 1 inputs (a file per chunk) are decoded and written again as shards; format 2 is
+# format 3 with sha256 array checksums (recomputed for the output).
+MERGE_READS = (1, 2, FORMAT_VERSION)
 
 
 def _load(loc: Location) -> _Input:

@@ -4,7 +4,6 @@ memory stays bounded by (queue depth + one chunk) per array."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import threading
@@ -19,7 +18,8 @@ from zarr.storage import LocalStore
 from warehouse.errors import WarehouseError
 from warehouse.store.arrays import STORAGE_DTYPES, ArraySpec
 from warehouse.store.checksums import array_files
-from warehouse.store.chunks import ChunkEncoder
+from warehouse.store.chunks import ChunkEncoder, put_rows
+from warehouse.store.files import digest_of, new_digest
 
 
 class CountingStore(LocalStore):
@@ -39,9 +39,14 @@ class ChunkBuffer:
 
     Writing only whole chunks means no chunk is ever read back and merged, and a chunk file,
     once renamed into place, is final: a crash can only lose rows after the last full chunk.
+    The rows are gathered chunk by chunk (chunks.put_rows), so the encoder takes each chunk
+    as it lies.
     """
 
-    def __init__(self, root: Path, spec: ArraySpec, start_row: int) -> None:
+    def __init__(
+        self, root: Path, spec: ArraySpec, start_row: int, algorithm: str = "crc32c"
+    ) -> None:
+        """`algorithm`: of the array's running checksum (checksums.array_algorithm)."""
         if start_row % spec.chunks[0] and start_row != spec.shape[0]:
             raise WarehouseError(f"{spec.path}: resume row {start_row} is not chunk-aligned")
         self.spec = spec
@@ -51,12 +56,15 @@ class ChunkBuffer:
         # this tool writes); an array with others is written through zarr.
         self.encoder = ChunkEncoder.for_array(self.array, root / spec.path)
         if self.encoder is not None:
-            self._start_digest(root, start_row)
+            self._start_digest(root, start_row, algorithm)
         self.start = start_row  # first row not yet on disk
         self.pool: Executor | None = None  # set by the Writer that owns this buffer
         self.fill = 0
-        self.buf = np.empty(
-            (spec.chunks[0], spec.shape[1], spec.shape[2]), dtype=STORAGE_DTYPES[spec.dtype]
+        dtype = np.dtype(STORAGE_DTYPES[spec.dtype])
+        self.buf = (
+            self.encoder.new_blocks(spec.shape[1:], dtype)
+            if self.encoder is not None
+            else np.empty((spec.chunks[0], *spec.shape[1:]), dtype=dtype)
         )
 
     def add(self, row0: int, data: np.ndarray) -> None:
@@ -67,23 +75,28 @@ class ChunkBuffer:
         if skip < 0:
             raise WarehouseError(f"{self.spec.path}: rows {expected}..{row0} were never written")
         data = data[skip:]
+        rows = self.spec.chunks[0]
         while len(data):
-            take = min(len(data), len(self.buf) - self.fill)
-            self.buf[self.fill : self.fill + take] = data[:take]
+            take = min(len(data), rows - self.fill)
+            if self.encoder is not None:
+                put_rows(self.buf, self.fill, data[:take])
+            else:
+                self.buf[self.fill : self.fill + take] = data[:take]
             self.fill += take
             data = data[take:]
-            if self.fill == len(self.buf):
+            if self.fill == rows:
                 self._flush()
 
     def finish(self) -> None:
         if self.fill:
             self._flush()
 
-    def _start_digest(self, root: Path, start_row: int) -> None:
+    def _start_digest(self, root: Path, start_row: int, algorithm: str) -> None:
         """Seed the encoder's running checksum with the files already there: the metadata,
         and on a resume the chunks of the rows on disk (the same bytes, in the same order, as
         checksums.array_files, so the end of the run needs no second pass over the files)."""
-        h = hashlib.sha256()
+        h = new_digest(algorithm)
+        self.algorithm = algorithm
         done = start_row // self.spec.chunks[0]
         for rel in array_files(self.spec):
             if rel.endswith("/zarr.json") or int(rel.rsplit("/c/", 1)[1].split("/")[0]) < done:
@@ -92,11 +105,11 @@ class ChunkBuffer:
         self.encoder.digest = h
         self.encoder.digest_prefix = self.spec.path
 
-    def sha256(self) -> str | None:
+    def checksum(self) -> str | None:
         """The array's manifest checksum, once every chunk went through the encoder."""
         if self.encoder is None or self.encoder.digest is None or self.start != self.spec.shape[0]:
             return None
-        return "sha256:" + self.encoder.digest.hexdigest()
+        return digest_of(self.algorithm, self.encoder.digest)
 
     @property
     def bytes_written(self) -> int:
@@ -105,9 +118,10 @@ class ChunkBuffer:
     def _flush(self) -> None:
         end = self.start + self.fill
         if self.encoder is not None:
-            self.encoder.write_rows(
-                self.start // self.spec.chunks[0], self.buf[: self.fill], self.pool
-            )
+            if self.fill < self.spec.chunks[0]:  # the last rows: the rest is fill, as zarr pads
+                nd = len(self.spec.shape) - 1
+                self.buf[(slice(None),) * nd + (slice(self.fill, None),)] = self.encoder.fill_value
+            self.encoder.write_blocks(self.start // self.spec.chunks[0], self.buf, self.pool)
         else:
             self.array[self.start : end] = self.buf[: self.fill]
         self.start, self.fill = end, 0

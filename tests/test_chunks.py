@@ -54,18 +54,19 @@ CODECS = {  # what this tool writes now (-10), in session 4 (-1) and before (1)
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("codec", sorted(CODECS))
 @pytest.mark.parametrize("dtype", ["float16", "float32", "uint16"])
+@pytest.mark.parametrize("neurons", [100, 96], ids=["edge-block", "whole-blocks"])
 def test_chunk_files_equal_zarrs(
-    tmp_path: Path, codec: str, dtype: str, threads: int, sharded: bool
+    tmp_path: Path, codec: str, dtype: str, threads: int, sharded: bool, neurons: int
 ) -> None:
     # 70 rows in chunks of 32 (a short last chunk row), 100 neurons in blocks of 48 (an
-    # edge block): every padded case zarr handles. Shards (format 2) hold a row of chunks:
-    # all 3 layers, 100 neurons rounded up to 3 blocks; layer 1 is all zeros, a chunk
-    # written all the same.
+    # edge block) or 96 (none): every padded case zarr handles. Shards (format >= 2) hold a
+    # row of chunks: all 3 layers, the neurons rounded up to whole blocks; layer 1 is all
+    # zeros, a chunk written all the same.
     rng = np.random.default_rng(0)
-    data = (rng.standard_normal((70, 3, 100)) * 4).astype(dtype)
+    data = (rng.standard_normal((70, 3, neurons)) * 4).astype(dtype)
     data[5:9] = data[0]  # repeated rows, as shared prompt prefixes give
     data[:, 1] = 0
-    shards = (32, 3, 144) if sharded else None
+    shards = (32, 3, -(-neurons // 48) * 48) if sharded else None
     by_zarr, by_encoder = _pair(tmp_path, data.shape, (32, 1, 48), dtype, CODECS[codec], shards)
     by_zarr[:] = data
     enc = ChunkEncoder.for_array(by_encoder, tmp_path / "by_encoder")
@@ -76,6 +77,29 @@ def test_chunk_files_equal_zarrs(
     assert _files(tmp_path / "by_encoder") == _files(tmp_path / "by_zarr")
     assert enc.bytes_written == sum(len(b) for b in _files(tmp_path / "by_zarr").values())
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "by_encoder"))[:], data)
+
+
+@pytest.mark.parametrize("extent", [(3, 96), (3, 100), (2, 3, 10)])
+def test_put_rows_holds_each_chunk_contiguously(extent: tuple[int, ...]) -> None:
+    """A row of chunks gathered a few rows at a time, as the writer does: block `idx` is
+    exactly the chunk zarr would cut there (fill value past the edge), whole blocks (one
+    strided copy) and edge blocks (a copy per chunk) alike."""
+    from warehouse.store.chunks import blocks_shape, put_rows
+
+    chunks = (16, 1, 48) if len(extent) == 2 else (16, 2, 2, 4)
+    rows = np.random.default_rng(2).standard_normal((16, *extent)).astype("float32")
+    blocks = np.full(blocks_shape(extent, chunks), -7.0, dtype="float32")
+    for at, n in [(0, 5), (5, 1), (6, 10)]:
+        put_rows(blocks, at, rows[at : at + n])
+    grid = [-(-e // c) for e, c in zip(extent, chunks[1:], strict=True)]
+    assert blocks.shape == (*grid, *chunks)
+    whole = (g * c for g, c in zip(grid, chunks[1:], strict=True))
+    big = np.full((16, *whole), -7.0, dtype="float32")
+    big[(slice(None), *(slice(0, e) for e in extent))] = rows
+    for idx in np.ndindex(*blocks.shape[: len(extent)]):
+        sel = tuple(slice(i * c, (i + 1) * c) for i, c in zip(idx, chunks[1:], strict=True))
+        np.testing.assert_array_equal(blocks[idx], big[(slice(None), *sel)], err_msg=str(idx))
+        assert blocks[idx].flags.c_contiguous
 
 
 def test_warehouse_arrays_are_encoded_directly(tmp_path: Path) -> None:
@@ -136,11 +160,19 @@ def test_a_failed_write_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
 
 @pytest.mark.parametrize("shards", [None, (8, 2, 32)], ids=["chunk-files", "shards"])
 @pytest.mark.parametrize("threads", [1, 3])
-def test_running_checksum_equals_the_files(tmp_path: Path, threads: int, shards) -> None:
-    """The writer's running array checksum, also across a resume, is the one `verify` reads
-    back from the files."""
+@pytest.mark.parametrize("algorithm", ["crc32c", "sha256"])
+def test_running_checksum_equals_the_files(
+    tmp_path: Path, threads: int, shards, algorithm: str
+) -> None:
+    """The writer's running array checksum, also across a resume, is the digest of the files
+    (each name, a NUL, its bytes, in array_files order) that `verify` reads back, for the
+    algorithm of either format (crc32c from format 3, sha256 before)."""
+    import hashlib
+
+    import google_crc32c
+
     from warehouse.store.checksums import array_files
-    from warehouse.store.files import sha256_files
+    from warehouse.store.files import files_digest
     from warehouse.store.writer import ChunkBuffer
 
     spec = ArraySpec(
@@ -149,16 +181,22 @@ def test_running_checksum_equals_the_files(tmp_path: Path, threads: int, shards)
     create_array(tmp_path, spec)
     data = np.random.default_rng(1).standard_normal(spec.shape).astype("float16")
     pool = ThreadPoolExecutor(threads) if threads > 1 else None
-    first = ChunkBuffer(tmp_path, spec, 0)
+    first = ChunkBuffer(tmp_path, spec, 0, algorithm)
     first.pool = pool
     first.add(0, data[:21])  # two whole chunk rows reach the disk, 5 rows are lost
-    assert first.start == 16 and first.sha256() is None  # not every chunk written yet
-    resumed = ChunkBuffer(tmp_path, spec, 16)
+    assert first.start == 16 and first.checksum() is None  # not every chunk written yet
+    resumed = ChunkBuffer(tmp_path, spec, 16, algorithm)
     resumed.pool = pool
     resumed.add(12, data[12:])  # a resumed batch starts before the mark: rows are dropped
     resumed.finish()
-    expected = sha256_files(tmp_path, array_files(spec))
-    assert resumed.sha256() == expected
+    stream = b"".join(
+        rel.encode() + b"\0" + (tmp_path / rel).read_bytes() for rel in array_files(spec)
+    )
+    if algorithm == "crc32c":
+        expected = f"crc32c:{google_crc32c.value(stream):08x}"
+    else:
+        expected = "sha256:" + hashlib.sha256(stream).hexdigest()
+    assert resumed.checksum() == expected == files_digest(tmp_path, array_files(spec), algorithm)
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / spec.path))[:], data)
 
 

@@ -287,7 +287,7 @@ FAULTS: dict[str, tuple] = {
     ),
     "manifest_array_checksum_edited": (
         lambda w: _edit_manifest(
-            w, lambda m: m["arrays"]["responses/ffn.act/last"].update(sha256="sha256:" + "0" * 64)
+            w, lambda m: m["arrays"]["responses/ffn.act/last"].update(checksum="crc32c:0badf00d")
         ),
         ["array responses/ffn.act/last: files do not match the manifest checksum"],
         None,

@@ -238,6 +238,26 @@ def test_plain_zarr_and_duckdb_open_it(warehouse_right: Path):
     assert np.isfinite(mean[row[0]]).all()
 
 
+def test_array_checksums_recompute_without_project_code(warehouse_right: Path):
+    """docs/format.md's recipe: crc32c over zarr.json and the shard files by grid index, each
+    as its path, a NUL, its bytes, gives the manifest's checksum of every array."""
+    import google_crc32c
+
+    m = json.loads((warehouse_right / "manifest.json").read_text())
+    assert len(m["arrays"]) >= 4
+    for entry in m["arrays"].values():
+        root = warehouse_right / entry["path"]
+        shards = sorted(
+            (p for p in (root / "c").rglob("*") if p.is_file()),
+            key=lambda p: [int(x) for x in p.relative_to(root / "c").parts],
+        )
+        crc = 0
+        for f in [root / "zarr.json", *shards]:
+            rel = f.relative_to(warehouse_right).as_posix()
+            crc = google_crc32c.extend(crc, rel.encode() + b"\0" + f.read_bytes())
+        assert entry["checksum"] == f"crc32c:{crc:08x}", entry["path"]
+
+
 def test_pooled_only_and_refusal(tmp_path, tiny_llama_dir, tiny_dataset, warehouse_right):
     out = tmp_path / "pooled"
     ingest(
@@ -310,15 +330,20 @@ def test_resume_after_crash_is_identical(
     assert verify(out).ok
 
 
-def test_format_1_warehouses_read_verify_and_resume(
-    tmp_path, tiny_llama_dir, tiny_dataset, warehouse_right, monkeypatch
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_formats_read_verify_and_resume(
+    tmp_path, tiny_llama_dir, tiny_dataset, warehouse_right, monkeypatch, version
 ):
-    """A warehouse of format 1 (a file per chunk, before shards) that an older version left
-    half-written is resumed as format 1 by this one, verifies, and reads the same values as
-    the format 2 warehouse of the same run."""
+    """A warehouse of format 1 (a file per chunk, before shards) or 2 (shards, sha256 array
+    checksums) that an older version left half-written is resumed in its own format by this
+    one, verifies, and reads the same values as the format 3 warehouse of the same run."""
+    import hashlib
+
     from warehouse.api import Warehouse
     from warehouse.ingest import capture as capture_mod
     from warehouse.store import arrays
+    from warehouse.store.checksums import array_files
+    from warehouse.store.manifest import array_specs
 
     old = tmp_path / "old"
     real_run = capture_mod.Capturer.run
@@ -331,25 +356,36 @@ def test_format_1_warehouses_read_verify_and_resume(
         return real_run(self, ids)
 
     with monkeypatch.context() as mp:
-        mp.setattr(arrays, "_row_shard", lambda *a: None)  # the older layout
+        if version == 1:
+            mp.setattr(arrays, "_row_shard", lambda *a: None)  # the older layout
         mp.setattr(capture_mod.Capturer, "run", dying_run)
         with pytest.raises(KeyboardInterrupt):
             ingest(_cfg(old, tiny_llama_dir, tiny_dataset), show_progress=False)
     m = json.loads((old / "manifest.json").read_text())
-    m["format_version"] = 1
+    m["format_version"] = version
     (old / "manifest.json").write_text(json.dumps(m, indent=2))
     ingest(_cfg(old, tiny_llama_dir, tiny_dataset), show_progress=False)  # resumed here
     m = json.loads((old / "manifest.json").read_text())
-    assert m["format_version"] == 1 and m["state"]["status"] == "complete"
-    assert not any("shards" in a for a in m["arrays"].values())
-    layers = m["arrays"]["activations/ffn.act"]["shape"][1]
-    files = sorted(
-        p.relative_to(old).as_posix() for p in old.glob("activations.zarr/ffn.act/c/*/*/*")
-    )
-    assert {f.split("/")[-2] for f in files} == {str(i) for i in range(layers)}  # per chunk
+    assert m["format_version"] == version and m["state"]["status"] == "complete"
+    assert all(("shards" in a) == (version == 2) for a in m["arrays"].values())
+    if version == 1:
+        layers = m["arrays"]["activations/ffn.act"]["shape"][1]
+        files = sorted(
+            p.relative_to(old).as_posix() for p in old.glob("activations.zarr/ffn.act/c/*/*/*")
+        )
+        assert {f.split("/")[-2] for f in files} == {str(i) for i in range(layers)}  # per chunk
+    for key, spec in array_specs(m).items():  # sha256 over the files, as older tools check
+        stream = b"".join(
+            rel.encode() + b"\0" + (old / rel).read_bytes() for rel in array_files(spec)
+        )
+        assert "checksum" not in m["arrays"][key]
+        assert m["arrays"][key]["sha256"] == "sha256:" + hashlib.sha256(stream).hexdigest()
     assert verify(old).ok
     right = json.loads((warehouse_right / "manifest.json").read_text())
-    assert all("shards" in a for a in right["arrays"].values()) and right["format_version"] == 2
+    assert all("shards" in a for a in right["arrays"].values()) and right["format_version"] == 3
+    assert all(
+        a["checksum"].startswith("crc32c:") and "sha256" not in a for a in right["arrays"].values()
+    )
     for key, a in m["arrays"].items():
         np.testing.assert_array_equal(
             zarr.open_array(old / a["path"], mode="r")[:],
