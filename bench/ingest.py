@@ -6,10 +6,10 @@
 
 Prints, on the same prompts and batch size: bare backbone forward tokens/s; ingest
 --capture pooled tokens/s; full per-token ingest tokens/s; their ratios to bare forward;
-bytes on disk per token vs raw float16; the codec's encode+write MB/s; the CPU cost of one
-chunk-sized file write before and after (a reading of the file system's state); and the peak
-RSS of a per-token ingest of one language vs of four (4x the prompts), each in its own
-process.
+bytes on disk per token vs raw float16; the writer's gather+encode+write MB/s; the CPU
+cost of one chunk-sized file write before and after (a reading of the file system's state);
+and the peak RSS of a per-token ingest of one language vs of four (4x the prompts), each in
+its own process.
 Whole relations are ingested, as users do (a random sample of prompts shares fewer template
 prefixes, so it compresses less: see docs/performance.md).
 
@@ -105,24 +105,28 @@ def disk_bytes(root: Path) -> int:
 
 def measure_size_and_codec(root: Path, copy: Path, cold: bool) -> tuple[int, int, float]:
     """Raw float16 and on-disk bytes of a per-token warehouse's activations, and the CPU
-    seconds one thread takes to encode and write them again as chunk files."""
+    seconds the ingest writer's path takes, on one thread, to write them again: rows gathered
+    chunk by chunk, each chunk encoded, shards written, the running array checksum."""
     import zarr
 
-    from warehouse.store.chunks import ChunkEncoder
+    from warehouse.store.arrays import create_array
+    from warehouse.store.manifest import array_specs, load_manifest
+    from warehouse.store.writer import ChunkBuffer
 
-    m = json.loads((root / "manifest.json").read_text())
-    shape = m["arrays"]["activations/ffn.act"]["shape"]
-    raw = shape[0] * shape[1] * shape[2] * 2
+    spec = array_specs(load_manifest(root))["activations/ffn.act"]
+    raw = spec.shape[0] * spec.shape[1] * spec.shape[2] * 2
     stored = disk_bytes(root / "activations.zarr")
-    arr = zarr.open_array(root / "activations.zarr/ffn.act", mode="r")
-    data = arr[:]
+    data = zarr.open_array(root / spec.path, mode="r")[:]
     if not cold:
         shutil.rmtree(root)  # its memory is what the copy below reuses, as a run would
-    encoder = ChunkEncoder.for_array(arr, copy)
+    create_array(copy, spec)
+    buffer = ChunkBuffer(copy, spec, 0)
     t0 = time.process_time()  # the writer thread's CPU cost, whatever else runs
-    for i in range(0, len(data), arr.chunks[0]):
-        encoder.write_rows(i // arr.chunks[0], data[i : i + arr.chunks[0]])
+    for i in range(0, len(data), 352):  # about a batch of tokens at a time, as ingest gives
+        buffer.add(i, data[i : i + 352])
+    buffer.finish()
     comp_s = time.process_time() - t0
+    assert buffer.checksum() is not None
     if not cold:
         shutil.rmtree(copy)
     return raw, stored, comp_s
@@ -223,7 +227,7 @@ def main() -> None:
     )
     print(
         f"chunk encode+write  {raw / comp_s / 1e6:9.0f} MB/s of float16 per CPU-second "
-        "(zstd -10 + checksum, files written)"
+        "(the writer's path: gather, zstd -10, shards written, crc32c)"
     )
     print(
         f"file probe          {probe_before:9.2f} ms CPU per 256 KB file before, "

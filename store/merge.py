@@ -39,7 +39,7 @@ from warehouse.store.arrays import (
     response_spec,
 )
 from warehouse.store.checksums import finalize_checksums, require_complete
-from warehouse.store.chunks import ChunkEncoder
+from warehouse.store.chunks import ChunkEncoder, put_rows
 from warehouse.store.files import atomic_write_bytes
 from warehouse.store.location import Location, local_folder
 from warehouse.store.manifest import (
@@ -405,13 +405,14 @@ def _fill(
             data = ins[k].loc.read_bytes(f"{srcs[k].path}/c/{chunk_row}/0/0")
             atomic_write_bytes(root / f"{spec.path}/c/{a // step}/0/0", data)
         else:
-            # One row of chunks over every layer: the memory ingest's writer holds too.
-            block = np.empty((b - a, *spec.shape[1:]), dtype=out.dtype)
+            # One row of chunks over every layer, chunk by chunk: the memory ingest's writer
+            # holds too.
+            blocks = encoder.new_blocks(spec.shape[1:], out.dtype)
             for k, s, d, m in parts:
                 if k not in arrs:
                     arrs[k] = open_array(ins[k].loc, srcs[k])
-                block[d - a : d - a + m] = arrs[k][s : s + m]
-            encoder.write_rows(a // step, block)
+                put_rows(blocks, d - a, arrs[k][s : s + m])
+            encoder.write_blocks(a // step, blocks)
         advance(spec.shape[1])
 
 
