@@ -122,8 +122,9 @@ def measure_size_and_codec(root: Path, copy: Path, cold: bool) -> tuple[int, int
     create_array(copy, spec)
     buffer = ChunkBuffer(copy, spec, 0)
     t0 = time.process_time()  # the writer thread's CPU cost, whatever else runs
-    for i in range(0, len(data), 352):  # about a batch of tokens at a time, as ingest gives
-        buffer.add(i, data[i : i + 352])
+    batch = 352  # about a batch of tokens at a time, as ingest gives
+    for i in range(0, len(data), batch):
+        buffer.add(i, data[i : i + batch])
     buffer.finish()
     comp_s = time.process_time() - t0
     assert buffer.checksum() is not None

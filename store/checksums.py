@@ -17,12 +17,11 @@ from warehouse.store.arrays import STORAGE_DTYPES, ArraySpec, chunk_keys
 from warehouse.store.chunks import shard_index
 from warehouse.store.files import (
     algorithm_of,
-    digest_of,
     files_digest,
     is_temp_file,
-    new_digest,
     safe_relative,
     sha256_file,
+    stream_digest,
 )
 from warehouse.store.location import Location
 from warehouse.store.lock import LOCK, lock_status
@@ -373,22 +372,13 @@ def _check_file(
 
 def _matches(loc: Location, rels: list[str], digest: str | None, single: bool = False) -> bool:
     """Whether files (local or remote) match their recorded checksum, computed with the
-    algorithm it names (files_digest's digest; `single`: one file's content alone). A missing
+    algorithm it names (stream_digest's digest; `single`: one file's content alone). A missing
     checksum, or one of an unknown algorithm, does not match."""
     try:
         algorithm = algorithm_of(digest)  # type: ignore[arg-type]
     except FormatError:
         return False
-    if not loc.remote:
-        return files_digest(loc.local, rels, algorithm, names=not single) == digest
-    h = new_digest(algorithm)
-    for rel in rels:
-        if not single:
-            h.update(rel.encode() + b"\0")
-        with loc.open(rel) as f:
-            while block := f.read(1 << 22):
-                h.update(block)
-    return digest_of(algorithm, h) == digest
+    return stream_digest(loc.open, rels, algorithm, names=not single) == digest
 
 
 def _verify_listed_files(loc: Location, manifest: dict, expected: set[str], report: Report) -> None:

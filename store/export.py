@@ -183,7 +183,7 @@ def _check(what: str, want: str | None, h: Any, algorithm: str = "sha256") -> No
 def _copy_array(
     src: Location, sink: _Sink, key: str, spec: ArraySpec, want: str | None, advance
 ) -> None:
-    # The same digest as files.files_digest: each file's name, a NUL, then its bytes, with
+    # The same digest as files.stream_digest: each file's name, a NUL, then its bytes, with
     # the algorithm the manifest's checksum names.
     algorithm = algorithm_of(want) if want is not None else "sha256"
     h = new_digest(algorithm)

@@ -10,7 +10,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import google_crc32c
 
@@ -108,13 +108,24 @@ def sha256_file(path: Path) -> str:
 def files_digest(
     root: Path, rel_paths: Iterable[str], algorithm: str = "sha256", names: bool = True
 ) -> str:
+    """One digest over several files under `root` (stream_digest)."""
+    return stream_digest(lambda rel: open(root / rel, "rb"), rel_paths, algorithm, names)
+
+
+def stream_digest(
+    open_file: Callable[[str], IO[bytes]],
+    rel_paths: Iterable[str],
+    algorithm: str = "sha256",
+    names: bool = True,
+) -> str:
     """One digest over several files, name (then a NUL) and content, in the given order;
-    `names=False` hashes the contents alone (one file's checksum)."""
+    `names=False` hashes the contents alone (one file's checksum). `open_file` opens a
+    name (a local folder's file, or a remote warehouse's: Location.open)."""
     h = new_digest(algorithm)
     for rel in rel_paths:
         if names:
             h.update(rel.encode() + b"\0")
-        with open(root / rel, "rb") as f:
+        with open_file(rel) as f:
             while block := f.read(1 << 22):
                 h.update(block)
     return digest_of(algorithm, h)

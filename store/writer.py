@@ -50,13 +50,14 @@ class ChunkBuffer:
         if start_row % spec.chunks[0] and start_row != spec.shape[0]:
             raise WarehouseError(f"{spec.path}: resume row {start_row} is not chunk-aligned")
         self.spec = spec
+        self.algorithm = algorithm
         self.store = CountingStore(root / spec.path)
         self.array = zarr.open_array(store=self.store, mode="r+", zarr_format=3)
         # Chunks go straight to files when their codecs are ones ChunkEncoder reproduces (all
         # this tool writes); an array with others is written through zarr.
         self.encoder = ChunkEncoder.for_array(self.array, root / spec.path)
         if self.encoder is not None:
-            self._start_digest(root, start_row, algorithm)
+            self._start_digest(root, start_row)
         self.start = start_row  # first row not yet on disk
         self.pool: Executor | None = None  # set by the Writer that owns this buffer
         self.fill = 0
@@ -91,12 +92,11 @@ class ChunkBuffer:
         if self.fill:
             self._flush()
 
-    def _start_digest(self, root: Path, start_row: int, algorithm: str) -> None:
+    def _start_digest(self, root: Path, start_row: int) -> None:
         """Seed the encoder's running checksum with the files already there: the metadata,
         and on a resume the chunks of the rows on disk (the same bytes, in the same order, as
         checksums.array_files, so the end of the run needs no second pass over the files)."""
-        h = new_digest(algorithm)
-        self.algorithm = algorithm
+        h = new_digest(self.algorithm)
         done = start_row // self.spec.chunks[0]
         for rel in array_files(self.spec):
             if rel.endswith("/zarr.json") or int(rel.rsplit("/c/", 1)[1].split("/")[0]) < done:

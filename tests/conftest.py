@@ -232,8 +232,9 @@ def shard_chunks(shard: Path) -> dict[tuple[int, int], tuple[int, int]]:
     (format 2), from its index; the array's zarr.json (two folders up from c/i/0/0's
     folder) gives the grid."""
     folder = shard.parents[3]
-    codec = json.loads((folder / "zarr.json").read_text())["codecs"][0]["configuration"]
-    shards = json.loads((folder / "zarr.json").read_text())["chunk_grid"]["configuration"]
+    meta = json.loads((folder / "zarr.json").read_text())
+    codec = meta["codecs"][0]["configuration"]
+    shards = meta["chunk_grid"]["configuration"]
     grid = [s // c for s, c in zip(shards["chunk_shape"], codec["chunk_shape"], strict=True)]
     n = grid[1] * grid[2]
     data = shard.read_bytes()
