@@ -1,12 +1,15 @@
 """Compare lossless codecs on real per-token activations, chunk by chunk.
 
-    python bench/codecs.py [WAREHOUSE] [--prompts 200]
+    python bench/codecs.py [WAREHOUSE] [--prompts 200] [--responses]
 
 Without WAREHOUSE it ingests a sample of the built-in dataset with the embedded model. Prints
 compression ratio and single-core encode/decode MB/s of each codec on the warehouse's chunks
 (1024 tokens x 512 neurons of one layer), the unit the writer compresses. Times are CPU
 seconds of this one thread (blosc runs single-threaded here, as in the ingest writer), so a
 busy machine skews them less than wall time would.
+
+--responses compares zstd levels on each pooled response array instead (chunks of 256
+prompts x 512 neurons), the data a `--capture pooled` run writes.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ import zarr
 from numcodecs import LZ4, Blosc, Zstd
 
 
-def chunks_of(root: Path, limit: int = 60) -> list[np.ndarray]:
-    arr = zarr.open_array(root / "activations.zarr" / "ffn.act", mode="r")
+def chunks_of(root: Path, path: str = "activations.zarr/ffn.act", limit: int = 60) -> list:
+    arr = zarr.open_array(root / path, mode="r")
     rows, layers, units = arr.shape
     r, n = arr.chunks[0], arr.chunks[2]
     out = []
@@ -38,6 +41,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("warehouse", nargs="?")
     ap.add_argument("--prompts", type=int, default=200)
+    ap.add_argument("--responses", action="store_true", help="zstd levels on pooled responses")
     args = ap.parse_args()
     numcodecs.blosc.use_threads = False  # as zarr and the ingest writer run it
     with tempfile.TemporaryDirectory() as d:
@@ -46,24 +50,39 @@ def main() -> None:
             from warehouse.ingest.run import IngestConfig, ingest
 
             ingest(IngestConfig(out=root, max_prompts=args.prompts), show_progress=False)
+        if args.responses:
+            for pool in ("mean", "max", "last"):
+                chunks = chunks_of(root, f"responses.zarr/ffn.act/{pool}")
+                levels = {
+                    f"{pool} zstd level {lv} + checksum": Zstd(lv, checksum=True)
+                    for lv in (-100, -50, -20, -10, -1)
+                }
+                compare(chunks, levels)
+            return
         chunks = chunks_of(root)
+    compare(
+        chunks,
+        {
+            "blosc lz4-5 shuffle": Blosc("lz4", 5, Blosc.SHUFFLE),
+            "blosc lz4-1 shuffle": Blosc("lz4", 1, Blosc.SHUFFLE),
+            "blosc lz4-5 noshuffle": Blosc("lz4", 5, Blosc.NOSHUFFLE),
+            "zstd-1 (before session 4)": Zstd(1),
+            "zstd level -1": Zstd(-1),
+            "zstd level -1 + checksum (session 4)": Zstd(-1, checksum=True),
+            "zstd level -5 + checksum": Zstd(-5, checksum=True),
+            "zstd level -10 + checksum (chosen)": Zstd(-10, checksum=True),
+            "zstd level -20 + checksum": Zstd(-20, checksum=True),
+            "zstd-3": Zstd(3),
+            "blosc zstd-1 bitshuffle": Blosc("zstd", 1, Blosc.BITSHUFFLE),
+            "blosc zstd-1 shuffle": Blosc("zstd", 1, Blosc.SHUFFLE),
+            "blosc lz4-5 bitshuffle": Blosc("lz4", 5, Blosc.BITSHUFFLE),
+            "lz4": LZ4(),
+        },
+    )
+
+
+def compare(chunks: list[np.ndarray], codecs: dict) -> None:
     raw = sum(c.nbytes for c in chunks)
-    codecs = {
-        "blosc lz4-5 shuffle": Blosc("lz4", 5, Blosc.SHUFFLE),
-        "blosc lz4-1 shuffle": Blosc("lz4", 1, Blosc.SHUFFLE),
-        "blosc lz4-5 noshuffle": Blosc("lz4", 5, Blosc.NOSHUFFLE),
-        "zstd-1 (before session 4)": Zstd(1),
-        "zstd level -1": Zstd(-1),
-        "zstd level -1 + checksum (session 4)": Zstd(-1, checksum=True),
-        "zstd level -5 + checksum": Zstd(-5, checksum=True),
-        "zstd level -10 + checksum (chosen)": Zstd(-10, checksum=True),
-        "zstd level -20 + checksum": Zstd(-20, checksum=True),
-        "zstd-3": Zstd(3),
-        "blosc zstd-1 bitshuffle": Blosc("zstd", 1, Blosc.BITSHUFFLE),
-        "blosc zstd-1 shuffle": Blosc("zstd", 1, Blosc.SHUFFLE),
-        "blosc lz4-5 bitshuffle": Blosc("lz4", 5, Blosc.BITSHUFFLE),
-        "lz4": LZ4(),
-    }
     print(f"{len(chunks)} chunks, {raw / 1e6:.1f} MB float16")
     for name, codec in codecs.items():
         t_enc = t_dec = float("inf")
@@ -77,7 +96,7 @@ def main() -> None:
             t_dec = min(t_dec, time.thread_time() - t0)
         size = sum(len(e) for e in enc)
         print(
-            f"{name:29s} ratio {raw / size:5.2f}x  encode {raw / t_enc / 1e6:6.0f} MB/s  "
+            f"{name:36s} ratio {raw / size:5.2f}x  encode {raw / t_enc / 1e6:6.0f} MB/s  "
             f"decode {raw / t_dec / 1e6:6.0f} MB/s"
         )
 

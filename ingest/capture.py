@@ -104,16 +104,18 @@ class Capturer:
             t32 = t.float()
             for pool in spec.pooling:
                 dst = out[f"responses/{site}/{pool}"][i]  # (batch, units), contiguous
-                # Reductions write into dst (out=): no temporaries, no extra copy.
+                # Reductions write into dst (out=): no temporaries, no extra copy. Unpadded,
+                # every prompt has the batch's width: a scalar divisor and the last column's
+                # view give the same values without a broadcast or a gather.
                 if pool == "mean":
                     src = t32.masked_fill(~real[..., None], 0.0) if padded else t32
                     torch.sum(src, 1, out=dst)
-                    dst.div_(n_real)
+                    dst.div_(n_real if padded else t32.shape[1])
                 elif pool == "max":
                     src = t32.masked_fill(~real[..., None], float("-inf")) if padded else t32
                     torch.amax(src, 1, out=dst)
                 else:  # last
-                    dst.copy_(t32[batch, last])
+                    dst.copy_(t32[batch, last] if padded else t32[:, -1])
 
         with hook_sites(self.model, spec.sites, grab):
             self.backbone(

@@ -118,9 +118,7 @@ class ChunkBuffer:
     def _flush(self) -> None:
         end = self.start + self.fill
         if self.encoder is not None:
-            if self.fill < self.spec.chunks[0]:  # the last rows: the rest is fill, as zarr pads
-                nd = len(self.spec.shape) - 1
-                self.buf[(slice(None),) * nd + (slice(self.fill, None),)] = self.encoder.fill_value
+            self.encoder.pad_rows(self.buf, self.fill)  # the last rows: the rest is fill
             self.encoder.write_blocks(self.start // self.spec.chunks[0], self.buf, self.pool)
         else:
             self.array[self.start : end] = self.buf[: self.fill]

@@ -79,6 +79,42 @@ def test_chunk_files_equal_zarrs(
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "by_encoder"))[:], data)
 
 
+def test_rows_of_chunks_do_not_rely_on_zeroed_memory(tmp_path: Path, monkeypatch) -> None:
+    """new_blocks leaves rows to its caller and fills only what lies past an edge: with fresh
+    memory full of garbage, the files are still zarr's (an edge block and a short last row of
+    chunks, in a writer's ChunkBuffer and in write_rows alike)."""
+    import types
+
+    from warehouse.store import chunks as chunks_module
+    from warehouse.store.writer import ChunkBuffer
+
+    garbage = types.SimpleNamespace(
+        **{k: getattr(np, k) for k in dir(np) if not k.startswith("__")}
+    )
+    garbage.empty = lambda shape, dtype=float: np.full(shape, 7, dtype=dtype)
+    monkeypatch.setattr(chunks_module, "np", garbage)
+    rng = np.random.default_rng(1)
+    data = rng.standard_normal((70, 3, 100)).astype("float16")
+    by_zarr, by_encoder = _pair(
+        tmp_path, data.shape, (32, 1, 48), "float16", CODECS["zstd-10"], (32, 3, 144)
+    )
+    by_zarr[:] = data
+    enc = ChunkEncoder.for_array(by_encoder, tmp_path / "by_encoder")
+    for i, s in enumerate(range(0, 70, 32)):
+        enc.write_rows(i, data[s : s + 32])
+    assert _files(tmp_path / "by_encoder") == _files(tmp_path / "by_zarr")
+
+    spec = ArraySpec(  # zstd -10, as CODECS["zstd-10"]
+        "activations/x", "w.zarr/x", data.shape, (32, 1, 48), "float16", (0, 1, 2), (32, 3, 144)
+    )
+    create_array(tmp_path, spec)
+    buffer = ChunkBuffer(tmp_path, spec, 0)
+    for s in range(0, 70, 9):
+        buffer.add(s, data[s : s + 9])
+    buffer.finish()
+    assert _files(tmp_path / spec.path) == _files(tmp_path / "by_zarr")
+
+
 @pytest.mark.parametrize("extent", [(3, 96), (3, 100), (2, 3, 10)])
 def test_put_rows_holds_each_chunk_contiguously(extent: tuple[int, ...]) -> None:
     """A row of chunks gathered a few rows at a time, as the writer does: block `idx` is
