@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from warehouse.errors import SiteError
 from warehouse.ingest.sites import hook_sites, units
 from warehouse.store.arrays import STORAGE_DTYPES
 
@@ -51,8 +52,17 @@ def _to_host(x: torch.Tensor, dtype: str) -> np.ndarray:
     return x.cpu().numpy().astype(STORAGE_DTYPES[dtype], copy=False)
 
 
+class _AllCaptured(Exception):
+    """Raised by the last hook of a forward pass: nothing after it is stored."""
+
+
 class Capturer:
-    """Runs batches through a model's backbone and returns the rows to store."""
+    """Runs batches through a model's backbone and returns the rows to store.
+
+    The forward pass stops once every captured site has been seen: what the model computes
+    after the last one (the rest of that layer, any later layers, the final norm) is never
+    stored, so it is not computed (with `--layers 0-11` of a 30-layer model, ingest runs 12).
+    """
 
     def __init__(self, model: torch.nn.Module, pad_id: int, spec: CaptureSpec) -> None:
         self.model = model
@@ -93,8 +103,15 @@ class Capturer:
                 )
 
         padded = not bool(real.all())
+        pending = {(site, layer) for site, ls in spec.sites.items() for layer in ls}
 
         def grab(site: str, layer: int, t: torch.Tensor) -> None:
+            store(site, layer, t)
+            pending.discard((site, layer))
+            if not pending:
+                raise _AllCaptured
+
+        def store(site: str, layer: int, t: torch.Tensor) -> None:
             i = layer_index[site][layer]
             if spec.tokens:  # (tokens, units), prompt by prompt
                 out[f"activations/{site}"][:, i] = t[real] if padded else t.flatten(0, 1)
@@ -118,9 +135,17 @@ class Capturer:
                     dst.copy_(t32[batch, last] if padded else t32[:, -1])
 
         with hook_sites(self.model, spec.sites, grab):
-            self.backbone(
-                input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=False
-            )
+            try:
+                self.backbone(
+                    input_ids=input_ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    use_cache=False,
+                )
+            except _AllCaptured:
+                pass
+        if pending:  # a site the forward never reached would be stored as garbage
+            raise SiteError(f"the forward pass never reached (site, layer) {sorted(pending)}")
         return {
             k: _to_host(v if k.startswith("activations/") else v.transpose(0, 1), spec.dtype)
             for k, v in out.items()

@@ -182,6 +182,31 @@ def test_padding_side_does_not_change_values(tiny_llama_dir):
             np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6, err_msg=f"{side} {key}")
 
 
+def test_forward_stops_after_the_last_captured_site(tiny_llama_dir):
+    """Nothing after the last captured site runs, and what is captured does not change."""
+    from transformers import AutoModelForCausalLM
+
+    from warehouse.ingest.capture import POOLINGS, Capturer, CaptureSpec
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    ran: list[str] = []
+    hooks = [
+        model.model.layers[1].register_forward_pre_hook(lambda m, a: ran.append("layer 1")),
+        model.model.norm.register_forward_hook(lambda m, a, o: ran.append("final norm")),
+    ]
+    ids = [[5, 9, 13, 40, 41], [7, 8, 2, 4, 6]]
+    both = {"ffn.act": [0, 1], "ffn.down": [0, 1]}
+    full = Capturer(model, 1, CaptureSpec(both, True, POOLINGS, "float32")).run(ids)
+    assert ran == ["layer 1"]  # ffn.down of layer 1 is last: the final norm never runs
+    ran.clear()
+    part = Capturer(model, 1, CaptureSpec({"ffn.act": [0]}, True, POOLINGS, "float32")).run(ids)
+    assert ran == []  # layer 0's down_proj input is all it needs
+    for h in hooks:
+        h.remove()
+    for key, value in part.items():
+        np.testing.assert_array_equal(value, full[key][:, :1], err_msg=key)
+
+
 def test_ingest_batches_never_pad(warehouse_right):
     """Ingest orders prompts by length and never mixes lengths in a batch (no padding at all)."""
     from warehouse.ingest.run import _batches
