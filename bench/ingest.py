@@ -214,12 +214,12 @@ def main() -> None:
     )
     print(f"bare forward        {n_tokens / bare:9.0f} tok/s   1.00x  (fastest run)")
     print(
-        f"ingest pooled       {n_tokens / pooled:9.0f} tok/s   {med_pooled:.2f}x  (target >= "
+        f"ingest pooled       {n_tokens / pooled:9.0f} tok/s   {med_pooled:.3f}x  (target >= "
         f"0.95x; rounds {' '.join(f'{x:.2f}' for x in ratios['pooled'])}; fastest runs "
         f"{bare / pooled:.2f}x)"
     )
     print(
-        f"ingest per-token    {n_tokens / full:9.0f} tok/s   {med_full:.2f}x  (target >= "
+        f"ingest per-token    {n_tokens / full:9.0f} tok/s   {med_full:.3f}x  (target >= "
         f"0.85x; rounds {' '.join(f'{x:.2f}' for x in ratios['tokens'])}; fastest runs "
         f"{bare / full:.2f}x)"
     )
