@@ -146,13 +146,12 @@ class ChunkEncoder:
         fill value, as zarr pads edge chunks."""
         blocks = self.new_blocks(rows.shape[1:], rows.dtype)
         put_rows(blocks, 0, rows)
-        self.pad_rows(blocks, len(rows))
-        self.write_blocks(row_chunk, blocks, pool)
+        self.write_blocks(row_chunk, blocks, len(rows), pool)
 
     def new_blocks(self, extent: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """A row of chunks of an array whose other dimensions are `extent`, chunk by chunk
         (put_rows). Only what lies beyond `extent` in edge chunks, which put_rows never writes,
-        holds the fill value; the rows are the caller's to write or pad (filling the whole
+        holds the fill value; rows past the data are padded by write_blocks (filling the whole
         row of chunks first was a non-overlapped memset of up to ~100 MB at ingest start)."""
         blocks = np.empty(blocks_shape(extent, self.chunks), dtype=dtype)
         nd = len(extent)
@@ -164,20 +163,17 @@ class ChunkEncoder:
                 blocks[tuple(edge)] = self.fill_value
         return blocks
 
-    def pad_rows(self, blocks: np.ndarray, n: int) -> None:
-        """Give rows [n, chunk rows) of a row of chunks (new_blocks) the fill value, as zarr
-        pads the last row of chunks."""
-        if n < self.chunks[0]:
-            nd = len(self.chunks) - 1
-            blocks[(slice(None),) * nd + (slice(n, None),)] = self.fill_value
-
     def write_blocks(
-        self, row_chunk: int, blocks: np.ndarray, pool: Executor | None = None
+        self, row_chunk: int, blocks: np.ndarray, rows: int, pool: Executor | None = None
     ) -> None:
         """Write one row of chunks held chunk by chunk (`blocks[j, k]` is chunk (row_chunk,
-        j, k), each contiguous, so none is gathered). With a `pool`, chunks are encoded and
-        written in parallel; they are counted and checksummed in order all the same."""
+        j, k), each contiguous, so none is gathered), whose first `rows` rows hold data: the
+        rest get the fill value first, as zarr pads the last row of chunks. With a `pool`,
+        chunks are encoded and written in parallel; they are counted and checksummed in order
+        all the same."""
         nd = len(self.chunks) - 1
+        if rows < self.chunks[0]:
+            blocks[(slice(None),) * nd + (slice(rows, None),)] = self.fill_value
         items = [((row_chunk, *idx), blocks[idx]) for idx in np.ndindex(*blocks.shape[:nd])]
         if self.sharded:
             mapped = map if pool is None else pool.map

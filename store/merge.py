@@ -412,8 +412,7 @@ def _fill(
                 if k not in arrs:
                     arrs[k] = open_array(ins[k].loc, srcs[k])
                 put_rows(blocks, d - a, arrs[k][s : s + m])
-            encoder.pad_rows(blocks, b - a)
-            encoder.write_blocks(a // step, blocks)
+            encoder.write_blocks(a // step, blocks, b - a)
         advance(spec.shape[1])
 
 

@@ -118,8 +118,8 @@ class ChunkBuffer:
     def _flush(self) -> None:
         end = self.start + self.fill
         if self.encoder is not None:
-            self.encoder.pad_rows(self.buf, self.fill)  # the last rows: the rest is fill
-            self.encoder.write_blocks(self.start // self.spec.chunks[0], self.buf, self.pool)
+            row_chunk = self.start // self.spec.chunks[0]
+            self.encoder.write_blocks(row_chunk, self.buf, self.fill, self.pool)
         else:
             self.array[self.start : end] = self.buf[: self.fill]
         self.start, self.fill = end, 0
