@@ -181,6 +181,48 @@ def test_stale_lock_of_a_killed_writer_is_taken_over(tmp_path, tiny_llama_dir, d
     assert verify(out).ok
 
 
+def test_temp_folders_of_killed_creations_are_removed(tmp_path, tiny_llama_dir, dataset):
+    """A SIGKILL while ingest lays out a new warehouse leaves its temp folder beside it; the
+    next ingest into that --out removes it, and only folders no live process is making."""
+    from warehouse.ingest import run as run_mod
+
+    def made(name: str, age_s: float = 0.0, **lock) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "prompts.parquet").write_bytes(b"half")
+        if lock:
+            _write_lock(folder, command="ingest (creating)", **lock)
+        t = time.time() - age_s
+        os.utime(folder, (t, t))
+        return folder
+
+    made(".w.tmp-killed", create_time=12345.0)  # our pid, another start time: creator gone
+    made(".w.tmp-live")  # held by this live process
+    made(".w.tmp-elsewhere", host="some-other-machine", pid=1)  # cannot be checked from here
+    made(".w.tmp-unlocked-old", age_s=2 * run_mod._UNLOCKED_CREATION_GRACE_S)
+    made(".w.tmp-unlocked-new")  # maybe between its mkdtemp and its lock
+    made(".w2.tmp-killed", create_time=12345.0)  # another warehouse's: not ours to clean
+    seen_locks = []
+    real_lay_out = run_mod._lay_out
+
+    def lay_out(root, *args):
+        seen_locks.append(LockInfo.read(root / LOCK))
+        return real_lay_out(root, *args)
+
+    run_mod._lay_out = lay_out
+    try:
+        ingest(_cfg(tmp_path / "w", tiny_llama_dir, dataset), show_progress=False)
+    finally:
+        run_mod._lay_out = real_lay_out
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert left == [".w.tmp-elsewhere", ".w.tmp-live", ".w.tmp-unlocked-new", ".w2.tmp-killed"]
+    # the new folder was locked by this process while being made, and the lock did not move
+    # into the warehouse with it
+    assert [(i.pid, i.command) for i in seen_locks] == [(os.getpid(), "ingest (creating)")]
+    assert not (tmp_path / "w" / LOCK).exists()
+    assert verify(tmp_path / "w").ok
+
+
 def test_readers_during_an_ingest_see_only_committed_batches(
     tmp_path, tiny_llama_dir, dataset, reference
 ):
