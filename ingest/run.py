@@ -37,7 +37,7 @@ from warehouse.store.arrays import (
 )
 from warehouse.store.checksums import array_algorithm, finalize_checksums
 from warehouse.store.files import is_temp_file, sha256_file
-from warehouse.store.lock import LOCK, LockInfo, WriterLock
+from warehouse.store.lock import WriterLock, lock_status
 from warehouse.store.manifest import (
     array_specs,
     fingerprint_of,
@@ -217,13 +217,12 @@ def _create(
     final.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_creations(final)
     root = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    # The lock marks the temp folder as ours while we live; one whose creator was killed is
-    # removed by the next ingest into `final` (_remove_dead_creations).
-    creating = WriterLock(root, "ingest (creating)")
     try:
-        creating.acquire()
-        manifest = _lay_out(root, plan, loaded, prompts, shard)
-        creating.release()  # not carried into the warehouse by the rename
+        # The lock marks the temp folder as ours while we live (one whose creator was killed
+        # is removed by the next ingest into `final`); released before the rename, so it is
+        # not carried into the warehouse.
+        with WriterLock(root, "ingest (creating)"):
+            manifest = _lay_out(root, plan, loaded, prompts, shard)
         try:
             if final.exists():
                 final.rmdir()  # only ever an empty folder here (ingest checked)
@@ -250,10 +249,9 @@ def _remove_dead_creations(final: Path) -> None:
     for entry in final.parent.glob(f".{glob.escape(final.name)}.tmp-*"):
         if not entry.is_dir() or entry.is_symlink():
             continue
-        lock = entry / LOCK
-        if lock.exists():
-            holder = LockInfo.read(lock)
-            if holder is None or holder.alive() is not False:
+        lock = lock_status(entry)
+        if lock is not None:
+            if lock["stale"] is not True:  # alive, on another host, or unreadable
                 continue
         else:
             try:

@@ -181,7 +181,9 @@ def test_stale_lock_of_a_killed_writer_is_taken_over(tmp_path, tiny_llama_dir, d
     assert verify(out).ok
 
 
-def test_temp_folders_of_killed_creations_are_removed(tmp_path, tiny_llama_dir, dataset):
+def test_temp_folders_of_killed_creations_are_removed(
+    tmp_path, tiny_llama_dir, dataset, monkeypatch
+):
     """A SIGKILL while ingest lays out a new warehouse leaves its temp folder beside it; the
     next ingest into that --out removes it, and only folders no live process is making."""
     from warehouse.ingest import run as run_mod
@@ -209,11 +211,8 @@ def test_temp_folders_of_killed_creations_are_removed(tmp_path, tiny_llama_dir, 
         seen_locks.append(LockInfo.read(root / LOCK))
         return real_lay_out(root, *args)
 
-    run_mod._lay_out = lay_out
-    try:
-        ingest(_cfg(tmp_path / "w", tiny_llama_dir, dataset), show_progress=False)
-    finally:
-        run_mod._lay_out = real_lay_out
+    monkeypatch.setattr(run_mod, "_lay_out", lay_out)
+    ingest(_cfg(tmp_path / "w", tiny_llama_dir, dataset), show_progress=False)
     left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
     assert left == [".w.tmp-elsewhere", ".w.tmp-live", ".w.tmp-unlocked-new", ".w2.tmp-killed"]
     # the new folder was locked by this process while being made, and the lock did not move
