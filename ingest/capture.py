@@ -46,7 +46,12 @@ def pad_batch(
 
 
 def _to_host(x: torch.Tensor, dtype: str) -> np.ndarray:
-    x = x.to(_TORCH_STORAGE[dtype]).contiguous()
+    """`x` in the storage dtype, C-ordered, as a host array. A strided `x` (the responses'
+    transposed view) is converted and laid out in one copy: `.to()` keeps its strides, and
+    the `.contiguous()` after it was a second pass, together ~0.9 ms per array and batch."""
+    want = _TORCH_STORAGE[dtype]
+    if x.dtype != want or not x.is_contiguous():
+        x = torch.empty(x.shape, dtype=want, device=x.device).copy_(x)
     if dtype == "bfloat16":
         return x.view(torch.int16).cpu().numpy().view(np.uint16)
     return x.cpu().numpy().astype(STORAGE_DTYPES[dtype], copy=False)

@@ -3,7 +3,8 @@ so arrays can be created at their final shape and a resumed run knows where each
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -42,10 +43,31 @@ TOKEN_SCHEMA = pa.schema(
 )
 
 
-def tokenize_prompts(tokenizer, prompts: Sequence[Prompt]) -> tuple[pa.Table, pa.Table]:
-    """The `prompts` and `tokens` tables for these prompts, in this order."""
+@dataclass(frozen=True)
+class Encoded:
+    """Each prompt's token ids and their character spans in its text."""
+
+    ids: list[list[int]]
+    spans: list[list[tuple[int, int]]]
+
+    def take(self, rows: Iterable[int]) -> Encoded:
+        rows = list(rows)
+        return Encoded([self.ids[i] for i in rows], [self.spans[i] for i in rows])
+
+
+def encode_prompts(tokenizer, prompts: Sequence[Prompt]) -> Encoded:
     enc = tokenizer([p.text for p in prompts], add_special_tokens=True, return_offsets_mapping=True)
-    ids: list[list[int]] = enc["input_ids"]
+    return Encoded(enc["input_ids"], enc["offset_mapping"])
+
+
+def tokenize_prompts(
+    tokenizer, prompts: Sequence[Prompt], encoded: Encoded | None = None
+) -> tuple[pa.Table, pa.Table]:
+    """The `prompts` and `tokens` tables for these prompts, in this order (`encoded`: theirs
+    from encode_prompts, if the caller has it)."""
+    if encoded is None:
+        encoded = encode_prompts(tokenizer, prompts)
+    ids = encoded.ids
     n_tokens = np.array([len(x) for x in ids], dtype=np.int64)
     if len(prompts) and n_tokens.min() == 0:
         empty = prompts[int(np.argmin(n_tokens))]
@@ -54,7 +76,7 @@ def tokenize_prompts(tokenizer, prompts: Sequence[Prompt]) -> tuple[pa.Table, pa
     flat_ids = [t for x in ids for t in x]
     vocab_text = {t: token_text(tokenizer, t) for t in set(flat_ids)}
     is_subject: list[bool] = []
-    for p, spans in zip(prompts, enc["offset_mapping"], strict=True):
+    for p, spans in zip(prompts, encoded.spans, strict=True):
         # A token is part of the subject when its characters overlap the subject's span;
         # special tokens have the empty span (0, 0) and never are.
         is_subject += [a < p.subject_end and b > p.subject_start and b > a for a, b in spans]

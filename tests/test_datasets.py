@@ -155,6 +155,35 @@ def test_jsonl_fields_defaults_and_hash(tmp_path):
     assert load_dataset(write_jsonl(tmp_path / "c.jsonl", changed)).hash != data.hash
 
 
+def test_a_file_is_parsed_once_until_it_changes(tmp_path, monkeypatch):
+    """Loads of an unchanged file reuse its parse (keyed by its bytes); an edit is read again,
+    even one that keeps the file's size and mtime, and a caller's edits never reach the next
+    load."""
+    import os
+
+    from warehouse.ingest import datasets
+
+    parsed = []
+    real = datasets._load_table
+    monkeypatch.setattr(datasets, "_load_table", lambda *a: parsed.append(a) or real(*a))
+    path = write_jsonl(tmp_path / "facts.jsonl", ROWS)
+    first = load_dataset(path)
+    first.facts.clear()
+    again = load_dataset(path)
+    assert len(parsed) == 1
+    assert again.facts == load_dataset(write_jsonl(tmp_path / "b.jsonl", ROWS)).facts
+    assert len(again.facts) == len(ROWS) and again.hash == first.hash
+
+    stat = path.stat()
+    changed = [dict(r) for r in ROWS]
+    changed[0]["object"] = "Lyon!"  # as long as "Paris": the file keeps its size
+    write_jsonl(path, changed)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size
+    edited = load_dataset(path)
+    assert edited.facts[0].object == "Lyon!" and edited.hash != first.hash
+
+
 def test_duplicate_fact_with_same_object_merges_templates(tmp_path):
     extra = dict(
         ROWS[0], templates=["Paris? The capital of {subject} is", "{subject}'s capital is"]

@@ -312,6 +312,38 @@ def test_pooled_only_and_refusal(tmp_path, tiny_llama_dir, tiny_dataset, warehou
     assert (out / "manifest.json").read_bytes() == before
 
 
+@pytest.mark.parametrize("caller_froze", [False, True])
+def test_collector_skips_older_objects_during_the_batches(
+    tmp_path, tiny_llama_dir, tiny_dataset, monkeypatch, caller_froze
+):
+    """The objects alive before the batches are frozen while they run (a full collection
+    would scan them all), and unfrozen after; a caller's own freeze is left as it was."""
+    import gc
+
+    from warehouse.ingest.capture import Capturer
+
+    seen = []
+    run = Capturer.run
+    monkeypatch.setattr(
+        Capturer, "run", lambda self, ids: seen.append(gc.get_freeze_count()) or run(self, ids)
+    )
+    if caller_froze:
+        gc.freeze()
+    try:
+        before = gc.get_freeze_count()
+        cfg = _cfg(tmp_path / "w", tiny_llama_dir, tiny_dataset, capture="pooled", sites="ffn.act")
+        ingest(cfg, show_progress=False)
+        after = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
+    assert len(seen) > 1
+    if caller_froze:
+        # (frozen objects that die leave the count: it can only fall)
+        assert before > 0 and max(seen) <= before and 0 < after <= before
+    else:
+        assert before == 0 and min(seen) > 100_000 and after == 0
+
+
 def _snapshot(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes()
