@@ -9,7 +9,8 @@ seconds of this one thread (blosc runs single-threaded here, as in the ingest wr
 busy machine skews them less than wall time would.
 
 --responses compares zstd levels on each pooled response array instead (chunks of 256
-prompts x 512 neurons), the data a `--capture pooled` run writes.
+prompts x 512 neurons), the data a `--capture pooled` run writes, with what it writes now:
+the raw bytes and their crc32c (zarr's `crc32c` codec).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import google_crc32c
 import numcodecs
 import numpy as np
 import zarr
@@ -57,6 +59,7 @@ def main() -> None:
                     f"{pool} zstd level {lv} + checksum": Zstd(lv, checksum=True)
                     for lv in (-100, -50, -20, -10, -1)
                 }
+                levels[f"{pool} raw + crc32c (chosen)"] = Crc32c()
                 compare(chunks, levels)
             return
         chunks = chunks_of(root)
@@ -79,6 +82,19 @@ def main() -> None:
             "lz4": LZ4(),
         },
     )
+
+
+class Crc32c:
+    """zarr's crc32c codec: the bytes, then their crc32c (little-endian). Joined here, a copy
+    the ingest writer does not make (it writes the chunk and its crc32c as two parts)."""
+
+    def encode(self, chunk: np.ndarray) -> bytes:
+        return chunk.tobytes() + google_crc32c.value(chunk).to_bytes(4, "little")
+
+    def decode(self, data: bytes) -> bytes:
+        if google_crc32c.value(data[:-4]).to_bytes(4, "little") != data[-4:]:
+            raise ValueError("crc32c mismatch")
+        return data[:-4]
 
 
 def compare(chunks: list[np.ndarray], codecs: dict) -> None:

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.abc.codec import BytesBytesCodec
 from zarr.abc.store import SuffixByteRequest
-from zarr.codecs import BytesCodec, ZstdCodec
+from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 from zarr.storage import LocalStore
 
 from warehouse.errors import FormatError
@@ -42,10 +43,12 @@ STORAGE_DTYPES = {"float16": "float16", "float32": "float32", "bfloat16": "uint1
 # chunk, so a flipped byte is an error, not a wrong number.
 ZSTD_LEVEL = -10
 # Pooled responses have no shared prefixes to find: mean and last do not compress at any fast
-# level (zstd stores them raw), max 1.11-1.16x at -10 and 1.01-1.03x at -50, which encodes it
-# 2.3x faster (bench/codecs.py --responses). Where the responses are all a run writes
-# (`--capture pooled`, the 7B/13B mode), the encoder is what the forward pass waits on.
-RESPONSE_ZSTD_LEVEL = -50
+# zstd level (it stores them raw), max 1.11-1.16x at -10 and 1.01-1.03x at -50
+# (bench/codecs.py --responses). So they are stored as they are, with zarr's `crc32c` codec
+# after each chunk (a flipped byte is still a read error, not a wrong number): in a `--capture
+# pooled` run (the 7B/13B mode) the responses are all the writer does, and zstd -50 on them
+# took a third of its CPU, on the cores the forward pass needs. Sessions 8-9 wrote responses
+# at zstd -50, earlier ones at -10; each array's zarr.json names its codecs.
 
 
 TOKEN_CHUNK = 1024  # rows per chunk of per-token arrays
@@ -147,10 +150,12 @@ def response_spec(
     )
 
 
-def zstd_level(spec: ArraySpec) -> int:
-    """The zstd level a new array is written with (its zarr.json records it; any level
-    decodes alike, so a resumed or merged array keeps the level it has)."""
-    return ZSTD_LEVEL if spec.key.startswith("activations/") else RESPONSE_ZSTD_LEVEL
+def compressors(spec: ArraySpec) -> list[BytesBytesCodec]:
+    """The codecs after `bytes` that a new array is written with (its zarr.json records them,
+    so a resumed array keeps the ones it has)."""
+    if spec.key.startswith("activations/"):
+        return [ZstdCodec(level=ZSTD_LEVEL, checksum=True)]
+    return [Crc32cCodec()]
 
 
 def create_array(root: Path, spec: ArraySpec) -> zarr.Array:
@@ -166,7 +171,7 @@ def create_array(root: Path, spec: ArraySpec) -> zarr.Array:
         shards=spec.shards,
         dtype=STORAGE_DTYPES[spec.dtype],
         serializer=BytesCodec(),
-        compressors=[ZstdCodec(level=zstd_level(spec), checksum=True)],
+        compressors=compressors(spec),
         fill_value=0,
         zarr_format=3,
         overwrite=True,

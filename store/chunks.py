@@ -24,15 +24,31 @@ from zarr.core.indexing import morton_order_iter
 
 from warehouse.store.files import Bytes, atomic_write_bytes
 
-Step = Callable[[bytes | memoryview], bytes]
+# A chunk's bytes: one buffer (its raw bytes are a 1-D uint8 array, so len() counts bytes and
+# google_crc32c, hashlib and file writes all take it), or parts written one after another.
+Part = Bytes | np.ndarray
+Encoded = Part | list[Part]
+Step = Callable[[Part], Encoded]
 
 
 def _step(codec: object) -> Step | None:
     """A bytes -> bytes function equal to one of zarr's codecs, or None if not known (every
-    array this tool writes, then and now, is zstd; any other goes through zarr)."""
+    array this tool writes, then and now, is zstd or crc32c; any other goes through zarr)."""
     if isinstance(codec, ZstdCodec):
         return Zstd(level=codec.level, checksum=codec.checksum).encode
+    if isinstance(codec, Crc32cCodec):
+        return _with_crc32c
     return None
+
+
+def _with_crc32c(data: Part) -> list[Part]:
+    """zarr's crc32c codec: the bytes, then their crc32c, little-endian. As two parts:
+    appending the four bytes would copy the chunk."""
+    return [data, google_crc32c.value(data).to_bytes(4, "little")]
+
+
+def _size(data: Encoded) -> int:
+    return sum(len(p) for p in data) if isinstance(data, list) else len(data)
 
 
 class ChunkEncoder:
@@ -104,20 +120,23 @@ class ChunkEncoder:
             raise ValueError("a sharded array is written a row of chunks at a time (write_rows)")
         self._account(index, self._encode_put(index, chunk))
 
-    def _encode(self, chunk: np.ndarray) -> bytes | memoryview:
-        """One chunk's bytes, as zarr encodes it (may run on any thread)."""
+    def _encode(self, chunk: np.ndarray) -> Encoded:
+        """One chunk's bytes, as zarr encodes it (may run on any thread). Unencoded bytes are
+        a view of `chunk`: they must be written before it changes (write_blocks does)."""
         if chunk.shape != self.chunks:
             raise ValueError(f"chunk shape {chunk.shape} is not the array's {self.chunks}")
-        data: bytes | memoryview = np.ascontiguousarray(chunk, dtype=self.dtype).data
+        data: Encoded = np.ascontiguousarray(chunk, dtype=self.dtype).reshape(-1).view(np.uint8)
         for step in self.steps:
+            if isinstance(data, list):  # a step after crc32c (none this tool writes)
+                data = b"".join(data)
             data = step(data)
         return data
 
-    def _encode_put(self, index: tuple[int, ...], chunk: np.ndarray) -> Bytes | list[Bytes]:
+    def _encode_put(self, index: tuple[int, ...], chunk: np.ndarray) -> Encoded:
         """The part of a write that may run on any thread; returns the bytes written."""
         return self._put_file(index, self._encode(chunk))
 
-    def _put_file(self, index: tuple[int, ...], data: Bytes | list[Bytes]) -> Bytes | list[Bytes]:
+    def _put_file(self, index: tuple[int, ...], data: Encoded) -> Encoded:
         path = self.root / self.key(index)
         if path.parent not in self._dirs:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,17 +144,17 @@ class ChunkEncoder:
         self._put(path, data)
         return data
 
-    def _account(self, index: tuple[int, ...], data: Bytes | list[Bytes]) -> None:
+    def _account(self, index: tuple[int, ...], data: Encoded) -> None:
         """Count and checksum one written file, in chunk order (one thread only)."""
         parts = data if isinstance(data, list) else [data]
-        self.bytes_written += sum(len(p) for p in parts)
+        self.bytes_written += _size(parts)
         if self.digest is not None:
             self.digest.update(f"{self.digest_prefix}/{self.key(index)}".encode() + b"\0")
             for part in parts:
                 self.digest.update(part)
 
     @staticmethod
-    def _put(path: Path, data: Bytes | list[Bytes]) -> None:
+    def _put(path: Path, data: Encoded) -> None:
         # Temp-then-rename, as every warehouse file: a crash leaves the old file or the new
         # one, never half of one (and the temp name is one `verify` knows).
         atomic_write_bytes(path, data, make_parents=False)
@@ -217,7 +236,7 @@ def put_rows(blocks: np.ndarray, at: int, rows: np.ndarray) -> None:
         blocks[idx][(slice(at, at + n), *(slice(0, e) for e in src.shape[1:]))] = src
 
 
-def _shard_parts(indices: list[tuple[int, ...]], encoded: list[Bytes]) -> list[Bytes]:
+def _shard_parts(indices: list[tuple[int, ...]], encoded: list[Encoded]) -> list[Part]:
     """One shard of a row of chunks as zarr's sharding codec writes it, as the parts to write
     one after another (joining them cost a copy of the shard: 14 % of the writer's CPU): the
     chunks in Morton order of their place in the shard, then the index (C order) and its
@@ -227,10 +246,10 @@ def _shard_parts(indices: list[tuple[int, ...]], encoded: list[Bytes]) -> list[B
     table = np.empty((len(indices), 2), dtype="<u8")
     parts, offset = [], 0
     for coords in morton_order_iter(grid):
-        n = pos[coords]
-        table[n] = (offset, len(encoded[n]))
-        parts.append(encoded[n])
-        offset += len(encoded[n])
+        n, chunk = pos[coords], encoded[pos[coords]]
+        table[n] = (offset, _size(chunk))
+        parts += chunk if isinstance(chunk, list) else [chunk]
+        offset += _size(chunk)
     index = table.tobytes()
     return [*parts, index, google_crc32c.value(index).to_bytes(4, "little")]
 

@@ -5,8 +5,9 @@ languages or prompt samples. Their prompts are laid out as one ingest would: ord
 (n_tokens, relation, language, template), ties by input and row, so the merged order does
 not depend on the order the inputs are named in. Each input is in that order already, so an
 output row block is a few contiguous row ranges of inputs ("segments"): a shard (a row of
-chunks) that one segment covers at the same alignment is copied as raw bytes, any other is
-decoded from the inputs and encoded again by ingest's encoder, so with the same bytes.
+chunks) that one segment covers at the same alignment is copied as raw bytes, any other (or
+one whose codecs differ from the output's) is decoded from the inputs and encoded again by
+ingest's encoder, so with the same bytes.
 Format 1 inputs (a file per chunk) are always decoded; the output is format 3. The parts of
 an `ingest --shard` run are consecutive batches of its single-process plan; merged, they
 equal that run byte for byte in every table and array.
@@ -389,6 +390,15 @@ def _fill(
         raise WarehouseError(f"{spec.path}: merge writes sharded arrays only")
     n, step = spec.shape[0], spec.chunks[0]
     starts = np.array([s[2] for s in segs], dtype=np.int64)
+
+    def source(k: int) -> zarr.Array:
+        if k not in arrs:
+            arrs[k] = open_array(ins[k].loc, srcs[k])
+        return arrs[k]
+
+    def same_codecs(k: int) -> bool:
+        return source(k).metadata.codecs == out.metadata.codecs
+
     for a in range(0, n, step):
         b = min(a + step, n)
         first = int(np.searchsorted(starts, a, side="right")) - 1
@@ -400,6 +410,8 @@ def _fill(
             parts.append((k, s0 + lo - d0, lo, hi - lo))
             j += 1
         raw = _raw_source(parts, srcs, spec, a, b)
+        if raw is not None and not same_codecs(raw[0]):
+            raw = None  # written with other codecs (responses before session 10: zstd)
         if raw is not None:  # one input's whole shard: copied as it is
             k, chunk_row = raw
             data = ins[k].loc.read_bytes(f"{srcs[k].path}/c/{chunk_row}/0/0")
@@ -409,9 +421,7 @@ def _fill(
             # holds too.
             blocks = encoder.new_blocks(spec.shape[1:], out.dtype)
             for k, s, d, m in parts:
-                if k not in arrs:
-                    arrs[k] = open_array(ins[k].loc, srcs[k])
-                put_rows(blocks, d - a, arrs[k][s : s + m])
+                put_rows(blocks, d - a, source(k)[s : s + m])
             encoder.write_blocks(a // step, blocks, b - a)
         advance(spec.shape[1])
 

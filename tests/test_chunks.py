@@ -42,11 +42,13 @@ def _pair(tmp_path: Path, shape, chunks, dtype, compressors, shards=None):
     return out
 
 
-CODECS = {  # what this tool writes now (-10), in session 4 (-1) and before (1)
+CODECS = {  # what this tool writes now (-10; responses crc32c), in session 4 (-1) and before (1)
     "zstd-1": [ZstdCodec(level=-1, checksum=True)],
     "zstd-10": [ZstdCodec(level=-10, checksum=True)],
     "zstd1": [ZstdCodec(level=1, checksum=True)],
     "zstd3-nochecksum": [ZstdCodec(level=3, checksum=False)],
+    "crc32c": [Crc32cCodec()],
+    "crc32c-zstd": [Crc32cCodec(), ZstdCodec(level=-10)],  # a step after crc32c's two parts
 }
 
 
@@ -161,7 +163,7 @@ def test_warehouse_arrays_are_encoded_directly(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "codecs",
-    [[GzipCodec(level=1)], [BloscCodec(cname="lz4"), Crc32cCodec()], [ZstdCodec(), Crc32cCodec()]],
+    [[GzipCodec(level=1)], [BloscCodec(cname="lz4"), Crc32cCodec()], [Crc32cCodec(), GzipCodec()]],
 )
 def test_unknown_codecs_fall_back_to_zarr(tmp_path: Path, codecs) -> None:
     arr, _ = _pair(tmp_path, (4, 1, 4), (2, 1, 4), "float16", codecs)
@@ -197,8 +199,9 @@ def test_a_failed_write_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
 @pytest.mark.parametrize("shards", [None, (8, 2, 32)], ids=["chunk-files", "shards"])
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("algorithm", ["crc32c", "sha256"])
+@pytest.mark.parametrize("key", ["activations/x", "responses/x/mean"])  # zstd; crc32c codec
 def test_running_checksum_equals_the_files(
-    tmp_path: Path, threads: int, shards, algorithm: str
+    tmp_path: Path, threads: int, shards, algorithm: str, key: str
 ) -> None:
     """The writer's running array checksum, also across a resume, is the digest of the files
     (each name, a NUL, its bytes, in array_files order) that `verify` reads back, for the
@@ -211,9 +214,7 @@ def test_running_checksum_equals_the_files(
     from warehouse.store.files import files_digest
     from warehouse.store.writer import ChunkBuffer
 
-    spec = ArraySpec(
-        "activations/x", "a.zarr/x", (45, 2, 20), (8, 1, 16), "float16", (0, 1), shards
-    )
+    spec = ArraySpec(key, "a.zarr/x", (45, 2, 20), (8, 1, 16), "float16", (0, 1), shards)
     create_array(tmp_path, spec)
     data = np.random.default_rng(1).standard_normal(spec.shape).astype("float16")
     pool = ThreadPoolExecutor(threads) if threads > 1 else None

@@ -153,6 +153,40 @@ def test_shards_merge_to_the_single_run(tmp_path, tiny_llama_dir, facts, single,
         merge(parts, out, show_progress=False)
 
 
+def test_a_part_with_older_response_codecs_merges_to_the_single_run(
+    tmp_path, tiny_llama_dir, facts, single, monkeypatch
+):
+    """A part whose responses are zstd (as sessions 8-9 wrote them) is decoded and encoded
+    again, not copied: the merge equals today's single run byte for byte."""
+    from zarr.codecs import ZstdCodec
+
+    from warehouse.store import arrays
+
+    current = arrays.compressors
+    parts = []
+    for i in (1, 2, 3):
+        with monkeypatch.context() as mp:
+            if i == 1:  # (it starts at row 0: its shards align with the output's)
+                mp.setattr(
+                    arrays,
+                    "compressors",
+                    lambda spec: (
+                        current(spec)
+                        if spec.key.startswith("activations/")
+                        else [ZstdCodec(level=-50, checksum=True)]
+                    ),
+                )
+            part = tmp_path / f"p{i}"
+            ingest(cfg(part, tiny_llama_dir, facts, shard=(i, 3)), show_progress=False)
+        parts.append(part)
+    meta = json.loads((parts[0] / "responses.zarr/ffn.act/mean/zarr.json").read_text())
+    assert "zstd" in json.dumps(meta) and verify(parts[0]).ok
+    out = tmp_path / "merged"
+    merge(parts, out, show_progress=False)
+    assert_same_bytes(single, out)
+    assert verify(out).ok
+
+
 def test_merge_relations_and_refusals(tmp_path, tiny_llama_dir, facts, single):
     a, b = tmp_path / "a", tmp_path / "b"
     ingest(cfg(a, tiny_llama_dir, facts, relations=["person_mother"]), show_progress=False)

@@ -11,7 +11,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+import zarr
 
 from warehouse.errors import FormatError, ModelError, WarehouseError
 
@@ -124,7 +126,8 @@ def w(built, tmp_path) -> Path:
 
 
 def test_every_file_is_inert_data(built):
-    """JSON, Parquet or zstd-compressed Zarr chunks: nothing a reader would execute."""
+    """JSON, Parquet or Zarr shards of zstd frames (activations) or of raw numbers, each
+    chunk followed by its crc32c (responses): nothing a reader would execute."""
     kinds = {}
     for p in sorted(built.rglob("*")):
         if not p.is_file():
@@ -137,11 +140,20 @@ def test_every_file_is_inert_data(built):
             assert head == b"PAR1" and p.read_bytes()[-4:] == b"PAR1", p
             kind = "parquet"
         else:
-            assert "/c/" in str(p.relative_to(built)).replace(os.sep, "/"), p
-            assert head == b"\x28\xb5\x2f\xfd", p  # a zstd frame
-            kind = "chunk"
+            rel = str(p.relative_to(built)).replace(os.sep, "/")
+            assert "/c/" in rel, p
+            if rel.startswith("activations.zarr/"):
+                assert head == b"\x28\xb5\x2f\xfd", p  # a zstd frame
+                kind = "chunk"
+            else:
+                assert rel.startswith("responses.zarr/"), p
+                arr = zarr.open_array(p.parent.parent.parent.parent, mode="r")
+                n = int(np.prod([s // c for s, c in zip(arr.shards, arr.chunks, strict=True)]))
+                chunk = int(np.prod(arr.chunks)) * arr.dtype.itemsize + 4
+                assert p.stat().st_size == n * chunk + 16 * n + 4, p  # chunks, index, crc32c
+                kind = "raw chunk"
         kinds[kind] = kinds.get(kind, 0) + 1
-    assert set(kinds) == {"json", "parquet", "chunk"}
+    assert set(kinds) == {"json", "parquet", "chunk", "raw chunk"}
 
 
 def test_manifest_paths_stay_inside(w, tmp_path):
