@@ -62,10 +62,9 @@ def _config(out: Path, args, capture: str, languages: list[str] | None = None) -
 
 def prompt_ids(loaded, args) -> list[list[int]]:
     """Input ids in the order and batches ingest uses, so both sides run the same batches."""
-    prompts = _by_length(
-        loaded.tokenizer, _select_prompts(_config(Path("."), args, "tokens"), load_dataset(None))
-    )
-    return [loaded.tokenizer(p.text)["input_ids"] for p in prompts]
+    config = _config(Path("."), args, "tokens")
+    _, encoded = _by_length(loaded.tokenizer, _select_prompts(config, load_dataset(None)))
+    return encoded.ids
 
 
 def bare_forward(loaded, ids: list[list[int]], bs: int) -> float:

@@ -28,7 +28,12 @@ from warehouse.ingest.datasets import build_prompts, load_dataset
 from warehouse.ingest.models import LoadedModel, load_model
 from warehouse.ingest.shards import check_shard, shard_range
 from warehouse.ingest.sites import resolve_layers, resolve_sites, units
-from warehouse.ingest.tokens import encode_prompts, token_ids_by_prompt, tokenize_prompts
+from warehouse.ingest.tokens import (
+    Encoded,
+    encode_prompts,
+    token_ids_by_prompt,
+    tokenize_prompts,
+)
 from warehouse.store.arrays import (
     PROMPT_CHUNK,
     TOKEN_CHUNK,
@@ -186,22 +191,20 @@ def _array_plan(plan: dict, n_prompts: int, n_tokens: int) -> list[ArraySpec]:
     return specs
 
 
-def _by_length(tokenizer, prompts: list) -> list:
-    """Prompts in the order ingest stores them (_length_order)."""
-    lengths = [len(x) for x in tokenizer([p.text for p in prompts])["input_ids"]]
-    return [prompts[i] for i in _length_order(prompts, lengths)]
-
-
-def _length_order(prompts: list, lengths: list[int]) -> list[int]:
-    """Prompt indices ordered by token count: batches then never mix lengths, so no batch
-    is padded, and a prompt's stored values cannot depend on padding or its neighbours'
-    lengths (padded batches differ from unpadded ones in the last float16 bit)."""
+def _by_length(tokenizer, prompts: list) -> tuple[list, Encoded]:
+    """Prompts, and their tokens, ordered by token count: batches then never mix lengths, so
+    no batch is padded, and a prompt's stored values cannot depend on padding or its
+    neighbours' lengths (padded batches differ from unpadded ones in the last float16 bit).
+    Tokenized once: the same encoding orders them and fills the tokens table."""
+    encoded = encode_prompts(tokenizer, prompts)
+    lengths = [len(x) for x in encoded.ids]
     # Within a length, prompts of one template sit together: their shared prefix tokens have
     # identical activations (causal attention), which zstd finds inside a chunk.
-    return sorted(
+    order = sorted(
         range(len(prompts)),
         key=lambda i: (lengths[i], prompts[i].relation, prompts[i].language, prompts[i].template),
     )
+    return [prompts[i] for i in order], encoded.take(order)
 
 
 def _batches(n_tokens: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
@@ -273,9 +276,7 @@ def _lay_out(
     root: Path, plan: dict, loaded: LoadedModel, prompts, shard: tuple[int, int] | None = None
 ) -> dict:
     root.chmod(0o755)  # mkdtemp makes it private; a warehouse is meant to be shared
-    encoded = encode_prompts(loaded.tokenizer, prompts)  # once: it orders them and fills tokens
-    order = _length_order(prompts, [len(x) for x in encoded.ids])
-    prompts, encoded = [prompts[i] for i in order], encoded.take(order)
+    prompts, encoded = _by_length(loaded.tokenizer, prompts)
     if shard is not None:
         # A shard is a run of whole batches of the single-process plan: the same batches give
         # the same values, so merging every part reproduces the single run byte for byte.

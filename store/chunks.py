@@ -147,7 +147,7 @@ class ChunkEncoder:
     def _account(self, index: tuple[int, ...], data: Encoded) -> None:
         """Count and checksum one written file, in chunk order (one thread only)."""
         parts = data if isinstance(data, list) else [data]
-        self.bytes_written += _size(parts)
+        self.bytes_written += _size(data)
         if self.digest is not None:
             self.digest.update(f"{self.digest_prefix}/{self.key(index)}".encode() + b"\0")
             for part in parts:
@@ -246,10 +246,11 @@ def _shard_parts(indices: list[tuple[int, ...]], encoded: list[Encoded]) -> list
     table = np.empty((len(indices), 2), dtype="<u8")
     parts, offset = [], 0
     for coords in morton_order_iter(grid):
-        n, chunk = pos[coords], encoded[pos[coords]]
-        table[n] = (offset, _size(chunk))
-        parts += chunk if isinstance(chunk, list) else [chunk]
-        offset += _size(chunk)
+        n = pos[coords]
+        size = _size(encoded[n])
+        table[n] = (offset, size)
+        parts += encoded[n] if isinstance(encoded[n], list) else [encoded[n]]
+        offset += size
     index = table.tobytes()
     return [*parts, index, google_crc32c.value(index).to_bytes(4, "little")]
 
