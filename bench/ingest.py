@@ -74,6 +74,8 @@ def bare_forward(loaded, ids: list[list[int]], bs: int) -> float:
         for s, e in _batches(np.array([len(x) for x in ids]), bs):
             x, m, pos = pad_batch(ids[s:e], loaded.tokenizer.pad_token_id, "right", loaded.device)
             backbone(input_ids=x, attention_mask=m, position_ids=pos, use_cache=False)
+    if loaded.device.type == "cuda":  # the last batches may still be queued on the GPU
+        torch.cuda.synchronize(loaded.device)
     return time.perf_counter() - t0
 
 

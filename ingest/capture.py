@@ -42,16 +42,23 @@ def pad_batch(
         input_ids[i, sl] = torch.tensor(x, dtype=torch.long)
         mask[i, sl] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return input_ids.to(device), mask.to(device), positions.to(device)
+    # non_blocking: a blocking copy to a GPU waits for everything queued before it (the last
+    # batch's forward pass); from pageable memory CUDA stages the bytes before it returns.
+    return tuple(t.to(device, non_blocking=True) for t in (input_ids, mask, positions))
 
 
 def _to_host(x: torch.Tensor, dtype: str) -> np.ndarray:
     """`x` in the storage dtype, C-ordered, as a host array. A strided `x` (the responses'
     transposed view) is converted and laid out in one copy: `.to()` keeps its strides, and
-    the `.contiguous()` after it was a second pass, together ~0.9 ms per array and batch."""
+    the `.contiguous()` after it was a second pass, together ~0.9 ms per array and batch.
+
+    From a GPU the copy is queued into page-locked memory and not waited for: whoever reads
+    the array first waits for the event `Capturer.run` records after its copies."""
     want = _TORCH_STORAGE[dtype]
     if x.dtype != want or not x.is_contiguous():
         x = torch.empty(x.shape, dtype=want, device=x.device).copy_(x)
+    if x.device.type == "cuda":
+        x = torch.empty(x.shape, dtype=want, pin_memory=True).copy_(x, non_blocking=True)
     if dtype == "bfloat16":
         return x.view(torch.int16).cpu().numpy().view(np.uint16)
     return x.cpu().numpy().astype(STORAGE_DTYPES[dtype], copy=False)
@@ -69,13 +76,23 @@ class Capturer:
     stored, so it is not computed (with `--layers 0-11` of a 30-layer model, ingest runs 12).
     """
 
-    def __init__(self, model: torch.nn.Module, pad_id: int, spec: CaptureSpec) -> None:
+    def __init__(
+        self, model: torch.nn.Module, pad_id: int, spec: CaptureSpec, wait: bool = True
+    ) -> None:
+        """wait=False (ingest): on a GPU, `run` returns as soon as the batch's work is queued,
+        and its arrays may be read only after `self.ready.synchronize()` (the writer thread
+        waits on it), so the next batch's forward is queued while this one's rows copy."""
         self.model = model
         self.backbone = model.base_model  # no LM head: ingest never needs logits
         self.pad_id = pad_id
         self.spec = spec
+        self.wait = wait
+        self.ready: torch.cuda.Event | None = None  # the last run's copies, where not waited
         self.device = next(model.parameters()).device
         self.units = {site: units(model.config, site) for site in spec.sites}
+
+    def _to_device(self, values: list[int], dtype: torch.dtype = torch.long) -> torch.Tensor:
+        return torch.tensor(values, dtype=dtype).to(self.device, non_blocking=True)
 
     @torch.inference_mode()
     def run(self, ids: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
@@ -83,18 +100,28 @@ class Capturer:
         "responses/<site>/<pooling>" -> (prompts, layers, units)."""
         spec = self.spec
         input_ids, mask, positions = pad_batch(ids, self.pad_id, spec.padding_side, self.device)
-        real = mask.bool()  # (batch, seq)
-        n_real = real.sum(1, keepdim=True)  # (batch, 1)
-        if spec.padding_side == "left":  # index of each prompt's last real token
-            last = torch.full((len(ids),), input_ids.shape[1] - 1, device=self.device)
-        else:
-            last = n_real[:, 0] - 1
-        batch = torch.arange(len(ids), device=self.device)
+        # What the batch's shape implies is taken from `ids` on the host: asking the GPU (a
+        # sum, a boolean index) would wait for the forward passes queued before it.
+        lengths = [len(x) for x in ids]
+        width = max(lengths)
+        padded = min(lengths) != width
+        n_tokens = sum(lengths)
+        if padded:
+            first = [width - n if spec.padding_side == "left" else 0 for n in lengths]
+            spans = list(zip(first, lengths, strict=True))
+            n_real = self._to_device(lengths, torch.float32)[:, None]  # (batch, 1)
+            last = self._to_device([f + n - 1 for f, n in spans])
+            batch = torch.arange(len(ids), device=self.device)
+            is_pad = ~mask.bool()[..., None]  # (batch, seq, 1)
+            # Rows of the flattened (batch * seq) tensor that hold real tokens, in order.
+            real_rows = self._to_device(
+                [i * width + f + j for i, (f, n) in enumerate(spans) for j in range(n)]
+            )
         store_dtype = _TORCH_STORAGE[spec.dtype]
         layer_index = {s: {layer: i for i, layer in enumerate(ls)} for s, ls in spec.sites.items()}
         out: dict[str, torch.Tensor] = {}
         for site, layers in spec.sites.items():
-            shape_t = (int(real.sum()), len(layers), self.units[site])
+            shape_t = (n_tokens, len(layers), self.units[site])
             if spec.tokens:
                 out[f"activations/{site}"] = torch.empty(
                     shape_t, dtype=store_dtype, device=self.device
@@ -107,7 +134,6 @@ class Capturer:
                     device=self.device,
                 )
 
-        padded = not bool(real.all())
         pending = {(site, layer) for site, ls in spec.sites.items() for layer in ls}
 
         def grab(site: str, layer: int, t: torch.Tensor) -> None:
@@ -119,7 +145,8 @@ class Capturer:
         def store(site: str, layer: int, t: torch.Tensor) -> None:
             i = layer_index[site][layer]
             if spec.tokens:  # (tokens, units), prompt by prompt
-                out[f"activations/{site}"][:, i] = t[real] if padded else t.flatten(0, 1)
+                flat = t.flatten(0, 1)
+                out[f"activations/{site}"][:, i] = flat[real_rows] if padded else flat
             # Pool in float32 whatever the model dtype; padding never enters a pool. Ingest
             # batches are never padded, so the masks are skipped there (hooks run on the
             # forward's critical path).
@@ -130,11 +157,11 @@ class Capturer:
                 # every prompt has the batch's width: a scalar divisor and the last column's
                 # view give the same values without a broadcast or a gather.
                 if pool == "mean":
-                    src = t32.masked_fill(~real[..., None], 0.0) if padded else t32
+                    src = t32.masked_fill(is_pad, 0.0) if padded else t32
                     torch.sum(src, 1, out=dst)
                     dst.div_(n_real if padded else t32.shape[1])
                 elif pool == "max":
-                    src = t32.masked_fill(~real[..., None], float("-inf")) if padded else t32
+                    src = t32.masked_fill(is_pad, float("-inf")) if padded else t32
                     torch.amax(src, 1, out=dst)
                 else:  # last
                     dst.copy_(t32[batch, last] if padded else t32[:, -1])
@@ -151,7 +178,16 @@ class Capturer:
                 pass
         if pending:  # a site the forward never reached would be stored as garbage
             raise SiteError(f"the forward pass never reached (site, layer) {sorted(pending)}")
-        return {
+        rows = {
             k: _to_host(v if k.startswith("activations/") else v.transpose(0, 1), spec.dtype)
             for k, v in out.items()
         }
+        self.ready = None
+        if self.device.type == "cuda":
+            event = torch.cuda.Event()
+            event.record()
+            if self.wait:
+                event.synchronize()
+            else:
+                self.ready = event
+        return rows

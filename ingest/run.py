@@ -450,6 +450,7 @@ def _run_batches(
         loaded.model,
         loaded.tokenizer.pad_token_id,
         CaptureSpec(sites, cap["mode"] == "tokens", cap["pooling"], cap["dtype"]),
+        wait=False,
     )
     writer = Writer(buffers, commit)
     done = batches[first][0] if batches else 0
@@ -462,7 +463,8 @@ def _run_batches(
                     {
                         k: (int(offsets[s]) if k.startswith("activations/") else s, v)
                         for k, v in rows.items()
-                    }
+                    },
+                    ready=capturer.ready,
                 )
                 progress.advance(e - s, int(n_tok[s:e].sum()), writer.bytes_written)
                 if on_progress is not None:

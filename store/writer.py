@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import zarr
@@ -134,6 +135,13 @@ def encode_threads() -> int:
 Batch = Mapping[str, tuple[int, np.ndarray]]  # array key -> (first row, rows)
 
 
+class Ready(Protocol):
+    """What a batch's rows wait on before they are read (a torch.cuda.Event: the rows are
+    still being copied from the GPU when they are handed over)."""
+
+    def synchronize(self) -> None: ...
+
+
 class Writer:
     """Background writer. `put` blocks when `depth` batches are waiting (back-pressure)."""
 
@@ -152,7 +160,7 @@ class Writer:
         self.pool: ThreadPoolExecutor | None = None
         if threads > 1:
             self._use_pool(threads)
-        self.queue: queue.Queue[Batch | bool] = queue.Queue(maxsize=depth)
+        self.queue: queue.Queue[tuple[Batch, Ready | None] | bool] = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="warehouse-writer", daemon=True)
         self.thread.start()
@@ -170,11 +178,13 @@ class Writer:
     def committed(self) -> dict[str, int]:
         return {k: b.start for k, b in self.buffers.items()}
 
-    def put(self, batch: Batch) -> None:
+    def put(self, batch: Batch, ready: Ready | None = None) -> None:
+        """Queue a batch; `ready.synchronize()` is called (on the writer thread) before its
+        rows are read."""
         self._raise_if_failed()
         while True:
             try:
-                self.queue.put(batch, timeout=0.5)
+                self.queue.put((batch, ready), timeout=0.5)
                 return
             except queue.Full:
                 self._raise_if_failed()
@@ -211,14 +221,17 @@ class Writer:
     def _run(self) -> None:
         try:
             last = self.committed()
-            while not isinstance(batch := self.queue.get(), bool):
+            while not isinstance(item := self.queue.get(), bool):
+                batch, ready = item
+                if ready is not None:
+                    ready.synchronize()
                 for key, (row0, rows) in batch.items():
                     self.buffers[key].add(row0, rows)
                 now = self.committed()
                 if now != last:
                     self.on_commit(now)
                     last = now
-            if batch:
+            if item:
                 for b in self.buffers.values():
                     b.finish()
                 self.on_commit(self.committed())

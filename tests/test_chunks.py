@@ -269,3 +269,33 @@ def test_an_encode_pool_writes_the_same_warehouse(tmp_path: Path, tiny_llama_dir
     assert any("/c/" in k for k in files)
     assert pooled["arrays"] == single["arrays"]
     assert verify(tmp_path / "pool").ok
+
+
+def test_the_writer_reads_rows_only_once_they_are_ready(tmp_path: Path) -> None:
+    """From a GPU a batch is handed over while its rows are still being copied to the host
+    (Capturer(wait=False)): the writer waits on the batch's event before it reads them."""
+    from warehouse.store.writer import ChunkBuffer, Writer
+
+    spec = ArraySpec("responses/x/mean", "r.zarr/x", (12, 2, 20), (4, 1, 16), "float16", (0, 1))
+    create_array(tmp_path, spec)
+    data = np.random.default_rng(2).standard_normal(spec.shape).astype("float16")
+
+    class Copying:  # the rows land when the event is waited on, as a queued copy would
+        def __init__(self, rows: np.ndarray, source: np.ndarray) -> None:
+            self.rows, self.source, self.waited = rows, source, 0
+
+        def synchronize(self) -> None:
+            self.rows[:] = self.source
+            self.waited += 1
+
+    commits: list[dict[str, int]] = []
+    writer = Writer({spec.key: ChunkBuffer(tmp_path, spec, 0)}, commits.append, threads=1)
+    events = []
+    for s in range(0, 12, 3):
+        rows = np.zeros((3, 2, 20), dtype="float16")  # not yet arrived
+        events.append(Copying(rows, data[s : s + 3]))
+        writer.put({spec.key: (s, rows)}, ready=events[-1])
+    writer.close()
+    assert [e.waited for e in events] == [1, 1, 1, 1]
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / spec.path))[:], data)
+    assert commits[-1] == {spec.key: 12}
