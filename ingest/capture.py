@@ -77,11 +77,22 @@ class Capturer:
     """
 
     def __init__(
-        self, model: torch.nn.Module, pad_id: int, spec: CaptureSpec, wait: bool = True
+        self,
+        model: torch.nn.Module,
+        pad_id: int,
+        spec: CaptureSpec,
+        wait: bool = True,
+        group_bytes: int | None = None,
     ) -> None:
         """wait=False (ingest): on a GPU, `run` returns as soon as the batch's work is queued,
         and its arrays may be read only after `self.ready.synchronize()` (the writer thread
-        waits on it), so the next batch's forward is queued while this one's rows copy."""
+        waits on it), so the next batch's forward is queued while this one's rows copy.
+
+        group_bytes: a site's tensors of consecutive layers are held until they reach this
+        many bytes and then stored and pooled together, a few kernels for the group instead
+        of a few per layer. On a GPU (default 256 MiB) each kernel costs a launch from Python
+        while the forward pass is itself launch-bound for small models; on a CPU (default 0,
+        each layer at once) stacking them would be one more pass over memory."""
         self.model = model
         self.backbone = model.base_model  # no LM head: ingest never needs logits
         self.pad_id = pad_id
@@ -90,6 +101,9 @@ class Capturer:
         self.ready: torch.cuda.Event | None = None  # the last run's copies, where not waited
         self.device = next(model.parameters()).device
         self.units = {site: units(model.config, site) for site in spec.sites}
+        if group_bytes is None:
+            group_bytes = 256 << 20 if self.device.type == "cuda" else 0
+        self.group_bytes = group_bytes
 
     def _to_device(self, values: list[int], dtype: torch.dtype = torch.long) -> torch.Tensor:
         return torch.tensor(values, dtype=dtype).to(self.device, non_blocking=True)
@@ -135,36 +149,53 @@ class Capturer:
                 )
 
         pending = {(site, layer) for site, ls in spec.sites.items() for layer in ls}
+        # Layers of a site in a group must arrive in their stored order (hooks fire in layer
+        # order): a site listed out of order is stored layer by layer.
+        per_layer = {s: len(ids) * max(lengths) * self.units[s] * 4 for s in spec.sites}
+        group = {
+            s: max(1, self.group_bytes // per_layer[s]) if list(ls) == sorted(ls) else 1
+            for s, ls in spec.sites.items()
+        }
+        held: dict[str, list[torch.Tensor]] = {s: [] for s in spec.sites}
+        seen = dict.fromkeys(spec.sites, 0)
 
         def grab(site: str, layer: int, t: torch.Tensor) -> None:
-            store(site, layer, t)
+            held[site].append(t)
+            seen[site] += 1
+            if len(held[site]) == group[site] or seen[site] == len(spec.sites[site]):
+                i0 = layer_index[site][layer] + 1 - len(held[site])
+                ts = held[site]
+                store(site, i0, ts[0][None] if len(ts) == 1 else torch.stack(ts))
+                ts.clear()
             pending.discard((site, layer))
             if not pending:
                 raise _AllCaptured
 
-        def store(site: str, layer: int, t: torch.Tensor) -> None:
-            i = layer_index[site][layer]
-            if spec.tokens:  # (tokens, units), prompt by prompt
-                flat = t.flatten(0, 1)
-                out[f"activations/{site}"][:, i] = flat[real_rows] if padded else flat
+        def store(site: str, i0: int, x: torch.Tensor) -> None:
+            """x: (layers, batch, seq, units), the site's stored layers i0, i0 + 1, ..."""
+            rows = slice(i0, i0 + len(x))
+            if spec.tokens:  # (tokens, layers, units), prompt by prompt
+                flat = x.flatten(1, 2)
+                src = flat[:, real_rows] if padded else flat
+                out[f"activations/{site}"][:, rows] = src.transpose(0, 1)
             # Pool in float32 whatever the model dtype; padding never enters a pool. Ingest
             # batches are never padded, so the masks are skipped there (hooks run on the
             # forward's critical path).
-            t32 = t.float()
+            x32 = x.float()
             for pool in spec.pooling:
-                dst = out[f"responses/{site}/{pool}"][i]  # (batch, units), contiguous
+                dst = out[f"responses/{site}/{pool}"][rows]  # (layers, batch, units)
                 # Reductions write into dst (out=): no temporaries, no extra copy. Unpadded,
                 # every prompt has the batch's width: a scalar divisor and the last column's
                 # view give the same values without a broadcast or a gather.
                 if pool == "mean":
-                    src = t32.masked_fill(is_pad, 0.0) if padded else t32
-                    torch.sum(src, 1, out=dst)
-                    dst.div_(n_real if padded else t32.shape[1])
+                    src = x32.masked_fill(is_pad, 0.0) if padded else x32
+                    torch.sum(src, 2, out=dst)
+                    dst.div_(n_real if padded else x32.shape[2])
                 elif pool == "max":
-                    src = t32.masked_fill(is_pad, float("-inf")) if padded else t32
-                    torch.amax(src, 1, out=dst)
+                    src = x32.masked_fill(is_pad, float("-inf")) if padded else x32
+                    torch.amax(src, 2, out=dst)
                 else:  # last
-                    dst.copy_(t32[batch, last] if padded else t32[:, -1])
+                    dst.copy_(x32[:, batch, last] if padded else x32[:, :, -1])
 
         with hook_sites(self.model, spec.sites, grab):
             try:

@@ -495,3 +495,32 @@ def test_lre_relation_values_equal_plain_hooks(tmp_path, tiny_llama_dir):
         rows = slice(p["token_offset"], p["token_offset"] + p["n_tokens"])
         want = _plain_capture(tiny_llama_dir, ids[rows].tolist())["ffn.act"]
         np.testing.assert_allclose(acts[rows].astype(np.float32), want, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("per_group", [2, 5], ids=["pairs-of-layers", "all-layers"])
+def test_layers_stored_in_groups_equal_layer_by_layer(per_group):
+    """On a GPU a site's layers are stored and pooled a group at a time (fewer kernels to
+    launch). Forced here on the CPU: the same values as layer by layer, padded left or right
+    and unpadded, for every pooling, a group cut short by the last layer, and a site listed
+    out of order."""
+    import torch
+    from conftest import tiny_llama_config
+    from transformers import LlamaForCausalLM
+
+    from warehouse.ingest.capture import POOLINGS, Capturer, CaptureSpec
+
+    config = tiny_llama_config(128)
+    config.num_hidden_layers = 5
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    sites = {"ffn.act": [0, 1, 2, 3, 4], "ffn.up": [3, 1, 0], "ffn.down": [1, 4]}
+    batches = ([[5, 9, 13, 40, 41], [7, 8], [100, 3, 4]], [[5, 9, 13], [7, 8, 2], [1, 2, 3]])
+    for ids in batches:
+        layer_bytes = len(ids) * max(map(len, ids)) * config.intermediate_size * 4
+        for side in ("left", "right"):
+            spec = CaptureSpec(sites, True, POOLINGS, "float32", side)
+            one = Capturer(model, 1, spec).run(ids)
+            grouped = Capturer(model, 1, spec, group_bytes=per_group * layer_bytes).run(ids)
+            assert grouped.keys() == one.keys()
+            for key, value in grouped.items():
+                np.testing.assert_allclose(value, one[key], rtol=1e-6, atol=1e-7, err_msg=key)
