@@ -458,14 +458,9 @@ def _run_batches(
     try:
         with progress, _gc_skips_older_objects():
             for s, e in batches[first:]:
-                rows = capturer.run(ids[s:e])
-                writer.put(
-                    {
-                        k: (int(offsets[s]) if k.startswith("activations/") else s, v)
-                        for k, v in rows.items()
-                    },
-                    ready=capturer.ready,
-                )
+                # No name holds the rows past the put: while the next batch is captured,
+                # only the queue and the writer hold this one.
+                writer.put(_by_array(capturer.run(ids[s:e]), s, offsets), ready=capturer.ready)
                 progress.advance(e - s, int(n_tok[s:e].sum()), writer.bytes_written)
                 if on_progress is not None:
                     on_progress(e - s)
@@ -479,6 +474,11 @@ def _run_batches(
     state["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     save_manifest(root, manifest)
     return manifest
+
+
+def _by_array(rows: dict[str, np.ndarray], s: int, offsets: np.ndarray) -> dict:
+    """A captured batch as the writer takes it: array key -> (first row, rows)."""
+    return {k: (int(offsets[s]) if k.startswith("activations/") else s, v) for k, v in rows.items()}
 
 
 class _Progress:

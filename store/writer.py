@@ -218,15 +218,20 @@ class Writer:
                 ) from err
             raise err
 
+    def _add(self, batch: Batch, ready: Ready | None) -> None:
+        if ready is not None:
+            ready.synchronize()
+        for key, (row0, rows) in batch.items():
+            self.buffers[key].add(row0, rows)
+
     def _run(self) -> None:
         try:
             last = self.committed()
             while not isinstance(item := self.queue.get(), bool):
-                batch, ready = item
-                if ready is not None:
-                    ready.synchronize()
-                for key, (row0, rows) in batch.items():
-                    self.buffers[key].add(row0, rows)
+                self._add(*item)
+                # Let go of the batch before waiting for the next one: a batch held here
+                # while the main thread captures more is one more in memory.
+                item = None
                 now = self.committed()
                 if now != last:
                     self.on_commit(now)

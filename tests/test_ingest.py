@@ -312,6 +312,34 @@ def test_pooled_only_and_refusal(tmp_path, tiny_llama_dir, tiny_dataset, warehou
     assert (out / "manifest.json").read_bytes() == before
 
 
+def test_a_batch_is_let_go_once_written(tmp_path, tiny_llama_dir, tiny_dataset, monkeypatch):
+    """Once the writer has taken a batch's rows, nothing holds them while the next batch is
+    captured (neither the loop's variables nor the writer waiting for more): memory holds
+    the batches in flight, not one more."""
+    import time
+    import weakref
+
+    from warehouse.ingest.capture import Capturer
+
+    earlier: list[list[weakref.ref]] = []
+    held: list[int] = []
+    run = Capturer.run
+
+    def watched(self, ids):
+        if earlier:  # the previous batch: give the writer time to take it, then look
+            deadline = time.monotonic() + 5
+            while any(r() is not None for r in earlier[-1]) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            held.append(sum(r() is not None for r in earlier[-1]))
+        rows = run(self, ids)
+        earlier.append([weakref.ref(v) for v in rows.values()])
+        return rows
+
+    monkeypatch.setattr(Capturer, "run", watched)
+    ingest(_cfg(tmp_path / "w", tiny_llama_dir, tiny_dataset), show_progress=False)
+    assert len(held) > 3 and held == [0] * len(held)
+
+
 @pytest.mark.parametrize("caller_froze", [False, True])
 def test_collector_skips_older_objects_during_the_batches(
     tmp_path, tiny_llama_dir, tiny_dataset, monkeypatch, caller_froze
