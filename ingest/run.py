@@ -43,7 +43,7 @@ from warehouse.store.arrays import (
     response_spec,
 )
 from warehouse.store.checksums import array_algorithm, finalize_checksums
-from warehouse.store.files import is_temp_file, sha256_file
+from warehouse.store.files import remove_temp_entries, sha256_file
 from warehouse.store.lock import WriterLock, lock_status
 from warehouse.store.manifest import (
     array_specs,
@@ -324,12 +324,6 @@ def _lay_out(
     return manifest
 
 
-def _remove_temp_files(root: Path) -> None:
-    for p in root.rglob("*"):
-        if p.is_file() and is_temp_file(p.name):
-            p.unlink()
-
-
 def ingest(
     cfg: IngestConfig,
     show_progress: bool = True,
@@ -366,7 +360,7 @@ def ingest(
             )
         if manifest["state"]["status"] == "complete":
             return manifest
-        _remove_temp_files(root)
+        remove_temp_entries(root, recursive=True)  # what a killed run left
         return _run_batches(root, manifest, loaded, show_progress, on_progress)
 
 

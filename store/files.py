@@ -135,19 +135,23 @@ def is_temp_file(name: str) -> bool:
     return any(marker in name for marker in TEMP_MARKERS)
 
 
-def remove_temp_entries(folder: Path) -> int:
-    """Delete the temp files and temp folders directly in `folder`: what a killed writer left.
-    Only for a writer holding the warehouse lock, in a folder only such writers write to (a
-    live writer's temps would go too). Links are removed, never followed. Returns how many."""
+def remove_temp_entries(folder: Path, recursive: bool = False) -> int:
+    """Delete the temp files and temp folders in `folder` (and, `recursive`, in the folders
+    below it): what a killed writer left. Only for a writer holding the warehouse lock, in a
+    folder only such writers write to (a live writer's temps would go too). Links are removed,
+    never followed. Returns how many."""
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
         return 0
     removed = 0
     for entry in entries:
+        is_dir = entry.is_dir(follow_symlinks=False)
         if not is_temp_file(entry.name):
+            if recursive and is_dir:
+                removed += remove_temp_entries(Path(entry.path), recursive)
             continue
-        if entry.is_dir(follow_symlinks=False):
+        if is_dir:
             shutil.rmtree(entry.path, ignore_errors=True)
         else:
             Path(entry.path).unlink(missing_ok=True)

@@ -409,8 +409,14 @@ def test_resume_after_crash_is_identical(
     assert state["tokens_committed"] == int(n_tokens[:done].sum()) // 8 * 8
     report = verify(out)  # intact up to the last committed batch: a note, not a problem
     assert report.ok and report.notes[0].startswith("ingest not finished"), report
+    # What a kill leaves mid-write, at any depth: a chunk's temp file, a temp folder.
+    leftovers = [out / "activations.zarr/ffn.act/c/0.tmp-0123abcd", out / ".stats.tmp-4567/x"]
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
     monkeypatch.setattr(capture_mod.Capturer, "run", real_run)
     ingest(_cfg(out, tiny_llama_dir, tiny_dataset), show_progress=False)
+    assert not any(p.exists() for p in [*leftovers, leftovers[1].parent])
     assert _snapshot(out) == _snapshot(warehouse_right)
     assert verify(out).ok
 
