@@ -158,11 +158,14 @@ class Capturer:
         }
         held: dict[str, list[torch.Tensor]] = {s: [] for s in spec.sites}
         seen = dict.fromkeys(spec.sites, 0)
+        hooked = {s: len(set(ls)) for s, ls in spec.sites.items()}  # each layer's hook fires once
 
         def grab(site: str, layer: int, t: torch.Tensor) -> None:
+            # Held, not copied: the model must not change the tensor in place after the hook
+            # (no supported family does: the next op reads it into a new tensor).
             held[site].append(t)
             seen[site] += 1
-            if len(held[site]) == group[site] or seen[site] == len(spec.sites[site]):
+            if len(held[site]) == group[site] or seen[site] == hooked[site]:
                 i0 = layer_index[site][layer] + 1 - len(held[site])
                 ts = held[site]
                 store(site, i0, ts[0][None] if len(ts) == 1 else torch.stack(ts))
