@@ -151,21 +151,19 @@ class Capturer:
         pending = {(site, layer) for site, ls in spec.sites.items() for layer in ls}
         # Layers of a site in a group must arrive in their stored order (hooks fire in layer
         # order): a site listed out of order is stored layer by layer.
-        per_layer = {s: len(ids) * max(lengths) * self.units[s] * 4 for s in spec.sites}
+        per_layer = {s: len(ids) * width * self.units[s] * 4 for s in spec.sites}
         group = {
             s: max(1, self.group_bytes // per_layer[s]) if list(ls) == sorted(ls) else 1
             for s, ls in spec.sites.items()
         }
         held: dict[str, list[torch.Tensor]] = {s: [] for s in spec.sites}
-        seen = dict.fromkeys(spec.sites, 0)
-        hooked = {s: len(set(ls)) for s, ls in spec.sites.items()}  # each layer's hook fires once
+        last_layer = {s: max(ls) for s, ls in spec.sites.items()}  # its hook fires last
 
         def grab(site: str, layer: int, t: torch.Tensor) -> None:
             # Held, not copied: the model must not change the tensor in place after the hook
             # (no supported family does: the next op reads it into a new tensor).
             held[site].append(t)
-            seen[site] += 1
-            if len(held[site]) == group[site] or seen[site] == hooked[site]:
+            if len(held[site]) == group[site] or layer == last_layer[site]:
                 i0 = layer_index[site][layer] + 1 - len(held[site])
                 ts = held[site]
                 store(site, i0, ts[0][None] if len(ts) == 1 else torch.stack(ts))
