@@ -168,18 +168,17 @@ def greedy(
     eos = torch.as_tensor(list(eos_ids), dtype=torch.long, device=device)
     done = torch.zeros(len(ids), dtype=torch.bool, device=device)
     new: list[torch.Tensor] = []
+    # The backbone, then the LM head on the last position alone: the head of
+    # `model(..., logits_to_keep=1)` runs as a batched matmul over a non-contiguous slice,
+    # ~1.3x slower on CPU prefills. What a causal LM's forward does after its head (a logit
+    # scale, Gemma's tanh soft-cap) is monotonic, so the argmax is the same.
+    backbone, head = model.base_model, model.get_output_embeddings()
     cache = None
     for step in range(max_new_tokens):
-        # logits_to_keep=1: only the last position's logits, not (batch, seq, vocab).
-        out = model(
-            input_ids=x,
-            attention_mask=mask,
-            position_ids=pos,
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
+        out = backbone(
+            input_ids=x, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True
         )
-        token = out.logits[:, -1].argmax(-1)  # (batch,)
+        token = head(out.last_hidden_state[:, -1]).argmax(-1)  # (batch,)
         token = torch.where(done, pad_id, token)
         new.append(token)
         done |= torch.isin(token, eos)
