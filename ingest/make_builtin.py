@@ -431,7 +431,7 @@ COUNTRY_NAME = {
 }
 COUNTRY_ALIASES: dict[str, dict[str, list[str]]] = {
     "US": {
-        "en": ["United States of America", "USA", "US", "America"],
+        "en": ["United States of America", "USA", "US", "America", "the US", "the USA"],
         "de": ["Vereinigte Staaten", "Vereinigten Staaten", "Amerika"],
         "fr": ["Amérique", "les États-Unis"],
         "es": ["EE. UU.", "EEUU", "América", "los Estados Unidos"],
@@ -439,7 +439,7 @@ COUNTRY_ALIASES: dict[str, dict[str, list[str]]] = {
         "ja": ["アメリカ合衆国", "米国"],
     },
     "GB": {
-        "en": ["UK", "Britain", "Great Britain", "England"],
+        "en": ["UK", "Britain", "Great Britain", "England", "the UK"],
         "de": ["Vereinigtes Königreich", "England", "UK"],
         "fr": ["Angleterre", "Grande-Bretagne", "le Royaume-Uni"],
         "es": ["Inglaterra", "Gran Bretaña", "el Reino Unido"],
@@ -1101,6 +1101,8 @@ ANTONYM_ALIASES = {
     ("bright", "en"): ["dim"],
     ("quiet", "en"): ["noisy"],
     ("closed", "en"): ["shut"],
+    ("back", "en"): ["forward"],
+    ("safe", "en"): ["unsafe"],
     ("accept", "en"): ["reject", "decline"],
     ("exit", "en"): ["entry"],
     ("cowardly", "en"): ["coward"],

@@ -516,7 +516,7 @@ def test_builtin_english_splits(builtin):
         "word_antonym": (86, 50),
     }
     assert builtin.hash == (
-        "sha256:f39c57fb94ee7b08318250784c4ec6f4b3d520aa73c0c27e7dfe78d3380b2cb4"
+        "sha256:7b4463445f1b814a82450f80377a195d6468cb44a8a3ca4d4493d2f3c98d6b82"
     )
     assert len(builtin.facts) == 7091
 
