@@ -333,6 +333,13 @@ SI 150 sl  - -  la  - Ljubljana|Ljubljana|Ljubljana|Liubliana|卢布尔雅那|�
 LT 150 lt  - -  la  - Vilnius|Vilnius|Vilnius|Vilna|维尔纽斯|ビリニュス
 LV 150 lv  - -  la  - Riga|Riga|Riga|Riga|里加|リガ
 EE 150 et  - -  l'  - Tallinn|Tallinn|Tallinn|Tallin|塔林|タリン
+AL 150 sq  - -  l'  - Tirana|Tirana|Tirana|Tirana|地拉那|ティラナ
+BY 150 be  - -  la  - Minsk|Minsk|Minsk|Minsk|明斯克|ミンスク
+MT 150 mt  - -  -   - Valletta|Valletta|La Valette|La Valeta|瓦莱塔|バレッタ
+BA 150 bs  - -  la  - Sarajevo|Sarajevo|Sarajevo|Sarajevo|萨拉热窝|サラエボ
+MK 150 mk  - -  la  - Skopje|Skopje|Skopje|Skopie|斯科普里|スコピエ
+MD 150 ro  - -  la  - Chișinău|Chișinău|Chișinău|Chisináu|基希讷乌|キシナウ
+LI 150 de  - -  le  - Vaduz|Vaduz|Vaduz|Vaduz|瓦杜兹|ファドゥーツ
 TR 142 tr  - die la - Ankara|Ankara|Ankara|Ankara|安卡拉|アンカラ
 JP 142 ja  - -  le  - Tokyo|Tokio|Tokyo|Tokio|东京|東京
 CN 142 zh  - -  la  - Beijing|Peking|Pékin|Pekín|北京|北京
@@ -360,6 +367,12 @@ QA 142 ar  - -  le  - Doha|Doha|Doha|Doha|多哈|ドーハ
 KP 142 ko  - -  la  - Pyongyang|Pjöngjang|Pyongyang|Pionyang|平壤|平壌
 KH 142 km  - -  le  - Phnom Penh|Phnom Penh|Phnom Penh|Nom Pen|金边|プノンペン
 SG 142 en  - -  -   - -
+AM 142 hy  - -  l'  - Yerevan|Jerewan|Erevan|Ereván|埃里温|エレバン
+AZ 142 az  - -  l'  - Baku|Baku|Bakou|Bakú|巴库|バクー
+CY 142 el  - -  -   - Nicosia|Nikosia|Nicosie|Nicosia|尼科西亚|ニコシア
+LA 142 lo  - -  le  - Vientiane|Vientiane|Vientiane|Vientián|万象|ビエンチャン
+KG 142 ky  - -  le  - Bishkek|Bischkek|Bichkek|Biskek|比什凯克|ビシュケク
+TJ 142 tg  - -  le  - Dushanbe|Duschanbe|Douchanbé|Dusambé|杜尚别|ドゥシャンベ
 EG 002 ar  - -  l'  - Cairo|Kairo|Le Caire|El Cairo|开罗|カイロ
 NG 002 en  - -  le  - Abuja|Abuja|Abuja|Abuya|阿布贾|アブジャ
 KE 002 sw  - -  le  - Nairobi|Nairobi|Nairobi|Nairobi|内罗毕|ナイロビ
@@ -376,11 +389,19 @@ AO 002 pt  - -  l'  - Luanda|Luanda|Luanda|Luanda|罗安达|ルアンダ
 CM 002 fr  - -  le  - Yaoundé|Yaoundé|Yaoundé|Yaundé|雅温得|ヤウンデ
 TZ 002 sw  - -  la  - Dodoma|Dodoma|Dodoma|Dodoma|多多马|ドドマ
 ZA 002 en  - -  l'  - -
+ZM 002 en  - -  la  - Lusaka|Lusaka|Lusaka|Lusaka|卢萨卡|ルサカ
+MZ 002 pt  - -  le  - Maputo|Maputo|Maputo|Maputo|马普托|マプト
+MG 002 mg  - -  -   - Antananarivo|Antananarivo|Antananarivo|Antananarivo|塔那那利佛|アンタナナリボ
+RW 002 rw  - -  le  - Kigali|Kigali|Kigali|Kigali|基加利|キガリ
+SO 002 so  - -  la  - Mogadishu|Mogadischu|Mogadiscio|Mogadiscio|摩加迪沙|モガディシュ
+BW 002 tn  - -  le  - Gaborone|Gaborone|Gaborone|Gaborone|哈博罗内|ハボローネ
+LR 002 en  - -  le  - Monrovia|Monrovia|Monrovia|Monrovia|蒙罗维亚|モンロビア
 US 003 en  the pl les - Washington, D.C.|Washington, D.C.|Washington|Washington D. C.|华盛顿|ワシントンD.C.
 CA 003 en  - -  le  - Ottawa|Ottawa|Ottawa|Ottawa|渥太华|オタワ
 MX 003 es  - -  le  - Mexico City|Mexiko-Stadt|Mexico|Ciudad de México|墨西哥城|メキシコシティ
 CU 003 es  - -  -   - Havana|Havanna|La Havane|La Habana|哈瓦那|ハバナ
 JM 003 en  - -  la  - Kingston|Kingston|Kingston|Kingston|金斯敦|キングストン
+HN 003 es  - -  le  - Tegucigalpa|Tegucigalpa|Tegucigalpa|Tegucigalpa|特古西加尔巴|テグシガルパ
 CR 003 es  - -  le  - San José|San José|San José|San José|圣何塞|サンホセ
 BR 005 pt  - -  le  - Brasília|Brasília|Brasilia|Brasilia|巴西利亚|ブラジリア
 AR 005 es  - -  l'  - Buenos Aires|Buenos Aires|Buenos Aires|Buenos Aires|布宜诺斯艾利斯|ブエノスアイレス
@@ -405,10 +426,12 @@ COUNTRY_NAME = {
     ("CZ", "en"): "Czech Republic",
     ("TR", "en"): "Turkey",
     ("VN", "fr"): "Vietnam",
+    ("BA", "en"): "Bosnia and Herzegovina",  # CLDR writes "Bosnia & Herzegovina"
+    ("MD", "de"): "Moldawien",  # "Republik Moldau" reads "Das Land Republik Moldau"
 }
 COUNTRY_ALIASES: dict[str, dict[str, list[str]]] = {
     "US": {
-        "en": ["United States of America", "USA", "US", "America"],
+        "en": ["United States of America", "USA", "US", "America", "the US", "the USA"],
         "de": ["Vereinigte Staaten", "Vereinigten Staaten", "Amerika"],
         "fr": ["Amérique", "les États-Unis"],
         "es": ["EE. UU.", "EEUU", "América", "los Estados Unidos"],
@@ -416,7 +439,7 @@ COUNTRY_ALIASES: dict[str, dict[str, list[str]]] = {
         "ja": ["アメリカ合衆国", "米国"],
     },
     "GB": {
-        "en": ["UK", "Britain", "Great Britain", "England"],
+        "en": ["UK", "Britain", "Great Britain", "England", "the UK"],
         "de": ["Vereinigtes Königreich", "England", "UK"],
         "fr": ["Angleterre", "Grande-Bretagne", "le Royaume-Uni"],
         "es": ["Inglaterra", "Gran Bretaña", "el Reino Unido"],
@@ -429,6 +452,10 @@ COUNTRY_ALIASES: dict[str, dict[str, list[str]]] = {
     "KR": {"en": ["Korea"], "de": ["Korea"], "fr": ["Corée"], "es": ["Corea"], "ja": ["大韓民国"]},
     "VN": {"fr": ["Viêt Nam"]},
     "CN": {"zh": ["中华人民共和国"]},
+    "BA": {"en": ["Bosnia"], "de": ["Bosnien"], "fr": ["Bosnie"], "es": ["Bosnia"]},
+    "MD": {"en": ["Moldavia"], "de": ["Republik Moldau", "Moldau"]},
+    "MK": {"en": ["Macedonia"], "de": ["Mazedonien"], "fr": ["Macédoine"], "es": ["Macedonia"]},
+    "BY": {"de": ["Weißrussland"]},
 }
 CAPITAL_ALIASES: dict[str, dict[str, list[str]]] = {
     "US": {"en": ["Washington"], "de": ["Washington"], "es": ["Washington"], "ja": ["ワシントン"]},
@@ -444,6 +471,7 @@ CAPITAL_ALIASES: dict[str, dict[str, list[str]]] = {
     "CR": {"en": ["San Jose"]},
     "CM": {"en": ["Yaounde"]},
     "IS": {"en": ["Reykjavík"]},
+    "MD": {"en": ["Chisinau"], "de": ["Chisinau"], "fr": ["Chisinau"], "es": ["Chisinau"]},
 }
 CONTINENTS = {
     "150": ["Europe", "Europa", "Europe", "Europa", "欧洲", "ヨーロッパ"],
@@ -473,7 +501,13 @@ CONTINENT_ALIASES = {
     "009": {"en": ["Australia"], "de": ["Australien"]},
 }
 # Countries spanning two continents: the other one is also right.
-COUNTRY_CONTINENT_ALSO = {"TR": "150", "RU": "142", "EG": "142", "KZ": "150"}
+COUNTRY_CONTINENT_ALSO = {
+    **{"TR": "150", "RU": "142", "EG": "142", "KZ": "150"},
+    **{"AM": "150", "AZ": "150", "CY": "150"},  # the Caucasus and Cyprus are counted either way
+}
+# Countries without a currency fact: Zimbabwe's is in flux (USD and ZiG); CLDR's Japanese name
+# of Bosnia's convertible mark ends in "(BAM)".
+NO_CURRENCY = ("ZW", "BA")
 # Language names people use besides CLDR's.
 LANGUAGE_ALIASES = {
     ("zh", "en"): ["Mandarin", "Mandarin Chinese"],
@@ -481,6 +515,7 @@ LANGUAGE_ALIASES = {
     ("fa", "en"): ["Farsi", "Dari"],
     ("fil", "en"): ["Tagalog"],
     ("ms", "en"): ["Malaysian"],
+    ("lo", "en"): ["Laotian"],
 }
 
 
@@ -599,6 +634,41 @@ AR|the Perito Moreno Glacier|der Perito-Moreno-Gletscher|le glacier Perito Moren
 CH|Chillon Castle|das Schloss Chillon|le château de Chillon|el castillo de Chillon|西庸城堡|シヨン城
 NL|the Rijksmuseum|das Rijksmuseum|le Rijksmuseum|el Rijksmuseum|荷兰国家博物馆|アムステルダム国立美術館
 PL|Wawel Castle|das Wawel-Schloss|le château du Wawel|el castillo de Wawel|瓦维尔城堡|ヴァヴェル城
+US|the Hollywood Sign|der Hollywood-Schriftzug|le panneau Hollywood|el letrero de Hollywood|好莱坞标志|ハリウッドサイン
+US|Yellowstone National Park|der Yellowstone-Nationalpark|le parc national de Yellowstone|el parque nacional de Yellowstone|黄石国家公园|イエローストーン国立公園
+US|the Lincoln Memorial|das Lincoln Memorial|le Lincoln Memorial|el Monumento a Lincoln|林肯纪念堂|リンカーン記念館
+US|Central Park|der Central Park|Central Park|Central Park|中央公园|セントラル・パーク
+US|the Space Needle|die Space Needle|la Space Needle|la Space Needle|太空针塔|スペース・ニードル
+GB|Westminster Abbey|die Westminster Abbey|l'abbaye de Westminster|la abadía de Westminster|威斯敏斯特教堂|ウェストミンスター寺院
+GB|the London Eye|das London Eye|le London Eye|el London Eye|伦敦眼|ロンドン・アイ
+GB|Tower Bridge|die Tower Bridge|le Tower Bridge|el Puente de la Torre|伦敦塔桥|タワーブリッジ
+FR|the Arc de Triomphe|der Arc de Triomphe|l'Arc de triomphe|el Arco de Triunfo|凯旋门|凱旋門
+FR|the Musée d'Orsay|das Musée d'Orsay|le musée d'Orsay|el Museo de Orsay|奥赛博物馆|オルセー美術館
+FR|the Basilica of Sacré-Cœur|die Basilika Sacré-Cœur|la basilique du Sacré-Cœur|la basílica del Sagrado Corazón|圣心大教堂|サクレ・クール寺院
+IT|St. Mark's Basilica|der Markusdom|la basilique Saint-Marc|la basílica de San Marcos|圣马可大教堂|サン・マルコ寺院
+IT|the Rialto Bridge|die Rialtobrücke|le pont du Rialto|el puente de Rialto|里亚托桥|リアルト橋
+IT|Mount Vesuvius|der Vesuv|le Vésuve|el Vesubio|维苏威火山|ヴェスヴィオ山
+IT|Milan Cathedral|der Mailänder Dom|la cathédrale de Milan|la catedral de Milán|米兰大教堂|ミラノ大聖堂
+ES|Park Güell|der Park Güell|le parc Güell|el Parque Güell|桂尔公园|グエル公園
+ES|the Guggenheim Museum Bilbao|das Guggenheim-Museum Bilbao|le musée Guggenheim de Bilbao|el Museo Guggenheim Bilbao|毕尔巴鄂古根海姆博物馆|ビルバオ・グッゲンハイム美術館
+DE|Heidelberg Castle|das Heidelberger Schloss|le château de Heidelberg|el castillo de Heidelberg|海德堡城堡|ハイデルベルク城
+NL|the Anne Frank House|das Anne-Frank-Haus|la maison d'Anne Frank|la Casa de Ana Frank|安妮之家|アンネ・フランクの家
+BE|Manneken Pis|das Manneken Pis|le Manneken-Pis|el Manneken Pis|撒尿小童|小便小僧
+CZ|Prague Castle|die Prager Burg|le château de Prague|el Castillo de Praga|布拉格城堡|プラハ城
+PT|the Belém Tower|der Torre de Belém|la tour de Belém|la Torre de Belém|贝伦塔|ベレンの塔
+RU|Lake Baikal|der Baikalsee|le lac Baïkal|el lago Baikal|贝加尔湖|バイカル湖
+CN|the Summer Palace|der Sommerpalast|le palais d'Été|el Palacio de Verano|颐和园|頤和園
+CN|the Temple of Heaven|der Himmelstempel|le temple du Ciel|el Templo del Cielo|天坛|天壇
+IN|the Qutub Minar|der Qutb Minar|le Qutub Minar|el Qutab Minar|顾特卜塔|クトゥブ・ミナール
+JP|Kinkaku-ji|der Kinkaku-ji|le Kinkaku-ji|el Kinkaku-ji|金阁寺|金閣寺
+TR|Ephesus|Ephesos|Éphèse|Éfeso|以弗所|エフェソス
+EG|the Valley of the Kings|das Tal der Könige|la Vallée des rois|el Valle de los Reyes|帝王谷|王家の谷
+EG|the Karnak Temple|der Karnak-Tempel|le temple de Karnak|el templo de Karnak|卡纳克神庙|カルナック神殿
+ZA|Kruger National Park|der Kruger-Nationalpark|le parc national Kruger|el parque nacional Kruger|克鲁格国家公园|クルーガー国立公園
+TZ|Serengeti National Park|der Serengeti-Nationalpark|le parc national du Serengeti|el parque nacional del Serengeti|塞伦盖蒂国家公园|セレンゲティ国立公園
+BR|Copacabana Beach|die Copacabana|la plage de Copacabana|la playa de Copacabana|科帕卡巴纳海滩|コパカバーナ海岸
+AU|Bondi Beach|der Bondi Beach|la plage de Bondi|la playa Bondi|邦迪海滩|ボンダイビーチ
+AU|the Sydney Harbour Bridge|die Sydney Harbour Bridge|le Sydney Harbour Bridge|el puente de la bahía de Sídney|悉尼海港大桥|シドニー・ハーバーブリッジ
 """
 
 # Company names are the same in en/de/fr/es; zh and ja use their usual local names.
@@ -691,6 +761,45 @@ GB|Jaguar|捷豹|ジャガー
 GB|Burberry|博柏利|バーバリー
 GB|Vodafone|沃达丰|ボーダフォン
 CZ|Škoda|斯柯达|シュコダ
+US|PepsiCo|百事公司|ペプシコ
+US|Oracle|甲骨文|オラクル
+US|Nvidia|英伟达|エヌビディア
+US|Harley-Davidson|哈雷戴维森|ハーレーダビッドソン
+US|Pfizer|辉瑞|ファイザー
+US|Cisco|思科|シスコ
+US|Dell|戴尔|デル
+JP|Suzuki|铃木|スズキ
+JP|Mazda|马自达|マツダ
+JP|Subaru|斯巴鲁|スバル
+JP|Nikon|尼康|ニコン
+JP|Uniqlo|优衣库|ユニクロ
+JP|Hitachi|日立|日立
+CN|BYD|比亚迪|BYD
+CN|Haier|海尔|ハイアール
+DE|Puma|彪马|プーマ
+DE|BASF|巴斯夫|BASF
+DE|Allianz|安联|アリアンツ
+FR|Hermès|爱马仕|エルメス
+FR|Dior|迪奥|ディオール
+FR|Carrefour|家乐福|カルフール
+FR|Sanofi|赛诺菲|サノフィ
+FR|Ubisoft|育碧|ユービーアイソフト
+IT|Pirelli|倍耐力|ピレリ
+IT|Ducati|杜卡迪|ドゥカティ
+IT|Versace|范思哲|ヴェルサーチェ
+IT|Armani|阿玛尼|アルマーニ
+GB|BP|BP|BP
+GB|Tesco|乐购|テスコ
+GB|Barclays|巴克莱|バークレイズ
+GB|Aston Martin|阿斯顿·马丁|アストンマーティン
+NL|ASML|阿斯麦|ASML
+CH|Roche|罗氏|ロシュ
+SE|Electrolux|伊莱克斯|エレクトロラックス
+DK|Maersk|马士基|マースク
+DK|Novo Nordisk|诺和诺德|ノボノルディスク
+IN|Wipro|威普罗|ウィプロ
+CA|Bombardier|庞巴迪|ボンバルディア
+RU|Kaspersky|卡巴斯基|カスペルスキー
 """
 
 # Cities: CLDR time-zone exemplar cities (localized by CLDR) and handwritten ones.
@@ -745,6 +854,46 @@ SE|Gothenburg|Göteborg|Göteborg|Gotemburgo|哥德堡|ヨーテボリ
 EG|Alexandria|Alexandria|Alexandrie|Alejandría|亚历山大|アレクサンドリア
 MA|Marrakesh|Marrakesch|Marrakech|Marrakech|马拉喀什|マラケシュ
 ZA|Cape Town|Kapstadt|Le Cap|Ciudad del Cabo|开普敦|ケープタウン
+US|San Francisco|San Francisco|San Francisco|San Francisco|旧金山|サンフランシスコ
+US|Boston|Boston|Boston|Boston|波士顿|ボストン
+US|Seattle|Seattle|Seattle|Seattle|西雅图|シアトル
+US|Miami|Miami|Miami|Miami|迈阿密|マイアミ
+US|Las Vegas|Las Vegas|Las Vegas|Las Vegas|拉斯维加斯|ラスベガス
+US|Houston|Houston|Houston|Houston|休斯敦|ヒューストン
+CA|Montreal|Montreal|Montréal|Montreal|蒙特利尔|モントリオール
+CA|Calgary|Calgary|Calgary|Calgary|卡尔加里|カルガリー
+MX|Acapulco|Acapulco|Acapulco|Acapulco|阿卡普尔科|アカプルコ
+CN|Chengdu|Chengdu|Chengdu|Chengdu|成都|成都
+CN|Xi'an|Xi'an|Xi'an|Xi'an|西安|西安
+CN|Shenzhen|Shenzhen|Shenzhen|Shenzhen|深圳|深圳
+JP|Hiroshima|Hiroshima|Hiroshima|Hiroshima|广岛|広島
+JP|Nagoya|Nagoya|Nagoya|Nagoya|名古屋|名古屋
+JP|Sapporo|Sapporo|Sapporo|Sapporo|札幌|札幌
+KR|Incheon|Incheon|Incheon|Incheon|仁川|仁川
+IN|Chennai|Chennai|Chennai|Chennai|金奈|チェンナイ
+IN|Jaipur|Jaipur|Jaipur|Jaipur|斋浦尔|ジャイプール
+PK|Lahore|Lahore|Lahore|Lahore|拉合尔|ラホール
+TH|Chiang Mai|Chiang Mai|Chiang Mai|Chiang Mai|清迈|チェンマイ
+SA|Mecca|Mekka|La Mecque|La Meca|麦加|メッカ
+TR|Antalya|Antalya|Antalya|Antalya|安塔利亚|アンタルヤ
+DE|Stuttgart|Stuttgart|Stuttgart|Stuttgart|斯图加特|シュトゥットガルト
+DE|Dresden|Dresden|Dresde|Dresde|德累斯顿|ドレスデン
+DE|Düsseldorf|Düsseldorf|Düsseldorf|Düsseldorf|杜塞尔多夫|デュッセルドルフ
+IT|Turin|Turin|Turin|Turín|都灵|トリノ
+IT|Bologna|Bologna|Bologne|Bolonia|博洛尼亚|ボローニャ
+IT|Verona|Verona|Vérone|Verona|维罗纳|ヴェローナ
+ES|Málaga|Málaga|Malaga|Málaga|马拉加|マラガ
+ES|Zaragoza|Saragossa|Saragosse|Zaragoza|萨拉戈萨|サラゴサ
+FR|Toulouse|Toulouse|Toulouse|Toulouse|图卢兹|トゥールーズ
+FR|Strasbourg|Straßburg|Strasbourg|Estrasburgo|斯特拉斯堡|ストラスブール
+GB|Oxford|Oxford|Oxford|Oxford|牛津|オックスフォード
+CH|Basel|Basel|Bâle|Basilea|巴塞尔|バーゼル
+AT|Innsbruck|Innsbruck|Innsbruck|Innsbruck|因斯布鲁克|インスブルック
+PL|Gdańsk|Danzig|Gdańsk|Gdansk|格但斯克|グダニスク
+GR|Thessaloniki|Thessaloniki|Thessalonique|Tesalónica|塞萨洛尼基|テッサロニキ
+EG|Luxor|Luxor|Louxor|Luxor|卢克索|ルクソール
+KE|Mombasa|Mombasa|Mombasa|Mombasa|蒙巴萨|モンバサ
+NZ|Christchurch|Christchurch|Christchurch|Christchurch|基督城|クライストチャーチ
 """
 
 # ---------------------------------------------------------------------------------------------
@@ -823,6 +972,37 @@ Rn|radon|Radon|radon|radón|氡|ラドン
 Ra|radium|Radium|radium|radio|镭|ラジウム
 U|uranium|Uran|uranium|uranio|铀|ウラン
 Pu|plutonium|Plutonium|plutonium|plutonio|钚|プルトニウム
+Pr|praseodymium|Praseodym|praséodyme|praseodimio|镨|プラセオジム
+Pm|promethium|Promethium|prométhium|prometio|钷|プロメチウム
+Sm|samarium|Samarium|samarium|samario|钐|サマリウム
+Eu|europium|Europium|europium|europio|铕|ユウロピウム
+Gd|gadolinium|Gadolinium|gadolinium|gadolinio|钆|ガドリニウム
+Tb|terbium|Terbium|terbium|terbio|铽|テルビウム
+Dy|dysprosium|Dysprosium|dysprosium|disprosio|镝|ジスプロシウム
+Ho|holmium|Holmium|holmium|holmio|钬|ホルミウム
+Er|erbium|Erbium|erbium|erbio|铒|エルビウム
+Tm|thulium|Thulium|thulium|tulio|铥|ツリウム
+Yb|ytterbium|Ytterbium|ytterbium|iterbio|镱|イッテルビウム
+Lu|lutetium|Lutetium|lutécium|lutecio|镥|ルテチウム
+Hf|hafnium|Hafnium|hafnium|hafnio|铪|ハフニウム
+Ta|tantalum|Tantal|tantale|tántalo|钽|タンタル
+Re|rhenium|Rhenium|rhénium|renio|铼|レニウム
+Tl|thallium|Thallium|thallium|talio|铊|タリウム
+At|astatine|Astat|astate|astato|砹|アスタチン
+Fr|francium|Francium|francium|francio|钫|フランシウム
+Ac|actinium|Actinium|actinium|actinio|锕|アクチニウム
+Th|thorium|Thorium|thorium|torio|钍|トリウム
+Pa|protactinium|Protactinium|protactinium|protactinio|镤|プロトアクチニウム
+Np|neptunium|Neptunium|neptunium|neptunio|镎|ネプツニウム
+Am|americium|Americium|américium|americio|镅|アメリシウム
+Cm|curium|Curium|curium|curio|锔|キュリウム
+Bk|berkelium|Berkelium|berkélium|berkelio|锫|バークリウム
+Cf|californium|Californium|californium|californio|锎|カリホルニウム
+Es|einsteinium|Einsteinium|einsteinium|einstenio|锿|アインスタイニウム
+Fm|fermium|Fermium|fermium|fermio|镄|フェルミウム
+Md|mendelevium|Mendelevium|mendélévium|mendelevio|钔|メンデレビウム
+No|nobelium|Nobelium|nobélium|nobelio|锘|ノーベリウム
+Lr|lawrencium|Lawrencium|lawrencium|lawrencio|铹|ローレンシウム
 """
 
 # Pairs "a/b" per language (en de fr es zh ja); each pair gives the facts a → b and b → a.
@@ -869,6 +1049,32 @@ loud/quiet|laut/leise|bruyant/silencieux|ruidoso/silencioso|吵闹/安静|うる
 first/last|erste/letzte|premier/dernier|primero/último|第一/最后|最初/最後
 yes/no|ja/nein|oui/non|sí/no|是/否|はい/いいえ
 success/failure|Erfolg/Misserfolg|succès/échec|éxito/fracaso|成功/失败|成功/失敗
+open/closed|offen/geschlossen|ouvert/fermé|abierto/cerrado|开/关|開いた/閉じた
+full/empty|voll/leer|plein/vide|lleno/vacío|满/空|いっぱい/空っぽ
+question/answer|Frage/Antwort|question/réponse|pregunta/respuesta|问题/答案|質問/答え
+remember/forget|erinnern/vergessen|se souvenir/oublier|recordar/olvidar|记得/忘记|覚える/忘れる
+before/after|vorher/nachher|avant/après|antes/después|以前/以后|以前/以後
+front/back|vorne/hinten|devant/derrière|delante/detrás|前面/后面|前/後ろ
+accept/refuse|annehmen/ablehnen|accepter/refuser|aceptar/rechazar|接受/拒绝|受け入れる/断る
+laugh/cry|lachen/weinen|rire/pleurer|reír/llorar|笑/哭|笑う/泣く
+increase/decrease|zunehmen/abnehmen|augmenter/diminuer|aumentar/disminuir|增加/减少|増える/減る
+entrance/exit|Eingang/Ausgang|entrée/sortie|entrada/salida|入口/出口|入口/出口
+sunrise/sunset|Sonnenaufgang/Sonnenuntergang|lever du soleil/coucher du soleil|amanecer/atardecer|日出/日落|日の出/日の入り
+majority/minority|Mehrheit/Minderheit|majorité/minorité|mayoría/minoría|多数/少数|多数/少数
+maximum/minimum|Maximum/Minimum|maximum/minimum|máximo/mínimo|最大/最小|最大/最小
+positive/negative|positiv/negativ|positif/négatif|positivo/negativo|积极/消极|ポジティブ/ネガティブ
+awake/asleep|wach/schlafend|éveillé/endormi|despierto/dormido|醒着/睡着|起きている/眠っている
+safe/dangerous|sicher/gefährlich|sûr/dangereux|seguro/peligroso|安全/危险|安全/危険
+legal/illegal|legal/illegal|légal/illégal|legal/ilegal|合法/非法|合法/違法
+possible/impossible|möglich/unmöglich|possible/impossible|posible/imposible|可能/不可能|可能/不可能
+visible/invisible|sichtbar/unsichtbar|visible/invisible|visible/invisible|看得见/看不见|見える/見えない
+honest/dishonest|ehrlich/unehrlich|honnête/malhonnête|honesto/deshonesto|诚实/不诚实|正直/不正直
+polite/rude|höflich/unhöflich|poli/impoli|educado/maleducado|礼貌/粗鲁|礼儀正しい/失礼
+brave/cowardly|mutig/feige|courageux/lâche|valiente/cobarde|勇敢/胆小|勇敢/臆病
+smart/stupid|klug/dumm|intelligent/stupide|inteligente/estúpido|聪明/愚蠢|賢い/愚か
+beautiful/ugly|schön/hässlich|beau/laid|bonito/feo|美丽/丑陋|美しい/醜い
+healthy/sick|gesund/krank|sain/malade|sano/enfermo|健康/生病|健康/病気
+deep/shallow|tief/seicht|profond/peu profond|profundo/poco profundo|深/浅|深い/浅い
 """
 # Other correct answers for a subject (English id, language): "light" is also the opposite of
 # "dark", "right" of "wrong".
@@ -894,6 +1100,19 @@ ANTONYM_ALIASES = {
     ("end", "en"): ["start"],
     ("bright", "en"): ["dim"],
     ("quiet", "en"): ["noisy"],
+    ("closed", "en"): ["shut"],
+    ("back", "en"): ["forward"],
+    ("safe", "en"): ["unsafe"],
+    ("accept", "en"): ["reject", "decline"],
+    ("exit", "en"): ["entry"],
+    ("cowardly", "en"): ["coward"],
+    ("brave", "en"): ["coward"],
+    ("smart", "en"): ["dumb"],
+    ("stupid", "en"): ["clever", "intelligent"],
+    ("sick", "en"): ["well"],
+    ("healthy", "en"): ["unhealthy", "ill"],
+    ("ugly", "en"): ["pretty"],
+    ("rude", "en"): ["courteous"],
     ("old", "de"): ["jung"],
     ("near", "de"): ["weit"],
     ("old", "fr"): ["neuf", "jeune"],
@@ -904,7 +1123,7 @@ ANTONYM_ALIASES = {
     ("bright", "zh"): ["暗"],
 }
 # French words beginning with a mute h elide like vowels ("d'hiver"); aspirated ones do not.
-_FR_MUTE_H = ("heureux", "hiver")
+_FR_MUTE_H = ("heureux", "hiver", "honnête")
 
 
 def _fr_word_article(word: str) -> str:
@@ -1002,7 +1221,7 @@ def facts() -> Iterator[FactRow]:
                 money = money.replace(" ", "")
             else:
                 money_aliases = currency_aliases(lang, money)
-            if c.code != "ZW":  # Zimbabwe's currency is in flux (USD and ZiG)
+            if c.code not in NO_CURRENCY:
                 yield _row("country_currency", lang, cid, name, money, money_aliases)
 
             official = get_official_languages(c.code, de_facto=True)

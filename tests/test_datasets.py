@@ -496,6 +496,31 @@ def test_builtin_covers_relations_and_languages(builtin):
     assert path.stat().st_size < 3_000_000
 
 
+def test_builtin_english_splits(builtin):
+    # (identify, test) subjects per relation: every relation but the calendar ones has >= 40
+    # test subjects and >= 60 identification subjects; 7 weekdays and 12 months cannot.
+    info = describe(builtin)["relations"]
+    got = {r: (cells["en"]["identify"], cells["en"]["test"]) for r, cells in info.items()}
+    assert got == {
+        "capital_country": (68, 44),
+        "city_country": (72, 48),
+        "company_country": (77, 50),
+        "country_capital": (68, 44),
+        "country_continent": (69, 45),
+        "country_currency": (68, 44),
+        "country_language": (69, 45),
+        "element_symbol": (62, 41),
+        "landmark_country": (68, 45),
+        "month_next": (8, 4),
+        "weekday_next": (5, 2),
+        "word_antonym": (86, 50),
+    }
+    assert builtin.hash == (
+        "sha256:7b4463445f1b814a82450f80377a195d6468cb44a8a3ca4d4493d2f3c98d6b82"
+    )
+    assert len(builtin.facts) == 7091
+
+
 def test_builtin_facts_share_subject_ids_across_languages(builtin):
     ids: dict[tuple[str, str], set[str]] = {}
     for f in builtin.facts:
