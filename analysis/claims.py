@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -58,9 +58,6 @@ class Rules:
     permutations: int = 10_000  # random sign flips when the subjects are too many to enumerate
     bootstrap: int = 2_000  # subject-cluster resamples
     seed: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def cluster_sums(values: Sequence[float], subjects: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:

@@ -67,6 +67,7 @@ class _Study:
     rules: Rules
     subjects: pl.DataFrame  # prompt_id, subject
     underpowered: set[str] = field(default_factory=set)
+    _frames: dict[str, pl.DataFrame] = field(default_factory=dict)  # eval files read so far
 
     @property
     def relations(self) -> list[str]:
@@ -78,11 +79,13 @@ class _Study:
 
     def read(self, rel: str) -> pl.DataFrame:
         """An eval file with each row's `subject` (the prompt id when prompts.parquet lacks
-        the prompt)."""
-        frame = _read(self.root, rel).join(self.subjects, on="prompt_id", how="left")
-        return frame.with_columns(
-            pl.coalesce("subject", pl.format("prompt {}", "prompt_id")).alias("subject")
-        )
+        the prompt); each file is read once."""
+        if rel not in self._frames:
+            frame = _read(self.root, rel).join(self.subjects, on="prompt_id", how="left")
+            self._frames[rel] = frame.with_columns(
+                pl.coalesce("subject", pl.format("prompt {}", "prompt_id")).alias("subject")
+            )
+        return self._frames[rel]
 
 
 def _subjects(root: Location) -> pl.DataFrame:
@@ -131,7 +134,11 @@ def _effect(own: pl.DataFrame, ctrl: pl.DataFrame, rules: Rules) -> dict[str, An
 
 def _controls(ctrl: pl.DataFrame) -> dict[str, Any]:
     """The random sets: their mean accuracy, the prediction interval of one set, how many."""
-    per_seed = ctrl.group_by("control_seed").agg(pl.col("correct").cast(pl.Float64).mean())
+    per_seed = (
+        ctrl.group_by("control_seed")
+        .agg(pl.col("correct").cast(pl.Float64).mean())
+        .sort("control_seed")  # a fixed order, so the sums round alike on every run
+    )
     accs = per_seed["correct"].to_list()
     lo, hi = claims.prediction_interval(accs)
     return {
@@ -145,7 +152,9 @@ def _controls(ctrl: pl.DataFrame) -> dict[str, Any]:
 def _retention(own: pl.DataFrame, ctrl: pl.DataFrame) -> dict[str, Any]:
     per_set = [
         claims.retention(part["baseline_correct"], part["correct"])
-        for _, part in ctrl.group_by("control_seed")
+        for _, part in ctrl.sort("control_seed", maintain_order=True).group_by(
+            "control_seed", maintain_order=True
+        )
     ]
     kept = [r for r in per_set if r is not None]
     return {
@@ -458,7 +467,7 @@ def _errors(ctx: _Study, base: pl.DataFrame) -> list[dict[str, Any]]:
     baseline, own set off, random sets (all sets pooled) — the paper's Table 4."""
     out = []
     for rel in ctx.relations:
-        frame = _read(ctx.root, ctx.evals["intra"][rel]).filter(pl.col("split") == "test")
+        frame = ctx.read(ctx.evals["intra"][rel]).filter(pl.col("split") == "test")
         own = _targets(frame)
         before = base.filter(pl.col("prompt_id").is_in(own["prompt_id"].to_list()))
         for condition, part in (

@@ -3,6 +3,7 @@ worked by hand, and Holm against hand-computed values."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -186,7 +187,7 @@ def test_verdict_needs_adjusted_p_discordant_prompts_and_subjects():
     assert verdict(0.05, 9, False, rules) == NOT_BEYOND  # p must be below alpha
     assert verdict(None, 9, False, rules) == NOT_BEYOND  # no controls, no test
     assert verdict(0.001, 30, True, rules) == UNDERPOWERED
-    assert Rules().as_dict() == {
+    assert dataclasses.asdict(Rules()) == {
         "alpha": 0.05,
         "min_discordant": 5,
         "min_test_subjects": 20,
