@@ -624,9 +624,9 @@ def headline(summary: dict[str, Any]) -> dict[str, Any]:
         "own_losses": losses,
         "interference_cells": len(summary["interference"]),
         "cross_cells": _count(off, lambda c: c["target"] not in s["underpowered"]),
-        "test": "one-sided sign-flip permutation test over subjects (own set vs random sets), "
+        "test": "one-sided sign-flip permutation test over subjects, own set vs random sets, "
         "Holm over relations",
-        "loss_test": "exact one-sided McNemar test (own set off vs baseline), Holm over relations",
+        "loss_test": "exact one-sided McNemar test, own set off vs baseline, Holm over relations",
         "interference_test": "exact one-sided McNemar test of gains, Holm over the "
         "off-diagonal cells",
         "alpha": alpha,
@@ -655,7 +655,8 @@ def format_headline(summary: dict[str, Any]) -> str:
         f"own neurons off lose answers: {h['own_losses']} of {h['relations']} relations "
         f"({h['loss_test']}; {rule})",
         f"interference: {h['interference_cells']} of {h['cross_cells']} cells "
-        f"({h['interference_test']}; {rule} gained; underpowered targets excluded)",
+        f"({h['interference_test']}; alpha {h['alpha']}, >= {h['min_discordant']} prompts "
+        "gained; underpowered targets left out)",
         f"mean relative drop: own relation {pct(h['own_relative_drop'])}, other relations "
         f"{pct(h['others_ablated_drop'])}",
     ]
