@@ -1,33 +1,46 @@
 """The numbers of a study, computed from warehouse tables alone (no model is run).
 
 `compute(root)` reads `study/study.json` (written by `warehouse study`), the `evals/` files it
-names, the selections and `study/perplexity.parquet`, and returns the *summary*: one JSON-able
-dict that `analysis.report.render` draws and `warehouse report` saves as summary.json. Every
-accuracy is a share in [0, 1] over the prompts named (`n`); averages over relations are plain
-means of the per-relation numbers (each relation counts once).
+names, `prompts.parquet` (each prompt's subject), the selections and
+`study/perplexity.parquet`, and returns the *summary*: one JSON-able dict that
+`analysis.report.render` draws and `warehouse report` saves as summary.json. Every accuracy is
+a share in [0, 1] over the prompts named (`n`, with `n_subjects` distinct subjects beside it);
+averages over relations are plain means of the per-relation numbers (each relation counts
+once).
 
-Controls: a condition's random sets give one accuracy each; their interval is the 95 %
-Student-t interval of the mean over the sets (null with fewer than two sets).
+Every verdict comes from a test of `analysis.claims` (docs/statistics.md, "Tests behind every
+verdict"): own set vs random sets by a sign-flip permutation test over subjects, own set vs
+baseline and cross-relation gains by exact McNemar tests, Holm-corrected over the relations
+(cells) of the study, with a minimum number of discordant prompts. A relation whose test
+prompts hold fewer than `Rules.min_test_subjects` distinct subjects is *underpowered*: it
+gets that verdict and no headline count includes it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy import stats as sps
 
+from warehouse.analysis import claims
+from warehouse.analysis.claims import Rules
 from warehouse.errors import FormatError
+from warehouse.ingest.datasets import normalize_answer
 from warehouse.store.location import Location
 
 STUDY_FILE = "study/study.json"
+PROMPTS_FILE = "prompts.parquet"
+TOP_ANSWERS = 5  # most frequent answers per relation and condition in "errors"
 
 
-def _read(root: Location, rel: str) -> pl.DataFrame:
-    """A table of the warehouse, local or remote (read-only, e.g. a shared zip or URL)."""
+def _read(root: Location, rel: str, columns: list[str] | None = None) -> pl.DataFrame:
+    """A table of the warehouse, local or remote (read-only, e.g. a shared zip or URL);
+    `columns` keeps those of them the file has."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -35,29 +48,57 @@ def _read(root: Location, rel: str) -> pl.DataFrame:
         raise FormatError(f"{root}: {rel} is missing: re-run `warehouse study` to recompute it")
     try:
         with root.open(rel) as f:
-            frame = pl.from_arrow(pq.read_table(f))
+            pf = pq.ParquetFile(f)
+            cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
+            frame = pl.from_arrow(pf.read(columns=cols))
     except (pa.ArrowInvalid, OSError) as e:
         raise FormatError(f"{root}: {rel} is not a readable Parquet file ({e})") from None
     assert isinstance(frame, pl.DataFrame)
     return frame
 
 
+@dataclass
+class _Study:
+    """A study being summarised: where it is, its record, the rules and each prompt's
+    subject."""
+
+    root: Location
+    st: dict[str, Any]
+    rules: Rules
+    subjects: pl.DataFrame  # prompt_id, subject
+    underpowered: set[str] = field(default_factory=set)
+    _frames: dict[str, pl.DataFrame] = field(default_factory=dict)  # eval files read so far
+
+    @property
+    def relations(self) -> list[str]:
+        return self.st["relations"]
+
+    @property
+    def evals(self) -> dict[str, Any]:
+        return self.st["evals"]
+
+    def read(self, rel: str) -> pl.DataFrame:
+        """An eval file with each row's `subject` (the prompt id when prompts.parquet lacks
+        the prompt); each file is read once."""
+        if rel not in self._frames:
+            frame = _read(self.root, rel).join(self.subjects, on="prompt_id", how="left")
+            self._frames[rel] = frame.with_columns(
+                pl.coalesce("subject", pl.format("prompt {}", "prompt_id")).alias("subject")
+            )
+        return self._frames[rel]
+
+
+def _subjects(root: Location) -> pl.DataFrame:
+    """prompt_id -> subject: `subject_id` where prompts.parquet has it, else `subject`."""
+    frame = _read(root, PROMPTS_FILE, ["prompt_id", "subject_id", "subject"])
+    key = "subject_id" if "subject_id" in frame.columns else "subject"
+    if key not in frame.columns:
+        raise FormatError(f"{root}: {PROMPTS_FILE} has neither subject_id nor subject")
+    return frame.select("prompt_id", pl.col(key).cast(pl.Utf8).alias("subject"))
+
+
 def _mean(values: pl.Series) -> float | None:
     return None if values.len() == 0 else float(values.cast(pl.Float64).mean())  # type: ignore[arg-type]
-
-
-def interval(accuracies: list[float]) -> tuple[float | None, float | None, float | None]:
-    """(mean, low, high): the 95 % t interval of the mean of per-control accuracies,
-    clipped to [0, 1]."""
-    if not accuracies:
-        return None, None, None
-    mean = float(np.mean(accuracies))
-    if len(accuracies) < 2:
-        return mean, None, None
-    half = float(sps.t.ppf(0.975, len(accuracies) - 1) * np.std(accuracies, ddof=1))
-    half /= math.sqrt(len(accuracies))
-    # Accuracies are shares: the interval is clipped to [0, 1].
-    return mean, max(0.0, mean - half), min(1.0, mean + half)
 
 
 def _drop(baseline: float | None, accuracy: float | None) -> float | None:
@@ -70,184 +111,225 @@ def _targets(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.filter(pl.col("control_seed").is_null())
 
 
-def _controls(frame: pl.DataFrame) -> list[float]:
+def _control_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.filter(pl.col("control_seed").is_not_null())
+
+
+# ------------------------------------------------------------------- own set vs controls
+
+
+def _effect(own: pl.DataFrame, ctrl: pl.DataFrame, rules: Rules) -> dict[str, Any]:
+    """effect = mean over prompts of d = (mean over control sets of correct) - (own correct),
+    its subject-cluster bootstrap interval and the sign-flip p-value."""
+    if ctrl.height == 0:
+        return {"effect": None, "effect_lo": None, "effect_hi": None, "p_controls": None}
+    per_prompt = ctrl.group_by("prompt_id").agg(c=pl.col("correct").cast(pl.Float64).mean())
+    paired = own.join(per_prompt, on="prompt_id").sort("prompt_id")
+    d = (paired["c"] - paired["correct"].cast(pl.Float64)).to_numpy()
+    subj = paired["subject"].to_list()
+    lo, hi = claims.cluster_bootstrap(d, subj, resamples=rules.bootstrap, seed=rules.seed)
+    p = claims.sign_flip_p(d, subj, draws=rules.permutations, seed=rules.seed)
+    return {"effect": float(d.mean()), "effect_lo": lo, "effect_hi": hi, "p_controls": p}
+
+
+def _controls(ctrl: pl.DataFrame) -> dict[str, Any]:
+    """The random sets: their mean accuracy, the prediction interval of one set, how many."""
     per_seed = (
-        frame.filter(pl.col("control_seed").is_not_null())
-        .group_by("control_seed")
+        ctrl.group_by("control_seed")
         .agg(pl.col("correct").cast(pl.Float64).mean())
+        .sort("control_seed")  # a fixed order, so the sums round alike on every run
     )
-    return per_seed["correct"].to_list()
-
-
-def _cell(frame: pl.DataFrame) -> dict[str, Any]:
-    """n, baseline, accuracy (the target rows) and the controls' mean and interval."""
-    target = _targets(frame)
-    mean, lo, hi = interval(_controls(frame))
+    accs = per_seed["correct"].to_list()
+    lo, hi = claims.prediction_interval(accs)
     return {
-        "n": target.height,
-        "baseline": _mean(target["baseline_correct"]),
-        "accuracy": _mean(target["correct"]),
-        "control_mean": mean,
-        "control_lo": lo,
-        "control_hi": hi,
-        "control_n": frame.filter(pl.col("control_seed").is_not_null())["control_seed"].n_unique(),
+        "control_mean": float(np.mean(accs)) if accs else None,
+        "control_pi_lo": lo,
+        "control_pi_hi": hi,
+        "control_n": len(accs),
     }
 
 
-def compute(where: str | Path | Location) -> dict[str, Any]:
-    """The summary of the study stored in a warehouse: a folder, a .zip file or an fsspec
-    URL, read-only (module docstring)."""
-    root = Location.of(where)
-    if not root.isfile(STUDY_FILE):
-        raise FormatError(f"{root} holds no finished study ({STUDY_FILE}): run `warehouse study`")
-    st = root.read_json(STUDY_FILE)
-    if "evals" not in st:
-        raise FormatError(f"{root / STUDY_FILE}: the study has not finished; re-run it")
-    relations: list[str] = st["relations"]
-    ev = st["evals"]
+def _retention(own: pl.DataFrame, ctrl: pl.DataFrame) -> dict[str, Any]:
+    per_set = [
+        claims.retention(part["baseline_correct"], part["correct"])
+        for _, part in ctrl.sort("control_seed", maintain_order=True).group_by(
+            "control_seed", maintain_order=True
+        )
+    ]
+    kept = [r for r in per_set if r is not None]
+    return {
+        "retention_own": claims.retention(own["baseline_correct"], own["correct"]),
+        "retention_controls": float(np.mean(kept)) if kept else None,
+        "retention_n": int(own["baseline_correct"].sum()),
+    }
 
-    base = _read(root, "evals/baseline.parquet")
-    baseline = (
-        base.group_by("relation", "language", "split")
-        .agg(n=pl.len(), accuracy=pl.col("correct").cast(pl.Float64).mean())
-        .sort("relation", "language", "split")
-    )
 
-    intra = []
-    for rel in relations:
-        frame = _read(root, ev["intra"][rel])
+def controlled_row(frame: pl.DataFrame, rules: Rules) -> dict[str, Any]:
+    """Every number of one controlled cell (own set and its random sets on the same prompts):
+    accuracies, the controls, the effect and its test, own-off vs baseline (McNemar) and
+    retention. Holm and the verdict come later, per family (`_judge`)."""
+    own, ctrl = _targets(frame), _control_rows(frame)
+    lost, gained = claims.discordant(own["baseline_correct"], own["correct"])
+    return {
+        "n": own.height,
+        "n_subjects": own["subject"].n_unique(),
+        "baseline": _mean(own["baseline_correct"]),
+        "target": _mean(own["correct"]),
+        **_controls(ctrl),
+        **_effect(own, ctrl, rules),
+        "lost": lost,
+        "gained": gained,
+        "p_mcnemar": claims.mcnemar_p(lost, gained),
+        **_retention(own, ctrl),
+    }
+
+
+def _judge(rows: list[dict[str, Any]], ctx: _Study) -> None:
+    """Holm over one family of rows (one split or language across relations), then each
+    row's verdict; in place."""
+    p_ctrl = claims.holm([r["p_controls"] for r in rows])
+    p_mcn = claims.holm([r["p_mcnemar"] for r in rows])
+    for r, pc, pm in zip(rows, p_ctrl, p_mcn, strict=True):
+        r["p_controls_holm"], r["p_mcnemar_holm"] = pc, pm
+        low = r["relation"] in ctx.underpowered or r["n_subjects"] < ctx.rules.min_test_subjects
+        r["verdict"] = claims.verdict(pc, r["lost"] + r["gained"], low, ctx.rules)
+
+
+def _families(rows: list[dict[str, Any]], key: str, ctx: _Study) -> list[dict[str, Any]]:
+    for value in sorted({r[key] for r in rows}):
+        _judge([r for r in rows if r[key] == value], ctx)
+    return rows
+
+
+def _intra_rows(ctx: _Study) -> list[dict[str, Any]]:
+    rows = []
+    for rel in ctx.relations:
+        frame = ctx.read(ctx.evals["intra"][rel])
         for split in ("identify", "test"):
             part = frame.filter(pl.col("split") == split)
             if part.height:
-                c = _cell(part)
-                intra.append({"relation": rel, "split": split, **c, "target": c.pop("accuracy")})
+                rows.append({"relation": rel, "split": split, **controlled_row(part, ctx.rules)})
+    return rows
 
-    sweep, cumulativity = [], []
-    for rel in relations:
-        own = _read(root, ev["sweep_own"][rel])
-        others = _read(root, ev["sweep_others"][rel]) if rel in ev["sweep_others"] else None
-        counts = [0, *st["sweep"]]
-        for count in counts:
-            row: dict[str, Any] = {"relation": rel, "count": count}
-            for label, frame in (("own", own), ("others", others)):
-                if frame is None:
-                    row[label], row[f"{label}_n"] = None, 0
-                    continue
-                if count == 0:  # the baseline answers of the same prompts
-                    part = frame.filter(pl.col("count") == st["sweep"][0])["baseline_correct"]
-                else:
-                    part = frame.filter(pl.col("count") == count)["correct"]
-                row[label], row[f"{label}_n"] = _mean(part), part.len()
-            sweep.append(row)
-        cumulativity += _cumulativity(root, rel, own, ev["ranges"].get(rel, {}))
 
-    overlap, layers = _overlap_layers(root, st)
+def _underpowered(intra: list[dict[str, Any]], ctx: _Study) -> set[str]:
+    """Relations whose evaluated test prompts hold fewer than min_test_subjects subjects."""
+    test = {r["relation"]: r["n_subjects"] for r in intra if r["split"] == "test"}
+    return {rel for rel in ctx.relations if test.get(rel, 0) < ctx.rules.min_test_subjects}
 
-    cross = []
-    for rj in relations:
-        frame = _targets(_read(root, ev["cross_relation"][rj]))
-        for ri in relations:
+
+def _lingual_rows(ctx: _Study) -> list[dict[str, Any]]:
+    rows = []
+    for rel in ctx.relations:
+        frames = [ctx.read(ctx.evals["intra"][rel]).filter(pl.col("split") == "test")]
+        if rel in ctx.evals["cross_lingual"]:
+            frames.append(ctx.read(ctx.evals["cross_lingual"][rel]))
+        for frame in frames:
+            for (lang,), part in sorted(frame.group_by("language")):
+                c = controlled_row(part, ctx.rules)
+                c["accuracy"], c["relative_drop"] = c["target"], _drop(c["baseline"], c["target"])
+                rows.append({"relation": rel, "language": lang, **c})
+    return _families(rows, "language", ctx)
+
+
+def _template_rows(ctx: _Study) -> list[dict[str, Any]]:
+    """Held-out-template evals: test prompts whose template selection never saw."""
+    split = ctx.st.get("template_split", {})
+    rows = []
+    for rel, path in sorted(ctx.evals.get("templates", {}).items()):
+        part = ctx.read(path).filter(pl.col("split") == "test")
+        if part.height:
+            row = {"relation": rel, "split": "test", **controlled_row(part, ctx.rules)}
+            row["select_templates"] = split.get(rel, {}).get("select", [])
+            row["test_templates"] = split.get(rel, {}).get("test", [])
+            rows.append(row)
+    _judge(rows, ctx)
+    return rows
+
+
+# ---------------------------------------------------------------------- cross-relation
+
+
+def _cross_rows(ctx: _Study) -> list[dict[str, Any]]:
+    """Every (target ri, ablated rj) cell: accuracy of ri's test prompts with rj's set off,
+    McNemar each way against their baseline answers; interference = gains that survive Holm
+    over the off-diagonal cells, with enough gained prompts and a target that is not
+    underpowered."""
+    cells = []
+    for rj in ctx.relations:
+        frame = _targets(ctx.read(ctx.evals["cross_relation"][rj]))
+        for ri in ctx.relations:
             part = frame.filter(pl.col("relation") == ri)
             b, a = _mean(part["baseline_correct"]), _mean(part["correct"])
-            cross.append(
+            lost, gained = claims.discordant(part["baseline_correct"], part["correct"])
+            cells.append(
                 {
                     "target": ri,
                     "ablated": rj,
                     "n": part.height,
+                    "n_subjects": part["subject"].n_unique(),
                     "baseline": b,
                     "accuracy": a,
                     "relative_drop": _drop(b, a),
+                    "gain": None if a is None or b is None else a - b,
+                    "lost": lost,
+                    "gained": gained,
+                    "p_loss": claims.mcnemar_p(lost, gained),
+                    "p_gain": claims.mcnemar_p(gained, lost),
+                    "p_gain_holm": None,
+                    "interference": False,
                 }
             )
+    off = [c for c in cells if c["target"] != c["ablated"]]
+    for c, p in zip(off, claims.holm([c["p_gain"] for c in off]), strict=True):
+        c["p_gain_holm"] = p
+        c["interference"] = bool(
+            p is not None
+            and p < ctx.rules.alpha
+            and c["gained"] >= ctx.rules.min_discordant
+            and c["target"] not in ctx.underpowered
+        )
+    return cells
 
-    lingual = []
-    for rel in relations:
-        parts = [("intra", _read(root, ev["intra"][rel]).filter(pl.col("split") == "test"))]
-        if rel in ev["cross_lingual"]:
-            parts.append(("lingual", _read(root, ev["cross_lingual"][rel])))
-        for _, frame in parts:
-            for (lang,), part in sorted(frame.group_by("language")):
-                c = _cell(part)
-                c.pop("control_n")
-                lingual.append(
-                    {
-                        "relation": rel,
-                        "language": lang,
-                        **c,
-                        "relative_drop": _drop(c["baseline"], c["accuracy"]),
-                    }
-                )
 
-    control_hi = {
-        r["relation"]: r["control_hi"]
-        for r in intra
-        if r["split"] == "test" and r["control_hi"] is not None
-    }
-    interference = [
-        {
-            "target": c["target"],
-            "ablated": c["ablated"],
-            "baseline": c["baseline"],
-            "accuracy": c["accuracy"],
-            "control_hi": control_hi[c["target"]],
-            "gain": c["accuracy"] - c["baseline"],
-        }
-        for c in cross
-        if c["target"] != c["ablated"]
-        and c["target"] in control_hi
-        and c["accuracy"] is not None
-        and c["baseline"] is not None
-        and c["accuracy"] > c["baseline"]
-        and c["accuracy"] > control_hi[c["target"]]
-    ]
+# ------------------------------------------------------------------- sweep, cumulativity
 
-    specificity = []
-    if st.get("perplexity"):
-        ppl = _read(root, st["perplexity"])
-        for r in ppl.iter_rows(named=True):
-            specificity.append(
-                {
-                    "relation": r["relation"],
-                    "ppl_baseline": r["ppl_baseline"],
-                    "ppl_ablated": r["ppl_ablated"],
-                    "ratio": r["ppl_ablated"] / r["ppl_baseline"],
-                }
-            )
 
-    summary = {
-        "study": {
-            "model": st["model"],
-            "weights_hash": st["weights_hash"],
-            "site": st["site"],
-            "units_total": st["units_total"],
-            "top_k": st["top_k"],
-            "sweep": st["sweep"],
-            "ranges": st["ranges"],
-            "controls": st["config"]["controls"],
-            "sample": st["config"]["sample"],
-            "others_sample": st["config"]["others_sample"],
-            "identify_language": st["identify_language"],
-            "languages": st["languages"],
-            "relations": relations,
-            "skipped": st.get("skipped", {}),
-            "identify_correct": st.get("identify_correct", {}),
-            "negatives": st["negatives"],
-            "warehouse": str(root),
-            "seconds": st.get("seconds", {}),
-        },
-        "baseline": baseline.to_dicts(),
-        "intra": intra,
-        "sweep": sweep,
-        "cumulativity": cumulativity,
-        "overlap": overlap,
-        "cross_relation": cross,
-        "cross_lingual": lingual,
-        "interference": interference,
-        "specificity": specificity,
-        "layers": layers,
-    }
-    summary["headline"] = headline(summary)
-    return summary
+def _sweep_side(frame: pl.DataFrame | None, count: int, first: int, rules: Rules) -> dict:
+    """Accuracy of one sweep curve at `count` (0 = the baseline answers of the same prompts)
+    under key "", its prompts "_n", subjects "_subjects" and subject-cluster bootstrap
+    interval "_lo", "_hi" (suffixes of the row's "own"/"others" keys)."""
+    if frame is None:
+        return {"": None, "_n": 0, "_subjects": 0, "_lo": None, "_hi": None}
+    if count == 0:
+        part = frame.filter(pl.col("count") == first)
+        values = part["baseline_correct"]
+    else:
+        part = frame.filter(pl.col("count") == count)
+        values = part["correct"]
+    v = values.cast(pl.Float64).to_numpy()
+    lo, hi = claims.cluster_bootstrap(
+        v, part["subject"].to_list(), resamples=rules.bootstrap, seed=rules.seed
+    )
+    subjects = part["subject"].n_unique()
+    return {"": _mean(values), "_n": part.height, "_subjects": subjects, "_lo": lo, "_hi": hi}
+
+
+def _sweep_rows(ctx: _Study) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    sweep, cumulativity = [], []
+    first = ctx.st["sweep"][0]
+    for rel in ctx.relations:
+        own = _targets(ctx.read(ctx.evals["sweep_own"][rel]))
+        others_file = ctx.evals["sweep_others"].get(rel)
+        others = _targets(ctx.read(others_file)) if others_file else None
+        for count in [0, *ctx.st["sweep"]]:
+            row: dict[str, Any] = {"relation": rel, "count": count}
+            for label, frame in (("own", own), ("others", others)):
+                side = _sweep_side(frame, count, first, ctx.rules)
+                row.update({label + k: v for k, v in side.items()})
+            sweep.append(row)
+        cumulativity += _cumulativity(ctx.root, rel, own, ctx.evals["ranges"].get(rel, {}))
+    return sweep, cumulativity
 
 
 def _cumulativity(
@@ -289,22 +371,44 @@ def _cumulativity(
     return out
 
 
-def _overlap_layers(root: Location, st: dict[str, Any]) -> tuple[list[dict], list[dict]]:
-    sets: dict[str, set[int]] = {}
-    layers = []
-    for rel in st["relations"]:
-        frame = _read(root, f"selections/{st['selections'][rel]['top']}.parquet")
+# ------------------------------------------------------------------- overlap and layers
+
+
+def _per_layer(root: Location, name: str) -> tuple[dict[int, int], int | None]:
+    """A selection's neurons per layer (every captured layer, zeros included) and the units
+    per layer, from its sidecar; ({}, None) for a sidecar without them."""
+    side = f"selections/{name}.json"
+    meta = root.read_json(side) if root.isfile(side) else {}
+    per_layer = {int(k): int(v) for k, v in (meta.get("per_layer") or {}).items()}
+    return per_layer, meta.get("units")
+
+
+def expected_overlap(a: dict[int, int], b: dict[int, int], units: int) -> float:
+    """Expected shared neurons of two random sets with a's and b's counts in every layer:
+    sum over layers of a_l · b_l / units."""
+    return float(sum(a[layer] * b.get(layer, 0) for layer in a) / units)
+
+
+def _overlap_layers(ctx: _Study) -> tuple[list[dict], list[dict], int | None]:
+    sets, shapes, layers = {}, {}, []
+    units = None
+    for rel in ctx.relations:
+        name = ctx.st["selections"][rel]["top"]
+        frame = _read(ctx.root, f"selections/{name}.parquet")
         sets[rel] = set(frame["neuron_id"].to_list())
+        shapes[rel], units = _per_layer(ctx.root, name)
+        n_layers = len(shapes[rel]) or frame["layer"].n_unique()
         counts = frame.group_by("layer").len().sort("layer")
         layers += [
             {"relation": rel, "layer": int(layer), "count": int(n)}
+            | {"uniform": len(sets[rel]) / n_layers}
             for layer, n in counts.iter_rows()
         ]
     overlap = []
-    for a in st["relations"]:
-        for b in st["relations"]:
-            shared = len(sets[a] & sets[b])
-            union = len(sets[a] | sets[b])
+    for a in ctx.relations:
+        for b in ctx.relations:
+            shared, union = len(sets[a] & sets[b]), len(sets[a] | sets[b])
+            known = units and shapes[a] and shapes[b]
             overlap.append(
                 {
                     "a": a,
@@ -313,9 +417,170 @@ def _overlap_layers(root: Location, st: dict[str, Any]) -> tuple[list[dict], lis
                     "size_b": len(sets[b]),
                     "shared": shared,
                     "jaccard": shared / union if union else None,
+                    "expected": expected_overlap(shapes[a], shapes[b], units) if known else None,
                 }
             )
-    return overlap, layers
+    return overlap, layers, units
+
+
+# ------------------------------------------------------------------ specificity, errors
+
+
+def _specificity(ctx: _Study) -> list[dict[str, Any]]:
+    """Perplexity of neutral text with each relation's set off, and (when the study computed
+    them) with random sets of the same per-layer counts (`control_seed` rows)."""
+    if not ctx.st.get("perplexity"):
+        return []
+    ppl = _read(ctx.root, ctx.st["perplexity"])
+    if "control_seed" not in ppl.columns:
+        ppl = ppl.with_columns(control_seed=pl.lit(None, dtype=pl.Int64))
+    out = []
+    for r in _targets(ppl).iter_rows(named=True):
+        ctrl = _control_rows(ppl).filter(pl.col("relation") == r["relation"])["ppl_ablated"]
+        out.append(
+            {
+                "relation": r["relation"],
+                "ppl_baseline": r["ppl_baseline"],
+                "ppl_ablated": r["ppl_ablated"],
+                "ratio": r["ppl_ablated"] / r["ppl_baseline"],
+                "ppl_controls": float(ctrl.mean()) if ctrl.len() else None,  # type: ignore[arg-type]
+                "ppl_controls_lo": float(ctrl.min()) if ctrl.len() else None,  # type: ignore[arg-type]
+                "ppl_controls_hi": float(ctrl.max()) if ctrl.len() else None,  # type: ignore[arg-type]
+                "ppl_controls_n": ctrl.len(),
+            }
+        )
+    return out
+
+
+def _top_answers(rel: str, condition: str, generated: pl.Series) -> list[dict[str, Any]]:
+    answers = pl.Series("answer", [normalize_answer(g or "") for g in generated], pl.Utf8)
+    counts = answers.value_counts(name="count").sort(["count", "answer"], descending=[True, False])
+    return [
+        {"relation": rel, "condition": condition, "answer": a, "count": int(n)}
+        | {"share": n / answers.len()}
+        for a, n in counts.head(TOP_ANSWERS).iter_rows()
+    ]
+
+
+def _errors(ctx: _Study, base: pl.DataFrame) -> list[dict[str, Any]]:
+    """The most frequent (normalised) answers per relation on its evaluated test prompts:
+    baseline, own set off, random sets (all sets pooled) — the paper's Table 4."""
+    out = []
+    for rel in ctx.relations:
+        frame = ctx.read(ctx.evals["intra"][rel]).filter(pl.col("split") == "test")
+        own = _targets(frame)
+        before = base.filter(pl.col("prompt_id").is_in(own["prompt_id"].to_list()))
+        for condition, part in (
+            ("baseline", before),
+            ("own", own),
+            ("controls", _control_rows(frame)),
+        ):
+            if part.height:
+                out += _top_answers(rel, condition, part["generated"])
+    return out
+
+
+# ------------------------------------------------------------------------------ summary
+
+
+def _skipped(st: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{relation: {prompts, subjects, why}}; an older study's {relation: why} reads as
+    {prompts: null, subjects: null, why}."""
+    out = {}
+    for rel, v in (st.get("skipped") or {}).items():
+        v = v if isinstance(v, dict) else {"why": str(v)}
+        out[rel] = {"prompts": v.get("prompts"), "subjects": v.get("subjects"), "why": v["why"]}
+    return out
+
+
+def _study_info(ctx: _Study, units: int | None) -> dict[str, Any]:
+    st, rules = ctx.st, ctx.rules
+    return {
+        "model": st["model"],
+        "weights_hash": st["weights_hash"],
+        "site": st["site"],
+        "units_total": st["units_total"],
+        "units": units,
+        "top_k": st["top_k"],
+        "sweep": st["sweep"],
+        "ranges": st["ranges"],
+        "controls": st["config"]["controls"],
+        "sample": st["config"]["sample"],
+        "others_sample": st["config"]["others_sample"],
+        "identify_language": st["identify_language"],
+        "languages": st["languages"],
+        "relations": ctx.relations,
+        "skipped": _skipped(st),
+        "identify_correct": st.get("identify_correct", {}),
+        "identify_subjects": st.get("identify_subjects", {}),
+        "negatives": st["negatives"],
+        "warehouse": str(ctx.root),
+        "seconds": st.get("seconds", {}),
+        "alpha": rules.alpha,
+        "min_discordant": rules.min_discordant,
+        "min_test_subjects": rules.min_test_subjects,
+        "permutations": rules.permutations,
+        "bootstrap": rules.bootstrap,
+        "tests": claims.TESTS,
+        "underpowered": sorted(ctx.underpowered),
+    }
+
+
+def _baseline_rows(base: pl.DataFrame) -> list[dict[str, Any]]:
+    return (
+        base.group_by("relation", "language", "split")
+        .agg(
+            n=pl.len(),
+            n_subjects=pl.col("subject").n_unique(),
+            accuracy=pl.col("correct").cast(pl.Float64).mean(),
+        )
+        .sort("relation", "language", "split")
+        .to_dicts()
+    )
+
+
+def _open(where: str | Path | Location) -> tuple[Location, dict[str, Any]]:
+    root = Location.of(where)
+    if not root.isfile(STUDY_FILE):
+        raise FormatError(f"{root} holds no finished study ({STUDY_FILE}): run `warehouse study`")
+    st = root.read_json(STUDY_FILE)
+    if "evals" not in st:
+        raise FormatError(f"{root / STUDY_FILE}: the study has not finished; re-run it")
+    return root, st
+
+
+def compute(where: str | Path | Location, rules: Rules | None = None) -> dict[str, Any]:
+    """The summary of the study stored in a warehouse: a folder, a .zip file or an fsspec
+    URL, read-only (module docstring)."""
+    root, st = _open(where)
+    ctx = _Study(root, st, rules or Rules(), _subjects(root))
+    intra = _intra_rows(ctx)
+    ctx.underpowered = _underpowered(intra, ctx)
+    _families(intra, "split", ctx)
+    base = ctx.read("evals/baseline.parquet")
+    cross = _cross_rows(ctx)
+    sweep, cumulativity = _sweep_rows(ctx)
+    overlap, layers, units = _overlap_layers(ctx)
+    summary = {
+        "study": _study_info(ctx, units),
+        "baseline": _baseline_rows(base),
+        "intra": intra,
+        "templates": _template_rows(ctx),
+        "sweep": sweep,
+        "cumulativity": cumulativity,
+        "overlap": overlap,
+        "cross_relation": cross,
+        "cross_lingual": _lingual_rows(ctx),
+        "interference": [c for c in cross if c["interference"]],
+        "specificity": _specificity(ctx),
+        "layers": layers,
+        "errors": _errors(ctx, base),
+    }
+    summary["headline"] = headline(summary)
+    return summary
+
+
+# ------------------------------------------------------------------------------ headline
 
 
 def _avg(values: list[float | None]) -> float | None:
@@ -323,45 +588,81 @@ def _avg(values: list[float | None]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def _count(rows: list[dict[str, Any]], hit: Callable[[dict[str, Any]], bool]) -> int:
+    return sum(1 for r in rows if hit(r))
+
+
 def headline(summary: dict[str, Any]) -> dict[str, Any]:
-    """Means over relations of the test-split intra numbers, of the off-diagonal relative
-    drops, and the count of interference cells."""
+    """Means over relations of the test-split intra numbers and of the cross-relation drops
+    (descriptive), and counts from the tests: relations beyond controls, relations whose own
+    set lowers accuracy (McNemar), interference cells; every count leaves out underpowered
+    relations, and `relations` is how many remain."""
+    s = summary["study"]
+    alpha, need = s["alpha"], s["min_discordant"]
     test = [r for r in summary["intra"] if r["split"] == "test"]
+    tested = [r for r in test if r["verdict"] != claims.UNDERPOWERED]
     off = [c for c in summary["cross_relation"] if c["target"] != c["ablated"]]
     own = [c for c in summary["cross_relation"] if c["target"] == c["ablated"]]
+    losses = _count(
+        tested,
+        lambda r: (
+            r["p_mcnemar_holm"] is not None
+            and r["p_mcnemar_holm"] < alpha
+            and r["lost"] + r["gained"] >= need
+        ),
+    )
     return {
         "own_baseline": _avg([r["baseline"] for r in test]),
         "own_ablated": _avg([r["target"] for r in test]),
         "own_controls": _avg([r["control_mean"] for r in test]),
         "own_relative_drop": _avg([c["relative_drop"] for c in own]),
         "others_ablated_drop": _avg([c["relative_drop"] for c in off]),
+        "evaluated": len(test),
+        "relations": len(tested),
+        "underpowered": [r["relation"] for r in test if r["verdict"] == claims.UNDERPOWERED],
+        "beyond_controls": _count(tested, lambda r: r["verdict"] == claims.BEYOND),
+        "own_losses": losses,
         "interference_cells": len(summary["interference"]),
-        "beyond_controls": sum(
-            1
-            for r in test
-            if r["control_lo"] is not None
-            and r["target"] is not None
-            and r["target"] < r["control_lo"]
-        ),
-        "relations": len(test),
+        "cross_cells": _count(off, lambda c: c["target"] not in s["underpowered"]),
+        "test": "one-sided sign-flip permutation test over subjects, own set vs random sets, "
+        "Holm over relations",
+        "loss_test": "exact one-sided McNemar test, own set off vs baseline, Holm over relations",
+        "interference_test": "exact one-sided McNemar test of gains, Holm over the "
+        "off-diagonal cells",
+        "alpha": alpha,
+        "min_discordant": need,
+        "min_test_subjects": s["min_test_subjects"],
     }
 
 
 def format_headline(summary: dict[str, Any]) -> str:
-    """A few lines for the terminal: the study's headline numbers."""
+    """A few lines for the terminal: the study's headline, each count with its test."""
     h, s = summary["headline"], summary["study"]
 
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{100 * x:.1f} %"
 
+    rule = f"alpha {h['alpha']}, >= {h['min_discordant']} discordant prompts"
+    low = h["underpowered"]
     lines = [
         f"{s['model']} · site {s['site']} · top {s['top_k']} of {s['units_total']} neurons "
         f"per relation · {len(s['relations'])} relations · controls {s['controls']}",
-        f"own relation (test, {s['identify_language']}): baseline {pct(h['own_baseline'])}, "
-        f"own neurons off {pct(h['own_ablated'])}, random controls {pct(h['own_controls'])}",
-        f"relations whose ablated accuracy is below the controls' 95 % interval: "
-        f"{h['beyond_controls']} of {h['relations']}",
+        f"own relation (test, {s['identify_language']}), mean over {h['evaluated']} relations: "
+        f"baseline {pct(h['own_baseline'])}, own neurons off {pct(h['own_ablated'])}, "
+        f"random controls {pct(h['own_controls'])}",
+        f"beyond controls: {h['beyond_controls']} of {h['relations']} relations "
+        f"({h['test']}; {rule})",
+        f"own neurons off lose answers: {h['own_losses']} of {h['relations']} relations "
+        f"({h['loss_test']}; {rule})",
+        f"interference: {h['interference_cells']} of {h['cross_cells']} cells "
+        f"({h['interference_test']}; alpha {h['alpha']}, >= {h['min_discordant']} prompts "
+        "gained; underpowered targets left out)",
         f"mean relative drop: own relation {pct(h['own_relative_drop'])}, other relations "
-        f"{pct(h['others_ablated_drop'])}; interference cells {h['interference_cells']}",
+        f"{pct(h['others_ablated_drop'])}",
     ]
+    if low:
+        lines.append(
+            f"underpowered (< {h['min_test_subjects']} test subjects, no verdict): "
+            + ", ".join(low)
+        )
     return "\n".join(lines)

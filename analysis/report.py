@@ -61,8 +61,6 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "baseline",
         "target",
         "control_mean",
-        "control_lo",
-        "control_hi",
     ),
     "sweep": ("relation", "count", "own", "others"),
     "cumulativity": ("relation", "a", "b", "total", "affected", "score"),
@@ -389,8 +387,8 @@ def fig_intra(ctx: _Context):
             y = np.array([100 * _num(sub[r][key]) for r in rels])
             ax.bar(x + (i - 1) * w, np.nan_to_num(y), w, color=color, label=label)
             if key == "control_mean":
-                lo = np.array([100 * _num(sub[r]["control_lo"]) for r in rels])
-                hi = np.array([100 * _num(sub[r]["control_hi"]) for r in rels])
+                lo = np.array([100 * _num(sub[r].get("control_lo")) for r in rels])
+                hi = np.array([100 * _num(sub[r].get("control_hi")) for r in rels])
                 ok = np.isfinite(y) & np.isfinite(lo) & np.isfinite(hi)
                 if ok.any():
                     err = np.vstack([np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)])

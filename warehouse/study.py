@@ -413,12 +413,28 @@ def _make_selections(
     return out
 
 
+PPL_CONTROLS = 3  # random sets whose perplexity is measured beside each relation's own set
+_PPL_SCHEMA = pa.schema(
+    [
+        ("relation", pa.string()),
+        ("selection", pa.string()),
+        ("size", pa.int64()),
+        ("control_seed", pa.int64()),  # null: the relation's own set
+        ("ppl_baseline", pa.float64()),
+        ("ppl_ablated", pa.float64()),
+    ]
+)
+
+
 def _perplexities(
     root: Path, loaded: Any, selections: dict[str, str], cfg: StudyConfig, site: str
 ) -> str:
-    """study/perplexity.parquet: relation, selection, ppl_baseline, ppl_ablated; reused when
-    the model, sentences and selections are the same."""
-    from warehouse.analysis.ablation import neuron_indices
+    """study/perplexity.parquet: relation, selection, size, control_seed, ppl_baseline,
+    ppl_ablated. One row per relation with its own set off (control_seed null), and one per
+    random set of the same per-layer counts, seeds cfg.seed + i for i < min(controls,
+    PPL_CONTROLS) (the random sets of the intra evals). Reused when the model, sentences,
+    selections and controls are the same."""
+    from warehouse.analysis.ablation import control_ids, neuron_indices
     from warehouse.analysis.perplexity import perplexity, read_sentences, sentences_hash
     from warehouse.analysis.selections import read_selection, selection_paths
     from warehouse.store.files import atomic_write_json, read_json, sha256_file
@@ -427,31 +443,29 @@ def _perplexities(
     path = root / STUDY_DIR / "perplexity.parquet"
     side = path.with_suffix(".json")
     sentences = read_sentences(cfg.sentences)
+    seeds = [cfg.seed + i for i in range(min(cfg.controls, PPL_CONTROLS))]
     key = {
         "weights_hash": loaded.weights_hash,
         "sentences": sentences_hash(sentences),
         "selections": {r: sha256_file(selection_paths(root, n)[0]) for r, n in selections.items()},
+        "control_seeds": seeds,
     }
     if path.is_file() and side.is_file() and read_json(side).get("key") == key:
         return path.relative_to(root).as_posix()
     base = perplexity(loaded, sentences)
-    rows: dict[str, list] = {
-        "relation": [],
-        "selection": [],
-        "size": [],
-        "ppl_baseline": [],
-        "ppl_ablated": [],
-    }
+    names = ("relation", "selection", "size", "control_seed", "ppl_baseline", "ppl_ablated")
+    rows: dict[str, list] = {k: [] for k in names}
     for rel, name in selections.items():
         sel = read_selection(root, name)
-        ids = sel.frame["neuron_id"].to_numpy()
-        neurons = {site: neuron_indices(loaded.model, site, ids, expected_units=sel.meta["units"])}
-        rows["relation"].append(rel)
-        rows["selection"].append(name)
-        rows["size"].append(len(ids))
-        rows["ppl_baseline"].append(base)
-        rows["ppl_ablated"].append(perplexity(loaded, sentences, neurons))
-    write_table(path, pa.table(rows))
+        own = sel.frame["neuron_id"].to_numpy()
+        units, n_layers = sel.meta["units"], sel.meta["n_layers"]
+        sets = [(None, own)] + [(s, control_ids(own, units, n_layers, s)) for s in seeds]
+        for seed, ids in sets:
+            neurons = {site: neuron_indices(loaded.model, site, ids, expected_units=units)}
+            values = (rel, name, len(ids), seed, base, perplexity(loaded, sentences, neurons))
+            for k, v in zip(names, values, strict=True):
+                rows[k].append(v)
+    write_table(path, pa.table(rows, schema=_PPL_SCHEMA))
     atomic_write_json(side, {"key": key, "sentences": len(sentences)})
     return path.relative_to(root).as_posix()
 
