@@ -353,6 +353,33 @@ def _of(t: Tally, noun: str) -> str:
     return f"{t.k} of {t.n} {noun}{'' if t.n == 1 else 's'}"  # "2 of 4 relations"
 
 
+def _beats_random(scope: str, t: Tally, k: str, a: str, same_counts: bool = False) -> str:
+    """ "SCOPE, k of n relations (not underpowered) lose more under their own neurons than
+    under random sets (sign-flip test over subjects, Holm, α = 0.05)."""
+    counts = " of the same per-layer counts" if same_counts else ""
+    return (
+        f"{scope}, {_of(t, 'relation')} (not underpowered) lose more under their own {k}"
+        f"neurons than under random sets{counts} (sign-flip test over subjects, Holm, {a})."
+    )
+
+
+def _interference_sentence(t: Tally, a: str, least: str) -> str:
+    return (
+        f"{_of(t, 'relation pair')} (target not underpowered) show interference: the target "
+        "gains more prompts than it loses when the other relation's neurons are off (exact "
+        f"one-sided McNemar test, Holm over all off-diagonal cells, {a}{least})."
+    )
+
+
+def _underpowered_sentence(h: Headline) -> str:
+    rule = f" (fewer than {h.min_test_subjects} test subjects)" if h.min_test_subjects else ""
+    n = len(h.underpowered)
+    return (
+        f"{n} relation{'s are' if n != 1 else ' is'} underpowered{rule} and left out of "
+        f"every count: {', '.join(h.underpowered)}."
+    )
+
+
 def headline_sentences(h: Headline, top_k: Any = None) -> list[str]:
     """Plain-text sentences (escaped by the caller), one per test with a result; each says
     k of n, the test, the correction and alpha."""
@@ -360,11 +387,7 @@ def headline_sentences(h: Headline, top_k: Any = None) -> list[str]:
     k = f"top-{top_k:,} " if _int(top_k) is not None else ""
     out: list[str] = []
     if h.own is not None:
-        out.append(
-            f"On the {h.split} split, {_of(h.own, 'relation')} (not underpowered) lose more "
-            f"under their own {k}neurons than under random sets of the same per-layer counts "
-            f"(sign-flip test over subjects, Holm, {a})."
-        )
+        out.append(_beats_random(f"On the {h.split} split", h.own, k, a, same_counts=True))
     if h.mcnemar is not None:
         least = f", at least {h.min_discordant} lost prompts" if h.min_discordant else ""
         out.append(
@@ -374,30 +397,14 @@ def headline_sentences(h: Headline, top_k: Any = None) -> list[str]:
         )
     if h.templates is not None:
         out.append(
-            f"On prompts of templates held out of selection, {_of(h.templates, 'relation')} "
-            "(not underpowered) lose more under their own neurons than under random sets "
-            f"(sign-flip test over subjects, Holm, {a})."
+            _beats_random("On prompts of templates held out of selection", h.templates, "", a)
         )
-    for lang, t in h.lingual.items():
-        out.append(
-            f"In {lang}, {_of(t, 'relation')} (not underpowered) lose more under their own "
-            f"neurons than under random sets (sign-flip test over subjects, Holm, {a})."
-        )
+    out += [_beats_random(f"In {lang}", t, "", a) for lang, t in h.lingual.items()]
     if h.interference is not None:
         least = f", at least {h.min_discordant} gained prompts" if h.min_discordant else ""
-        out.append(
-            f"{_of(h.interference, 'relation pair')} (target not underpowered) show "
-            "interference: the target gains more prompts than it loses when the other "
-            f"relation's neurons are off (exact one-sided McNemar test, Holm over all "
-            f"off-diagonal cells, {a}{least})."
-        )
+        out.append(_interference_sentence(h.interference, a, least))
     if h.underpowered:
-        rule = f" (fewer than {h.min_test_subjects} test subjects)" if h.min_test_subjects else ""
-        n = len(h.underpowered)
-        out.append(
-            f"{n} relation{'s are' if n != 1 else ' is'} underpowered{rule} and left out of "
-            f"every count: {', '.join(h.underpowered)}."
-        )
+        out.append(_underpowered_sentence(h))
     return out
 
 
@@ -1127,7 +1134,7 @@ def _rel_name(ctx: _Context, rel: Any) -> str:
 
 
 def _effect(r: dict[str, Any]) -> str:
-    """"+12.5 pt [+3.0 pt, +22.0 pt]": the effect with its interval, or what of it exists."""
+    """ "+12.5 pt [+3.0 pt, +22.0 pt]": the effect with its interval, or what of it exists."""
     ci = _interval(r.get("effect_lo"), r.get("effect_hi"), pts)
     return pts(r.get("effect")) + ("" if ci == "—" else f" {ci}")
 
@@ -1618,123 +1625,121 @@ def _text(s: str) -> Callable[[_Context], str]:
     return lambda _ctx: s
 
 
-def _section_list() -> list[Section]:
-    return [
-        Section(
-            "baseline",
-            "Baseline accuracy",
-            None,
-            None,
-            _text(
-                "Accuracy with no neuron deactivated: share of prompts whose greedy answer matches "
-                "the gold object, per relation, language and split; n prompts · distinct subjects."
-            ),
-            (table_baseline,),
+# The page's sections, in order.
+SECTIONS: tuple[Section, ...] = (
+    Section(
+        "baseline",
+        "Baseline accuracy",
+        None,
+        None,
+        _text(
+            "Accuracy with no neuron deactivated: share of prompts whose greedy answer matches "
+            "the gold object, per relation, language and split; n prompts · distinct subjects."
         ),
-        Section(
-            "intra", "Own-relation effect", "intra.png", fig_intra, caption_intra, (table_intra,)
+        (table_baseline,),
+    ),
+    Section("intra", "Own-relation effect", "intra.png", fig_intra, caption_intra, (table_intra,)),
+    Section(
+        "templates",
+        "Held-out templates",
+        "templates.png",
+        fig_templates,
+        caption_templates,
+        (table_templates, table_template_split),
+        empty="No relation had 2 or more templates to hold one out.",
+    ),
+    Section(
+        "retention",
+        "Retention (P^det)",
+        "retention.png",
+        fig_retention,
+        caption_retention,
+        (table_retention,),
+        present=_retention_rows,
+        empty="The summary holds no retention numbers.",
+    ),
+    Section(
+        "errors",
+        "Error analysis: most frequent answers",
+        None,
+        None,
+        _text(
+            "The most frequent answers (normalised continuation, count and share of the test "
+            "prompts) per relation, with no ablation, with the own top-k off, and with random "
+            "sets (pooled over the sets)."
         ),
-        Section(
-            "templates",
-            "Held-out templates",
-            "templates.png",
-            fig_templates,
-            caption_templates,
-            (table_templates, table_template_split),
-            empty="No relation had 2 or more templates to hold one out.",
+        (table_errors,),
+    ),
+    Section(
+        "sweep",
+        "Sweep over the number of neurons",
+        "sweep.png",
+        fig_sweep,
+        caption_sweep,
+        (table_sweep,),
+        empty="The summary holds no sweep with a positive number of neurons.",
+    ),
+    Section(
+        "cumulativity",
+        "Cumulativity over rank ranges",
+        "cumulativity.png",
+        fig_cumulativity,
+        _text(
+            "For each range a–b of neurons deactivated, score = 1 − affected / total "
+            "as computed by the study; grey cells have total = 0 (the score is "
+            "undefined, not zero). Descriptive: no test."
         ),
-        Section(
-            "retention",
-            "Retention (P^det)",
-            "retention.png",
-            fig_retention,
-            caption_retention,
-            (table_retention,),
-            present=_retention_rows,
-            empty="The summary holds no retention numbers.",
+        (table_cumulativity,),
+    ),
+    Section(
+        "overlap",
+        "Overlap of relations' neurons",
+        "overlap.png",
+        fig_overlap,
+        caption_overlap,
+        (table_overlap,),
+    ),
+    Section(
+        "cross_relation",
+        "Cross-relation effect",
+        "cross_relation.png",
+        fig_cross_relation,
+        caption_cross_relation,
+        (table_interference,),
+    ),
+    Section(
+        "cross_lingual",
+        "Cross-lingual effect",
+        "cross_lingual.png",
+        fig_cross_lingual,
+        caption_cross_lingual,
+        (table_cross_lingual,),
+        present=_lingual_rows,
+        hidden_when_empty=True,
+    ),
+    Section("layers", "Layer distribution", "layers.png", fig_layers, caption_layers),
+    Section(
+        "specificity",
+        "Specificity (perplexity)",
+        "specificity.png",
+        fig_specificity,
+        caption_specificity,
+        (table_specificity,),
+    ),
+    Section(
+        "skipped",
+        "Relations left out",
+        None,
+        None,
+        _text(
+            "Relations the study did not analyse, with their correct identification prompts "
+            "and distinct subjects, and why."
         ),
-        Section(
-            "errors",
-            "Error analysis: most frequent answers",
-            None,
-            None,
-            _text(
-                "The most frequent answers (normalised continuation, count and share of the test "
-                "prompts) per relation, with no ablation, with the own top-k off, and with random "
-                "sets (pooled over the sets)."
-            ),
-            (table_errors,),
-        ),
-        Section(
-            "sweep",
-            "Sweep over the number of neurons",
-            "sweep.png",
-            fig_sweep,
-            caption_sweep,
-            (table_sweep,),
-            empty="The summary holds no sweep with a positive number of neurons.",
-        ),
-        Section(
-            "cumulativity",
-            "Cumulativity over rank ranges",
-            "cumulativity.png",
-            fig_cumulativity,
-            _text(
-                "For each range a–b of neurons deactivated, score = 1 − affected / total "
-                "as computed by the study; grey cells have total = 0 (the score is "
-                "undefined, not zero). Descriptive: no test."
-            ),
-            (table_cumulativity,),
-        ),
-        Section(
-            "overlap",
-            "Overlap of relations' neurons",
-            "overlap.png",
-            fig_overlap,
-            caption_overlap,
-            (table_overlap,),
-        ),
-        Section(
-            "cross_relation",
-            "Cross-relation effect",
-            "cross_relation.png",
-            fig_cross_relation,
-            caption_cross_relation,
-            (table_interference,),
-        ),
-        Section(
-            "cross_lingual",
-            "Cross-lingual effect",
-            "cross_lingual.png",
-            fig_cross_lingual,
-            caption_cross_lingual,
-            (table_cross_lingual,),
-            present=_lingual_rows,
-            hidden_when_empty=True,
-        ),
-        Section("layers", "Layer distribution", "layers.png", fig_layers, caption_layers),
-        Section(
-            "specificity",
-            "Specificity (perplexity)",
-            "specificity.png",
-            fig_specificity,
-            caption_specificity,
-            (table_specificity,),
-        ),
-        Section(
-            "skipped",
-            "Relations left out",
-            None,
-            None,
-            _text(
-                "Relations the study did not analyse, with their correct identification prompts "
-                "and distinct subjects, and why."
-            ),
-            (table_skipped,),
-            present=lambda ctx: list(skipped_relations(ctx.study)),
-            empty="No relation was left out.",
-        ),
-    ]
+        (table_skipped,),
+        present=lambda ctx: list(skipped_relations(ctx.study)),
+        empty="No relation was left out.",
+    ),
+)
 
 
 CSS = """
@@ -1879,27 +1884,13 @@ def _headline_html(summary: dict[str, Any], study: dict[str, Any]) -> str:
     )
 
 
-def render(summary: dict[str, Any], out: Path | str, *, title: str | None = None) -> Path:
-    """Write `index.html`, `summary.json` and the figures of `summary` into `out/`; return the
-    path of `index.html`. Files of the same names are replaced atomically."""
-    summary, ctx = _context(summary)  # every section is checked before anything is created
+def _page(ctx: _Context, sections: list[Section], body: list[str], title: str | None) -> str:
     study = ctx.study
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise WarehouseError(f"{out} is a file; pass a folder for the report")
-    out.mkdir(parents=True, exist_ok=True)
-    # summary.json first: the page's numbers are checkable even if plotting fails.
-    atomic_write_bytes(
-        out / "summary.json", (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode()
-    )
-    sections = [s for s in _section_list() if not (s.hidden_when_empty and not s.rows(ctx))]
-    written: set[str] = set()
-    body = [_section_html(ctx, sec, out, written) for sec in sections]
     page_title = (
         title if title is not None else f"Relation neurons of {study.get('model') or 'model'}"
     )
     nav = " ".join(f'<a href="#{esc(s.key)}">{esc(s.title)}</a>' for s in sections)
-    page = f"""<!DOCTYPE html>
+    return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{esc(page_title)}</title>
@@ -1908,12 +1899,30 @@ def render(summary: dict[str, Any], out: Path | str, *, title: str | None = None
 <header><h1>{esc(page_title)}</h1>
 {_study_table(study)}
 </header>
-<div class="headline">{_headline_html(summary, study)}</div>
+<div class="headline">{_headline_html(ctx.summary, study)}</div>
 <nav>{nav}</nav>
 {chr(10).join(body)}
 <footer><p class="skip">Numbers from summary.json next to this page.</p></footer>
 </body></html>
 """
+
+
+def render(summary: dict[str, Any], out: Path | str, *, title: str | None = None) -> Path:
+    """Write `index.html`, `summary.json` and the figures of `summary` into `out/`; return the
+    path of `index.html`. Files of the same names are replaced atomically."""
+    summary, ctx = _context(summary)  # every section is checked before anything is created
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise WarehouseError(f"{out} is a file; pass a folder for the report")
+    out.mkdir(parents=True, exist_ok=True)
+    # summary.json first: the page's numbers are checkable even if plotting fails.
+    atomic_write_bytes(
+        out / "summary.json", (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode()
+    )
+    sections = [s for s in SECTIONS if not (s.hidden_when_empty and not s.rows(ctx))]
+    written: set[str] = set()
+    body = [_section_html(ctx, sec, out, written) for sec in sections]
+    page = _page(ctx, sections, body, title)
     index = out / "index.html"
     atomic_write_bytes(index, page.encode("utf-8"))
     # A figure not drawn this time must not linger from an earlier render of this folder.
