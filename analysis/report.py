@@ -639,13 +639,21 @@ EFFECT_SERIES = (
 )
 
 
+def _fade(ax, groups: list[int]) -> None:
+    """Hatch and pale the bar groups of underpowered relations: shown, but not a finding."""
+    for bars in ax.containers:
+        for i in groups:
+            if hasattr(bars, "patches"):
+                bars.patches[i].set(alpha=0.35, hatch="//")
+
+
 def _effect_panel(ax, ctx: _Context, rows: Sequence[dict[str, Any]], title: str) -> None:
     sub = {r["relation"]: r for r in rows}
     rels = ctx.relations_of(sub)
     x, tops = _bars(ax, sub, rels, EFFECT_SERIES, 100)
+    _fade(ax, [i for i, r in enumerate(rels) if r in ctx.underpowered])
     for xi, top, rel in zip(x, tops, rels, strict=True):
         ax.text(xi, top + 2, _mark_text(sub[rel]), ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(x)
     _bar_ticks(ax, x, [_tick(r, sub[r], ctx.underpowered) for r in rels])
     ax.set_ylim(0, 125)
     ax.set_yticks(range(0, 101, 20))
@@ -1495,7 +1503,7 @@ def _marks_text(ctx: _Context) -> str:
         + (f", with at least {least} discordant prompts" if least else "")
         + f"; p above the bars is Holm-adjusted. n.s. = “{NOT_BEYOND}”. u.p. = “{UNDERPOWERED}”"
         + (f" (fewer than {rule} test subjects)" if rule else "")
-        + ": no verdict, left out of every count."
+        + ": no verdict, left out of every count; its bars are pale and hatched."
     )
 
 

@@ -22,6 +22,7 @@ from warehouse.analysis.report import (
     clean_summary,
     compute_headline,
     fig_cross_relation,
+    fig_intra,
     fig_layers,
     fig_overlap,
     fig_specificity,
@@ -231,7 +232,7 @@ def _lingual() -> list[dict]:
     de = {"country_capital": B, "person_mother": N, "person_father": N, "antonym": N, NASTY: U}
     rows = []
     for rel, spec in INTRA_TEST.items():
-        for lang, verdict, drop in (("en", spec[-1], 0.5), ("de", de[rel], 0.25)):
+        for lang, verdict, drop in (("en", spec[-1], 0.5), ("de", de.get(rel, N), 0.25)):
             row = _effect_row(rel, spec[:-1] + (verdict,), language=lang)
             row["relative_drop"] = drop
             rows.append(row)
@@ -703,6 +704,21 @@ def test_cross_relation_colours_in_percent_and_boxes_tests() -> None:
     assert fig.axes[1].get_ylabel() == "relative drop (%): red fell, blue rose"
     boxes = [p for p in ax.patches if not p.get_fill()]
     assert sorted((p.get_x() + 0.45, p.get_y() + 0.45) for p in boxes) == [(0.0, 1.0), (2.0, 1.0)]
+
+
+def test_underpowered_bars_are_pale() -> None:
+    fig = fig_intra(_ctx(contract_summary()))
+    test = fig.axes[1]  # identify, test
+    assert test.get_title() == "test split"
+    bars = [c for c in test.containers if hasattr(c, "patches")]
+    assert [[p.get_alpha() for p in c.patches] for c in bars] == [[None] * 4 + [0.35]] * 3
+    assert [t.get_text() for t in test.texts if t.get_text()] == [
+        "★\np=4.0e-04",
+        "n.s.\np=0.360",
+        "★\np=0.006",
+        "n.s.\np=0.360",
+        "u.p.",
+    ]
 
 
 def test_layers_centre_on_uniform() -> None:
