@@ -1278,11 +1278,17 @@ def table_sweep(ctx: _Context) -> str:
     def head(c: Any) -> str:
         return "baseline" if _num(c) == 0 else fmt(c) + (" (top-k)" if c == top_k else "")
 
+    def n(rel: Any) -> str:
+        r = next((r for r in rows if r["relation"] == rel and _num(r["count"]) > 0), {})
+        own, others = _n_subj(r, "own_n", "own_subjects"), _n_subj(r, "others_n", "others_subjects")
+        return f"{own} / {others}"
+
     body = [
-        [rel] + [show(cell.get((rel, c))) for c in counts]
+        [rel, n(rel)] + [show(cell.get((rel, c))) for c in counts]
         for rel in ctx.relations_of(r["relation"] for r in rows)
     ]
-    return _table(["relation (own / others)"] + [head(c) for c in counts], body)
+    header = ["relation (own / others)", "n (subjects)"] + [head(c) for c in counts]
+    return _table(header, body)
 
 
 def table_cumulativity(ctx: _Context) -> str:
@@ -1422,13 +1428,16 @@ def _answers(rows: Iterable[dict[str, Any]]) -> str:
 def table_errors(ctx: _Context) -> str:
     rows = ctx.rows["errors"]
     conds = _ordered(CONDITIONS, [r["condition"] for r in rows])
+    test = {r["relation"]: r for r in ctx.rows["intra"] if r["split"] == "test"}
     body = [
-        [rel]
+        [rel, _n_subj(test.get(rel, {}))]
         + [_answers(r for r in rows if r["relation"] == rel and r["condition"] == c) for c in conds]
         for rel in ctx.relations_of(r["relation"] for r in rows)
     ]
     header = {"baseline": "baseline", "own": "own top-k off", "controls": "random sets"}
-    return _table(["relation"] + [header.get(c, c) for c in conds], body, numeric_from=99)
+    return _table(
+        ["relation", "test n (subjects)"] + [header.get(c, c) for c in conds], body, numeric_from=99
+    )
 
 
 def table_skipped(ctx: _Context) -> str:

@@ -632,9 +632,16 @@ def test_other_sections(full_report: tuple[dict, Path, str]) -> None:
         ]
     ]
     errors = _tables(_section(html, "errors"))[0]
-    assert errors[0] == ["relation", "baseline", "own top-k off", "random sets"]
+    assert errors[0] == [
+        "relation",
+        "test n (subjects)",
+        "baseline",
+        "own top-k off",
+        "random sets",
+    ]
     assert errors[1] == [
         "country_capital",
+        "50 (50)",
         "“paris” 20 (42 %); “london” 5 (10 %)",
         "“the” 18 (38 %); (empty) 7 (15 %)",
         "“paris” 19 (40 %); “a” 4 (8 %)",
@@ -667,7 +674,24 @@ def test_other_sections(full_report: tuple[dict, Path, str]) -> None:
     assert spec[1] == ["country_capital", "12.00", "12.00", "1.000", "12.10", "[11.90, 12.40]"]
     assert spec[4] == ["antonym", "12.00", "12.90", "1.075", "—", "—"]
     sweep = _tables(_section(html, "sweep"))[0]
-    assert sweep[0] == ["relation (own / others)", "baseline", "10", "100", "166 (top-k)", "1,000"]
+    assert sweep[0] == [
+        "relation (own / others)",
+        "n (subjects)",
+        "baseline",
+        "10",
+        "100",
+        "166 (top-k)",
+        "1,000",
+    ]
+    assert sweep[1] == [
+        "country_capital",
+        "48 (24) / 192 (96)",
+        "60.0 % / 55.0 %",
+        "59.6 % / 54.9 %",
+        "56.0 % / 54.0 %",
+        "53.4 % / 53.3 %",
+        "20.0 % / 45.0 %",
+    ]
     base = _tables(_section(html, "baseline"))[0]
     assert base[1][1] == "50.0 % (n=40 · 20 subj)"
 
