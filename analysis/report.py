@@ -65,7 +65,7 @@ _INTRA_KEYS = ("relation", "split", "n", "baseline", "target", "control_mean")
 SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "baseline": ("relation", "language", "split", "n", "accuracy"),
     "intra": _INTRA_KEYS,
-    "templates": _INTRA_KEYS,
+    "templates": ("relation", "n", "baseline", "control_mean"),
     "sweep": ("relation", "count", "own", "others"),
     "cumulativity": ("relation", "a", "b", "total", "affected", "score"),
     "overlap": ("a", "b", "shared", "jaccard"),
@@ -1859,6 +1859,7 @@ def _context(summary: Any) -> tuple[dict[str, Any], _Context]:
             "the findings module computed"
         )
     rows = {name: _rows(summary, name) for name in SECTION_KEYS}
+    rows["templates"] = [{"split": "test", "target": _accuracy(r)} | r for r in rows["templates"]]
     return summary, _Context(summary, study, rows, set(_underpowered(study)))
 
 

@@ -1069,3 +1069,15 @@ def test_screenshot_script_without_report(tmp_path: Path) -> None:
     # 2: no browser here; 1: a browser, but no index.html to load.
     assert proc.returncode in (1, 2) and not (tmp_path / "shot.png").exists()
     assert ("does not exist" in proc.stderr) or ("no browser" in proc.stderr)
+
+
+def test_template_rows_may_name_accuracy_and_omit_split(tmp_path: Path) -> None:
+    s = contract_summary()
+    for r in s["templates"]:
+        r["accuracy"] = r.pop("target")
+        del r["split"]
+    html = render(s, tmp_path).read_text()
+    row = _tables(_section(html, "templates"))[0][1]
+    assert row[:5] == ["country_capital", "test", "50 (50)", "62.0 %", "18.0 %"]
+    # summary.json keeps the summary as given: the renderer's defaults stay out of it.
+    assert "target" not in json.loads((tmp_path / "summary.json").read_text())["templates"][0]
