@@ -3,17 +3,18 @@
 `render(summary, out)` writes into `out/`:
 
 - `index.html`: one self-contained page (inline CSS, no JS, no CDN) with the study header,
-  headline sentences computed from the numbers, one section per finding (figure + caption +
-  compact table), and a note for every section the summary leaves empty;
+  headline sentences that count only what the summary's tests support, one section per
+  finding (figure + caption + compact table), and a note for every section the summary
+  leaves empty;
 - `summary.json`: the summary itself, NaN/inf written as null, so the page's numbers can be
   checked or re-plotted without this tool;
 - one PNG per non-empty figure (`FIGURES`), drawn with matplotlib's Agg canvas.
 
 The renderer reads only the keys of the summary contract (docs/report.md), tolerates extra
-keys, and treats a missing section as an empty list. Every file is written atomically
-(temp + rename), so a crash leaves the previous report or the new file, never half of one; a
-figure skipped this time has its PNG of an earlier render removed, so the folder never shows a
-stale figure next to a page that says the section is empty.
+keys and missing optional ones, and treats a missing section as an empty list. Every file is
+written atomically (temp + rename), so a crash leaves the previous report or the new file,
+never half of one; a figure skipped this time has its PNG of an earlier render removed, so
+the folder never shows a stale figure next to a page that says the section is empty.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ DPI = 110
 MAX_WIDTH = 10.5
 FIGURES = (
     "intra.png",
+    "templates.png",
+    "retention.png",
     "sweep.png",
     "cumulativity.png",
     "overlap.png",
@@ -50,26 +53,28 @@ FIGURES = (
 # Cell annotations stay legible up to this many rows/columns; beyond, colour alone.
 ANNOTATE_MAX = 16
 SPLIT_ORDER = ("identify", "test")
+CONDITIONS = ("baseline", "own", "controls")
+# The verdicts of the own-vs-random test (analysis.findings), and their marks on figures.
+BEYOND, NOT_BEYOND, UNDERPOWERED = "beyond controls", "not beyond controls", "underpowered"
+MARKS = {BEYOND: "★", NOT_BEYOND: "n.s.", UNDERPOWERED: "u.p."}
+ALPHA = 0.05  # used only when the summary does not state its own
+COLORS = {"baseline": "#9e9e9e", "own": "#d62728", "controls": "#1f77b4"}
 
+_INTRA_KEYS = ("relation", "split", "n", "baseline", "target", "control_mean")
 # Fields a record of each section must carry (the contract with analysis.findings).
 SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "baseline": ("relation", "language", "split", "n", "accuracy"),
-    "intra": (
-        "relation",
-        "split",
-        "n",
-        "baseline",
-        "target",
-        "control_mean",
-    ),
+    "intra": _INTRA_KEYS,
+    "templates": ("relation", "n", "baseline", "control_mean"),
     "sweep": ("relation", "count", "own", "others"),
     "cumulativity": ("relation", "a", "b", "total", "affected", "score"),
     "overlap": ("a", "b", "shared", "jaccard"),
     "cross_relation": ("target", "ablated", "baseline", "accuracy", "relative_drop"),
-    "cross_lingual": ("relation", "language", "baseline", "accuracy", "relative_drop"),
-    "interference": ("target", "ablated", "baseline", "accuracy", "gain"),
+    "cross_lingual": ("relation", "language", "baseline", "relative_drop"),
+    "interference": ("target", "ablated", "baseline", "accuracy"),
     "specificity": ("relation", "ppl_baseline", "ppl_ablated", "ratio"),
     "layers": ("relation", "layer", "count"),
+    "errors": ("relation", "condition", "answer", "count", "share"),
 }
 
 
@@ -136,12 +141,34 @@ def _num(x: Any) -> float:
     return float(x)
 
 
+def _int(x: Any) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) else None
+
+
 def _ordered(preferred: Iterable[Any], seen: Iterable[Any]) -> list[Any]:
     """`preferred` order first (the study's), then anything else the data holds, sorted."""
     pref = list(dict.fromkeys(preferred))
     present = set(seen)
     extra = sorted(present - set(pref), key=lambda s: (str(type(s)), s))
     return [p for p in pref if p in present] + extra
+
+
+def _accuracy(r: dict[str, Any]) -> Any:
+    """The accuracy with the neurons off: `target` in intra-like rows, `accuracy` elsewhere."""
+    return r["target"] if "target" in r else r.get("accuracy")
+
+
+def skipped_relations(study: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """`study.skipped` as {relation: {prompts, subjects, why}}; an older {relation: why}
+    form reads as the reason alone (counts unknown)."""
+    raw = study.get("skipped")
+    if not isinstance(raw, dict):
+        return {}
+    out = {}
+    for rel, v in raw.items():
+        v = v if isinstance(v, dict) else {"why": v}
+        out[rel] = {"prompts": v.get("prompts"), "subjects": v.get("subjects"), "why": v.get("why")}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,11 +185,56 @@ def pct(x: Any, digits: int = 1) -> str:
     return "—" if math.isnan(v) else f"{100 * v:.{digits}f} %"
 
 
+def pts(x: Any) -> str:
+    """A difference of fractions in percentage points ("+12.5 pt")."""
+    v = _num(x)
+    return "—" if math.isnan(v) else f"{100 * v:+.1f} pt"
+
+
 def fmt(x: Any, digits: int = 2) -> str:
     if isinstance(x, int) and not isinstance(x, bool):
         return f"{x:,}"
     v = _num(x)
     return "—" if math.isnan(v) else f"{v:.{digits}f}"
+
+
+def fmt_p(x: Any) -> str:
+    """A p-value: 3 decimals, or 2 significant digits in e-notation below 0.001."""
+    v = _num(x)
+    if math.isnan(v):
+        return "—"
+    return f"{v:.1e}" if 0 < v < 0.001 else f"{v:.3f}"
+
+
+def _interval(lo: Any, hi: Any, show: Callable[[Any], str] = pct) -> str:
+    if math.isnan(_num(lo)) or math.isnan(_num(hi)):
+        return "—"
+    return f"[{show(lo)}, {show(hi)}]"
+
+
+def n_label(r: dict[str, Any], n: str = "n", subjects: str = "n_subjects") -> str:
+    """ "n=40 · 18 subj": prompts and distinct subjects of a row ("" when n is absent)."""
+    if _int(r.get(n)) is None:
+        return ""
+    s = _int(r.get(subjects))
+    return f"n={r[n]:,}" + ("" if s is None else f" · {s:,} subj")
+
+
+def _span(values: Iterable[Any]) -> str | None:
+    vals = [v for v in values if _int(v) is not None]
+    if not vals:
+        return None
+    lo, hi = min(vals), max(vals)
+    return f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}"
+
+
+def n_span(rows: Sequence[dict[str, Any]], n: str = "n", subjects: str = "n_subjects") -> str:
+    """ "n = 40–50 prompts, 18–22 subjects per cell" over `rows` ("" when no row has n)."""
+    prompts = _span(r.get(n) for r in rows)
+    if prompts is None:
+        return ""
+    subj = _span(r.get(subjects) for r in rows)
+    return f"n = {prompts} prompts" + (f", {subj} subjects" if subj else "") + " per cell"
 
 
 def _mean(values: Iterable[Any]) -> float:
@@ -171,89 +243,168 @@ def _mean(values: Iterable[Any]) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# Headline.
+# Headline: counts of test verdicts, never means.
+
+
+@dataclass
+class Tally:
+    """k of n: n rows tested (not underpowered), k of them positive under the test."""
+
+    k: int
+    n: int
 
 
 @dataclass
 class Headline:
-    own_baseline: float = math.nan
-    own_ablated: float = math.nan
-    own_controls: float = math.nan
-    others_ablated_drop: float = math.nan
-    interference_cells: int | None = None
-    split: str | None = None  # the intra split the own-relation means come from
-    relations: int | None = None  # how many relations they average over
+    alpha: float = ALPHA
+    min_discordant: int | None = None
+    split: str | None = None  # the intra split the own-relation counts come from
+    own: Tally | None = None  # own set vs random sets (verdict "beyond controls")
+    mcnemar: Tally | None = None  # own set off vs baseline (more lost than gained)
+    templates: Tally | None = None  # own vs random on held-out templates
+    lingual: dict[str, Tally] = field(default_factory=dict)  # per other language
+    interference: Tally | None = None  # off-diagonal cells with interference == true
+    underpowered: list[str] = field(default_factory=list)
+    min_test_subjects: Any = None
+
+
+def _underpowered(study: dict[str, Any]) -> list[str]:
+    raw = study.get("underpowered")
+    return [str(r) for r in raw] if isinstance(raw, list) else []
+
+
+def _tested(rows: Iterable[dict[str, Any]], under: Iterable[str]) -> list[dict[str, Any]]:
+    """Rows with a test verdict whose relation is not underpowered."""
+    skip = set(under)
+    return [
+        r
+        for r in rows
+        if r.get("verdict") in (BEYOND, NOT_BEYOND) and r.get("relation") not in skip
+    ]
+
+
+def _verdict_tally(rows: Iterable[dict[str, Any]], under: Iterable[str]) -> Tally | None:
+    tested = _tested(rows, under)
+    if not tested:
+        return None
+    return Tally(sum(r["verdict"] == BEYOND for r in tested), len(tested))
+
+
+def _mcnemar_tally(rows: Iterable[dict[str, Any]], h: Headline) -> Tally | None:
+    tested = [r for r in _tested(rows, h.underpowered) if r.get("p_mcnemar_holm") is not None]
+    if not tested:
+        return None
+    need = h.min_discordant or 0
+    k = sum(
+        _num(r["p_mcnemar_holm"]) < h.alpha and (_int(r.get("lost")) or 0) >= need for r in tested
+    )
+    return Tally(k, len(tested))
+
+
+def _interference_tally(summary: dict[str, Any], under: list[str]) -> Tally | None:
+    cells = [
+        r
+        for r in _rows(summary, "cross_relation")
+        if r["target"] != r["ablated"]
+        and r["target"] not in under
+        and isinstance(r.get("interference"), bool)
+    ]
+    if not cells:
+        return None
+    return Tally(sum(r["interference"] for r in cells), len(cells))
+
+
+def _intra_split(rows: Sequence[dict[str, Any]]) -> str | None:
+    """The split the headline speaks of: test (held-out facts) when present."""
+    splits = _ordered(SPLIT_ORDER, [r["split"] for r in rows])
+    return "test" if "test" in splits else (splits[0] if splits else None)
 
 
 def compute_headline(summary: dict[str, Any]) -> Headline:
-    """The summary's own headline if it has one, else means over `intra` (test split when
-    present: held-out facts), `cross_relation` off-diagonal cells and `interference` rows."""
-    given = summary.get("headline")
+    """Counts of the summary's test verdicts: own vs random sets and own vs baseline per
+    relation (the test split when present), held-out templates, each language other than the
+    identification one, and interference cells. Underpowered relations count nowhere."""
+    study = summary.get("study") or {}
+    alpha = _num(study.get("alpha"))
+    h = Headline(
+        alpha=ALPHA if math.isnan(alpha) else alpha,
+        min_discordant=_int(study.get("min_discordant")),
+        underpowered=_underpowered(study),
+        min_test_subjects=study.get("min_test_subjects"),
+    )
     intra = _rows(summary, "intra")
-    splits = _ordered(SPLIT_ORDER, [r["split"] for r in intra])
-    split = "test" if "test" in splits else (splits[0] if splits else None)
-    rows = [r for r in intra if r["split"] == split]
-    if isinstance(given, dict) and given:
-        ic = given.get("interference_cells")
-        return Headline(
-            own_baseline=_num(given.get("own_baseline")),
-            own_ablated=_num(given.get("own_ablated")),
-            own_controls=_num(given.get("own_controls")),
-            others_ablated_drop=_num(given.get("others_ablated_drop")),
-            interference_cells=ic if isinstance(ic, int) and not isinstance(ic, bool) else None,
-        )
-    cross = [r for r in _rows(summary, "cross_relation") if r["target"] != r["ablated"]]
-    return Headline(
-        own_baseline=_mean(r["baseline"] for r in rows),
-        own_ablated=_mean(r["target"] for r in rows),
-        own_controls=_mean(r["control_mean"] for r in rows),
-        others_ablated_drop=_mean(r["relative_drop"] for r in cross),
-        # Zero interference cells is a finding only where cross-relation cells were evaluated.
-        interference_cells=len(_rows(summary, "interference"))
-        if _rows(summary, "interference") or cross
-        else None,
-        split=split,
-        relations=len({r["relation"] for r in rows}) or None,
+    h.split = _intra_split(intra)
+    rows = [r for r in intra if r["split"] == h.split]
+    h.own = _verdict_tally(rows, h.underpowered)
+    h.mcnemar = _mcnemar_tally(rows, h)
+    h.templates = _verdict_tally(_rows(summary, "templates"), h.underpowered)
+    found = study.get("identify_language")
+    lingual = _rows(summary, "cross_lingual")
+    for lang in _ordered(study.get("languages") or [], [r["language"] for r in lingual]):
+        if lang != found:
+            t = _verdict_tally([r for r in lingual if r["language"] == lang], h.underpowered)
+            if t is not None:
+                h.lingual[lang] = t
+    h.interference = _interference_tally(summary, h.underpowered)
+    return h
+
+
+def _of(t: Tally, noun: str) -> str:
+    return f"{t.k} of {t.n} {noun}{'' if t.n == 1 else 's'}"  # "2 of 4 relations"
+
+
+def _beats_random(scope: str, t: Tally, k: str, a: str, same_counts: bool = False) -> str:
+    """ "SCOPE, k of n relations (not underpowered) lose more under their own neurons than
+    under random sets (sign-flip test over subjects, Holm, α = 0.05)."""
+    counts = " of the same per-layer counts" if same_counts else ""
+    return (
+        f"{scope}, {_of(t, 'relation')} (not underpowered) lose more under their own {k}"
+        f"neurons than under random sets{counts} (sign-flip test over subjects, Holm, {a})."
     )
 
 
-def headline_sentences(h: Headline, top_k: Any) -> list[str]:
-    """Plain-text sentences (escaped by the caller); a clause whose number is missing is left
-    out rather than printed as a dash inside prose."""
+def _interference_sentence(t: Tally, a: str, least: str) -> str:
+    return (
+        f"{_of(t, 'relation pair')} (target not underpowered) show interference: the target "
+        "gains more prompts than it loses when the other relation's neurons are off (exact "
+        f"one-sided McNemar test, Holm over all off-diagonal cells, {a}{least})."
+    )
+
+
+def _underpowered_sentence(h: Headline) -> str:
+    rule = f" (fewer than {h.min_test_subjects} test subjects)" if h.min_test_subjects else ""
+    n = len(h.underpowered)
+    return (
+        f"{n} relation{'s are' if n != 1 else ' is'} underpowered{rule} and left out of "
+        f"every count: {', '.join(h.underpowered)}."
+    )
+
+
+def headline_sentences(h: Headline, top_k: Any = None) -> list[str]:
+    """Plain-text sentences (escaped by the caller), one per test with a result; each says
+    k of n, the test, the correction and alpha."""
+    a = f"α = {h.alpha:g}"
+    k = f"top-{top_k:,} " if _int(top_k) is not None else ""
     out: list[str] = []
-    k = f"top-{top_k:,}" if isinstance(top_k, int) else "top-k"
-    if not (math.isnan(h.own_baseline) or math.isnan(h.own_ablated)):
-        verb = "fell" if h.own_ablated <= h.own_baseline else "rose"
-        scope = ""
-        if h.relations:
-            scope = f" over {h.relations} relation{'s' if h.relations != 1 else ''}"
-        if h.split:
-            scope += f" ({h.split} split)"
-        s = (
-            f"With each relation's {k} neurons deactivated, own-relation accuracy {verb} from "
-            f"{pct(h.own_baseline)} to {pct(h.own_ablated)} on average{scope}"
-        )
-        if not math.isnan(h.own_controls):
-            s += f"; with as many random neurons instead: {pct(h.own_controls)}"
-        out.append(s + ".")
-    if not math.isnan(h.others_ablated_drop):
-        d = h.others_ablated_drop
-        verb = "fell" if d >= 0 else "rose"
+    if h.own is not None:
+        out.append(_beats_random(f"On the {h.split} split", h.own, k, a, same_counts=True))
+    if h.mcnemar is not None:
+        least = f", at least {h.min_discordant} lost prompts" if h.min_discordant else ""
         out.append(
-            f"Under another relation's {k} neurons, a relation's accuracy {verb} by "
-            f"{pct(abs(d))} of its baseline on average (relative drop)."
+            f"On the {h.split} split, {_of(h.mcnemar, 'relation')} (not underpowered) lose "
+            f"more prompts than they gain with their own {k}neurons off (exact one-sided "
+            f"McNemar test, Holm, {a}{least})."
         )
-    if h.interference_cells == 0:
+    if h.templates is not None:
         out.append(
-            "No relation pair showed interference (accuracy rising when another "
-            "relation's neurons were deactivated)."
+            _beats_random("On prompts of templates held out of selection", h.templates, "", a)
         )
-    elif h.interference_cells is not None:
-        n = h.interference_cells
-        out.append(
-            f"{n} relation pair{'s' if n != 1 else ''} showed interference: accuracy "
-            "rose when another relation's neurons were deactivated."
-        )
+    out += [_beats_random(f"In {lang}", t, "", a) for lang, t in h.lingual.items()]
+    if h.interference is not None:
+        least = f", at least {h.min_discordant} gained prompts" if h.min_discordant else ""
+        out.append(_interference_sentence(h.interference, a, least))
+    if h.underpowered:
+        out.append(_underpowered_sentence(h))
     return out
 
 
@@ -277,6 +428,11 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _title(ax, text: str, width: float, size: int = 11) -> None:
+    # ~7 characters per inch of figure at 11 pt: wrap rather than clip a long title.
+    ax.set_title(textwrap.fill(text, max(20, int(width * 7))), fontsize=size)
+
+
 def _label_axes(ax, rows: Sequence[Any], cols: Sequence[Any], xlabel: str, ylabel: str) -> None:
     ax.set_xticks(range(len(cols)))
     ax.set_yticks(range(len(rows)))
@@ -293,64 +449,82 @@ def _label_axes(ax, rows: Sequence[Any], cols: Sequence[Any], xlabel: str, ylabe
     ax.set_ylabel(ylabel)
 
 
-def _heatmap(
-    matrix: np.ndarray,
-    rows: Sequence[Any],
-    cols: Sequence[Any],
-    *,
-    cmap: str,
-    vmin: float,
-    vmax: float,
-    xlabel: str,
-    ylabel: str,
-    cbar_label: str,
-    title: str,
-    labels: np.ndarray | None = None,
-    center: bool = False,
-):
-    """One heatmap with NaN cells greyed (missing, never drawn as a value) and optional
-    per-cell text; `center` keeps a diverging colormap's midpoint at 0."""
-    from matplotlib import colormaps
-    from matplotlib.colors import Normalize
+@dataclass
+class Heat:
+    """A heatmap: `matrix` coloured through `norm`; NaN cells grey (missing, never a value).
+    `labels` (cell text) are in the colour bar's unit; `boxed` cells get a black outline
+    (a test's positive); `blank_diagonal` whites out the diagonal (a set with itself)."""
 
-    nr, nc = matrix.shape
-    width = min(MAX_WIDTH, max(5.0, 2.6 + 0.55 * nc + 0.06 * max(len(str(r)) for r in rows)))
-    fig = _new_figure(width, max(3.2, 1.6 + 0.42 * nr + 0.05 * max(len(str(c)) for c in cols)))
+    matrix: np.ndarray
+    rows: Sequence[Any]
+    cols: Sequence[Any]
+    cmap: str
+    norm: Any
+    xlabel: str
+    ylabel: str
+    cbar_label: str
+    title: str
+    labels: np.ndarray | None = None
+    boxed: np.ndarray | None = None
+    blank_diagonal: bool = False
+    cbar_ticks: dict[float, str] = field(default_factory=dict)
+
+
+def _heatmap(h: Heat):
+    from matplotlib import colormaps
+
+    nr, nc = h.matrix.shape
+    width = min(MAX_WIDTH, max(5.0, 2.6 + 0.6 * nc + 0.06 * max(len(str(r)) for r in h.rows)))
+    fig = _new_figure(width, max(3.2, 1.8 + 0.45 * nr + 0.05 * max(len(str(c)) for c in h.cols)))
     ax = fig.add_subplot()
-    cm = colormaps[cmap].with_extremes(bad="#d9d9d9")  # NaN cells: missing, grey
-    if center:
-        lim = float(np.nanmax(np.abs(matrix))) if np.isfinite(matrix).any() else 1.0
-        lim = lim if lim > 0 else 1.0
-        vmin, vmax = -lim, lim
-    norm = Normalize(vmin=vmin, vmax=vmax)
+    cm = colormaps[h.cmap].with_extremes(bad="#d9d9d9")  # NaN cells: missing, grey
     im = ax.imshow(
-        np.ma.masked_invalid(matrix), cmap=cm, norm=norm, aspect="auto", interpolation="nearest"
+        np.ma.masked_invalid(h.matrix), cmap=cm, norm=h.norm, aspect="auto", interpolation="nearest"
     )
-    _label_axes(ax, rows, cols, xlabel, ylabel)
-    # ~7 characters per inch of figure at 11 pt: wrap rather than clip a long title.
-    ax.set_title(textwrap.fill(title, max(20, int(width * 7))), fontsize=11)
+    _label_axes(ax, h.rows, h.cols, h.xlabel, h.ylabel)
+    _title(ax, h.title, width)
     cb = fig.colorbar(im, ax=ax, shrink=0.9)
-    cb.set_label(cbar_label)
-    if labels is not None:
-        for i in range(nr):
-            for j in range(nc):
-                if not labels[i, j]:
-                    continue
-                v = matrix[i, j]
-                # White text on the dark ends of the colormap, black elsewhere.
-                dark = np.isfinite(v) and (
-                    abs(v) > 0.6 * max(abs(vmin), abs(vmax)) if center else norm(v) > 0.6
-                )
-                ax.text(
-                    j,
-                    i,
-                    labels[i, j],
-                    ha="center",
-                    va="center",
-                    fontsize=6 if nc > 24 else 7 if nc > 10 else 8,
-                    color="white" if dark else "black",
-                )
+    cb.set_label(h.cbar_label)
+    if h.cbar_ticks:
+        lo, hi = h.norm.vmin, h.norm.vmax
+        ticks = {float(t): fmt(float(t), 0) for t in cb.get_ticks() if lo <= t <= hi}
+        ticks.update(h.cbar_ticks)
+        cb.set_ticks(sorted(ticks), labels=[ticks[t] for t in sorted(ticks)])
+        for v in h.cbar_ticks:
+            cb.ax.axhline(v, color="black", lw=1.2)
+    _decorate_cells(ax, h, cm)
     return fig
+
+
+def _decorate_cells(ax, h: Heat, cm) -> None:
+    from matplotlib.patches import Rectangle
+
+    nr, nc = h.matrix.shape
+    for i in range(nr):
+        for j in range(nc):
+            diag = h.blank_diagonal and i == j
+            if diag:
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, color="white", zorder=2))
+            if h.boxed is not None and h.boxed[i, j]:
+                ax.add_patch(
+                    Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False, ec="black", lw=2)
+                )
+            if h.labels is None or not h.labels[i, j]:
+                continue
+            v = h.matrix[i, j]
+            # White text on dark cells (by luminance), black elsewhere.
+            r, g, b, _ = cm(h.norm(v)) if np.isfinite(v) and not diag else (1, 1, 1, 1)
+            dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+            ax.text(
+                j,
+                i,
+                h.labels[i, j],
+                ha="center",
+                va="center",
+                zorder=3,
+                fontsize=6 if nc > 24 else 7 if nc > 10 else 8,
+                color="white" if dark else ("#777777" if diag else "black"),
+            )
 
 
 def _matrix(
@@ -365,126 +539,295 @@ def _matrix(
     return m
 
 
+def _cells(
+    rows: Sequence[dict[str, Any]], keys: tuple[str, str], value: Callable[[dict], Any]
+) -> dict[tuple[Any, Any], Any]:
+    return {(r[keys[0]], r[keys[1]]): value(r) for r in rows}
+
+
+def _labels(m: np.ndarray, show: Callable[[float], str]) -> np.ndarray | None:
+    if max(m.shape) > ANNOTATE_MAX:
+        return None
+    return np.array([[show(v) if np.isfinite(v) else "" for v in row] for row in m], dtype=object)
+
+
+# --- bars: own-relation effect, templates, retention, specificity ------------------------------
+
+
+@dataclass
+class Series:
+    key: str  # field of the row
+    label: str
+    color: str
+    lo: str | None = None  # fields of the error bar's ends, if any
+    hi: str | None = None
+
+
+def _tick(rel: Any, r: dict[str, Any], under: set[str], n: str = "n", s: str = "n_subjects") -> str:
+    label = f"{rel}\n{n_label(r, n, s)}".rstrip()
+    return label + ("\n(underpowered)" if rel in under else "")
+
+
+def _bars(
+    ax, sub: dict[Any, dict[str, Any]], rels: list[Any], series: Sequence[Series], scale: float
+):
+    """Grouped bars, one group per relation; a missing value is said so ("n/a"), never drawn
+    as a zero-height bar that reads as 0."""
+    x = np.arange(len(rels))
+    w = 0.8 / len(series)
+    tops = np.zeros(len(rels))
+    for i, s in enumerate(series):
+        xs = x + (i - (len(series) - 1) / 2) * w
+        y = np.array([scale * _num(sub[r].get(s.key)) for r in rels])
+        ax.bar(xs, np.nan_to_num(y), w, color=s.color, label=s.label)
+        tops = np.fmax(tops, np.nan_to_num(y))
+        if s.lo and s.hi:
+            tops = np.fmax(tops, _error_bars(ax, xs, y, sub, rels, s, scale))
+        for xi in xs[~np.isfinite(y)]:
+            ax.text(
+                xi,
+                0.02,
+                "n/a",
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                rotation=90,
+                color=s.color,
+            )
+    return x, tops
+
+
+def _error_bars(ax, xs, y, sub, rels, s: Series, scale: float) -> np.ndarray:
+    lo = np.array([scale * _num(sub[r].get(s.lo)) for r in rels])
+    hi = np.array([scale * _num(sub[r].get(s.hi)) for r in rels])
+    ok = np.isfinite(y) & np.isfinite(lo) & np.isfinite(hi)
+    if ok.any():
+        err = np.vstack([np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)])
+        ax.errorbar(xs[ok], y[ok], yerr=err[:, ok], fmt="none", ecolor="black", capsize=3, lw=1)
+    return np.nan_to_num(np.where(ok, hi, 0.0))
+
+
+def _bar_ticks(ax, x: np.ndarray, labels: list[str]) -> None:
+    """Relation labels under bar groups: level while they fit, slanted beyond 6 groups."""
+    ax.set_xticks(x)
+    if len(labels) <= 6:
+        ax.set_xticklabels(labels, fontsize=8)
+    else:
+        ax.set_xticklabels(labels, rotation=30, ha="right", rotation_mode="anchor", fontsize=8)
+
+
+def _mark_text(r: dict[str, Any]) -> str:
+    """The test's mark above a relation's bars: ★ with the Holm p, n.s. with it, or u.p."""
+    v = r.get("verdict")
+    if v not in MARKS:
+        return ""
+    p = r.get("p_controls_holm")
+    return MARKS[v] + ("" if v == UNDERPOWERED or p is None else f"\np={fmt_p(p)}")
+
+
+EFFECT_SERIES = (
+    Series("baseline", "baseline", COLORS["baseline"]),
+    Series("target", "own top-k off", COLORS["own"]),
+    Series(
+        "control_mean",
+        "random sets: mean; bar = 95 % prediction interval of one set",
+        COLORS["controls"],
+        "control_pi_lo",
+        "control_pi_hi",
+    ),
+)
+
+
+def _fade(ax, groups: list[int]) -> None:
+    """Hatch and pale the bar groups of underpowered relations: shown, but not a finding."""
+    for bars in ax.containers:
+        for i in groups:
+            if hasattr(bars, "patches"):
+                bars.patches[i].set(alpha=0.35, hatch="//")
+
+
+def _effect_panel(ax, ctx: _Context, rows: Sequence[dict[str, Any]], title: str) -> None:
+    sub = {r["relation"]: r for r in rows}
+    rels = ctx.relations_of(sub)
+    x, tops = _bars(ax, sub, rels, EFFECT_SERIES, 100)
+    _fade(ax, [i for i, r in enumerate(rels) if r in ctx.underpowered])
+    for xi, top, rel in zip(x, tops, rels, strict=True):
+        ax.text(xi, top + 2, _mark_text(sub[rel]), ha="center", va="bottom", fontsize=8)
+    _bar_ticks(ax, x, [_tick(r, sub[r], ctx.underpowered) for r in rels])
+    ax.set_ylim(0, 125)
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title, fontsize=11)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _effect_figure(ctx: _Context, panels: list[tuple[str, list[dict[str, Any]]]]):
+    n_rel = max(len({r["relation"] for r in rows}) for _, rows in panels)
+    fig = _new_figure(max(6.5, 2.0 + 0.95 * n_rel), 4.0 * len(panels) + 0.5)
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+    for ax, (title, rows) in zip(axes, panels, strict=True):
+        _effect_panel(ax, ctx, rows, title)
+    axes[0].legend(
+        fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.12), ncol=3, frameon=False
+    )
+    return fig
+
+
 def fig_intra(ctx: _Context):
     rows = ctx.rows["intra"]
     if not rows:
         return None
     splits = _ordered(SPLIT_ORDER, [r["split"] for r in rows])
-    n_rel = max(len({r["relation"] for r in rows if r["split"] == s}) for s in splits)
-    fig = _new_figure(max(6.5, 2.0 + 0.75 * n_rel), 3.4 * len(splits) + 0.4)
-    axes = fig.subplots(len(splits), 1, squeeze=False)[:, 0]
+    return _effect_figure(
+        ctx, [(f"{s} split", [r for r in rows if r["split"] == s]) for s in splits]
+    )
+
+
+def fig_templates(ctx: _Context):
+    rows = ctx.rows["templates"]
+    if not rows:
+        return None
+    return _effect_figure(ctx, [("test split, prompts of held-out templates", rows)])
+
+
+def _retention_rows(ctx: _Context) -> list[dict[str, Any]]:
+    rows = ctx.rows["intra"]
+    split = _intra_split(rows)
+    return [r for r in rows if r["split"] == split and not math.isnan(_num(r.get("retention_own")))]
+
+
+def fig_retention(ctx: _Context):
+    rows = _retention_rows(ctx)
+    if not rows:
+        return None
+    sub = {r["relation"]: r for r in rows}
+    rels = ctx.relations_of(sub)
+    fig = _new_figure(max(6.0, 2.0 + 0.8 * len(rels)), 4.0)
+    ax = fig.add_subplot()
     series = (
-        ("baseline", "baseline", "#9e9e9e"),
-        ("target", "own top-k off", "#d62728"),
-        ("control_mean", "random controls (mean, 95 % CI)", "#1f77b4"),
+        Series("retention_own", "own top-k off", COLORS["own"]),
+        Series("retention_controls", "random sets (mean over sets)", COLORS["controls"]),
     )
-    for ax, split in zip(axes, splits, strict=True):
-        sub = {r["relation"]: r for r in rows if r["split"] == split}
-        rels = ctx.relations_of(sub)
-        x = np.arange(len(rels))
-        w = 0.27
-        for i, (key, label, color) in enumerate(series):
-            y = np.array([100 * _num(sub[r][key]) for r in rels])
-            ax.bar(x + (i - 1) * w, np.nan_to_num(y), w, color=color, label=label)
-            if key == "control_mean":
-                lo = np.array([100 * _num(sub[r].get("control_lo")) for r in rels])
-                hi = np.array([100 * _num(sub[r].get("control_hi")) for r in rels])
-                ok = np.isfinite(y) & np.isfinite(lo) & np.isfinite(hi)
-                if ok.any():
-                    err = np.vstack([np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)])
-                    ax.errorbar(
-                        x[ok] + w,
-                        y[ok],
-                        yerr=err[:, ok],
-                        fmt="none",
-                        ecolor="black",
-                        capsize=3,
-                        lw=1,
-                    )
-            # A missing value is said so, not drawn as a zero-height bar that reads as 0 %.
-            for xi in x[~np.isfinite(y)]:
-                ax.text(
-                    xi + (i - 1) * w,
-                    1.5,
-                    "n/a",
-                    ha="center",
-                    va="bottom",
-                    fontsize=7,
-                    rotation=90,
-                    color=color,
-                )
-        ax.set_xticks(x)
-        ax.set_xticklabels(rels, rotation=30, ha="right", rotation_mode="anchor", fontsize=9)
-        ax.set_ylim(0, 105)
-        ax.set_ylabel("accuracy (%)")
-        ax.set_title(f"{split} split", fontsize=11)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(
-        fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 1.28), ncol=3, frameon=False
-    )
+    x, _ = _bars(ax, sub, rels, series, 100)
+    ax.set_xticks(x)
+    _bar_ticks(ax, x, [_tick(r, sub[r], ctx.underpowered, "retention_n", "") for r in rels])
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("baseline-correct prompts still correct (%)")
+    ax.set_title(f"Retention, {rows[0]['split']} split", fontsize=11)
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.08), ncol=2, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
     return fig
+
+
+# --- sweep --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Curve:
+    xs: np.ndarray  # positive counts
+    ys: np.ndarray  # accuracy (%)
+    lo: np.ndarray  # bootstrap 95 % interval (%), NaN where absent
+    hi: np.ndarray
+    base: float  # accuracy at count 0 (%)
+
+
+def _curve(rows: Sequence[dict[str, Any]], key: str) -> Curve:
+    pts = sorted(rows, key=lambda r: _num(r["count"]))
+    xs = np.array([_num(r["count"]) for r in pts])
+
+    def col(k: str) -> np.ndarray:
+        return np.array([100 * _num(r.get(k)) for r in pts])
+
+    ys, base, pos = col(key), col(key)[xs == 0], xs > 0
+    return Curve(
+        xs[pos],
+        ys[pos],
+        col(f"{key}_lo")[pos],
+        col(f"{key}_hi")[pos],
+        float(base[0]) if base.size else math.nan,
+    )
+
+
+SWEEP_SERIES = (
+    ("own", COLORS["own"], "own relation"),
+    ("others", COLORS["controls"], "other relations"),
+)
+
+
+def _sweep_title(rel: Any, rows: Sequence[dict[str, Any]], under: set[str]) -> str:
+    first = next((r for r in rows if _num(r["count"]) > 0), rows[0])
+    own = n_label(first, "own_n", "own_subjects") or "n=—"
+    others = n_label(first, "others_n", "others_subjects") or "n=—"
+    flag = " (underpowered)" if rel in under else ""
+    return f"{rel}{flag}\nown: {own}\nothers: {others}"
+
+
+def _top_k_line(ax, top_k: Any) -> None:
+    if _int(top_k) and top_k > 0:
+        ax.axvline(top_k, color="black", ls=":", lw=1)
+        ax.text(top_k, 103, f" top-{top_k:,}", fontsize=7, va="top", ha="left")
+
+
+def _sweep_panel(ax, rel: Any, rows: Sequence[dict[str, Any]], ctx: _Context) -> None:
+    for key, color, label in SWEEP_SERIES:
+        c = _curve(rows, key)
+        ax.plot(c.xs, c.ys, "o-", color=color, ms=3, lw=1.5, label=label)
+        band = np.isfinite(c.lo) & np.isfinite(c.hi)
+        if band.any():
+            ax.fill_between(c.xs[band], c.lo[band], c.hi[band], color=color, alpha=0.18, lw=0)
+        at_k = c.xs == _num(ctx.study.get("top_k"))
+        ax.plot(c.xs[at_k], c.ys[at_k], "D", color=color, ms=7, mec="black")
+        if not math.isnan(c.base):
+            ax.axhline(c.base, color=color, ls="--", lw=1, alpha=0.7)
+    _top_k_line(ax, ctx.study.get("top_k"))
+    ax.set_xscale("log")
+    ax.set_ylim(0, 105)
+    ax.set_title(_sweep_title(rel, rows, ctx.underpowered), fontsize=8)
+    ax.grid(alpha=0.3)
 
 
 def fig_sweep(ctx: _Context):
     rows = ctx.rows["sweep"]
     if not any(_num(r["count"]) > 0 for r in rows):
         return None
-    by_rel: dict[str, list[dict[str, Any]]] = {}
+    by_rel: dict[Any, list[dict[str, Any]]] = {}
     for r in rows:
         by_rel.setdefault(r["relation"], []).append(r)
     rels = ctx.relations_of(by_rel)
+    if len(rels) > ANNOTATE_MAX:
+        return _sweep_many(ctx, [by_rel[r] for r in rels])
+    ncols = min(4, len(rels))
+    nrows = math.ceil(len(rels) / ncols)
+    fig = _new_figure(3.3 * ncols + 0.4, 2.8 * nrows + 0.6)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
+    for ax in axes.flat[len(rels) :]:
+        ax.set_visible(False)
+    for ax, rel in zip(axes.flat, rels, strict=False):
+        _sweep_panel(ax, rel, by_rel[rel], ctx)
+    for ax in axes[-1, :]:
+        ax.set_xlabel("neurons deactivated")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy (%)")
+    axes.flat[0].legend(fontsize=7, loc="lower left")
+    return fig
 
-    def curve(rel: str, key: str) -> tuple[np.ndarray, np.ndarray, float]:
-        pts = sorted(by_rel[rel], key=lambda r: _num(r["count"]))
-        xs = np.array([_num(r["count"]) for r in pts])
-        ys = np.array([100 * _num(r[key]) for r in pts])
-        base = ys[xs == 0]
-        pos = xs > 0
-        return xs[pos], ys[pos], float(base[0]) if base.size else math.nan
 
-    own_c, oth_c = "#d62728", "#1f77b4"
-    if len(rels) <= ANNOTATE_MAX:
-        ncols = min(4, len(rels))
-        nrows = math.ceil(len(rels) / ncols)
-        fig = _new_figure(3.3 * ncols + 0.4, 2.6 * nrows + 0.6)
-        axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
-        for ax in axes.flat[len(rels) :]:
-            ax.set_visible(False)
-        for ax, rel in zip(axes.flat, rels, strict=False):
-            for key, color, label in (
-                ("own", own_c, "own relation"),
-                ("others", oth_c, "other relations"),
-            ):
-                xs, ys, base = curve(rel, key)
-                ax.plot(xs, ys, "o-", color=color, ms=3, lw=1.5, label=label)
-                if not math.isnan(base):
-                    ax.axhline(base, color=color, ls="--", lw=1, alpha=0.7)
-            ax.set_xscale("log")
-            ax.set_ylim(0, 105)
-            ax.set_title(rel, fontsize=9)
-            ax.grid(alpha=0.3)
-        for ax in axes[-1, :]:
-            ax.set_xlabel("neurons deactivated")
-        for ax in axes[:, 0]:
-            ax.set_ylabel("accuracy (%)")
-        axes.flat[0].legend(fontsize=7, loc="lower left")
-        return fig
-    # Many relations: one panel, a thin line per relation and the mean over relations thick.
+def _sweep_many(ctx: _Context, groups: list[list[dict[str, Any]]]):
+    """Many relations: one panel, a thin line per relation and the mean over relations thick."""
     fig = _new_figure(7.5, 4.5)
     ax = fig.add_subplot()
-    for key, color, label in (("own", own_c, "own relation"), ("others", oth_c, "others")):
-        curves = [curve(rel, key) for rel in rels]
-        for xs, ys, _ in curves:
-            ax.plot(xs, ys, "-", color=color, lw=0.6, alpha=0.3)
-        counts = sorted({float(x) for xs, _, _ in curves for x in xs})
-        means = [
-            _mean(ys[xs == c][0] / 100 for xs, ys, _ in curves if (xs == c).any()) * 100
-            for c in counts
-        ]
+    for key, color, label in SWEEP_SERIES:
+        curves = [_curve(rows, key) for rows in groups]
+        for c in curves:
+            ax.plot(c.xs, c.ys, "-", color=color, lw=0.6, alpha=0.3)
+        counts = sorted({float(x) for c in curves for x in c.xs})
+        means = [_mean(c.ys[c.xs == x][0] for c in curves if (c.xs == x).any()) for x in counts]
         ax.plot(counts, means, "o-", color=color, lw=2.2, label=f"{label} (mean)")
-        base = _mean(b / 100 for _, _, b in curves) * 100
+        base = _mean(c.base for c in curves)
         if not math.isnan(base):
             ax.axhline(base, color=color, ls="--", lw=1, label=f"{label} baseline (mean)")
+    _top_k_line(ax, ctx.study.get("top_k"))
     ax.set_xscale("log")
     ax.set_ylim(0, 105)
     ax.set_xlabel("neurons deactivated")
@@ -492,6 +835,9 @@ def fig_sweep(ctx: _Context):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
+
+
+# --- heatmaps -----------------------------------------------------------------------------------
 
 
 def _ranges(ctx: _Context, rows: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
@@ -509,6 +855,8 @@ def _range_label(ab: tuple[Any, Any]) -> str:
 
 
 def fig_cumulativity(ctx: _Context):
+    from matplotlib.colors import Normalize
+
     rows = ctx.rows["cumulativity"]
     if not rows:
         return None
@@ -520,56 +868,77 @@ def fig_cumulativity(ctx: _Context):
         for r in rows
     }
     m = _matrix(rels, ranges, cells)
-    labels = None
-    if len(rels) <= ANNOTATE_MAX and len(ranges) <= ANNOTATE_MAX:
-        labels = np.where(np.isfinite(m), np.vectorize(lambda v: f"{v:.2f}")(m), "")
+    totals = _span(r["total"] for r in rows)
     return _heatmap(
-        m,
-        rels,
-        [_range_label(r) for r in ranges],
-        cmap="viridis",
-        vmin=0,
-        vmax=1,
-        xlabel="range a–b of neurons deactivated",
-        ylabel="relation",
-        cbar_label="score = 1 − affected / total",
-        title="Cumulativity",
-        labels=labels,
+        Heat(
+            m,
+            rels,
+            [_range_label(r) for r in ranges],
+            "viridis",
+            Normalize(0, 1),
+            xlabel="range a–b of neurons deactivated",
+            ylabel="relation",
+            cbar_label="score = 1 − affected / total",
+            title=f"Cumulativity (cells: score; total = {totals} prompts per cell)",
+            labels=_labels(m, lambda v: f"{v:.2f}"),
+        )
     )
 
 
+def _overlap_labels(ctx: _Context, rels: list[Any]) -> np.ndarray | None:
+    if len(rels) > ANNOTATE_MAX:
+        return None
+    cell = {(r["a"], r["b"]): r for r in ctx.rows["overlap"]}
+
+    def show(a: Any, b: Any) -> str:
+        r = cell.get((a, b))
+        if r is None:
+            return ""
+        if a == b:
+            return f"size\n{fmt(r.get('size_a', r['shared']))}"
+        e = _num(r.get("expected"))
+        return fmt(r["shared"]) + ("" if math.isnan(e) else f"\n({e:.1f})")
+
+    return np.array([[show(a, b) for b in rels] for a in rels], dtype=object)
+
+
 def fig_overlap(ctx: _Context):
+    from matplotlib.colors import Normalize
+
     rows = ctx.rows["overlap"]
     if not rows:
         return None
     rels = ctx.relations_of([r["a"] for r in rows] + [r["b"] for r in rows])
-    m = _matrix(rels, rels, {(r["a"], r["b"]): _num(r["jaccard"]) for r in rows})
-    labels = None
-    if len(rels) <= ANNOTATE_MAX:
-        shared = {(r["a"], r["b"]): r["shared"] for r in rows}
-        labels = np.array(
-            [[fmt(shared[(a, b)]) if (a, b) in shared else "" for b in rels] for a in rels],
-            dtype=object,
-        )
+    m = _matrix(rels, rels, _cells(rows, ("a", "b"), lambda r: _num(r["shared"])))
+    off = m[~np.eye(len(rels), dtype=bool)]
+    # The diagonal (a set with itself, = its size) is left out of the colour scale.
+    top = float(np.nanmax(off)) if np.isfinite(off).any() else 1.0
+    chance = " (in brackets: expected for random sets of the same per-layer counts)"
+    has_chance = any(r.get("expected") is not None for r in rows)
     return _heatmap(
-        m,
-        rels,
-        rels,
-        cmap="Blues",
-        vmin=0,
-        vmax=1,
-        xlabel="relation",
-        ylabel="relation",
-        cbar_label="Jaccard index of neuron sets",
-        title="Neuron overlap" + (" (cells: shared neurons)" if labels is not None else ""),
-        labels=labels,
+        Heat(
+            m,
+            rels,
+            rels,
+            "Blues",
+            Normalize(0, max(1.0, top)),
+            xlabel="relation",
+            ylabel="relation",
+            cbar_label="shared neurons (off-diagonal cells)",
+            title=f"Shared neurons of two relations' {ctx.top_k} sets"
+            + (chance if has_chance else ""),
+            labels=_overlap_labels(ctx, rels),
+            blank_diagonal=True,
+        )
     )
 
 
-def _drop_labels(m: np.ndarray) -> np.ndarray | None:
-    if max(m.shape) > ANNOTATE_MAX:
-        return None
-    return np.where(np.isfinite(m), np.vectorize(lambda v: f"{100 * v:+.0f}")(m), "")
+def _drop_norm(m: np.ndarray):
+    from matplotlib.colors import Normalize
+
+    lim = float(np.nanmax(np.abs(m))) if np.isfinite(m).any() else 100.0
+    lim = lim if lim > 0 else 100.0
+    return Normalize(-lim, lim)
 
 
 def fig_cross_relation(ctx: _Context):
@@ -578,87 +947,104 @@ def fig_cross_relation(ctx: _Context):
         return None
     targets = ctx.relations_of(r["target"] for r in rows)
     ablated = ctx.relations_of(r["ablated"] for r in rows)
-    m = _matrix(
-        targets, ablated, {(r["target"], r["ablated"]): _num(r["relative_drop"]) for r in rows}
-    )
+    keys = ("target", "ablated")
+    m = _matrix(targets, ablated, _cells(rows, keys, lambda r: 100 * _num(r["relative_drop"])))
+    boxed = _matrix(targets, ablated, _cells(rows, keys, lambda r: r.get("interference") is True))
     return _heatmap(
-        m,
-        targets,
-        ablated,
-        cmap="RdBu_r",
-        vmin=-1,
-        vmax=1,
-        center=True,
-        xlabel="neurons deactivated: top-k of relation",
-        ylabel="evaluated relation",
-        cbar_label="relative drop (red: fell, blue: rose)",
-        title="Cross-relation effect (cells: relative drop, %)",
-        labels=_drop_labels(m),
+        Heat(
+            m,
+            targets,
+            ablated,
+            "RdBu_r",
+            _drop_norm(m),
+            xlabel="neurons deactivated: top-k of relation",
+            ylabel="evaluated relation",
+            cbar_label="relative drop (%): red fell, blue rose",
+            title="Cross-relation effect (cells: relative drop, %; boxed: interference by "
+            f"the test; {n_span(rows)})",
+            labels=_labels(m, lambda v: f"{v:+.0f}"),
+            boxed=boxed == 1,
+        )
     )
+
+
+def _lingual_rows(ctx: _Context) -> list[dict[str, Any]]:
+    """The cross-lingual rows, only when a language other than the identification one has
+    any (else the section is not shown)."""
+    rows = ctx.rows["cross_lingual"]
+    found = ctx.study.get("identify_language")
+    return rows if any(r["language"] != found for r in rows) else []
 
 
 def fig_cross_lingual(ctx: _Context):
-    rows = ctx.rows["cross_lingual"]
+    rows = _lingual_rows(ctx)
     if not rows:
         return None
     rels = ctx.relations_of(r["relation"] for r in rows)
     langs = _ordered(ctx.study.get("languages") or [], [r["language"] for r in rows])
-    m = _matrix(
-        rels, langs, {(r["relation"], r["language"]): _num(r["relative_drop"]) for r in rows}
-    )
+    keys = ("relation", "language")
+    m = _matrix(rels, langs, _cells(rows, keys, lambda r: 100 * _num(r["relative_drop"])))
+    beyond = _matrix(rels, langs, _cells(rows, keys, lambda r: r.get("verdict") == BEYOND))
+    labels = _labels(m, lambda v: f"{v:+.0f}")
+    if labels is not None:
+        labels = np.where(beyond == 1, labels + "★", labels)
     found = ctx.study.get("identify_language") or "en"
     return _heatmap(
-        m,
-        rels,
-        langs,
-        cmap="RdBu_r",
-        vmin=-1,
-        vmax=1,
-        center=True,
-        xlabel="language of the prompts",
-        ylabel="relation",
-        cbar_label="relative drop (red: fell, blue: rose)",
-        title=f"Neurons found in {found}, evaluated per language (cells: relative drop, %)",
-        labels=_drop_labels(m),
+        Heat(
+            m,
+            rels,
+            langs,
+            "RdBu_r",
+            _drop_norm(m),
+            xlabel="language of the prompts",
+            ylabel="relation",
+            cbar_label="relative drop (%): red fell, blue rose",
+            title=f"Neurons found in {found}, test prompts per language (cells: relative "
+            f"drop, %; ★ beyond controls; {n_span(rows)})",
+            labels=labels,
+        )
     )
+
+
+def _layer_matrix(rows: list[dict[str, Any]], rels: list[Any]) -> tuple[np.ndarray, list[int]]:
+    ok = [r for r in rows if not math.isnan(_num(r["layer"]))]
+    layer_vals = [int(_num(r["layer"])) for r in ok]
+    layers = list(range(min(0, min(layer_vals)), max(layer_vals) + 1))
+    cells = {(r["relation"], int(_num(r["layer"]))): _num(r["count"]) for r in ok}
+    # A layer with no selected neuron is a true 0 here (every layer was searched).
+    m = _matrix(rels, layers, cells)
+    return np.where(np.isnan(m), 0.0, m), layers
 
 
 def fig_layers(ctx: _Context):
+    from matplotlib.colors import Normalize, TwoSlopeNorm
+
     rows = ctx.rows["layers"]
-    if not rows:
+    if not any(not math.isnan(_num(r["layer"])) for r in rows):
         return None
     rels = ctx.relations_of(r["relation"] for r in rows)
-    layer_vals = [int(_num(r["layer"])) for r in rows if not math.isnan(_num(r["layer"]))]
-    if not layer_vals:
-        return None
-    layers = list(range(min(0, min(layer_vals)), max(layer_vals) + 1))
-    # A layer with no selected neuron is a true 0 here (every layer was searched).
-    m = _matrix(
-        rels,
-        layers,
-        {
-            (r["relation"], int(_num(r["layer"]))): _num(r["count"])
-            for r in rows
-            if not math.isnan(_num(r["layer"]))
-        },
-    )
-    m = np.where(np.isnan(m), 0.0, m)
-    labels = None
-    if len(rels) <= ANNOTATE_MAX and len(layers) <= 40:
-        labels = np.vectorize(lambda v: f"{v:.0f}" if v else "")(m)
-    return _heatmap(
+    m, layers = _layer_matrix(rows, rels)
+    uniform = _mean(r.get("uniform") for r in rows)
+    top = max(1.0, float(m.max()))
+    labels = np.vectorize(lambda v: f"{v:.0f}" if v else "")(m) if len(layers) <= 40 else None
+    heat = Heat(
         m,
         rels,
         layers,
-        cmap="YlOrRd",
-        vmin=0,
-        vmax=max(1.0, float(m.max())),
+        "YlOrRd",
+        Normalize(0, top),
         xlabel="layer",
         ylabel="relation",
-        cbar_label="neurons in the selection",
-        title="Where each relation's neurons sit",
-        labels=labels,
+        cbar_label="neurons in the layer",
+        title=f"Where each relation's {ctx.top_k} neurons sit (cells: neurons)",
+        labels=labels if len(rels) <= ANNOTATE_MAX else None,
     )
+    if 0 < uniform < top:
+        # White = as many as a uniform random set of top-k would put in the layer.
+        heat.cmap, heat.norm = "RdBu_r", TwoSlopeNorm(uniform, 0, top)
+        heat.cbar_ticks = {uniform: f"uniform {uniform:.1f}"}
+        heat.title += f"; white = uniform {uniform:.1f} per layer"
+    return _heatmap(heat)
 
 
 def fig_specificity(ctx: _Context):
@@ -671,25 +1057,32 @@ def fig_specificity(ctx: _Context):
         return None
     sub = {r["relation"]: r for r in rows}
     rels = ctx.relations_of(sub)
-    x = np.arange(len(rels))
-    fig = _new_figure(max(6.0, 2.0 + 0.65 * len(rels)), 3.8)
+    series = [
+        Series("ppl_baseline", "baseline", COLORS["baseline"]),
+        Series("ppl_ablated", "own top-k off", COLORS["own"]),
+    ]
+    if any(r.get("ppl_controls") is not None for r in rows):
+        series.append(
+            Series(
+                "ppl_controls",
+                "random sets: mean; bar = range over sets",
+                COLORS["controls"],
+                "ppl_controls_lo",
+                "ppl_controls_hi",
+            )
+        )
+    fig = _new_figure(max(6.0, 2.0 + 0.8 * len(rels)), 3.8)
     ax = fig.add_subplot()
-    base = np.array([_num(sub[r]["ppl_baseline"]) for r in rels])
-    abl = np.array([_num(sub[r]["ppl_ablated"]) for r in rels])
-    ax.bar(x - 0.2, np.nan_to_num(base), 0.4, color="#9e9e9e", label="baseline")
-    ax.bar(x + 0.2, np.nan_to_num(abl), 0.4, color="#d62728", label="own top-k off")
+    x, tops = _bars(ax, sub, rels, series, 1)
     for i, r in enumerate(rels):
         ratio = _num(sub[r]["ratio"])
-        top = np.nanmax([base[i], abl[i]])
-        if not math.isnan(ratio) and np.isfinite(top):
-            ax.text(i, top * 1.02, f"×{ratio:.2f}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(x)
-    ax.set_xticklabels(rels, rotation=30, ha="right", rotation_mode="anchor", fontsize=9)
+        if not math.isnan(ratio) and tops[i] > 0:
+            ax.text(i, tops[i] * 1.02, f"×{ratio:.2f}", ha="center", va="bottom", fontsize=8)
+    _bar_ticks(ax, x, [str(r) for r in rels])
     ax.set_ylabel("perplexity")
-    both = np.concatenate([base, abl])
-    ax.set_ylim(0, float(np.nanmax(both)) * 1.12 if np.isfinite(both).any() else 1.0)
+    ax.set_ylim(0, float(tops.max()) * 1.15 if tops.max() > 0 else 1.0)
     # Legend above the axes: inside, it would cover the ratio labels of the first bars.
-    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.08), ncol=2, frameon=False)
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.02), ncol=3, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return fig
 
@@ -706,118 +1099,202 @@ def _table(
     caption: str | None = None,
 ) -> str:
     """Cells are escaped here; columns from `numeric_from` on are right-aligned."""
+
+    def cls(i: int) -> str:
+        return " class=num" if i >= numeric_from else ""
+
     out = ["<table>"]
     if caption:
         out.append(f"<caption>{esc(caption)}</caption>")
     out.append(
         "<thead><tr>"
-        + "".join(
-            f"<th{' class=num' if i >= numeric_from else ''}>{esc(h)}</th>"
-            for i, h in enumerate(header)
-        )
+        + "".join(f"<th{cls(i)}>{esc(h)}</th>" for i, h in enumerate(header))
         + "</tr></thead><tbody>"
     )
     for row in body:
         out.append(
-            "<tr>"
-            + "".join(
-                f"<td{' class=num' if i >= numeric_from else ''}>{esc(c)}</td>"
-                for i, c in enumerate(row)
-            )
-            + "</tr>"
+            "<tr>" + "".join(f"<td{cls(i)}>{esc(c)}</td>" for i, c in enumerate(row)) + "</tr>"
         )
     out.append("</tbody></table>")
     return "\n".join(out)
 
 
-def _ci(r: dict[str, Any]) -> str:
-    if _num(r.get("control_mean")) != _num(r.get("control_mean")):  # NaN: no controls
+def _n_subj(r: dict[str, Any], n: str = "n", s: str = "n_subjects") -> str:
+    """ "40 (18)": prompts (distinct subjects)."""
+    subj = r.get(s)
+    return fmt(r.get(n)) + ("" if _int(subj) is None else f" ({subj:,})")
+
+
+def _p_holm(r: dict[str, Any], raw: str, holm: str) -> str:
+    if r.get(raw) is None and r.get(holm) is None:
         return "—"
-    return f"{pct(r.get('control_mean'))} [{pct(r.get('control_lo'))}, {pct(r.get('control_hi'))}]"
+    return f"{fmt_p(r.get(raw))} (Holm {fmt_p(r.get(holm))})"
 
 
-def table_baseline(ctx: _Context) -> str:
-    rows = ctx.rows["baseline"]
-    if not rows:
-        return ""
-    cols = _ordered(
-        [(lang, s) for lang in ctx.study.get("languages") or [] for s in SPLIT_ORDER],
-        [(r["language"], r["split"]) for r in rows],
+def _lost_gained(r: dict[str, Any]) -> str:
+    if _int(r.get("lost")) is None or _int(r.get("gained")) is None:
+        return "—"
+    return f"{r['lost']:,} / {r['gained']:,}"
+
+
+def _rel_name(ctx: _Context, rel: Any) -> str:
+    return f"{rel} (underpowered)" if rel in ctx.underpowered else str(rel)
+
+
+def _effect(r: dict[str, Any]) -> str:
+    """ "+12.5 pt [+3.0 pt, +22.0 pt]": the effect with its interval, or what of it exists."""
+    ci = _interval(r.get("effect_lo"), r.get("effect_hi"), pts)
+    return pts(r.get("effect")) + ("" if ci == "—" else f" {ci}")
+
+
+def _effect_cells(r: dict[str, Any]) -> list[str]:
+    """The own-vs-random columns shared by intra, templates and cross-lingual tables."""
+    return [
+        pct(r["baseline"]),
+        pct(_accuracy(r)),
+        pct(r.get("control_mean")),
+        _interval(r.get("control_pi_lo"), r.get("control_pi_hi")),
+        _effect(r),
+        _p_holm(r, "p_controls", "p_controls_holm"),
+        _lost_gained(r),
+        _p_holm(r, "p_mcnemar", "p_mcnemar_holm"),
+        str(r.get("verdict") or "—"),
+    ]
+
+
+EFFECT_HEADER = [
+    "n (subjects)",
+    "baseline",
+    "own top-k off",
+    "random sets: mean",
+    "one random set: 95 % PI",
+    "effect [95 % CI]",
+    "p own vs random",
+    "lost / gained",
+    "p McNemar",
+    "verdict",
+]
+
+
+def _effect_table(ctx: _Context, rows: Sequence[dict[str, Any]], group: str) -> str:
+    groups = _ordered(
+        SPLIT_ORDER if group == "split" else ctx.study.get("languages") or [],
+        [r[group] for r in rows],
     )
-    cell = {(r["relation"], r["language"], r["split"]): r for r in rows}
-    rels = ctx.relations_of(r["relation"] for r in rows)
     body = []
-    for rel in rels:
-        line = [rel]
-        for lang, s in cols:
-            r = cell.get((rel, lang, s))
-            line.append("" if r is None else f"{pct(r['accuracy'])} (n={fmt(r['n'])})")
-        body.append(line)
-    return _table(["relation"] + [f"{lang} · {s}" for lang, s in cols], body)
+    for g in groups:
+        sub = {r["relation"]: r for r in rows if r[group] == g}
+        for rel in ctx.relations_of(sub):
+            body.append([_rel_name(ctx, rel), g, _n_subj(sub[rel]), *_effect_cells(sub[rel])])
+    return _table(["relation", group, *EFFECT_HEADER], body, numeric_from=2)
 
 
 def table_intra(ctx: _Context) -> str:
-    rows = ctx.rows["intra"]
-    splits = _ordered(SPLIT_ORDER, [r["split"] for r in rows])
+    return _effect_table(ctx, ctx.rows["intra"], "split")
+
+
+def table_templates(ctx: _Context) -> str:
+    return _effect_table(ctx, ctx.rows["templates"], "split")
+
+
+def table_template_split(ctx: _Context) -> str:
+    rows = [r for r in ctx.rows["templates"] if r.get("test_templates")]
+    if not rows:
+        return ""
+    return _table(
+        ["relation", "templates in selection", "held-out templates (test)"],
+        [
+            [
+                r["relation"],
+                fmt(len(r.get("select_templates") or [])),
+                " | ".join(map(str, r["test_templates"])),
+            ]
+            for r in rows
+        ],
+        numeric_from=1,
+    )
+
+
+def table_cross_lingual(ctx: _Context) -> str:
+    return _effect_table(ctx, _lingual_rows(ctx), "language")
+
+
+def table_retention(ctx: _Context) -> str:
+    rows = {r["relation"]: r for r in _retention_rows(ctx)}
     body = []
-    for s in splits:
-        sub = {r["relation"]: r for r in rows if r["split"] == s}
-        for rel in ctx.relations_of(sub):
-            r = sub[rel]
-            d = _num(r["target"]) - _num(r["baseline"])
-            body.append(
-                [
-                    rel,
-                    s,
-                    fmt(r["n"]),
-                    pct(r["baseline"]),
-                    pct(r["target"]),
-                    "—" if math.isnan(d) else f"{100 * d:+.1f} pt",
-                    _ci(r),
-                    fmt(r.get("control_n")),
-                ]
-            )
+    for rel in ctx.relations_of(rows):
+        r = rows[rel]
+        diff = _num(r.get("retention_controls")) - _num(r["retention_own"])
+        body.append(
+            [
+                _rel_name(ctx, rel),
+                r["split"],
+                fmt(r.get("retention_n")),
+                pct(r["retention_own"]),
+                pct(r.get("retention_controls")),
+                pts(diff),
+            ]
+        )
     return _table(
         [
             "relation",
             "split",
-            "n",
-            "baseline",
-            "own top-k off",
-            "change",
-            "controls mean [95 % CI]",
-            "controls",
+            "baseline-correct prompts",
+            "retained: own top-k off",
+            "retained: random sets (mean)",
+            "random − own",
         ],
         body,
         numeric_from=2,
     )
 
 
+def table_baseline(ctx: _Context) -> str:
+    rows = ctx.rows["baseline"]
+    cols = _ordered(
+        [(lang, s) for lang in ctx.study.get("languages") or [] for s in SPLIT_ORDER],
+        [(r["language"], r["split"]) for r in rows],
+    )
+    cell = {(r["relation"], r["language"], r["split"]): r for r in rows}
+    body = []
+    for rel in ctx.relations_of(r["relation"] for r in rows):
+        line = [rel]
+        for lang, s in cols:
+            r = cell.get((rel, lang, s))
+            line.append("" if r is None else f"{pct(r['accuracy'])} ({n_label(r)})")
+        body.append(line)
+    return _table(["relation"] + [f"{lang} · {s}" for lang, s in cols], body)
+
+
 def table_sweep(ctx: _Context) -> str:
     rows = ctx.rows["sweep"]
     counts = sorted({r["count"] for r in rows}, key=_num)
     cell = {(r["relation"], r["count"]): r for r in rows}
-    rels = ctx.relations_of(r["relation"] for r in rows)
+    top_k = ctx.study.get("top_k")
+
+    def show(r: dict[str, Any] | None) -> str:
+        return "" if r is None else f"{pct(r['own'])} / {pct(r['others'])}"
+
+    def head(c: Any) -> str:
+        return "baseline" if _num(c) == 0 else fmt(c) + (" (top-k)" if c == top_k else "")
+
+    def n(rel: Any) -> str:
+        r = next((r for r in rows if r["relation"] == rel and _num(r["count"]) > 0), {})
+        own, others = _n_subj(r, "own_n", "own_subjects"), _n_subj(r, "others_n", "others_subjects")
+        return f"{own} / {others}"
+
     body = [
-        [rel]
-        + [
-            f"{pct(cell[(rel, c)]['own'])} / {pct(cell[(rel, c)]['others'])}"
-            if (rel, c) in cell
-            else ""
-            for c in counts
-        ]
-        for rel in rels
+        [rel, n(rel)] + [show(cell.get((rel, c))) for c in counts]
+        for rel in ctx.relations_of(r["relation"] for r in rows)
     ]
-    return _table(
-        ["relation (own / others)"] + ["baseline" if _num(c) == 0 else fmt(c) for c in counts], body
-    )
+    header = ["relation (own / others)", "n (subjects)"] + [head(c) for c in counts]
+    return _table(header, body)
 
 
 def table_cumulativity(ctx: _Context) -> str:
     rows = ctx.rows["cumulativity"]
     ranges = _ranges(ctx, rows)
     cell = {(r["relation"], (r["a"], r["b"])): r for r in rows}
-    rels = ctx.relations_of(r["relation"] for r in rows)
 
     def show(r: dict[str, Any] | None) -> str:
         if r is None:
@@ -828,17 +1305,33 @@ def table_cumulativity(ctx: _Context) -> str:
 
     return _table(
         ["relation · score (affected/total)"] + [_range_label(x) for x in ranges],
-        [[rel] + [show(cell.get((rel, x))) for x in ranges] for rel in rels],
+        [
+            [rel] + [show(cell.get((rel, x))) for x in ranges]
+            for rel in ctx.relations_of(r["relation"] for r in rows)
+        ],
     )
 
 
 def table_overlap(ctx: _Context, limit: int = 20) -> str:
     pairs = [r for r in ctx.rows["overlap"] if str(r["a"]) < str(r["b"])]
-    pairs.sort(key=lambda r: -np.nan_to_num(_num(r["jaccard"]), nan=-1.0))
-    shown = pairs[:limit]
+    pairs.sort(key=lambda r: -np.nan_to_num(_num(r["shared"]), nan=-1.0))
     caption = f"The {limit} most-overlapping of {len(pairs)} pairs." if len(pairs) > limit else None
+
+    def ratio(r: dict[str, Any]) -> str:
+        e = _num(r.get("expected"))
+        return "—" if not e > 0 else f"×{_num(r['shared']) / e:.1f}"
+
     return _table(
-        ["relation a", "relation b", "size a", "size b", "shared", "Jaccard"],
+        [
+            "relation a",
+            "relation b",
+            "size a",
+            "size b",
+            "shared",
+            "expected by chance",
+            "shared / expected",
+            "Jaccard",
+        ],
         [
             [
                 r["a"],
@@ -846,27 +1339,50 @@ def table_overlap(ctx: _Context, limit: int = 20) -> str:
                 fmt(r.get("size_a")),
                 fmt(r.get("size_b")),
                 fmt(r["shared"]),
+                fmt(r.get("expected"), 1),
+                ratio(r),
                 fmt(r["jaccard"], 3),
             ]
-            for r in shown
+            for r in pairs[:limit]
         ],
         numeric_from=2,
         caption=caption,
     )
 
 
+def interference_cells(ctx: _Context) -> list[dict[str, Any]]:
+    """The cells the test found (interference == true), from `interference` and from
+    `cross_relation`, once each; rows without the test's flag are not shown."""
+    seen: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for r in ctx.rows["interference"] + ctx.rows["cross_relation"]:
+        if r.get("interference") is True and r["target"] != r["ablated"]:
+            seen.setdefault((r["target"], r["ablated"]), r)
+    return sorted(seen.values(), key=lambda r: _num(r.get("p_gain_holm")))
+
+
 def table_interference(ctx: _Context) -> str:
-    rows = sorted(ctx.rows["interference"], key=lambda r: -np.nan_to_num(_num(r["gain"])))
+    rows = interference_cells(ctx)
+    if not rows:
+        return ""
     return _table(
-        ["evaluated relation", "neurons of", "baseline", "accuracy", "controls 95 % upper", "gain"],
+        [
+            "evaluated relation",
+            "neurons of",
+            "n (subjects)",
+            "baseline",
+            "accuracy",
+            "lost / gained",
+            "p gain (McNemar)",
+        ],
         [
             [
                 r["target"],
                 r["ablated"],
+                _n_subj(r),
                 pct(r["baseline"]),
                 pct(r["accuracy"]),
-                pct(r.get("control_hi")),
-                "—" if math.isnan(_num(r["gain"])) else f"{100 * _num(r['gain']):+.1f} pt",
+                _lost_gained(r),
+                _p_holm(r, "p_gain", "p_gain_holm"),
             ]
             for r in rows
         ],
@@ -874,54 +1390,231 @@ def table_interference(ctx: _Context) -> str:
     )
 
 
-def table_cross_lingual(ctx: _Context) -> str:
-    rows = ctx.rows["cross_lingual"]
-    langs = _ordered(ctx.study.get("languages") or [], [r["language"] for r in rows])
-    body = []
-    for lang in langs:
-        sub = {r["relation"]: r for r in rows if r["language"] == lang}
-        for rel in ctx.relations_of(sub):
-            r = sub[rel]
-            body.append(
-                [
-                    rel,
-                    lang,
-                    fmt(r.get("n")),
-                    pct(r["baseline"]),
-                    pct(r["accuracy"]),
-                    pct(r["relative_drop"]),
-                    _ci(r),
-                ]
-            )
+def table_specificity(ctx: _Context) -> str:
+    sub = {r["relation"]: r for r in ctx.rows["specificity"]}
     return _table(
         [
             "relation",
-            "language",
-            "n",
-            "baseline",
-            "top-k off",
-            "relative drop",
-            "controls mean [95 % CI]",
+            "perplexity baseline",
+            "perplexity top-k off",
+            "ratio",
+            "random sets: mean",
+            "random sets: range",
         ],
-        body,
-        numeric_from=2,
-    )
-
-
-def table_specificity(ctx: _Context) -> str:
-    rows = ctx.rows["specificity"]
-    sub = {r["relation"]: r for r in rows}
-    return _table(
-        ["relation", "perplexity baseline", "perplexity top-k off", "ratio"],
         [
             [
                 rel,
-                fmt(sub[rel]["ppl_baseline"]),
-                fmt(sub[rel]["ppl_ablated"]),
-                fmt(sub[rel]["ratio"], 3),
+                fmt(r["ppl_baseline"]),
+                fmt(r["ppl_ablated"]),
+                fmt(r["ratio"], 3),
+                fmt(r.get("ppl_controls")),
+                _interval(r.get("ppl_controls_lo"), r.get("ppl_controls_hi"), fmt),
             ]
-            for rel in ctx.relations_of(sub)
+            for rel, r in ((rel, sub[rel]) for rel in ctx.relations_of(sub))
         ],
+    )
+
+
+def _answers(rows: Iterable[dict[str, Any]]) -> str:
+    ranked = sorted(rows, key=lambda r: -_num(r["count"]))
+    return "; ".join(
+        f"“{r['answer']}” {fmt(r['count'])} ({pct(r['share'], 0)})"
+        if r["answer"] != ""
+        else f"(empty) {fmt(r['count'])} ({pct(r['share'], 0)})"
+        for r in ranked
+    )
+
+
+def table_errors(ctx: _Context) -> str:
+    rows = ctx.rows["errors"]
+    conds = _ordered(CONDITIONS, [r["condition"] for r in rows])
+    test = {r["relation"]: r for r in ctx.rows["intra"] if r["split"] == "test"}
+    body = [
+        [rel, _n_subj(test.get(rel, {}))]
+        + [_answers(r for r in rows if r["relation"] == rel and r["condition"] == c) for c in conds]
+        for rel in ctx.relations_of(r["relation"] for r in rows)
+    ]
+    header = {"baseline": "baseline", "own": "own top-k off", "controls": "random sets"}
+    return _table(
+        ["relation", "test n (subjects)"] + [header.get(c, c) for c in conds], body, numeric_from=99
+    )
+
+
+def table_skipped(ctx: _Context) -> str:
+    skipped = skipped_relations(ctx.study)
+    return _table(
+        ["relation", "correct identification prompts", "their subjects", "why"],
+        [
+            [rel, fmt(v["prompts"]), fmt(v["subjects"]), str(v["why"] or "—")]
+            for rel, v in sorted(skipped.items())
+        ],
+        numeric_from=1,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Captions: what every interval is, and which test every mark comes from.
+
+DEFAULT_TESTS = {
+    "controls": "one-sided sign-flip permutation test over subjects of the per-prompt "
+    "difference d = (mean accuracy of the random sets) − (own-set accuracy)",
+    "mcnemar": "exact one-sided McNemar test on the prompts own-off and baseline disagree on",
+    "bootstrap": "subject-cluster bootstrap",
+    "interference": "exact one-sided McNemar test (gained more than lost), Holm over all "
+    "off-diagonal cells",
+}
+
+
+@dataclass
+class _Context:
+    summary: dict[str, Any]
+    study: dict[str, Any]
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    underpowered: set[str] = field(default_factory=set)
+
+    def relations_of(self, seen: Iterable[Any]) -> list[Any]:
+        return _ordered(self.study.get("relations") or [], list(seen))
+
+    def test(self, name: str) -> str:
+        """The test's name as the summary states it (`study.tests`), else ours."""
+        given = self.study.get("tests")
+        named = given.get(name) if isinstance(given, dict) else None
+        return str(named) if named else DEFAULT_TESTS[name]
+
+    @property
+    def top_k(self) -> str:
+        k = self.study.get("top_k")
+        return f"top-{k:,}" if _int(k) is not None else "top-k"
+
+    @property
+    def alpha(self) -> str:
+        a = _num(self.study.get("alpha"))
+        return f"α = {ALPHA if math.isnan(a) else a:g}"
+
+
+def _pi_text(ctx: _Context) -> str:
+    c = fmt(ctx.study.get("controls")) if ctx.study.get("controls") is not None else "C"
+    return (
+        f"blue: mean over the {c} random sets of the same per-layer counts; its error bar is "
+        "the 95 % prediction interval for the accuracy of ONE random set (mean ± t·s·√(1 + 1/C) "
+        "over the C sets, clipped to 0–100 %), not a confidence interval of their mean"
+    )
+
+
+def _marks_text(ctx: _Context) -> str:
+    perms = _int(ctx.study.get("permutations"))
+    perm = f" ({perms:,} permutations)" if perms else ""
+    least = _int(ctx.study.get("min_discordant"))
+    rule = ctx.study.get("min_test_subjects")
+    return (
+        f"Marks: ★ = verdict “{BEYOND}”: {ctx.test('controls')}{perm}, Holm-corrected over "
+        f"the study's relations, {ctx.alpha}"
+        + (f", with at least {least} discordant prompts" if least else "")
+        + f"; p above the bars is Holm-adjusted. n.s. = “{NOT_BEYOND}”. u.p. = “{UNDERPOWERED}”"
+        + (f" (fewer than {rule} test subjects)" if rule else "")
+        + ": no verdict, left out of every count; its bars are pale and hatched."
+    )
+
+
+def _table_text(ctx: _Context) -> str:
+    boot = _int(ctx.study.get("bootstrap"))
+    return (
+        "Table: n = prompts (distinct subjects). effect = mean over prompts of d, in points "
+        "(positive: the own set hurts more than random sets), with its 95 % "
+        f"{ctx.test('bootstrap')} interval"
+        + (f" ({boot:,} resamples)" if boot else "")
+        + f". lost / gained = prompts right at baseline and wrong with the own set off / the "
+        f"reverse; p McNemar: {ctx.test('mcnemar')}. Each p is given raw and Holm-adjusted."
+    )
+
+
+def caption_intra(ctx: _Context) -> str:
+    return (
+        f"Accuracy on each relation's own prompts with no ablation (grey), with its {ctx.top_k} "
+        f"neurons deactivated (red); {_pi_text(ctx)}. Under each relation: n prompts · "
+        f"distinct subjects. One panel per split. {_marks_text(ctx)} {_table_text(ctx)}"
+    )
+
+
+def caption_templates(ctx: _Context) -> str:
+    return (
+        "The same comparison on test-split prompts whose template was held out of neuron "
+        f"selection (relations with at least 2 templates): grey baseline, red {ctx.top_k} "
+        f"neurons off; {_pi_text(ctx)}. {_marks_text(ctx)} {_table_text(ctx)}"
+    )
+
+
+def caption_retention(ctx: _Context) -> str:
+    return (
+        "Retention (P^det): of the prompts the model answers correctly with no ablation "
+        f"(n under each relation), the share still correct with the {ctx.top_k} neurons off "
+        "(red) and with random sets of the same per-layer counts (blue, mean over the sets). "
+        "Descriptive: the tests are those of the own-relation section."
+    )
+
+
+def caption_sweep(ctx: _Context) -> str:
+    return (
+        "Accuracy as more of each relation's top-ranked neurons are deactivated (log x-axis), "
+        "on the relation's own prompts (red) and on every other relation's prompts (blue); "
+        f"shaded: 95 % {ctx.test('bootstrap')} interval of the accuracy. Dashed lines: "
+        "accuracy with nothing deactivated (count 0, which a log axis cannot show). Dotted "
+        f"line and diamonds: the study's {ctx.top_k}. Panel titles: n prompts · distinct "
+        "subjects of the own and the other relations' prompts."
+    )
+
+
+def caption_overlap(ctx: _Context) -> str:
+    return (
+        f"Cells: neurons shared by two relations' {ctx.top_k} sets; in brackets, the overlap "
+        "expected for two random sets with the same per-layer counts (sum over layers of "
+        "a_l·b_l / units per layer). The diagonal (a set with itself: its size) is white and "
+        f"left out of the colour scale. Labels are shown for up to {ANNOTATE_MAX} relations; "
+        "the table lists the most-overlapping pairs with their Jaccard index."
+    )
+
+
+def caption_cross_relation(ctx: _Context) -> str:
+    return (
+        f"Row: the relation whose prompts are evaluated; column: the relation whose {ctx.top_k} "
+        "neurons are deactivated. Cells: relative drop = 1 − accuracy / baseline, in %. Red "
+        "cells lost accuracy, blue cells gained. Grey: no value (baseline accuracy 0). Boxed: "
+        f"interference by the test ({ctx.test('interference')}, {ctx.alpha}"
+        + (
+            f", at least {ctx.study['min_discordant']} gained prompts"
+            if _int(ctx.study.get("min_discordant"))
+            else ""
+        )
+        + ", target not underpowered). The table lists exactly those cells."
+    )
+
+
+def caption_cross_lingual(ctx: _Context) -> str:
+    found = ctx.study.get("identify_language") or "en"
+    return (
+        f"Relative drop (1 − accuracy / baseline, %) of each relation's test prompts in each "
+        f"language when its {ctx.top_k} neurons, found on {found} prompts, are deactivated. "
+        f"★: verdict “{BEYOND}” in that language ({ctx.test('controls')}, Holm, {ctx.alpha}). "
+        "The table gives the own-relation comparison per language, with the same columns "
+        "as the own-relation table (one random set: 95 % prediction interval, not a "
+        "confidence interval of the mean)."
+    )
+
+
+def caption_layers(ctx: _Context) -> str:
+    return (
+        f"Number of each relation's {ctx.top_k} neurons in each layer. When the summary gives "
+        "the uniform reference (top-k / number of layers: what a uniform random set would put "
+        "in each layer), it is white on the colour scale: red layers hold more, blue fewer."
+    )
+
+
+def caption_specificity(ctx: _Context) -> str:
+    return (
+        "Perplexity of relation-neutral text with no ablation (grey), with each relation's "
+        f"{ctx.top_k} neurons deactivated (red; label: ablated / baseline) and, when the study "
+        "computed them, with random sets of the same per-layer counts (blue: mean over the "
+        "sets; error bar: their range, min to max)."
     )
 
 
@@ -930,125 +1623,140 @@ def table_specificity(ctx: _Context) -> str:
 
 
 @dataclass
-class _Context:
-    summary: dict[str, Any]
-    study: dict[str, Any]
-    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-    def relations_of(self, seen: Iterable[Any]) -> list[Any]:
-        return _ordered(self.study.get("relations") or [], list(seen))
-
-
-@dataclass
 class Section:
-    key: str  # anchor id and summary field
+    key: str  # anchor id
     title: str
     figure: str | None  # PNG file name
     build: Callable[[_Context], Any] | None
-    caption: str
+    caption: Callable[[_Context], str]
     tables: tuple[Callable[[_Context], str], ...] = ()
+    present: Callable[[_Context], list] | None = None  # rows that make it non-empty
     empty: str = "The summary holds no rows for this section."
+    hidden_when_empty: bool = False  # not on the page at all when empty
+
+    def rows(self, ctx: _Context) -> list:
+        return self.present(ctx) if self.present is not None else ctx.rows.get(self.key, [])
 
 
-def _sections(ctx: _Context) -> list[Section]:
-    k = ctx.study.get("top_k")
-    k = f"top-{k:,}" if isinstance(k, int) else "top-k"
-    controls = ctx.study.get("controls")
-    found = ctx.study.get("identify_language") or "en"
-    return [
-        Section(
-            "baseline",
-            "Baseline accuracy",
-            None,
-            None,
-            "Accuracy with no neuron deactivated: share of prompts whose greedy answer "
-            "matches the gold object, per relation, language and split.",
-            (table_baseline,),
+def _text(s: str) -> Callable[[_Context], str]:
+    return lambda _ctx: s
+
+
+# The page's sections, in order.
+SECTIONS: tuple[Section, ...] = (
+    Section(
+        "baseline",
+        "Baseline accuracy",
+        None,
+        None,
+        _text(
+            "Accuracy with no neuron deactivated: share of prompts whose greedy answer matches "
+            "the gold object, per relation, language and split; n prompts · distinct subjects."
         ),
-        Section(
-            "intra",
-            "Own-relation effect",
-            "intra.png",
-            fig_intra,
-            f"For each relation, accuracy on its own prompts with no ablation (grey), with "
-            f"its {k} neurons deactivated (red), and with as many random neurons of the "
-            f"same per-layer counts deactivated (blue: mean over {fmt(controls)} control "
-            "sets; error bars: 95 % interval of the control accuracies). One panel per "
-            "split.",
-            (table_intra,),
+        (table_baseline,),
+    ),
+    Section("intra", "Own-relation effect", "intra.png", fig_intra, caption_intra, (table_intra,)),
+    Section(
+        "templates",
+        "Held-out templates",
+        "templates.png",
+        fig_templates,
+        caption_templates,
+        (table_templates, table_template_split),
+        empty="No relation had 2 or more templates to hold one out.",
+    ),
+    Section(
+        "retention",
+        "Retention (P^det)",
+        "retention.png",
+        fig_retention,
+        caption_retention,
+        (table_retention,),
+        present=_retention_rows,
+        empty="The summary holds no retention numbers.",
+    ),
+    Section(
+        "errors",
+        "Error analysis: most frequent answers",
+        None,
+        None,
+        _text(
+            "The most frequent answers (normalised continuation, count and share of the test "
+            "prompts) per relation, with no ablation, with the own top-k off, and with random "
+            "sets (pooled over the sets)."
         ),
-        Section(
-            "sweep",
-            "Sweep over the number of neurons",
-            "sweep.png",
-            fig_sweep,
-            "Accuracy as more of each relation's top-ranked neurons are deactivated (log "
-            "x-axis), on the relation's own prompts (red) and on every other relation's "
-            "prompts (blue). The dashed lines are the accuracies with nothing deactivated "
-            "(count 0, which a log axis cannot show).",
-            (table_sweep,),
-            empty="The summary holds no sweep with a positive number of neurons.",
+        (table_errors,),
+    ),
+    Section(
+        "sweep",
+        "Sweep over the number of neurons",
+        "sweep.png",
+        fig_sweep,
+        caption_sweep,
+        (table_sweep,),
+        empty="The summary holds no sweep with a positive number of neurons.",
+    ),
+    Section(
+        "cumulativity",
+        "Cumulativity over rank ranges",
+        "cumulativity.png",
+        fig_cumulativity,
+        _text(
+            "For each range a–b of neurons deactivated, score = 1 − affected / total "
+            "as computed by the study; grey cells have total = 0 (the score is "
+            "undefined, not zero). Descriptive: no test."
         ),
-        Section(
-            "cumulativity",
-            "Cumulativity over rank ranges",
-            "cumulativity.png",
-            fig_cumulativity,
-            "For each range a–b of neurons deactivated, score = 1 − affected / total as "
-            "computed by the study; grey cells have total = 0 (the score is undefined, "
-            "not zero).",
-            (table_cumulativity,),
+        (table_cumulativity,),
+    ),
+    Section(
+        "overlap",
+        "Overlap of relations' neurons",
+        "overlap.png",
+        fig_overlap,
+        caption_overlap,
+        (table_overlap,),
+    ),
+    Section(
+        "cross_relation",
+        "Cross-relation effect",
+        "cross_relation.png",
+        fig_cross_relation,
+        caption_cross_relation,
+        (table_interference,),
+    ),
+    Section(
+        "cross_lingual",
+        "Cross-lingual effect",
+        "cross_lingual.png",
+        fig_cross_lingual,
+        caption_cross_lingual,
+        (table_cross_lingual,),
+        present=_lingual_rows,
+        hidden_when_empty=True,
+    ),
+    Section("layers", "Layer distribution", "layers.png", fig_layers, caption_layers),
+    Section(
+        "specificity",
+        "Specificity (perplexity)",
+        "specificity.png",
+        fig_specificity,
+        caption_specificity,
+        (table_specificity,),
+    ),
+    Section(
+        "skipped",
+        "Relations left out",
+        None,
+        None,
+        _text(
+            "Relations the study did not analyse, with their correct identification prompts "
+            "and distinct subjects, and why."
         ),
-        Section(
-            "overlap",
-            "Overlap of relations' neurons",
-            "overlap.png",
-            fig_overlap,
-            f"Jaccard index |A ∩ B| / |A ∪ B| of two relations' {k} neuron sets; cell "
-            "labels give the number of shared neurons (shown for up to "
-            f"{ANNOTATE_MAX} relations). The table lists the most-overlapping pairs.",
-            (table_overlap,),
-        ),
-        Section(
-            "cross_relation",
-            "Cross-relation effect",
-            "cross_relation.png",
-            fig_cross_relation,
-            f"Row: the relation whose prompts are evaluated; column: the relation whose "
-            f"{k} neurons are deactivated. Value: relative drop = 1 − accuracy / baseline. "
-            "Red cells lost accuracy; blue cells (negative drop) gained accuracy, i.e. "
-            "interference. Grey: no value (baseline accuracy 0). The table lists the "
-            "interference cells the study found.",
-            (table_interference,),
-        ),
-        Section(
-            "cross_lingual",
-            "Cross-lingual effect",
-            "cross_lingual.png",
-            fig_cross_lingual,
-            f"Relative drop (1 − accuracy / baseline) of each relation's accuracy in each "
-            f"language when the relation's {k} neurons found on {found} prompts are "
-            "deactivated. Grey: no value.",
-            (table_cross_lingual,),
-            empty="The study evaluated no other language.",
-        ),
-        Section(
-            "layers",
-            "Layer distribution",
-            "layers.png",
-            fig_layers,
-            f"Number of each relation's {k} neurons in each layer.",
-        ),
-        Section(
-            "specificity",
-            "Specificity (perplexity)",
-            "specificity.png",
-            fig_specificity,
-            "Perplexity of relation-neutral text with no ablation and with each relation's "
-            f"{k} neurons deactivated; labels give ablated / baseline.",
-            (table_specificity,),
-        ),
-    ]
+        (table_skipped,),
+        present=lambda ctx: list(skipped_relations(ctx.study)),
+        empty="No relation was left out.",
+    ),
+)
 
 
 CSS = """
@@ -1068,38 +1776,33 @@ nav a{margin-right:.8em}
 """
 
 
-def _study_table(study: dict[str, Any]) -> str:
+def _study_items(study: dict[str, Any]) -> list[tuple[str, str]]:
     weights = str(study.get("weights_hash") or "")
-    short = weights.split(":", 1)[-1][:12] if weights else ""
-    sweep = study.get("sweep") or []
-    ranges = study.get("ranges") or []
-    langs = study.get("languages") or []
-    rels = study.get("relations") or []
-    sample = study.get("sample")
-    units = study.get("units_total")
-    top_k = study.get("top_k")
+    units, top_k, sample = study.get("units_total"), study.get("top_k"), study.get("sample")
     share = (
         f" ({100 * top_k / units:.2f} % of units)"
-        if isinstance(top_k, int) and isinstance(units, int) and units > 0
+        if _int(top_k) is not None and _int(units) and units > 0
         else ""
     )
-    items = [
+    ranges = [
+        _range_label(tuple(r))
+        for r in study.get("ranges") or []
+        if isinstance(r, list | tuple) and len(r) == 2
+    ]
+    rels = study.get("relations") or []
+    under = _underpowered(study)
+    return [
         ("model", study.get("model") or "—"),
-        ("weights", short or "—"),
+        ("weights", weights.split(":", 1)[-1][:12] if weights else "—"),
         ("site", study.get("site") or "—"),
         ("units", fmt(units) if units is not None else "—"),
         ("top-k", (fmt(top_k) if top_k is not None else "—") + share),
-        ("sweep", ", ".join(fmt(c) for c in sweep) or "—"),
+        ("sweep", ", ".join(fmt(c) for c in study.get("sweep") or []) or "—"),
+        ("ranges", ", ".join(ranges) or "—"),
         (
-            "ranges",
-            ", ".join(
-                _range_label(tuple(r))
-                for r in ranges
-                if isinstance(r, list | tuple) and len(r) == 2
-            )
-            or "—",
+            "random sets per condition",
+            fmt(study.get("controls")) if study.get("controls") is not None else "—",
         ),
-        ("controls", fmt(study.get("controls")) if study.get("controls") is not None else "—"),
         (
             "sample",
             "all prompts"
@@ -1107,28 +1810,36 @@ def _study_table(study: dict[str, Any]) -> str:
             else f"{fmt(sample)} prompts per relation × language × split",
         ),
         ("neurons found in", study.get("identify_language") or "—"),
-        ("languages", ", ".join(map(str, langs)) or "—"),
-        (f"relations ({len(rels)})", ", ".join(map(str, rels)) or "—"),
-    ]
-    skipped = study.get("skipped")
-    if isinstance(skipped, dict) and skipped:
-        items.append(
-            (
-                f"left out ({len(skipped)})",
-                "; ".join(f"{k}: {v}" for k, v in sorted(skipped.items())),
-            )
-        )
-    items += [
+        ("languages", ", ".join(map(str, study.get("languages") or [])) or "—"),
+        (
+            f"relations ({len(rels)}, {len(under)} underpowered)",
+            ", ".join(_rel_label(r, under) for r in rels) or "—",
+        ),
+        ("left out", _plural(len(skipped_relations(study)), "relation") + " (see below)"),
+        (
+            "tests",
+            f"α = {ALPHA if math.isnan(_num(study.get('alpha'))) else study['alpha']:g}, "
+            "Holm correction within each family of tests",
+        ),
         ("warehouse", study.get("warehouse") or "—"),
     ]
-    out = _table(["", ""], items, numeric_from=99).replace(
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _rel_label(rel: Any, under: list[str]) -> str:
+    return f"{rel} (underpowered)" if rel in under else str(rel)
+
+
+def _study_table(study: dict[str, Any]) -> str:
+    out = _table(["", ""], _study_items(study), numeric_from=99).replace(
         "<thead><tr><th></th><th></th></tr></thead>", ""
     )
     seconds = study.get("seconds")
     if isinstance(seconds, dict) and seconds:
-        total = sum(
-            v for v in seconds.values() if isinstance(v, int | float) and not math.isnan(_num(v))
-        )
+        total = sum(v for v in seconds.values() if not math.isnan(_num(v)))
         out += _table(
             ["stage", "wall time (s)"],
             [[k, fmt(v, 1)] for k, v in seconds.items()] + [["total", fmt(total, 1)]],
@@ -1136,9 +1847,8 @@ def _study_table(study: dict[str, Any]) -> str:
     return out
 
 
-def render(summary: dict[str, Any], out: Path | str, *, title: str | None = None) -> Path:
-    """Write `index.html`, `summary.json` and the figures of `summary` into `out/`; return the
-    path of `index.html`. Files of the same names are replaced atomically."""
+def _context(summary: Any) -> tuple[dict[str, Any], _Context]:
+    """The cleaned summary and its checked sections; raises before anything is written."""
     if not isinstance(summary, dict):
         raise FormatError(f"a study summary is a dict, not a {type(summary).__name__}")
     summary = clean_summary(summary)
@@ -1148,56 +1858,57 @@ def render(summary: dict[str, Any], out: Path | str, *, title: str | None = None
             "summary['study'] is missing or not a dict; pass the dict that "
             "the findings module computed"
         )
-    # Every section is checked before anything is created on disk.
-    ctx = _Context(summary, study, {name: _rows(summary, name) for name in SECTION_KEYS})
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise WarehouseError(f"{out} is a file; pass a folder for the report")
-    out.mkdir(parents=True, exist_ok=True)
-    headline = compute_headline(summary)
-    sentences = headline_sentences(headline, study.get("top_k"))
+    rows = {name: _rows(summary, name) for name in SECTION_KEYS}
+    rows["templates"] = [{"split": "test", "target": _accuracy(r)} | r for r in rows["templates"]]
+    return summary, _Context(summary, study, rows, set(_underpowered(study)))
 
-    # summary.json first: the page's numbers are checkable even if plotting fails.
-    atomic_write_bytes(
-        out / "summary.json", (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode()
-    )
 
-    sections = _sections(ctx)
-    body: list[str] = []
-    written: set[str] = set()
-    for sec in sections:
-        body.append(f'<section id="{esc(sec.key)}"><h2>{esc(sec.title)}</h2>')
-        fig = sec.build(ctx) if sec.build is not None else None
-        has_rows = bool(ctx.rows.get(sec.key))
-        if sec.figure is not None and fig is not None:
-            atomic_write_bytes(out / sec.figure, _png(fig))
-            written.add(sec.figure)
-            body.append(
-                f'<figure><img src="{esc(sec.figure)}" alt="{esc(sec.title)}">'
-                f"<figcaption>{esc(sec.caption)}</figcaption></figure>"
-            )
-        elif sec.figure is not None or not has_rows:
-            body.append(f'<p class="skip">Skipped: {esc(sec.empty)}</p>')
-        else:
-            body.append(f"<p>{esc(sec.caption)}</p>")
-        # The interference table belongs to cross_relation but has its own summary field.
-        table_rows = (
-            ctx.rows["interference"] if sec.key == "cross_relation" else ctx.rows.get(sec.key)
+def _section_html(ctx: _Context, sec: Section, out: Path, written: set[str]) -> str:
+    body = [f'<section id="{esc(sec.key)}"><h2>{esc(sec.title)}</h2>']
+    has_rows = bool(sec.rows(ctx))
+    fig = sec.build(ctx) if sec.build is not None and has_rows else None
+    if fig is not None and sec.figure is not None:
+        atomic_write_bytes(out / sec.figure, _png(fig))
+        written.add(sec.figure)
+        body.append(
+            f'<figure><img src="{esc(sec.figure)}" alt="{esc(sec.title)}">'
+            f"<figcaption>{esc(sec.caption(ctx))}</figcaption></figure>"
         )
+    elif sec.figure is not None or not has_rows:
+        body.append(f'<p class="skip">Skipped: {esc(sec.empty)}</p>')
+    else:
+        body.append(f"<p>{esc(sec.caption(ctx))}</p>")
+    if has_rows:
         for tab in sec.tables:
-            if sec.key == "cross_relation" and not table_rows and has_rows:
-                body.append('<p class="skip">No interference cell.</p>')
-            elif table_rows:
-                body.append(f'<div class="scroll">{tab(ctx)}</div>')
-        body.append("</section>")
-    model = study.get("model") or "model"
-    page_title = title if title is not None else f"Relation neurons of {model}"
-    nav = " ".join(f'<a href="#{esc(s.key)}">{esc(s.title)}</a>' for s in sections)
-    head_html = (
-        "".join(f"<p>{esc(s)}</p>" for s in sentences)
-        or '<p class="skip">No headline: the summary has no own-relation results.</p>'
+            t = tab(ctx)
+            body.append(f'<div class="scroll">{t}</div>' if t else _no_table(sec.key))
+    body.append("</section>")
+    return "\n".join(body)
+
+
+def _no_table(key: str) -> str:
+    if key == "cross_relation":
+        return '<p class="skip">No cell shows interference by the test.</p>'
+    return ""
+
+
+def _headline_html(summary: dict[str, Any], study: dict[str, Any]) -> str:
+    sentences = headline_sentences(compute_headline(summary), study.get("top_k"))
+    if sentences:
+        return "".join(f"<p>{esc(s)}</p>" for s in sentences)
+    return (
+        '<p class="skip">No headline: the summary holds no test verdicts (regenerate it with '
+        "this version's findings module).</p>"
     )
-    page = f"""<!DOCTYPE html>
+
+
+def _page(ctx: _Context, sections: list[Section], body: list[str], title: str | None) -> str:
+    study = ctx.study
+    page_title = (
+        title if title is not None else f"Relation neurons of {study.get('model') or 'model'}"
+    )
+    nav = " ".join(f'<a href="#{esc(s.key)}">{esc(s.title)}</a>' for s in sections)
+    return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{esc(page_title)}</title>
@@ -1206,12 +1917,30 @@ def render(summary: dict[str, Any], out: Path | str, *, title: str | None = None
 <header><h1>{esc(page_title)}</h1>
 {_study_table(study)}
 </header>
-<div class="headline">{head_html}</div>
+<div class="headline">{_headline_html(ctx.summary, study)}</div>
 <nav>{nav}</nav>
 {chr(10).join(body)}
 <footer><p class="skip">Numbers from summary.json next to this page.</p></footer>
 </body></html>
 """
+
+
+def render(summary: dict[str, Any], out: Path | str, *, title: str | None = None) -> Path:
+    """Write `index.html`, `summary.json` and the figures of `summary` into `out/`; return the
+    path of `index.html`. Files of the same names are replaced atomically."""
+    summary, ctx = _context(summary)  # every section is checked before anything is created
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise WarehouseError(f"{out} is a file; pass a folder for the report")
+    out.mkdir(parents=True, exist_ok=True)
+    # summary.json first: the page's numbers are checkable even if plotting fails.
+    atomic_write_bytes(
+        out / "summary.json", (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode()
+    )
+    sections = [s for s in SECTIONS if not (s.hidden_when_empty and not s.rows(ctx))]
+    written: set[str] = set()
+    body = [_section_html(ctx, sec, out, written) for sec in sections]
+    page = _page(ctx, sections, body, title)
     index = out / "index.html"
     atomic_write_bytes(index, page.encode("utf-8"))
     # A figure not drawn this time must not linger from an earlier render of this folder.
