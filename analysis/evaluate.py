@@ -11,7 +11,8 @@ Files, all of one schema (`EVAL_SCHEMA`), so DuckDB/Polars read `evals/*.parquet
 
 - `evals/baseline.parquet` (+ `baseline.json`): answers with no ablation for *every* prompt of
   the warehouse (both splits), `selection = "baseline"`. Computed once and reused while the
-  model, model dtype and `max_new_tokens` match (another `match` mode only rescores it);
+  model, model dtype and `max_new_tokens` match (another scoring rule, `RULES`, only
+  rescores it);
   `warehouse stats --filter-correct` reads its `prompt_id` and `correct`.
 - `evals/<selection>__<key>.parquet` (+ `.json`): one file per distinct `run_eval` request,
   `<key>` a hash of everything that determines it; the same request again reuses it.
@@ -42,7 +43,7 @@ import torch
 from warehouse.analysis.ablation import ablate, control_ids, neuron_indices, split_ids
 from warehouse.errors import FormatError, ModelError, WarehouseError
 from warehouse.ingest.capture import pad_batch
-from warehouse.ingest.datasets import is_correct, normalize_answer
+from warehouse.ingest.datasets import is_correct, is_paper_correct, normalize_answer
 from warehouse.ingest.models import LoadedModel, load_model
 from warehouse.ingest.tokens import token_ids_by_prompt
 from warehouse.store.files import atomic_write_json, read_json, sha256_file
@@ -51,7 +52,16 @@ from warehouse.store.lock import WriterLock
 from warehouse.store.manifest import load_manifest
 from warehouse.store.tables import read_table, write_table
 
-MATCHES = ("prefix", "starts-with", "contains")
+MATCHES = ("prefix", "paper-prefix", "starts-with", "contains")
+# The scoring rule behind each match mode, by name. The name is part of every cache key of
+# scored answers (results files, the baseline's sidecar, stats filtered by it), so a rule
+# that changes gets a new name and what was scored under the old one is scored anew.
+RULES = {
+    "prefix": "answer-prefix-3",
+    "paper-prefix": "paper-prefix",
+    "starts-with": "starts-with",
+    "contains": "contains",
+}
 SPLITS = ("identify", "test", "all")
 BASELINE = "baseline"  # the selection name of baseline rows and the stem of its file
 EVALS = "evals"
@@ -90,7 +100,7 @@ class EvalConfig:
     # (smallest sha256 of "prompt_id"), so conditions evaluated apart share their prompts.
     sample: int | None = None
     max_new_tokens: int = 2
-    match: str = "prefix"  # prefix | starts-with | contains
+    match: str = "prefix"  # prefix | paper-prefix | starts-with | contains
     batch_size: int = 32
     model: str | None = None  # None: the manifest's model; else a copy of its weights
     model_dtype: str | None = None  # None: the dtype the warehouse was ingested at
@@ -125,18 +135,28 @@ class Condition:
 # ------------------------------------------------------------------------------ scoring
 
 
+def rule_name(match: str) -> str:
+    """The name of the scoring rule of a match mode (`RULES`); an unknown mode is an error."""
+    if match not in RULES:
+        raise WarehouseError(f"unknown match mode {match!r}; choose from {', '.join(MATCHES)}")
+    return RULES[match]
+
+
 def score(generated: str, obj: str, aliases: Sequence[str] = (), match: str = "prefix") -> bool:
     """Whether a continuation answers the fact, after `normalize_answer` (case-folded, without
     whitespace, punctuation and symbols) on both sides, for the object or any alias.
 
-    prefix: a non-empty prefix of the answer, or starting with the whole answer
-            (" Par" and " Paris." are right for Paris, " the" and "" wrong);
+    prefix: carries the answer (`is_correct`): starts with the whole answer, which ends a word
+            there, or stops inside it after at least 3 characters (" Paris." and " Par" are
+            right for Paris, " Pa", " Parisian", " the" and "" wrong);
+    paper-prefix: a non-empty prefix of the answer, or starting with it (`is_paper_correct`);
     starts-with: starts with the whole answer; contains: holds the whole answer anywhere.
     """
+    rule_name(match)
     if match == "prefix":
         return is_correct(generated, obj, aliases)
-    if match not in MATCHES:
-        raise WarehouseError(f"unknown match mode {match!r}; choose from {', '.join(MATCHES)}")
+    if match == "paper-prefix":
+        return is_paper_correct(generated, obj, aliases)
     said = normalize_answer(generated)
     golds = [g for g in map(normalize_answer, (obj, *aliases)) if g]
     if not said:
@@ -237,8 +257,7 @@ def _check_options(cfg: EvalConfig) -> None:
         raise WarehouseError("nothing to evaluate: give a selection name, or --baseline")
     if cfg.split not in SPLITS:
         raise WarehouseError(f"unknown split {cfg.split!r}; choose from {', '.join(SPLITS)}")
-    if cfg.match not in MATCHES:
-        raise WarehouseError(f"unknown match mode {cfg.match!r}; choose from {', '.join(MATCHES)}")
+    rule_name(cfg.match)
     if cfg.max_new_tokens < 1:
         raise WarehouseError("--max-new-tokens must be at least 1")
     if cfg.batch_size < 1:
@@ -506,6 +525,7 @@ def _options_key(cfg: EvalConfig) -> dict[str, Any]:
     for k in ("relations", "languages", "top_counts", "fractions"):
         if key[k] is not None:
             key[k] = sorted(set(key[k]))
+    key["rule"] = rule_name(cfg.match)
     return key
 
 
@@ -534,9 +554,9 @@ def _baseline(
     old = read_json(side_path) if side_path.is_file() and path.is_file() else None
     recompute = cfg.force and (cfg.baseline or cfg.selection is None)
     if old is not None and old.get("key") == key and not recompute:
-        if old.get("match") == cfg.match:
+        if old.get("rule") == rule_name(cfg.match):
             return path
-        # Same answers, another match mode: rescore the stored text, no generation.
+        # Same answers, another scoring rule: rescore the stored text, no generation.
         table = pl.from_arrow(read_table(path, columns=["prompt_id", "generated"]))
         assert isinstance(table, pl.DataFrame)
         generated = prompts.join(table, on="prompt_id", how="left")["generated"]
@@ -565,6 +585,7 @@ def _write_baseline(
         "kind": BASELINE,
         "key": key,
         "match": cfg.match,
+        "rule": rule_name(cfg.match),
         "batch_size": cfg.batch_size,
         "timing": extra.get("timing"),
     }

@@ -212,6 +212,18 @@ def _baseline(root: Path) -> Path:
     return path
 
 
+def _baseline_rule(root: Path) -> str:
+    """The scoring rule the baseline's `correct` column was computed with (its sidecar's)."""
+    side = _baseline(root).with_suffix(".json")
+    rule = read_json(side).get("rule") if side.is_file() else None
+    if not isinstance(rule, str):
+        raise WarehouseError(
+            f"{root / BASELINE} names no scoring rule (scored before rules were named): "
+            "run `warehouse eval W --baseline` to score it anew"
+        )
+    return rule
+
+
 def _baseline_correct_ids(root: Path) -> np.ndarray:
     path = _baseline(root)
     names = pq.read_schema(path).names
@@ -260,6 +272,7 @@ def run_stats(
     inputs = {
         "warehouse_fingerprint": manifest.get("fingerprint"),
         "baseline_sha256": sha256_file(_baseline(root)) if filter_correct else None,
+        "baseline_rule": _baseline_rule(root) if filter_correct else None,
     }
     paths = []
     for s in sites:

@@ -20,6 +20,7 @@ from warehouse.ingest.datasets import (
     build_prompts,
     describe,
     is_correct,
+    is_paper_correct,
     load_dataset,
     normalize_answer,
     prompt_id,
@@ -449,23 +450,73 @@ def test_describe(tmp_path):
 # Scoring a continuation
 
 
-@pytest.mark.parametrize(
-    "continuation, obj, aliases, correct",
-    [
-        (" Paris.", "Paris", (), True),
-        (" Washington,", "Washington, D.C.", (), True),  # a prefix of the object
-        (" Par", "Paris", (), True),
-        (" the United", "the United States", (), True),
-        (" US", "the United States", ("USA",), True),  # a prefix of an alias
-        (" Lyon", "Paris", (), False),
-        (" ", "Paris", (), False),  # empty after stripping is never correct
-        ("巴\ufffd", "巴黎", (), True),  # a split UTF-8 character at the end is ignored
-        (" fe", "Fe", (), True),
-        (" Tokyo is", "Tokyo", (), True),  # starts with the whole object
-    ],
-)
-def test_is_correct(continuation, obj, aliases, correct):
+# (continuation, object, aliases, the default rule `is_correct`, the paper's `is_paper_correct`)
+SCORING = [
+    # a continuation that runs past the whole answer, ending its word
+    (" Paris.", "Paris", (), True, True),
+    (" PARIS is", "Paris", (), True, True),
+    (" Parisian", "Paris", (), False, True),  # runs on inside the word: another word
+    # partial answers: at least 3 normalized characters
+    (" Par", "Paris", (), True, True),
+    (" Pa", "Paris", (), False, True),
+    (" Osl", "Oslo", (), True, True),
+    (" Os", "Oslo", (), False, True),
+    (" Oslo", "Oslo", (), True, True),
+    # years: a digit or two is no answer
+    (" 1", "1879", (), False, True),
+    (" 18", "1879", (), False, True),
+    (" 187", "1879", (), True, True),
+    (" 1879.", "1879", (), True, True),
+    (" 1879s", "1879", (), False, True),
+    (" 1789", "1879", (), False, False),
+    # quotes plus a letter or two
+    (' "T', "Tokyo", (), False, True),
+    (" «Ja", "Japan", (), False, True),
+    (' "Tok', "Tokyo", (), True, True),
+    # whole short objects count, their prefixes and longer words do not
+    (" H", "H", (), True, True),
+    (" H.", "H", (), True, True),
+    (" He", "H", (), False, True),
+    (" Fe", "Fe", (), True, True),
+    (" fe,", "Fe", (), True, True),
+    (" F", "Fe", (), False, True),
+    (" Fer", "Fe", (), False, True),
+    # aliases, by the same rule
+    (" USA", "United States", ("USA",), True, True),
+    (" US", "the United States", ("USA",), False, True),
+    (" U.S.A. and", "United States", ("USA",), True, True),
+    (" Uni", "United States", ("USA",), True, True),
+    (" Lyon", "Paris", ("Ville Lumière",), False, False),
+    # multi-word objects: a part of the first word, the first word, more
+    (" Buenos", "Buenos Aires", (), True, True),
+    (" Bue", "Buenos Aires", (), True, True),
+    (" Bu", "Buenos Aires", (), False, True),
+    (" Buenos Aires,", "Buenos Aires", (), True, True),
+    (" Buenos Dias", "Buenos Aires", (), False, False),
+    (" Washington,", "Washington, D.C.", (), True, True),
+    (" Li", "Li Wei", (), False, True),  # a whole first word, but under 3 characters
+    (" Li Wei", "Li Wei", (), True, True),
+    (" the United", "the United States", (), True, True),
+    # zh/ja: no spaces, the object is one word; 3 characters or the whole object
+    ("东京", "东京", (), True, True),
+    ("东", "东京", (), False, True),
+    ("東京", "東京都", (), False, True),
+    ("東京都です", "東京都", (), True, True),
+    ("星期", "星期一", (), False, True),
+    ("星期一。", "星期一", (), True, True),
+    ("巴\ufffd", "巴黎", (), False, True),  # a split UTF-8 character at the end is ignored
+    ("バルセ", "バルセロナ", (), True, True),
+    # nothing said, or nothing to match
+    (" ", "Paris", (), False, False),
+    ("", "Paris", (), False, False),
+    (" Pa", "", (), False, False),
+]
+
+
+@pytest.mark.parametrize("continuation, obj, aliases, correct, paper", SCORING)
+def test_is_correct(continuation, obj, aliases, correct, paper):
     assert is_correct(continuation, obj, aliases) is correct
+    assert is_paper_correct(continuation, obj, aliases) is paper
 
 
 def test_normalize_answer():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -18,10 +19,15 @@ import torch
 from warehouse.analysis.ablation import ablate, control_ids, neuron_indices
 from warehouse.analysis.evaluate import (
     EVAL_SCHEMA,
+    MATCHES,
+    RULES,
     EvalConfig,
     eos_token_ids,
     format_summary,
     greedy,
+    load_selection,
+    request_key,
+    rule_name,
     run_eval,
     score,
     summarize,
@@ -148,16 +154,43 @@ def read(path: Path) -> pl.DataFrame:
 # ------------------------------------------------------------------------------ scoring
 
 
-def test_score_prefix_mode():
-    assert score(" Paris.", "Paris")
-    assert score(" Par", "Paris")  # 2 tokens rarely hold the whole answer
-    assert score(" PARIS is", "Paris")
-    assert not score(" the", "Paris")
-    assert not score("", "Paris")
-    assert not score("  .", "Paris")
-    assert score(" USA", "United States", ["USA"])
-    assert not score(" Pa", "", [])
-    assert score(" 東京", "東京都")  # CJK: no spaces, a prefix still counts
+# (continuation, object, aliases) -> correct under prefix, paper-prefix, starts-with, contains
+SCORES = [
+    ((" Paris.", "Paris", ()), (True, True, True, True)),
+    ((" Par", "Paris", ()), (True, True, False, False)),
+    ((" Pa", "Paris", ()), (False, True, False, False)),
+    ((" Parisian", "Paris", ()), (False, True, True, True)),
+    ((" PARIS is", "Paris", ()), (True, True, True, True)),
+    ((" the Paris", "Paris", ()), (False, False, False, True)),
+    ((" 1", "1879", ()), (False, True, False, False)),
+    ((' "T', "Tokyo", ()), (False, True, False, False)),
+    ((" H", "H", ()), (True, True, True, True)),
+    ((" He", "H", ()), (False, True, True, True)),
+    ((" Fe", "Fe", ()), (True, True, True, True)),
+    ((" USA", "United States", ("USA",)), (True, True, True, True)),
+    ((" Buenos", "Buenos Aires", ()), (True, True, False, False)),
+    (("東京", "東京都", ()), (False, True, False, False)),
+    (("東京都です", "東京都", ()), (True, True, True, True)),
+    (("", "Paris", ()), (False, False, False, False)),
+    ((" Pa", "", ()), (False, False, False, False)),
+]
+
+
+@pytest.mark.parametrize("case, want", SCORES)
+def test_score_modes(case, want):
+    assert tuple(score(*case, match=m) for m in MATCHES) == want
+
+
+def test_every_mode_names_its_rule():
+    assert RULES == {
+        "prefix": "answer-prefix-3",
+        "paper-prefix": "paper-prefix",
+        "starts-with": "starts-with",
+        "contains": "contains",
+    }
+    assert rule_name("prefix") == "answer-prefix-3"
+    with pytest.raises(WarehouseError, match="unknown match mode 'exact'; choose from prefix, "):
+        rule_name("exact")
 
 
 def test_score_starts_with_and_contains():
@@ -432,6 +465,7 @@ def test_baseline_covers_every_prompt_and_is_cached(wh, loaded):
     side = json.loads(path.with_suffix(".json").read_text())
     assert side["key"]["weights_hash"] == manifest(wh)["model"]["weights_hash"]
     assert side["key"]["max_new_tokens"] == 2 and side["match"] == "prefix"
+    assert side["rule"] == "answer-prefix-3"
 
     # Reused: no model is loaded (this one does not exist).
     stamp = path.stat().st_mtime_ns
@@ -442,6 +476,15 @@ def test_baseline_covers_every_prompt_and_is_cached(wh, loaded):
     rescored = read(path)
     assert rescored["generated"].to_list() == base["generated"].to_list()
     assert json.loads(path.with_suffix(".json").read_text())["match"] == "contains"
+    # A baseline scored before rules were named (the lenient prefix rule, stored as match
+    # "prefix" without a rule) is scored anew, without generating, not reused.
+    run_eval(wh, EvalConfig(baseline=True, match="paper-prefix", model="/nonexistent"), False)
+    old = json.loads(path.with_suffix(".json").read_text())
+    assert old.pop("rule") == "paper-prefix"
+    path.with_suffix(".json").write_text(json.dumps({**old, "match": "prefix"}))
+    run_eval(wh, EvalConfig(baseline=True, model="/nonexistent"), show_progress=False)
+    assert read(path)["correct"].to_list() == base["correct"].to_list()
+    assert json.loads(path.with_suffix(".json").read_text())["rule"] == "answer-prefix-3"
     # Another max_new_tokens generates anew, with the manifest's model.
     run_eval(wh, EvalConfig(baseline=True, max_new_tokens=1), show_progress=False)
     one = read(path)
@@ -512,6 +555,22 @@ def test_sweep_with_controls(wh, loaded):
     stamp = path.stat().st_mtime_ns
     assert run_eval(wh, cfg, show_progress=False, loaded=loaded) == path
     assert path.stat().st_mtime_ns == stamp
+
+    # The scoring rule is part of the request: another rule is another file, scored by it.
+    sel = load_selection(wh, "sel")
+    assert request_key(sel, manifest(wh), cfg)["options"]["rule"] == "answer-prefix-3"
+    paper = replace(cfg, match="paper-prefix")
+    assert request_key(sel, manifest(wh), paper)["options"]["rule"] == "paper-prefix"
+    other = run_eval(wh, paper, show_progress=False, loaded=loaded)
+    assert other != path and other.name.startswith("sel__")
+    lenient = read(other)
+    assert lenient["generated"].to_list() == got["generated"].to_list()
+    prompts = pl.read_parquet(wh / "prompts.parquet")
+    objects = got.join(prompts, on="prompt_id", how="left", maintain_order="left")
+    assert lenient["correct"].to_list() == [
+        score(g, o, a or (), "paper-prefix")
+        for g, o, a in objects.select("generated", "object", "aliases").iter_rows()
+    ]
 
 
 def test_ablating_everything_breaks_answers(wh, loaded):

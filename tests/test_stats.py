@@ -268,6 +268,11 @@ def test_filter_correct(fresh: Path):
     twice = baseline.filter(pl.col("correct")).head(1).with_columns(correct=pl.lit(False))
     (fresh / "evals").mkdir()
     pl.concat([baseline, twice]).write_parquet(fresh / "evals" / "baseline.parquet")
+    side = fresh / "evals" / "baseline.json"
+    side.write_text(json.dumps({"kind": "baseline", "match": "prefix"}))  # scored before rules
+    with pytest.raises(WarehouseError, match=r"names no scoring rule .* to score it anew"):
+        run_stats(fresh, "ffn.act", filter_correct=True, show_progress=False)
+    side.write_text(json.dumps({"kind": "baseline", "match": "prefix", "rule": "answer-prefix-3"}))
     (path,) = run_stats(fresh, "ffn.act", filter_correct=True, show_progress=False)
     kept = prompts.filter(
         (pl.col("split") == "identify")
@@ -281,6 +286,17 @@ def test_filter_correct(fresh: Path):
     assert (got["n_pos"] + got["n_neg"] == len(kept)).all()
     side = json.loads(path.with_suffix(".json").read_text())
     assert side["options"]["filter_correct"] and side["inputs"]["baseline_sha256"]
+    assert side["inputs"]["baseline_rule"] == "answer-prefix-3"
+    # The same answers scored under another rule: the stats are computed anew.
+    stamp = path.stat().st_mtime_ns
+    assert run_stats(fresh, "ffn.act", filter_correct=True, show_progress=False) == [path]
+    assert path.stat().st_mtime_ns == stamp
+    (fresh / "evals" / "baseline.json").write_text(json.dumps({"rule": "paper-prefix"}))
+    assert run_stats(fresh, "ffn.act", filter_correct=True, show_progress=False) == [path]
+    assert path.stat().st_mtime_ns != stamp
+    assert json.loads(path.with_suffix(".json").read_text())["inputs"]["baseline_rule"] == (
+        "paper-prefix"
+    )
 
 
 def test_clear_errors(fresh: Path):

@@ -407,7 +407,13 @@ def eval_(
         typer.Option(help="At most N prompts per relation x language x split (fixed choice)."),
     ] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens generated.")] = 2,
-    match: Annotated[str, typer.Option(help="prefix, starts-with or contains.")] = "prefix",
+    match: Annotated[
+        str,
+        typer.Option(
+            help="Scoring: prefix (carries the answer: whole, or 3+ characters of it), "
+            "paper-prefix (any non-empty prefix), starts-with or contains."
+        ),
+    ] = "prefix",
     batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 32,
     model: Annotated[
         str | None, typer.Option(help="A copy of the manifest's model (hash must match).")
