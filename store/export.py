@@ -35,7 +35,12 @@ from warehouse.store.files import (
     new_digest,
     safe_relative,
 )
-from warehouse.store.location import Location, local_folder, require_outside
+from warehouse.store.location import (
+    Location,
+    MissingFileError,
+    local_folder,
+    require_outside,
+)
 from warehouse.store.lock import creating
 from warehouse.store.manifest import MANIFEST, array_specs, fingerprint_of, load_manifest
 
@@ -215,7 +220,7 @@ def _copy_array(
         h.update(rel.encode() + b"\0")
         try:
             sink.copy(src, rel, h)
-        except FormatError:
+        except MissingFileError:
             raise FormatError(
                 f"the source's array {key} lacks {rel}; nothing was exported: "
                 "run `warehouse verify` on the source"

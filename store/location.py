@@ -46,6 +46,10 @@ def local_folder(target: str | Path, action: str) -> Path:
     return Path(str(target).removeprefix("file://"))
 
 
+class MissingFileError(FormatError):
+    """A file a warehouse should hold is not there."""
+
+
 # What an entry that is not a plain file or folder is, for messages.
 _KINDS = (
     (stat.S_ISLNK, "a symbolic link"),
@@ -69,7 +73,7 @@ def require_regular(path: str | Path) -> os.stat_result:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        raise FormatError(f"{path} is missing") from None
+        raise MissingFileError(f"{path} is missing") from None
     if not stat.S_ISREG(st.st_mode):
         raise FormatError(
             f"{path} is {kind_of(st.st_mode)}, not a plain file; a warehouse holds plain files "
@@ -241,14 +245,14 @@ class Location:
                 try:
                     mode = os.lstat(folder).st_mode
                 except FileNotFoundError:
-                    raise FormatError(f"{self.url}: {rel} is missing") from None
+                    raise MissingFileError(f"{self.url}: {rel} is missing") from None
                 if not stat.S_ISDIR(mode):
                     raise FormatError(
                         f"{self.url}: {os.path.relpath(folder, self.base)} is {kind_of(mode)}, "
                         "not a folder; a warehouse holds plain files and folders only"
                     )
             if not os.path.lexists(full):
-                raise FormatError(f"{self.url}: {rel} is missing")
+                raise MissingFileError(f"{self.url}: {rel} is missing")
             require_regular(full)
         return full
 
@@ -258,7 +262,7 @@ class Location:
                 return Path(self.file(rel)).read_bytes()
             return self.fs.cat_file(self.file(rel))
         except FileNotFoundError:
-            raise FormatError(f"{self.url}: {rel} is missing") from None
+            raise MissingFileError(f"{self.url}: {rel} is missing") from None
         except IsADirectoryError:
             raise FormatError(f"{self.url}: {rel} is a folder, not a file") from None
 
@@ -292,11 +296,19 @@ class Location:
                 return io.BytesIO(self.fs.cat_file(self.file(rel)))
             return self.fs.open(self.file(rel), "rb")
         except FileNotFoundError:
-            raise FormatError(f"{self.url}: {rel} is missing") from None
+            raise MissingFileError(f"{self.url}: {rel} is missing") from None
 
     def listdir(self, rel: str) -> list[str]:
         """Names of the files directly in folder `rel` (sorted; [] when absent). A link,
-        FIFO, socket or device there is refused (FormatError), never listed or skipped."""
+        FIFO, socket or device there (or in its place) is refused (FormatError), never
+        listed or skipped."""
+        if self.fs is None and os.path.lexists(self.path(rel)):
+            mode = os.lstat(self.path(rel)).st_mode
+            if not stat.S_ISDIR(mode):
+                raise FormatError(
+                    f"{self.url}: {rel} is {kind_of(mode)}, not a folder; a warehouse holds "
+                    "plain files and folders only: replace it with the real folder"
+                )
         entries = self.entries(rel)
         for name, kind in entries.items():
             if kind not in ("a plain file", "a folder"):
