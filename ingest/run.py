@@ -8,7 +8,6 @@ batch not wholly on disk and ends with the same bytes as an uninterrupted run.
 from __future__ import annotations
 
 import gc
-import glob
 import hashlib
 import json
 import os
@@ -44,7 +43,7 @@ from warehouse.store.arrays import (
 )
 from warehouse.store.checksums import array_algorithm, finalize_checksums
 from warehouse.store.files import remove_temp_entries, sha256_file
-from warehouse.store.lock import WriterLock, lock_status
+from warehouse.store.lock import WriterLock, remove_dead_creations
 from warehouse.store.manifest import (
     array_specs,
     fingerprint_of,
@@ -224,7 +223,7 @@ def _create(
     """Lay out a new warehouse in a temp sibling folder and rename it into place, so a crash
     while creating it leaves no half-made folder behind."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_creations(final)
+    remove_dead_creations(final)
     root = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         # The lock marks the temp folder as ours while we live (one whose creator was killed
@@ -244,32 +243,6 @@ def _create(
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return manifest
-
-
-# A temp folder without a lock is dead once this old: its creator takes the lock right after
-# making it, so only a kill in between (or an older version of this tool) leaves one.
-_UNLOCKED_CREATION_GRACE_S = 600
-
-
-def _remove_dead_creations(final: Path) -> None:
-    """Delete the temp folders of earlier creations of `final` whose process was killed (a
-    SIGKILL while laying out the tables leaves one beside the warehouse). A live creation's
-    folder, or one whose creator runs on another host, is left alone."""
-    for entry in final.parent.glob(f".{glob.escape(final.name)}.tmp-*"):
-        if not entry.is_dir() or entry.is_symlink():
-            continue
-        lock = lock_status(entry)
-        if lock is not None:
-            if lock["stale"] is not True:  # alive, on another host, or unreadable
-                continue
-        else:
-            try:
-                age = time.time() - entry.stat().st_mtime
-            except FileNotFoundError:
-                continue
-            if age < _UNLOCKED_CREATION_GRACE_S:
-                continue
-        shutil.rmtree(entry, ignore_errors=True)
 
 
 def _lay_out(

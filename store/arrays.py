@@ -24,11 +24,10 @@ import zarr
 from zarr.abc.codec import BytesBytesCodec
 from zarr.abc.store import SuffixByteRequest
 from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
-from zarr.storage import LocalStore
 
 from warehouse.errors import FormatError
 from warehouse.store.chunks import absent_chunks, index_size
-from warehouse.store.location import Location
+from warehouse.store.location import Location, plain_local_store
 
 # Storage dtypes. numpy (and so plain zarr) has no bfloat16: it is stored as its raw 16 bits
 # (uint16), and the attribute "warehouse_dtype" says how to view them.
@@ -187,7 +186,7 @@ class MissingChunkError(FormatError):
     """A chunk file that must exist is absent (zarr would read it as zeros)."""
 
 
-class StrictStore(LocalStore):
+class StrictStore(plain_local_store()):  # type: ignore[misc]
     """A read-only LocalStore for which an absent chunk is an error, not the fill value.
 
     A warehouse writes every chunk (`write_empty_chunks`), so a missing one is damage; plain

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,15 +24,20 @@ from warehouse.store.files import (
     sha256_file,
     stream_digest,
 )
-from warehouse.store.location import Location
-from warehouse.store.lock import LOCK, lock_status
+from warehouse.store.location import Location, kind_of, require_regular
+from warehouse.store.lock import LOCK, creations, lock_status
 from warehouse.store.manifest import MANIFEST, array_specs, fingerprint_of, load_manifest
 
-# Folders of Parquet tables (+ JSON sidecars) written by later stages, and their commands.
-DERIVED = {"stats": "stats", "selections": "select", "evals": "eval"}
-# Folders of `warehouse study` (its record and perplexity table) and a report drawn into the
-# warehouse (`warehouse demo` puts it there): outputs of later stages, not checked here.
-OUTPUTS = ("study", "report")
+# Folders written by later stages, and the command that writes each. Each holds Parquet
+# tables, every one beside its JSON sidecar (<name>.parquet + <name>.json), and nothing else
+# but the files DERIVED_FILES names and a sharded eval's unjoined parts
+# (evals/parts/<request>/, pairs as well).
+DERIVED = {"stats": "stats", "selections": "select", "evals": "eval", "study": "study"}
+DERIVED_FILES = {"study": ("study.json",)}
+DERIVED_PARTS = {"evals": "parts"}
+# A report drawn into the warehouse (`warehouse demo` puts it there): not data; checked for
+# links and special files only.
+OUTPUTS = ("report",)
 
 
 def array_files(spec: ArraySpec) -> list[str]:
@@ -101,11 +107,16 @@ def verify(root: Path | str | Location) -> Report:
         return _verify_remote(loc)
     root = loc.local
     report = Report()
+    _verify_creations(root, report)
+    if not root.exists() and (report.problems or report.notes):
+        report.problems.insert(0, f"{root}: no warehouse here")
+        return report
     manifest = load_manifest(root, check_fingerprint=False, check_paths=False)
     state = manifest["state"]
     complete = state.get("status") == "complete"
     lock = lock_status(root)
-    writing = lock is not None and lock.get("stale") is not True
+    writing = lock is not None and lock.get("stale") is not True and "unreadable" not in lock
+    _verify_lock(lock, report)
     if not complete:
         report.notes.append(
             "ingest not finished: checked up to the last committed batch "
@@ -138,24 +149,70 @@ def verify(root: Path | str | Location) -> Report:
         committed = _committed_rows(key, spec, state, complete)
         _verify_array(loc, key, spec, digest, complete, committed, report)
     _verify_listed_files(loc, manifest, expected, report)
-    _verify_derived(root, report)
+    _verify_derived(loc, report)
     for dirpath, dirnames, names in os.walk(root):
         for n in [*dirnames, *names]:
             full = os.path.join(dirpath, n)
             rel = os.path.relpath(full, root)
-            if os.path.islink(full):
+            mode = os.lstat(full).st_mode
+            if stat.S_ISLNK(mode):
                 # A link can point anywhere; a warehouse is plain files, so it is refused.
                 report.problems.append(
                     f"symbolic link {rel} -> {os.readlink(full)}: a warehouse holds no links"
                 )
-            elif n in names and rel not in expected:
-                _verify_other_file(rel, n, lock, writing, report)
+            elif not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                report.problems.append(
+                    f"special file {rel} ({kind_of(mode)}): a warehouse holds plain files only"
+                )
+            elif stat.S_ISREG(mode) and rel not in expected:
+                _verify_other_file(rel, n, writing, report)
     return report
 
 
+def _verify_creations(root: Path, report: Report) -> None:
+    """Temp folders beside the warehouse of a run that was creating it (ingest, export,
+    merge): a killed one's is a problem (the next run of that command removes it)."""
+    for c in creations(root):
+        command = (c.command or "").removesuffix(" (creating)") or "ingest, export or merge"
+        if c.dead:
+            size = sum(p.stat().st_size for p in c.path.rglob("*") if p.is_file())
+            report.problems.append(
+                f"leftover temp folder {c.path.name} beside {root.name} ({size:,} bytes) of a "
+                f"killed `warehouse {command}`: the next `warehouse {command}` that makes "
+                f"{root.name} removes it, or delete it"
+            )
+        else:
+            report.notes.append(f"{c.path.name}: `warehouse {command}` is making {root.name}")
+
+
+def _verify_lock(lock: dict | None, report: Report) -> None:
+    if lock is None:
+        return
+    if "unreadable" in lock:
+        report.problems.append(
+            f"writer lock {LOCK} is unreadable ({lock['unreadable']}): no writer can be told "
+            f"from it, and writers refuse to start; if no warehouse command runs, delete {LOCK}"
+        )
+    elif lock.get("stale") is True:
+        report.problems.append(
+            f"stale writer lock {LOCK}: `{lock.get('command')}` (pid {lock.get('pid')}) "
+            f"was killed; re-run that command (it takes the lock over), or delete {LOCK}"
+        )
+    else:
+        report.notes.append(
+            f"a writer holds {LOCK}: `{lock.get('command')}` (pid {lock.get('pid')} on "
+            f"{lock.get('host')}), so files may still change"
+        )
+
+
 def _verify_table(name: str, entry: dict, path: Path, report: Report) -> None:
-    if not path.is_file():
+    if not os.path.lexists(path):
         report.problems.append(f"table {name}: file {entry['path']} is missing")
+        return
+    try:
+        require_regular(path)
+    except FormatError:
+        report.problems.append(f"table {name}: {entry['path']} is not a plain file")
         return
     digest = entry.get("sha256")
     if digest is not None and sha256_file(path) != digest:
@@ -170,27 +227,13 @@ def _verify_table(name: str, entry: dict, path: Path, report: Report) -> None:
         )
 
 
-def _verify_other_file(
-    rel: str, name: str, lock: dict | None, writing: bool, report: Report
-) -> None:
+def _verify_other_file(rel: str, name: str, writing: bool, report: Report) -> None:
     """A file the manifest does not list: a derived table, the writer lock, or a stray."""
     top = rel.split(os.sep, 1)[0]
     if top in DERIVED and os.sep in rel and not is_temp_file(name):
         return  # checked by _verify_derived
-    if top in OUTPUTS and os.sep in rel:
-        return
-    if rel == LOCK and lock is not None:
-        if lock.get("stale") is True:
-            report.problems.append(
-                f"stale writer lock {LOCK}: `{lock.get('command')}` (pid {lock.get('pid')}) "
-                f"was killed; re-run that command (it takes the lock over), or delete {LOCK}"
-            )
-        else:
-            report.notes.append(
-                f"a writer holds {LOCK}: `{lock.get('command')}` (pid {lock.get('pid')} on "
-                f"{lock.get('host')}), so files may still change"
-            )
-        return
+    if (top in OUTPUTS and os.sep in rel) or rel == LOCK:
+        return  # the lock: _verify_lock
     if is_temp_file(name):
         if not writing:  # while a writer runs, its temp files are work in progress
             report.problems.append(f"leftover temp file: {rel}")
@@ -244,46 +287,99 @@ def _committed_rows(key: str, spec: ArraySpec, state: dict, complete: bool) -> i
     return min(int(mark or 0), spec.shape[0])
 
 
-def _verify_derived(root: Path, report: Report) -> None:
-    """stats/, selections/, evals/: every Parquet file decodes, no sidecar lacks its table,
-    and row counts agree with what a sidecar records. (These files carry no checksum.)"""
-    for folder, command in DERIVED.items():
-        base = root / folder
-        if not base.is_dir() or base.is_symlink():
-            continue
-        for path in sorted(base.iterdir()):
-            rel = f"{folder}/{path.name}"
-            if path.is_symlink() or is_temp_file(path.name):
-                continue  # reported by the walk
-            report.checked_files += 1
-            if path.suffix == ".parquet":
-                try:
-                    rows = pq.read_table(path).num_rows  # decodes every page
-                except (OSError, pa.ArrowException) as e:
-                    report.problems.append(f"{rel} is not a readable Parquet file ({e})")
-                    continue
-                meta = _json_or_none(path.with_suffix(".json"))
-                want = None if meta is None else meta.get("rows", meta.get("size"))
-                if isinstance(want, int) and want != rows:
-                    report.problems.append(
-                        f"{rel} has {rows} rows, its sidecar {path.stem}.json says {want}"
-                    )
-            elif path.suffix == ".json":
-                if _json_or_none(path) is None:
-                    report.problems.append(f"{rel} is not a readable JSON sidecar")
-                elif not path.with_suffix(".parquet").is_file():
-                    report.problems.append(
-                        f"{rel}: its table {path.stem}.parquet is missing; re-run "
-                        f"`warehouse {command}` to make it again"
-                    )
-            else:
-                report.problems.append(f"unexpected file: {rel}")
+def _verify_derived(loc: Location, report: Report) -> None:
+    """stats/, selections/, evals/, study/ (local or remote): every Parquet file decodes and
+    has its sidecar, every sidecar its table, row counts agree, nothing else lies there."""
+    problems, checked = derived_problems(loc)
+    report.checked_files += checked
+    report.problems.extend(p for _, p in problems)
 
 
-def _json_or_none(path: Path) -> dict | None:
+def derived_problems(
+    loc: Location, folders: list[str] | None = None
+) -> tuple[list[tuple[str, str]], int]:
+    """What is wrong in the derived folders (all, or `folders`): (file, problem) pairs, and
+    how many files were checked. Links, special files and temp files are left to the
+    caller (verify's walk names them; readers refuse them)."""
+    problems: list[tuple[str, str]] = []
+    checked = 0
+    for folder in folders or list(DERIVED):
+        entries = loc.entries(folder)
+        for name in sorted(entries):
+            rel, kind = f"{folder}/{name}", entries[name]
+            if kind == "a folder" and DERIVED_PARTS.get(folder) == name:
+                for request, sub in sorted(loc.entries(rel).items()):
+                    if sub == "a folder":
+                        checked += _check_pairs(loc, f"{rel}/{request}", folder, (), problems)
+                    elif sub == "a plain file":
+                        problems.append((f"{rel}/{request}", f"unexpected file: {rel}/{request}"))
+            elif kind == "a folder":
+                if not is_temp_file(name):
+                    problems.append((rel, f"unexpected folder: {rel}"))
+        checked += _check_pairs(loc, folder, folder, DERIVED_FILES.get(folder, ()), problems)
+    return problems, checked
+
+
+def _check_pairs(
+    loc: Location, where: str, folder: str, others: tuple[str, ...], problems: list
+) -> int:
+    """Check the plain files directly in `where`: Parquet tables with sidecars, and `others`
+    (JSON objects). Returns how many were checked."""
+    command = DERIVED[folder]
+    entries = loc.entries(where)
+    files = {n for n, kind in entries.items() if kind == "a plain file" and not is_temp_file(n)}
+    for name in sorted(files):
+        rel = f"{where}/{name}"
+        stem, dot, suffix = name.rpartition(".")
+        if name in others:
+            if _json_at(loc, rel) is None:
+                problems.append((rel, f"{rel} is not a readable JSON object"))
+        elif dot and suffix == "parquet":
+            meta = _json_at(loc, f"{where}/{stem}.json") if f"{stem}.json" in files else None
+            if f"{stem}.json" not in files:
+                problems.append(
+                    (
+                        rel,
+                        f"{rel} has no sidecar {stem}.json, yet the `{folder}` view would read "
+                        f"it: re-run `warehouse {command}`, or delete it if it was put there "
+                        "by hand",
+                    )
+                )
+            rows = _parquet_rows_at(loc, rel)
+            want = None if meta is None else meta.get("rows", meta.get("size"))
+            if isinstance(rows, str):
+                problems.append((rel, f"{rel} is not a readable Parquet file ({rows})"))
+            elif isinstance(want, int) and want != rows:
+                problems.append((rel, f"{rel} has {rows} rows, its sidecar says {want}"))
+        elif dot and suffix == "json":
+            if _json_at(loc, rel) is None:
+                problems.append((rel, f"{rel} is not a readable JSON sidecar"))
+            elif f"{stem}.parquet" not in files:
+                problems.append(
+                    (
+                        rel,
+                        f"{rel}: its table {stem}.parquet is missing; re-run "
+                        f"`warehouse {command}` to make it again",
+                    )
+                )
+        else:
+            problems.append((rel, f"unexpected file: {rel}"))
+    return len(files)
+
+
+def _parquet_rows_at(loc: Location, rel: str) -> int | str:
+    """Rows of a Parquet file, every page decoded; or what is wrong with it."""
     try:
-        d = json.loads(path.read_text())
-    except (OSError, ValueError):
+        with loc.open(rel) as f:
+            return pq.read_table(f).num_rows
+    except (OSError, pa.ArrowException, FormatError) as e:
+        return str(e)
+
+
+def _json_at(loc: Location, rel: str) -> dict | None:
+    try:
+        d = json.loads(loc.read_bytes(rel))
+    except (OSError, ValueError, FormatError):
         return None
     return d if isinstance(d, dict) else None
 
@@ -437,12 +533,23 @@ def _verify_remote(loc: Location) -> Report:
         committed = _committed_rows(key, spec, manifest["state"], complete)
         _verify_array(loc, key, spec, digest, complete, committed, report)
     _verify_listed_files(loc, manifest, expected, report)
+    _verify_derived(loc, report)
+    listed = manifest.get("files")
     for rel in loc.walk():
         rel = rel.replace(os.sep, "/")
-        if rel not in expected and not rel.startswith(tuple(f"{d}/" for d in (*DERIVED, *OUTPUTS))):
-            n = rel.rsplit("/", 1)[-1]
-            kind = "leftover temp file" if is_temp_file(n) else "unexpected file"
-            report.problems.append(f"{kind}: {rel}")
+        n = rel.rsplit("/", 1)[-1]
+        if rel in expected or rel.startswith(tuple(f"{d}/" for d in OUTPUTS)):
+            continue
+        if is_temp_file(n):
+            report.problems.append(f"leftover temp file: {rel}")
+        elif not rel.startswith(tuple(f"{d}/" for d in DERIVED)):
+            report.problems.append(f"unexpected file: {rel}")
+        elif isinstance(listed, dict):
+            # An export lists every derived file it wrote; a read-only copy gains none.
+            report.problems.append(
+                f"{rel} is not listed in the manifest's files: it was added after the "
+                "export (a read-only copy gains no files)"
+            )
     return report
 
 

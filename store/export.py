@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -24,9 +22,26 @@ from typing import Any, Protocol
 
 from warehouse.errors import FormatError, WarehouseError
 from warehouse.store.arrays import ArraySpec
-from warehouse.store.checksums import array_checksum, array_files, require_complete
-from warehouse.store.files import algorithm_of, atomic_write_json, digest_of, new_digest
-from warehouse.store.location import Location, local_folder
+from warehouse.store.checksums import (
+    array_checksum,
+    array_files,
+    derived_problems,
+    require_complete,
+)
+from warehouse.store.files import (
+    algorithm_of,
+    atomic_write_json,
+    digest_of,
+    new_digest,
+    safe_relative,
+)
+from warehouse.store.location import (
+    Location,
+    MissingFileError,
+    local_folder,
+    require_outside,
+)
+from warehouse.store.lock import creating
 from warehouse.store.manifest import MANIFEST, array_specs, fingerprint_of, load_manifest
 
 DERIVED = ("stats", "selections", "evals", "study")
@@ -47,8 +62,7 @@ class ExportOptions:
 class _Sink(Protocol):
     def copy(self, src: Location, rel: str, h: Any) -> int: ...
     def write_json(self, rel: str, obj: Any) -> None: ...
-    def commit(self) -> None: ...
-    def abort(self) -> None: ...
+    def close(self) -> None: ...
 
 
 def _pump(fi: Any, fo: Any, h: Any) -> int:
@@ -62,40 +76,29 @@ def _pump(fi: Any, fo: Any, h: Any) -> int:
 
 
 class _FolderSink:
-    """Writes into a temp sibling folder, renamed into place at the end (never half a copy)."""
+    """Writes the copy into a folder (the temp folder `creating` renames into place)."""
 
-    def __init__(self, dest: Path) -> None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        self.dest = dest
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-        self.tmp.chmod(0o755)
+    def __init__(self, root: Path) -> None:
+        self.root = root
 
     def copy(self, src: Location, rel: str, h: Any) -> int:
-        out = self.tmp / rel
+        out = safe_relative(self.root, rel)
         out.parent.mkdir(parents=True, exist_ok=True)
         with src.open(rel) as fi, open(out, "wb") as fo:
             return _pump(fi, fo, h)
 
     def write_json(self, rel: str, obj: Any) -> None:
-        atomic_write_json(self.tmp / rel, obj)
+        atomic_write_json(safe_relative(self.root, rel), obj)
 
-    def commit(self) -> None:
-        os.rename(self.tmp, self.dest)
-
-    def abort(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
+    def close(self) -> None:
+        pass
 
 
 class _ZipSink:
-    """Writes a stored (uncompressed) zip to a temp file, renamed into place at the end."""
+    """Writes a stored (uncompressed) zip (in the temp folder `creating` renames it from)."""
 
-    def __init__(self, dest: Path) -> None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        self.dest = dest
-        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
-        os.close(fd)
-        self.tmp = Path(name)
-        self.zf = zipfile.ZipFile(self.tmp, "w", zipfile.ZIP_STORED, allowZip64=True)
+    def __init__(self, path: Path) -> None:
+        self.zf = zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True)
 
     def _info(self, rel: str) -> zipfile.ZipInfo:
         info = zipfile.ZipInfo(rel, date_time=ZIP_TIME)
@@ -112,64 +115,90 @@ class _ZipSink:
 
         self.zf.writestr(self._info(rel), json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
-    def commit(self) -> None:
+    def close(self) -> None:
         self.zf.close()
-        self.tmp.chmod(0o644)
-        os.replace(self.tmp, self.dest)
-
-    def abort(self) -> None:
-        self.zf.close()
-        self.tmp.unlink(missing_ok=True)
 
 
 def export(
     source: str | Path | Location, dest: str | Path, opts: ExportOptions, show_progress: bool = True
 ) -> dict[str, Any]:
     """Copy the chosen subset of `source` (local or remote) to the local `dest`; returns the
-    destination's manifest."""
+    destination's manifest. Nothing is written when the source is damaged (a table, array
+    or derived file), holds a link or a special file, or when `dest` lies inside it."""
     src = Location.of(source)
-    if not any(m in str(dest) for m in ("://", "::")) and Path(dest).exists():
+    if not any(m in str(dest) for m in ("://", "::")) and os.path.lexists(dest):
         raise WarehouseError(f"{dest} already exists; choose a new destination")
     dest_path = local_folder(dest, "`warehouse export`")
     if opts.zip and dest_path.suffix != ".zip":
         raise WarehouseError(f"--zip writes one file: give a DEST ending in .zip, not {dest}")
+    require_outside(dest_path, [src.url], "`warehouse export`")
     manifest = load_manifest(src)
     require_complete(manifest, src.url)  # type: ignore[arg-type]
     out, keep_arrays, keep_tables, derived = _plan(src, manifest, opts)
+    _check_derived(src, derived)
 
-    sink: _Sink = _ZipSink(dest_path) if opts.zip else _FolderSink(dest_path)
     specs = array_specs(manifest)
     total = len(keep_tables) + len(derived) + sum(len(array_files(specs[k])) for k in keep_arrays)
-    try:
-        with _progress(show_progress, total) as advance:
-            for name in keep_tables:
-                entry = manifest["tables"][name]
-                h = hashlib.sha256()
-                sink.copy(src, entry["path"], h)
-                _check("table " + name, entry.get("sha256"), h)
-                advance(1)
-            groups: set[str] = set()
-            for key in keep_arrays:
-                spec = specs[key]
-                groups |= _groups(spec)
-                _copy_array(src, sink, key, spec, array_checksum(manifest["arrays"][key]), advance)
-            for rel in sorted(groups):
-                if src.isfile(rel):
-                    sink.copy(src, rel, hashlib.sha256())
-            listed = manifest.get("files") or {}
-            for rel in derived:
-                h = hashlib.sha256()
-                sink.copy(src, rel, h)
-                if rel in listed:
-                    _check(rel, listed[rel], h)
-                out["files"][rel] = "sha256:" + h.hexdigest()
-                advance(1)
-            sink.write_json(MANIFEST, out)
-        sink.commit()
-    except BaseException:
-        sink.abort()
-        raise
+    with creating(dest_path, "export", file=opts.zip) as root:
+        sink: _Sink = _ZipSink(root / dest_path.name) if opts.zip else _FolderSink(root)
+        try:
+            with _progress(show_progress, total) as advance:
+                _copy_all(src, sink, manifest, out, keep_tables, keep_arrays, derived, advance)
+        finally:
+            sink.close()
     return out
+
+
+def _copy_all(
+    src: Location,
+    sink: _Sink,
+    manifest: dict[str, Any],
+    out: dict[str, Any],
+    keep_tables: list[str],
+    keep_arrays: list[str],
+    derived: list[str],
+    advance,
+) -> None:
+    """Copy tables, arrays (with their group metadata) and derived files, each checked
+    against its checksum as it passes, then write the destination's manifest."""
+    specs = array_specs(manifest)
+    for name in keep_tables:
+        entry = manifest["tables"][name]
+        h = hashlib.sha256()
+        sink.copy(src, entry["path"], h)
+        _check("table " + name, entry.get("sha256"), h)
+        advance(1)
+    groups: set[str] = set()
+    for key in keep_arrays:
+        spec = specs[key]
+        groups |= _groups(spec)
+        _copy_array(src, sink, key, spec, array_checksum(manifest["arrays"][key]), advance)
+    for rel in sorted(groups):
+        if src.isfile(rel):
+            sink.copy(src, rel, hashlib.sha256())
+    listed = manifest.get("files") or {}
+    for rel in derived:
+        h = hashlib.sha256()
+        sink.copy(src, rel, h)
+        if rel in listed:
+            _check(rel, listed[rel], h)
+        out["files"][rel] = "sha256:" + h.hexdigest()
+        advance(1)
+    sink.write_json(MANIFEST, out)
+
+
+def _check_derived(src: Location, derived: list[str]) -> None:
+    """Every derived file about to be copied decodes, has its sidecar and agrees with it
+    (`verify`'s check); the first problem is the one error, and nothing is exported."""
+    folders = sorted({rel.split("/", 1)[0] for rel in derived})
+    problems, _ = derived_problems(src, folders)
+    bad = [p for rel, p in problems if rel in derived]
+    if bad:
+        more = f" (and {len(bad) - 1} more problem(s))" if len(bad) > 1 else ""
+        raise FormatError(
+            f"the source's {bad[0]}{more}; nothing was exported: run `warehouse verify "
+            f"{src}` on the source"
+        )
 
 
 def _check(what: str, want: str | None, h: Any, algorithm: str = "sha256") -> None:
@@ -191,7 +220,7 @@ def _copy_array(
         h.update(rel.encode() + b"\0")
         try:
             sink.copy(src, rel, h)
-        except FormatError:
+        except MissingFileError:
             raise FormatError(
                 f"the source's array {key} lacks {rel}; nothing was exported: "
                 "run `warehouse verify` on the source"

@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import google_crc32c
 
-from warehouse.errors import FormatError
+from warehouse.errors import FormatError, WarehouseError
 
 # Temp files carry this marker so that verify/resume can recognise (and clean) leftovers of
 # a killed process; zarr's own LocalStore uses ".partial" for the same purpose.
@@ -135,10 +135,13 @@ def is_temp_file(name: str) -> bool:
     return any(marker in name for marker in TEMP_MARKERS)
 
 
-def remove_temp_entries(folder: Path, recursive: bool = False) -> int:
+def remove_temp_entries(
+    folder: Path, recursive: bool = False, only: Callable[[str], bool] | None = None
+) -> int:
     """Delete the temp files and temp folders in `folder` (and, `recursive`, in the folders
     below it): what a killed writer left. Only for a writer holding the warehouse lock, in a
-    folder only such writers write to (a live writer's temps would go too). Links are removed,
+    folder only such writers write to (a live writer's temps would go too), or with `only`,
+    which picks the names to delete (the dead creations beside a folder). Links are removed,
     never followed. Returns how many."""
     try:
         entries = list(os.scandir(folder))
@@ -147,9 +150,9 @@ def remove_temp_entries(folder: Path, recursive: bool = False) -> int:
     removed = 0
     for entry in entries:
         is_dir = entry.is_dir(follow_symlinks=False)
-        if not is_temp_file(entry.name):
+        if not is_temp_file(entry.name) or (only is not None and not only(entry.name)):
             if recursive and is_dir:
-                removed += remove_temp_entries(Path(entry.path), recursive)
+                removed += remove_temp_entries(Path(entry.path), recursive, only)
             continue
         if is_dir:
             shutil.rmtree(entry.path, ignore_errors=True)
@@ -176,3 +179,36 @@ def safe_relative(root: Path, rel: str) -> Path:
             "replace the link with the real files"
         ) from None
     return full
+
+
+# Marks a folder `warehouse report` made, so that drawing a report again into it is allowed
+# while a folder of other files is not written into without --overwrite.
+REPORT_MARKER = ".warehouse-report"
+
+
+def claim_output_folder(
+    out: Path, overwrite: bool = False, *, option: str = "--out", create: bool = True
+) -> None:
+    """Make sure the report may write into `out`: a new or empty folder, or one a report was
+    drawn into (it holds REPORT_MARKER), or any folder with `overwrite`. `create` makes the
+    folder and marks it; without it nothing is written (a check before a long study)."""
+    out = Path(out)
+    if os.path.lexists(out) and (out.is_symlink() or not out.is_dir()):
+        raise WarehouseError(f"{out} is not a folder; pass a new or empty folder for {option}")
+    marker = out / REPORT_MARKER
+    ours = marker.is_file() and not marker.is_symlink()
+    if out.is_dir() and not ours and not overwrite and any(out.iterdir()):
+        how = (
+            "or pass --overwrite to write the report's files into it (files of the same "
+            "names are replaced)"
+            if option == "--out"
+            else "or draw the report into it later with `warehouse report W --out DIR --overwrite`"
+        )
+        raise WarehouseError(
+            f"{out} holds other files and is not a folder a report was drawn into; nothing "
+            f"was written: choose a new or empty folder for {option}, {how}"
+        )
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
+        if not ours:
+            atomic_write_bytes(marker, b"a folder `warehouse report` writes into\n")

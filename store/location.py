@@ -9,12 +9,14 @@ writes: commands that change a warehouse call `require_local`, which refuses a r
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import json
 import os
 import posixpath
-from collections.abc import Iterator
+import stat
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -42,6 +44,93 @@ def local_folder(target: str | Path, action: str) -> Path:
     if is_remote(target):
         raise WarehouseError(_read_only(str(target), action))
     return Path(str(target).removeprefix("file://"))
+
+
+class MissingFileError(FormatError):
+    """A file a warehouse should hold is not there."""
+
+
+# What an entry that is not a plain file or folder is, for messages.
+_KINDS = (
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISDIR, "a folder"),
+)
+
+
+def kind_of(mode: int) -> str:
+    """'a plain file', 'a symbolic link', 'a FIFO', 'a socket', 'a device' or 'a folder'."""
+    return next((name for test, name in _KINDS if test(mode)), "a plain file")
+
+
+def require_regular(path: str | Path) -> os.stat_result:
+    """The lstat of `path` when it is a plain file; FormatError for a link, FIFO, socket,
+    device or folder. A warehouse holds plain files only: a link could lead a reader or an
+    export to a file outside it (a private one), and reading a FIFO blocks forever."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise MissingFileError(f"{path} is missing") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise FormatError(
+            f"{path} is {kind_of(st.st_mode)}, not a plain file; a warehouse holds plain files "
+            "only: replace it with the real file, or delete it"
+        )
+    return st
+
+
+def open_regular(path: str | Path) -> IO[bytes]:
+    """Open a plain file for reading; a link, FIFO, socket or device is refused without
+    following or blocking on it (O_NOFOLLOW | O_NONBLOCK, then fstat)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # O_NOFOLLOW met a link
+            require_regular(path)
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        require_regular(path)  # names what it is
+        raise FormatError(f"{path} changed while it was opened; run the command again")
+    return os.fdopen(fd, "rb")
+
+
+def require_outside(
+    dest: str | Path,
+    sources: list[str | Path],
+    action: str,
+    allow: str | None = None,
+    writes: Collection[str] | None = None,
+) -> None:
+    """Refuse a destination inside a local source warehouse, or a source inside the
+    destination where the command would write over it: a command never writes into its
+    inputs. `allow` names the one folder of a warehouse the command may write (the report's
+    `report/`); `writes` the names a command writes into an existing `dest` (None: it fills
+    `dest` whole). Paths are resolved, so links and `..` do not hide where they lead."""
+    if is_remote(str(dest)):
+        return
+    out = Path(str(dest).removeprefix("file://")).resolve()
+    for src in sources:
+        if "://" in str(src) or "::" in str(src):
+            continue
+        root = Path(str(src)).resolve()
+        if out == root or root in out.parents:
+            if allow is not None and out == root / allow:
+                continue
+            where = f", except into its {allow}/ folder" if allow else ""
+            raise WarehouseError(
+                f"{action} would write into its input {src} ({dest} is inside it); nothing "
+                f"was written: choose a destination outside the warehouse{where}"
+            )
+        if out in root.parents and (writes is None or root.relative_to(out).parts[0] in writes):
+            raise WarehouseError(
+                f"{action} would write around its input {src} ({src} is inside {dest}); "
+                "nothing was written: choose a destination that does not hold the warehouse"
+            )
 
 
 def _read_only(url: str, action: str) -> str:
@@ -86,6 +175,8 @@ class Location:
             raise WarehouseError(f"{target}: not a URL fsspec can open ({e})") from None
         except (OSError, FileNotFoundError) as e:
             raise FormatError(f"{target}: cannot open ({e})") from None
+        if getattr(fs, "protocol", None) in ("zip", ("zip",)):
+            _check_zip_entries(str(target), fs.zip)
         return cls(str(target), base.rstrip("/"), fs)
 
     # ------------------------------------------------------------------ properties
@@ -128,20 +219,50 @@ class Location:
             return False
 
     def isfile(self, rel: str) -> bool:
+        """Whether something other than a folder is at `rel` (locally a link or a FIFO counts:
+        reading it then says what it is, instead of calling it missing)."""
         if self.fs is None:
-            return os.path.isfile(self.path(rel))
+            try:
+                return not stat.S_ISDIR(os.lstat(self.path(rel)).st_mode)
+            except OSError:
+                return False
         try:
             return bool(self.fs.isfile(self.path(rel)))
         except (OSError, ValueError):
             return False
 
+    def file(self, rel: str) -> str:
+        """The full path of file `rel`, checked: relative and without `..`; locally, every
+        folder on the way a real folder and the file a plain file (`require_regular`)."""
+        parts = rel.split("/")
+        if not rel or rel.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+            raise FormatError(f"{self.url}: {rel!r} is not a relative path inside the warehouse")
+        full = self.path(rel)
+        if self.fs is None:
+            folder = self.base
+            for part in parts[:-1]:
+                folder = os.path.join(folder, part)
+                try:
+                    mode = os.lstat(folder).st_mode
+                except FileNotFoundError:
+                    raise MissingFileError(f"{self.url}: {rel} is missing") from None
+                if not stat.S_ISDIR(mode):
+                    raise FormatError(
+                        f"{self.url}: {os.path.relpath(folder, self.base)} is {kind_of(mode)}, "
+                        "not a folder; a warehouse holds plain files and folders only"
+                    )
+            if not os.path.lexists(full):
+                raise MissingFileError(f"{self.url}: {rel} is missing")
+            require_regular(full)
+        return full
+
     def read_bytes(self, rel: str) -> bytes:
         try:
             if self.fs is None:
-                return Path(self.path(rel)).read_bytes()
-            return self.fs.cat_file(self.path(rel))
+                return Path(self.file(rel)).read_bytes()
+            return self.fs.cat_file(self.file(rel))
         except FileNotFoundError:
-            raise FormatError(f"{self.url}: {rel} is missing") from None
+            raise MissingFileError(f"{self.url}: {rel} is missing") from None
         except IsADirectoryError:
             raise FormatError(f"{self.url}: {rel} is a folder, not a file") from None
 
@@ -170,27 +291,55 @@ class Location:
         server without range requests)."""
         try:
             if self.fs is None:
-                return open(self.path(rel), "rb")
+                return open_regular(self.file(rel))
             if not self.supports_ranges():
-                return io.BytesIO(self.fs.cat_file(self.path(rel)))
-            return self.fs.open(self.path(rel), "rb")
+                return io.BytesIO(self.fs.cat_file(self.file(rel)))
+            return self.fs.open(self.file(rel), "rb")
         except FileNotFoundError:
-            raise FormatError(f"{self.url}: {rel} is missing") from None
+            raise MissingFileError(f"{self.url}: {rel} is missing") from None
 
     def listdir(self, rel: str) -> list[str]:
-        """Names of the files directly in folder `rel` (sorted; [] when absent)."""
+        """Names of the files directly in folder `rel` (sorted; [] when absent). A link,
+        FIFO, socket or device there (or in its place) is refused (FormatError), never
+        listed or skipped."""
+        if self.fs is None and os.path.lexists(self.path(rel)):
+            mode = os.lstat(self.path(rel)).st_mode
+            if not stat.S_ISDIR(mode):
+                raise FormatError(
+                    f"{self.url}: {rel} is {kind_of(mode)}, not a folder; a warehouse holds "
+                    "plain files and folders only: replace it with the real folder"
+                )
+        entries = self.entries(rel)
+        for name, kind in entries.items():
+            if kind not in ("a plain file", "a folder"):
+                raise FormatError(
+                    f"{self.url}: {rel}/{name} is {kind}, not a plain file; a warehouse holds "
+                    "plain files only: replace it with the real file, or delete it"
+                )
+        return sorted(n for n, kind in entries.items() if kind == "a plain file")
+
+    def entries(self, rel: str) -> dict[str, str]:
+        """What lies directly in folder `rel`: name -> `kind_of` (remote: plain files and
+        folders only); {} when there is no such folder (or `rel` is not a real one)."""
         if self.fs is None:
             d = self.path(rel)
-            if not os.path.isdir(d):
-                return []
-            return sorted(n for n in os.listdir(d) if os.path.isfile(os.path.join(d, n)))
+            try:
+                if stat.S_ISLNK(os.lstat(d).st_mode):
+                    return {}
+                with os.scandir(d) as it:
+                    return {e.name: kind_of(e.stat(follow_symlinks=False).st_mode) for e in it}
+            except (FileNotFoundError, NotADirectoryError):
+                return {}
         try:
-            entries = self.fs.ls(self.path(rel), detail=True)
+            found = self.fs.ls(self.path(rel), detail=True)
         except (FileNotFoundError, NotADirectoryError, OSError, ValueError):
-            return []
-        return sorted(
-            posixpath.basename(e["name"].rstrip("/")) for e in entries if e.get("type") == "file"
-        )
+            return {}
+        out = {}
+        for e in found:
+            name = posixpath.basename(e["name"].rstrip("/"))
+            if name not in ("", ".", ".."):
+                out[name] = "a plain file" if e.get("type") == "file" else "a folder"
+        return out
 
     def walk(self) -> Iterator[str]:
         """Relative paths of every file under the root."""
@@ -209,9 +358,7 @@ class Location:
     def zarr_store(self, rel: str) -> Any:
         """A read-only zarr store of the array or group at `rel`."""
         if self.fs is None:
-            from zarr.storage import LocalStore
-
-            return LocalStore(self.path(rel), read_only=True)
+            return plain_local_store()(self.path(rel), read_only=True)
         from zarr.storage import FsspecStore
 
         if self.supports_ranges():
@@ -225,6 +372,26 @@ class Location:
         from pyarrow.fs import FSSpecHandler, PyFileSystem
 
         return PyFileSystem(FSSpecHandler(self.fs))
+
+
+def _check_zip_entries(url: str, zf: Any) -> None:
+    """Refuse a zip holding an entry that is not a plain file or folder (a symbolic link,
+    a FIFO, a device: its mode bits say so) or whose name is absolute or climbs out with
+    `..`: unpacked or exported, such an entry would lead outside the folder."""
+    for info in zf.infolist():
+        name = info.filename
+        parts = name.replace("\\", "/").split("/")
+        if name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+            raise FormatError(
+                f"{url}: zip entry {name!r} is not a relative path inside the warehouse; "
+                "a warehouse zip holds relative names only"
+            )
+        mode = info.external_attr >> 16  # type bits 0: a plain file (permissions only)
+        if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise FormatError(
+                f"{url}: zip entry {name!r} is {kind_of(mode)}, not a plain file; a warehouse "
+                "zip holds plain files only"
+            )
 
 
 def _async(fs: Any) -> Any:
@@ -241,6 +408,21 @@ def _async(fs: Any) -> Any:
     from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
 
     return AsyncFileSystemWrapper(fs, asynchronous=True)
+
+
+@functools.cache
+def plain_local_store() -> type:
+    """zarr's LocalStore, reading plain files only: a chunk or zarr.json that is a link,
+    FIFO or device is refused (`require_regular`) instead of followed or blocked on."""
+    from zarr.storage import LocalStore
+
+    class PlainLocalStore(LocalStore):
+        async def get(self, key, prototype=None, byte_range=None):  # type: ignore[override]
+            if os.path.lexists(Path(self.root) / key):
+                Location(str(self.root), str(self.root)).file(key)  # folders and file plain
+            return await super().get(key, prototype, byte_range)
+
+    return PlainLocalStore
 
 
 @functools.cache

@@ -12,10 +12,16 @@ another host cannot be checked from here, so it is reported with a way to remove
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import os
+import shutil
 import socket
+import stat
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,8 @@ from typing import Any
 import psutil
 
 from warehouse.errors import WarehouseError
+from warehouse.store.files import remove_temp_entries
+from warehouse.store.location import kind_of, open_regular
 
 LOCK = ".lock"
 
@@ -43,9 +51,11 @@ class LockInfo:
 
     @classmethod
     def read(cls, path: Path) -> LockInfo | None:
-        """The lock's holder, or None when the file is gone or unreadable (being written)."""
+        """The lock's holder, or None when the file is gone or unreadable (being written, or
+        damaged: empty, not JSON, a folder, a FIFO, a link)."""
         try:
-            d = json.loads(path.read_text())
+            with open_regular(path) as f:
+                d = json.loads(f.read())
             ct = d.get("create_time")
             return cls(
                 int(d["pid"]),
@@ -54,7 +64,7 @@ class LockInfo:
                 str(d["started"]),
                 None if ct is None else float(ct),
             )
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, WarehouseError):
             return None
 
     def alive(self) -> bool | None:
@@ -183,13 +193,23 @@ class WriterLock:
 
 
 def lock_status(root: Path) -> dict[str, Any] | None:
-    """The lock file's holder and whether it is stale, for `verify`; None without a lock."""
+    """The lock file's holder and whether it is stale, for `verify`; None without a lock. A
+    lock that cannot be read (empty, not a lock's JSON, a folder, a FIFO, a link) has
+    `unreadable`: what it is; it is read twice, 0.2 s apart, as a writer does, since a
+    lock being created is empty for a moment."""
     path = Path(root) / LOCK
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
     holder = LockInfo.read(path)
+    if holder is None and _is_plain_file(path):
+        time.sleep(0.2)
+        holder = LockInfo.read(path)
     if holder is None:
-        return {"path": LOCK, "stale": None}
+        if not os.path.lexists(path):
+            return None
+        mode = os.lstat(path).st_mode
+        what = "empty or not a writer lock's JSON" if stat.S_ISREG(mode) else kind_of(mode)
+        return {"path": LOCK, "stale": None, "unreadable": what}
     alive = holder.alive()
     return {
         "path": LOCK,
@@ -199,3 +219,89 @@ def lock_status(root: Path) -> dict[str, Any] | None:
         "started": holder.started,
         "stale": None if alive is None else not alive,
     }
+
+
+def _is_plain_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+# ------------------------------------------------------------------ creating a new folder
+#
+# A new warehouse (ingest), an export or a merge is laid out in a temp sibling folder
+# `.<name>.tmp-<random>` and renamed into place, so a crash never leaves half a folder at
+# `<name>`. While it works, the temp folder holds a writer lock with the creator's pid: a
+# folder whose creator was killed is recognised, reported by `verify <name>` and removed by
+# the next run that creates `<name>`.
+
+# A temp folder without a lock is dead once this old: its creator takes the lock right after
+# making it, so only a kill in between (or an older version of this tool) leaves one.
+UNLOCKED_CREATION_GRACE_S = 600
+
+
+@dataclass(frozen=True)
+class Creation:
+    """A temp sibling folder of a folder being created (or left by a killed creator)."""
+
+    path: Path
+    command: str | None  # from its lock; None without a readable lock
+    dead: bool  # its creator is gone: safe to remove
+
+
+def creations(final: Path) -> list[Creation]:
+    """The temp sibling folders of creations of `final`: live ones (a lock of a running
+    process, or held on another host, or unreadable), and dead ones (a lock of a process
+    gone from this host, or no lock and older than UNLOCKED_CREATION_GRACE_S)."""
+    out = []
+    for entry in sorted(Path(final).parent.glob(f".{glob.escape(Path(final).name)}.tmp-*")):
+        if entry.is_symlink() or not entry.is_dir():
+            continue
+        lock = lock_status(entry)
+        if lock is not None:
+            dead = lock["stale"] is True
+        else:
+            try:
+                dead = time.time() - entry.stat().st_mtime >= UNLOCKED_CREATION_GRACE_S
+            except FileNotFoundError:
+                continue
+        command = None if lock is None else lock.get("command")
+        out.append(Creation(entry, command, dead))
+    return out
+
+
+def remove_dead_creations(final: Path) -> list[Path]:
+    """Delete the temp folders of earlier creations of `final` whose process was killed (a
+    SIGKILL while laying out a warehouse, an export or a merge leaves one beside it); live
+    ones are left alone. Returns the folders removed."""
+    dead = {c.path.name for c in creations(final) if c.dead}
+    remove_temp_entries(Path(final).parent, only=lambda name: name in dead)
+    return [Path(final).parent / name for name in sorted(dead)]
+
+
+@contextmanager
+def creating(final: Path, command: str, file: bool = False) -> Iterator[Path]:
+    """Lay out `final` in a new temp sibling folder, yielded; `file`: the body writes the
+    one file `<folder>/<final.name>` instead (a zip). The folder holds a writer lock naming
+    `command` while the body runs; then the lock is released and the folder (or the file) is
+    renamed to `final`, which must not exist then (or be an empty folder). On any failure
+    the temp folder is removed and nothing is left at `final`. Dead temp folders of earlier
+    creations of `final` are removed first."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_creations(final)
+    root = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        root.chmod(0o755)  # mkdtemp makes it private; a warehouse is meant to be shared
+        with WriterLock(root, f"{command} (creating)"):
+            yield root
+        made = root / final.name if file else root
+        if final.is_dir() and not final.is_symlink() and not any(final.iterdir()):
+            final.rmdir()
+        if os.path.lexists(final):
+            raise WarehouseError(f"{final} appeared while it was being made; nothing was written")
+        if file:
+            made.chmod(0o644)
+        os.rename(made, final)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -11,7 +11,7 @@ from warehouse import __version__
 from warehouse.errors import FormatError
 from warehouse.store.arrays import ArraySpec
 from warehouse.store.files import atomic_write_json, read_json, safe_relative
-from warehouse.store.location import Location
+from warehouse.store.location import Location, require_regular
 
 FORMAT_NAME = "relation-warehouse"
 # 3: array checksums are crc32c (field `checksum`); 2: arrays stored as zarr shards (a file
@@ -68,6 +68,7 @@ def load_manifest(
         raise FormatError(
             f"{root}: not a warehouse (no {MANIFEST}); create one with `warehouse ingest`"
         )
+    require_regular(root / MANIFEST)
     return _checked(read_json(root / MANIFEST), root, check_fingerprint, check_paths)
 
 

@@ -19,8 +19,6 @@ run them again on the result.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +40,8 @@ from warehouse.store.arrays import (
 from warehouse.store.checksums import finalize_checksums, require_complete
 from warehouse.store.chunks import ChunkEncoder, put_rows
 from warehouse.store.files import atomic_write_bytes
-from warehouse.store.location import Location, local_folder
+from warehouse.store.location import Location, local_folder, require_outside
+from warehouse.store.lock import creating
 from warehouse.store.manifest import (
     FORMAT_VERSION,
     array_specs,
@@ -76,23 +75,17 @@ def merge(
     if len(inputs) < 2:
         raise WarehouseError("merge needs at least two warehouses")
     final = local_folder(out, "`warehouse merge`")
-    if final.exists() and (is_warehouse(final) or any(final.iterdir())):
+    if os.path.lexists(final) and (
+        final.is_symlink() or not final.is_dir() or is_warehouse(final) or any(final.iterdir())
+    ):
         raise WarehouseError(f"{final} exists and is not empty; choose a new --out")
+    require_outside(final, [Location.of(x).url for x in inputs], "`warehouse merge`")
     ins = [_load(Location.of(x)) for x in inputs]
     ins = _order(ins)
     _check_compatible(ins)
     _check_disjoint(ins)
-
-    final.parent.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        root.chmod(0o755)
+    with creating(final, "merge") as root:
         manifest = _write(root, ins, show_progress)
-        if final.exists():
-            final.rmdir()  # an empty folder (checked above)
-        os.rename(root, final)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     return manifest
 
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from warehouse.errors import FormatError
 from warehouse.store.files import atomic_write_bytes, sha256_file
-from warehouse.store.location import Location
+from warehouse.store.location import Location, require_regular
 
 # Row groups of ~64k rows let DuckDB/Polars skip groups by their min/max statistics
 # (e.g. a query for one prompt_id range) without making files of many tiny groups.
@@ -65,6 +65,8 @@ def _manifest_checksum(path: Path) -> str | None:
 
 
 def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+    if os.path.lexists(path):
+        require_regular(path)  # never through a link, never blocked on a FIFO
     check_table(path, _manifest_checksum(Path(path)))
     try:
         return pq.read_table(path, columns=columns)

@@ -22,7 +22,14 @@ import pytest
 from warehouse.errors import WarehouseError
 from warehouse.ingest.run import IngestConfig, ingest
 from warehouse.store.checksums import verify
-from warehouse.store.lock import LOCK, LockedError, LockInfo, WriterLock, lock_status
+from warehouse.store.lock import (
+    LOCK,
+    UNLOCKED_CREATION_GRACE_S,
+    LockedError,
+    LockInfo,
+    WriterLock,
+    lock_status,
+)
 
 GATED_INGEST = """
 import os, sys, time
@@ -201,7 +208,7 @@ def test_temp_folders_of_killed_creations_are_removed(
     made(".w.tmp-killed", create_time=12345.0)  # our pid, another start time: creator gone
     made(".w.tmp-live")  # held by this live process
     made(".w.tmp-elsewhere", host="some-other-machine", pid=1)  # cannot be checked from here
-    made(".w.tmp-unlocked-old", age_s=2 * run_mod._UNLOCKED_CREATION_GRACE_S)
+    made(".w.tmp-unlocked-old", age_s=2 * UNLOCKED_CREATION_GRACE_S)
     made(".w.tmp-unlocked-new")  # maybe between its mkdtemp and its lock
     made(".w2.tmp-killed", create_time=12345.0)  # another warehouse's: not ours to clean
     seen_locks = []

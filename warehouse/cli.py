@@ -248,6 +248,10 @@ def query(
     """Run a SQL query over the warehouse's tables and arrays."""
     from warehouse.queries.sql import run_query
 
+    if output is not None:
+        from warehouse.store.location import require_outside
+
+        require_outside(output, [warehouse], "`warehouse query --output`")
     text = run_query(warehouse, sql, fmt, output, engine=engine)
     if text is not None:
         print(text, end="" if text.endswith("\n") else "\n")
@@ -603,12 +607,25 @@ def study(
     _run_study(cfg, report)
 
 
-def _run_study(cfg, report_dir: Path | None) -> None:
+def _report_folder(out: Path, warehouse: str | Path, option: str, overwrite: bool, create: bool):
+    """The report's folder may not lie inside the warehouse (but for its `report/` folder)
+    nor hold other files unless `overwrite` (store.files.claim_output_folder)."""
+    from warehouse.store.files import claim_output_folder
+    from warehouse.store.location import require_outside
+
+    names = {"index.html", "summary.json"}
+    require_outside(out, [warehouse], f"`warehouse report` ({option})", "report", names)
+    claim_output_folder(out, overwrite, option=option, create=create)
+
+
+def _run_study(cfg, report_dir: Path | None, option: str = "--report") -> None:
     import time
 
     from warehouse.analysis.findings import compute, format_headline
     from warehouse.study import run_study
 
+    if report_dir is not None:  # refused before hours of work, not after
+        _report_folder(report_dir, cfg.out, option, overwrite=False, create=False)
     t0 = time.perf_counter()
     run_study(cfg)
     summary = compute(cfg.out)
@@ -616,6 +633,7 @@ def _run_study(cfg, report_dir: Path | None) -> None:
     if report_dir is not None:
         from warehouse.analysis.report import render
 
+        _report_folder(report_dir, cfg.out, option, overwrite=False, create=True)
         index = render(summary, report_dir)
         print(f"report: {index}")
     print(f"study finished in {time.perf_counter() - t0:.0f} s; warehouse at {cfg.out}")
@@ -626,12 +644,18 @@ def report(
     warehouse: Annotated[str, typer.Argument(help=_WHERE)],
     out: Annotated[Path, typer.Option(help="Folder for index.html, figures, summary.json.")],
     as_json: Annotated[bool, typer.Option("--json", help="Also print the summary.")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(help="Write into a folder of other files (same-named files are replaced)."),
+    ] = False,
 ) -> None:
     """Write a study's findings as an HTML page with PNG figures and summary.json."""
     from warehouse.analysis.findings import compute, format_headline
     from warehouse.analysis.report import render
 
+    _report_folder(out, warehouse, "--out", overwrite, create=False)
     summary = compute(warehouse)
+    _report_folder(out, warehouse, "--out", overwrite, create=True)
     index = render(summary, out)
     if as_json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))
