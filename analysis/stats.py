@@ -578,6 +578,7 @@ def tie_order(seed: int, relation: str, language: str, n: int) -> np.ndarray:
 def rank_order(values: dict[str, np.ndarray], ties: np.ndarray) -> np.ndarray:
     """Positions in rank order: AP descending, then AUROC, then |SMD| descending (the values
     as stored), then `ties` ascending. Never the neuron id; NaN sorts last."""
+
     def down(name: str) -> np.ndarray:
         v = values[name].astype(SCHEMA.field(name).type.to_pandas_dtype())
         v = np.abs(v) if name == "smd" else v

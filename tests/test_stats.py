@@ -77,7 +77,14 @@ def fresh(warehouse: Path, tmp_path: Path) -> Path:
 
 
 def reference(
-    root: Path, site: str, pooling: str, negatives: str, seed: int, split: str, sample: int = 10
+    root: Path,
+    site: str,
+    pooling: str,
+    negatives: str,
+    seed: int,
+    split: str,
+    sample: int = 10,
+    templates: list[str] | None = None,
 ):
     """Recompute the stats of every (relation, language) for `sample` random neurons per layer
     (and the first and last) with sklearn and numpy from the raw array and prompts table,
@@ -85,6 +92,8 @@ def reference(
     prompts = pl.read_parquet(root / "prompts.parquet").sort("prompt_row")
     if split != "all":
         prompts = prompts.filter(pl.col("split") == split)
+    if templates is not None:
+        prompts = prompts.filter(pl.col("template").is_in(templates))
     relations = sorted(prompts["relation"].unique())
     y = np.array([relations.index(r) for r in prompts["relation"]])
     lang = prompts["language"].to_numpy()
@@ -259,6 +268,35 @@ def test_rerun_is_skipped_other_options_rewrite_only_their_file(fresh: Path):
         "ffn.down__mean__all.json",
         "ffn.down__mean__all.parquet",
     ]
+
+
+def test_a_template_subset_is_its_own_file_and_equals_sklearn(fresh: Path):
+    """English prompts of the 'So, ' templates plus every German one: sklearn on just those."""
+    tpl = sorted(
+        {"So, " + en for en, _ in RELATIONS.values()} | {de for _, de in RELATIONS.values()}
+    )
+    (main,) = run_stats(fresh, "ffn.act", negatives="ratio:4", show_progress=False)
+    (path,) = run_stats(fresh, "ffn.act", negatives="ratio:4", templates=tpl, show_progress=False)
+    key = stats_mod.template_set(tpl)
+    assert key == stats_mod.template_set(list(reversed(tpl))) and key.startswith("tpl-")
+    assert path.name == f"ffn.act__mean__ratio-4__{key}.parquet"
+    assert path == stats_path(fresh, "ffn.act", "mean", "ratio:4", tpl) != main
+    ref = reference(fresh, "ffn.act", "mean", "ratio:4", seed=0, split="identify", templates=tpl)
+    assert_matches_reference(path, ref, 96)
+    got, whole = pl.read_parquet(path), pl.read_parquet(main)
+    assert set(got["template_set"]) == {key} and set(whole["template_set"]) == {"all"}
+    en_pos = got.filter(language="en")["n_pos"].unique().to_list()
+    assert en_pos == [6] and whole.filter(language="en")["n_pos"].unique().to_list() == [12]
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert side["options"]["templates"] == tpl and side["template_set"] == key
+    # both files stay; the same call again is a no-op
+    stamp = path.stat().st_mtime_ns
+    run_stats(fresh, "ffn.act", negatives="ratio:4", templates=tpl, show_progress=False)
+    assert path.stat().st_mtime_ns == stamp and main.is_file()
+    with pytest.raises(WarehouseError, match=r"unknown template\(s\) 'Nope \{subject\}'"):
+        run_stats(fresh, "ffn.act", templates=["Nope {subject}"], show_progress=False)
+    with pytest.raises(WarehouseError, match=r"at least one template"):
+        run_stats(fresh, "ffn.act", templates=[], show_progress=False)
 
 
 def test_a_killed_runs_temps_are_removed(fresh: Path):
