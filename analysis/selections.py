@@ -9,8 +9,9 @@ selection made for another model or site.
 Targets come from the stats of one (site, pooling, negatives[, templates]): the top K by
 rank (AP, its ties broken as analysis/stats.py says) of a relation and language, the top
 fraction of all the site's neurons, or any DuckDB query over the view `stats`. A top-K
-sidecar says how many neurons share the K-th AP and how many of them made the cut. Controls (`random_like`) have the same size and the same count per layer as a
-target, are disjoint from it, and are seeded.
+sidecar says how many neurons share the K-th AP and how many of them made the cut.
+Controls (`random_like`) have the same size and the same count per layer as a target, are
+disjoint from it, and are seeded.
 """
 
 from __future__ import annotations
@@ -162,7 +163,8 @@ def select(
             f"{_lit(negatives)}\n  AND template_set = {_lit(template_set(templates))} "
             f"AND relation = {_lit(relation)} AND language = {_lit(language)}"
         )
-        sql = f"SELECT neuron_id, ap AS score FROM stats\nWHERE {where} AND rank <= {k}\nORDER BY rank"
+        sql = f"SELECT neuron_id, ap AS score FROM stats\nWHERE {where} AND rank <= {k}\n"
+        sql += "ORDER BY rank"
         ties = _ties_at(path, where, k)
     assert sql is not None
     ids, score = _run_query(path, sql, site)

@@ -222,7 +222,7 @@ def test_rank_order_and_layout(warehouse: Path):
         got.select("relation", "language", "rank").sort("relation", "language", "rank")
     )
     # ... and rank is 1..N by AP, AUROC, |SMD| descending, then the seeded order; never the id
-    for (relation, language), g in got.group_by("relation", "language"):
+    for _, g in got.group_by("relation", "language"):
         assert g["rank"].to_list() == list(range(1, 97))
         assert g["neuron_id"].to_list() == documented_order(g, 0)
         assert (g["ap_rank"].to_list(), g["ap_ties"].to_list()) == tie_groups(g["ap"].to_list())
