@@ -511,7 +511,7 @@ def _options_key(cfg: EvalConfig) -> dict[str, Any]:
     if key["templates"] is None:
         del key["templates"]  # so files made before the option existed keep their key
     for k in ("relations", "languages", "top_counts", "fractions", "templates"):
-        if key[k] is not None:
+        if key.get(k) is not None:
             key[k] = sorted(set(key[k]))
     return key
 

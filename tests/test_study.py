@@ -4,6 +4,7 @@ plain PyTorch computation."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -22,14 +23,14 @@ from warehouse.analysis.perplexity import perplexity, read_sentences
 from warehouse.errors import DatasetError, WarehouseError
 from warehouse.ingest.datasets import normalize_answer
 from warehouse.ingest.models import load_model
-from warehouse.study import StudyConfig, plan_counts, ranges, run_study, scaled
+from warehouse.study import StudyConfig, _shortfall, plan_counts, ranges, run_study, scaled
 
 SUBJECTS = [
     "France", "Japan", "Germany", "Peru", "Chile", "Kenya", "Nepal", "Oman", "Fiji", "Laos",
     "Cuba", "Mali",
 ]  # fmt: skip
 TEMPLATES = {
-    ("country_capital", "en"): "The capital city of {subject} is",
+    ("country_capital", "en"): ["The capital city of {subject} is", "The capital of {subject} is"],
     ("country_capital", "de"): "Die Hauptstadt von {subject} ist",
     ("country_currency", "en"): "The currency of {subject} is the",
     ("country_currency", "de"): "Die Währung von {subject} ist der",
@@ -45,24 +46,30 @@ def model_dir(strong_llama_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def dataset(model_dir, module_cache, tmp_path_factory) -> Path:
-    """Facts whose object is, for 2 of 3 subjects, what the tiny model answers itself."""
+    """Facts whose object is, for 2 of 3 subjects, what the tiny model answers itself (to
+    each of the fact's templates: the answers to later templates are aliases)."""
     loaded = load_model(str(model_dir))
     tok = loaded.tokenizer
     facts = []
-    for (relation, language), template in TEMPLATES.items():
+    for (relation, language), templates in TEMPLATES.items():
+        templates = templates if isinstance(templates, list) else [templates]
         for i, subject in enumerate(SUBJECTS):
-            ids = tok(template.replace("{subject}", subject), return_tensors="pt")
-            with torch.no_grad():
-                out = loaded.model.generate(**ids, max_new_tokens=2, do_sample=False)
-            said = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
-            own = i % 3 != 2 and normalize_answer(said)
+            said = []
+            for template in templates:
+                ids = tok(template.replace("{subject}", subject), return_tensors="pt")
+                with torch.no_grad():
+                    out = loaded.model.generate(**ids, max_new_tokens=2, do_sample=False)
+                answer = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+                said.append(answer.strip())
+            own = i % 3 != 2 and all(normalize_answer(a) for a in said)
             facts.append(
                 {
                     "relation": relation,
                     "language": language,
                     "subject": subject,
-                    "object": said.strip() if own else "Zzyzx",
-                    "templates": [template],
+                    "object": said[0] if own else "Zzyzx",
+                    "aliases": sorted(set(said[1:]) - {said[0]}) if own else [],
+                    "templates": templates,
                 }
             )
     path = tmp_path_factory.mktemp("data") / "facts.jsonl"
@@ -81,6 +88,8 @@ def config(out: Path, model_dir: Path, dataset: Path, **kw) -> StudyConfig:
         sample=4,
         others_sample=2,
         batch_size=4,
+        min_correct=3,  # the fixture has 8 identification subjects per relation
+        min_subjects=3,
         show_progress=False,
     )
     return StudyConfig(**{**base, **kw})
@@ -115,6 +124,7 @@ def test_counts_scale_the_papers_to_the_site():
     top_k, sweep = plan_counts(cfg, 46_080)
     assert top_k == 165
     assert sweep == [1, 3, 11, 28, 55, 165, 551, 1103, 2757]
+    assert (cfg.min_correct, cfg.min_subjects) == (20, 10)
     assert ranges([2, 6, 20]) == [(2, 6), (6, 20)]
     with pytest.raises(WarehouseError, match="--top-k"):
         plan_counts(StudyConfig(out=Path("x"), top_k=0), 100)
@@ -162,7 +172,7 @@ def test_study_records_every_part(studied: Path):
         for a, b in ranges([2, 6, 20]):
             rng = pl.read_parquet(studied / "selections" / f"study-{rel}-ranks-{a}-{b}.parquet")
             assert set(rng["neuron_id"]) == set(big["neuron_id"].to_list()[a:b])
-    for stage in ("ingest", "baseline", "stats", "select", "eval", "perplexity"):
+    for stage in ("ingest", "baseline", "stats", "select", "eval", "templates", "perplexity"):
         assert st["seconds"][stage] >= 0
 
 
@@ -192,17 +202,92 @@ def test_refuses_an_unknown_identify_language(studied, model_dir, dataset):
 
 def test_relations_the_model_hardly_knows_are_left_out(studied, model_dir, dataset, tmp_path):
     st = json.loads((studied / "study" / "study.json").read_text())
-    correct = st["identify_correct"]
-    assert st["skipped"] == {} and set(correct) == set(st["relations"])
+    correct, subjects = st["identify_correct"], st["identify_subjects"]
+    assert st["skipped"] == {} and set(correct) == set(subjects) == set(st["relations"])
+    assert (st["config"]["min_correct"], st["config"]["min_subjects"]) == (3, 3)
+    # counted from the tables: correct English identification prompts and their subjects
+    prompts = pl.read_parquet(studied / "prompts.parquet")
+    base = pl.read_parquet(studied / "evals" / "baseline.parquet").select("prompt_id", "correct")
+    ok = prompts.join(base, on="prompt_id").filter(
+        pl.col("correct"), split="identify", language="en"
+    )
+    by_rel = ok.group_by("relation").agg(pl.len(), pl.col("subject_id").n_unique())
+    assert dict(by_rel.select("relation", "len").iter_rows()) == correct
+    assert dict(by_rel.select("relation", "subject_id").iter_rows()) == subjects
+    assert correct["country_capital"] > subjects["country_capital"]  # two templates each
     with pytest.raises(WarehouseError, match="no relation has 1000 or more correctly"):
         run_study(config(studied, model_dir, dataset, min_correct=1000))
-    # Leave out the relation the model knows least: it is named, and studied no further.
+    with pytest.raises(WarehouseError, match="from 99 or more subjects in 'en'"):
+        run_study(config(studied, model_dir, dataset, min_subjects=99))
+    # Leave out the relation the model knows least: it is named with its counts.
     least = min(correct, key=lambda r: (correct[r], r))
     w = Path(shutil.copytree(studied, tmp_path / "w"))
     run_study(config(w, model_dir, dataset, min_correct=correct[least] + 1))
     new = json.loads((w / "study" / "study.json").read_text())
+    assert new["skipped"] == {
+        r: {
+            "prompts": correct[r],
+            "subjects": subjects[r],
+            "why": f"{correct[r]} correctly answered identification prompts "
+            f"(< {correct[least] + 1})",
+        }
+        for r in correct
+        if correct[r] <= correct[least]
+    }
     assert least in new["skipped"] and least not in new["relations"]
-    assert compute(w)["study"]["skipped"] == new["skipped"]
+    # the subjects rule alone (every relation of the fixture has about as many subjects)
+    cfg = StudyConfig(out=Path("x"), min_correct=3, min_subjects=10)
+    assert _shortfall(cfg, {"prompts": 12, "subjects": 6}) == {
+        "prompts": 12,
+        "subjects": 6,
+        "why": "6 distinct subjects among them (< 10)",
+    }
+    assert _shortfall(cfg, {"prompts": 2, "subjects": 10})["why"] == (
+        "2 correctly answered identification prompts (< 3)"
+    )
+    assert _shortfall(cfg, {"prompts": 3, "subjects": 10}) is None
+
+
+def test_held_out_templates(studied: Path):
+    """country_capital has two English templates: its neurons are found on one (stats over
+    every English template but the held-out one) and evaluated on the other's test prompts."""
+    st = json.loads((studied / "study" / "study.json").read_text())
+    both = TEMPLATES[("country_capital", "en")]
+    digest = hashlib.sha256(b"country_capital").digest()
+    first = np.random.default_rng([0, int.from_bytes(digest[:8], "little")]).permutation(2)
+    test_t, select_t = both[first[0]], both[first[1]]
+    prompts = pl.read_parquet(studied / "prompts.parquet")
+    base = pl.read_parquet(studied / "evals" / "baseline.parquet").select("prompt_id", "correct")
+    ok = prompts.join(base, on="prompt_id").filter(
+        pl.col("correct"), split="identify", language="en", template=select_t
+    )
+    assert st["template_split"] == {
+        "country_capital": {
+            "select": [select_t],
+            "test": [test_t],
+            "prompts": ok.height,
+            "subjects": ok["subject_id"].n_unique(),
+        }
+    }
+    assert sorted(st["evals"]["templates"]) == ["country_capital"]
+    # the stats: every English template except the held-out one, in a file of their own
+    kept = sorted(t for t in prompts.filter(language="en")["template"].unique() if t != test_t)
+    side = json.loads((studied / st["template_stats_file"]).with_suffix(".json").read_text())
+    assert side["options"]["templates"] == kept
+    assert st["template_stats_file"] != st["stats_file"]
+    stats = pl.read_parquet(studied / st["template_stats_file"])
+    cc = stats.filter(relation="country_capital", language="en").sort("rank")
+    assert cc["n_pos"][0] == ok.height
+    top = pl.read_parquet(studied / "selections" / "study-country_capital-templates.parquet")
+    assert top["neuron_id"].to_list() == cc["neuron_id"].head(6).to_list()
+    # the eval: test prompts of the held-out template, own set and 3 controls
+    frame = evals(studied, st["evals"]["templates"]["country_capital"])
+    held = prompts.filter(relation="country_capital", language="en", split="test", template=test_t)
+    want = set(sample_prompts(held, 4)["prompt_id"])
+    assert set(frame["split"]) == {"test"} and set(frame["prompt_id"]) == want
+    assert sorted(frame["control_seed"].drop_nulls().unique().to_list()) == [0, 1, 2]
+    assert frame.filter(pl.col("control_seed").is_null()).height == len(want)
+    assert set(frame["selection"]) == {"study-country_capital-templates"}
 
 
 # ------------------------------------------------------------------------------ findings
