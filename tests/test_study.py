@@ -200,7 +200,9 @@ def test_refuses_an_unknown_identify_language(studied, model_dir, dataset):
         run_study(config(studied, model_dir, dataset, identify_language="fr"))
 
 
-def test_relations_the_model_hardly_knows_are_left_out(studied, model_dir, dataset, tmp_path):
+def test_relations_the_model_hardly_knows_are_left_out(
+    studied, model_dir, dataset, tmp_path, capsys
+):
     st = json.loads((studied / "study" / "study.json").read_text())
     correct, subjects = st["identify_correct"], st["identify_subjects"]
     assert st["skipped"] == {} and set(correct) == set(subjects) == set(st["relations"])
@@ -222,8 +224,12 @@ def test_relations_the_model_hardly_knows_are_left_out(studied, model_dir, datas
     # Leave out the relation the model knows least: it is named with its counts.
     least = min(correct, key=lambda r: (correct[r], r))
     w = Path(shutil.copytree(studied, tmp_path / "w"))
+    capsys.readouterr()
     run_study(config(w, model_dir, dataset, min_correct=correct[least] + 1))
+    said = " ".join(capsys.readouterr().err.split())  # said without --quiet's progress too
     new = json.loads((w / "study" / "study.json").read_text())
+    for rel, row in new["skipped"].items():
+        assert f"skipping {rel}: {row['why']}" in said
     assert new["skipped"] == {
         r: {
             "prompts": correct[r],

@@ -115,8 +115,9 @@ class _Clock:
         self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 2)
 
 
-def _say(cfg: StudyConfig, text: str) -> None:
-    if cfg.show_progress:
+def _say(cfg: StudyConfig, text: str, always: bool = False) -> None:
+    """A line on stderr: progress only with show_progress, notices (`always`) in any case."""
+    if cfg.show_progress or always:
         from rich.console import Console
 
         Console(stderr=True).print(f"[bold]study[/bold] {text}")
@@ -237,7 +238,7 @@ def run_study(cfg: StudyConfig) -> Path:
     skipped = {r: row for r, row in skipped.items() if row is not None}
     relations = [r for r in relations if r not in skipped]
     for rel, row in skipped.items():
-        _say(cfg, f"skipping {rel}: {row['why']}")
+        _say(cfg, f"skipping {rel}: {row['why']}", always=True)
     if not relations:
         raise WarehouseError(
             f"no relation has {cfg.min_correct} or more correctly answered identification "
@@ -527,7 +528,7 @@ def _held_out_templates(
         if short or not tests.height:
             why = f"selection templates: {short['why']}" if short else "no held-out test prompts"
             part["why"] = why
-            _say(cfg, f"no held-out-template check for {rel}: {why}")
+            _say(cfg, f"no held-out-template check for {rel}: {why}", always=True)
             continue
         name = f"study-{rel}-templates"
         if fresh or name not in have:
