@@ -30,12 +30,20 @@ SUBJECTS = [
     "Cuba", "Mali",
 ]  # fmt: skip
 TEMPLATES = {
-    ("country_capital", "en"): ["The capital city of {subject} is", "The capital of {subject} is"],
+    ("country_capital", "en"): "The capital city of {subject} is",
     ("country_capital", "de"): "Die Hauptstadt von {subject} ist",
     ("country_currency", "en"): "The currency of {subject} is the",
     ("country_currency", "de"): "Die Währung von {subject} ist der",
     ("country_language", "en"): "People in {subject} speak",
     ("country_language", "de"): "In {subject} spricht man",
+}
+# The held-out-template study: English only, country_capital with a second template.
+TWO_TEMPLATES = {
+    ("country_capital", "en"): [
+        TEMPLATES[("country_capital", "en")],
+        "The capital of {subject} is",
+    ],
+    ("country_language", "en"): [TEMPLATES[("country_language", "en")]],
 }
 
 
@@ -44,37 +52,39 @@ def model_dir(strong_llama_dir) -> Path:
     return strong_llama_dir
 
 
-@pytest.fixture(scope="module")
-def dataset(model_dir, module_cache, tmp_path_factory) -> Path:
+def write_facts(model_dir: Path, templates: dict, path: Path) -> Path:
     """Facts whose object is, for 2 of 3 subjects, what the tiny model answers itself (to
     each of the fact's templates: the answers to later templates are aliases)."""
     loaded = load_model(str(model_dir))
     tok = loaded.tokenizer
     facts = []
-    for (relation, language), templates in TEMPLATES.items():
-        templates = templates if isinstance(templates, list) else [templates]
+    for (relation, language), listed in templates.items():
+        listed = listed if isinstance(listed, list) else [listed]
         for i, subject in enumerate(SUBJECTS):
             said = []
-            for template in templates:
+            for template in listed:
                 ids = tok(template.replace("{subject}", subject), return_tensors="pt")
                 with torch.no_grad():
                     out = loaded.model.generate(**ids, max_new_tokens=2, do_sample=False)
                 answer = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
                 said.append(answer.strip())
             own = i % 3 != 2 and all(normalize_answer(a) for a in said)
-            facts.append(
-                {
-                    "relation": relation,
-                    "language": language,
-                    "subject": subject,
-                    "object": said[0] if own else "Zzyzx",
-                    "aliases": sorted(set(said[1:]) - {said[0]}) if own else [],
-                    "templates": templates,
-                }
-            )
-    path = tmp_path_factory.mktemp("data") / "facts.jsonl"
+            fact = {
+                "relation": relation,
+                "language": language,
+                "subject": subject,
+                "object": said[0] if own else "Zzyzx",
+                "templates": listed,
+            }
+            aliases = sorted(set(said[1:]) - {said[0]}) if own else []
+            facts.append({**fact, "aliases": aliases} if aliases else fact)
     path.write_text("".join(json.dumps(f) + "\n" for f in facts))
     return path
+
+
+@pytest.fixture(scope="module")
+def dataset(model_dir, module_cache, tmp_path_factory) -> Path:
+    return write_facts(model_dir, TEMPLATES, tmp_path_factory.mktemp("data") / "facts.jsonl")
 
 
 def config(out: Path, model_dir: Path, dataset: Path, **kw) -> StudyConfig:
@@ -99,6 +109,15 @@ def config(out: Path, model_dir: Path, dataset: Path, **kw) -> StudyConfig:
 def studied(model_dir, dataset, module_cache, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("study") / "w"
     run_study(config(out, model_dir, dataset))
+    return out
+
+
+@pytest.fixture(scope="module")
+def templated(model_dir, module_cache, tmp_path_factory) -> Path:
+    """A study of TWO_TEMPLATES: country_capital's neurons are checked on a held-out one."""
+    data = write_facts(model_dir, TWO_TEMPLATES, tmp_path_factory.mktemp("data2") / "f.jsonl")
+    out = tmp_path_factory.mktemp("study2") / "w"
+    run_study(config(out, model_dir, data))
     return out
 
 
@@ -200,7 +219,22 @@ def test_refuses_an_unknown_identify_language(studied, model_dir, dataset):
         run_study(config(studied, model_dir, dataset, identify_language="fr"))
 
 
-def test_relations_the_model_hardly_knows_are_left_out(
+def test_relations_the_model_hardly_knows_are_left_out(studied, model_dir, dataset, tmp_path):
+    st = json.loads((studied / "study" / "study.json").read_text())
+    correct = st["identify_correct"]
+    assert st["skipped"] == {} and set(correct) == set(st["relations"])
+    with pytest.raises(WarehouseError, match="no relation has 1000 or more correctly"):
+        run_study(config(studied, model_dir, dataset, min_correct=1000))
+    # Leave out the relation the model knows least: it is named, and studied no further.
+    least = min(correct, key=lambda r: (correct[r], r))
+    w = Path(shutil.copytree(studied, tmp_path / "w"))
+    run_study(config(w, model_dir, dataset, min_correct=correct[least] + 1))
+    new = json.loads((w / "study" / "study.json").read_text())
+    assert least in new["skipped"] and least not in new["relations"]
+    assert compute(w)["study"]["skipped"] == new["skipped"]
+
+
+def test_skipped_relations_are_named_with_their_counts(
     studied, model_dir, dataset, tmp_path, capsys
 ):
     st = json.loads((studied / "study" / "study.json").read_text())
@@ -216,9 +250,7 @@ def test_relations_the_model_hardly_knows_are_left_out(
     by_rel = ok.group_by("relation").agg(pl.len(), pl.col("subject_id").n_unique())
     assert dict(by_rel.select("relation", "len").iter_rows()) == correct
     assert dict(by_rel.select("relation", "subject_id").iter_rows()) == subjects
-    assert correct["country_capital"] > subjects["country_capital"]  # two templates each
-    with pytest.raises(WarehouseError, match="no relation has 1000 or more correctly"):
-        run_study(config(studied, model_dir, dataset, min_correct=1000))
+    assert correct == subjects  # one English template per relation here
     with pytest.raises(WarehouseError, match="from 99 or more subjects in 'en'"):
         run_study(config(studied, model_dir, dataset, min_subjects=99))
     # Leave out the relation the model knows least: it is named with its counts.
@@ -240,7 +272,6 @@ def test_relations_the_model_hardly_knows_are_left_out(
         for r in correct
         if correct[r] <= correct[least]
     }
-    assert least in new["skipped"] and least not in new["relations"]
     # the subjects rule alone (every relation of the fixture has about as many subjects)
     cfg = StudyConfig(out=Path("x"), min_correct=3, min_subjects=10)
     assert _shortfall(cfg, {"prompts": 12, "subjects": 6}) == {
@@ -254,11 +285,16 @@ def test_relations_the_model_hardly_knows_are_left_out(
     assert _shortfall(cfg, {"prompts": 3, "subjects": 10}) is None
 
 
-def test_held_out_templates(studied: Path):
+def test_held_out_templates(templated: Path, studied: Path):
     """country_capital has two English templates: its neurons are found on one (stats over
-    every English template but the held-out one) and evaluated on the other's test prompts."""
+    every English template but the held-out one) and evaluated on the other's test prompts.
+    Relations of one template are not part of it."""
+    plain = json.loads((studied / "study" / "study.json").read_text())
+    assert plain["template_split"] == {} and plain["evals"]["templates"] == {}
+    studied = templated
     st = json.loads((studied / "study" / "study.json").read_text())
-    both = TEMPLATES[("country_capital", "en")]
+    assert st["relations"] == ["country_capital", "country_language"]
+    both = TWO_TEMPLATES[("country_capital", "en")]
     digest = hashlib.sha256(b"country_capital").digest()
     first = np.random.default_rng([0, int.from_bytes(digest[:8], "little")]).permutation(2)
     test_t, select_t = both[first[0]], both[first[1]]
