@@ -15,7 +15,7 @@ from test_stats import DUPLICATES, TIED, make_warehouse, write_ties
 
 from warehouse.analysis.overlap import layer_distribution, overlap, overlap_by_layer
 from warehouse.analysis.selections import list_selections, random_like, read_selection, select
-from warehouse.analysis.stats import run_stats
+from warehouse.analysis.stats import run_stats, stats_path
 from warehouse.errors import WarehouseError
 
 UNITS = 48  # ffn.act units of the tiny Llama; 2 layers
@@ -338,3 +338,24 @@ def test_selection_from_template_stats(w: Path):
     con = duckdb.connect()
     con.execute(f"create view stats as select * from read_parquet('{w}/stats/*.parquet')")
     assert con.sql(got.meta["sql"]).pl()["neuron_id"].to_list() == got.neuron_ids.tolist()
+
+
+def test_template_options_of_the_cli(w: Path, capsys):
+    """`stats --template` and `select --template` reach the same files as the API; an
+    unknown template is one error line and writes nothing."""
+    import conftest
+
+    tpl = [a for t in RELATION_TEMPLATES for a in ("--template", t)]
+    code, out, err = conftest.run_cli(capsys, "stats", str(w), "--site", "ffn.act", *tpl, "--quiet")
+    assert code == 0, err
+    path = stats_path(w, "ffn.act", "mean", "all", RELATION_TEMPLATES)
+    assert out == f"wrote {path}\n"
+    args = ["select", str(w), "--name", "t", "--relation", "company_ceo", "--top", "3", *tpl]
+    code, out, err = conftest.run_cli(capsys, *args)
+    assert code == 0, err
+    assert read_selection(w, "t").meta["stats"]["file"] == f"stats/{path.name}"
+    before = sorted(p.name for p in (w / "stats").iterdir())
+    code, _, err = conftest.run_cli(capsys, "stats", str(w), "--template", "Nope {subject}")
+    assert code != 0 and err.startswith("error: unknown template(s) 'Nope {subject}'")
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in (w / "stats").iterdir()) == before
