@@ -232,6 +232,8 @@ def design(
         )
     if templates is not None:
         keep &= _of_templates(root, templates)
+        if not keep.any():
+            raise WarehouseError(f"no {split!r} prompt of {root} has one of these templates")
     if filter_correct:
         keep &= np.isin(ids, _baseline_correct_ids(root))
         if not keep.any():
