@@ -96,6 +96,7 @@ class EvalConfig:
     relations: list[str] | None = None  # None: all of the warehouse's
     languages: list[str] | None = None
     split: str = "test"  # identify | test | all
+    templates: list[str] | None = None  # None: every template; else only prompts of these
     # At most this many prompts per (relation, language, split), the same ones in every call
     # (smallest sha256 of "prompt_id"), so conditions evaluated apart share their prompts.
     sample: int | None = None
@@ -279,6 +280,7 @@ def _check_options(cfg: EvalConfig) -> None:
 def _read_prompts(root: Path) -> tuple[pl.DataFrame, list[list[int]]]:
     """prompts.parquet (the columns eval needs) and each prompt_row's stored token ids."""
     cols = ["prompt_row", "prompt_id", "relation", "language", "split", "object", "aliases"]
+    cols += ["template"]
     prompts = pl.from_arrow(read_table(root / "prompts.parquet", columns=[*cols, "n_tokens"]))
     assert isinstance(prompts, pl.DataFrame)
     tokens = read_table(root / "tokens.parquet", columns=["prompt_row", "token_id"])
@@ -301,6 +303,8 @@ def choose_prompts(prompts: pl.DataFrame, cfg: EvalConfig) -> pl.DataFrame:
         keep = keep.filter(pl.col("relation").is_in(cfg.relations))
     if cfg.languages:
         keep = keep.filter(pl.col("language").is_in(cfg.languages))
+    if cfg.templates is not None:
+        keep = keep.filter(pl.col("template").is_in(cfg.templates))
     if keep.is_empty():
         splits = ", ".join(sorted(prompts["split"].unique().to_list()))
         raise WarehouseError(
@@ -522,8 +526,10 @@ def _options_key(cfg: EvalConfig) -> dict[str, Any]:
     """The options that change a results file; where and how fast it runs does not."""
     skip = ("selection", "model", "model_dtype", "device", "baseline", "force", "batch_size")
     key = {k: v for k, v in asdict(cfg).items() if k not in skip}
-    for k in ("relations", "languages", "top_counts", "fractions"):
-        if key[k] is not None:
+    if key["templates"] is None:
+        del key["templates"]  # so files made before the option existed keep their key
+    for k in ("relations", "languages", "top_counts", "fractions", "templates"):
+        if key.get(k) is not None:
             key[k] = sorted(set(key[k]))
     key["rule"] = rule_name(cfg.match)
     return key

@@ -6,10 +6,12 @@ over the stats that chose it, the stats options it was chosen from, and the mode
 hash, layers, units per layer) its neuron ids refer to, so an ablation can refuse a
 selection made for another model or site.
 
-Targets come from the stats of one (site, pooling, negatives): the top K by AP of a relation
-and language, the top fraction of all the site's neurons, or any DuckDB query over the view
-`stats`. Controls (`random_like`) have the same size and the same count per layer as a
-target, are disjoint from it, and are seeded.
+Targets come from the stats of one (site, pooling, negatives[, templates]): the top K by
+rank (AP, its ties broken as analysis/stats.py says) of a relation and language, the top
+fraction of all the site's neurons, or any DuckDB query over the view `stats`. A top-K
+sidecar says how many neurons share the K-th AP and how many of them made the cut.
+Controls (`random_like`) have the same size and the same count per layer as a target, are
+disjoint from it, and are seeded.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from warehouse.analysis.stats import (
     parse_negatives,
     sidecar_path,
     stats_path,
+    template_set,
 )
 from warehouse.errors import FormatError, WarehouseError
 from warehouse.store.files import atomic_write_json, read_json
@@ -121,10 +124,13 @@ def select(
     fraction: float | None = None,
     sql: str | None = None,
     overwrite: bool = False,
+    templates: list[str] | None = None,
 ) -> Path:
-    """Store the neurons chosen by exactly one of `top` (K best by AP of `relation` in
+    """Store the neurons chosen by exactly one of `top` (K best ranks of `relation` in
     `language`), `fraction` (that many of all the site's neurons) or `sql` (a DuckDB query
-    over the view `stats` returning neuron_id and optionally score). Returns the Parquet path.
+    over the view `stats` returning neuron_id and optionally score), from the stats file of
+    (site, pooling, negatives) or, with `templates`, of that template set. Returns the
+    Parquet path.
     """
     root = Path(root)
     manifest = load_manifest(root)
@@ -134,12 +140,13 @@ def select(
     negatives, _ = parse_negatives(negatives)
     check_site_pooling(manifest, site, pooling)
     site = _resolve_site(root, manifest, site, pooling, negatives)
-    path = stats_path(root, site, pooling, negatives)
+    path = stats_path(root, site, pooling, negatives, templates)
     if not path.is_file() or not sidecar_path(path).is_file():
+        what = "" if templates is None else f", {len(set(templates))} templates"
         raise WarehouseError(
-            f"no stats for site {site}, pooling {pooling}, negatives {negatives} in {root}: "
-            f"run `warehouse stats {root} --site {site} --pooling {pooling} "
-            f"--negatives {negatives}` first"
+            f"no stats for site {site}, pooling {pooling}, negatives {negatives}{what} in "
+            f"{root}: run `warehouse stats {root} --site {site} --pooling {pooling} "
+            f"--negatives {negatives}{' --template ...' if templates else ''}` first"
         )
     stats_meta = read_json(sidecar_path(path))
     units = manifest["model"]["units"][site]
@@ -148,15 +155,17 @@ def select(
         if relation is None:
             raise WarehouseError("--top and --fraction need --relation")
         _check_relation_language(stats_meta, relation, language)
+    ties = None
     if top is not None or fraction is not None:
         k = _top_k(top, fraction, units * len(layers))
-        sql = (
-            "SELECT neuron_id, ap AS score FROM stats\n"
-            f"WHERE site = {_lit(site)} AND pooling = {_lit(pooling)} "
-            f"AND negatives = {_lit(negatives)}\n"
-            f"  AND relation = {_lit(relation)} AND language = {_lit(language)} AND rank <= {k}\n"
-            "ORDER BY rank"
+        where = (
+            f"site = {_lit(site)} AND pooling = {_lit(pooling)} AND negatives = "
+            f"{_lit(negatives)}\n  AND template_set = {_lit(template_set(templates))} "
+            f"AND relation = {_lit(relation)} AND language = {_lit(language)}"
         )
+        sql = f"SELECT neuron_id, ap AS score FROM stats\nWHERE {where} AND rank <= {k}\n"
+        sql += "ORDER BY rank"
+        ties = _ties_at(path, where, k)
     assert sql is not None
     ids, score = _run_query(path, sql, site)
     frame = _frame(name, site, units, layers, ids, score)
@@ -172,6 +181,7 @@ def select(
         "negatives": negatives,
         "split": stats_meta["options"]["split"],
         "sql": sql,
+        "ties": ties,
         "stats": {"file": f"{STATS_DIR}/{path.name}", **stats_meta["options"]},
         **_model_meta(manifest, site),
         **_size_meta(frame, layers),
@@ -256,19 +266,46 @@ def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _run_query(stats_file: Path, sql: str, site: str) -> tuple[np.ndarray, np.ndarray]:
-    """neuron_id (int64) and score (float64, NaN where the query gives none) of each row."""
+def _query(stats_file: Path, sql: str) -> pa.Table:
+    """The result of a DuckDB query over the view `stats` (that one file)."""
     con = duckdb.connect()
     try:
         con.execute(f"CREATE VIEW stats AS SELECT * FROM read_parquet({_lit(str(stats_file))})")
         relation = con.sql(sql)
         if relation is None:  # duckdb 1.x runs a statement that returns no rows at once
             raise WarehouseError("the selection query must be a SELECT that returns rows")
-        result = relation.to_arrow_table()
+        return relation.to_arrow_table()
     except duckdb.Error as e:
         raise WarehouseError(f"the selection query failed: {e}") from None
     finally:
         con.close()
+
+
+def _ties_at(stats_file: Path, where: str, k: int) -> dict[str, Any]:
+    """How the top-k cut falls: the k-th AP, how many neurons share it (`ap_ties`), how
+    many of those are in the top k (`selected`), and what separates rank k from rank k + 1
+    (`cut_by`: "ap", "auroc", "smd", "seed" when only the seeded order does, or null when
+    k is every neuron)."""
+    cols = "rank, ap, auroc, abs(smd) AS abs_smd, ap_rank, ap_ties"
+    rows = _query(stats_file, f"SELECT {cols} FROM stats WHERE {where} AND rank IN ({k}, {k + 1})")
+    by_rank = {r["rank"]: r for r in rows.to_pylist()}
+    at, after = by_rank[k], by_rank.get(k + 1)
+    cut_by = None
+    if after is not None:
+        differs = [c for c in ("ap", "auroc", "abs_smd") if at[c] != after[c]]
+        cut_by = {"ap": "ap", "auroc": "auroc", "abs_smd": "smd"}[differs[0]] if differs else "seed"
+    return {
+        "k": k,
+        "ap": at["ap"],
+        "ap_ties": at["ap_ties"],
+        "selected": k - at["ap_rank"] + 1,
+        "cut_by": cut_by,
+    }
+
+
+def _run_query(stats_file: Path, sql: str, site: str) -> tuple[np.ndarray, np.ndarray]:
+    """neuron_id (int64) and score (float64, NaN where the query gives none) of each row."""
+    result = _query(stats_file, sql)
     cols = result.column_names
     if "neuron_id" not in cols:
         raise WarehouseError(
@@ -299,8 +336,8 @@ def _run_query(stats_file: Path, sql: str, site: str) -> tuple[np.ndarray, np.nd
 def _frame(
     name: str, site: str, units: int, layers: list[int], ids: np.ndarray, score: np.ndarray
 ) -> pl.DataFrame:
-    """Validated rows, ranked: by score descending (ties by neuron_id) when the query gave
-    scores, else in the query's row order."""
+    """Validated rows, ranked: by score descending when the query gave scores, equal scores
+    (and every row without one) in the query's row order, never by neuron_id."""
     bad = ids[(ids < 0) | ~np.isin(ids // units, layers)]
     if len(bad):
         shown = ", ".join(map(str, bad[:10].tolist())) + (" …" if len(bad) > 10 else "")
@@ -315,7 +352,7 @@ def _frame(
     if np.isnan(score).all():
         order = np.arange(len(ids))
     else:
-        order = np.lexsort((ids, -np.nan_to_num(score, nan=-np.inf)))
+        order = np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")
     ids, score = ids[order], score[order]
     table = pa.table(
         {

@@ -14,6 +14,16 @@ Data flow, bounded by one slab of the responses array, never by the number of ne
     selectivity per language group   --(group, relation, neuron) stats-->  disk-backed arrays
     --per (relation, language): rank by AP-->  stats/<site>__<pooling>__<negatives>.parquet
 
+Ranks never depend on neuron ids: equal APs are ordered by AUROC, then |SMD|, then a random
+order seeded by the options' seed and the (relation, language) (`tie_order`), and every row
+records how many neurons share its AP (`ap_ties`) and the best rank of that group (`ap_rank`).
+With few positives hundreds of neurons reach AP = 1, and an id order would make "the top k"
+the earliest layers.
+
+`templates` restricts the counted prompts to a set of templates (the study's held-out
+template check); such a file is stats/<stem>__tpl-<hash>.parquet, its rows say
+`template_set = 'tpl-<hash>'` (else 'all') and its sidecar lists the templates.
+
 The output is sorted by (relation, language, rank) and every (relation, language) starts a
 new row group, so `WHERE relation = ... AND language = ... AND rank <= 3000` reads one row
 group. A JSON sidecar with the options and the warehouse fingerprint makes a re-run with the
@@ -23,6 +33,7 @@ same inputs a no-op.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 import time
@@ -57,6 +68,10 @@ from warehouse.store.tables import ROW_GROUP_SIZE, read_table
 STATS_DIR = "stats"
 BASELINE = "evals/baseline.parquet"
 ALL_LANGUAGES = "all"
+ALL_TEMPLATES = "all"  # template_set of a file over every template
+# How equal APs are ordered (recorded in each sidecar's options, so a file ranked another
+# way is recomputed): AUROC, then |SMD| (both descending), then the seeded random order.
+TIE_BREAK = "auroc desc, abs(smd) desc, seeded random"
 SPLITS = ("identify", "test", "all")
 SIDECAR_FORMAT = "relation-warehouse/stats"
 
@@ -71,7 +86,7 @@ _STATS = ("ap", "auroc", "mean_pos", "std_pos", "mean_neg", "std_neg", "smd")
 # and SMD are stored as float32: responses are float16/bfloat16, so float32 holds them to
 # ~1e-7 relative, and it makes the file ~30 % smaller (random floats barely compress).
 _FLOAT64 = ("ap", "auroc")
-_STRINGS = ("relation", "language", "site", "pooling", "negatives", "split")
+_STRINGS = ("relation", "language", "site", "pooling", "negatives", "split", "template_set")
 
 SCHEMA = pa.schema(
     [
@@ -81,11 +96,14 @@ SCHEMA = pa.schema(
         ("pooling", pa.string()),
         ("negatives", pa.string()),
         ("split", pa.string()),
+        ("template_set", pa.string()),
         ("layer", pa.int32()),
         ("neuron", pa.int32()),
         ("neuron_id", pa.int64()),
         *((name, pa.float64() if name in _FLOAT64 else pa.float32()) for name in _STATS),
         ("rank", pa.int32()),
+        ("ap_rank", pa.int32()),  # best rank among the neurons of equal AP (1 + # higher AP)
+        ("ap_ties", pa.int32()),  # neurons of this (relation, language) with this exact AP
         ("n_pos", pa.int64()),
         ("n_neg", pa.int64()),
     ]
@@ -103,22 +121,37 @@ class StatsOptions:
     pooling: str
     negatives: str  # "all" or "ratio:<k>", normalized by parse_negatives
     split: str
-    seed: int | None  # None in "all" mode, where no sampling happens
+    seed: int  # the negative sampling (ratio mode) and the random order of exact ties
     per_language: bool
     filter_correct: bool
+    templates: list[str] | None = None  # None: every template; else sorted, unique
+    tie_break: str = TIE_BREAK
 
     @property
     def ratio(self) -> float | None:
         return parse_negatives(self.negatives)[1]
 
     @property
+    def template_set(self) -> str:
+        return template_set(self.templates)
+
+    @property
     def stem(self) -> str:
-        return _stem(self.site, self.pooling, self.negatives)
+        return _stem(self.site, self.pooling, self.negatives, self.template_set)
 
 
-def _stem(site: str, pooling: str, negatives: str) -> str:
+def template_set(templates: list[str] | None) -> str:
+    """'all', or 'tpl-' + the first 12 hex digits of the sha256 of the sorted templates."""
+    if templates is None:
+        return ALL_TEMPLATES
+    blob = "\n".join(sorted(set(templates))).encode()
+    return "tpl-" + hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _stem(site: str, pooling: str, negatives: str, tset: str = ALL_TEMPLATES) -> str:
     # ':' is not allowed in Windows file names nor safe in URLs, so ratio:4 -> ratio-4.
-    return f"{site}__{pooling}__{negatives.replace(':', '-')}"
+    stem = f"{site}__{pooling}__{negatives.replace(':', '-')}"
+    return stem if tset == ALL_TEMPLATES else f"{stem}__{tset}"
 
 
 def parse_negatives(negatives: str) -> tuple[str, float | None]:
@@ -138,9 +171,12 @@ def parse_negatives(negatives: str) -> tuple[str, float | None]:
     return f"ratio:{ratio:g}", ratio
 
 
-def stats_path(root: Path, site: str, pooling: str, negatives: str) -> Path:
-    """The stats file of (site, pooling, negatives): stats/<site>__<pooling>__<neg>.parquet."""
-    stem = _stem(site, pooling, parse_negatives(negatives)[0])
+def stats_path(
+    root: Path, site: str, pooling: str, negatives: str, templates: list[str] | None = None
+) -> Path:
+    """The stats file of (site, pooling, negatives[, templates]):
+    stats/<site>__<pooling>__<neg>[__tpl-<hash>].parquet."""
+    stem = _stem(site, pooling, parse_negatives(negatives)[0], template_set(templates))
     return Path(root) / STATS_DIR / f"{stem}.parquet"
 
 
@@ -166,8 +202,16 @@ class Design:
     groups: list[tuple[str, np.ndarray]]  # (language or "all", (n,) bool mask)
 
 
-def design(root: Path, split: str, per_language: bool, filter_correct: bool, n_rows: int) -> Design:
-    """The counted prompts of a warehouse for a split, optionally only baseline-correct ones."""
+def design(
+    root: Path,
+    split: str,
+    per_language: bool,
+    filter_correct: bool,
+    n_rows: int,
+    templates: list[str] | None = None,
+) -> Design:
+    """The counted prompts of a warehouse for a split, optionally only baseline-correct ones
+    and only those of the given templates."""
     if split not in SPLITS:
         raise WarehouseError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     t = read_table(
@@ -186,6 +230,10 @@ def design(root: Path, split: str, per_language: bool, filter_correct: bool, n_r
         raise WarehouseError(
             f"{root} has no {split!r} prompts (splits present: {', '.join(sorted(set(splits)))})"
         )
+    if templates is not None:
+        keep &= _of_templates(root, templates)
+        if not keep.any():
+            raise WarehouseError(f"no {split!r} prompt of {root} has one of these templates")
     if filter_correct:
         keep &= np.isin(ids, _baseline_correct_ids(root))
         if not keep.any():
@@ -201,6 +249,19 @@ def design(root: Path, split: str, per_language: bool, filter_correct: bool, n_r
     if per_language:
         groups += [(g, lang == g) for g in sorted(set(lang))]
     return Design(rows=rows, prompt_ids=ids, y=y, relations=relations, groups=groups)
+
+
+def _of_templates(root: Path, templates: list[str]) -> np.ndarray:
+    """Boolean mask over prompts.parquet's rows: the prompt's template is one of `templates`."""
+    column = read_table(root / "prompts.parquet", columns=["template"]).column("template")
+    have = np.asarray(column.to_pylist(), dtype=object)
+    unknown = sorted(set(templates) - set(have))
+    if unknown:
+        raise WarehouseError(
+            f"unknown template(s) {', '.join(map(repr, unknown))}; "
+            f"this warehouse has {len(set(have))} templates"
+        )
+    return np.isin(have, list(templates))
 
 
 def _baseline(root: Path) -> Path:
@@ -253,11 +314,15 @@ def run_stats(
     threads: int = 2,
     show_progress: bool = True,
     force: bool = False,
+    templates: list[str] | None = None,
 ) -> list[Path]:
     """Compute and store the stats of one site (every captured site when None).
 
-    Returns the stats file of each site. A site whose file was made with the same options
-    from the same warehouse (and the same baseline answers) is skipped unless `force`.
+    `seed` seeds the negative sampling (ratio mode) and the random order of exact ties.
+    `templates` counts only prompts of those templates, in a file of its own
+    (`stats_path(..., templates)`). Returns the stats file of each site. A site whose file
+    was made with the same options from the same warehouse (and the same baseline answers)
+    is skipped unless `force`.
     """
     root = local_folder(root, "`warehouse stats`")  # remote warehouses are read-only
     manifest = load_manifest(root)
@@ -267,6 +332,10 @@ def run_stats(
         raise WarehouseError(f"--seed must be >= 0, got {seed}")
     if threads < 1:
         raise WarehouseError(f"--threads must be >= 1, got {threads}")
+    if templates is not None:
+        if not templates:
+            raise WarehouseError("--template needs at least one template")
+        templates = sorted(set(templates))
     sites = check_site_pooling(manifest, site, pooling)
     specs = array_specs(manifest)
     inputs = {
@@ -281,9 +350,10 @@ def run_stats(
             pooling=pooling,
             negatives=negatives,
             split=split,
-            seed=None if negatives == "all" else seed,
+            seed=seed,
             per_language=per_language,
             filter_correct=filter_correct,
+            templates=templates,
         )
         path = root / STATS_DIR / f"{opts.stem}.parquet"
         if not force and is_current(path, opts, inputs):
@@ -404,7 +474,9 @@ def _compute_and_write(
     show_progress: bool,
 ) -> None:
     t0 = time.perf_counter()
-    d = design(root, opts.split, opts.per_language, opts.filter_correct, spec.shape[0])
+    d = design(
+        root, opts.split, opts.per_language, opts.filter_correct, spec.shape[0], opts.templates
+    )
     masks, of_group = _unique_groups(d.groups)
     n_rel, n_neurons = len(d.relations), spec.shape[1] * units
     arr = open_array(root, spec)
@@ -433,7 +505,7 @@ def _compute_and_write(
                 parts = [(o, x[:, o : o + step]) for o in range(0, b - a, step)]
                 for g, mask in enumerate(masks):
                     for o, res in selectivity(
-                        parts, d.y, n_rel, mask, threads, ratio=opts.ratio, seed=opts.seed or 0
+                        parts, d.y, n_rel, mask, threads, ratio=opts.ratio, seed=opts.seed
                     ):
                         cols = slice(base + o, base + o + res.n_neurons)
                         for s in _STATS:
@@ -448,6 +520,7 @@ def _compute_and_write(
             "tool_version": __version__,
             "file": path.name,
             "options": asdict(opts),
+            "template_set": opts.template_set,
             "inputs": inputs,
             "rows": rows,
             "prompts": len(d.rows),
@@ -495,12 +568,48 @@ def _write_parquet(
                     "pooling": opts.pooling,
                     "negatives": opts.negatives,
                     "split": opts.split,
+                    "template_set": opts.template_set,
                 }
                 values = {s: np.asarray(out[s][g, r]) for s in _STATS}
-                table = _ranked_table(labels, index, values, counts)
+                ties = tie_order(opts.seed, relation, language, len(index["neuron_id"]))
+                table = _ranked_table(labels, index, values, counts, ties)
                 writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
                 total += table.num_rows
     return groups, total
+
+
+def tie_order(seed: int, relation: str, language: str, n: int) -> np.ndarray:
+    """(n,) int64: a random permutation of 0..n-1, the last tie-break of the ranking.
+
+    Seeded by (seed, first 8 bytes of sha256(relation NUL language)) so each relation and
+    language gets its own order: one order shared by every relation would make relations
+    share their tied neurons (an overlap made by the ranking, not by the model).
+    """
+    digest = hashlib.sha256(f"{relation}\0{language}".encode()).digest()
+    rng = np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
+    return rng.permutation(n).astype(np.int64)
+
+
+def rank_order(values: dict[str, np.ndarray], ties: np.ndarray) -> np.ndarray:
+    """Positions in rank order: AP descending, then AUROC, then |SMD| descending (the values
+    as stored), then `ties` ascending. Never the neuron id; NaN sorts last."""
+
+    def down(name: str) -> np.ndarray:
+        v = values[name].astype(SCHEMA.field(name).type.to_pandas_dtype())
+        v = np.abs(v) if name == "smd" else v
+        return -v.astype(np.float64)
+
+    return np.lexsort((ties, down("smd"), down("auroc"), down("ap")))
+
+
+def _ap_groups(ap_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For APs in rank order: each row's best rank within its group of equal AP, and the
+    group's size (NaNs form one group, as they sort together)."""
+    n = len(ap_sorted)
+    same = (ap_sorted[1:] == ap_sorted[:-1]) | (np.isnan(ap_sorted[1:]) & np.isnan(ap_sorted[:-1]))
+    starts = np.flatnonzero(np.concatenate([[True], ~same]))
+    sizes = np.diff(np.append(starts, n))
+    return np.repeat(starts + 1, sizes).astype(np.int32), np.repeat(sizes, sizes).astype(np.int32)
 
 
 def _ranked_table(
@@ -508,16 +617,20 @@ def _ranked_table(
     index: dict[str, np.ndarray],
     values: dict[str, np.ndarray],
     counts: dict[str, int],
+    ties: np.ndarray,
 ) -> pa.Table:
-    """One (relation, language)'s rows in rank order: highest AP first, equal APs by
-    neuron_id, so ranks are 1..N without gaps or repeats."""
+    """One (relation, language)'s rows in rank order (`rank_order`), so ranks are 1..N
+    without gaps or repeats, with each row's AP tie group (`ap_rank`, `ap_ties`)."""
     n = len(index["neuron_id"])
-    order = np.lexsort((index["neuron_id"], -values["ap"]))
+    order = rank_order(values, ties)
+    ap_rank, ap_ties = _ap_groups(values["ap"][order])
     columns = {
         **{k: pa.repeat(pa.scalar(v, pa.string()), n) for k, v in labels.items()},
         **{k: v[order] for k, v in index.items()},
         **{k: v[order].astype(SCHEMA.field(k).type.to_pandas_dtype()) for k, v in values.items()},
         "rank": np.arange(1, n + 1, dtype=np.int32),
+        "ap_rank": ap_rank,
+        "ap_ties": ap_ties,
         **{k: np.full(n, v, dtype=np.int64) for k, v in counts.items()},
     }
     return pa.table(columns, schema=SCHEMA)

@@ -11,14 +11,20 @@ import duckdb
 import numpy as np
 import polars as pl
 import pytest
-from test_stats import make_warehouse
+from test_stats import DUPLICATES, TIED, make_warehouse, write_ties
 
 from warehouse.analysis.overlap import layer_distribution, overlap, overlap_by_layer
 from warehouse.analysis.selections import list_selections, random_like, read_selection, select
-from warehouse.analysis.stats import run_stats
+from warehouse.analysis.stats import run_stats, stats_path
 from warehouse.errors import WarehouseError
 
 UNITS = 48  # ffn.act units of the tiny Llama; 2 layers
+# One English template of each relation (test_stats.write_dataset gives each two).
+RELATION_TEMPLATES = [
+    "The CEO of {subject} is",
+    "So, The capital of {subject} is",
+    "The mother of {subject} is",
+]
 
 
 @pytest.fixture(scope="module")
@@ -278,3 +284,78 @@ def test_docs_sql_recipes_match(w: Path):
     docs = (Path(__file__).parents[1] / "docs" / "statistics.md").read_text()
     for recipe in (PAIRS_SQL, LAYERS_SQL):
         assert recipe.strip() in docs
+
+
+def test_top_k_at_an_ap_tie_records_how_the_cut_fell(w: Path):
+    """51 neurons share AP = 1 (test_stats.write_ties): the top 4 are 4 of the 6 exact
+    duplicates in the seeded order, the top 10 the duplicates and the 4 widest margins, and
+    the sidecar says how many shared the k-th AP, how many were taken and what cut them."""
+    by_margin = write_ties(w)
+    run_stats(w, "ffn.act", seed=0, force=True, show_progress=False)
+    select(w, "t4", TIED, "en", top=4)
+    select(w, "t10", TIED, "en", top=10)
+    select(w, "t60", TIED, "en", top=60)
+    t4, t10, t60 = (read_selection(w, n) for n in ("t4", "t10", "t60"))
+    assert t4.neuron_ids.tolist() == [40, 17, 88, 70]  # seed 0; not the lowest ids
+    assert t10.neuron_ids.tolist()[:4] == [40, 17, 88, 70]
+    assert sorted(t10.neuron_ids.tolist()) == sorted([*DUPLICATES, *by_margin[6:10]])
+    assert t4.meta["ties"] == {"k": 4, "ap": 1.0, "ap_ties": 51, "selected": 4, "cut_by": "seed"}
+    assert t10.meta["ties"] == {"k": 10, "ap": 1.0, "ap_ties": 51, "selected": 10, "cut_by": "smd"}
+    g = stats(w).filter(relation=TIED, language="en").sort("rank")
+    at, after = g.row(59, named=True), g.row(60, named=True)
+    differs = [c for c in ("ap", "auroc") if at[c] != after[c]]
+    differs += ["smd"] if abs(at["smd"]) != abs(after["smd"]) else []
+    assert t60.meta["ties"] == {
+        "k": 60,
+        "ap": at["ap"],
+        "ap_ties": (g["ap"] == at["ap"]).sum(),
+        "selected": (g["ap"].head(60) == at["ap"]).sum(),
+        "cut_by": differs[0] if differs else "seed",
+    }
+    # Another seed reorders the duplicates only: the top 10 is the same set.
+    run_stats(w, "ffn.act", seed=1, force=True, show_progress=False)
+    select(w, "t10_s1", TIED, "en", top=10)
+    s1 = read_selection(w, "t10_s1")
+    assert s1.neuron_ids.tolist()[:6] != t10.neuron_ids.tolist()[:6]
+    assert sorted(s1.neuron_ids.tolist()) == sorted(t10.neuron_ids.tolist())
+    assert s1.neuron_ids.tolist()[6:] == t10.neuron_ids.tolist()[6:]
+    assert s1.meta["stats"]["seed"] == 1
+
+
+def test_selection_from_template_stats(w: Path):
+    """Stats over a template subset live in their own file; a selection names that set."""
+    en = RELATION_TEMPLATES
+    with pytest.raises(WarehouseError, match=r"--template \.\.\.` first"):
+        select(w, "tpl", "country_capital", "en", top=5, templates=en)
+    (path,) = run_stats(w, "ffn.act", templates=en, show_progress=False)
+    select(w, "tpl", "country_capital", "en", top=5, templates=en)
+    got = read_selection(w, "tpl")
+    part = pl.read_parquet(path).filter(relation="country_capital", language="en").sort("rank")
+    assert got.neuron_ids.tolist() == part["neuron_id"].head(5).to_list()
+    assert got.meta["stats"]["templates"] == sorted(en)
+    assert got.meta["stats"]["file"] == f"stats/{path.name}"
+    # the recorded SQL picks the same neurons from the union of every stats file
+    con = duckdb.connect()
+    con.execute(f"create view stats as select * from read_parquet('{w}/stats/*.parquet')")
+    assert con.sql(got.meta["sql"]).pl()["neuron_id"].to_list() == got.neuron_ids.tolist()
+
+
+def test_template_options_of_the_cli(w: Path, capsys):
+    """`stats --template` and `select --template` reach the same files as the API; an
+    unknown template is one error line and writes nothing."""
+    import conftest
+
+    tpl = [a for t in RELATION_TEMPLATES for a in ("--template", t)]
+    code, out, err = conftest.run_cli(capsys, "stats", str(w), "--site", "ffn.act", *tpl, "--quiet")
+    assert code == 0, err
+    path = stats_path(w, "ffn.act", "mean", "all", RELATION_TEMPLATES)
+    assert out == f"wrote {path}\n"
+    args = ["select", str(w), "--name", "t", "--relation", "company_ceo", "--top", "3", *tpl]
+    code, out, err = conftest.run_cli(capsys, *args)
+    assert code == 0, err
+    assert read_selection(w, "t").meta["stats"]["file"] == f"stats/{path.name}"
+    before = sorted(p.name for p in (w / "stats").iterdir())
+    code, _, err = conftest.run_cli(capsys, "stats", str(w), "--template", "Nope {subject}")
+    assert code != 0 and err.startswith("error: unknown template(s) 'Nope {subject}'")
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in (w / "stats").iterdir()) == before

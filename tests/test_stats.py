@@ -3,6 +3,7 @@ Zarr array and prompts table, per language and pooled, in both negatives modes."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -76,7 +77,14 @@ def fresh(warehouse: Path, tmp_path: Path) -> Path:
 
 
 def reference(
-    root: Path, site: str, pooling: str, negatives: str, seed: int, split: str, sample: int = 10
+    root: Path,
+    site: str,
+    pooling: str,
+    negatives: str,
+    seed: int,
+    split: str,
+    sample: int = 10,
+    templates: list[str] | None = None,
 ):
     """Recompute the stats of every (relation, language) for `sample` random neurons per layer
     (and the first and last) with sklearn and numpy from the raw array and prompts table,
@@ -84,6 +92,8 @@ def reference(
     prompts = pl.read_parquet(root / "prompts.parquet").sort("prompt_row")
     if split != "all":
         prompts = prompts.filter(pl.col("split") == split)
+    if templates is not None:
+        prompts = prompts.filter(pl.col("template").is_in(templates))
     relations = sorted(prompts["relation"].unique())
     y = np.array([relations.index(r) for r in prompts["relation"]])
     lang = prompts["language"].to_numpy()
@@ -151,6 +161,24 @@ def assert_matches_reference(path: Path, ref: pl.DataFrame, n_neurons: int) -> N
     assert (both["n_pos"] == both["n_pos_ref"]).all() and (both["n_neg"] == both["n_neg_ref"]).all()
 
 
+def documented_order(g: pl.DataFrame, seed: int) -> list[int]:
+    """neuron_ids of one (relation, language) in the order docs/statistics.md defines: AP,
+    AUROC, |SMD| descending, then a permutation of the (layer, neuron) positions drawn with
+    default_rng([seed, first 8 bytes of sha256(relation NUL language), little-endian])."""
+    relation, language = g["relation"][0], g["language"][0]
+    digest = hashlib.sha256(f"{relation}\0{language}".encode()).digest()
+    key = np.random.default_rng([seed, int.from_bytes(digest[:8], "little")]).permutation(96)
+    g = g.with_columns(key=pl.Series(key[g["neuron_id"].to_numpy()]), abs_smd=pl.col("smd").abs())
+    return g.sort(["ap", "auroc", "abs_smd", "key"], descending=[True, True, True, False])[
+        "neuron_id"
+    ].to_list()
+
+
+def tie_groups(ap: list[float]) -> tuple[list[int], list[int]]:
+    """For APs in rank order: 1 + the number of higher APs, and how many share each AP."""
+    return [1 + sum(b > a for b in ap) for a in ap], [ap.count(a) for a in ap]
+
+
 # ---------------------------------------------------------------------------- the tests
 
 
@@ -193,11 +221,11 @@ def test_rank_order_and_layout(warehouse: Path):
     assert got.select("relation", "language", "rank").equals(
         got.select("relation", "language", "rank").sort("relation", "language", "rank")
     )
-    # ... and rank is 1..N by AP descending, equal APs by neuron_id
-    for (_, _), g in got.group_by("relation", "language"):
-        want = g.sort(["ap", "neuron_id"], descending=[True, False])
-        assert want["rank"].to_list() == list(range(1, 97))
-        assert sorted(g["neuron_id"].to_list()) == list(range(96))
+    # ... and rank is 1..N by AP, AUROC, |SMD| descending, then the seeded order; never the id
+    for _, g in got.group_by("relation", "language"):
+        assert g["rank"].to_list() == list(range(1, 97))
+        assert g["neuron_id"].to_list() == documented_order(g, 0)
+        assert (g["ap_rank"].to_list(), g["ap_ties"].to_list()) == tie_groups(g["ap"].to_list())
     assert (got["neuron_id"] == got["layer"] * 48 + got["neuron"]).all()
     assert set(got["split"]) == {"identify"} and set(got["negatives"]) == {"all"}
     # one (relation, language) per row group, so filters on them prune
@@ -213,11 +241,16 @@ def test_rerun_is_skipped_other_options_rewrite_only_their_file(fresh: Path):
     (a,) = run_stats(fresh, "ffn.act", show_progress=False)
     (b,) = run_stats(fresh, "ffn.act", negatives="ratio:4", seed=0, show_progress=False)
     stamp_a, stamp_b = a.stat().st_mtime_ns, b.stat().st_mtime_ns
-    assert run_stats(fresh, "ffn.act", seed=7, show_progress=False) == [a]  # seed unused in "all"
+    assert run_stats(fresh, "ffn.act", show_progress=False) == [a]
     assert a.stat().st_mtime_ns == stamp_a
     run_stats(fresh, "ffn.act", negatives="ratio:4", seed=1, show_progress=False)
     assert b.stat().st_mtime_ns != stamp_b and a.stat().st_mtime_ns == stamp_a
-    assert json.loads(b.with_suffix(".json").read_text())["options"]["seed"] == 1
+    options = json.loads(b.with_suffix(".json").read_text())["options"]
+    assert (options["seed"], options["tie_break"]) == (1, stats_mod.TIE_BREAK)
+    # the seed orders exact ties in "all" mode too, so another seed is another file
+    run_stats(fresh, "ffn.act", seed=7, show_progress=False)
+    assert a.stat().st_mtime_ns != stamp_a
+    stamp_a = a.stat().st_mtime_ns
     run_stats(fresh, "ffn.act", force=True, show_progress=False)
     assert a.stat().st_mtime_ns != stamp_a
     side = json.loads(a.with_suffix(".json").read_text())
@@ -235,6 +268,35 @@ def test_rerun_is_skipped_other_options_rewrite_only_their_file(fresh: Path):
         "ffn.down__mean__all.json",
         "ffn.down__mean__all.parquet",
     ]
+
+
+def test_a_template_subset_is_its_own_file_and_equals_sklearn(fresh: Path):
+    """English prompts of the 'So, ' templates plus every German one: sklearn on just those."""
+    tpl = sorted(
+        {"So, " + en for en, _ in RELATIONS.values()} | {de for _, de in RELATIONS.values()}
+    )
+    (main,) = run_stats(fresh, "ffn.act", negatives="ratio:4", show_progress=False)
+    (path,) = run_stats(fresh, "ffn.act", negatives="ratio:4", templates=tpl, show_progress=False)
+    key = stats_mod.template_set(tpl)
+    assert key == stats_mod.template_set(list(reversed(tpl))) and key.startswith("tpl-")
+    assert path.name == f"ffn.act__mean__ratio-4__{key}.parquet"
+    assert path == stats_path(fresh, "ffn.act", "mean", "ratio:4", tpl) != main
+    ref = reference(fresh, "ffn.act", "mean", "ratio:4", seed=0, split="identify", templates=tpl)
+    assert_matches_reference(path, ref, 96)
+    got, whole = pl.read_parquet(path), pl.read_parquet(main)
+    assert set(got["template_set"]) == {key} and set(whole["template_set"]) == {"all"}
+    en_pos = got.filter(language="en")["n_pos"].unique().to_list()
+    assert en_pos == [6] and whole.filter(language="en")["n_pos"].unique().to_list() == [12]
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert side["options"]["templates"] == tpl and side["template_set"] == key
+    # both files stay; the same call again is a no-op
+    stamp = path.stat().st_mtime_ns
+    run_stats(fresh, "ffn.act", negatives="ratio:4", templates=tpl, show_progress=False)
+    assert path.stat().st_mtime_ns == stamp and main.is_file()
+    with pytest.raises(WarehouseError, match=r"unknown template\(s\) 'Nope \{subject\}'"):
+        run_stats(fresh, "ffn.act", templates=["Nope {subject}"], show_progress=False)
+    with pytest.raises(WarehouseError, match=r"at least one template"):
+        run_stats(fresh, "ffn.act", templates=[], show_progress=False)
 
 
 def test_a_killed_runs_temps_are_removed(fresh: Path):
@@ -323,3 +385,56 @@ def test_parse_negatives():
     for bad in ("some", "ratio:", "ratio:x", "ratio:0", "ratio:inf", "ratio4"):
         with pytest.raises(WarehouseError):
             parse_negatives(bad)
+
+
+# ------------------------------------------------------------------------- ties at AP = 1
+
+TIED = "country_capital"
+DUPLICATES = [3, 17, 40, 51, 70, 88]  # exact copies of one column: only the seed orders them
+
+
+def write_ties(root: Path) -> list[int]:
+    """ffn.act/mean responses where every neuron with an even id separates TIED perfectly
+    (AP = AUROC = 1 in every language group), by a margin that grows with the id, and the
+    DUPLICATES are one column with the widest margin. Returns the even ids by margin, widest
+    first. Sorted by neuron_id this tie group would start at layer 0, neuron 0."""
+    arr = zarr.open_array(root / "responses.zarr" / "ffn.act" / "mean", mode="r+")
+    relation = pl.read_parquet(root / "prompts.parquet").sort("prompt_row")["relation"]
+    positive = (relation == TIED).to_numpy()
+    rng = np.random.default_rng(5)
+    x = np.clip(rng.normal(0, 1, (arr.shape[0], 96)), -3.9, 3.9)  # negatives stay below 4
+    base, lift = x[:, 1].copy(), rng.random(positive.sum())
+    separated = [j for j in range(96) if j % 2 == 0 or j in DUPLICATES]
+    for j in separated:  # one shared column: the margin alone sets the SMD, rising with j
+        x[:, j] = base
+        x[positive, j] = 4 + j / 8 + lift
+    x[:, DUPLICATES] = base[:, None]
+    x[np.ix_(positive, DUPLICATES)] = (30 + lift)[:, None]
+    arr[:] = x.reshape(arr.shape[0], 2, 48).astype(np.float16)
+    rest = sorted((j for j in separated if j not in DUPLICATES), reverse=True)
+    return [*DUPLICATES, *rest]
+
+
+def test_ties_at_ap_one_are_ordered_by_smd_then_seed_never_by_id(fresh: Path):
+    by_margin = write_ties(fresh)
+    orders = {}
+    for seed in (0, 1):
+        (path,) = run_stats(fresh, "ffn.act", seed=seed, force=True, show_progress=False)
+        g = pl.read_parquet(path).filter(relation=TIED, language="en")
+        ref = reference(fresh, "ffn.act", "mean", "all", seed=seed, split="identify", sample=48)
+        ref = ref.filter(relation=TIED, language="en")
+        both = g.join(ref, on="neuron_id")
+        assert len(both) == 96
+        assert np.abs(both["ap"] - both["ap_ref"]).max() < 1e-12  # sklearn's AP ...
+        assert np.abs(both["auroc"] - both["auroc_ref"]).max() < 1e-12  # ... and AUROC
+        tied = g.filter(pl.col("ap") == 1.0)
+        assert sorted(tied["neuron_id"]) == sorted(by_margin)  # 51 neurons share AP = 1
+        assert set(tied["auroc"]) == {1.0}  # so AUROC cannot break the tie: |SMD| does
+        assert (tied["ap_rank"] == 1).all() and (tied["ap_ties"] == 51).all()
+        assert g["neuron_id"].to_list() == documented_order(g, seed)
+        orders[seed] = g["neuron_id"].to_list()
+    # The duplicates lead in a seeded order; the rest of the tie group follows by margin.
+    assert orders[0][:6] != orders[1][:6] and sorted(orders[0][:6]) == DUPLICATES
+    assert sorted(orders[1][:6]) == DUPLICATES
+    assert orders[0][6:51] == orders[1][6:51] == by_margin[6:]
+    assert orders[0][:4] == [40, 17, 88, 70]  # seed 0, exactly; not the lowest ids

@@ -4,6 +4,7 @@ plain PyTorch computation."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -22,7 +23,7 @@ from warehouse.analysis.perplexity import perplexity, read_sentences
 from warehouse.errors import DatasetError, WarehouseError
 from warehouse.ingest.datasets import normalize_answer
 from warehouse.ingest.models import load_model
-from warehouse.study import StudyConfig, plan_counts, ranges, run_study, scaled
+from warehouse.study import StudyConfig, _shortfall, plan_counts, ranges, run_study, scaled
 
 SUBJECTS = [
     "France", "Japan", "Germany", "Peru", "Chile", "Kenya", "Nepal", "Oman", "Fiji", "Laos",
@@ -36,6 +37,14 @@ TEMPLATES = {
     ("country_language", "en"): "People in {subject} speak",
     ("country_language", "de"): "In {subject} spricht man",
 }
+# The held-out-template study: English only, country_capital with a second template.
+TWO_TEMPLATES = {
+    ("country_capital", "en"): [
+        TEMPLATES[("country_capital", "en")],
+        "The capital of {subject} is",
+    ],
+    ("country_language", "en"): [TEMPLATES[("country_language", "en")]],
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,31 +52,39 @@ def model_dir(strong_llama_dir) -> Path:
     return strong_llama_dir
 
 
-@pytest.fixture(scope="module")
-def dataset(model_dir, module_cache, tmp_path_factory) -> Path:
-    """Facts whose object is, for 2 of 3 subjects, what the tiny model answers itself."""
+def write_facts(model_dir: Path, templates: dict, path: Path) -> Path:
+    """Facts whose object is, for 2 of 3 subjects, what the tiny model answers itself (to
+    each of the fact's templates: the answers to later templates are aliases)."""
     loaded = load_model(str(model_dir))
     tok = loaded.tokenizer
     facts = []
-    for (relation, language), template in TEMPLATES.items():
+    for (relation, language), listed in templates.items():
+        listed = listed if isinstance(listed, list) else [listed]
         for i, subject in enumerate(SUBJECTS):
-            ids = tok(template.replace("{subject}", subject), return_tensors="pt")
-            with torch.no_grad():
-                out = loaded.model.generate(**ids, max_new_tokens=2, do_sample=False)
-            said = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
-            own = i % 3 != 2 and normalize_answer(said)
-            facts.append(
-                {
-                    "relation": relation,
-                    "language": language,
-                    "subject": subject,
-                    "object": said.strip() if own else "Zzyzx",
-                    "templates": [template],
-                }
-            )
-    path = tmp_path_factory.mktemp("data") / "facts.jsonl"
+            said = []
+            for template in listed:
+                ids = tok(template.replace("{subject}", subject), return_tensors="pt")
+                with torch.no_grad():
+                    out = loaded.model.generate(**ids, max_new_tokens=2, do_sample=False)
+                answer = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+                said.append(answer.strip())
+            own = i % 3 != 2 and all(normalize_answer(a) for a in said)
+            fact = {
+                "relation": relation,
+                "language": language,
+                "subject": subject,
+                "object": said[0] if own else "Zzyzx",
+                "templates": listed,
+            }
+            aliases = sorted(set(said[1:]) - {said[0]}) if own else []
+            facts.append({**fact, "aliases": aliases} if aliases else fact)
     path.write_text("".join(json.dumps(f) + "\n" for f in facts))
     return path
+
+
+@pytest.fixture(scope="module")
+def dataset(model_dir, module_cache, tmp_path_factory) -> Path:
+    return write_facts(model_dir, TEMPLATES, tmp_path_factory.mktemp("data") / "facts.jsonl")
 
 
 def config(out: Path, model_dir: Path, dataset: Path, **kw) -> StudyConfig:
@@ -81,6 +98,8 @@ def config(out: Path, model_dir: Path, dataset: Path, **kw) -> StudyConfig:
         sample=4,
         others_sample=2,
         batch_size=4,
+        min_correct=3,  # the fixture has 8 identification subjects per relation
+        min_subjects=3,
         show_progress=False,
     )
     return StudyConfig(**{**base, **kw})
@@ -90,6 +109,15 @@ def config(out: Path, model_dir: Path, dataset: Path, **kw) -> StudyConfig:
 def studied(model_dir, dataset, module_cache, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("study") / "w"
     run_study(config(out, model_dir, dataset))
+    return out
+
+
+@pytest.fixture(scope="module")
+def templated(model_dir, module_cache, tmp_path_factory) -> Path:
+    """A study of TWO_TEMPLATES: country_capital's neurons are checked on a held-out one."""
+    data = write_facts(model_dir, TWO_TEMPLATES, tmp_path_factory.mktemp("data2") / "f.jsonl")
+    out = tmp_path_factory.mktemp("study2") / "w"
+    run_study(config(out, model_dir, data))
     return out
 
 
@@ -115,6 +143,7 @@ def test_counts_scale_the_papers_to_the_site():
     top_k, sweep = plan_counts(cfg, 46_080)
     assert top_k == 165
     assert sweep == [1, 3, 11, 28, 55, 165, 551, 1103, 2757]
+    assert (cfg.min_correct, cfg.min_subjects) == (20, 10)
     assert ranges([2, 6, 20]) == [(2, 6), (6, 20)]
     with pytest.raises(WarehouseError, match="--top-k"):
         plan_counts(StudyConfig(out=Path("x"), top_k=0), 100)
@@ -162,7 +191,7 @@ def test_study_records_every_part(studied: Path):
         for a, b in ranges([2, 6, 20]):
             rng = pl.read_parquet(studied / "selections" / f"study-{rel}-ranks-{a}-{b}.parquet")
             assert set(rng["neuron_id"]) == set(big["neuron_id"].to_list()[a:b])
-    for stage in ("ingest", "baseline", "stats", "select", "eval", "perplexity"):
+    for stage in ("ingest", "baseline", "stats", "select", "eval", "templates", "perplexity"):
         assert st["seconds"][stage] >= 0
 
 
@@ -204,6 +233,104 @@ def test_relations_the_model_hardly_knows_are_left_out(studied, model_dir, datas
     assert least in new["skipped"] and least not in new["relations"]
     why = new["skipped"][least]  # findings read {rel: why} and {rel: {..., "why"}} alike
     assert compute(w)["study"]["skipped"][least]["why"] == (why["why"] if "why" in why else why)
+
+
+def test_skipped_relations_are_named_with_their_counts(
+    studied, model_dir, dataset, tmp_path, capsys
+):
+    st = json.loads((studied / "study" / "study.json").read_text())
+    correct, subjects = st["identify_correct"], st["identify_subjects"]
+    assert st["skipped"] == {} and set(correct) == set(subjects) == set(st["relations"])
+    assert (st["config"]["min_correct"], st["config"]["min_subjects"]) == (3, 3)
+    # counted from the tables: correct English identification prompts and their subjects
+    prompts = pl.read_parquet(studied / "prompts.parquet")
+    base = pl.read_parquet(studied / "evals" / "baseline.parquet").select("prompt_id", "correct")
+    ok = prompts.join(base, on="prompt_id").filter(
+        pl.col("correct"), split="identify", language="en"
+    )
+    by_rel = ok.group_by("relation").agg(pl.len(), pl.col("subject_id").n_unique())
+    assert dict(by_rel.select("relation", "len").iter_rows()) == correct
+    assert dict(by_rel.select("relation", "subject_id").iter_rows()) == subjects
+    assert correct == subjects  # one English template per relation here
+    with pytest.raises(WarehouseError, match="from 99 or more subjects in 'en'"):
+        run_study(config(studied, model_dir, dataset, min_subjects=99))
+    # Leave out the relation the model knows least: it is named with its counts.
+    least = min(correct, key=lambda r: (correct[r], r))
+    w = Path(shutil.copytree(studied, tmp_path / "w"))
+    capsys.readouterr()
+    run_study(config(w, model_dir, dataset, min_correct=correct[least] + 1))
+    said = " ".join(capsys.readouterr().err.split())  # said without --quiet's progress too
+    new = json.loads((w / "study" / "study.json").read_text())
+    for rel, row in new["skipped"].items():
+        assert f"skipping {rel}: {row['why']}" in said
+    assert new["skipped"] == {
+        r: {
+            "prompts": correct[r],
+            "subjects": subjects[r],
+            "why": f"{correct[r]} correctly answered identification prompts "
+            f"(< {correct[least] + 1})",
+        }
+        for r in correct
+        if correct[r] <= correct[least]
+    }
+    # the subjects rule alone (every relation of the fixture has about as many subjects)
+    cfg = StudyConfig(out=Path("x"), min_correct=3, min_subjects=10)
+    assert _shortfall(cfg, {"prompts": 12, "subjects": 6}) == {
+        "prompts": 12,
+        "subjects": 6,
+        "why": "6 distinct subjects among them (< 10)",
+    }
+    assert _shortfall(cfg, {"prompts": 2, "subjects": 10})["why"] == (
+        "2 correctly answered identification prompts (< 3)"
+    )
+    assert _shortfall(cfg, {"prompts": 3, "subjects": 10}) is None
+
+
+def test_held_out_templates(templated: Path, studied: Path):
+    """country_capital has two English templates: its neurons are found on one (stats over
+    every English template but the held-out one) and evaluated on the other's test prompts.
+    Relations of one template are not part of it."""
+    plain = json.loads((studied / "study" / "study.json").read_text())
+    assert plain["template_split"] == {} and plain["evals"]["templates"] == {}
+    studied = templated
+    st = json.loads((studied / "study" / "study.json").read_text())
+    assert st["relations"] == ["country_capital", "country_language"]
+    both = TWO_TEMPLATES[("country_capital", "en")]
+    digest = hashlib.sha256(b"country_capital").digest()
+    first = np.random.default_rng([0, int.from_bytes(digest[:8], "little")]).permutation(2)
+    test_t, select_t = both[first[0]], both[first[1]]
+    prompts = pl.read_parquet(studied / "prompts.parquet")
+    base = pl.read_parquet(studied / "evals" / "baseline.parquet").select("prompt_id", "correct")
+    ok = prompts.join(base, on="prompt_id").filter(
+        pl.col("correct"), split="identify", language="en", template=select_t
+    )
+    assert st["template_split"] == {
+        "country_capital": {
+            "select": [select_t],
+            "test": [test_t],
+            "prompts": ok.height,
+            "subjects": ok["subject_id"].n_unique(),
+        }
+    }
+    assert sorted(st["evals"]["templates"]) == ["country_capital"]
+    # the stats: every English template except the held-out one, in a file of their own
+    kept = sorted(t for t in prompts.filter(language="en")["template"].unique() if t != test_t)
+    side = json.loads((studied / st["template_stats_file"]).with_suffix(".json").read_text())
+    assert side["options"]["templates"] == kept
+    assert st["template_stats_file"] != st["stats_file"]
+    stats = pl.read_parquet(studied / st["template_stats_file"])
+    cc = stats.filter(relation="country_capital", language="en").sort("rank")
+    assert cc["n_pos"][0] == ok.height
+    top = pl.read_parquet(studied / "selections" / "study-country_capital-templates.parquet")
+    assert top["neuron_id"].to_list() == cc["neuron_id"].head(6).to_list()
+    # the eval: test prompts of the held-out template, own set and 3 controls
+    frame = evals(studied, st["evals"]["templates"]["country_capital"])
+    held = prompts.filter(relation="country_capital", language="en", split="test", template=test_t)
+    want = set(sample_prompts(held, 4)["prompt_id"])
+    assert set(frame["split"]) == {"test"} and set(frame["prompt_id"]) == want
+    assert sorted(frame["control_seed"].drop_nulls().unique().to_list()) == [0, 1, 2]
+    assert frame.filter(pl.col("control_seed").is_null()).height == len(want)
+    assert set(frame["selection"]) == {"study-country_capital-templates"}
 
 
 # ------------------------------------------------------------------------------ findings

@@ -272,10 +272,16 @@ def stats(
         str, typer.Option(help="all, or ratio:K (K x positives sampled from other relations).")
     ] = "all",
     split: Annotated[str, typer.Option(help="Prompts scored: identify, test or all.")] = "identify",
-    seed: Annotated[int, typer.Option(help="Seed of the negative sampling.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the negative sampling and of the order of exact ties.")
+    ] = 0,
     filter_correct: Annotated[
         bool, typer.Option(help="Keep only prompts the model answers correctly (needs eval).")
     ] = False,
+    template: Annotated[
+        list[str] | None,
+        typer.Option(help="Count only prompts of this template (repeat; a file of its own)."),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Recompute even when up to date.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
@@ -292,6 +298,7 @@ def stats(
         filter_correct=filter_correct,
         show_progress=not quiet,
         force=force,
+        templates=template or None,
     )
     for p in paths:
         print(f"wrote {p}")
@@ -314,6 +321,10 @@ def select(
     ] = None,
     sql: Annotated[
         str | None, typer.Option(help="SELECT neuron_id [, score] FROM stats WHERE ...")
+    ] = None,
+    template: Annotated[
+        list[str] | None,
+        typer.Option(help="Use the stats made with these --template options (repeat)."),
     ] = None,
     random_like: Annotated[
         str | None, typer.Option(help="Make a random control like this selection.")
@@ -341,6 +352,7 @@ def select(
             fraction=fraction,
             sql=sql,
             overwrite=overwrite,
+            templates=template or None,
         )
     sel = read_selection(warehouse, name)
     print(f"selection {name}: {sel.frame.height} neurons of {sel.meta['site']}")
@@ -568,7 +580,10 @@ def study(
     seed: Annotated[int, typer.Option(help="Split, negatives and controls seed.")] = 0,
     min_correct: Annotated[
         int, typer.Option(help="Skip relations with fewer correct identification prompts.")
-    ] = 3,
+    ] = 20,
+    min_subjects: Annotated[
+        int, typer.Option(help="Skip relations whose correct ones have fewer subjects.")
+    ] = 10,
     sentences: Annotated[
         str | None, typer.Option(help="Neutral sentences for perplexity (default: built-in).")
     ] = None,
@@ -599,6 +614,7 @@ def study(
         model_dtype=model_dtype,
         seed=seed,
         min_correct=min_correct,
+        min_subjects=min_subjects,
         sentences=sentences,
         ray=ray,
         shards=shards,

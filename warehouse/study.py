@@ -8,7 +8,9 @@ inputs are unchanged (so a killed or repeated study continues where it stopped):
               correctly answered identification prompts.
 3. stats      AP of every neuron per relation and language, on identification prompts the
               model answers correctly, negatives 4x the positives (the paper's setting).
-4. select     per relation, the top-k neurons by AP on `identify_language` prompts
+              A relation needs `min_correct` such prompts from `min_subjects` subjects in
+              `identify_language`; the others are named in `skipped` and studied no further.
+4. select     per relation, the top-k neurons by rank on `identify_language` prompts
               (`study-<relation>`), the top max(sweep) for the sweep (`study-<relation>-sweep`)
               and the rank ranges a+1..b of the cumulativity check
               (`study-<relation>-ranks-<a>-<b>`).
@@ -17,6 +19,10 @@ inputs are unchanged (so a killed or repeated study continues where it stopped):
               few prompts of every other relation), cross-relation (every relation's test
               prompts), cross-lingual (own relation in the other languages, with controls),
               ranges (own relation, each rank range alone).
+   templates  for a relation with >= 2 templates in `identify_language`: a seeded half of
+              them is held out, the top-k is found on stats of the other templates' prompts
+              only (`study-<relation>-templates`), and evaluated on test prompts of the
+              held-out templates with the intra condition's controls.
 6. perplexity relation-neutral sentences with each relation's top-k off
               (`study/perplexity.parquet`).
 
@@ -26,11 +32,14 @@ each stage took; `analysis.findings` turns those tables into the numbers of the 
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from warehouse.errors import WarehouseError
@@ -62,9 +71,11 @@ class StudyConfig:
     model_dtype: str = "float32"
     max_new_tokens: int = 2
     seed: int = 0
-    # Relations with fewer correctly answered identification prompts (in identify_language)
-    # are left out: their AP ranking would rest on a handful of prompts.
-    min_correct: int = 3
+    # A relation needs this many correctly answered identification prompts (in
+    # identify_language) from this many distinct subjects; with fewer, hundreds of neurons
+    # reach AP = 1 and the ranking rests on a handful of facts.
+    min_correct: int = 20
+    min_subjects: int = 10
     sentences: str | None = None  # perplexity text file; None: the built-in neutral set
     # Ray: ingest and every eval request run as `shards` Ray tasks ("local", "auto" or an
     # address; warehouse.scale). None: everything in this process.
@@ -104,8 +115,9 @@ class _Clock:
         self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 2)
 
 
-def _say(cfg: StudyConfig, text: str) -> None:
-    if cfg.show_progress:
+def _say(cfg: StudyConfig, text: str, always: bool = False) -> None:
+    """A line on stderr: progress only with show_progress, notices (`always`) in any case."""
+    if cfg.show_progress or always:
         from rich.console import Console
 
         Console(stderr=True).print(f"[bold]study[/bold] {text}")
@@ -117,7 +129,7 @@ def run_study(cfg: StudyConfig) -> Path:
     from warehouse.analysis.stats import run_stats, stats_path
     from warehouse.ingest.models import load_model
     from warehouse.ingest.run import IngestConfig, ingest
-    from warehouse.store.files import atomic_write_json, read_json, sha256_file
+    from warehouse.store.files import atomic_write_json, sha256_file
     from warehouse.store.manifest import load_manifest
 
     if cfg.controls < 0:
@@ -128,6 +140,11 @@ def run_study(cfg: StudyConfig) -> Path:
         raise WarehouseError("--shards goes with --ray")
     if cfg.others_sample < 1:
         raise WarehouseError(f"--others-sample must be at least 1, got {cfg.others_sample}")
+    if cfg.min_correct < 1 or cfg.min_subjects < 1:
+        raise WarehouseError(
+            f"--min-correct and --min-subjects must be at least 1, got {cfg.min_correct} "
+            f"and {cfg.min_subjects}"
+        )
     root = Path(cfg.out)
     clock = _Clock()
     progress = cfg.show_progress
@@ -164,7 +181,7 @@ def run_study(cfg: StudyConfig) -> Path:
     top_k, sweep = plan_counts(cfg, units_total)
 
     manifest = load_manifest(root)
-    prompts = _prompt_cells(root)
+    prompts = _prompts(root)
     relations = sorted(prompts["relation"].unique().to_list())
     languages = sorted(prompts["language"].unique().to_list())
     if cfg.identify_language not in languages:
@@ -216,24 +233,18 @@ def run_study(cfg: StudyConfig) -> Path:
     stats_file = stats_path(root, site, "mean", negatives)
     stats_sha = sha256_file(stats_file)
     clock.stage("stats", t0)
-    positives = {
-        g["relation"]: g["n_pos"]
-        for g in read_json(stats_file.with_suffix(".json"))["groups"]
-        if g["language"] == cfg.identify_language
-    }
-    skipped = {
-        r: f"{positives.get(r, 0)} correctly answered identification prompts (< {cfg.min_correct})"
-        for r in relations
-        if positives.get(r, 0) < cfg.min_correct
-    }
+    counts = identify_counts(root, prompts, cfg.identify_language)
+    skipped = {r: _shortfall(cfg, counts[r]) for r in relations}
+    skipped = {r: row for r, row in skipped.items() if row is not None}
     relations = [r for r in relations if r not in skipped]
-    for rel, why in skipped.items():
-        _say(cfg, f"skipping {rel}: {why}")
+    for rel, row in skipped.items():
+        _say(cfg, f"skipping {rel}: {row['why']}", always=True)
     if not relations:
         raise WarehouseError(
             f"no relation has {cfg.min_correct} or more correctly answered identification "
-            f"prompts in {cfg.identify_language!r}; the model knows too few of these facts "
-            "(lower --min-correct to study them anyway)"
+            f"prompts from {cfg.min_subjects} or more subjects in {cfg.identify_language!r}; "
+            "the model knows too few of these facts (lower --min-correct / --min-subjects to "
+            "study them anyway)"
         )
 
     # 4. selections, remade when the stats changed.
@@ -260,13 +271,14 @@ def run_study(cfg: StudyConfig) -> Path:
         "cross_lingual": {},
         "ranges": {},
     }
+
+    def run(selection: str, **kw: Any) -> str:
+        return evaluate(ecfg(selection=selection, **kw)).relative_to(root).as_posix()
+
     for i, rel in enumerate(relations, 1):
         _say(cfg, f"5/6 ablations {i}/{len(relations)}: {rel}")
         sel, sweep_sel = names[rel]["top"], names[rel]["sweep"]
         others = [r for r in relations if r != rel]
-
-        def run(selection: str, **kw: Any) -> str:
-            return evaluate(ecfg(selection=selection, **kw)).relative_to(root).as_posix()
 
         files["intra"][rel] = run(
             sel,
@@ -311,6 +323,14 @@ def run_study(cfg: StudyConfig) -> Path:
         }
     clock.stage("eval", t0)
 
+    # 5b. held-out templates: neurons found on some templates, tested on the others.
+    t0 = time.perf_counter()
+    plan = HeldOut(site=site, negatives=negatives, top_k=top_k, fresh=fresh, old=old)
+    split_t, files["templates"], t_stats = _held_out_templates(
+        root, cfg, prompts, relations, plan, run
+    )
+    clock.stage("templates", t0)
+
     # 6. specificity.
     t0 = time.perf_counter()
     _say(cfg, "6/6 perplexity of neutral sentences with each relation's neurons off")
@@ -337,7 +357,10 @@ def run_study(cfg: StudyConfig) -> Path:
         "plan": [top_k, sweep],
         "relations": relations,
         "skipped": skipped,
-        "identify_correct": {r: positives.get(r, 0) for r in sorted(positives)},
+        "identify_correct": {r: c["prompts"] for r, c in sorted(counts.items())},
+        "identify_subjects": {r: c["subjects"] for r, c in sorted(counts.items())},
+        "template_split": split_t,
+        **t_stats,
         "languages": languages,
         "identify_language": cfg.identify_language,
         "negatives": negatives,
@@ -364,14 +387,166 @@ def _read_old(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _prompt_cells(root: Path):
+def _prompts(root: Path):
+    """prompts.parquet's columns the study counts with; `subject_id` (the subject's identity
+    across templates and languages) is `subject` in warehouses that lack it."""
     import polars as pl
+    import pyarrow.parquet as pq
 
     from warehouse.store.tables import read_table
 
-    frame = pl.from_arrow(read_table(root / "prompts.parquet", columns=["relation", "language"]))
+    path = root / "prompts.parquet"
+    subject = "subject_id" if "subject_id" in pq.read_schema(path).names else "subject"
+    cols = ["prompt_id", "relation", "language", "split", "template", subject]
+    frame = pl.from_arrow(read_table(path, columns=cols))
     assert isinstance(frame, pl.DataFrame)
-    return frame
+    return frame.rename({subject: "subject_key"})
+
+
+def identify_counts(
+    root: Path, prompts, language: str, templates: list[str] | None = None
+) -> dict[str, dict[str, int]]:
+    """Per relation of the warehouse: its identification prompts in `language` (of
+    `templates`, when given) that the baseline answered correctly, and their distinct
+    subjects; the prompts `warehouse stats --filter-correct` counts as positives."""
+    import polars as pl
+
+    from warehouse.analysis.stats import _baseline_correct_ids
+
+    ok = prompts.filter(
+        (pl.col("split") == "identify")
+        & (pl.col("language") == language)
+        & pl.col("prompt_id").is_in(_baseline_correct_ids(root).tolist())
+    )
+    if templates is not None:
+        ok = ok.filter(pl.col("template").is_in(templates))
+    got = ok.group_by("relation").agg(prompts=pl.len(), subjects=pl.col("subject_key").n_unique())
+    by_rel = {r: {"prompts": p, "subjects": n} for r, p, n in got.iter_rows()}
+    empty = {"prompts": 0, "subjects": 0}
+    return {r: by_rel.get(r, empty) for r in sorted(prompts["relation"].unique().to_list())}
+
+
+def _shortfall(cfg: StudyConfig, count: dict[str, int]) -> dict[str, Any] | None:
+    """{prompts, subjects, why} when `count` is below the study's minimums, else None."""
+    short = []
+    if count["prompts"] < cfg.min_correct:
+        short.append(
+            f"{count['prompts']} correctly answered identification prompts (< {cfg.min_correct})"
+        )
+    if count["subjects"] < cfg.min_subjects:
+        short.append(f"{count['subjects']} distinct subjects among them (< {cfg.min_subjects})")
+    if not short:
+        return None
+    return {**count, "why": "; ".join(short)}
+
+
+def template_split(
+    prompts, relations: list[str], language: str, seed: int
+) -> dict[str, dict[str, Any]]:
+    """For each relation with >= 2 templates in `language`: {"select": [...], "test": [...]},
+    the sorted templates permuted by default_rng([seed, first 8 bytes of sha256(relation)]),
+    the first len // 2 held out for testing, the rest for selection."""
+    import polars as pl
+
+    out = {}
+    for rel in relations:
+        of_rel = prompts.filter((pl.col("relation") == rel) & (pl.col("language") == language))
+        templates = sorted(of_rel["template"].unique().to_list())
+        if len(templates) < 2:
+            continue
+        digest = hashlib.sha256(rel.encode()).digest()
+        order = np.random.default_rng([seed, int.from_bytes(digest[:8], "little")]).permutation(
+            len(templates)
+        )
+        n_test = len(templates) // 2
+        out[rel] = {
+            "select": sorted(templates[i] for i in order[n_test:]),
+            "test": sorted(templates[i] for i in order[:n_test]),
+        }
+    return out
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """What the held-out-template step shares with the rest of the study."""
+
+    site: str
+    negatives: str
+    top_k: int
+    fresh: bool  # the main stats or the plan changed: remake selections
+    old: dict[str, Any]  # the previous study.json
+
+
+def _held_out_templates(
+    root: Path,
+    cfg: StudyConfig,
+    prompts,
+    relations: list[str],
+    plan: HeldOut,
+    run: Callable[..., str],
+) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, Any]]:
+    """(template_split, evals per relation, the template stats' file and sha256).
+
+    Stats over every `identify_language` template except the held-out ones (other relations'
+    prompts stay negatives), each relation's top-k from them, evaluated on its test prompts
+    of the held-out templates with `cfg.controls` controls. A relation whose selection
+    templates give too few correct prompts or subjects, or whose held-out templates have no
+    test prompts, gets a "why" in its split entry and no eval."""
+    import polars as pl
+
+    from warehouse.analysis.selections import list_selections, select
+    from warehouse.analysis.stats import run_stats, stats_path
+    from warehouse.store.files import sha256_file
+
+    lang = cfg.identify_language
+    split = template_split(prompts, relations, lang, cfg.seed)
+    if not split:
+        return {}, {}, {}
+    _say(cfg, f"5/6 held-out templates: {len(split)} relations")
+    held = {t for part in split.values() for t in part["test"]}
+    in_lang = prompts.filter(pl.col("language") == lang)
+    kept = sorted(set(in_lang["template"].to_list()) - held)
+    common = dict(site=plan.site, pooling="mean", negatives=plan.negatives)
+    progress = cfg.show_progress
+    run_stats(
+        root, **common, seed=cfg.seed, filter_correct=True, show_progress=progress, templates=kept
+    )
+    path = stats_path(root, **common, templates=kept)
+    sha = sha256_file(path)
+    fresh = plan.fresh or plan.old.get("template_stats_sha256") != sha
+    have = {s["name"] for s in list_selections(root)}
+    counts = identify_counts(root, prompts, lang, kept)
+    files = {}
+    for rel, part in split.items():
+        part.update(counts[rel])
+        tests = in_lang.filter(
+            (pl.col("relation") == rel)
+            & (pl.col("split") == "test")
+            & pl.col("template").is_in(part["test"])
+        )
+        short = _shortfall(cfg, counts[rel])
+        if short or not tests.height:
+            why = f"selection templates: {short['why']}" if short else "no held-out test prompts"
+            part["why"] = why
+            _say(cfg, f"no held-out-template check for {rel}: {why}", always=True)
+            continue
+        name = f"study-{rel}-templates"
+        if fresh or name not in have:
+            select(root, name, rel, lang, top=plan.top_k, overwrite=True, templates=kept, **common)
+        files[rel] = run(
+            name,
+            controls=cfg.controls,
+            relations=[rel],
+            languages=[lang],
+            split="test",
+            sample=cfg.sample,
+            templates=part["test"],
+        )
+    record = {
+        "template_stats_file": path.relative_to(root).as_posix(),
+        "template_stats_sha256": sha,
+    }
+    return split, files, record
 
 
 def _make_selections(
