@@ -3,11 +3,11 @@
 `render(summary, out)` writes into `out/`:
 
 - `index.html`: one self-contained page (inline CSS, no JS, no CDN) with the study header,
-  headline sentences that count only what the summary's tests support, one section per
+  the sentences of the summary's headline (the counts of `findings.headline`), one section per
   finding (figure + caption + compact table), and a note for every section the summary
   leaves empty;
-- `summary.json`: the summary itself, NaN/inf written as null, so the page's numbers can be
-  checked or re-plotted without this tool;
+- `summary.json`: the summary itself with the headline the page states, NaN/inf written as
+  null, so the page's numbers can be checked or re-plotted without this tool;
 - one PNG per non-empty figure (`FIGURES`), drawn with matplotlib's Agg canvas.
 
 The renderer reads only the keys of the summary contract (docs/report.md), tolerates extra
