@@ -13,6 +13,8 @@ subject and the per-prompt values are summed within a subject first.
 - `retention`: share of baseline-correct prompts still correct (the paper's P^det).
 - `verdict`: the rule that turns an adjusted p-value and a count of discordant prompts into a
   claim.
+- `mcnemar_holds`: the rule that turns a Holm-adjusted McNemar p-value and the prompts that moved
+  the tested way (lost, or gained) into a claim.
 
 Every function is deterministic: resampling draws come from `numpy.random.default_rng(seed)`.
 """
@@ -30,6 +32,7 @@ from scipy import stats as sps
 BEYOND = "beyond controls"
 NOT_BEYOND = "not beyond controls"
 UNDERPOWERED = "underpowered"
+TESTED = (BEYOND, NOT_BEYOND)  # the verdicts of a relation that was tested
 EXACT_MAX_SUBJECTS = 16  # exact sign-flip enumeration up to 2**16 sign vectors
 
 TESTS = {
@@ -166,3 +169,10 @@ def verdict(p_holm: float | None, n_discordant: int, underpowered: bool, rules: 
     if p_holm is not None and p_holm < rules.alpha and n_discordant >= rules.min_discordant:
         return BEYOND
     return NOT_BEYOND
+
+
+def mcnemar_holds(p_holm: float | None, moved: int, rules: Rules) -> bool:
+    """A McNemar claim: the Holm-adjusted one-sided p is below alpha and at least
+    `min_discordant` prompts moved the tested way (`lost` for "the set loses answers",
+    `gained` for interference); prompts moving the other way count for nothing here."""
+    return p_holm is not None and p_holm < rules.alpha and moved >= rules.min_discordant

@@ -283,11 +283,8 @@ def _cross_rows(ctx: _Study) -> list[dict[str, Any]]:
     off = [c for c in cells if c["target"] != c["ablated"]]
     for c, p in zip(off, claims.holm([c["p_gain"] for c in off]), strict=True):
         c["p_gain_holm"] = p
-        c["interference"] = bool(
-            p is not None
-            and p < ctx.rules.alpha
-            and c["gained"] >= ctx.rules.min_discordant
-            and c["target"] not in ctx.underpowered
+        c["interference"] = claims.mcnemar_holds(p, c["gained"], ctx.rules) and (
+            c["target"] not in ctx.underpowered
         )
     return cells
 
@@ -592,77 +589,178 @@ def _count(rows: list[dict[str, Any]], hit: Callable[[dict[str, Any]], bool]) ->
     return sum(1 for r in rows if hit(r))
 
 
-def headline(summary: dict[str, Any]) -> dict[str, Any]:
-    """Means over relations of the test-split intra numbers and of the cross-relation drops
-    (descriptive), and counts from the tests: relations beyond controls, relations whose own
-    set lowers accuracy (McNemar), interference cells; every count leaves out underpowered
-    relations, and `relations` is how many remain."""
-    s = summary["study"]
-    alpha, need = s["alpha"], s["min_discordant"]
-    test = [r for r in summary["intra"] if r["split"] == "test"]
-    tested = [r for r in test if r["verdict"] != claims.UNDERPOWERED]
-    off = [c for c in summary["cross_relation"] if c["target"] != c["ablated"]]
-    own = [c for c in summary["cross_relation"] if c["target"] == c["ablated"]]
-    losses = _count(
-        tested,
-        lambda r: (
-            r["p_mcnemar_holm"] is not None
-            and r["p_mcnemar_holm"] < alpha
-            and r["lost"] + r["gained"] >= need
-        ),
-    )
+SPLIT_ORDER = ("test", "identify")  # the headline speaks of held-out facts when it can
+# What `headline` reads, per section (a missing section is an empty one).
+HEADLINE_NEEDS: dict[str, tuple[str, ...]] = {
+    "study": ("alpha", "min_discordant", "min_test_subjects", "underpowered", "identify_language"),
+    "intra": (
+        *("relation", "split", "baseline", "target", "control_mean"),
+        *("lost", "p_mcnemar_holm", "verdict"),
+    ),
+    "templates": ("relation", "verdict"),
+    "cross_lingual": ("relation", "language", "verdict"),
+    "cross_relation": ("target", "ablated", "relative_drop", "interference"),
+}
+# Every key of a headline of this version (a summary's headline lacking one is recomputed).
+HEADLINE_KEYS = frozenset(
+    "own_baseline own_ablated own_controls own_relative_drop others_ablated_drop split "
+    "evaluated relations underpowered beyond_controls own_losses templates_beyond "
+    "templates_relations languages interference_cells cross_cells test loss_test "
+    "interference_test alpha min_discordant min_test_subjects".split()
+)
+
+
+def headline_split(intra: list[dict[str, Any]]) -> str | None:
+    """The intra split the headline speaks of: test (held-out facts) when present."""
+    present = {r["split"] for r in intra}
+    return next((s for s in SPLIT_ORDER if s in present), None)
+
+
+def _section(summary: dict[str, Any], name: str) -> Any:
+    """summary[name] (study: a dict, else a list of records) with the keys `headline`
+    reads; FormatError naming the first one missing."""
+    value = summary.get(name, {} if name == "study" else [])
+    records = [value] if name == "study" else value
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise FormatError(f"summary[{name!r}] is not what the findings module writes")
+    for i, r in enumerate(records):
+        missing = [k for k in HEADLINE_NEEDS[name] if k not in r]
+        if missing:
+            where = f"summary[{name!r}]" + ("" if name == "study" else f"[{i}]")
+            raise FormatError(f"{where} lacks {', '.join(missing)}: no headline counts")
+    return value
+
+
+def _tested(rows: list[dict[str, Any]], under: set[str]) -> list[dict[str, Any]]:
+    """Rows with a test verdict whose relation is not underpowered."""
+    return [r for r in rows if r["verdict"] in claims.TESTED and r["relation"] not in under]
+
+
+def _tally(rows: list[dict[str, Any]], under: set[str]) -> dict[str, int]:
+    """How many rows were tested, and how many of them are beyond controls."""
+    tested = _tested(rows, under)
     return {
-        "own_baseline": _avg([r["baseline"] for r in test]),
-        "own_ablated": _avg([r["target"] for r in test]),
-        "own_controls": _avg([r["control_mean"] for r in test]),
-        "own_relative_drop": _avg([c["relative_drop"] for c in own]),
-        "others_ablated_drop": _avg([c["relative_drop"] for c in off]),
-        "evaluated": len(test),
-        "relations": len(tested),
-        "underpowered": [r["relation"] for r in test if r["verdict"] == claims.UNDERPOWERED],
         "beyond_controls": _count(tested, lambda r: r["verdict"] == claims.BEYOND),
-        "own_losses": losses,
-        "interference_cells": len(summary["interference"]),
-        "cross_cells": _count(off, lambda c: c["target"] not in s["underpowered"]),
+        "relations": len(tested),
+    }
+
+
+def _languages(summary: dict[str, Any], under: set[str]) -> dict[str, dict[str, int]]:
+    """{language: tally} of the cross-lingual rows of every language but the identify one,
+    in the study's language order."""
+    s, rows = summary["study"], _section(summary, "cross_lingual")
+    seen = {r["language"] for r in rows} - {s["identify_language"]}
+    order = [x for x in s.get("languages") or [] if x in seen] + sorted(
+        seen - set(s.get("languages") or []), key=str
+    )
+    return {x: _tally([r for r in rows if r["language"] == x], under) for x in order}
+
+
+def headline(summary: dict[str, Any]) -> dict[str, Any]:
+    """Every count the study states, each from a test (the one place they are made):
+    relations beyond controls and relations whose own set loses answers (McNemar), on the
+    test split when present (`split`); held-out templates; each language but the identify
+    one; interference cells. Every count leaves out the underpowered relations
+    (`study.underpowered`); `relations` is how many remain. Beside them, means over relations
+    of the split's intra numbers and of the cross-relation drops (descriptive, no claim).
+    FormatError when the summary lacks a key it needs (`HEADLINE_NEEDS`)."""
+    s = _section(summary, "study")
+    rules = Rules(
+        alpha=s["alpha"],
+        min_discordant=s["min_discordant"],
+        min_test_subjects=s["min_test_subjects"],
+    )
+    under = set(s["underpowered"])
+    intra = _section(summary, "intra")
+    split = headline_split(intra)
+    rows = [r for r in intra if r["split"] == split]
+    own = _tally(rows, under)
+    cross = _section(summary, "cross_relation")
+    diagonal = [c for c in cross if c["target"] == c["ablated"]]
+    off = [c for c in cross if c["target"] != c["ablated"]]
+    judged = [c for c in off if c["target"] not in under]
+    templates = _tally(_section(summary, "templates"), under)
+    return {
+        "own_baseline": _avg([r["baseline"] for r in rows]),
+        "own_ablated": _avg([r["target"] for r in rows]),
+        "own_controls": _avg([r["control_mean"] for r in rows]),
+        "own_relative_drop": _avg([c["relative_drop"] for c in diagonal]),
+        "others_ablated_drop": _avg([c["relative_drop"] for c in off]),
+        "split": split,
+        "evaluated": len(rows),
+        "relations": own["relations"],
+        "underpowered": list(s["underpowered"]),
+        "beyond_controls": own["beyond_controls"],
+        "own_losses": _count(
+            _tested(rows, under),
+            lambda r: claims.mcnemar_holds(r["p_mcnemar_holm"], r["lost"], rules),
+        ),
+        "templates_beyond": templates["beyond_controls"],
+        "templates_relations": templates["relations"],
+        "languages": _languages(summary, under),
+        "interference_cells": _count(judged, lambda c: c["interference"] is True),
+        "cross_cells": len(judged),
         "test": "one-sided sign-flip permutation test over subjects, own set vs random sets, "
         "Holm over relations",
         "loss_test": "exact one-sided McNemar test, own set off vs baseline, Holm over relations",
         "interference_test": "exact one-sided McNemar test of gains, Holm over the "
         "off-diagonal cells",
-        "alpha": alpha,
-        "min_discordant": need,
-        "min_test_subjects": s["min_test_subjects"],
+        "alpha": rules.alpha,
+        "min_discordant": rules.min_discordant,
+        "min_test_subjects": rules.min_test_subjects,
     }
 
 
+def _count_lines(h: dict[str, Any]) -> list[str]:
+    """The headline's counts, one line each with its test (held-out templates and languages
+    only where something was tested)."""
+    rule = f"alpha {h['alpha']}, >= {h['min_discordant']} discordant prompts"
+    lines = [
+        f"beyond controls: {h['beyond_controls']} of {h['relations']} relations "
+        f"({h['test']}; {rule})",
+        f"own neurons off lose answers: {h['own_losses']} of {h['relations']} relations "
+        f"({h['loss_test']}; alpha {h['alpha']}, >= {h['min_discordant']} prompts lost)",
+    ]
+    if h["templates_relations"]:
+        lines.append(
+            f"held-out templates, beyond controls: {h['templates_beyond']} of "
+            f"{h['templates_relations']} relations (same test; {rule})"
+        )
+    lines += [
+        f"in {lang}, beyond controls: {t['beyond_controls']} of {t['relations']} relations "
+        f"(same test; {rule})"
+        for lang, t in h["languages"].items()
+        if t["relations"]
+    ]
+    lines.append(
+        f"interference: {h['interference_cells']} of {h['cross_cells']} cells "
+        f"({h['interference_test']}; alpha {h['alpha']}, >= {h['min_discordant']} prompts "
+        "gained; underpowered targets left out)"
+    )
+    return lines
+
+
 def format_headline(summary: dict[str, Any]) -> str:
-    """A few lines for the terminal: the study's headline, each count with its test."""
+    """A few lines for the terminal: the study's headline (`summary["headline"]`), each
+    count with its test."""
     h, s = summary["headline"], summary["study"]
 
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{100 * x:.1f} %"
 
-    rule = f"alpha {h['alpha']}, >= {h['min_discordant']} discordant prompts"
-    low = h["underpowered"]
     lines = [
         f"{s['model']} · site {s['site']} · top {s['top_k']} of {s['units_total']} neurons "
         f"per relation · {len(s['relations'])} relations · controls {s['controls']}",
-        f"own relation (test, {s['identify_language']}), mean over {h['evaluated']} relations: "
-        f"baseline {pct(h['own_baseline'])}, own neurons off {pct(h['own_ablated'])}, "
-        f"random controls {pct(h['own_controls'])}",
-        f"beyond controls: {h['beyond_controls']} of {h['relations']} relations "
-        f"({h['test']}; {rule})",
-        f"own neurons off lose answers: {h['own_losses']} of {h['relations']} relations "
-        f"({h['loss_test']}; {rule})",
-        f"interference: {h['interference_cells']} of {h['cross_cells']} cells "
-        f"({h['interference_test']}; alpha {h['alpha']}, >= {h['min_discordant']} prompts "
-        "gained; underpowered targets left out)",
+        f"own relation ({h['split']}, {s['identify_language']}), mean over {h['evaluated']} "
+        f"relations: baseline {pct(h['own_baseline'])}, own neurons off "
+        f"{pct(h['own_ablated'])}, random controls {pct(h['own_controls'])}",
+        *_count_lines(h),
         f"mean relative drop: own relation {pct(h['own_relative_drop'])}, other relations "
         f"{pct(h['others_ablated_drop'])}",
     ]
-    if low:
+    if h["underpowered"]:
         lines.append(
             f"underpowered (< {h['min_test_subjects']} test subjects, no verdict): "
-            + ", ".join(low)
+            + ", ".join(h["underpowered"])
         )
     return "\n".join(lines)

@@ -3,11 +3,11 @@
 `render(summary, out)` writes into `out/`:
 
 - `index.html`: one self-contained page (inline CSS, no JS, no CDN) with the study header,
-  headline sentences that count only what the summary's tests support, one section per
+  the sentences of the summary's headline (the counts of `findings.headline`), one section per
   finding (figure + caption + compact table), and a note for every section the summary
   leaves empty;
-- `summary.json`: the summary itself, NaN/inf written as null, so the page's numbers can be
-  checked or re-plotted without this tool;
+- `summary.json`: the summary itself with the headline the page states, NaN/inf written as
+  null, so the page's numbers can be checked or re-plotted without this tool;
 - one PNG per non-empty figure (`FIGURES`), drawn with matplotlib's Agg canvas.
 
 The renderer reads only the keys of the summary contract (docs/report.md), tolerates extra
@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from warehouse.analysis import findings
 from warehouse.errors import FormatError, WarehouseError
 from warehouse.store.files import atomic_write_bytes
 
@@ -243,29 +244,7 @@ def _mean(values: Iterable[Any]) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# Headline: counts of test verdicts, never means.
-
-
-@dataclass
-class Tally:
-    """k of n: n rows tested (not underpowered), k of them positive under the test."""
-
-    k: int
-    n: int
-
-
-@dataclass
-class Headline:
-    alpha: float = ALPHA
-    min_discordant: int | None = None
-    split: str | None = None  # the intra split the own-relation counts come from
-    own: Tally | None = None  # own set vs random sets (verdict "beyond controls")
-    mcnemar: Tally | None = None  # own set off vs baseline (more lost than gained)
-    templates: Tally | None = None  # own vs random on held-out templates
-    lingual: dict[str, Tally] = field(default_factory=dict)  # per other language
-    interference: Tally | None = None  # off-diagonal cells with interference == true
-    underpowered: list[str] = field(default_factory=list)
-    min_test_subjects: Any = None
+# Headline: the counts of findings.headline (their one home), in words; never means.
 
 
 def _underpowered(study: dict[str, Any]) -> list[str]:
@@ -273,137 +252,80 @@ def _underpowered(study: dict[str, Any]) -> list[str]:
     return [str(r) for r in raw] if isinstance(raw, list) else []
 
 
-def _tested(rows: Iterable[dict[str, Any]], under: Iterable[str]) -> list[dict[str, Any]]:
-    """Rows with a test verdict whose relation is not underpowered."""
-    skip = set(under)
-    return [
-        r
-        for r in rows
-        if r.get("verdict") in (BEYOND, NOT_BEYOND) and r.get("relation") not in skip
-    ]
-
-
-def _verdict_tally(rows: Iterable[dict[str, Any]], under: Iterable[str]) -> Tally | None:
-    tested = _tested(rows, under)
-    if not tested:
+def headline_of(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The headline the page states: `summary["headline"]` when it holds every key of this
+    version's (`findings.HEADLINE_KEYS`); else `findings.headline` recomputed from the rows
+    when they hold what it needs; else None (an older summary without verdicts: no counts)."""
+    given = summary.get("headline")
+    if isinstance(given, dict) and findings.HEADLINE_KEYS <= given.keys():
+        return given
+    try:
+        return findings.headline(summary)
+    except FormatError:
         return None
-    return Tally(sum(r["verdict"] == BEYOND for r in tested), len(tested))
 
 
-def _mcnemar_tally(rows: Iterable[dict[str, Any]], h: Headline) -> Tally | None:
-    tested = [r for r in _tested(rows, h.underpowered) if r.get("p_mcnemar_holm") is not None]
-    if not tested:
-        return None
-    need = h.min_discordant or 0
-    k = sum(
-        _num(r["p_mcnemar_holm"]) < h.alpha and (_int(r.get("lost")) or 0) >= need for r in tested
-    )
-    return Tally(k, len(tested))
+def _of(k: int, n: int, noun: str) -> str:
+    return f"{k} of {n} {noun}{'' if n == 1 else 's'}"  # "2 of 4 relations"
 
 
-def _interference_tally(summary: dict[str, Any], under: list[str]) -> Tally | None:
-    cells = [
-        r
-        for r in _rows(summary, "cross_relation")
-        if r["target"] != r["ablated"]
-        and r["target"] not in under
-        and isinstance(r.get("interference"), bool)
-    ]
-    if not cells:
-        return None
-    return Tally(sum(r["interference"] for r in cells), len(cells))
-
-
-def _intra_split(rows: Sequence[dict[str, Any]]) -> str | None:
-    """The split the headline speaks of: test (held-out facts) when present."""
-    splits = _ordered(SPLIT_ORDER, [r["split"] for r in rows])
-    return "test" if "test" in splits else (splits[0] if splits else None)
-
-
-def compute_headline(summary: dict[str, Any]) -> Headline:
-    """Counts of the summary's test verdicts: own vs random sets and own vs baseline per
-    relation (the test split when present), held-out templates, each language other than the
-    identification one, and interference cells. Underpowered relations count nowhere."""
-    study = summary.get("study") or {}
-    alpha = _num(study.get("alpha"))
-    h = Headline(
-        alpha=ALPHA if math.isnan(alpha) else alpha,
-        min_discordant=_int(study.get("min_discordant")),
-        underpowered=_underpowered(study),
-        min_test_subjects=study.get("min_test_subjects"),
-    )
-    intra = _rows(summary, "intra")
-    h.split = _intra_split(intra)
-    rows = [r for r in intra if r["split"] == h.split]
-    h.own = _verdict_tally(rows, h.underpowered)
-    h.mcnemar = _mcnemar_tally(rows, h)
-    h.templates = _verdict_tally(_rows(summary, "templates"), h.underpowered)
-    found = study.get("identify_language")
-    lingual = _rows(summary, "cross_lingual")
-    for lang in _ordered(study.get("languages") or [], [r["language"] for r in lingual]):
-        if lang != found:
-            t = _verdict_tally([r for r in lingual if r["language"] == lang], h.underpowered)
-            if t is not None:
-                h.lingual[lang] = t
-    h.interference = _interference_tally(summary, h.underpowered)
-    return h
-
-
-def _of(t: Tally, noun: str) -> str:
-    return f"{t.k} of {t.n} {noun}{'' if t.n == 1 else 's'}"  # "2 of 4 relations"
-
-
-def _beats_random(scope: str, t: Tally, k: str, a: str, same_counts: bool = False) -> str:
-    """ "SCOPE, k of n relations (not underpowered) lose more under their own neurons than
+def _beats_random(scope: str, k: int, n: int, top: str, a: str, same_counts: bool = False) -> str:
+    """ "SCOPE, k of n relations (not underpowered) lose more under their own TOP neurons than
     under random sets (sign-flip test over subjects, Holm, α = 0.05)."""
     counts = " of the same per-layer counts" if same_counts else ""
     return (
-        f"{scope}, {_of(t, 'relation')} (not underpowered) lose more under their own {k}"
+        f"{scope}, {_of(k, n, 'relation')} (not underpowered) lose more under their own {top}"
         f"neurons than under random sets{counts} (sign-flip test over subjects, Holm, {a})."
     )
 
 
-def _interference_sentence(t: Tally, a: str, least: str) -> str:
+def _own_sentences(h: dict[str, Any], top: str, a: str) -> list[str]:
+    if not h["relations"]:
+        return []
+    scope = f"On the {h['split']} split"
+    return [
+        _beats_random(scope, h["beyond_controls"], h["relations"], top, a, same_counts=True),
+        f"{scope}, {_of(h['own_losses'], h['relations'], 'relation')} (not underpowered) lose "
+        f"more prompts than they gain with their own {top}neurons off (exact one-sided "
+        f"McNemar test, Holm, {a}, at least {h['min_discordant']} lost prompts).",
+    ]
+
+
+def _interference_sentence(h: dict[str, Any], a: str) -> str:
     return (
-        f"{_of(t, 'relation pair')} (target not underpowered) show interference: the target "
-        "gains more prompts than it loses when the other relation's neurons are off (exact "
-        f"one-sided McNemar test, Holm over all off-diagonal cells, {a}{least})."
+        f"{_of(h['interference_cells'], h['cross_cells'], 'relation pair')} (target not "
+        "underpowered) show interference: the target gains more prompts than it loses when "
+        "the other relation's neurons are off (exact one-sided McNemar test, Holm over all "
+        f"off-diagonal cells, {a}, at least {h['min_discordant']} gained prompts)."
     )
 
 
-def _underpowered_sentence(h: Headline) -> str:
-    rule = f" (fewer than {h.min_test_subjects} test subjects)" if h.min_test_subjects else ""
-    n = len(h.underpowered)
+def _underpowered_sentence(h: dict[str, Any]) -> str:
+    n = len(h["underpowered"])
     return (
-        f"{n} relation{'s are' if n != 1 else ' is'} underpowered{rule} and left out of "
-        f"every count: {', '.join(h.underpowered)}."
+        f"{n} relation{'s are' if n != 1 else ' is'} underpowered (fewer than "
+        f"{h['min_test_subjects']} test subjects) and left out of every count: "
+        f"{', '.join(map(str, h['underpowered']))}."
     )
 
 
-def headline_sentences(h: Headline, top_k: Any = None) -> list[str]:
-    """Plain-text sentences (escaped by the caller), one per test with a result; each says
-    k of n, the test, the correction and alpha."""
-    a = f"α = {h.alpha:g}"
-    k = f"top-{top_k:,} " if _int(top_k) is not None else ""
-    out: list[str] = []
-    if h.own is not None:
-        out.append(_beats_random(f"On the {h.split} split", h.own, k, a, same_counts=True))
-    if h.mcnemar is not None:
-        least = f", at least {h.min_discordant} lost prompts" if h.min_discordant else ""
-        out.append(
-            f"On the {h.split} split, {_of(h.mcnemar, 'relation')} (not underpowered) lose "
-            f"more prompts than they gain with their own {k}neurons off (exact one-sided "
-            f"McNemar test, Holm, {a}{least})."
-        )
-    if h.templates is not None:
-        out.append(
-            _beats_random("On prompts of templates held out of selection", h.templates, "", a)
-        )
-    out += [_beats_random(f"In {lang}", t, "", a) for lang, t in h.lingual.items()]
-    if h.interference is not None:
-        least = f", at least {h.min_discordant} gained prompts" if h.min_discordant else ""
-        out.append(_interference_sentence(h.interference, a, least))
-    if h.underpowered:
+def headline_sentences(h: dict[str, Any], top_k: Any = None) -> list[str]:
+    """Plain-text sentences (escaped by the caller) of a headline of `findings.headline`, one
+    per count with something tested; each says k of n, the test, the correction and alpha."""
+    a = f"α = {h['alpha']:g}"
+    top = f"top-{top_k:,} " if _int(top_k) is not None else ""
+    out = _own_sentences(h, top, a)
+    if h["templates_relations"]:
+        scope = "On prompts of templates held out of selection"
+        out.append(_beats_random(scope, h["templates_beyond"], h["templates_relations"], "", a))
+    out += [
+        _beats_random(f"In {lang}", t["beyond_controls"], t["relations"], "", a)
+        for lang, t in h["languages"].items()
+        if t["relations"]
+    ]
+    if h["cross_cells"]:
+        out.append(_interference_sentence(h, a))
+    if h["underpowered"]:
         out.append(_underpowered_sentence(h))
     return out
 
@@ -693,7 +615,7 @@ def fig_templates(ctx: _Context):
 
 def _retention_rows(ctx: _Context) -> list[dict[str, Any]]:
     rows = ctx.rows["intra"]
-    split = _intra_split(rows)
+    split = findings.headline_split(rows)
     return [r for r in rows if r["split"] == split and not math.isnan(_num(r.get("retention_own")))]
 
 
@@ -1471,6 +1393,7 @@ class _Context:
     study: dict[str, Any]
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     underpowered: set[str] = field(default_factory=set)
+    headline: dict[str, Any] | None = None  # headline_of(summary)
 
     def relations_of(self, seen: Iterable[Any]) -> list[Any]:
         return _ordered(self.study.get("relations") or [], list(seen))
@@ -1860,7 +1783,10 @@ def _context(summary: Any) -> tuple[dict[str, Any], _Context]:
         )
     rows = {name: _rows(summary, name) for name in SECTION_KEYS}
     rows["templates"] = [{"split": "test", "target": _accuracy(r)} | r for r in rows["templates"]]
-    return summary, _Context(summary, study, rows, set(_underpowered(study)))
+    headline = headline_of(summary)
+    if headline is not None:  # summary.json states the counts the page states
+        summary["headline"] = headline
+    return summary, _Context(summary, study, rows, set(_underpowered(study)), headline)
 
 
 def _section_html(ctx: _Context, sec: Section, out: Path, written: set[str]) -> str:
@@ -1892,8 +1818,9 @@ def _no_table(key: str) -> str:
     return ""
 
 
-def _headline_html(summary: dict[str, Any], study: dict[str, Any]) -> str:
-    sentences = headline_sentences(compute_headline(summary), study.get("top_k"))
+def _headline_html(ctx: _Context) -> str:
+    h = ctx.headline
+    sentences = [] if h is None else headline_sentences(h, ctx.study.get("top_k"))
     if sentences:
         return "".join(f"<p>{esc(s)}</p>" for s in sentences)
     return (
@@ -1917,7 +1844,7 @@ def _page(ctx: _Context, sections: list[Section], body: list[str], title: str | 
 <header><h1>{esc(page_title)}</h1>
 {_study_table(study)}
 </header>
-<div class="headline">{_headline_html(ctx.summary, study)}</div>
+<div class="headline">{_headline_html(ctx)}</div>
 <nav>{nav}</nav>
 {chr(10).join(body)}
 <footer><p class="skip">Numbers from summary.json next to this page.</p></footer>

@@ -20,6 +20,7 @@ from warehouse.analysis.claims import (
     cluster_sums,
     discordant,
     holm,
+    mcnemar_holds,
     mcnemar_p,
     prediction_interval,
     retention,
@@ -195,3 +196,16 @@ def test_verdict_needs_adjusted_p_discordant_prompts_and_subjects():
         "bootstrap": 2_000,
         "seed": 0,
     }
+
+
+def test_a_mcnemar_claim_needs_enough_prompts_moved_the_tested_way():
+    """9 lost, 1 gained: p = 11/1024 (scipy's exact binomial test). With min_discordant 10
+    the 10 discordant prompts would pass a lost + gained rule; only 9 were lost: no claim."""
+    p = mcnemar_p(9, 1)
+    assert p == pytest.approx(sps.binomtest(9, 10, 0.5, alternative="greater").pvalue)
+    assert p == pytest.approx(11 / 1024)
+    strict = Rules(min_discordant=10)
+    assert (mcnemar_holds(p, 9, strict), mcnemar_holds(p, 10, strict)) == (False, True)
+    assert mcnemar_holds(p, 9, Rules()) is True
+    assert mcnemar_holds(0.05, 9, Rules()) is False  # p must be below alpha
+    assert mcnemar_holds(None, 9, Rules()) is False  # nothing tested

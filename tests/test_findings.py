@@ -14,6 +14,7 @@ x 6), `tiny` gains 8 too but is underpowered, `flat` gains 1 under `tiny`'s (not
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import conftest
@@ -22,7 +23,7 @@ import polars as pl
 import pytest
 
 from warehouse.analysis.claims import cluster_bootstrap
-from warehouse.analysis.findings import compute, format_headline
+from warehouse.analysis.findings import HEADLINE_KEYS, compute, format_headline, headline
 
 RELATIONS = ("flat", "strong", "tiny")
 SUBJECTS = {"strong": 24, "flat": 24, "tiny": 7}
@@ -283,16 +284,27 @@ def test_interference_needs_holm_discordant_gains_and_power(summary: dict):
 
 def test_headline_counts_come_from_the_tests(summary: dict):
     h = summary["headline"]
+    assert set(h) == HEADLINE_KEYS and h["split"] == "test"
     assert (h["beyond_controls"], h["relations"], h["evaluated"]) == (1, 2, 3)
+    # strong: McNemar Holm p = 3/64 with 6 lost; flat: 1 lost (p = 1/2)
     assert (h["own_losses"], h["interference_cells"], h["cross_cells"]) == (1, 1, 4)
+    assert (h["templates_beyond"], h["templates_relations"], h["languages"]) == (1, 1, {})
     assert h["underpowered"] == ["tiny"] and h["alpha"] == 0.05 and h["min_discordant"] == 5
     assert "sign-flip" in h["test"] and "McNemar" in h["interference_test"]
 
 
-def test_console_headline_says_what_the_summary_says(summary: dict, warehouse, tmp_path, capsys):
+def _k_of_n(text: str) -> list[tuple[int, int]]:
+    """Every "k of n relations / cells / relation pairs" of a text, in order."""
+    return [(int(k), int(n)) for k, n in re.findall(r"(\d+) of (\d+) (?:relation|cell)", text)]
+
+
+def test_console_json_and_page_state_the_same_counts(summary, warehouse, tmp_path, capsys):
     text = format_headline(summary)
     assert "beyond controls: 1 of 2 relations (one-sided sign-flip" in text
     assert "alpha 0.05, >= 5 discordant prompts" in text
+    assert "lose answers: 1 of 2 relations (exact one-sided McNemar" in text
+    assert "alpha 0.05, >= 5 prompts lost" in text
+    assert "held-out templates, beyond controls: 1 of 1 relations" in text
     assert "interference: 1 of 4 cells" in text
     assert "underpowered (< 20 test subjects, no verdict): tiny" in text
     changed = {**summary, "headline": {**summary["headline"], "beyond_controls": 7}}
@@ -302,6 +314,12 @@ def test_console_headline_says_what_the_summary_says(summary: dict, warehouse, t
     assert out.startswith(text + "\n")
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["headline"] == json.loads(json.dumps(summary["headline"]))
+    assert headline(saved) == saved["headline"]  # recomputed from summary.json alike
+    # own vs random, own vs baseline, held-out templates, interference: the same everywhere
+    counts = [(1, 2), (1, 2), (1, 1), (1, 4)]
+    page = (tmp_path / "index.html").read_text().split('<div class="headline">')[1]
+    assert _k_of_n(page.split("</div>")[0]) == counts
+    assert _k_of_n(text) == counts
 
 
 # ------------------------------------------------------------------------------ n and chance

@@ -14,13 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from warehouse.analysis.findings import format_headline
 from warehouse.analysis.report import (
     FIGURES,
-    Headline,
-    Tally,
     _context,
     clean_summary,
-    compute_headline,
     fig_cross_relation,
     fig_intra,
     fig_layers,
@@ -28,6 +26,7 @@ from warehouse.analysis.report import (
     fig_specificity,
     fig_sweep,
     fmt_p,
+    headline_of,
     headline_sentences,
     n_span,
     render,
@@ -476,6 +475,7 @@ def test_files_and_figures(full_report: tuple[dict, Path, str]) -> None:
     # summary.json round-trips: NaN -> null, numpy scalars -> floats, everything else equal.
     back = json.loads((out / "summary.json").read_text())
     expected = copy.deepcopy(summary)
+    expected["headline"] = headline_of(summary)  # the counts the page states
     expected["specificity"][1]["ratio"] = None
     expected["overlap"][1]["jaccard"] = None
     assert back == expected
@@ -485,20 +485,37 @@ def test_files_and_figures(full_report: tuple[dict, Path, str]) -> None:
 
 
 def test_headline_counts_verdicts(full_report: tuple[dict, Path, str]) -> None:
-    summary, _, html = full_report
-    h = compute_headline(summary)
-    assert h == Headline(
-        alpha=0.05,
-        min_discordant=5,
-        split="test",
-        own=Tally(2, 4),  # country_capital, person_father; the underpowered one left out
-        mcnemar=Tally(3, 4),  # + antonym: loses against baseline, not against random sets
-        templates=Tally(1, 2),
-        lingual={"de": Tally(1, 4)},
-        interference=Tally(2, 16),  # 4 targets x 4 others; the underpowered target's gain not
-        underpowered=[NASTY],
-        min_test_subjects=10,
-    )
+    """A summary without a headline (older) gets the one findings.headline counts."""
+    summary, out, html = full_report
+    assert "headline" not in summary
+    off = [r["relative_drop"] for r in summary["cross_relation"] if r["target"] != r["ablated"]]
+    off = [d for d in off if d is not None]
+    assert headline_of(summary) == {
+        "own_baseline": pytest.approx(0.528),
+        "own_ablated": pytest.approx(0.334),
+        "own_controls": pytest.approx(0.49),
+        "own_relative_drop": pytest.approx(0.6),
+        "others_ablated_drop": pytest.approx(sum(off) / len(off)),
+        "split": "test",
+        "evaluated": 5,
+        "relations": 4,
+        "underpowered": [NASTY],
+        "beyond_controls": 2,  # country_capital, person_father; the underpowered one left out
+        "own_losses": 3,  # + antonym: loses against baseline, not against random sets
+        "templates_beyond": 1,
+        "templates_relations": 2,
+        "languages": {"de": {"beyond_controls": 1, "relations": 4}},
+        "interference_cells": 2,  # the underpowered target's gain not counted
+        "cross_cells": 16,  # 4 targets x 4 others
+        "test": "one-sided sign-flip permutation test over subjects, own set vs random sets, "
+        "Holm over relations",
+        "loss_test": "exact one-sided McNemar test, own set off vs baseline, Holm over relations",
+        "interference_test": "exact one-sided McNemar test of gains, Holm over the "
+        "off-diagonal cells",
+        "alpha": 0.05,
+        "min_discordant": 5,
+        "min_test_subjects": 10,
+    }
     assert _headline(html) == [
         "On the test split, 2 of 4 relations (not underpowered) lose more under their own "
         "top-166 neurons than under random sets of the same per-layer counts (sign-flip test "
@@ -519,6 +536,39 @@ def test_headline_counts_verdicts(full_report: tuple[dict, Path, str]) -> None:
     ]
     # The study header states the same exclusion.
     assert "<td>relations (5, 1 underpowered)</td>" in html
+
+
+def _k_of_n(text: str) -> list[tuple[int, int]]:
+    """Every "k of n relations / cells / relation pairs" of a text, in order."""
+    return [(int(k), int(n)) for k, n in re.findall(r"(\d+) of (\d+) (?:relation|cell)", text)]
+
+
+def test_console_json_and_page_state_the_same_counts(full_report: tuple[dict, Path, str]):
+    _, out, html = full_report
+    saved = json.loads((out / "summary.json").read_text())
+    counts = [(2, 4), (3, 4), (1, 2), (1, 4), (2, 16)]  # own, McNemar, templates, de, pairs
+    h = saved["headline"]
+    assert [
+        (h["beyond_controls"], h["relations"]),
+        (h["own_losses"], h["relations"]),
+        (h["templates_beyond"], h["templates_relations"]),
+        (h["languages"]["de"]["beyond_controls"], h["languages"]["de"]["relations"]),
+        (h["interference_cells"], h["cross_cells"]),
+    ] == counts
+    assert _k_of_n(" ".join(_headline(html))) == counts
+    assert _k_of_n(format_headline(saved)) == counts
+    # A summary that states its own headline is rendered from it, not recounted.
+    changed = copy.deepcopy(saved)
+    changed["headline"]["beyond_controls"] = 3
+    changed["intra"] = [r | {"verdict": N} for r in changed["intra"]]
+    assert _k_of_n(" ".join(_headline(_render_html(changed, out.parent / "changed")))) == [
+        (3, 4),
+        *counts[1:],
+    ]
+
+
+def _render_html(summary: dict, out: Path) -> str:
+    return render(summary, out).read_text()
 
 
 def test_intra_table_and_caption(full_report: tuple[dict, Path, str]) -> None:
@@ -1008,7 +1058,11 @@ def test_small_helpers() -> None:
         "a": {"prompts": None, "subjects": None, "why": "why"},
         "b": {"prompts": 3, "subjects": 2, "why": "few"},
     }
-    assert headline_sentences(Headline()) == []
+    rules = {"alpha": 0.05, "min_discordant": 5, "min_test_subjects": 20, "underpowered": []}
+    nothing = headline_of({"study": rules | {"identify_language": "en"}})
+    assert nothing is not None and (nothing["split"], nothing["relations"]) == (None, 0)
+    assert headline_sentences(nothing) == []  # nothing tested, nothing said
+    assert headline_of({"study": rules}) is None  # no identify_language: no counts
 
 
 @pytest.mark.skipif(
