@@ -24,6 +24,7 @@ import zarr
 from polars.io.plugins import register_io_source
 
 from warehouse.errors import FormatError, WarehouseError
+from warehouse.queries.limits import Stop
 from warehouse.store.arrays import ArraySpec, from_storage, open_array
 from warehouse.store.location import Location
 from warehouse.store.tables import read_table_at
@@ -420,9 +421,22 @@ class ZarrView:
     def schema(self) -> dict[str, pl.DataType]:
         return dict(RESPONSES_SCHEMA if self.name == "responses" else ACTIVATIONS_SCHEMA)
 
-    def lazy(self) -> pl.LazyFrame:
+    def lazy(self, stop: Stop | None = None) -> pl.LazyFrame:
+        """The view as a Polars IO plugin; once `stop` is set, its next block raises."""
+
+        def scan(
+            with_columns: list[str] | None,
+            predicate: pl.Expr | None,
+            n_rows: int | None,
+            batch_size: int | None,
+        ) -> Iterator[pl.DataFrame]:
+            for block in self.scan(with_columns, predicate, n_rows, batch_size):
+                if stop is not None:
+                    stop.check()
+                yield block
+
         return register_io_source(
-            self.scan,
+            scan,
             schema=self.schema,
             is_pure=True,
             explain_name=f"zarr {self.name}",
@@ -445,7 +459,8 @@ class ZarrView:
         for block in self.blocks(allowed, needed, budget):
             if predicate is not None:
                 block = block.filter(predicate)
-            block = block.select(columns)
+            # select([]) would drop the rows too: a `count(*)` over a join needs them.
+            block = block.select(columns) if columns else pl.DataFrame(height=block.height)
             if left is not None:
                 block = block.head(left)
                 left -= block.height
@@ -551,7 +566,8 @@ class ZarrView:
                 cols[name] = pl.repeat(src.site, n, dtype=dtype, eager=True).alias(name)
             elif name == "pooling":
                 cols[name] = pl.repeat(src.pooling, n, dtype=dtype, eager=True).alias(name)
-        return pl.DataFrame(cols, height=n)
+        # A query that needs no column (`count(*)` over a join) still needs the rows.
+        return pl.DataFrame(cols, height=n) if cols else pl.DataFrame(height=n)
 
 
 def zarr_views(
