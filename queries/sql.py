@@ -91,7 +91,7 @@ def _write_batches(rel: Any, fmt: str, tmp: Path) -> None:
     """Write a DuckDB relation's record batches one at a time."""
     import pyarrow.parquet as pq
 
-    reader = rel.fetch_record_batch(BATCH_ROWS)
+    reader = rel.to_arrow_reader(BATCH_ROWS)
     if fmt == "parquet":
         with pq.ParquetWriter(tmp, reader.schema, compression="zstd") as out:
             for batch in reader:

@@ -11,8 +11,10 @@ understand narrows nothing but is never wrong.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -26,7 +28,7 @@ from polars.io.plugins import register_io_source
 from warehouse.errors import FormatError, WarehouseError
 from warehouse.queries.limits import Stop
 from warehouse.store.arrays import ArraySpec, from_storage, open_array
-from warehouse.store.location import Location
+from warehouse.store.location import Location, require_regular
 from warehouse.store.tables import read_table_at
 
 # Parquet views written by later stages: folder -> the command that creates it.
@@ -324,6 +326,11 @@ def _runs_of(idx: np.ndarray) -> np.ndarray:
     return np.stack([starts, stops], 1)
 
 
+def _file_indices(runs: np.ndarray, size: int) -> list[int]:
+    """Indices of the files (of `size` indices each) that the runs touch."""
+    return sorted({k for a, b in runs.tolist() for k in range(a // size, (b - 1) // size + 1)})
+
+
 def _intersect_runs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     out = []
     i = j = 0
@@ -504,6 +511,7 @@ class ZarrView:
     def _read(
         self, arr: zarr.Array, src: ArraySource, li: int, rblock: np.ndarray, nblock: np.ndarray
     ) -> np.ndarray:
+        self._check_chunk_files(src, li, rblock, nblock)
         try:
             return arr.get_orthogonal_selection((_selector(rblock), li, _selector(nblock)))
         except Exception as e:  # zarr/numcodecs raise RuntimeError, ValueError, OSError, ...
@@ -515,6 +523,21 @@ class ZarrView:
                 f"{src.spec.path}: a chunk of {where} could not be read ({e}); "
                 f"run `warehouse verify {self.root}`"
             ) from e
+
+    def _check_chunk_files(
+        self, src: ArraySource, li: int, rblock: np.ndarray, nblock: np.ndarray
+    ) -> None:
+        """Refuse (lstat, before zarr opens anything) a chunk file of the read that is a
+        FIFO, device or link: zarr would block on it or read through it. A missing file is
+        left to the store, which names it."""
+        if isinstance(self.root, Location) and self.root.remote:
+            return
+        rows, layers, units = src.spec.file_shape
+        for r in _file_indices(rblock, rows):
+            for k in _file_indices(nblock, units):
+                rel = f"{src.spec.path}/c/{r}/{li // layers}/{k}"
+                if os.path.lexists(Path(str(self.root)) / rel):
+                    require_regular(Path(str(self.root)), rel)
 
     def _array(self, src: ArraySource) -> zarr.Array:
         # Opening reads zarr.json; the arrays are read-only, so once per view is enough.
@@ -570,10 +593,48 @@ class ZarrView:
         return pl.DataFrame(cols, height=n) if cols else pl.DataFrame(height=n)
 
 
+ZARR_JSON_BYTES = 1 << 20  # an array's zarr.json is ~1 KB; anything far bigger is not one
+
+
+def check_array_files(root: Path, spec: ArraySpec) -> None:
+    """Refuse an array before any read is planned when its zarr.json is not a plain file,
+    disagrees with the manifest on shape or chunks, or when its folder holds another number
+    of row-chunk entries than the shape implies (so a hostile shape costs one listing, not
+    an allocation per claimed chunk)."""
+    meta_path = require_regular(root, f"{spec.path}/zarr.json")
+    if meta_path.stat().st_size > ZARR_JSON_BYTES:
+        raise FormatError(f"{meta_path} is larger than any zarr.json; run `warehouse verify`")
+    try:
+        meta = json.loads(meta_path.read_bytes())
+        grid = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
+        shape = tuple(meta["shape"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise FormatError(f"{meta_path} is not a zarr array's metadata ({e})") from None
+    if shape != spec.shape or grid != spec.file_shape:
+        raise FormatError(
+            f"array {spec.path}: zarr.json says shape {shape}, files {grid}; the manifest "
+            f"says {spec.shape}, {spec.file_shape}; run `warehouse verify {root}`"
+        )
+    chunk_dir = Path(root) / spec.path / "c"
+    want = -(-spec.shape[0] // spec.file_shape[0])
+    have = 0
+    if chunk_dir.is_dir():
+        with os.scandir(chunk_dir) as entries:  # counted up to one past `want`, no further
+            have = sum(1 for _ in itertools.islice(entries, want + 1))
+    if have != want:
+        raise FormatError(
+            f"array {spec.path} has {have} row chunk folders, its shape needs {want}; "
+            f"run `warehouse verify {root}`"
+        )
+
+
 def zarr_views(
     root: Path | Location, manifest: dict, specs: dict[str, ArraySpec]
 ) -> dict[str, ZarrView]:
     """The `activations` and `responses` views of a warehouse (each only if it has arrays)."""
+    if not (isinstance(root, Location) and root.remote):
+        for spec in specs.values():
+            check_array_files(Path(str(root)), spec)
     units = manifest["model"]["units"]
     state = manifest["state"]
     complete = state.get("status") == "complete"
@@ -623,26 +684,16 @@ def parquet_views(root: Path | Location) -> dict[str, list[Path]] | dict[str, li
         return remote
     root = Path(str(root))
     views: dict[str, list[Path]] = {}
+    # Every file a view reads is a plain file inside the folder (lstat, before any open):
+    # a FIFO would block the scan, a device or a link would read something else.
     for name in ("prompts", "tokens"):
-        if (root / f"{name}.parquet").is_file():
-            views[name] = [_inside(root, root / f"{name}.parquet")]
+        if os.path.lexists(root / f"{name}.parquet"):
+            views[name] = [require_regular(root, f"{name}.parquet")]
     for name in DERIVED_VIEWS:
         files = sorted((root / name).glob("*.parquet")) if (root / name).is_dir() else []
         if files:
-            views[name] = [_inside(root, f) for f in files]
+            views[name] = [require_regular(root, f"{name}/{f.name}") for f in files]
     return views
-
-
-def _inside(root: Path, path: Path) -> Path:
-    """A view's file, refused when it is a link (or under one) leading out of the warehouse."""
-    try:
-        path.resolve().relative_to(root.resolve())
-    except ValueError:
-        raise FormatError(
-            f"{path} leads outside the warehouse (a symbolic link?); a warehouse holds plain "
-            f"files only: remove it, then run `warehouse verify {root}`"
-        ) from None
-    return path
 
 
 def parquet_glob(root: Path, name: str) -> Path:

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import posixpath
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,25 @@ def local_folder(target: str | Path, action: str) -> Path:
     if is_remote(target):
         raise WarehouseError(_read_only(str(target), action))
     return Path(str(target).removeprefix("file://"))
+
+
+def require_regular(root: Path, rel: str) -> Path:
+    """`root/rel` when it is a plain file inside `root`; a `FormatError` when it is a
+    symbolic link, a FIFO, a device, a socket or a folder, or leads out of `root`. Uses
+    lstat only, so it never opens (or blocks on) what it refuses."""
+    path = Path(root) / rel
+    try:
+        st = os.lstat(path)
+        inside = path.resolve().is_relative_to(Path(root).resolve())
+    except OSError as e:
+        raise FormatError(f"{path}: cannot be read ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode) or not inside:
+        raise FormatError(
+            f"{path} is not a plain file inside the warehouse (a link, FIFO, device or "
+            f"folder); a warehouse holds plain files only: remove it, then run "
+            f"`warehouse verify {root}`"
+        )
+    return path
 
 
 def _read_only(url: str, action: str) -> str:

@@ -43,7 +43,7 @@ from warehouse.queries.views import (
     scan_parquet_view,
     zarr_views,
 )
-from warehouse.store.location import Location
+from warehouse.store.location import Location, require_regular
 from warehouse.store.manifest import array_specs, load_manifest
 from warehouse.store.tables import check_table
 
@@ -74,7 +74,8 @@ class Warehouse:
             # prompts/tokens are read by Polars and DuckDB directly: check them against the
             # manifest once here, so an edited table is refused rather than queried.
             for entry in manifest["tables"].values():
-                check_table(loc.local / entry["path"], entry.get("sha256"))
+                # lstat first: hashing a FIFO would block, a device would never end.
+                check_table(require_regular(loc.local, entry["path"]), entry.get("sha256"))
         return cls(
             root, manifest, zarr_views(root, manifest, array_specs(manifest)), parquet_views(root)
         )
