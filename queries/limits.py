@@ -101,6 +101,7 @@ def collect_bounded(lf: pl.LazyFrame, limits: QueryLimits, stop: Stop) -> pl.Dat
     """`lf.collect(engine="streaming")`, stopped past the limits (see the module doc)."""
     start, base = time.monotonic(), resident_bytes()
     query = lf.collect(engine="streaming", background=True)
+    wait = POLL_S / 64  # short queries return within a millisecond of finishing
     while True:
         done = query.fetch()
         if done is not None:
@@ -110,7 +111,8 @@ def collect_bounded(lf: pl.LazyFrame, limits: QueryLimits, stop: Stop) -> pl.Dat
             stop.reason = reason
             query.cancel()
             raise QueryLimitError(reason)
-        time.sleep(POLL_S)
+        time.sleep(wait)
+        wait = min(2 * wait, POLL_S)
 
 
 @contextmanager

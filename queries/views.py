@@ -601,6 +601,11 @@ def check_array_files(root: Path, spec: ArraySpec) -> None:
     disagrees with the manifest on shape or chunks, or when its folder holds another number
     of row-chunk entries than the shape implies (so a hostile shape costs one listing, not
     an allocation per claimed chunk)."""
+    if not os.path.lexists(Path(root) / spec.path / "zarr.json"):
+        raise FormatError(
+            f"array {spec.path} is missing or unreadable (no zarr.json); "
+            f"run `warehouse verify {root}`"
+        )
     meta_path = require_regular(root, f"{spec.path}/zarr.json")
     if meta_path.stat().st_size > ZARR_JSON_BYTES:
         raise FormatError(f"{meta_path} is larger than any zarr.json; run `warehouse verify`")
@@ -612,8 +617,8 @@ def check_array_files(root: Path, spec: ArraySpec) -> None:
         raise FormatError(f"{meta_path} is not a zarr array's metadata ({e})") from None
     if shape != spec.shape or grid != spec.file_shape:
         raise FormatError(
-            f"array {spec.path}: zarr.json says shape {shape}, files {grid}; the manifest "
-            f"says {spec.shape}, {spec.file_shape}; run `warehouse verify {root}`"
+            f"array {spec.path} has shape {shape} (files {grid}) in its zarr.json, manifest "
+            f"says {spec.shape} (files {spec.file_shape}); run `warehouse verify {root}`"
         )
     chunk_dir = Path(root) / spec.path / "c"
     want = -(-spec.shape[0] // spec.file_shape[0])

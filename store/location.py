@@ -55,13 +55,16 @@ def require_regular(root: Path, rel: str) -> Path:
         inside = path.resolve().is_relative_to(Path(root).resolve())
     except OSError as e:
         raise FormatError(f"{path}: cannot be read ({e.strerror})") from None
-    if not stat.S_ISREG(st.st_mode) or not inside:
-        raise FormatError(
-            f"{path} is not a plain file inside the warehouse (a link, FIFO, device or "
-            f"folder); a warehouse holds plain files only: remove it, then run "
-            f"`warehouse verify {root}`"
-        )
-    return path
+    if stat.S_ISLNK(st.st_mode) or not inside:
+        what = "is a symbolic link or leads outside the warehouse"
+    elif not stat.S_ISREG(st.st_mode):
+        what = "is a FIFO, device, socket or folder, not a plain file"
+    else:
+        return path
+    raise FormatError(
+        f"{path} {what}; a warehouse holds plain files only: remove it, then run "
+        f"`warehouse verify {root}`"
+    )
 
 
 def _read_only(url: str, action: str) -> str:

@@ -13,6 +13,7 @@ read the views only and run within memory and time limits (`warehouse.queries.sa
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -74,8 +75,10 @@ class Warehouse:
             # prompts/tokens are read by Polars and DuckDB directly: check them against the
             # manifest once here, so an edited table is refused rather than queried.
             for entry in manifest["tables"].values():
-                # lstat first: hashing a FIFO would block, a device would never end.
-                check_table(require_regular(loc.local, entry["path"]), entry.get("sha256"))
+                path = loc.local / entry["path"]
+                if os.path.lexists(path):  # lstat first: hashing a FIFO would block
+                    require_regular(loc.local, entry["path"])
+                check_table(path, entry.get("sha256"))
         return cls(
             root, manifest, zarr_views(root, manifest, array_specs(manifest)), parquet_views(root)
         )
