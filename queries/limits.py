@@ -1,10 +1,12 @@
 """Memory and time limits of a query (`--memory-limit`, `--timeout`).
 
-DuckDB enforces both itself: `memory_limit` (and as much spill space), and an interrupt from a
-timer thread. Polars has neither, and `InProcessQuery.cancel()` does not stop a running
-computation, so a Polars query runs in the background while a watchdog polls its time and the
-process's resident memory every `POLL_S`: past either limit the Zarr readers stop at their
-next block, cancellation is requested, and the caller gets a `QueryLimitError` at once.
+DuckDB enforces its own `memory_limit` (and as much spill space); a watchdog thread
+interrupts it past the timeout, or when the process's resident memory grows past the limit
+(the Zarr views it scans are Polars frames, collected outside DuckDB's accounting). Polars
+has neither limit, and `InProcessQuery.cancel()` does not stop a running computation, so a
+Polars query runs in the background while the caller polls its time and the process's
+resident memory: past either limit the Zarr readers stop at their next block, cancellation
+is requested, and the caller gets a `QueryLimitError` at once.
 """
 
 from __future__ import annotations
@@ -110,25 +112,40 @@ def collect_bounded(lf: pl.LazyFrame, limits: QueryLimits, stop: Stop) -> pl.Dat
         if reason is not None:
             stop.reason = reason
             query.cancel()
+            # Polars aborts the process if a background query ends after its handle is gone:
+            # a daemon thread keeps the handle and collects (and drops) whatever comes back.
+            threading.Thread(target=_drain, args=(query,), name="query-drain", daemon=True).start()
             raise QueryLimitError(reason)
         time.sleep(wait)
         wait = min(2 * wait, POLL_S)
 
 
-@contextmanager
-def interrupt_after(limits: QueryLimits, interrupt: Callable[[], Any]) -> Iterator[Callable]:
-    """Call `interrupt()` once `limits.timeout_s` has passed (DuckDB's `con.interrupt`);
-    yields a function that tells whether it fired."""
-    fired = threading.Event()
-
-    def fire() -> None:
-        fired.set()
-        interrupt()
-
-    timer = threading.Timer(limits.timeout_s, fire)
-    timer.daemon = True
-    timer.start()
+def _drain(query: Any) -> None:
     try:
-        yield fired.is_set
+        query.fetch_blocking()
+    except Exception:  # noqa: S110 - the caller already has its QueryLimitError
+        pass
+
+
+@contextmanager
+def watchdog(limits: QueryLimits, stop: Stop, interrupt: Callable[[], Any]) -> Iterator[None]:
+    """A thread that, once the query runs past either limit, sets `stop` (the Zarr readers
+    raise at their next block) and calls `interrupt()` (DuckDB's `con.interrupt`)."""
+    done = threading.Event()
+    start, base = time.monotonic(), resident_bytes()
+
+    def watch() -> None:
+        while not done.wait(POLL_S):
+            reason = _over(limits, start, base)
+            if reason is not None:
+                stop.reason = reason
+                interrupt()
+                return
+
+    thread = threading.Thread(target=watch, name="query-watchdog", daemon=True)
+    thread.start()
+    try:
+        yield
     finally:
-        timer.cancel()
+        done.set()
+        thread.join()

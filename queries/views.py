@@ -537,7 +537,7 @@ class ZarrView:
             for k in _file_indices(nblock, units):
                 rel = f"{src.spec.path}/c/{r}/{li // layers}/{k}"
                 if os.path.lexists(Path(str(self.root)) / rel):
-                    require_regular(Path(str(self.root)), rel)
+                    require_regular(Path(str(self.root)) / rel)
 
     def _array(self, src: ArraySource) -> zarr.Array:
         # Opening reads zarr.json; the arrays are read-only, so once per view is enough.
@@ -596,17 +596,18 @@ class ZarrView:
 ZARR_JSON_BYTES = 1 << 20  # an array's zarr.json is ~1 KB; anything far bigger is not one
 
 
-def check_array_files(root: Path, spec: ArraySpec) -> None:
-    """Refuse an array before any read is planned when its zarr.json is not a plain file,
-    disagrees with the manifest on shape or chunks, or when its folder holds another number
-    of row-chunk entries than the shape implies (so a hostile shape costs one listing, not
-    an allocation per claimed chunk)."""
+def check_array_files(root: Path, spec: ArraySpec, n_rows: int) -> None:
+    """Refuse an array before any read is planned when its zarr.json is not a plain file or
+    disagrees with the manifest on shape or chunks, or when its folder holds fewer row-chunk
+    entries than its `n_rows` readable rows need (so a hostile shape costs one listing,
+    stopped at that number, not an allocation per claimed chunk)."""
     if not os.path.lexists(Path(root) / spec.path / "zarr.json"):
         raise FormatError(
             f"array {spec.path} is missing or unreadable (no zarr.json); "
             f"run `warehouse verify {root}`"
         )
-    meta_path = require_regular(root, f"{spec.path}/zarr.json")
+    meta_path = Path(root) / spec.path / "zarr.json"
+    require_regular(meta_path)
     if meta_path.stat().st_size > ZARR_JSON_BYTES:
         raise FormatError(f"{meta_path} is larger than any zarr.json; run `warehouse verify`")
     try:
@@ -621,14 +622,14 @@ def check_array_files(root: Path, spec: ArraySpec) -> None:
             f"says {spec.shape} (files {spec.file_shape}); run `warehouse verify {root}`"
         )
     chunk_dir = Path(root) / spec.path / "c"
-    want = -(-spec.shape[0] // spec.file_shape[0])
+    want = -(-n_rows // spec.file_shape[0])
     have = 0
     if chunk_dir.is_dir():
-        with os.scandir(chunk_dir) as entries:  # counted up to one past `want`, no further
-            have = sum(1 for _ in itertools.islice(entries, want + 1))
-    if have != want:
+        with os.scandir(chunk_dir) as entries:  # counted up to `want`, no further
+            have = sum(1 for _ in itertools.islice(entries, want))
+    if have < want:
         raise FormatError(
-            f"array {spec.path} has {have} row chunk folders, its shape needs {want}; "
+            f"array {spec.path} has {have} row chunk folders, its rows need {want}; "
             f"run `warehouse verify {root}`"
         )
 
@@ -637,13 +638,11 @@ def zarr_views(
     root: Path | Location, manifest: dict, specs: dict[str, ArraySpec]
 ) -> dict[str, ZarrView]:
     """The `activations` and `responses` views of a warehouse (each only if it has arrays)."""
-    if not (isinstance(root, Location) and root.remote):
-        for spec in specs.values():
-            check_array_files(Path(str(root)), spec)
     units = manifest["model"]["units"]
     state = manifest["state"]
     complete = state.get("status") == "complete"
-    acts, resps = [], []
+    acts: list[ArraySource] = []
+    resps: list[ArraySource] = []
     for key, spec in sorted(specs.items()):
         parts = key.split("/")
         site = parts[1]
@@ -658,6 +657,9 @@ def zarr_views(
         elif parts[0] == "responses":
             n = spec.shape[0] if complete else min(spec.shape[0], state["prompts_committed"])
             resps.append(ArraySource(site, parts[2], spec, int(units[site]), n))
+    if not (isinstance(root, Location) and root.remote):
+        for src in acts + resps:
+            check_array_files(Path(str(root)), src.spec, src.n_rows)
     views = {}
     if acts:
         views["activations"] = ZarrView("activations", root, acts)
@@ -693,12 +695,26 @@ def parquet_views(root: Path | Location) -> dict[str, list[Path]] | dict[str, li
     # a FIFO would block the scan, a device or a link would read something else.
     for name in ("prompts", "tokens"):
         if os.path.lexists(root / f"{name}.parquet"):
-            views[name] = [require_regular(root, f"{name}.parquet")]
+            views[name] = [_plain_inside(root, root / f"{name}.parquet")]
     for name in DERIVED_VIEWS:
         files = sorted((root / name).glob("*.parquet")) if (root / name).is_dir() else []
         if files:
-            views[name] = [require_regular(root, f"{name}/{f.name}") for f in files]
+            views[name] = [_plain_inside(root, f) for f in files]
     return views
+
+
+def _plain_inside(root: Path, path: Path) -> Path:
+    """A view's file: refused when it (or a folder above it) leads out of the warehouse, or
+    when it is not a plain file (a link, FIFO, device)."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        raise FormatError(
+            f"{path} leads outside the warehouse (a symbolic link?); a warehouse holds plain "
+            f"files only: remove it, then run `warehouse verify {root}`"
+        ) from None
+    require_regular(path)
+    return path
 
 
 def parquet_glob(root: Path, name: str) -> Path:

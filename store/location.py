@@ -45,26 +45,32 @@ def local_folder(target: str | Path, action: str) -> Path:
     return Path(str(target).removeprefix("file://"))
 
 
-def require_regular(root: Path, rel: str) -> Path:
-    """`root/rel` when it is a plain file inside `root`; a `FormatError` when it is a
-    symbolic link, a FIFO, a device, a socket or a folder, or leads out of `root`. Uses
-    lstat only, so it never opens (or blocks on) what it refuses."""
-    path = Path(root) / rel
+def require_regular(path: str | Path) -> os.stat_result:
+    """The lstat of `path` when it is a plain file; FormatError for a link, FIFO, socket,
+    device or folder (or a missing file). Uses lstat only, so it never follows or blocks on
+    what it refuses: a link could lead a reader to a file outside the warehouse, and
+    reading a FIFO blocks forever."""
     try:
         st = os.lstat(path)
-        inside = path.resolve().is_relative_to(Path(root).resolve())
-    except OSError as e:
-        raise FormatError(f"{path}: cannot be read ({e.strerror})") from None
-    if stat.S_ISLNK(st.st_mode) or not inside:
-        what = "is a symbolic link or leads outside the warehouse"
-    elif not stat.S_ISREG(st.st_mode):
-        what = "is a FIFO, device, socket or folder, not a plain file"
-    else:
-        return path
-    raise FormatError(
-        f"{path} {what}; a warehouse holds plain files only: remove it, then run "
-        f"`warehouse verify {root}`"
-    )
+    except FileNotFoundError:
+        raise FormatError(f"{path} is missing") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "a special file")
+        raise FormatError(
+            f"{path} is {kind}, not a plain file; a warehouse holds plain files only: "
+            "replace it with the real file, or delete it"
+        )
+    return st
+
+
+_KINDS = (
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISDIR, "a folder"),
+)
 
 
 def _read_only(url: str, action: str) -> str:

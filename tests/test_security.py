@@ -331,6 +331,44 @@ def test_timeout_stops_a_runaway_query(w, engine):
 
 
 @pytest.mark.parametrize("engine", ["polars", "duckdb"])
+def test_limits_stop_the_zarr_reader_at_its_next_block(w, engine, monkeypatch):
+    """DuckDB collects a Zarr view's frame outside its own accounting, and Polars cannot be
+    cancelled: past a limit the reader itself stops, one block later."""
+    import time
+
+    from warehouse.api import Warehouse
+    from warehouse.errors import QueryLimitError
+    from warehouse.queries import views
+    from warehouse.queries.limits import QueryLimits
+
+    reads: list[float] = []  # when each block read began
+    real = views.ZarrView._read
+
+    def slow(self, *a):
+        reads.append(time.monotonic())
+        time.sleep(0.2)
+        return real(self, *a)
+
+    monkeypatch.setattr(views.ZarrView, "_read", slow)
+    wh = Warehouse.open(w)
+    q = (
+        "select sum(value) as s from (select value from activations where layer = 0 "
+        "union all select value from activations where layer = 1 "
+        "union all select value from activations where value > 0)"
+    )
+    wh.sql(q, engine=engine)
+    every = len(reads)
+    assert every >= 4  # one block per layer and scan
+    reads.clear()
+    with pytest.raises(QueryLimitError, match="timeout of 0.05 s"):
+        wh.sql(q, engine=engine, limits=QueryLimits(timeout_s=0.05))
+    stopped = time.monotonic()
+    time.sleep(0.6)  # what a reader that did not stop would go on reading meanwhile
+    assert len(reads) < every
+    assert all(t < stopped + 0.05 for t in reads)  # no block read began after the stop
+
+
+@pytest.mark.parametrize("engine", ["polars", "duckdb"])
 def test_memory_limit_stops_a_runaway_query(w, engine):
     from warehouse.api import Warehouse
     from warehouse.queries.limits import QueryLimits
@@ -365,7 +403,9 @@ def test_hostile_files_are_refused_before_any_read(w):
         wh.sql("select sum(value) as s from activations")
     chunk.unlink()
     chunk.symlink_to(w / "prompts.parquet")
-    with pytest.raises(WarehouseError, match="is a symbolic link"):  # DuckDB names the cause
+    with pytest.raises(
+        WarehouseError, match="is a symbolic link, not a plain file"
+    ):  # DuckDB names the cause
         wh.sql("select sum(value) as s from activations", engine="duckdb")
 
     m = json.loads((w / "manifest.json").read_text())
@@ -377,7 +417,7 @@ def test_hostile_files_are_refused_before_any_read(w):
     meta["shape"][0] = 10**12
     meta_path.write_text(json.dumps(meta))
     start = time.monotonic()
-    with pytest.raises(FormatError, match="row chunk folders, its shape needs 1"):
+    with pytest.raises(FormatError, match="row chunk folders, its rows need 1"):
         Warehouse.open(w)
     assert time.monotonic() - start < 2
     meta["shape"][0] = 7

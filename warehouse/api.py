@@ -27,8 +27,7 @@ from warehouse.queries.limits import (
     QueryLimits,
     Stop,
     collect_bounded,
-    interrupt_after,
-    timeout_message,
+    watchdog,
 )
 from warehouse.queries.sandbox import (
     check_plan,
@@ -77,7 +76,7 @@ class Warehouse:
             for entry in manifest["tables"].values():
                 path = loc.local / entry["path"]
                 if os.path.lexists(path):  # lstat first: hashing a FIFO would block
-                    require_regular(loc.local, entry["path"])
+                    require_regular(path)
                 check_table(path, entry.get("sha256"))
         return cls(
             root, manifest, zarr_views(root, manifest, array_specs(manifest)), parquet_views(root)
@@ -157,12 +156,12 @@ class Warehouse:
                 require_one_select(con, query)
                 for name in self._named_in(query):
                     con.register(name, self._duckdb_view(name, stop))
-                with interrupt_after(limits, con.interrupt) as fired:
+                with watchdog(limits, stop, con.interrupt):
                     try:
                         return consume(con.sql(query))
                     except duckdb.Error as e:
-                        if fired():
-                            raise QueryLimitError(timeout_message(limits)) from None
+                        if stop.reason is not None:
+                            raise QueryLimitError(stop.reason) from None
                         raise WarehouseError(self._sql_error(e, duckdb=True)) from None
             except duckdb.Error as e:
                 raise WarehouseError(self._sql_error(e, duckdb=True)) from None
