@@ -587,3 +587,36 @@ def test_csv_writes_list_columns_as_json(wpath, tmp_path, engine):
         .sort("prompt_row")
         .equals(pl.read_parquet(wpath / "prompts.parquet").sort("prompt_row"))
     )
+
+
+def test_limit_options_parse(wpath, capsys):
+    from conftest import run_cli
+
+    from warehouse.queries.limits import QueryLimits, parse_seconds, parse_size
+
+    assert QueryLimits.parse() == QueryLimits(4 * 10**9, 300.0)
+    assert parse_size("512MiB") == 512 * 2**20 and parse_size("1000") == 1000
+    assert parse_seconds("250ms") == 0.25 and parse_seconds("5m") == 300.0
+    for bad in ("lots", "0GB", "4XB", "-1GB"):
+        with pytest.raises(WarehouseError, match="--memory-limit"):
+            parse_size(bad)
+    for bad in ("soon", "0s", "3 days"):
+        with pytest.raises(WarehouseError, match="--timeout"):
+            parse_seconds(bad)
+    code, out, err = run_cli(capsys, "query", str(wpath), "select 1", "--memory-limit", "lots")
+    assert (code, out) == (2, "") and err.startswith("error: --memory-limit 'lots'")
+    code, out, _ = run_cli(
+        capsys,
+        "query",
+        str(wpath),
+        "select count(*) as n from prompts",
+        "--format",
+        "csv",
+        "--memory-limit",
+        "1GB",
+        "--timeout",
+        "30s",
+        "--engine",
+        "duckdb",
+    )
+    assert (code, out) == (0, "n\n14\n")
