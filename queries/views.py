@@ -11,8 +11,10 @@ understand narrows nothing but is never wrong.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -24,8 +26,9 @@ import zarr
 from polars.io.plugins import register_io_source
 
 from warehouse.errors import FormatError, WarehouseError
+from warehouse.queries.limits import Stop
 from warehouse.store.arrays import ArraySpec, from_storage, open_array
-from warehouse.store.location import Location
+from warehouse.store.location import Location, require_regular
 from warehouse.store.tables import read_table_at
 
 # Parquet views written by later stages: folder -> the command that creates it.
@@ -323,6 +326,11 @@ def _runs_of(idx: np.ndarray) -> np.ndarray:
     return np.stack([starts, stops], 1)
 
 
+def _file_indices(runs: np.ndarray, size: int) -> list[int]:
+    """Indices of the files (of `size` indices each) that the runs touch."""
+    return sorted({k for a, b in runs.tolist() for k in range(a // size, (b - 1) // size + 1)})
+
+
 def _intersect_runs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     out = []
     i = j = 0
@@ -420,9 +428,22 @@ class ZarrView:
     def schema(self) -> dict[str, pl.DataType]:
         return dict(RESPONSES_SCHEMA if self.name == "responses" else ACTIVATIONS_SCHEMA)
 
-    def lazy(self) -> pl.LazyFrame:
+    def lazy(self, stop: Stop | None = None) -> pl.LazyFrame:
+        """The view as a Polars IO plugin; once `stop` is set, its next block raises."""
+
+        def scan(
+            with_columns: list[str] | None,
+            predicate: pl.Expr | None,
+            n_rows: int | None,
+            batch_size: int | None,
+        ) -> Iterator[pl.DataFrame]:
+            for block in self.scan(with_columns, predicate, n_rows, batch_size):
+                if stop is not None:
+                    stop.check()
+                yield block
+
         return register_io_source(
-            self.scan,
+            scan,
             schema=self.schema,
             is_pure=True,
             explain_name=f"zarr {self.name}",
@@ -445,7 +466,8 @@ class ZarrView:
         for block in self.blocks(allowed, needed, budget):
             if predicate is not None:
                 block = block.filter(predicate)
-            block = block.select(columns)
+            # select([]) would drop the rows too: a `count(*)` over a join needs them.
+            block = block.select(columns) if columns else pl.DataFrame(height=block.height)
             if left is not None:
                 block = block.head(left)
                 left -= block.height
@@ -489,6 +511,7 @@ class ZarrView:
     def _read(
         self, arr: zarr.Array, src: ArraySource, li: int, rblock: np.ndarray, nblock: np.ndarray
     ) -> np.ndarray:
+        self._check_chunk_files(src, li, rblock, nblock)
         try:
             return arr.get_orthogonal_selection((_selector(rblock), li, _selector(nblock)))
         except Exception as e:  # zarr/numcodecs raise RuntimeError, ValueError, OSError, ...
@@ -500,6 +523,21 @@ class ZarrView:
                 f"{src.spec.path}: a chunk of {where} could not be read ({e}); "
                 f"run `warehouse verify {self.root}`"
             ) from e
+
+    def _check_chunk_files(
+        self, src: ArraySource, li: int, rblock: np.ndarray, nblock: np.ndarray
+    ) -> None:
+        """Refuse (lstat, before zarr opens anything) a chunk file of the read that is a
+        FIFO, device or link: zarr would block on it or read through it. A missing file is
+        left to the store, which names it."""
+        if isinstance(self.root, Location) and self.root.remote:
+            return
+        rows, layers, units = src.spec.file_shape
+        for r in _file_indices(rblock, rows):
+            for k in _file_indices(nblock, units):
+                rel = f"{src.spec.path}/c/{r}/{li // layers}/{k}"
+                if os.path.lexists(Path(str(self.root)) / rel):
+                    require_regular(Path(str(self.root)) / rel)
 
     def _array(self, src: ArraySource) -> zarr.Array:
         # Opening reads zarr.json; the arrays are read-only, so once per view is enough.
@@ -551,7 +589,49 @@ class ZarrView:
                 cols[name] = pl.repeat(src.site, n, dtype=dtype, eager=True).alias(name)
             elif name == "pooling":
                 cols[name] = pl.repeat(src.pooling, n, dtype=dtype, eager=True).alias(name)
-        return pl.DataFrame(cols, height=n)
+        # A query that needs no column (`count(*)` over a join) still needs the rows.
+        return pl.DataFrame(cols, height=n) if cols else pl.DataFrame(height=n)
+
+
+ZARR_JSON_BYTES = 1 << 20  # an array's zarr.json is ~1 KB; anything far bigger is not one
+
+
+def check_array_files(root: Path, spec: ArraySpec, n_rows: int) -> None:
+    """Refuse an array before any read is planned when its zarr.json is not a plain file or
+    disagrees with the manifest on shape or chunks, or when its folder holds fewer row-chunk
+    entries than its `n_rows` readable rows need (so a hostile shape costs one listing,
+    stopped at that number, not an allocation per claimed chunk)."""
+    if not os.path.lexists(Path(root) / spec.path / "zarr.json"):
+        raise FormatError(
+            f"array {spec.path} is missing or unreadable (no zarr.json); "
+            f"run `warehouse verify {root}`"
+        )
+    meta_path = Path(root) / spec.path / "zarr.json"
+    require_regular(meta_path)
+    if meta_path.stat().st_size > ZARR_JSON_BYTES:
+        raise FormatError(f"{meta_path} is larger than any zarr.json; run `warehouse verify`")
+    try:
+        meta = json.loads(meta_path.read_bytes())
+        grid = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
+        shape = tuple(meta["shape"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise FormatError(f"{meta_path} is not a zarr array's metadata ({e})") from None
+    if shape != spec.shape or grid != spec.file_shape:
+        raise FormatError(
+            f"array {spec.path} has shape {shape} (files {grid}) in its zarr.json, manifest "
+            f"says {spec.shape} (files {spec.file_shape}); run `warehouse verify {root}`"
+        )
+    chunk_dir = Path(root) / spec.path / "c"
+    want = -(-n_rows // spec.file_shape[0])
+    have = 0
+    if chunk_dir.is_dir():
+        with os.scandir(chunk_dir) as entries:  # counted up to `want`, no further
+            have = sum(1 for _ in itertools.islice(entries, want))
+    if have < want:
+        raise FormatError(
+            f"array {spec.path} has {have} row chunk folders, its rows need {want}; "
+            f"run `warehouse verify {root}`"
+        )
 
 
 def zarr_views(
@@ -561,7 +641,8 @@ def zarr_views(
     units = manifest["model"]["units"]
     state = manifest["state"]
     complete = state.get("status") == "complete"
-    acts, resps = [], []
+    acts: list[ArraySource] = []
+    resps: list[ArraySource] = []
     for key, spec in sorted(specs.items()):
         parts = key.split("/")
         site = parts[1]
@@ -576,6 +657,9 @@ def zarr_views(
         elif parts[0] == "responses":
             n = spec.shape[0] if complete else min(spec.shape[0], state["prompts_committed"])
             resps.append(ArraySource(site, parts[2], spec, int(units[site]), n))
+    if not (isinstance(root, Location) and root.remote):
+        for src in acts + resps:
+            check_array_files(Path(str(root)), src.spec, src.n_rows)
     views = {}
     if acts:
         views["activations"] = ZarrView("activations", root, acts)
@@ -607,18 +691,21 @@ def parquet_views(root: Path | Location) -> dict[str, list[Path]] | dict[str, li
         return remote
     root = Path(str(root))
     views: dict[str, list[Path]] = {}
+    # Every file a view reads is a plain file inside the folder (lstat, before any open):
+    # a FIFO would block the scan, a device or a link would read something else.
     for name in ("prompts", "tokens"):
-        if (root / f"{name}.parquet").is_file():
-            views[name] = [_inside(root, root / f"{name}.parquet")]
+        if os.path.lexists(root / f"{name}.parquet"):
+            views[name] = [_plain_inside(root, root / f"{name}.parquet")]
     for name in DERIVED_VIEWS:
         files = sorted((root / name).glob("*.parquet")) if (root / name).is_dir() else []
         if files:
-            views[name] = [_inside(root, f) for f in files]
+            views[name] = [_plain_inside(root, f) for f in files]
     return views
 
 
-def _inside(root: Path, path: Path) -> Path:
-    """A view's file, refused when it is a link (or under one) leading out of the warehouse."""
+def _plain_inside(root: Path, path: Path) -> Path:
+    """A view's file: refused when it (or a folder above it) leads out of the warehouse, or
+    when it is not a plain file (a link, FIFO, device)."""
     try:
         path.resolve().relative_to(root.resolve())
     except ValueError:
@@ -626,6 +713,7 @@ def _inside(root: Path, path: Path) -> Path:
             f"{path} leads outside the warehouse (a symbolic link?); a warehouse holds plain "
             f"files only: remove it, then run `warehouse verify {root}`"
         ) from None
+    require_regular(path)
     return path
 
 

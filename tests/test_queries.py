@@ -344,8 +344,14 @@ def test_sql_errors(w, wpath):
         w.lazy("selections")
     with pytest.raises(WarehouseError, match="`warehouse eval`"):
         w.sql("select count(*) from evals", engine="duckdb")
-    with pytest.raises(WarehouseError, match="only the polars engine"):
-        w.sql("select * from activations", engine="duckdb")
+    # DuckDB reads the Zarr views too (through the same Polars frames)
+    q = "select site, count(*) as n, sum(value) as s from activations group by site order by site"
+    a, b = w.sql(q), w.sql(q, engine="duckdb")
+    assert (
+        a["n"].to_list() == b["n"].to_list()
+        and a["n"].sum() == w.sql_lazy("select * from activations").collect().height
+    )
+    np.testing.assert_allclose(a["s"].to_numpy(), b["s"].to_numpy(), rtol=1e-5)
     with pytest.raises(WarehouseError, match=r'^SQL error: unable to find column "nope"'):
         w.sql("select nope from prompts")
     for q in ("selec 1", "select nope from prompts"):
@@ -551,3 +557,66 @@ def test_bfloat16_values_widen_exactly(tmp_path, tiny_llama_dir):
     np.testing.assert_array_equal(
         got["value"].to_numpy(), (raw.astype(np.uint32) << 16).view(np.float32)
     )
+
+
+def test_count_over_a_self_join_keeps_every_row(w, wpath):
+    """A `count(*)` needs no column of one side: the scan still yields its rows (a frame
+    with no columns once lost them, so the join counted 0)."""
+    n = w.sql("select count(*) as n from activations")["n"].item()
+    small = "(select * from activations where layer = 0 and neuron < 3)"
+    k = w.sql(f"select count(*) as n from {small}")["n"].item()
+    q = f"select count(*) as n from {small} a cross join activations b"
+    assert w.sql(q)["n"].item() == w.sql(q, engine="duckdb")["n"].item() == k * n
+
+
+@pytest.mark.parametrize("engine", ["polars", "duckdb"])
+def test_csv_writes_list_columns_as_json(wpath, tmp_path, engine):
+    q = "select prompt_row, aliases from prompts order by prompt_row limit 3"
+    want = pl.read_parquet(wpath / "prompts.parquet").sort("prompt_row").head(3)
+    text = run_query(wpath, q, "csv", engine=engine)
+    got = pl.read_csv(text.encode())
+    assert got["prompt_row"].to_list() == want["prompt_row"].to_list()
+    assert [json.loads(v) for v in got["aliases"]] == want["aliases"].to_list()
+    out = tmp_path / "a.csv"
+    assert run_query(wpath, q, "csv", out, engine=engine) is None
+    assert out.read_text() == text
+    out = tmp_path / "a.parquet"
+    run_query(wpath, "select * from prompts", "parquet", out, engine=engine)
+    assert (
+        pl.read_parquet(out)
+        .sort("prompt_row")
+        .equals(pl.read_parquet(wpath / "prompts.parquet").sort("prompt_row"))
+    )
+
+
+def test_limit_options_parse(wpath, capsys):
+    from conftest import run_cli
+
+    from warehouse.queries.limits import QueryLimits, parse_seconds, parse_size
+
+    assert QueryLimits.parse() == QueryLimits(4 * 10**9, 300.0)
+    assert parse_size("512MiB") == 512 * 2**20 and parse_size("1000") == 1000
+    assert parse_seconds("250ms") == 0.25 and parse_seconds("5m") == 300.0
+    for bad in ("lots", "0GB", "4XB", "-1GB"):
+        with pytest.raises(WarehouseError, match="--memory-limit"):
+            parse_size(bad)
+    for bad in ("soon", "0s", "3 days"):
+        with pytest.raises(WarehouseError, match="--timeout"):
+            parse_seconds(bad)
+    code, out, err = run_cli(capsys, "query", str(wpath), "select 1", "--memory-limit", "lots")
+    assert (code, out) == (2, "") and err.startswith("error: --memory-limit 'lots'")
+    code, out, _ = run_cli(
+        capsys,
+        "query",
+        str(wpath),
+        "select count(*) as n from prompts",
+        "--format",
+        "csv",
+        "--memory-limit",
+        "1GB",
+        "--timeout",
+        "30s",
+        "--engine",
+        "duckdb",
+    )
+    assert (code, out) == (0, "n\n14\n")

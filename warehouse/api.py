@@ -5,20 +5,36 @@
     w.sql("select token_row, value from activations where layer = 12 and neuron = 42")
     w.lazy("responses").filter(pl.col("neuron_id") == 18474).collect()
 
-Polars is the engine: its SQL is planned over the lazy views, so the filters of a query reach
-the Zarr readers (see `warehouse.queries.views`). DuckDB can run the Parquet-only views.
+Polars is the default engine: its SQL is planned over the lazy views, so the filters of a query
+reach the Zarr readers (see `warehouse.queries.views`). DuckDB runs over the same views. Both
+read the views only and run within memory and time limits (`warehouse.queries.sandbox`,
+`warehouse.queries.limits`).
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import polars as pl
 
-from warehouse.errors import WarehouseError
+from warehouse.errors import QueryLimitError, WarehouseError
+from warehouse.queries.limits import (
+    QueryLimits,
+    Stop,
+    collect_bounded,
+    watchdog,
+)
+from warehouse.queries.sandbox import (
+    check_plan,
+    duckdb_connection,
+    refuse_table_functions,
+    require_one_select,
+)
 from warehouse.queries.views import (
     DERIVED_VIEWS,
     ZarrView,
@@ -27,18 +43,12 @@ from warehouse.queries.views import (
     scan_parquet_view,
     zarr_views,
 )
-from warehouse.store.location import Location
+from warehouse.store.location import Location, require_regular
 from warehouse.store.manifest import array_specs, load_manifest
 from warehouse.store.tables import check_table
 
 Engine = Literal["polars", "duckdb"]
-# Polars SQL's table functions that read files (read_csv, read_parquet, read_ipc, ...).
-_FILE_FUNCTIONS = re.compile(r"\bread_[a-z_]+\s*\(", re.IGNORECASE)
-
-
-def _sql_str(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
+T = TypeVar("T")
 
 ZARR_VIEWS = ("activations", "responses")
 
@@ -64,7 +74,10 @@ class Warehouse:
             # prompts/tokens are read by Polars and DuckDB directly: check them against the
             # manifest once here, so an edited table is refused rather than queried.
             for entry in manifest["tables"].values():
-                check_table(loc.local / entry["path"], entry.get("sha256"))
+                path = loc.local / entry["path"]
+                if os.path.lexists(path):  # lstat first: hashing a FIFO would block
+                    require_regular(path)
+                check_table(path, entry.get("sha256"))
         return cls(
             root, manifest, zarr_views(root, manifest, array_specs(manifest)), parquet_views(root)
         )
@@ -81,38 +94,48 @@ class Warehouse:
         """Names of the views present in this warehouse, sorted."""
         return sorted([*self._zarr, *self._parquet])
 
-    def lazy(self, name: str) -> pl.LazyFrame:
-        """The view `name` as a LazyFrame; nothing is read until it is collected."""
+    def lazy(self, name: str, *, stop: Stop | None = None) -> pl.LazyFrame:
+        """The view `name` as a LazyFrame; nothing is read until it is collected. A Zarr
+        view stops at its next block once `stop` is set (a query past its limits)."""
         if name in self._zarr:
-            return self._zarr[name].lazy()
+            return self._zarr[name].lazy(stop)
         if name in self._parquet:
             return scan_parquet_view(self.root, name, [str(f) for f in self._parquet[name]])
         raise WarehouseError(self._missing(name))
 
-    def sql(self, query: str, *, engine: Engine = "polars") -> pl.DataFrame:
-        """Run one SQL query over the views and return its result."""
+    def sql(
+        self, query: str, *, engine: Engine = "polars", limits: QueryLimits | None = None
+    ) -> pl.DataFrame:
+        """Run one SQL query over the views and return its result, within `limits` (memory
+        and time; see `warehouse.queries.limits`)."""
+        limits = limits or QueryLimits()
         if engine == "polars":
-            return self._sql_polars(query)
+            stop = Stop()
+            lf = self.sql_lazy(query, stop)
+            return self._polars(lambda: collect_bounded(lf, limits, stop))
         if engine == "duckdb":
-            return self._sql_duckdb(query)
+            return self.duckdb_run(query, limits, lambda rel: rel.pl())
         raise WarehouseError(f"unknown engine {engine!r}; use 'polars' or 'duckdb'")
 
-    def sql_lazy(self, query: str) -> pl.LazyFrame:
-        """The query as a LazyFrame (Polars engine), to stream or inspect with .explain()."""
-        # Polars SQL can read any file with read_csv('...') and friends; a warehouse query
-        # reads the warehouse's views only (load other files yourself, in Python). String
-        # literals are blanked first, so text that merely mentions read_csv is fine.
-        found = _FILE_FUNCTIONS.search(re.sub(r"'(?:[^']|'')*'", "''", query))
-        if found:
-            raise WarehouseError(
-                "warehouse queries read the warehouse's views only, not files: "
-                f"{found.group(0).strip()}...) is not allowed"
-            )
-        # Only the views the query names: a view over remote files costs requests to build.
-        views = {name: self.lazy(name) for name in self._named_in(query)}
-        ctx = pl.SQLContext(views, eager=False)
+    def sql_lazy(self, query: str, stop: Stop | None = None) -> pl.LazyFrame:
+        """The query as a checked LazyFrame (Polars engine), to stream or `.explain()`.
+
+        A warehouse query reads the warehouse's views only (load other files yourself, in
+        Python): see `warehouse.queries.sandbox` for how that is checked."""
         try:
-            return ctx.execute(query)
+            refuse_table_functions(query, set(self.tables()))
+            # Only the views the query names: a view over remote files costs requests.
+            views = {name: self.lazy(name, stop=stop) for name in self._named_in(query)}
+            lf = pl.SQLContext(views, eager=False).execute(query)
+            check_plan(lf, views)
+        except pl.exceptions.PolarsError as e:
+            raise WarehouseError(self._sql_error(e)) from None
+        return lf
+
+    def _polars(self, run: Callable[[], T]) -> T:
+        """`run()`, with Polars' errors as one-line `WarehouseError`s."""
+        try:
+            return run()
         except pl.exceptions.PolarsError as e:
             raise WarehouseError(self._sql_error(e)) from None
 
@@ -122,54 +145,39 @@ class Warehouse:
         names = [n for n in self.tables() if re.search(rf"\b{re.escape(n)}\b", query, re.I)]
         return names or list(self.tables())
 
-    def _sql_polars(self, query: str) -> pl.DataFrame:
-        lf = self.sql_lazy(query)
-        try:
-            # The streaming engine pulls the Zarr blocks one at a time through filters and
-            # aggregations, so a query over every neuron does not hold the array in memory.
-            return lf.collect(engine="streaming")
-        except pl.exceptions.PolarsError as e:
-            raise WarehouseError(self._sql_error(e)) from None
-
-    def _sql_duckdb(self, query: str) -> pl.DataFrame:
+    def duckdb_run(self, query: str, limits: QueryLimits, consume: Callable[[Any], T]) -> T:
+        """Run one SELECT in a locked-down DuckDB connection over the views and hand its
+        relation to `consume` (which fetches the rows) within `limits`."""
         import duckdb
 
-        con = duckdb.connect(config={"autoinstall_known_extensions": False})
-        try:
-            files = []
-            named = set(self._named_in(query))
-            for name, paths in self._parquet.items():
-                if name not in named:
-                    continue
-                if isinstance(self.root, Location):
-                    # DuckDB scans a pyarrow dataset with projection and filter pushdown.
-                    con.register(name, remote_dataset(self.root, [str(f) for f in paths]))
-                    continue
-                files += [str(p) for p in paths]
-                listed = ", ".join(_sql_str(str(p)) for p in paths)
-                con.execute(f"create view {name} as select * from read_parquet([{listed}])")
-            # The views are the only files the connection may touch: no other file, no
-            # URL, no extension install, no ATTACH or COPY elsewhere, and the settings are
-            # locked so the query cannot undo this.
-            if files:
-                con.execute(f"set allowed_paths = [{', '.join(_sql_str(f) for f in files)}]")
-            con.execute("set enable_external_access = false")
-            con.execute("set lock_configuration = true")
-            statements = con.extract_statements(query)
-            kinds = {s.type for s in statements}
-            if len(statements) != 1 or not kinds <= {
-                duckdb.StatementType.SELECT,
-                duckdb.StatementType.EXPLAIN,
-            }:
-                raise WarehouseError(
-                    "warehouse queries are one SELECT statement (no COPY, ATTACH, INSTALL, "
-                    f"SET, PRAGMA or writes); got {', '.join(t.name for t in kinds) or 'none'}"
-                )
-            return con.sql(query).pl()
-        except duckdb.Error as e:
-            raise WarehouseError(self._sql_error(e, duckdb=True)) from None
-        finally:
-            con.close()
+        stop = Stop()
+        with duckdb_connection(limits) as con:
+            try:
+                require_one_select(con, query)
+                for name in self._named_in(query):
+                    con.register(name, self._duckdb_view(name, stop))
+                with watchdog(limits, stop, con.interrupt):
+                    try:
+                        return consume(con.sql(query))
+                    except duckdb.Error as e:
+                        if stop.reason is not None:
+                            raise QueryLimitError(stop.reason) from None
+                        raise WarehouseError(self._sql_error(e, duckdb=True)) from None
+            except duckdb.Error as e:
+                raise WarehouseError(self._sql_error(e, duckdb=True)) from None
+
+    def _duckdb_view(self, name: str, stop: Stop) -> Any:
+        """What DuckDB scans for a view: an Arrow dataset over the Parquet files listed (and
+        checked) at open, or the Zarr view's Polars frame (DuckDB pushes its filters and
+        columns into it). DuckDB itself opens no file."""
+        if name in self._zarr:
+            return self.lazy(name, stop=stop)
+        files = [str(f) for f in self._parquet[name]]
+        if isinstance(self.root, Location):
+            return remote_dataset(self.root, files)
+        import pyarrow.dataset as ds
+
+        return ds.dataset(files, format="parquet")
 
     def _sql_error(self, e: Exception, duckdb: bool = False) -> str:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -178,11 +186,6 @@ class Warehouse:
         )
         if missing:
             name = missing.group(1) or missing.group(2)
-            if duckdb and name in self._zarr:
-                return (
-                    f"{name} is read from Zarr and only the polars engine can query it "
-                    f"(duckdb tables: {', '.join(sorted(self._parquet))})"
-                )
             return self._missing(name)
         if duckdb and "disabled by configuration" in msg:
             return (

@@ -241,18 +241,26 @@ def query(
     output: Annotated[
         Path | None, typer.Option(help="Write to this file (never overwritten).")
     ] = None,
-    engine: Annotated[
-        str, typer.Option(help="polars (all views) or duckdb (Parquet tables).")
-    ] = "polars",
+    engine: Annotated[str, typer.Option(help="polars or duckdb (both read every view).")] = (
+        "polars"
+    ),
+    memory_limit: Annotated[
+        str, typer.Option(help="Stop the query past this much memory (4GB, 512MiB).")
+    ] = "4GB",
+    timeout: Annotated[str, typer.Option(help="Stop the query after this long (300s, 5m).")] = (
+        "300s"
+    ),
 ) -> None:
-    """Run a SQL query over the warehouse's tables and arrays."""
+    """Run a SQL query over the warehouse's tables and arrays (read-only, bounded)."""
+    from warehouse.queries.limits import QueryLimits
     from warehouse.queries.sql import run_query
 
     if output is not None:
         from warehouse.store.location import require_outside
 
         require_outside(output, [warehouse], "`warehouse query --output`")
-    text = run_query(warehouse, sql, fmt, output, engine=engine)
+    limits = QueryLimits.parse(memory_limit, timeout)
+    text = run_query(warehouse, sql, fmt, output, engine=engine, limits=limits)
     if text is not None:
         print(text, end="" if text.endswith("\n") else "\n")
     else:

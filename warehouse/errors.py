@@ -19,3 +19,7 @@ class SiteError(WarehouseError):
 
 class FormatError(WarehouseError):
     """A warehouse folder is missing, corrupt, of another version, or inconsistent."""
+
+
+class QueryLimitError(WarehouseError):
+    """A query ran past its memory limit or its timeout and was stopped."""
