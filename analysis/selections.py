@@ -38,6 +38,7 @@ from warehouse.analysis.stats import (
 )
 from warehouse.errors import FormatError, WarehouseError
 from warehouse.store.files import atomic_write_json, read_json
+from warehouse.store.location import require_regular
 from warehouse.store.lock import WriterLock
 from warehouse.store.manifest import load_manifest
 from warehouse.store.tables import read_table, write_table
@@ -267,18 +268,28 @@ def _lit(value: str) -> str:
 
 
 def _query(stats_file: Path, sql: str) -> pa.Table:
-    """The result of a DuckDB query over the view `stats` (that one file)."""
-    con = duckdb.connect()
-    try:
-        con.execute(f"CREATE VIEW stats AS SELECT * FROM read_parquet({_lit(str(stats_file))})")
-        relation = con.sql(sql)
-        if relation is None:  # duckdb 1.x runs a statement that returns no rows at once
-            raise WarehouseError("the selection query must be a SELECT that returns rows")
-        return relation.to_arrow_table()
-    except duckdb.Error as e:
-        raise WarehouseError(f"the selection query failed: {e}") from None
-    finally:
-        con.close()
+    """The result of one SELECT over the view `stats` (that one file), in the same sandbox as
+    `warehouse query --engine duckdb`: DuckDB's own parser admits exactly one SELECT, the
+    connection opens no file (the stats file is handed to it as an Arrow dataset, checked to
+    be a plain file first), and the default memory limit and timeout hold."""
+    import pyarrow.dataset as ds
+
+    from warehouse.errors import QueryLimitError
+    from warehouse.queries.limits import QueryLimits, Stop, watchdog
+    from warehouse.queries.sandbox import duckdb_connection, require_one_select
+
+    require_regular(stats_file)
+    limits, stop = QueryLimits(), Stop()
+    with duckdb_connection(limits) as con:
+        try:
+            require_one_select(con, sql)
+            con.register("stats", ds.dataset([str(stats_file)], format="parquet"))
+            with watchdog(limits, stop, con.interrupt):
+                return con.sql(sql).to_arrow_table()
+        except duckdb.Error as e:
+            if stop.reason is not None:
+                raise QueryLimitError(stop.reason) from None
+            raise WarehouseError(f"the selection query failed: {e}") from None
 
 
 def _ties_at(stats_file: Path, where: str, k: int) -> dict[str, Any]:

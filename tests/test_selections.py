@@ -131,13 +131,36 @@ def test_sql_selection(w: Path):
         ("SELECT layer FROM stats", r"must return a neuron_id column; it returned layer"),
         ("SELECT 'x' AS neuron_id", r"neuron_id must be an integer column"),
         ("SELEKT 1", r"the selection query failed: Parser Error"),
-        ("CREATE TABLE t AS SELECT 1", r"must return a neuron_id column"),
+        ("CREATE TABLE t AS SELECT 1", r"one SELECT statement .*; got CREATE"),
     ],
 )
 def test_sql_selection_errors(w: Path, query: str, message: str):
     with pytest.raises(WarehouseError, match=message):
         select(w, "bad", sql=query)
     assert not (w / "selections" / "bad.json").exists()
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "SELECT column0::BIGINT AS neuron_id FROM read_csv('{secret}', header=false)",
+        "SELECT column0::BIGINT AS neuron_id FROM \"read_csv\"('{secret}', header=false)",
+        "COPY (SELECT 1 AS neuron_id) TO '{out}'",
+        "EXPLAIN ANALYZE COPY (SELECT 1 AS neuron_id) TO '{out}'",
+        "SELECT 1 AS neuron_id; COPY (SELECT 1) TO '{out}'",
+        "ATTACH '{out}' AS x",
+    ],
+)
+def test_sql_selection_reads_and_writes_no_file(w: Path, tmp_path: Path, template: str):
+    # `select --sql` runs user SQL: the same sandbox as `warehouse query` (one SELECT, no
+    # file access), so neither a private file's rows nor a written file can come of it.
+    secret, out = tmp_path / "secret.csv", tmp_path / "written"
+    secret.write_text("7\n8\n")
+    before = {p: p.read_bytes() for p in sorted(w.rglob("*")) if p.is_file()}
+    with pytest.raises(WarehouseError, match=r"one SELECT statement|disabled|failed"):
+        select(w, "leak", sql=template.format(secret=secret, out=out))
+    assert not out.exists() and not (w / "selections" / "leak.parquet").exists()
+    assert {p: p.read_bytes() for p in sorted(w.rglob("*")) if p.is_file()} == before
 
 
 def test_names_relations_and_missing_stats(w: Path):
