@@ -335,6 +335,13 @@ def ingest(
     every n prompts done (the Ray driver sums the shards' progress with it)."""
     _check_options(cfg)
     root = Path(cfg.out)
+    if root.is_symlink():
+        raise WarehouseError(
+            f"{root} is a symbolic link; a warehouse holds plain files only: give the real "
+            "folder as --out"
+        )
+    if root.exists() and not root.is_dir():
+        raise WarehouseError(f"{root} exists and is a file, not a folder; choose a new --out")
     if root.exists() and not is_warehouse(root) and any(root.iterdir()):
         raise WarehouseError(f"{root} exists and is not a warehouse; choose an empty or new --out")
     dataset = load_dataset(cfg.dataset)
