@@ -163,6 +163,13 @@ def ingest(
     ] = None,
     ray: Annotated[str | None, _ray_option("the shards as Ray tasks, then merge")] = None,
     shards: _Shards = None,
+    on_nonfinite: Annotated[
+        str,
+        typer.Option(
+            help="A NaN or infinity to store (e.g. a float16 overflow): 'warn' (store it, "
+            "count it in the manifest) or 'error' (stop before that batch)."
+        ),
+    ] = "warn",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Run a model over relation prompts and store FFN activations in a warehouse."""
@@ -190,6 +197,7 @@ def ingest(
         token_chunk=token_chunk,
         prompt_chunk=prompt_chunk,
         shard=parse_shard(shard),
+        on_nonfinite=on_nonfinite,
     )
     if shards is not None and ray is None:
         raise WarehouseError("--shards goes with --ray; for one slice use --shard i/n")
@@ -211,7 +219,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Show what a warehouse holds: model, dataset, sites, counts, state."""
-    from warehouse.store.manifest import load_manifest
+    from warehouse.store.manifest import NONFINITE, describe_nonfinite, load_manifest
 
     m = load_manifest(warehouse)
     if as_json:
@@ -236,6 +244,8 @@ def info(
     for key, a in m["arrays"].items():
         shards = f" shards {a['shards']}" if a.get("shards") else ""
         print(f"array       {key} {a['shape']} chunks {a['chunks']}{shards} {a['dtype']}")
+    for line in describe_nonfinite(m.get(NONFINITE, {}), cap["dtype"]):
+        print(f"nonfinite   {line}")
 
 
 @app.command()
