@@ -139,8 +139,8 @@ class Capturer:
         self.spec = spec
         self.wait = wait
         self.ready: torch.cuda.Event | None = None  # the last run's copies, where not waited
-        # The last run's check: one sum per stored array, finite when every stored value
-        # was (a NaN or an infinity makes a sum non-finite). On a GPU, read it after `ready`.
+        # The last run's check: each stored array's minimum and maximum, all finite when
+        # every stored value was. On a GPU, read it after `ready`.
         self.check: np.ndarray | None = None
         self.device = next(model.parameters()).device
         self.units = {site: units(model.config, site) for site in spec.sites}
@@ -163,7 +163,8 @@ class Capturer:
         """Keys "activations/<site>" -> (tokens, layers, units) in prompt order, and
         "responses/<site>/<pooling>" -> (prompts, layers, units).
 
-        Every run sums each stored array (one reduction, in `self.check`). When `counts` is a
+        Every run takes each stored array's minimum and maximum (one reduction, kept in
+        `self.check`). When `counts` is a
         dict, the run also counts its non-finite values exactly (slower: ingest re-runs a
         batch so only when the check fails), as array key -> `count_nonfinite`'s result."""
         spec = self.spec
@@ -273,17 +274,17 @@ class Capturer:
                 pass
         if pending:  # a site the forward never reached would be stored as garbage
             raise SiteError(f"the forward pass never reached (site, layer) {sorted(pending)}")
-        rows, sums = {}, []
+        rows, bounds = {}, []
         for k, v in out.items():
             source = v if k.startswith("activations/") else v.transpose(0, 1)
             stored = _stored(source, spec.dtype)
-            # A NaN or infinity anywhere makes the sum non-finite; finite float16 or bfloat16
-            # values cannot add up to an infinity in float32 (a false alarm only re-counts).
-            sums.append(torch.sum(stored, dtype=torch.float32))
+            # The stored minimum and maximum: both finite only if every value is (a NaN
+            # propagates, an overflow is already an infinity). One pass, no temporaries.
+            bounds.extend(torch.aminmax(stored))
             if counts is not None:
                 self._count(k, stored, source, overflow, counts)
             rows[k] = _to_host(stored, spec.dtype)
-        self.check = _to_host(torch.stack(sums), "float32")
+        self.check = _to_host(torch.stack(bounds).float(), "float32")
         self.ready = None
         if self.device.type == "cuda":
             event = torch.cuda.Event()
