@@ -702,7 +702,7 @@ def test_exit_code_and_debug_in_a_real_process(tmp_path):
         cmd = [sys.executable, "-m", "warehouse", *debug, "query", missing]
         p = subprocess.run(cmd, capture_output=True, text=True, env=env)
         assert (p.returncode, p.stdout) == (2, "")
-        assert p.stderr == "error: Missing argument 'sql'; see `python -m warehouse query --help`\n"
+        assert p.stderr == "error: Missing argument 'sql'; see `warehouse query --help`\n"
 
 
 # ---------------------------------------------------------------------------- the API

@@ -743,7 +743,8 @@ def main() -> None:
     (`--debug` shows the traceback instead); `verify` exits 1 on damage by itself."""
     usage, aborts = _click_exceptions()
     try:
-        rc = app(standalone_mode=False)
+        # One program name in usage lines, whether started as `warehouse` or `python -m`.
+        rc = app(standalone_mode=False, prog_name="warehouse")
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except aborts:
