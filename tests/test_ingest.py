@@ -755,3 +755,19 @@ def test_on_nonfinite_error_stops_before_the_batch_and_resumes(
 def test_on_nonfinite_is_checked(tmp_path, tiny_llama_dir, tiny_dataset):
     with pytest.raises(WarehouseError, match="--on-nonfinite must be 'warn' or 'error'"):
         ingest(_cfg(tmp_path / "w", tiny_llama_dir, tiny_dataset, on_nonfinite="ignore"), False)
+
+
+def test_merged_shards_add_up_their_nonfinite_counts(
+    nonfinite_warehouse, nonfinite_llama_dir, tiny_dataset, tmp_path
+):
+    from warehouse.store.merge import merge
+
+    parts = []
+    for i in (1, 2):
+        part = tmp_path / f"part{i}"
+        cfg = _cfg(part, nonfinite_llama_dir, tiny_dataset, sites="ffn.act", shard=(i, 2))
+        ingest(cfg, show_progress=False)
+        parts.append(str(part))
+    merged = merge(parts, tmp_path / "merged", show_progress=False)
+    whole = json.loads((nonfinite_warehouse / "manifest.json").read_text())
+    assert merged["nonfinite"] == whole["nonfinite"]
