@@ -653,6 +653,25 @@ def test_enough_cases():
     assert len(CASES) >= 60
 
 
+@pytest.mark.parametrize("module", ["typer._click.exceptions", "click.exceptions"])
+def test_usage_errors_of_either_click_are_one_line(module, capsys, monkeypatch):
+    """typer 0.29 raises its vendored click's exceptions, older typer the click package's."""
+    from warehouse import cli
+
+    mod = pytest.importorskip(module)
+    error = mod.UsageError("Invalid value for '--batch-size': 'x' is not a valid integer")
+
+    def app(**kwargs):
+        raise error
+
+    monkeypatch.setattr(cli, "app", app)
+    assert run_cli(capsys, "ingest") == (
+        2,
+        "",
+        "error: Invalid value for '--batch-size': 'x' is not a valid integer\n",
+    )
+
+
 def test_version(capsys):
     from importlib.metadata import version
 

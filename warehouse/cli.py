@@ -690,7 +690,7 @@ def demo(
 
 
 def _click_exceptions() -> tuple[tuple[type[Exception], ...], tuple[type[BaseException], ...]]:
-    """(usage errors, aborts) of the click that typer runs on: typer >= 0.2x raises its own
+    """(usage errors, aborts) of the click that typer runs on: typer 0.29 raises its own
     vendored copy (typer._click), older typer the click package's; both are caught."""
     usage: list[type[Exception]] = []
     aborts: list[type[BaseException]] = [typer.Abort]
