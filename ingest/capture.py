@@ -151,11 +151,6 @@ class Capturer:
     def _to_device(self, values: list[int], dtype: torch.dtype = torch.long) -> torch.Tensor:
         return torch.tensor(values, dtype=dtype).to(self.device, non_blocking=True)
 
-    @property
-    def all_finite(self) -> bool:
-        """Whether every value the last run stored was finite (on a GPU: after `ready`)."""
-        return self.check is None or bool(np.isfinite(self.check).all())
-
     @torch.inference_mode()
     def run(
         self, ids: Sequence[Sequence[int]], counts: dict | None = None
@@ -164,9 +159,9 @@ class Capturer:
         "responses/<site>/<pooling>" -> (prompts, layers, units).
 
         Every run takes each stored array's minimum and maximum (one reduction, kept in
-        `self.check`). When `counts` is a
-        dict, the run also counts its non-finite values exactly (slower: ingest re-runs a
-        batch so only when the check fails), as array key -> `count_nonfinite`'s result."""
+        `self.check`). With a `counts` dict the run also counts its non-finite values
+        exactly, into array key -> `count_nonfinite`'s result: several more passes, so
+        ingest runs a batch again this way only when its check is not finite."""
         spec = self.spec
         input_ids, mask, positions = pad_batch(ids, self.pad_id, spec.padding_side, self.device)
         # What the batch's shape implies is taken from `ids` on the host: asking the GPU (a

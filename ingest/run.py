@@ -496,24 +496,7 @@ def _run_batches(
 
     try:
         with progress, _gc_skips_older_objects():
-            # On a GPU a batch is handed over after the next one is queued, so waiting for
-            # its check never leaves the GPU idle.
-            held = None
-            for b in range(first, len(batches)):
-                s, e = batches[b]
-                # No name holds the rows past the hand-over: while the next batch is
-                # captured, only the queue and the writer hold this one.
-                item = (b, capturer.run(ids[s:e]), capturer.ready, capturer.check)
-                if held is not None:
-                    hand_over(*held)
-                    held = None
-                if item[2] is None:
-                    hand_over(*item)
-                else:
-                    held = item
-                del item
-            if held is not None:
-                hand_over(*held)
+            _capture_all(capturer, ids, batches, first, hand_over)
             writer.close()
     finally:
         if writer.thread.is_alive():
@@ -527,6 +510,34 @@ def _run_batches(
     state["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     save_manifest(root, manifest)
     return manifest
+
+
+def _capture_all(
+    capturer: Capturer,
+    ids: list,
+    batches: list[tuple[int, int]],
+    first: int,
+    hand_over: Callable[..., None],
+) -> None:
+    """Capture batches first, first + 1, ... and hand each over with its rows, its CUDA
+    event and its check. On a GPU a batch is handed over once the next one is queued, so
+    waiting for its check never leaves the GPU idle; on the CPU at once."""
+    held = None
+    for b in range(first, len(batches)):
+        s, e = batches[b]
+        # No other name holds the rows past the hand-over: while the next batch is captured,
+        # only the queue and the writer hold this one (and `held`, on a GPU).
+        item = (b, capturer.run(ids[s:e]), capturer.ready, capturer.check)
+        if held is not None:
+            hand_over(*held)
+            held = None
+        if item[2] is None:
+            hand_over(*item)
+        else:
+            held = item
+        del item
+    if held is not None:
+        hand_over(*held)
 
 
 class _NonFiniteTally:

@@ -771,3 +771,35 @@ def test_merged_shards_add_up_their_nonfinite_counts(
     merged = merge(parts, tmp_path / "merged", show_progress=False)
     whole = json.loads((nonfinite_warehouse / "manifest.json").read_text())
     assert merged["nonfinite"] == whole["nonfinite"]
+
+
+def test_held_batches_as_on_a_gpu_store_the_same(
+    nonfinite_warehouse, nonfinite_llama_dir, tiny_dataset, tmp_path, monkeypatch
+):
+    """With a CUDA-like event per batch, ingest hands a batch over after the next one is
+    captured (and checks it then): the warehouse and its counts are the same."""
+    from warehouse.ingest import capture as capture_mod
+    from warehouse.ingest.run import _batches
+
+    class Event:
+        waits = 0
+
+        def synchronize(self) -> None:
+            Event.waits += 1
+
+    real_run = capture_mod.Capturer.run
+
+    def run(self, ids, counts=None):
+        rows = real_run(self, ids, counts)
+        self.ready = Event()
+        return rows
+
+    monkeypatch.setattr(capture_mod.Capturer, "run", run)
+    out = tmp_path / "w"
+    m = ingest(_cfg(out, nonfinite_llama_dir, tiny_dataset, sites="ffn.act"), False)
+    whole = json.loads((nonfinite_warehouse / "manifest.json").read_text())
+    assert m["nonfinite"] == whole["nonfinite"]
+    assert _snapshot(out) == _snapshot(nonfinite_warehouse)
+    # Each batch's event is waited on by the hand-over and by the writer.
+    n_tokens = pq.read_table(out / "prompts.parquet").column("n_tokens").to_numpy()
+    assert Event.waits >= 2 * len(_batches(n_tokens, 3))
