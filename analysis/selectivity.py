@@ -182,7 +182,9 @@ def sample_negatives(
         raise WarehouseError(f"relation and seed must be >= 0, got {relation} and {seed}")
     positives = keep & (y == relation)
     candidates = np.flatnonzero(keep & (y != relation))
-    n_take = min(int(np.floor(ratio * positives.sum() + 0.5)), len(candidates))
+    # A Python float: a huge ratio (ratio:1e308) is inf and takes every candidate.
+    want = float(ratio) * int(positives.sum()) + 0.5
+    n_take = len(candidates) if want >= len(candidates) else int(want)
     rng = np.random.default_rng([seed, relation])
     chosen = rng.choice(candidates, size=n_take, replace=False)
     out = positives.copy()

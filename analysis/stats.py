@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import tempfile
 import time
@@ -64,6 +65,8 @@ from warehouse.store.location import local_folder
 from warehouse.store.lock import WriterLock
 from warehouse.store.manifest import array_specs, load_manifest
 from warehouse.store.tables import ROW_GROUP_SIZE, read_table
+
+log = logging.getLogger(__name__)
 
 STATS_DIR = "stats"
 BASELINE = "evals/baseline.parquet"
@@ -497,9 +500,11 @@ def _compute_and_write(
         }
         n_pos = np.zeros((len(masks), n_rel), dtype=np.int64)
         n_neg = np.zeros((len(masks), n_rel), dtype=np.int64)
+        skip = np.zeros(n_neurons, dtype=bool)  # neurons with a non-finite counted response
         with _progress(show_progress, opts, n_neurons) as advance:
             for (li, a, b), x in zip(slabs, _read_slabs(arr, spec, d.rows, slabs), strict=True):
                 base = li * units + a  # column of this slab in the (layer index, neuron) order
+                x = _without_nonfinite(x, skip[base : base + b - a])
                 # One part per thread: selectivity computes blocks in parallel.
                 step = -(-(b - a) // threads)
                 parts = [(o, x[:, o : o + step]) for o in range(0, b - a, step)]
@@ -512,7 +517,8 @@ def _compute_and_write(
                             out[s][g, :, cols] = getattr(res, s)
                         n_pos[g], n_neg[g] = res.n_pos, res.n_neg
                 advance(b - a)
-        groups, rows = _write_parquet(path, d, spec, units, opts, out, of_group, n_pos, n_neg)
+        skipped = _skipped_neurons(skip, spec, units, opts)
+        groups, rows = _write_parquet(path, d, spec, units, opts, out, of_group, n_pos, n_neg, skip)
     atomic_write_json(
         sidecar_path(path),
         {
@@ -527,10 +533,44 @@ def _compute_and_write(
             "relations": d.relations,
             "languages": [g for g, _ in d.groups],
             "groups": groups,
+            "skipped_neurons": skipped,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "seconds": round(time.perf_counter() - t0, 3),
         },
     )
+
+
+def _without_nonfinite(x: np.ndarray, skip: np.ndarray) -> np.ndarray:
+    """The slab with every column that holds a NaN or an infinity set to 0 and marked in
+    `skip` (a view of the run's mask): such a neuron has no ranking, so it gets none."""
+    if x.dtype == np.float16:
+        bad = ((x.view(np.uint16) & 0x7C00) == 0x7C00).any(axis=0)
+    else:
+        bad = ~np.isfinite(x).all(axis=0)
+    if not bad.any():
+        return x
+    skip |= bad
+    x = x.copy()
+    x[:, bad] = 0
+    return x
+
+
+def _skipped_neurons(skip: np.ndarray, spec: ArraySpec, units: int, opts: StatsOptions) -> list:
+    """[layer, neuron] of each skipped neuron; a warning names them."""
+    cols = np.flatnonzero(skip)
+    named = [[int(spec.layers[c // units]), int(c % units)] for c in cols]
+    if named:
+        shown = ", ".join(f"{la}:{n}" for la, n in named[:10])
+        shown += ", ..." if len(named) > 10 else ""
+        log.warning(
+            "warning: stats %s/%s: %d neuron(s) have NaN or infinite responses and get no "
+            "rank (layer:unit %s); `warehouse info` shows how many values",
+            opts.site,
+            opts.pooling,
+            len(named),
+            shown,
+        )
+    return named
 
 
 def _write_parquet(
@@ -543,12 +583,16 @@ def _write_parquet(
     of_group: list[int],
     n_pos: np.ndarray,
     n_neg: np.ndarray,
+    skip: np.ndarray | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Rank and write every (relation, language) that has positives and negatives, sorted."""
+    """Rank and write every (relation, language) that has positives and negatives, sorted;
+    neurons in `skip` (non-finite responses) are left out."""
     # Column c of the results is (layer index c // units, neuron c % units).
     layer = np.repeat(np.asarray(spec.layers, dtype=np.int32), units)
     neuron = np.tile(np.arange(units, dtype=np.int32), spec.shape[1])
     index = {"layer": layer, "neuron": neuron, "neuron_id": layer.astype(np.int64) * units + neuron}
+    keep = slice(None) if skip is None else ~skip
+    index = {k: v[keep] for k, v in index.items()}
     by_name = sorted(range(len(d.groups)), key=lambda i: d.groups[i][0])
     groups, total = [], 0
     # The old sidecar goes first, so a crash cannot leave it vouching for a new file.
@@ -570,7 +614,7 @@ def _write_parquet(
                     "split": opts.split,
                     "template_set": opts.template_set,
                 }
-                values = {s: np.asarray(out[s][g, r]) for s in _STATS}
+                values = {s: np.asarray(out[s][g, r])[keep] for s in _STATS}
                 ties = tie_order(opts.seed, relation, language, len(index["neuron_id"]))
                 table = _ranked_table(labels, index, values, counts, ties)
                 writer.write_table(table, row_group_size=ROW_GROUP_SIZE)

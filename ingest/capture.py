@@ -12,6 +12,7 @@ import torch
 from warehouse.errors import SiteError
 from warehouse.ingest.sites import hook_sites, units
 from warehouse.store.arrays import STORAGE_DTYPES
+from warehouse.store.manifest import MAX_LISTED_NEURONS
 
 POOLINGS = ("mean", "max", "last")
 _TORCH_STORAGE = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -47,21 +48,60 @@ def pad_batch(
     return tuple(t.to(device, non_blocking=True) for t in (input_ids, mask, positions))
 
 
-def _to_host(x: torch.Tensor, dtype: str) -> np.ndarray:
-    """`x` in the storage dtype, C-ordered, as a host array. A strided `x` (the responses'
+def _stored(x: torch.Tensor, dtype: str) -> torch.Tensor:
+    """`x` in the storage dtype, C-ordered, on its device. A strided `x` (the responses'
     transposed view) is converted and laid out in one copy: `.to()` keeps its strides, and
-    the `.contiguous()` after it was a second pass, together ~0.9 ms per array and batch.
-
-    From a GPU the copy is queued into page-locked memory and not waited for: whoever reads
-    the array first waits for the event `Capturer.run` records after its copies."""
+    the `.contiguous()` after it was a second pass, together ~0.9 ms per array and batch."""
     want = _TORCH_STORAGE[dtype]
     if x.dtype != want or not x.is_contiguous():
         x = torch.empty(x.shape, dtype=want, device=x.device).copy_(x)
+    return x
+
+
+def _to_host(x: torch.Tensor, dtype: str) -> np.ndarray:
+    """A stored (`_stored`) tensor as a host array. From a GPU the copy is queued into
+    page-locked memory and not waited for: whoever reads the array first waits for the event
+    `Capturer.run` records after its copies."""
+    want = _TORCH_STORAGE[dtype]
     if x.device.type == "cuda":
         x = torch.empty(x.shape, dtype=want, pin_memory=True).copy_(x, non_blocking=True)
     if dtype == "bfloat16":
         return x.view(torch.int16).cpu().numpy().view(np.uint16)
     return x.cpu().numpy().astype(STORAGE_DTYPES[dtype], copy=False)
+
+
+def count_nonfinite(
+    stored: torch.Tensor, overflowed: torch.Tensor, layers: Sequence[int]
+) -> dict | None:
+    """The non-finite values of one stored array of a batch, or None when there are none.
+
+    stored: (rows, layers, units) in the storage dtype; overflowed: (layers, units) count
+    of stored infinities whose value before the cast to the storage dtype was finite (a
+    float16 overflow). The result is one array's entry of the manifest's `nonfinite` field
+    (store/manifest.py)."""
+    bad = ~torch.isfinite(stored)
+    if not bool(bad.any()):
+        return None
+    per_layer = {
+        "nan": torch.isnan(stored).sum((0, 2)),
+        "posinf": (stored == float("inf")).sum((0, 2)),
+        "neginf": (stored == float("-inf")).sum((0, 2)),
+        "overflow": overflowed.sum(1),
+    }
+    per_layer = {k: v.cpu().tolist() for k, v in per_layer.items()}
+    out: dict = {"layers": {}, "neurons": {}, "truncated": False}
+    for i, layer in enumerate(layers):
+        counts = {k: int(v[i]) for k, v in per_layer.items()}
+        if any(counts.values()):
+            out["layers"][str(layer)] = counts
+    per_neuron = bad.sum(0).cpu().numpy()
+    over = overflowed.cpu().numpy()
+    for i, unit in zip(*np.nonzero(per_neuron), strict=True):
+        if len(out["neurons"]) == MAX_LISTED_NEURONS:
+            out["truncated"] = True
+            break
+        out["neurons"][f"{layers[i]}:{unit}"] = [int(per_neuron[i, unit]), int(over[i, unit])]
+    return out
 
 
 class _AllCaptured(Exception):
@@ -99,6 +139,9 @@ class Capturer:
         self.spec = spec
         self.wait = wait
         self.ready: torch.cuda.Event | None = None  # the last run's copies, where not waited
+        # The last run's check: each stored array's minimum and maximum, all finite when
+        # every stored value was. On a GPU, read it after `ready`.
+        self.check: np.ndarray | None = None
         self.device = next(model.parameters()).device
         self.units = {site: units(model.config, site) for site in spec.sites}
         if group_bytes is None:
@@ -109,9 +152,16 @@ class Capturer:
         return torch.tensor(values, dtype=dtype).to(self.device, non_blocking=True)
 
     @torch.inference_mode()
-    def run(self, ids: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+    def run(
+        self, ids: Sequence[Sequence[int]], counts: dict | None = None
+    ) -> dict[str, np.ndarray]:
         """Keys "activations/<site>" -> (tokens, layers, units) in prompt order, and
-        "responses/<site>/<pooling>" -> (prompts, layers, units)."""
+        "responses/<site>/<pooling>" -> (prompts, layers, units).
+
+        Every run takes each stored array's minimum and maximum (one reduction, kept in
+        `self.check`). With a `counts` dict the run also counts its non-finite values
+        exactly, into array key -> `count_nonfinite`'s result: several more passes, so
+        ingest runs a batch again this way only when its check is not finite."""
         spec = self.spec
         input_ids, mask, positions = pad_batch(ids, self.pad_id, spec.padding_side, self.device)
         # What the batch's shape implies is taken from `ids` on the host: asking the GPU (a
@@ -157,6 +207,11 @@ class Capturer:
             for s, ls in spec.sites.items()
         }
         held: dict[str, list[torch.Tensor]] = {s: [] for s in spec.sites}
+        # Counting only: per site, (layers, units) per-token values that overflowed the cast.
+        overflow = {
+            s: torch.zeros((len(ls), self.units[s]), dtype=torch.long, device=self.device)
+            for s, ls in spec.sites.items()
+        }
         last_layer = {s: max(ls) for s, ls in spec.sites.items()}  # its hook fires last
 
         def grab(site: str, layer: int, t: torch.Tensor) -> None:
@@ -179,6 +234,10 @@ class Capturer:
                 flat = x.flatten(1, 2)
                 src = flat[:, real_rows] if padded else flat
                 out[f"activations/{site}"][:, rows] = src.transpose(0, 1)
+                if counts is not None:
+                    cast = out[f"activations/{site}"][:, rows]
+                    lost = torch.isinf(cast) & torch.isfinite(src.transpose(0, 1))
+                    overflow[site][rows] += lost.sum(0)
             # Pool in float32 whatever the model dtype; padding never enters a pool. Ingest
             # batches are never padded, so the masks are skipped there (hooks run on the
             # forward's critical path).
@@ -210,10 +269,17 @@ class Capturer:
                 pass
         if pending:  # a site the forward never reached would be stored as garbage
             raise SiteError(f"the forward pass never reached (site, layer) {sorted(pending)}")
-        rows = {
-            k: _to_host(v if k.startswith("activations/") else v.transpose(0, 1), spec.dtype)
-            for k, v in out.items()
-        }
+        rows, bounds = {}, []
+        for k, v in out.items():
+            source = v if k.startswith("activations/") else v.transpose(0, 1)
+            stored = _stored(source, spec.dtype)
+            # The stored minimum and maximum: both finite only if every value is (a NaN
+            # propagates, an overflow is already an infinity). One pass, no temporaries.
+            bounds.extend(torch.aminmax(stored))
+            if counts is not None:
+                self._count(k, stored, source, overflow, counts)
+            rows[k] = _to_host(stored, spec.dtype)
+        self.check = _to_host(torch.stack(bounds).float(), "float32")
         self.ready = None
         if self.device.type == "cuda":
             event = torch.cuda.Event()
@@ -223,3 +289,20 @@ class Capturer:
             else:
                 self.ready = event
         return rows
+
+    def _count(
+        self,
+        key: str,
+        stored: torch.Tensor,
+        source: torch.Tensor,
+        overflow: dict[str, torch.Tensor],
+        counts: dict,
+    ) -> None:
+        site = key.split("/")[1]
+        if key.startswith("activations/"):
+            lost = overflow[site]
+        else:  # pooled in float32: cast here
+            lost = (torch.isinf(stored) & torch.isfinite(source)).sum(0)
+        found = count_nonfinite(stored, lost, list(self.spec.sites[site]))
+        if found is not None:
+            counts[key] = found

@@ -201,7 +201,19 @@ def _merge_duplicate(first: Fact, dup: Fact, first_where: str, where: str) -> Fa
 # or "file:row" (Parquet, 1-based), the prefix of every error about that row.
 
 
+def _check_utf8(path: Path, data: bytes) -> None:
+    """A DatasetError naming the line of the first byte that is not UTF-8."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DatasetError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8"
+        ) from None
+
+
 def _jsonl_rows(path: Path, data: bytes) -> Iterator[tuple[str, dict[str, Any]]]:
+    _check_utf8(path, data)
     with io.TextIOWrapper(io.BytesIO(data), encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
@@ -217,6 +229,7 @@ def _jsonl_rows(path: Path, data: bytes) -> Iterator[tuple[str, dict[str, Any]]]
 
 
 def _csv_rows(path: Path, data: bytes) -> Iterator[tuple[str, dict[str, Any]]]:
+    _check_utf8(path, data)
     with io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -407,8 +420,10 @@ def _lre_facts(path: Path) -> list[Fact]:
         raise DatasetError(
             f"{path}: relation name {relation!r} (the file stem) must match [a-z0-9_]+"
         )
+    raw = path.read_bytes()
+    _check_utf8(path, raw)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except json.JSONDecodeError as e:
         raise DatasetError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
     if not isinstance(data, dict):

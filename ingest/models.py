@@ -19,7 +19,12 @@ the first time by an extra float32 load on the CPU. Hashes are cached in
 Attention runs with `attn_implementation="eager"` for every model. With padding masks the
 fused SDPA kernels gave activations that differ in the last bit between left- and right-padded
 batches (seen on the tiny test Llama); eager ones matched, and relation prompts are short, so
-the plain kernel costs little. Remote code is never trusted.
+the plain kernel costs little.
+
+Remote code is never run: every transformers load passes `trust_remote_code=False`
+(without it, transformers asks on stdin whether to run a folder's Python, and a "y" would),
+and a model whose config.json or tokenizer_config.json names its own classes (`auto_map`)
+is refused before anything is loaded.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+from safetensors import SafetensorError
 
 from warehouse.errors import ModelError, SiteError
 from warehouse.ingest import sites
@@ -173,6 +179,7 @@ def load_model(
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     src = _resolve_spec(spec)
+    refuse_remote_code(src, spec)
     config = _load_config(src, spec)
     try:
         fam = sites.family(config)
@@ -323,9 +330,11 @@ def convert_gguf(gguf: Path, folder: Path) -> Path:
     try:
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+                str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
             )
-            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False
+            )
         except (OSError, ValueError, RuntimeError, KeyError) as err:
             raise ModelError(f"cannot read GGUF file {gguf}: {_first_line(err)}") from None
         _drop_gguf_quantizer(model)
@@ -359,12 +368,60 @@ def _drop_gguf_quantizer(model: PreTrainedModel) -> None:
 
 # --- loading -----------------------------------------------------------------------------
 
+_CODE_CONFIGS = ("config.json", "tokenizer_config.json")
+# What a damaged or unreadable model raises while loading (a truncated safetensors file
+# raises safetensors' own error).
+_LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, SafetensorError)
+
+
+def refuse_remote_code(src: _Source, spec: str) -> None:
+    """A ModelError when the model's config.json or tokenizer_config.json has an `auto_map`
+    (classes defined by Python files of the model itself), read as plain JSON, before any
+    transformers load. A GGUF file carries no code."""
+    if src.kind == "gguf":
+        return
+    for name in _CODE_CONFIGS:
+        path = _config_file(src, name)
+        if path is None:
+            continue
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ModelError(f"cannot read {name} of {spec!r}: {_first_line(err)}") from None
+        auto_map = config.get("auto_map") if isinstance(config, dict) else None
+        if auto_map:
+            names = ", ".join(sorted(auto_map)) if isinstance(auto_map, dict) else "code"
+            raise ModelError(
+                f"{spec!r} asks to run its own Python code ({name} has an auto_map for "
+                f"{names}); relation-warehouse never runs code from a model: use a model "
+                "of an architecture transformers supports natively, without auto_map"
+            )
+
+
+def _config_file(src: _Source, name: str) -> Path | None:
+    """The local path of one of the model's JSON files, or None when it has none."""
+    if src.kind == "dir":
+        path = Path(src.ref) / name
+        return path if path.is_file() else None
+    from transformers.utils import cached_file
+
+    try:
+        found = cached_file(
+            src.ref,
+            name,
+            local_files_only=src.local_files_only,
+            _raise_exceptions_for_missing_entries=False,
+        )
+    except OSError:
+        return None
+    return Path(found) if found else None
+
 
 def _load_config(src: _Source, spec: str) -> Any:
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(src.ref, **src.kwargs())
+        return AutoConfig.from_pretrained(src.ref, trust_remote_code=False, **src.kwargs())
     except (OSError, ValueError, KeyError) as err:
         raise ModelError(f"cannot read the config of {spec!r}: {_first_line(err)}") from None
 
@@ -382,9 +439,13 @@ def _load_weights(
         kwargs["use_safetensors"] = True
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            src.ref, dtype=dtype, attn_implementation=ATTN_IMPLEMENTATION, **kwargs
+            src.ref,
+            dtype=dtype,
+            attn_implementation=ATTN_IMPLEMENTATION,
+            trust_remote_code=False,
+            **kwargs,
         )
-    except (OSError, ValueError, RuntimeError, KeyError) as err:
+    except _LOAD_ERRORS as err:
         hint = ""
         if src.kind == "dir" and not any(Path(src.ref).glob("*.safetensors")):
             hint = (
@@ -403,7 +464,7 @@ def _load_tokenizer(src: _Source, spec: str) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(src.ref, **src.kwargs())
+        tokenizer = AutoTokenizer.from_pretrained(src.ref, trust_remote_code=False, **src.kwargs())
     except (OSError, ValueError, KeyError) as err:
         raise ModelError(f"cannot load the tokenizer of {spec!r}: {_first_line(err)}") from None
     if tokenizer.pad_token is None:
@@ -504,7 +565,11 @@ def _stored_float_dtypes(files: list[Path]) -> set[str] | None:
         return None
     dtypes: set[str] = set()
     for shard in shards:
-        with open(shard, "rb") as f:
-            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        try:
+            with open(shard, "rb") as f:
+                header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        except (OSError, ValueError, MemoryError, OverflowError) as err:
+            why = _first_line(err)
+            raise ModelError(f"{shard}: not a readable safetensors file ({why})") from None
         dtypes.update(entry["dtype"] for name, entry in header.items() if name != "__metadata__")
     return {d for d in dtypes if d.startswith(("F", "BF"))}

@@ -10,9 +10,11 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,7 +47,10 @@ from warehouse.store.checksums import array_algorithm, finalize_checksums
 from warehouse.store.files import remove_temp_entries, sha256_file
 from warehouse.store.lock import WriterLock, remove_dead_creations
 from warehouse.store.manifest import (
+    NONFINITE,
+    add_nonfinite,
     array_specs,
+    describe_nonfinite,
     fingerprint_of,
     is_warehouse,
     load_manifest,
@@ -56,6 +61,7 @@ from warehouse.store.tables import read_table, write_table
 from warehouse.store.writer import ChunkBuffer, Writer
 
 STORAGE_DTYPES = ("float16", "bfloat16", "float32")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,6 +85,13 @@ class IngestConfig:
     token_chunk: int = TOKEN_CHUNK  # rows per chunk of per-token arrays
     prompt_chunk: int = PROMPT_CHUNK  # rows per chunk of response arrays
     shard: tuple[int, int] | None = None  # (i, n): only shard i of n (1-based), a part to merge
+    # What a stored NaN or infinity does: "warn" (stored, counted in the manifest, warned
+    # about) or "error" (the run stops before that batch). Not part of the plan: a run
+    # stopped by "error" resumes with "warn".
+    on_nonfinite: str = "warn"
+
+
+ON_NONFINITE = ("warn", "error")
 
 
 def _check_options(cfg: IngestConfig) -> None:
@@ -101,6 +114,8 @@ def _check_options(cfg: IngestConfig) -> None:
         raise WarehouseError("--max-prompts must be at least 1")
     if cfg.shard is not None:
         check_shard(cfg.shard)
+    if cfg.on_nonfinite not in ON_NONFINITE:
+        raise WarehouseError(f"--on-nonfinite must be 'warn' or 'error', not {cfg.on_nonfinite!r}")
 
 
 def _fingerprint(parts: dict) -> str:
@@ -308,6 +323,13 @@ def ingest(
     every n prompts done (the Ray driver sums the shards' progress with it)."""
     _check_options(cfg)
     root = Path(cfg.out)
+    if root.is_symlink():
+        raise WarehouseError(
+            f"{root} is a symbolic link; a warehouse holds plain files only: give the real "
+            "folder as --out"
+        )
+    if root.exists() and not root.is_dir():
+        raise WarehouseError(f"{root} exists and is a file, not a folder; choose a new --out")
     if root.exists() and not is_warehouse(root) and any(root.iterdir()):
         raise WarehouseError(f"{root} exists and is not a warehouse; choose an empty or new --out")
     dataset = load_dataset(cfg.dataset)
@@ -334,7 +356,7 @@ def ingest(
         if manifest["state"]["status"] == "complete":
             return manifest
         remove_temp_entries(root, recursive=True)  # what a killed run left
-        return _run_batches(root, manifest, loaded, show_progress, on_progress)
+        return _run_batches(root, manifest, loaded, show_progress, on_progress, cfg.on_nonfinite)
 
 
 @contextmanager
@@ -386,6 +408,7 @@ def _run_batches(
     loaded: LoadedModel,
     show_progress: bool,
     on_progress: Callable[[int], None] | None = None,
+    on_nonfinite: str = "warn",
 ) -> dict:
     cap = manifest["capture"]
     prompts = read_table(root / "prompts.parquet", columns=["n_tokens", "token_offset"])
@@ -401,46 +424,138 @@ def _run_batches(
         k: state["tokens_committed"] if k.startswith("activations/") else state["prompts_committed"]
         for k in specs
     }
-    first = _resume_batch(batches, offsets, state, cap["mode"] == "tokens")
+    tokens = cap["mode"] == "tokens"
+    first = _resume_batch(batches, offsets, state, tokens)
     algorithm = array_algorithm(manifest)
     buffers = {k: ChunkBuffer(root, spec, committed[k], algorithm) for k, spec in specs.items()}
+    tally = _NonFiniteTally(manifest.get(NONFINITE, {}))
 
     def commit(now: dict[str, int]) -> None:
         tok = [v for k, v in now.items() if k.startswith("activations/")]
         res = [v for k, v in now.items() if k.startswith("responses/")]
         state["tokens_committed"] = min(tok) if tok else 0
         state["prompts_committed"] = min(res) if res else 0
+        # Counts of the batches a resume from here would not run again.
+        tally.record(manifest, _resume_batch(batches, offsets, state, tokens))
         save_manifest(root, manifest)
 
     sites = {s: cap["layers"] for s in cap["sites"]}
     capturer = Capturer(
         loaded.model,
         loaded.tokenizer.pad_token_id,
-        CaptureSpec(sites, cap["mode"] == "tokens", cap["pooling"], cap["dtype"]),
+        CaptureSpec(sites, tokens, cap["pooling"], cap["dtype"]),
         wait=False,
     )
     writer = Writer(buffers, commit)
     done = batches[first][0] if batches else 0
     progress = _Progress(n_prompts, int(n_tok.sum()), done, show_progress)
+
+    def hand_over(b: int, rows: dict, ready, check: np.ndarray | None) -> None:
+        """Batch b to the writer, once its check says every value is finite; otherwise
+        it is run again and counted exactly, then stored or refused."""
+        s, e = batches[b]
+        if ready is not None:
+            ready.synchronize()
+        if check is not None and not np.isfinite(check).all():
+            counts: dict = {}
+            rows, ready = capturer.run(ids[s:e], counts), capturer.ready
+            if on_nonfinite == "error" and counts:
+                raise WarehouseError(_nonfinite_stop(root, s, e, counts, cap["dtype"]))
+            tally.add(b, counts)
+        writer.put(_by_array(rows, s, offsets), ready=ready)
+        progress.advance(e - s, int(n_tok[s:e].sum()), writer.bytes_written)
+        if on_progress is not None:
+            on_progress(e - s)
+
     try:
         with progress, _gc_skips_older_objects():
-            for s, e in batches[first:]:
-                # No name holds the rows past the put: while the next batch is captured,
-                # only the queue and the writer hold this one.
-                writer.put(_by_array(capturer.run(ids[s:e]), s, offsets), ready=capturer.ready)
-                progress.advance(e - s, int(n_tok[s:e].sum()), writer.bytes_written)
-                if on_progress is not None:
-                    on_progress(e - s)
+            _capture_all(capturer, ids, batches, first, hand_over)
             writer.close()
     finally:
         if writer.thread.is_alive():
             writer.close(finish=False)
     digests = {k: d for k, b in buffers.items() if (d := b.checksum()) is not None}
     finalize_checksums(root, manifest, digests)
+    tally.record(manifest, None)
+    if manifest.get(NONFINITE):
+        _warn_nonfinite(root, manifest)
     state["status"] = "complete"
     state["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     save_manifest(root, manifest)
     return manifest
+
+
+def _capture_all(
+    capturer: Capturer,
+    ids: list,
+    batches: list[tuple[int, int]],
+    first: int,
+    hand_over: Callable[..., None],
+) -> None:
+    """Capture batches first, first + 1, ... and hand each over with its rows, its CUDA
+    event and its check. On a GPU a batch is handed over once the next one is queued, so
+    waiting for its check never leaves the GPU idle; on the CPU at once."""
+    held = None
+    for b in range(first, len(batches)):
+        s, e = batches[b]
+        # No other name holds the rows past the hand-over: while the next batch is captured,
+        # only the queue and the writer hold this one (and `held`, on a GPU).
+        item = (b, capturer.run(ids[s:e]), capturer.ready, capturer.check)
+        if held is not None:
+            hand_over(*held)
+            held = None
+        if item[2] is None:
+            hand_over(*item)
+        else:
+            held = item
+        del item
+    if held is not None:
+        hand_over(*held)
+
+
+class _NonFiniteTally:
+    """The manifest's count of non-finite stored values: a resumed run's earlier batches
+    (from its manifest) plus this run's batches that a resume would not run again, so that
+    no batch is counted twice. Batches are added by the loop, recorded by the writer."""
+
+    def __init__(self, base: dict) -> None:
+        self.base = base
+        self.by_batch: dict[int, dict] = {}
+        self.lock = threading.Lock()
+
+    def add(self, batch: int, counts: dict) -> None:
+        if counts:
+            with self.lock:
+                self.by_batch[batch] = counts
+
+    def record(self, manifest: dict, before: int | None) -> None:
+        """Set the manifest's field to the counts of batches before `before` (None: all)."""
+        with self.lock:
+            parts = [c for b, c in self.by_batch.items() if before is None or b < before]
+        total = add_nonfinite(self.base, *parts)
+        if total:
+            manifest[NONFINITE] = total
+        else:
+            manifest.pop(NONFINITE, None)
+
+
+def _nonfinite_stop(root: Path, s: int, e: int, counts: dict, dtype: str) -> str:
+    found = "; ".join(describe_nonfinite(counts, dtype, names=3))
+    return (
+        f"{root}: prompt rows {s}..{e - 1} would store non-finite values ({found}); stopped "
+        "before them (--on-nonfinite error), earlier batches are kept: re-run with "
+        "--on-nonfinite warn to store them (stats then skips those neurons)"
+    )
+
+
+def _warn_nonfinite(root: Path, manifest: dict) -> None:
+    found = "; ".join(describe_nonfinite(manifest[NONFINITE], manifest["capture"]["dtype"]))
+    log.warning(
+        "warning: %s stores NaN or infinite values: %s; `warehouse info` lists them and "
+        "`warehouse stats` skips those neurons",
+        root,
+        found,
+    )
 
 
 def _by_array(rows: dict[str, np.ndarray], s: int, offsets: np.ndarray) -> dict:

@@ -132,3 +132,52 @@ def array_specs(manifest: dict[str, Any]) -> dict[str, ArraySpec]:
         return {k: ArraySpec.from_json(k, v) for k, v in manifest["arrays"].items()}
     except (KeyError, TypeError, ValueError) as e:
         raise FormatError(f"manifest arrays entry is malformed ({e})") from None
+
+
+# --- non-finite values ---------------------------------------------------------------------
+# manifest["nonfinite"] (absent when every stored value is finite): {array key: {"layers":
+# {layer: {"nan", "posinf", "neginf", "overflow"}}, "neurons": {"layer:unit": [non-finite
+# values, of them overflowed]}, "truncated": bool}}. "overflow" counts the infinities whose
+# value was finite in the model and too large for the storage dtype (float16: |x| >= 65520).
+NONFINITE = "nonfinite"
+MAX_LISTED_NEURONS = 1000  # neurons named per array; the per-layer counts stay exact
+
+
+def add_nonfinite(*fields: dict) -> dict:
+    """The sum of `nonfinite` fields (of batches, of a resumed run's parts, of shards)."""
+    out: dict[str, dict] = {}
+    for field in fields:
+        for key, entry in field.items():
+            into = out.setdefault(key, {"layers": {}, "neurons": {}, "truncated": False})
+            for layer, counts in entry.get("layers", {}).items():
+                have = into["layers"].setdefault(layer, dict.fromkeys(counts, 0))
+                for name, n in counts.items():
+                    have[name] = have.get(name, 0) + n
+            into["truncated"] |= bool(entry.get("truncated"))
+            for neuron, (bad, over) in entry.get("neurons", {}).items():
+                if neuron not in into["neurons"] and len(into["neurons"]) >= MAX_LISTED_NEURONS:
+                    into["truncated"] = True
+                    continue
+                old = into["neurons"].get(neuron, [0, 0])
+                into["neurons"][neuron] = [old[0] + bad, old[1] + over]
+    return out
+
+
+def describe_nonfinite(field: dict, dtype: str, names: int = 5) -> list[str]:
+    """One line per array: its non-finite counts and the first neurons (layer:unit)."""
+    lines = []
+    for key in sorted(field):
+        entry = field[key]
+        total = {k: 0 for k in ("nan", "posinf", "neginf", "overflow")}
+        for counts in entry["layers"].values():
+            for k in total:
+                total[k] += counts.get(k, 0)
+        neurons = sorted(entry["neurons"], key=lambda n: tuple(int(x) for x in n.split(":")))
+        shown = ", ".join(neurons[:names]) + (", ..." if len(neurons) > names else "")
+        more = "+" if entry.get("truncated") else ""
+        lines.append(
+            f"{key}: {total['nan']} NaN, {total['posinf']} +inf, {total['neginf']} -inf "
+            f"({total['overflow']} overflowed {dtype}) in {len(neurons)}{more} neuron(s) "
+            f"(layer:unit {shown})"
+        )
+    return lines

@@ -44,6 +44,8 @@ from warehouse.store.location import Location, local_folder, require_outside
 from warehouse.store.lock import creating
 from warehouse.store.manifest import (
     FORMAT_VERSION,
+    NONFINITE,
+    add_nonfinite,
     array_specs,
     fingerprint_of,
     is_warehouse,
@@ -309,6 +311,9 @@ def _write(root: Path, ins: list[_Input], show_progress: bool) -> dict[str, Any]
         }
         for x in ins
     ]
+    nonfinite = add_nonfinite(*(x.manifest.get(NONFINITE, {}) for x in ins))
+    if nonfinite:  # counts of the inputs' non-finite values add up
+        manifest[NONFINITE] = nonfinite
     finalize_checksums(root, manifest)
     manifest["state"].update(
         status="complete",

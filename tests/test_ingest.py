@@ -558,3 +558,248 @@ def test_layers_stored_in_groups_equal_layer_by_layer(per_group):
             assert grouped.keys() == one.keys()
             for key, value in grouped.items():
                 np.testing.assert_allclose(value, one[key], rtol=1e-6, atol=1e-7, err_msg=key)
+
+
+# ------------------------------------------------------------------- non-finite values
+
+
+@pytest.fixture(scope="module")
+def nonfinite_llama_dir(tiny_llama_dir, tmp_path_factory) -> Path:
+    """The tiny Llama with ffn.act unit 7 of layer 0 far beyond float16 (finite in float32;
+    its down_proj column is zeroed, so nothing after it sees it) and unit 3 of layer 1 NaN
+    (the forward stops at layer 1's ffn.act, before the NaN could spread)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    with torch.no_grad():
+        first, second = model.model.layers[0].mlp, model.model.layers[1].mlp
+        first.up_proj.weight[7] *= 1e9
+        first.down_proj.weight[:, 7] = 0
+        second.up_proj.weight[3] = float("nan")
+    path = tmp_path_factory.mktemp("nonfinite-llama")
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def nonfinite_warehouse(nonfinite_llama_dir, tiny_dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("nf") / "w"
+    ingest(_cfg(out, nonfinite_llama_dir, tiny_dataset, sites="ffn.act"), show_progress=False)
+    return out
+
+
+def _expected_nonfinite(w: Path, model_dir: Path) -> dict:
+    """The manifest's counts, recomputed from the stored arrays with numpy, and the overflows
+    from an independent float32 forward pass per prompt (plain hooks)."""
+    prompts = pq.read_table(w / "prompts.parquet").to_pylist()
+    ids = pq.read_table(w / "tokens.parquet").column("token_id").to_numpy()
+    ref_tokens = np.zeros((len(ids), 2, 48), dtype=np.float32)
+    ref = {pool: np.zeros((len(prompts), 2, 48), dtype=np.float32) for pool in POOLS}
+    for p in prompts:
+        rows = slice(p["token_offset"], p["token_offset"] + p["n_tokens"])
+        act = _plain_capture(model_dir, ids[rows].tolist())["ffn.act"]
+        ref_tokens[rows] = act
+        for pool, value in (("mean", act.mean(0)), ("max", act.max(0)), ("last", act[-1])):
+            ref[pool][p["prompt_row"]] = value
+    sources = {"activations/ffn.act": ref_tokens}
+    sources |= {f"responses/ffn.act/{pool}": ref[pool] for pool in POOLS}
+    out = {}
+    for key, source in sources.items():
+        stored = zarr.open_array(w / key.replace("/", ".zarr/", 1), mode="r")[:]
+        layers = {}
+        for i in range(2):
+            s, src = stored[:, i].astype(np.float32), source[:, i]
+            counts = {
+                "nan": int(np.isnan(s).sum()),
+                "posinf": int((s == np.inf).sum()),
+                "neginf": int((s == -np.inf).sum()),
+                "overflow": int((np.isinf(s) & np.isfinite(src)).sum()),
+            }
+            if any(counts.values()):
+                layers[str(i)] = counts
+        bad = ~np.isfinite(stored.astype(np.float32))
+        over = np.isinf(stored.astype(np.float32)) & np.isfinite(source)
+        neurons = {
+            f"{la}:{u}": [int(bad[:, la, u].sum()), int(over[:, la, u].sum())]
+            for la, u in zip(*np.nonzero(bad.any(0)), strict=True)
+        }
+        out[key] = {"layers": layers, "neurons": neurons, "truncated": False}
+    return out
+
+
+POOLS = ("mean", "max", "last")
+
+
+def test_nonfinite_values_are_counted(nonfinite_warehouse, nonfinite_llama_dir, caplog):
+    m = json.loads((nonfinite_warehouse / "manifest.json").read_text())
+    assert m["state"]["status"] == "complete"
+    want = _expected_nonfinite(nonfinite_warehouse, nonfinite_llama_dir)
+    assert m["nonfinite"] == want
+    # Both neurons, in every array: unit 7 of layer 0 overflowed float16 in most tokens (not
+    # all), unit 3 of layer 1 is NaN everywhere.
+    tokens = want["activations/ffn.act"]
+    assert set(tokens["neurons"]) == {"0:7", "1:3"}
+    assert tokens["neurons"]["1:3"] == [m["counts"]["tokens"], 0]
+    assert 0 < tokens["layers"]["0"]["overflow"] == tokens["neurons"]["0:7"][1]
+    assert tokens["layers"]["1"] == {
+        "nan": m["counts"]["tokens"],
+        "posinf": 0,
+        "neginf": 0,
+        "overflow": 0,
+    }
+    assert verify(nonfinite_warehouse).ok
+
+
+def test_info_shows_nonfinite_counts(nonfinite_warehouse, capsys):
+    from conftest import run_cli
+
+    code, out, _ = run_cli(capsys, "info", str(nonfinite_warehouse))
+    m = json.loads((nonfinite_warehouse / "manifest.json").read_text())
+    entry = m["nonfinite"]["responses/ffn.act/max"]["layers"]
+    line = next(x for x in out.splitlines() if x.startswith("nonfinite   responses/ffn.act/max"))
+    assert code == 0
+    assert line == (
+        f"nonfinite   responses/ffn.act/max: {entry['1']['nan']} NaN, "
+        f"{entry['0']['posinf']} +inf, {entry['0']['neginf']} -inf "
+        f"({entry['0']['overflow']} overflowed float16) in 2 neuron(s) (layer:unit 0:7, 1:3)"
+    )
+
+
+def test_clean_warehouse_has_no_nonfinite_field(warehouse_right):
+    assert "nonfinite" not in json.loads((warehouse_right / "manifest.json").read_text())
+
+
+def test_stats_names_and_skips_nonfinite_neurons(nonfinite_warehouse, tmp_path, caplog):
+    import shutil
+
+    from warehouse.analysis.stats import run_stats
+
+    w = shutil.copytree(nonfinite_warehouse, tmp_path / "w")
+    with caplog.at_level("WARNING"):
+        (path,) = run_stats(w, split="all", show_progress=False)
+    assert (
+        "warning: stats ffn.act/mean: 2 neuron(s) have NaN or infinite responses and get no "
+        "rank (layer:unit 0:7, 1:3)" in caplog.text
+    )
+    import polars as pl
+
+    table = pl.read_parquet(path)
+    assert json.loads(path.with_suffix(".json").read_text())["skipped_neurons"] == [
+        [0, 7],
+        [1, 3],
+    ]
+    groups = table.partition_by(["relation", "language"])
+    assert len(groups) >= 3
+    for group in groups:
+        assert sorted(group["neuron_id"]) == [n for n in range(96) if n not in (7, 48 + 3)]
+        assert sorted(group["rank"]) == list(range(1, 95))
+        assert group["ap"].is_finite().all()
+
+
+def _nan_for_long_prompts(model, n_tokens: int):
+    """A model that returns NaN in unit 3 of layer 1's ffn.act for prompts of n_tokens or
+    more (ingest orders prompts by length, so only the last batches)."""
+
+    def hook(module, args):
+        (x,) = args
+        if x.shape[1] >= n_tokens:
+            x = x.clone()
+            x[..., 3] = float("nan")
+        return (x,)
+
+    return model.model.layers[1].mlp.down_proj.register_forward_pre_hook(hook)
+
+
+def test_on_nonfinite_error_stops_before_the_batch_and_resumes(
+    tmp_path, tiny_llama_dir, tiny_dataset, warehouse_right
+):
+    from warehouse.ingest.models import load_model
+    from warehouse.ingest.run import _batches
+
+    loaded = load_model(str(tiny_llama_dir))
+    n_tokens = pq.read_table(warehouse_right / "prompts.parquet").column("n_tokens").to_numpy()
+    longest = int(n_tokens.max())
+    bad_start = next(s for s, _ in _batches(n_tokens, 3) if n_tokens[s] >= longest)
+    handle = _nan_for_long_prompts(loaded.model, longest)
+    try:
+        out = tmp_path / "w"
+        cfg = _cfg(out, tiny_llama_dir, tiny_dataset, sites="ffn.act", on_nonfinite="error")
+        with pytest.raises(WarehouseError) as err:
+            ingest(cfg, show_progress=False, loaded=loaded)
+        assert "\n" not in str(err.value)
+        assert str(err.value).startswith(
+            f"{out}: prompt rows {bad_start}..{len(n_tokens) - 1} would store non-finite "
+            "values (activations/ffn.act: "
+        )
+        m = json.loads((out / "manifest.json").read_text())
+        assert m["state"]["status"] == "ingesting" and "nonfinite" not in m
+        assert 0 < m["state"]["prompts_committed"] <= bad_start
+        # Resumed with warn, the run ends as one uninterrupted warn run: same bytes, and each
+        # batch counted once.
+        cfg.on_nonfinite = "warn"
+        resumed = ingest(cfg, show_progress=False, loaded=loaded)
+        fresh = ingest(
+            _cfg(tmp_path / "fresh", tiny_llama_dir, tiny_dataset, sites="ffn.act"),
+            show_progress=False,
+            loaded=loaded,
+        )
+    finally:
+        handle.remove()
+    assert resumed["nonfinite"] == fresh["nonfinite"]
+    rows = len(n_tokens) - bad_start
+    assert fresh["nonfinite"]["responses/ffn.act/mean"]["neurons"] == {"1:3": [rows, 0]}
+    assert _snapshot(out) == _snapshot(tmp_path / "fresh")
+
+
+def test_on_nonfinite_is_checked(tmp_path, tiny_llama_dir, tiny_dataset):
+    with pytest.raises(WarehouseError, match="--on-nonfinite must be 'warn' or 'error'"):
+        ingest(_cfg(tmp_path / "w", tiny_llama_dir, tiny_dataset, on_nonfinite="ignore"), False)
+
+
+def test_merged_shards_add_up_their_nonfinite_counts(
+    nonfinite_warehouse, nonfinite_llama_dir, tiny_dataset, tmp_path
+):
+    from warehouse.store.merge import merge
+
+    parts = []
+    for i in (1, 2):
+        part = tmp_path / f"part{i}"
+        cfg = _cfg(part, nonfinite_llama_dir, tiny_dataset, sites="ffn.act", shard=(i, 2))
+        ingest(cfg, show_progress=False)
+        parts.append(str(part))
+    merged = merge(parts, tmp_path / "merged", show_progress=False)
+    whole = json.loads((nonfinite_warehouse / "manifest.json").read_text())
+    assert merged["nonfinite"] == whole["nonfinite"]
+
+
+def test_held_batches_as_on_a_gpu_store_the_same(
+    nonfinite_warehouse, nonfinite_llama_dir, tiny_dataset, tmp_path, monkeypatch
+):
+    """With a CUDA-like event per batch, ingest hands a batch over after the next one is
+    captured (and checks it then): the warehouse and its counts are the same."""
+    from warehouse.ingest import capture as capture_mod
+    from warehouse.ingest.run import _batches
+
+    class Event:
+        waits = 0
+
+        def synchronize(self) -> None:
+            Event.waits += 1
+
+    real_run = capture_mod.Capturer.run
+
+    def run(self, ids, counts=None):
+        rows = real_run(self, ids, counts)
+        self.ready = Event()
+        return rows
+
+    monkeypatch.setattr(capture_mod.Capturer, "run", run)
+    out = tmp_path / "w"
+    m = ingest(_cfg(out, nonfinite_llama_dir, tiny_dataset, sites="ffn.act"), False)
+    whole = json.loads((nonfinite_warehouse / "manifest.json").read_text())
+    assert m["nonfinite"] == whole["nonfinite"]
+    assert _snapshot(out) == _snapshot(nonfinite_warehouse)
+    # Each batch's event is waited on by the hand-over and by the writer.
+    n_tokens = pq.read_table(out / "prompts.parquet").column("n_tokens").to_numpy()
+    assert Event.waits >= 2 * len(_batches(n_tokens, 3))

@@ -315,3 +315,86 @@ def test_embedded_smollm2_reloads_from_cache(user_warehouse_cache: Path, monkeyp
     with torch.no_grad():
         out = second.model.generate(**prompt, max_new_tokens=2, do_sample=False)
     assert second.tokenizer.decode(out[0, prompt.input_ids.shape[1] :]).startswith(" Paris")
+
+
+# ------------------------------------------------------------------------- remote code
+
+EVIL = """
+from pathlib import Path
+Path({marker!r}).write_text("ran")
+from transformers import LlamaConfig, LlamaForCausalLM
+class EvilConfig(LlamaConfig):
+    model_type = "llama"
+class EvilModel(LlamaForCausalLM):
+    config_class = EvilConfig
+"""
+
+
+def _code_folder(tiny_llama_dir: Path, tmp_path: Path, config_name: str) -> tuple[Path, Path]:
+    """The tiny Llama with an auto_map in `config_name` pointing at a Python file that
+    writes a marker when imported."""
+    folder = shutil.copytree(tiny_llama_dir, tmp_path / "with-code")
+    marker = tmp_path / "marker"
+    (folder / "evil.py").write_text(EVIL.format(marker=str(marker)))
+    path = folder / config_name
+    config = json.loads(path.read_text())
+    config["auto_map"] = {
+        "AutoConfig": "evil.EvilConfig",
+        "AutoModelForCausalLM": "evil.EvilModel",
+        "AutoTokenizer": ["evil.EvilTokenizer", None],
+    }
+    path.write_text(json.dumps(config))
+    return folder, marker
+
+
+@pytest.mark.parametrize("config_name", ["config.json", "tokenizer_config.json"])
+def test_a_model_with_its_own_code_is_refused(tiny_llama_dir, tmp_path, config_name):
+    folder, marker = _code_folder(tiny_llama_dir, tmp_path, config_name)
+    with pytest.raises(ModelError) as err:
+        load_model(str(folder))
+    assert str(err.value) == (
+        f"{str(folder)!r} asks to run its own Python code ({config_name} has an auto_map for "
+        "AutoConfig, AutoModelForCausalLM, AutoTokenizer); relation-warehouse never runs "
+        "code from a model: use a model of an architecture transformers supports natively, "
+        "without auto_map"
+    )
+    assert not marker.exists()
+
+
+def test_remote_code_refused_even_when_stdin_says_yes(tiny_llama_dir, tmp_path):
+    """Through the real command, with "y" waiting on stdin for transformers' question."""
+    import subprocess
+    import sys
+
+    folder, marker = _code_folder(tiny_llama_dir, tmp_path, "config.json")
+    data = tmp_path / "d.jsonl"
+    row = {"relation": "r", "language": "en", "subject": "Peru", "object": "Lima"}
+    data.write_text(json.dumps({**row, "templates": ["{subject} is"]}) + "\n")
+    out = tmp_path / "w"
+    cmd = [sys.executable, "-m", "warehouse", "ingest", "--out", str(out), "--quiet"]
+    cmd += ["--model", str(folder), "--dataset", str(data)]
+    p = subprocess.run(cmd, input="y\ny\n", capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2
+    assert p.stderr.startswith("error: ") and p.stderr.count("\n") == 1, p.stderr
+    assert "asks to run its own Python code" in p.stderr
+    assert not marker.exists() and not out.exists()
+
+
+def test_every_transformers_load_refuses_remote_code():
+    """Each from_pretrained call of the project passes trust_remote_code=False itself."""
+    repo = Path(__file__).resolve().parents[1]
+    calls = 0
+    for path in repo.glob("[!.]*/**/*.py"):
+        if path.parts[len(repo.parts)] in ("tests", ".venv"):
+            continue
+        text = path.read_text()
+        for m in re.finditer(r"\.from_pretrained\(", text):
+            depth, end = 0, m.end()
+            for end in range(m.end() - 1, len(text)):
+                depth += {"(": 1, ")": -1}.get(text[end], 0)
+                if depth == 0:
+                    break
+            calls += 1
+            call = text[m.start() : end]
+            assert "trust_remote_code=False" in call, f"{path}: {call}"
+    assert calls >= 5

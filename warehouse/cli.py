@@ -3,13 +3,16 @@ named errors into one-line messages."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from warehouse import __version__
 from warehouse.errors import WarehouseError
 
 app = typer.Typer(
@@ -21,9 +24,21 @@ app = typer.Typer(
 _state = {"debug": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"relation-warehouse {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     _state["debug"] = debug
 
@@ -61,6 +76,21 @@ def _split(value: str | None) -> list[str] | None:
         return None
     items = [v.strip() for v in value.split(",") if v.strip()]
     return items or None
+
+
+def _numbers(value: str | None, kind: type[int] | type[float], option: str) -> list | None:
+    """A comma-separated list of numbers, or a one-line error naming the option."""
+    items = _split(value)
+    if items is None:
+        return None
+    try:
+        return [kind(x) for x in items]
+    except ValueError:
+        what = "whole numbers" if kind is int else "numbers"
+        raise WarehouseError(
+            f"{option} takes comma-separated {what} (e.g. {'10,50' if kind is int else '0.01,0.1'})"
+            f", not {value!r}"
+        ) from None
 
 
 @app.command()
@@ -133,6 +163,13 @@ def ingest(
     ] = None,
     ray: Annotated[str | None, _ray_option("the shards as Ray tasks, then merge")] = None,
     shards: _Shards = None,
+    on_nonfinite: Annotated[
+        str,
+        typer.Option(
+            help="A NaN or infinity to store (e.g. a float16 overflow): 'warn' (store it, "
+            "count it in the manifest) or 'error' (stop before that batch)."
+        ),
+    ] = "warn",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Run a model over relation prompts and store FFN activations in a warehouse."""
@@ -160,6 +197,7 @@ def ingest(
         token_chunk=token_chunk,
         prompt_chunk=prompt_chunk,
         shard=parse_shard(shard),
+        on_nonfinite=on_nonfinite,
     )
     if shards is not None and ray is None:
         raise WarehouseError("--shards goes with --ray; for one slice use --shard i/n")
@@ -181,7 +219,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Show what a warehouse holds: model, dataset, sites, counts, state."""
-    from warehouse.store.manifest import load_manifest
+    from warehouse.store.manifest import NONFINITE, describe_nonfinite, load_manifest
 
     m = load_manifest(warehouse)
     if as_json:
@@ -206,6 +244,8 @@ def info(
     for key, a in m["arrays"].items():
         shards = f" shards {a['shards']}" if a.get("shards") else ""
         print(f"array       {key} {a['shape']} chunks {a['chunks']}{shards} {a['dtype']}")
+    for line in describe_nonfinite(m.get(NONFINITE, {}), cap["dtype"]):
+        print(f"nonfinite   {line}")
 
 
 @app.command()
@@ -462,8 +502,8 @@ def eval_(
 
     cfg = EvalConfig(
         selection=selection,
-        top_counts=[int(x) for x in _split(top_counts)] if top_counts else None,
-        fractions=[float(x) for x in _split(fractions)] if fractions else None,
+        top_counts=_numbers(top_counts, int, "--top-counts"),
+        fractions=_numbers(fractions, float, "--fractions"),
         controls=controls,
         seed=seed,
         relations=_split(relations),
@@ -613,7 +653,7 @@ def study(
         identify_language=identify_language,
         site=site,
         top_k=top_k,
-        sweep=[int(x) for x in _split(sweep)] if sweep else None,
+        sweep=_numbers(sweep, int, "--sweep"),
         controls=controls,
         sample=sample,
         others_sample=others_sample,
@@ -703,23 +743,82 @@ def demo(
     _run_study(demo_config(out, show_progress=not quiet), report or out / "report")
 
 
+def _click_exceptions() -> tuple[tuple[type[Exception], ...], tuple[type[BaseException], ...]]:
+    """(usage errors, aborts) of the click that typer runs on: typer 0.29 raises its own
+    vendored copy (typer._click), older typer the click package's; both are caught."""
+    usage: list[type[Exception]] = []
+    aborts: list[type[BaseException]] = [typer.Abort]
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        usage.append(module.ClickException)
+        aborts.append(getattr(module, "Abort", typer.Abort))
+    return tuple(usage), tuple(aborts)
+
+
+def _expected_failures() -> tuple[type[Exception], ...]:
+    """What bad input or a damaged file raises below the named errors: files that cannot be
+    read or written, values that do not parse, text that is not UTF-8, a damaged safetensors,
+    Parquet or Arrow file, a number too large to convert."""
+    kinds: list[type[Exception]] = [OSError, ValueError, OverflowError]
+    for module, name in (
+        ("safetensors", "SafetensorError"),
+        ("pyarrow", "ArrowException"),
+    ):
+        try:
+            kinds.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(kinds)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _describe(e: BaseException) -> str:
+    """An unexpected failure as one line: what and where, without the traceback."""
+    if isinstance(e, OSError) and e.strerror:
+        where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+        return f"{where}: {e.strerror}" if where else e.strerror
+    text = _one_line(str(e))
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _fail(message: str) -> None:
+    print(f"error: {_one_line(message)}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
+    """The console script: every expected failure becomes one `error:` line and exit 2
+    (`--debug` shows the traceback instead); `verify` exits 1 on damage by itself."""
+    usage, aborts = _click_exceptions()
     try:
-        rc = app(standalone_mode=False)
+        # One program name in usage lines, whether started as `warehouse` or `python -m`.
+        rc = app(standalone_mode=False, prog_name="warehouse")
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except aborts:
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except usage as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `warehouse`: the help, as asked
+            e.show()
+            sys.exit(2)
+        ctx = getattr(e, "ctx", None)
+        hint = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+        _fail(f"{e.format_message().rstrip('.')}{hint}")
     except WarehouseError as e:
         if _state["debug"]:
             raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+        _fail(str(e))
+    except _expected_failures() as e:
+        if _state["debug"]:
+            raise
+        args = shlex.join(sys.argv[1:])
+        _fail(f"{_describe(e)} (for the traceback: warehouse --debug {args})")
     sys.exit(rc if isinstance(rc, int) else 0)
