@@ -35,6 +35,13 @@ from warehouse.analysis import findings
 from warehouse.errors import FormatError, WarehouseError
 from warehouse.store.files import atomic_write_bytes
 
+try:  # the figures' one dependency is an extra: say which, before anything is read
+    import matplotlib  # noqa: F401
+except ImportError:
+    raise WarehouseError(
+        "the report needs matplotlib: pip install 'relation-warehouse[report]' (or matplotlib)"
+    ) from None
+
 # ~110 dpi: sharp on screen, small on disk. Figures are at most MAX_WIDTH inches wide, so
 # at 110 dpi they fit the page's 1,180 px column without the browser shrinking their labels.
 DPI = 110

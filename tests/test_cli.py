@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import conftest
+import polars as pl
 import pytest
 
 COMMANDS = (
@@ -163,3 +165,58 @@ def test_bad_input_is_one_line(capsys, tmp_path, tiny_llama_dir, args, fragment)
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert fragment in err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_info_lists_derived_tables_and_pooled_tokens(capsys, tmp_path, tiny_llama_dir):
+    data = tmp_path / "d.jsonl"
+    facts = [("capital", "France", "Paris"), ("capital", "Peru", "Lima")]
+    facts += [("currency", "Japan", "yen"), ("currency", "Chile", "peso")]
+    data.write_text(
+        "".join(
+            json.dumps(
+                {"relation": r, "language": "en", "subject": s, "object": o}
+                | {"templates": [f"The {r} of {{subject}} is"]}
+            )
+            + "\n"
+            for r, s, o in facts
+        )
+    )
+    w = tmp_path / "w"
+    ingest = ["ingest", "--out", str(w), "--model", str(tiny_llama_dir), "--dataset", str(data)]
+    code, _, err = run(capsys, *ingest, "--capture", "pooled", "--pooling", "mean", "--quiet")
+    assert code == 0, err
+    assert run(capsys, "stats", str(w), "--quiet")[0] == 0
+    assert (
+        run(capsys, "select", str(w), "--name", "cap", "--relation", "capital", "--top", "5")[0]
+        == 0
+    )
+    code, _, err = run(
+        capsys, "eval", str(w), "--selection", "cap", "--controls", "1", "--split", "all", "--quiet"
+    )
+    assert code == 0, err
+    code, out, err = run(capsys, "info", str(w))
+    assert code == 0, err
+    n_tokens = pl.read_parquet(w / "prompts.parquet")["n_tokens"].sum()
+    lines = out.splitlines()
+    assert f"state       complete (4 prompts committed, their {n_tokens} tokens pooled)" in lines
+    expected = [
+        f"{view:<11} {f.stem} ({pl.read_parquet(f).height:,} rows)"
+        for view in ("stats", "selections", "evals")
+        for f in sorted((w / view).glob("*.parquet"))
+    ]
+    assert lines[-len(expected) :] == expected
+    assert [ln.split()[0] for ln in expected] == ["stats", "selections", "evals", "evals"]
+    assert expected[1] == "selections  cap (5 rows)"
+
+
+def test_a_stage_without_its_extra_is_one_error_line(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "warehouse.analysis.report", raising=False)
+    want = "error: the report needs matplotlib: pip install 'relation-warehouse[report]'"
+    for args in (
+        ["report", str(tmp_path / "w"), "--out", str(tmp_path / "r")],
+        ["study", "--out", str(tmp_path / "w"), "--report", str(tmp_path / "r"), "--quiet"],
+    ):
+        code, out, err = run(capsys, *args)
+        assert (code, out, err) == (2, "", f"{want} (or matplotlib)\n")
+    assert list(tmp_path.iterdir()) == []

@@ -2,7 +2,28 @@
 
 The stage packages (`warehouse.ingest`, `warehouse.store`, `warehouse.queries`,
 `warehouse.analysis`) live in top-level folders of the repository; this package composes
-them into the CLI (`warehouse.cli`) and the public Python API.
+them into the CLI (`warehouse.cli`) and the public Python API:
+
+    from warehouse import Warehouse
+    Warehouse.open("W").sql("select relation, count(*) from prompts group by relation")
+
+`Warehouse` is imported on first use, so `import warehouse` (and the CLI's start) stays cheap.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from warehouse.api import Warehouse
+
 __version__ = "0.1.0"
+__all__ = ["Warehouse", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Warehouse":
+        from warehouse.api import Warehouse
+
+        return Warehouse
+    raise AttributeError(f"module 'warehouse' has no attribute {name!r}")

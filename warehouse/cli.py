@@ -218,10 +218,13 @@ def info(
     warehouse: Annotated[str, typer.Argument(help=_WHERE)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
-    """Show what a warehouse holds: model, dataset, sites, counts, state."""
+    """Show what a warehouse holds: model, dataset, sites, counts, state, and the stats,
+    selections and evals written into it (name and rows of each)."""
+    from warehouse.store.location import Location
     from warehouse.store.manifest import NONFINITE, describe_nonfinite, load_manifest
 
-    m = load_manifest(warehouse)
+    loc = Location.of(warehouse)
+    m = load_manifest(loc)
     if as_json:
         print(json.dumps(m, indent=2, ensure_ascii=False))
         return
@@ -236,16 +239,50 @@ def info(
         f"capture     sites={','.join(cap['sites'])} layers={len(cap['layers'])} "
         f"mode={cap['mode']} pooling={','.join(cap['pooling'])} dtype={cap['dtype']}"
     )
-    print(f"rows        {m['counts']['prompts']} prompts, {m['counts']['tokens']} tokens")
-    print(
-        f"state       {st['status']} ({st['prompts_committed']} prompts, "
-        f"{st['tokens_committed']} tokens committed)"
-    )
+    print(f"rows        {m['counts']['prompts']:,} prompts, {m['counts']['tokens']:,} tokens")
+    print(f"state       {st['status']} ({_committed(loc, m)})")
     for key, a in m["arrays"].items():
         shards = f" shards {a['shards']}" if a.get("shards") else ""
         print(f"array       {key} {a['shape']} chunks {a['chunks']}{shards} {a['dtype']}")
     for line in describe_nonfinite(m.get(NONFINITE, {}), cap["dtype"]):
         print(f"nonfinite   {line}")
+    for view, name, rows in _derived_tables(loc):
+        print(f"{view:<11} {name} ({rows:,} rows)")
+
+
+def _committed(loc, manifest: dict) -> str:
+    """What is on disk: per-token arrays commit tokens; a pooled capture stores one row per
+    prompt, so its tokens are those of the committed prompts (run, pooled, not stored)."""
+    st = manifest["state"]
+    prompts = st["prompts_committed"]
+    if manifest["capture"]["mode"] == "tokens":
+        return f"{prompts:,} prompts, {st['tokens_committed']:,} tokens committed"
+    if prompts >= manifest["counts"]["prompts"]:
+        tokens = manifest["counts"]["tokens"]
+    else:
+        from warehouse.store.tables import read_table_at
+
+        offsets = read_table_at(loc, "prompts.parquet", ["token_offset"]).column(0)
+        tokens = offsets[prompts].as_py()
+    return f"{prompts:,} prompts committed, their {tokens:,} tokens pooled"
+
+
+def _derived_tables(loc) -> list[tuple[str, str, int]]:
+    """(view, file name without .parquet, rows) of every stats, selections and evals file;
+    the rows come from each file's Parquet footer."""
+    import pyarrow.parquet as pq
+
+    from warehouse.queries.views import DERIVED_VIEWS
+
+    out = []
+    for view in DERIVED_VIEWS:
+        for name in loc.listdir(view):
+            if name.endswith(".parquet"):
+                with loc.open(f"{view}/{name}") as f:
+                    out.append(
+                        (view, name.removesuffix(".parquet"), pq.ParquetFile(f).metadata.num_rows)
+                    )
+    return out
 
 
 @app.command()
@@ -689,14 +726,14 @@ def _run_study(cfg, report_dir: Path | None, option: str = "--report") -> None:
     from warehouse.study import run_study
 
     if report_dir is not None:  # refused before hours of work, not after
+        from warehouse.analysis.report import render  # without matplotlib: one error line
+
         _report_folder(report_dir, cfg.out, option, overwrite=False, create=False)
     t0 = time.perf_counter()
     run_study(cfg)
     summary = compute(cfg.out)
     print(format_headline(summary))
     if report_dir is not None:
-        from warehouse.analysis.report import render
-
         _report_folder(report_dir, cfg.out, option, overwrite=False, create=True)
         index = render(summary, report_dir)
         print(f"report: {index}")
