@@ -99,16 +99,23 @@ def _verify_coords(loc: Location, manifest: dict, expected: set[str], report: Re
     listed = manifest.get("coords")
     if listed is None:
         return
-    want = coord_values(array_specs(manifest).values())
+    specs = array_specs(manifest)
+    want = coord_values(specs.values())
     if not isinstance(listed, dict) or set(listed) != set(want):
         report.problems.append(
             f"manifest coords {sorted(listed) if isinstance(listed, dict) else listed!r} "
             f"differ from the coordinate arrays its arrays need: {sorted(want)}"
         )
         return
+    # An array entry that disagrees with the rest of the manifest is reported once, by
+    # _verify_spec; the coordinates are checked against the entries that agree.
+    sound = coord_values(s for k, s in specs.items() if not _spec_disagreements(manifest, k, s))
     for path, (dim, values) in want.items():
         files = coord_files(path, len(values))
         expected.update(files)
+        if path not in sound:
+            continue
+        dim, values = sound[path]
         report.checked_files += len(files)
         problem = _coord_problem(loc, path, dim, values)
         if problem is None and not _matches(loc, files, listed[path]):
@@ -317,24 +324,30 @@ def _verify_fingerprint(manifest: dict, report: Report) -> None:
 
 def _verify_spec(manifest: dict, key: str, spec: ArraySpec, report: Report) -> None:
     """The manifest's description of an array agrees with the rest of the manifest."""
+    report.problems.extend(_spec_disagreements(manifest, key, spec))
+
+
+def _spec_disagreements(manifest: dict, key: str, spec: ArraySpec) -> list[str]:
     kind, site = key.split("/")[:2]
+    out = []
     want_rows = manifest["counts"].get("tokens" if kind == "activations" else "prompts")
     if spec.shape[0] != want_rows:
-        report.problems.append(
+        out.append(
             f"array {key}: manifest shape {list(spec.shape)} has {spec.shape[0]} rows, "
             f"the manifest's counts say {want_rows}"
         )
     units = manifest["model"].get("units", {}).get(site)
     if spec.shape[2] != units or list(spec.layers) != list(manifest["capture"].get("layers", [])):
-        report.problems.append(
+        out.append(
             f"array {key}: manifest shape {list(spec.shape)} / layers {list(spec.layers)} "
             f"disagree with the model's {units} units and the captured layers"
         )
     if spec.dtype != manifest["capture"].get("dtype"):
-        report.problems.append(
+        out.append(
             f"array {key}: manifest dtype {spec.dtype!r} differs from the capture dtype "
             f"{manifest['capture'].get('dtype')!r}"
         )
+    return out
 
 
 def _committed_rows(key: str, spec: ArraySpec, state: dict, complete: bool) -> int:

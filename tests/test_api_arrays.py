@@ -247,6 +247,8 @@ out["duckdb"] = duckdb.sql(
 ).fetchall()
 out["duckdb"] = [[k.decode(), v.decode()] for k, v in out["duckdb"]]
 out["polars_rows"] = pl.read_parquet(f"{W}/tokens.parquet").height
+meta = pl.read_parquet_metadata(f"{W}/tokens.parquet")
+out["polars_meta"] = {k: v for k, v in meta.items() if k.startswith("relation-warehouse")}
 print(json.dumps(out, default=str))
 """
 
@@ -294,4 +296,35 @@ def test_plain_libraries_read_it_without_the_project(wh: Path, tmp_path: Path):
     }
     assert got["parquet"] == prov
     assert got["duckdb"] == [list(kv) for kv in sorted(prov.items())]
-    assert got["polars_rows"] == m["counts"]["tokens"]
+    assert got["polars_rows"] == m["counts"]["tokens"] and got["polars_meta"] == prov
+
+
+def test_derived_tables_carry_their_warehouse_provenance(wh: Path, tmp_path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from warehouse.store.tables import warehouse_provenance, write_table
+
+    m = json.loads((wh / "manifest.json").read_text())
+    prov = {
+        b"relation-warehouse.format_version": b"3",
+        b"relation-warehouse.fingerprint": m["fingerprint"].encode(),
+    }
+    (tmp_path / "manifest.json").write_bytes((wh / "manifest.json").read_bytes())
+    deep = tmp_path / "evals" / "parts" / "r1" / "1-of-2.parquet"
+    deep.parent.mkdir(parents=True)
+    write_table(deep, pa.table({"x": [1, 2]}))
+    assert pq.read_schema(deep).metadata == prov
+    assert warehouse_provenance(tmp_path / "stats" / "s.parquet") == {
+        k.decode(): v.decode() for k, v in prov.items()
+    }
+    outside = _no_warehouse_above(tmp_path) / "t.parquet"
+    write_table(outside, pa.table({"x": [1]}))
+    assert pq.read_schema(outside).metadata is None
+
+
+def _no_warehouse_above(tmp_path: Path) -> Path:
+    """A folder with no manifest.json in it or in the four folders above it."""
+    d = tmp_path / "a" / "b" / "c" / "d" / "e"
+    d.mkdir(parents=True)
+    return d
