@@ -40,10 +40,11 @@ from warehouse.store.arrays import (
     TOKEN_CHUNK,
     ArraySpec,
     activation_spec,
+    array_attributes,
     create_array,
     response_spec,
 )
-from warehouse.store.checksums import array_algorithm, finalize_checksums
+from warehouse.store.checksums import array_algorithm, finalize_checksums, write_coords
 from warehouse.store.files import remove_temp_entries, sha256_file
 from warehouse.store.lock import WriterLock, remove_dead_creations
 from warehouse.store.manifest import (
@@ -282,11 +283,6 @@ def _lay_out(
         }
         prompts, encoded = prompts[start:end], encoded.take(range(start, end))
     prompt_table, token_table = tokenize_prompts(loaded.tokenizer, prompts, encoded)
-    write_table(root / "prompts.parquet", prompt_table)
-    write_table(root / "tokens.parquet", token_table)
-    specs = _array_plan(plan, prompt_table.num_rows, token_table.num_rows)
-    for spec in specs:
-        create_array(root, spec)
     manifest = new_manifest(
         model=plan["model"],
         dataset=plan["dataset"],
@@ -294,6 +290,15 @@ def _lay_out(
         fingerprint=_fingerprint(plan),
         counts={"prompts": prompt_table.num_rows, "tokens": token_table.num_rows},
     )
+    if shard is not None:
+        manifest["shard"] = shard_info
+        manifest["fingerprint"] = fingerprint_of(manifest)
+    tables = (("prompts", prompt_table), ("tokens", token_table))
+    for name, table in tables:
+        write_table(root / f"{name}.parquet", table, manifest)
+    specs = _array_plan(plan, prompt_table.num_rows, token_table.num_rows)
+    for spec in specs:
+        create_array(root, spec, array_attributes(plan["model"], spec))
     # Checksums of the tables now (not only at the end), so a reader of a warehouse that is
     # still being written, or whose ingest stopped, can tell an edited table too.
     manifest["tables"] = {
@@ -302,12 +307,10 @@ def _lay_out(
             "rows": table.num_rows,
             "sha256": sha256_file(root / f"{name}.parquet"),
         }
-        for name, table in (("prompts", prompt_table), ("tokens", token_table))
+        for name, table in tables
     }
     manifest["arrays"] = {s.key: s.to_json() for s in specs}
-    if shard is not None:
-        manifest["shard"] = shard_info
-        manifest["fingerprint"] = fingerprint_of(manifest)
+    write_coords(root, manifest)  # once per warehouse: the batches never touch them
     save_manifest(root, manifest)
     return manifest
 

@@ -44,6 +44,8 @@ class Site:
     module: str  # attribute path from the decoder layer, e.g. "mlp.down_proj"
     io: Literal["input", "output"]  # which side of the module carries the units
     width: Literal["ffn", "model"]  # FFN inner width or residual-stream width
+    # TransformerLens's hook of the same values inside `blocks.{layer}.` (None: it has none).
+    hook: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,16 +68,16 @@ class Family:
 
 
 _GATED_SITES = {
-    "ffn.act": Site("mlp.down_proj", "input", "ffn"),
-    "ffn.gate": Site("mlp.gate_proj", "output", "ffn"),
-    "ffn.up": Site("mlp.up_proj", "output", "ffn"),
-    "ffn.down": Site("mlp.down_proj", "output", "model"),
+    "ffn.act": Site("mlp.down_proj", "input", "ffn", "mlp.hook_post"),
+    "ffn.gate": Site("mlp.gate_proj", "output", "ffn", "mlp.hook_pre"),
+    "ffn.up": Site("mlp.up_proj", "output", "ffn", "mlp.hook_pre_linear"),
+    "ffn.down": Site("mlp.down_proj", "output", "model", "hook_mlp_out"),
 }
 
 _GPT2_SITES = {
-    "ffn.act": Site("mlp.act", "output", "ffn"),
-    "ffn.up": Site("mlp.c_fc", "output", "ffn"),
-    "ffn.down": Site("mlp.c_proj", "output", "model"),
+    "ffn.act": Site("mlp.act", "output", "ffn", "mlp.hook_post"),
+    "ffn.up": Site("mlp.c_fc", "output", "ffn", "mlp.hook_pre"),
+    "ffn.down": Site("mlp.c_proj", "output", "model", "hook_mlp_out"),
 }
 
 FAMILIES: tuple[Family, ...] = (
@@ -113,6 +115,29 @@ def family(config: Any) -> Family:
     raise SiteError(
         f"unsupported architecture {model_type!r}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
     )
+
+
+def site_description(architecture: str | None, site: str) -> dict[str, Any]:
+    """What a site of this architecture is, for a stored array's attributes: the Hugging Face
+    module path of each layer's module (`{layer}` stands for the layer number), which side of
+    it holds the values, and TransformerLens's hook name. Empty for an architecture or site
+    without a site table."""
+    fam = next((f for f in FAMILIES if architecture in f.model_types), None)
+    s = fam.sites.get(site) if fam is not None else None
+    if s is None:
+        return {}
+    out = {"module": f"{fam.layers}.{{layer}}.{s.module}", "io": s.io}
+    if s.hook is not None:
+        out["transformer_lens_hook"] = f"blocks.{{layer}}.{s.hook}"
+    return out
+
+
+def neuron_dim(site: str) -> str:
+    """Name of a site's unit axis in the stored arrays: `neuron` for the FFN's inner width,
+    `d_model` for a residual-width site (`ffn.down`), so that arrays of both widths can share
+    one Zarr group with a coordinate array of each."""
+    widths = {s.width for fam in FAMILIES for name, s in fam.sites.items() if name == site}
+    return "d_model" if widths == {"model"} else "neuron"
 
 
 def resolve_sites(config: Any, spec: str | Sequence[str]) -> list[str]:

@@ -508,6 +508,11 @@ class ZarrView:
                             values = self._read(arr, src, li, rblock, nblock)
                         yield self._frame(src, layer, rblock, nblock, values, needed)
 
+    def read(self, src: ArraySource, li: int, rows: np.ndarray, units: np.ndarray) -> np.ndarray:
+        """Stored values of layer index `li` at sorted row and unit indices (rows x units),
+        through the checked reader: only the chunks they fall in are read."""
+        return self._read(self._array(src), src, li, _runs_of(rows), _runs_of(units))
+
     def _read(
         self, arr: zarr.Array, src: ArraySource, li: int, rblock: np.ndarray, nblock: np.ndarray
     ) -> np.ndarray:

@@ -15,6 +15,7 @@ hundreds of thousands. Format 1 warehouses (one file per chunk) are read as befo
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from zarr.abc.store import SuffixByteRequest
 from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 
 from warehouse.errors import FormatError
+from warehouse.ingest.sites import neuron_dim, site_description
 from warehouse.store.chunks import absent_chunks, index_size
 from warehouse.store.location import Location, plain_local_store
 
@@ -157,7 +159,76 @@ def compressors(spec: ArraySpec) -> list[BytesBytesCodec]:
     return [Crc32cCodec()]
 
 
-def create_array(root: Path, spec: ArraySpec) -> zarr.Array:
+# The row axis of each kind of array, and the table whose rows it counts.
+ROW_DIMS = {"activations": "token_row", "responses": "prompt_row"}
+ROW_TABLES = {"activations": "tokens.parquet", "responses": "prompts.parquet"}
+COORD_CHUNK = 1 << 20  # values per chunk file of a coordinate array (8 MB of int64)
+
+
+def dims(spec: ArraySpec) -> tuple[str, str, str]:
+    """Dimension names of an array: its row axis, `layer`, and its unit axis (`neuron`, or
+    `d_model` for a residual-width site)."""
+    kind, site = spec.key.split("/")[:2]
+    return (ROW_DIMS[kind], "layer", neuron_dim(site))
+
+
+def array_attributes(model: dict[str, Any], spec: ArraySpec) -> dict[str, Any]:
+    """What an array holds, for its zarr.json (and `Warehouse.array`): the site, its module
+    and TransformerLens hook, units per layer, the model and the table its rows index."""
+    kind, site = spec.key.split("/")[:2]
+    attrs: dict[str, Any] = {"site": site}
+    if kind == "responses":
+        attrs["pooling"] = spec.key.split("/")[2]
+    attrs.update(site_description(model.get("architecture"), site))
+    attrs.update(
+        units=spec.shape[2],
+        model=model.get("name"),
+        weights_hash=model.get("weights_hash"),
+        row_table=ROW_TABLES[kind],
+        row_column=ROW_DIMS[kind],
+    )
+    return attrs
+
+
+def coord_values(specs: Iterable[ArraySpec]) -> dict[str, tuple[str, np.ndarray]]:
+    """The 1-D coordinate arrays beside these arrays, path -> (dimension, values): in each
+    array's group, one per dimension (row numbers, model layer numbers, unit numbers), so
+    that plain xarray can `.sel(layer=12, neuron=42)`."""
+    out: dict[str, tuple[str, np.ndarray]] = {}
+    for spec in specs:
+        group = spec.path.rsplit("/", 1)[0]
+        values = (np.arange(spec.shape[0]), np.array(spec.layers), np.arange(spec.shape[2]))
+        for dim, v in zip(dims(spec), values, strict=True):
+            out[f"{group}/{dim}"] = (dim, v.astype(np.int64))
+    return dict(sorted(out.items()))
+
+
+def coord_files(path: str, n: int) -> list[str]:
+    """The files of a coordinate array of n values: zarr.json and its chunks, in order."""
+    return [f"{path}/zarr.json", *(f"{path}/c/{i}" for i in range(max(1, -(-n // COORD_CHUNK))))]
+
+
+def write_coord(root: Path, path: str, dim: str, values: np.ndarray) -> None:
+    """Write one coordinate array (int64, each chunk followed by its crc32c)."""
+    arr = zarr.create_array(
+        store=str(root / path),
+        shape=values.shape,
+        chunks=(max(1, min(COORD_CHUNK, len(values))),),
+        dtype="int64",
+        serializer=BytesCodec(),
+        compressors=[Crc32cCodec()],
+        fill_value=0,
+        zarr_format=3,
+        overwrite=True,
+        config={"write_empty_chunks": True},
+        dimension_names=[dim],
+    )
+    arr[:] = values
+
+
+def create_array(
+    root: Path, spec: ArraySpec, attributes: dict[str, Any] | None = None
+) -> zarr.Array:
     if spec.dtype not in STORAGE_DTYPES:
         raise FormatError(f"unsupported dtype {spec.dtype!r}; use one of {sorted(STORAGE_DTYPES)}")
     parts = Path(spec.path).parts
@@ -176,8 +247,12 @@ def create_array(root: Path, spec: ArraySpec) -> zarr.Array:
         overwrite=True,
         # Every chunk is written, even an all-zero one, so a missing chunk is always damage.
         config={"write_empty_chunks": True},
-        dimension_names=["row", "layer", "neuron"],
-        attributes={"warehouse_dtype": spec.dtype, "layers": list(spec.layers)},
+        dimension_names=list(dims(spec)),
+        attributes={
+            "warehouse_dtype": spec.dtype,
+            "layers": list(spec.layers),
+            **(attributes or {}),
+        },
     )
     return arr
 

@@ -14,7 +14,14 @@ import pyarrow.parquet as pq
 import zarr
 
 from warehouse.errors import FormatError, WarehouseError
-from warehouse.store.arrays import STORAGE_DTYPES, ArraySpec, chunk_keys
+from warehouse.store.arrays import (
+    STORAGE_DTYPES,
+    ArraySpec,
+    chunk_keys,
+    coord_files,
+    coord_values,
+    write_coord,
+)
 from warehouse.store.chunks import shard_index
 from warehouse.store.files import (
     algorithm_of,
@@ -73,6 +80,62 @@ def finalize_checksums(root: Path, manifest: dict, known: dict[str, str] | None 
         if digest is None or algorithm_of(digest) != algorithm:
             digest = files_digest(root, array_files(spec), algorithm)
         entry[field] = digest
+
+
+def write_coords(root: Path, manifest: dict) -> None:
+    """Write the coordinate arrays of the manifest's arrays (once, when a warehouse is made)
+    and record each one's checksum under `coords`, with the algorithm of its arrays."""
+    algorithm = array_algorithm(manifest)
+    coords = {}
+    for path, (dim, values) in coord_values(array_specs(manifest).values()).items():
+        write_coord(root, path, dim, values)
+        coords[path] = files_digest(root, coord_files(path, len(values)), algorithm)
+    manifest["coords"] = coords
+
+
+def _verify_coords(loc: Location, manifest: dict, expected: set[str], report: Report) -> None:
+    """The coordinate arrays a manifest lists (none before they existed): exactly those its
+    arrays need, each holding the values the manifest implies and matching its checksum."""
+    listed = manifest.get("coords")
+    if listed is None:
+        return
+    specs = array_specs(manifest)
+    want = coord_values(specs.values())
+    if not isinstance(listed, dict) or set(listed) != set(want):
+        report.problems.append(
+            f"manifest coords {sorted(listed) if isinstance(listed, dict) else listed!r} "
+            f"differ from the coordinate arrays its arrays need: {sorted(want)}"
+        )
+        return
+    # An array entry that disagrees with the rest of the manifest is reported once, by
+    # _verify_spec; the coordinates are checked against the entries that agree.
+    sound = coord_values(s for k, s in specs.items() if not _spec_disagreements(manifest, k, s))
+    for path, (dim, values) in want.items():
+        files = coord_files(path, len(values))
+        expected.update(files)
+        if path not in sound:
+            continue
+        dim, values = sound[path]
+        report.checked_files += len(files)
+        problem = _coord_problem(loc, path, dim, values)
+        if problem is None and not _matches(loc, files, listed[path]):
+            problem = "files do not match the manifest checksum"
+        if problem is not None:
+            report.problems.append(f"coordinate array {path}: {problem}")
+
+
+def _coord_problem(loc: Location, path: str, dim: str, values: np.ndarray) -> str | None:
+    if not all(loc.isfile(f) for f in coord_files(path, len(values))):
+        return "a file is missing"
+    try:
+        arr = zarr.open_array(store=loc.zarr_store(path), mode="r", zarr_format=3)
+        if list(arr.metadata.dimension_names or []) != [dim] or arr.shape != values.shape:
+            return f"dimension {arr.metadata.dimension_names} / shape {arr.shape} are wrong"
+        if not np.array_equal(np.asarray(arr[:]), values):
+            return "its values differ from the manifest's rows, layers or units"
+    except Exception as e:  # any unreadable file is a finding, not a crash
+        return f"unreadable ({type(e).__name__}: {e})"
+    return None
 
 
 @dataclass
@@ -148,6 +211,7 @@ def verify(root: Path | str | Location) -> Report:
         digest = array_checksum(manifest["arrays"][key])
         committed = _committed_rows(key, spec, state, complete)
         _verify_array(loc, key, spec, digest, complete, committed, report)
+    _verify_coords(loc, manifest, expected, report)
     _verify_listed_files(loc, manifest, expected, report)
     _verify_derived(loc, report)
     for dirpath, dirnames, names in os.walk(root):
@@ -260,24 +324,30 @@ def _verify_fingerprint(manifest: dict, report: Report) -> None:
 
 def _verify_spec(manifest: dict, key: str, spec: ArraySpec, report: Report) -> None:
     """The manifest's description of an array agrees with the rest of the manifest."""
+    report.problems.extend(_spec_disagreements(manifest, key, spec))
+
+
+def _spec_disagreements(manifest: dict, key: str, spec: ArraySpec) -> list[str]:
     kind, site = key.split("/")[:2]
+    out = []
     want_rows = manifest["counts"].get("tokens" if kind == "activations" else "prompts")
     if spec.shape[0] != want_rows:
-        report.problems.append(
+        out.append(
             f"array {key}: manifest shape {list(spec.shape)} has {spec.shape[0]} rows, "
             f"the manifest's counts say {want_rows}"
         )
     units = manifest["model"].get("units", {}).get(site)
     if spec.shape[2] != units or list(spec.layers) != list(manifest["capture"].get("layers", [])):
-        report.problems.append(
+        out.append(
             f"array {key}: manifest shape {list(spec.shape)} / layers {list(spec.layers)} "
             f"disagree with the model's {units} units and the captured layers"
         )
     if spec.dtype != manifest["capture"].get("dtype"):
-        report.problems.append(
+        out.append(
             f"array {key}: manifest dtype {spec.dtype!r} differs from the capture dtype "
             f"{manifest['capture'].get('dtype')!r}"
         )
+    return out
 
 
 def _committed_rows(key: str, spec: ArraySpec, state: dict, complete: bool) -> int:
@@ -532,6 +602,7 @@ def _verify_remote(loc: Location) -> Report:
         digest = array_checksum(manifest["arrays"][key])
         committed = _committed_rows(key, spec, manifest["state"], complete)
         _verify_array(loc, key, spec, digest, complete, committed, report)
+    _verify_coords(loc, manifest, expected, report)
     _verify_listed_files(loc, manifest, expected, report)
     _verify_derived(loc, report)
     listed = manifest.get("files")

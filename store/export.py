@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from warehouse.errors import FormatError, WarehouseError
-from warehouse.store.arrays import ArraySpec
+from warehouse.store.arrays import ArraySpec, coord_files, coord_values
 from warehouse.store.checksums import (
     array_checksum,
     array_files,
@@ -139,6 +139,7 @@ def export(
 
     specs = array_specs(manifest)
     total = len(keep_tables) + len(derived) + sum(len(array_files(specs[k])) for k in keep_arrays)
+    total += sum(len(files) for files in _coord_files(out).values())
     with creating(dest_path, "export", file=opts.zip) as root:
         sink: _Sink = _ZipSink(root / dest_path.name) if opts.zip else _FolderSink(root)
         try:
@@ -172,7 +173,10 @@ def _copy_all(
     for key in keep_arrays:
         spec = specs[key]
         groups |= _groups(spec)
-        _copy_array(src, sink, key, spec, array_checksum(manifest["arrays"][key]), advance)
+        want = array_checksum(manifest["arrays"][key])
+        _copy_array(src, sink, f"array {key}", array_files(spec), want, advance)
+    for path, files in _coord_files(out).items():
+        _copy_array(src, sink, f"coordinate array {path}", files, out["coords"][path], advance)
     for rel in sorted(groups):
         if src.isfile(rel):
             sink.copy(src, rel, hashlib.sha256())
@@ -210,23 +214,30 @@ def _check(what: str, want: str | None, h: Any, algorithm: str = "sha256") -> No
 
 
 def _copy_array(
-    src: Location, sink: _Sink, key: str, spec: ArraySpec, want: str | None, advance
+    src: Location, sink: _Sink, what: str, rels: list[str], want: str | None, advance
 ) -> None:
-    # The same digest as files.stream_digest: each file's name, a NUL, then its bytes, with
-    # the algorithm the manifest's checksum names.
+    """Copy the files of an array (`what`: "array <key>" or "coordinate array <path>"),
+    checked against its checksum: the same digest as files.stream_digest, each file's name,
+    a NUL, then its bytes, with the algorithm the manifest's checksum names."""
     algorithm = algorithm_of(want) if want is not None else "sha256"
     h = new_digest(algorithm)
-    for rel in array_files(spec):
+    for rel in rels:
         h.update(rel.encode() + b"\0")
         try:
             sink.copy(src, rel, h)
         except MissingFileError:
             raise FormatError(
-                f"the source's array {key} lacks {rel}; nothing was exported: "
+                f"the source's {what} lacks {rel}; nothing was exported: "
                 "run `warehouse verify` on the source"
             ) from None
         advance(1)
-    _check(f"array {key}", want, h, algorithm)
+    _check(what, want, h, algorithm)
+
+
+def _coord_files(out: dict[str, Any]) -> dict[str, list[str]]:
+    """The files of each coordinate array the copy keeps (none from an older source)."""
+    values = coord_values(array_specs(out).values())
+    return {p: coord_files(p, len(values[p][1])) for p in out.get("coords", {})}
 
 
 def _groups(spec: ArraySpec) -> set[str]:
@@ -276,6 +287,15 @@ def _plan(
         out["capture"]["mode"] = "pooled"
     out["arrays"] = {k: manifest["arrays"][k] for k in keep_arrays}
     out["tables"] = {t: manifest["tables"][t] for t in keep_tables}
+    if "coords" in manifest:  # those of the kept arrays' dimensions
+        need = coord_values(array_specs(out).values())
+        missing = sorted(set(need) - set(manifest["coords"]))
+        if missing:
+            raise FormatError(
+                f"the source's manifest lists no coordinate array {missing[0]}; nothing was "
+                "exported: run `warehouse verify` on the source"
+            )
+        out["coords"] = {p: manifest["coords"][p] for p in need}
     out["fingerprint"] = fingerprint_of(out)
     out["files"] = {}
     out["export"] = {

@@ -33,11 +33,12 @@ from warehouse.ingest.tokens import PROMPT_SCHEMA, TOKEN_SCHEMA
 from warehouse.store.arrays import (
     ArraySpec,
     activation_spec,
+    array_attributes,
     create_array,
     open_array,
     response_spec,
 )
-from warehouse.store.checksums import finalize_checksums, require_complete
+from warehouse.store.checksums import finalize_checksums, require_complete, write_coords
 from warehouse.store.chunks import ChunkEncoder, put_rows
 from warehouse.store.files import atomic_write_bytes
 from warehouse.store.location import Location, local_folder, require_outside
@@ -253,15 +254,23 @@ def _write(root: Path, ins: list[_Input], show_progress: bool) -> dict[str, Any]
     prompt_segs = _segments(ks, rows, np.ones(len(ks), np.int64))
     token_segs = _segments(ks, src_off, n_tok)
 
-    prompts, tokens = _tables(ins, ks, rows, n_tok, src_off)
-    write_table(root / "prompts.parquet", prompts)
-    tables = {"prompts": {"path": "prompts.parquet", "rows": n_prompts}}
-    if tokens is not None:
-        write_table(root / "tokens.parquet", tokens)
-        tables["tokens"] = {"path": "tokens.parquet", "rows": n_tokens}
-
     first = ins[0].manifest
     cap = first["capture"]
+    manifest = new_manifest(
+        model=first["model"],
+        dataset=_dataset(ins),
+        capture=cap,
+        fingerprint="",
+        counts={"prompts": n_prompts, "tokens": n_tokens},
+    )
+    manifest["fingerprint"] = fingerprint_of(manifest)
+    prompts, tokens = _tables(ins, ks, rows, n_tok, src_off)
+    write_table(root / "prompts.parquet", prompts, manifest)
+    tables = {"prompts": {"path": "prompts.parquet", "rows": n_prompts}}
+    if tokens is not None:
+        write_table(root / "tokens.parquet", tokens, manifest)
+        tables["tokens"] = {"path": "tokens.parquet", "rows": n_tokens}
+
     specs = []
     for key in array_specs(first):
         site = key.split("/")[1]
@@ -282,19 +291,12 @@ def _write(root: Path, ins: list[_Input], show_progress: bool) -> dict[str, Any]
     blocks = sum(-(-s.shape[0] // s.chunks[0]) * s.shape[1] for _, s, _ in specs)
     with _progress(show_progress, blocks) as advance:
         for key, spec, segs in specs:
-            create_array(root, spec)
+            create_array(root, spec, array_attributes(first["model"], spec))
             _fill(root, ins, key, spec, segs, advance)
 
-    manifest = new_manifest(
-        model=first["model"],
-        dataset=_dataset(ins),
-        capture=cap,
-        fingerprint="",
-        counts={"prompts": n_prompts, "tokens": n_tokens},
-    )
-    manifest["fingerprint"] = fingerprint_of(manifest)
     manifest["tables"] = tables
     manifest["arrays"] = {spec.key: spec.to_json() for _, spec, _ in specs}
+    write_coords(root, manifest)
     manifest["merged_from"] = [
         {
             "source": x.loc.url,

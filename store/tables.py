@@ -19,7 +19,36 @@ from warehouse.store.location import Location, require_regular
 ROW_GROUP_SIZE = 65_536
 
 
-def write_table(path: Path, table: pa.Table) -> None:
+# Key-value metadata of every Parquet file a warehouse writes: which warehouse it belongs to.
+PROVENANCE_KEYS = ("relation-warehouse.format_version", "relation-warehouse.fingerprint")
+
+
+def provenance(manifest: dict) -> dict[str, str]:
+    """A manifest's format version and fingerprint, as a Parquet file's key-value metadata."""
+    values = (manifest.get("format_version"), manifest.get("fingerprint"))
+    return {k: str(v) for k, v in zip(PROVENANCE_KEYS, values, strict=True) if v is not None}
+
+
+def warehouse_provenance(path: Path) -> dict[str, str]:
+    """The provenance of the warehouse a table is written into (its manifest.json is in one
+    of the folders above: `W/`, `W/stats/`, `W/evals/parts/<request>/`); none outside one."""
+    for folder in list(Path(path).parents)[:4]:
+        manifest = folder / "manifest.json"
+        if manifest.is_file() and not manifest.is_symlink():
+            try:
+                m = json.loads(manifest.read_bytes())
+            except (OSError, ValueError):
+                return {}
+            return provenance(m) if isinstance(m, dict) else {}
+    return {}
+
+
+def write_table(path: Path, table: pa.Table, manifest: dict | None = None) -> None:
+    """Write a Parquet table atomically, with the provenance of `manifest` (by default the
+    manifest of the warehouse it is written into) in its key-value metadata."""
+    meta = provenance(manifest) if manifest is not None else warehouse_provenance(path)
+    if meta:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
     buf = io.BytesIO()
     pq.write_table(table, buf, row_group_size=ROW_GROUP_SIZE, compression="zstd")
     atomic_write_bytes(path, buf.getvalue())

@@ -4,6 +4,7 @@
     w.tables()                      # ['activations', 'prompts', 'responses', 'tokens']
     w.sql("select token_row, value from activations where layer = 12 and neuron = 42")
     w.lazy("responses").filter(pl.col("neuron_id") == 18474).collect()
+    w.array("ffn.act", layer=12)    # an xarray.DataArray [token_row, neuron], as cache["post", 12]
 
 Polars is the default engine: its SQL is planned over the lazy views, so the filters of a query
 reach the Zarr readers (see `warehouse.queries.views`). DuckDB runs over the same views. Both
@@ -18,11 +19,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+import numpy as np
 import polars as pl
 
-from warehouse.errors import QueryLimitError, WarehouseError
+from warehouse.errors import QueryLimitError, SiteError, WarehouseError
 from warehouse.queries.limits import (
     QueryLimits,
     Stop,
@@ -37,18 +39,28 @@ from warehouse.queries.sandbox import (
 )
 from warehouse.queries.views import (
     DERIVED_VIEWS,
+    ArraySource,
     ZarrView,
     parquet_views,
     remote_dataset,
     scan_parquet_view,
     zarr_views,
 )
+from warehouse.store.arrays import array_attributes, dims, from_storage
 from warehouse.store.location import Location, require_regular
 from warehouse.store.manifest import array_specs, load_manifest
 from warehouse.store.tables import check_table
 
+if TYPE_CHECKING:
+    import torch
+    import xarray as xr
+
 Engine = Literal["polars", "duckdb"]
 T = TypeVar("T")
+# Which rows of `Warehouse.array`: ids (prompt_id for prompts, token_row for tokens), a Polars
+# expression over the table, or the text of a SQL WHERE clause over it.
+Rows = int | list[int] | np.ndarray | range | pl.Expr | str | None
+Units = int | list[int] | np.ndarray | range | None
 
 ZARR_VIEWS = ("activations", "responses")
 
@@ -132,6 +144,102 @@ class Warehouse:
             raise WarehouseError(self._sql_error(e)) from None
         return lf
 
+    def array(
+        self,
+        site: str,
+        *,
+        layer: Units = None,
+        neurons: Units = None,
+        prompts: Rows = None,
+        tokens: Rows = None,
+        pooling: str | None = None,
+    ) -> xr.DataArray:
+        """One site's values as a labelled `xarray.DataArray` [token_row | prompt_row, layer,
+        neuron | d_model], reading only the chunks the selection falls in (checked as every
+        read is). `pooling=None`: per-token activations; `pooling="mean"` (or another stored
+        pooling): pooled responses. `layer` (model layer numbers) and `neurons` take one
+        number (its axis is then dropped, as `.sel` does) or several; `prompts` takes
+        prompt_id values, `tokens` token_row values, or either a Polars expression or a SQL
+        WHERE clause over its table. Rows come in warehouse order. float16 and float32 are
+        returned as stored, bfloat16 widened to float32."""
+        import xarray as xr
+
+        view, src = self._array_source(site, pooling)
+        rows = self._array_rows(view, src.n_rows, prompts, tokens)
+        lis = _positions(layer, list(src.spec.layers), "layer")
+        units = np.array(_positions(neurons, list(range(src.units)), "neuron"), np.int64)
+        out = np.zeros((len(rows), len(lis), len(units)), _view_dtype(src))
+        for j, li in enumerate(lis):
+            if len(rows) and len(units):
+                out[:, j, :] = from_storage(view.read(src, li, rows, units), src.spec.dtype)
+        row_dim, _, unit_dim = dims(src.spec)
+        coords: dict[str, Any] = {
+            row_dim: rows,
+            "layer": np.array(src.spec.layers, np.int64)[lis],
+            unit_dim: units,
+        }
+        if view.prompt_ids is not None:
+            coords["prompt_id"] = (row_dim, view.prompt_ids[rows])
+        attrs = array_attributes(self.manifest["model"], src.spec)
+        da = xr.DataArray(out, dims=dims(src.spec), coords=coords, name=site, attrs=attrs)
+        scalar = {d: 0 for d, v in (("layer", layer), (unit_dim, neurons)) if _is_int(v)}
+        return da.isel(scalar) if scalar else da
+
+    def _array_source(self, site: str, pooling: str | None) -> tuple[ZarrView, ArraySource]:
+        name = "activations" if pooling is None else "responses"
+        if name not in self._zarr:
+            raise WarehouseError(self._missing(name))
+        view = self._zarr[name]
+        for src in view.sources:
+            if src.site == site and src.pooling == pooling:
+                return view, src
+        have = sorted({(s.site, s.pooling) for s in view.sources}, key=str)
+        raise SiteError(
+            f"no {name} array for site {site!r}"
+            + (f" with pooling {pooling!r}" if pooling else "")
+            + f"; this warehouse has: {', '.join(s + (f'/{p}' if p else '') for s, p in have)}"
+        )
+
+    def _array_rows(self, view: ZarrView, n_rows: int, prompts: Rows, tokens: Rows) -> np.ndarray:
+        """Sorted row numbers of the selection: prompt rows of a `responses` view, token rows
+        (of the selected prompts, if any) of `activations`."""
+        what = "prompt" if view.name == "responses" else "token"
+        if what == "prompt" and tokens is not None:
+            raise WarehouseError("tokens= selects token rows; pooled responses have none")
+        rows = np.arange(n_rows) if tokens is None else self._select("tokens", "token_row", tokens)
+        if prompts is not None:
+            ids = self._prompt_ids(prompts)
+            if view.prompt_ids is not None:
+                rows = np.flatnonzero(np.isin(view.prompt_ids[:n_rows], ids))
+            else:
+                lf = self.lazy("tokens").filter(pl.col("prompt_id").is_in(ids.tolist()))
+                of_prompts = self._polars(lambda: lf.select("token_row").collect())
+                rows = np.intersect1d(rows, of_prompts["token_row"].to_numpy())
+        return _checked_rows(rows, n_rows, what)
+
+    def _prompt_ids(self, prompts: Rows) -> np.ndarray:
+        """The prompt_id values a prompt selection names; given ids must all exist."""
+        ids = self._select("prompts", "prompt_id", prompts)
+        if not isinstance(prompts, str | pl.Expr):
+            known = self._polars(lambda: self.lazy("prompts").select("prompt_id").collect())
+            missing = np.setdiff1d(ids, known["prompt_id"].to_numpy())
+            if len(missing):
+                raise WarehouseError(f"prompt_id {int(missing[0])} is not in this warehouse")
+        return ids
+
+    def _select(self, table: str, column: str, sel: Rows) -> np.ndarray:
+        """Sorted unique `column` values of the `table` rows a selection names: values of
+        `column` as given, a Polars expression, or a SQL WHERE clause (run by `sql`, so it
+        reads this warehouse's views only)."""
+        if isinstance(sel, str):
+            values = self.sql(f"select {column} from {table} where {sel}")[column]
+        elif isinstance(sel, pl.Expr):
+            lf = self.lazy(table).filter(sel).select(column)
+            values = self._polars(lambda: lf.collect())[column]
+        else:
+            values = pl.Series(np.asarray(sel, dtype=np.int64).reshape(-1))
+        return np.unique(values.to_numpy().astype(np.int64))
+
     def _polars(self, run: Callable[[], T]) -> T:
         """`run()`, with Polars' errors as one-line `WarehouseError`s."""
         try:
@@ -210,3 +318,47 @@ class Warehouse:
         if name in ZARR_VIEWS:
             return f"table {name!r} is absent: {self.root} has no {name} arrays"
         return f"unknown table {name!r}; tables: {', '.join(self.tables())}"
+
+
+def _view_dtype(src: ArraySource) -> np.dtype:
+    """The dtype `Warehouse.array` returns: as stored, bfloat16 widened to float32."""
+    return np.dtype("float32" if src.spec.dtype == "bfloat16" else src.spec.dtype)
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int | np.integer) and not isinstance(x, bool)
+
+
+def _positions(sel: Units, labels: list[int], what: str) -> list[int]:
+    """Positions on an axis of the labels a selection names (all for None), in axis order."""
+    if sel is None:
+        return list(range(len(labels)))
+    wanted = [int(sel)] if _is_int(sel) else [int(x) for x in np.asarray(sel).reshape(-1)]
+    index = {label: i for i, label in enumerate(labels)}
+    bad = [x for x in wanted if x not in index]
+    if bad:
+        shown = f"{labels[0]}..{labels[-1]}" if labels == list(range(len(labels))) else labels
+        raise WarehouseError(f"{what} {bad[0]} is not in this array ({what}s: {shown})")
+    return sorted({index[x] for x in wanted})
+
+
+def _checked_rows(rows: np.ndarray, n_rows: int, what: str) -> np.ndarray:
+    rows = np.unique(np.asarray(rows, dtype=np.int64))
+    if len(rows) and (rows[0] < 0 or rows[-1] >= n_rows):
+        bad = rows[0] if rows[0] < 0 else rows[-1]
+        raise WarehouseError(f"{what} row {int(bad)} is not in this array (0..{n_rows - 1})")
+    return rows
+
+
+def to_numpy(da: xr.DataArray) -> np.ndarray:
+    """The values of a `Warehouse.array` as a numpy array (the same as `da.values`)."""
+    return np.asarray(da.values)
+
+
+def to_torch(da: xr.DataArray, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The values of a `Warehouse.array` as a torch tensor (sharing memory when no `dtype`
+    is asked), to compare with TransformerLens's `cache["post", layer]`."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(da.values))
+    return t if dtype is None else t.to(dtype)
