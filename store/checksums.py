@@ -117,9 +117,12 @@ def _verify_coords(loc: Location, manifest: dict, expected: set[str], report: Re
             continue
         dim, values = sound[path]
         report.checked_files += len(files)
-        problem = _coord_problem(loc, path, dim, values)
-        if problem is None and not _matches(loc, files, listed[path]):
-            problem = "files do not match the manifest checksum"
+        try:  # a link or special file on the way is a finding, not a crash
+            problem = _coord_problem(loc, path, dim, values)
+            if problem is None and not _matches(loc, files, listed[path]):
+                problem = "files do not match the manifest checksum"
+        except FormatError as e:
+            problem = str(e)
         if problem is not None:
             report.problems.append(f"coordinate array {path}: {problem}")
 

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -194,9 +195,12 @@ def test_merge_relations_and_refusals(tmp_path, tiny_llama_dir, facts, single):
     out = tmp_path / "ab"
     m = merge([a, b], out, show_progress=False)
     assert verify(out).ok
-    # the same prompts in the same order as one ingest of both relations
+    # the same prompts in the same order as one ingest of both relations; the files' key-value
+    # metadata names the warehouse they belong to (the merge's own fingerprint)
     for t in ("prompts.parquet", "tokens.parquet"):
-        assert (out / t).read_bytes() == (single / t).read_bytes()
+        assert pq.read_table(out / t).equals(pq.read_table(single / t))
+        meta = pq.read_metadata(out / t).metadata[b"relation-warehouse.fingerprint"]
+        assert meta.decode() == m["fingerprint"]
     assert m["dataset"]["relations"] == ["country_capital", "person_mother"]
     assert [x["source"] for x in m["merged_from"]] == [str(a), str(b)]
     # values: equal to the single run to float16 rounding (other batch neighbours)

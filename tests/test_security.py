@@ -127,7 +127,8 @@ def w(built, tmp_path) -> Path:
 
 def test_every_file_is_inert_data(built):
     """JSON, Parquet or Zarr shards of zstd frames (activations) or of raw numbers, each
-    chunk followed by its crc32c (responses): nothing a reader would execute."""
+    chunk followed by its crc32c (responses, and the 1-D coordinate arrays): nothing a
+    reader would execute."""
     kinds = {}
     for p in sorted(built.rglob("*")):
         if not p.is_file():
@@ -142,7 +143,12 @@ def test_every_file_is_inert_data(built):
         else:
             rel = str(p.relative_to(built)).replace(os.sep, "/")
             assert "/c/" in rel, p
-            if rel.startswith("activations.zarr/"):
+            arr = zarr.open_array(p.parent.parent, mode="r") if p.parent.name == "c" else None
+            if arr is not None and arr.ndim == 1:  # a coordinate array: int64, then a crc32c
+                values = min(arr.chunks[0], arr.shape[0] - int(p.name) * arr.chunks[0])
+                assert p.stat().st_size == arr.chunks[0] * 8 + 4 and values > 0, p
+                kind = "coordinate chunk"
+            elif rel.startswith("activations.zarr/"):
                 assert head == b"\x28\xb5\x2f\xfd", p  # a zstd frame
                 kind = "chunk"
             else:
@@ -153,7 +159,7 @@ def test_every_file_is_inert_data(built):
                 assert p.stat().st_size == n * chunk + 16 * n + 4, p  # chunks, index, crc32c
                 kind = "raw chunk"
         kinds[kind] = kinds.get(kind, 0) + 1
-    assert set(kinds) == {"json", "parquet", "chunk", "raw chunk"}
+    assert set(kinds) == {"json", "parquet", "chunk", "raw chunk", "coordinate chunk"}
 
 
 def test_manifest_paths_stay_inside(w, tmp_path):
@@ -184,7 +190,7 @@ def test_symlinked_array_folder_is_refused(w, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     shutil.move(w / "responses.zarr", elsewhere)
     (w / "responses.zarr").symlink_to(elsewhere)
-    with pytest.raises(FormatError, match="leads outside the warehouse"):
+    with pytest.raises(FormatError, match="(is a symbolic link|leads outside the warehouse)"):
         Warehouse.open(w)
     problems = verify(w).problems
     assert any(p.startswith("symbolic link responses.zarr -> ") for p in problems)
