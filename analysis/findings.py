@@ -19,7 +19,7 @@ gets that verdict and no headline count includes it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -645,14 +645,20 @@ def _tally(rows: list[dict[str, Any]], under: set[str]) -> dict[str, int]:
     }
 
 
+def ordered(preferred: Iterable[Any], seen: Iterable[Any]) -> list[Any]:
+    """`preferred` order first (the study's), then anything else the data holds, sorted."""
+    pref = list(dict.fromkeys(preferred))
+    present = set(seen)
+    extra = sorted(present - set(pref), key=lambda s: (str(type(s)), s))
+    return [p for p in pref if p in present] + extra
+
+
 def _languages(summary: dict[str, Any], under: set[str]) -> dict[str, dict[str, int]]:
     """{language: tally} of the cross-lingual rows of every language but the identify one,
     in the study's language order."""
     s, rows = summary["study"], _section(summary, "cross_lingual")
     seen = {r["language"] for r in rows} - {s["identify_language"]}
-    order = [x for x in s.get("languages") or [] if x in seen] + sorted(
-        seen - set(s.get("languages") or []), key=str
-    )
+    order = ordered(s.get("languages") or [], seen)
     return {x: _tally([r for r in rows if r["language"] == x], under) for x in order}
 
 

@@ -153,14 +153,6 @@ def _int(x: Any) -> int | None:
     return x if isinstance(x, int) and not isinstance(x, bool) else None
 
 
-def _ordered(preferred: Iterable[Any], seen: Iterable[Any]) -> list[Any]:
-    """`preferred` order first (the study's), then anything else the data holds, sorted."""
-    pref = list(dict.fromkeys(preferred))
-    present = set(seen)
-    extra = sorted(present - set(pref), key=lambda s: (str(type(s)), s))
-    return [p for p in pref if p in present] + extra
-
-
 def _accuracy(r: dict[str, Any]) -> Any:
     """The accuracy with the neurons off: `target` in intra-like rows, `accuracy` elsewhere."""
     return r["target"] if "target" in r else r.get("accuracy")
@@ -607,7 +599,7 @@ def fig_intra(ctx: _Context):
     rows = ctx.rows["intra"]
     if not rows:
         return None
-    splits = _ordered(SPLIT_ORDER, [r["split"] for r in rows])
+    splits = findings.ordered(SPLIT_ORDER, [r["split"] for r in rows])
     return _effect_figure(
         ctx, [(f"{s} split", [r for r in rows if r["split"] == s]) for s in splits]
     )
@@ -775,7 +767,7 @@ def _ranges(ctx: _Context, rows: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
         for r in ctx.study.get("ranges") or []
         if isinstance(r, list | tuple) and len(r) == 2
     ]
-    return _ordered(study_ranges, [(r["a"], r["b"]) for r in rows])
+    return findings.ordered(study_ranges, [(r["a"], r["b"]) for r in rows])
 
 
 def _range_label(ab: tuple[Any, Any]) -> str:
@@ -910,7 +902,7 @@ def fig_cross_lingual(ctx: _Context):
     if not rows:
         return None
     rels = ctx.relations_of(r["relation"] for r in rows)
-    langs = _ordered(ctx.study.get("languages") or [], [r["language"] for r in rows])
+    langs = findings.ordered(ctx.study.get("languages") or [], [r["language"] for r in rows])
     keys = ("relation", "language")
     m = _matrix(rels, langs, _cells(rows, keys, lambda r: 100 * _num(r["relative_drop"])))
     beyond = _matrix(rels, langs, _cells(rows, keys, lambda r: r.get("verdict") == BEYOND))
@@ -1106,7 +1098,7 @@ EFFECT_HEADER = [
 
 
 def _effect_table(ctx: _Context, rows: Sequence[dict[str, Any]], group: str) -> str:
-    groups = _ordered(
+    groups = findings.ordered(
         SPLIT_ORDER if group == "split" else ctx.study.get("languages") or [],
         [r[group] for r in rows],
     )
@@ -1180,7 +1172,7 @@ def table_retention(ctx: _Context) -> str:
 
 def table_baseline(ctx: _Context) -> str:
     rows = ctx.rows["baseline"]
-    cols = _ordered(
+    cols = findings.ordered(
         [(lang, s) for lang in ctx.study.get("languages") or [] for s in SPLIT_ORDER],
         [(r["language"], r["split"]) for r in rows],
     )
@@ -1356,7 +1348,7 @@ def _answers(rows: Iterable[dict[str, Any]]) -> str:
 
 def table_errors(ctx: _Context) -> str:
     rows = ctx.rows["errors"]
-    conds = _ordered(CONDITIONS, [r["condition"] for r in rows])
+    conds = findings.ordered(CONDITIONS, [r["condition"] for r in rows])
     test = {r["relation"]: r for r in ctx.rows["intra"] if r["split"] == "test"}
     body = [
         [rel, _n_subj(test.get(rel, {}))]
@@ -1403,7 +1395,7 @@ class _Context:
     headline: dict[str, Any] | None = None  # headline_of(summary)
 
     def relations_of(self, seen: Iterable[Any]) -> list[Any]:
-        return _ordered(self.study.get("relations") or [], list(seen))
+        return findings.ordered(self.study.get("relations") or [], list(seen))
 
     def test(self, name: str) -> str:
         """The test's name as the summary states it (`study.tests`), else ours."""
