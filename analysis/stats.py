@@ -238,7 +238,7 @@ def design(
         if not keep.any():
             raise WarehouseError(f"no {split!r} prompt of {root} has one of these templates")
     if filter_correct:
-        keep &= np.isin(ids, _baseline_correct_ids(root))
+        keep &= np.isin(ids, baseline_correct_ids(root))
         if not keep.any():
             raise WarehouseError(
                 f"no {split!r} prompt of {root} was answered correctly in {BASELINE}"
@@ -288,7 +288,7 @@ def _baseline_rule(root: Path) -> str:
     return rule
 
 
-def _baseline_correct_ids(root: Path) -> np.ndarray:
+def baseline_correct_ids(root: Path) -> np.ndarray:
     path = _baseline(root)
     names = pq.read_schema(path).names
     column = next((c for c in ("correct", "baseline_correct") if c in names), None)

@@ -411,12 +411,12 @@ def identify_counts(
     subjects; the prompts `warehouse stats --filter-correct` counts as positives."""
     import polars as pl
 
-    from warehouse.analysis.stats import _baseline_correct_ids
+    from warehouse.analysis.stats import baseline_correct_ids
 
     ok = prompts.filter(
         (pl.col("split") == "identify")
         & (pl.col("language") == language)
-        & pl.col("prompt_id").is_in(_baseline_correct_ids(root).tolist())
+        & pl.col("prompt_id").is_in(baseline_correct_ids(root).tolist())
     )
     if templates is not None:
         ok = ok.filter(pl.col("template").is_in(templates))
