@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -274,22 +273,17 @@ def _query(stats_file: Path, sql: str) -> pa.Table:
     be a plain file first), and the default memory limit and timeout hold."""
     import pyarrow.dataset as ds
 
-    from warehouse.errors import QueryLimitError
-    from warehouse.queries.limits import QueryLimits, Stop, watchdog
-    from warehouse.queries.sandbox import duckdb_connection, require_one_select
+    from warehouse.queries.limits import QueryLimits
+    from warehouse.queries.sandbox import duckdb_select
 
     require_regular(stats_file)
-    limits, stop = QueryLimits(), Stop()
-    with duckdb_connection(limits) as con:
-        try:
-            require_one_select(con, sql)
-            con.register("stats", ds.dataset([str(stats_file)], format="parquet"))
-            with watchdog(limits, stop, con.interrupt):
-                return con.sql(sql).to_arrow_table()
-        except duckdb.Error as e:
-            if stop.reason is not None:
-                raise QueryLimitError(stop.reason) from None
-            raise WarehouseError(f"the selection query failed: {e}") from None
+    return duckdb_select(
+        sql,
+        QueryLimits(),
+        lambda con, _stop: con.register("stats", ds.dataset([str(stats_file)], format="parquet")),
+        lambda rel: rel.to_arrow_table(),
+        lambda e: f"the selection query failed: {e}",
+    )
 
 
 def _ties_at(stats_file: Path, where: str, k: int) -> dict[str, Any]:

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
-from warehouse.errors import WarehouseError
-from warehouse.queries.limits import QueryLimits
+from warehouse.errors import QueryLimitError, WarehouseError
+from warehouse.queries.limits import QueryLimits, Stop, watchdog
+
+T = TypeVar("T")
 
 _NOT_A_FUNCTION = "is not a supported table function"
 
@@ -147,3 +149,29 @@ def require_one_select(con: Any, query: str) -> None:
             "warehouse queries are one SELECT statement (no EXPLAIN, COPY, EXPORT, ATTACH, "
             f"INSTALL, LOAD, SET, PRAGMA, CALL or writes); got {got}"
         )
+
+
+def duckdb_select(
+    query: str,
+    limits: QueryLimits,
+    register: Callable[[Any, Stop], None],
+    consume: Callable[[Any], T],
+    message: Callable[[Exception], str],
+) -> T:
+    """Run one SELECT in a locked-down connection within `limits`: `register(con, stop)`
+    hands DuckDB the views it may scan (Arrow data, never paths), `consume` fetches the
+    rows, and a DuckDB error becomes a WarehouseError worded by `message` (a
+    QueryLimitError once the watchdog stopped the query)."""
+    import duckdb
+
+    stop = Stop()
+    with duckdb_connection(limits) as con:
+        try:
+            require_one_select(con, query)
+            register(con, stop)
+            with watchdog(limits, stop, con.interrupt):
+                return consume(con.sql(query))
+        except duckdb.Error as e:
+            if stop.reason is not None:
+                raise QueryLimitError(stop.reason) from None
+            raise WarehouseError(message(e)) from None

@@ -24,18 +24,16 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import numpy as np
 import polars as pl
 
-from warehouse.errors import QueryLimitError, SiteError, WarehouseError
+from warehouse.errors import SiteError, WarehouseError
 from warehouse.queries.limits import (
     QueryLimits,
     Stop,
     collect_bounded,
-    watchdog,
 )
 from warehouse.queries.sandbox import (
     check_plan,
-    duckdb_connection,
+    duckdb_select,
     refuse_table_functions,
-    require_one_select,
 )
 from warehouse.queries.views import (
     DERIVED_VIEWS,
@@ -256,23 +254,14 @@ class Warehouse:
     def duckdb_run(self, query: str, limits: QueryLimits, consume: Callable[[Any], T]) -> T:
         """Run one SELECT in a locked-down DuckDB connection over the views and hand its
         relation to `consume` (which fetches the rows) within `limits`."""
-        import duckdb
 
-        stop = Stop()
-        with duckdb_connection(limits) as con:
-            try:
-                require_one_select(con, query)
-                for name in self._named_in(query):
-                    con.register(name, self._duckdb_view(name, stop))
-                with watchdog(limits, stop, con.interrupt):
-                    try:
-                        return consume(con.sql(query))
-                    except duckdb.Error as e:
-                        if stop.reason is not None:
-                            raise QueryLimitError(stop.reason) from None
-                        raise WarehouseError(self._sql_error(e, duckdb=True)) from None
-            except duckdb.Error as e:
-                raise WarehouseError(self._sql_error(e, duckdb=True)) from None
+        def register(con: Any, stop: Stop) -> None:
+            for name in self._named_in(query):
+                con.register(name, self._duckdb_view(name, stop))
+
+        return duckdb_select(
+            query, limits, register, consume, lambda e: self._sql_error(e, duckdb=True)
+        )
 
     def _duckdb_view(self, name: str, stop: Stop) -> Any:
         """What DuckDB scans for a view: an Arrow dataset over the Parquet files listed (and
