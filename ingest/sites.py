@@ -3,7 +3,7 @@
 A *site* is a named place in every decoder layer whose tensor holds one value per neuron and
 token. Every stage uses the same names (DESIGN.md section 1):
 
-| site       | gated MLP (Llama, Mistral, Qwen2, ...)  | GPT-2 MLP                         |
+| site       | gated MLP (Llama, Qwen, Gemma 1-3, ...) | GPT-2 MLP                         |
 | ---------- | --------------------------------------- | --------------------------------- |
 | `ffn.act`  | input of `mlp.down_proj` = act(gate)*up | output of `mlp.act`               |
 | `ffn.gate` | output of `mlp.gate_proj`               | -- (not gated)                    |
@@ -84,7 +84,8 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         name="gated",
         # Same `model.layers[i].mlp.{gate,up,down}_proj` layout; Gemma is in the paper's appendix.
-        model_types=("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2"),
+        # `gemma3_text` is Gemma 3's text-only *ForCausalLM (the embedded gemma3-270m).
+        model_types=("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text"),
         layers="model.layers",
         sites=_GATED_SITES,
         paper=("ffn.gate", "ffn.up", "ffn.down"),

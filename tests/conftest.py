@@ -3,7 +3,8 @@
 `tiny_llama_dir` is a Hugging Face folder (config.json, model.safetensors, tokenizer files) of
 a 2-layer Llama with a 320-token byte-level BPE tokenizer trained here in ~20 ms, so no test
 needs the internet. `tiny_llama_gguf` holds the same weights and tokenizer as a GGUF file
-written with the `gguf` package.
+written with the `gguf` package. `tiny_gemma3_dir` is a Gemma 3 text model of the same size
+and tokenizer, for the `gemma3_text` family.
 """
 
 from __future__ import annotations
@@ -138,6 +139,48 @@ def strong_llama_dir(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFact
     path = tmp_path_factory.mktemp("strong-mlp")
     model.save_pretrained(path)
     AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(path)
+    return path
+
+
+def tiny_gemma3_config(vocab_size: int):
+    """Gemma 3's text model in miniature: gated GELU-tanh MLP, q/k norms, scaled and tied
+    embeddings, and one sliding-window layer (window 4) beside a global one."""
+    from transformers import Gemma3TextConfig
+
+    return Gemma3TextConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=8,
+        max_position_embeddings=128,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"],
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny random Gemma 3 text model (2 layers, d_model 32, FFN 48, vocab 320) with
+    its MLPs scaled up as in `strong_llama_dir`, so zeroing units changes answers."""
+    from transformers import Gemma3ForCausalLM
+
+    path = tmp_path_factory.mktemp("tiny-gemma3")
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(tiny_gemma3_config(len(tokenizer))).eval()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.mlp.down_proj.weight.mul_(5.0)
+            layer.mlp.gate_proj.weight.mul_(5.0**0.5)
+            layer.mlp.up_proj.weight.mul_(5.0**0.5)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
     return path
 
 

@@ -248,6 +248,23 @@ def test_tables_and_manifest(warehouse_right: Path):
     assert verify(warehouse_right).ok
 
 
+def test_gemma3_values_equal_plain_hooks(tmp_path, tiny_gemma3_dir, tiny_dataset):
+    """Gemma 3 (sliding-window and global layers, scaled embeddings): every site of every
+    token of a padded batched ingest equals one prompt run alone under plain hooks."""
+    out = tmp_path / "gemma3"
+    ingest(_cfg(out, tiny_gemma3_dir, tiny_dataset), show_progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["architecture"] == "gemma3_text"
+    prompts = pq.read_table(out / "prompts.parquet").to_pylist()
+    ids = pq.read_table(out / "tokens.parquet").column("token_id").to_numpy()
+    assert len(prompts) == 10 and max(p["n_tokens"] for p in prompts) > 4  # past the window
+    for p in prompts:
+        rows = slice(p["token_offset"], p["token_offset"] + p["n_tokens"])
+        for site, want in _plain_capture(tiny_gemma3_dir, ids[rows].tolist()).items():
+            act = zarr.open_array(out / "activations.zarr" / site, mode="r")[rows]
+            np.testing.assert_allclose(act.astype(np.float32), want, rtol=1e-3, atol=1e-3)
+
+
 def test_plain_zarr_and_duckdb_open_it(warehouse_right: Path):
     """The format needs no project code: zarr + duckdb answer a question on their own."""
     con = duckdb.connect()

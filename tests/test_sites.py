@@ -10,6 +10,7 @@ from transformers import (
     AutoModelForCausalLM,
     BertConfig,
     Gemma2Config,
+    Gemma3TextConfig,
     GemmaConfig,
     GPT2Config,
     GPT2LMHeadModel,
@@ -48,6 +49,7 @@ GATED_CONFIGS = {
     "qwen3": Qwen3Config,
     "gemma": GemmaConfig,
     "gemma2": Gemma2Config,
+    "gemma3_text": Gemma3TextConfig,
 }
 ARCHS = [*GATED_CONFIGS, "gpt2"]
 
@@ -271,7 +273,7 @@ def test_unknown_architecture_lists_the_supported_ones():
         family(BertConfig())
     assert str(err.value) == (
         "unsupported architecture 'bert'; supported: "
-        "gemma, gemma2, gpt2, llama, mistral, qwen2, qwen3"
+        "gemma, gemma2, gemma3_text, gpt2, llama, mistral, qwen2, qwen3"
     )
     with pytest.raises(SiteError, match="unsupported architecture 'bert'"):
         resolve_sites(BertConfig(), "ffn.act")
