@@ -8,8 +8,6 @@ batch not wholly on disk and ends with the same bytes as an uninterrupted run.
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -46,13 +44,13 @@ from warehouse.store.arrays import (
 )
 from warehouse.store.checksums import array_algorithm, finalize_checksums, write_coords
 from warehouse.store.files import remove_temp_entries, sha256_file
+from warehouse.store.fingerprint import fingerprint, fingerprint_of
 from warehouse.store.lock import WriterLock, remove_dead_creations
 from warehouse.store.manifest import (
     NONFINITE,
     add_nonfinite,
     array_specs,
     describe_nonfinite,
-    fingerprint_of,
     is_warehouse,
     load_manifest,
     new_manifest,
@@ -117,11 +115,6 @@ def _check_options(cfg: IngestConfig) -> None:
         check_shard(cfg.shard)
     if cfg.on_nonfinite not in ON_NONFINITE:
         raise WarehouseError(f"--on-nonfinite must be 'warn' or 'error', not {cfg.on_nonfinite!r}")
-
-
-def _fingerprint(parts: dict) -> str:
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()
-    return "sha256:" + hashlib.sha256(blob).hexdigest()
 
 
 def _select_prompts(cfg: IngestConfig, dataset):
@@ -275,7 +268,7 @@ def _lay_out(
         shard_info = {
             "index": shard[0],
             "count": shard[1],
-            "plan": _fingerprint(plan),
+            "plan": fingerprint(plan),
             "prompts": [start, end],
             "tokens": [int(n_tok[:start].sum()), int(n_tok[:end].sum())],
             "total_prompts": len(prompts),
@@ -287,12 +280,12 @@ def _lay_out(
         model=plan["model"],
         dataset=plan["dataset"],
         capture=plan["capture"],
-        fingerprint=_fingerprint(plan),
+        fingerprint="",  # set below, once the shard (if any) is known
         counts={"prompts": prompt_table.num_rows, "tokens": token_table.num_rows},
     )
     if shard is not None:
         manifest["shard"] = shard_info
-        manifest["fingerprint"] = fingerprint_of(manifest)
+    manifest["fingerprint"] = fingerprint_of(manifest)
     tables = (("prompts", prompt_table), ("tokens", token_table))
     for name, table in tables:
         write_table(root / f"{name}.parquet", table, manifest)

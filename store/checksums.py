@@ -31,9 +31,10 @@ from warehouse.store.files import (
     sha256_file,
     stream_digest,
 )
+from warehouse.store.fingerprint import fingerprint_of
 from warehouse.store.location import Location, kind_of, require_regular
 from warehouse.store.lock import LOCK, creations, lock_status
-from warehouse.store.manifest import MANIFEST, array_specs, fingerprint_of, load_manifest
+from warehouse.store.manifest import MANIFEST, array_specs, load_manifest
 
 # Folders written by later stages, and the command that writes each. Each holds Parquet
 # tables, every one beside its JSON sidecar (<name>.parquet + <name>.json), and nothing else

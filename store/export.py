@@ -35,6 +35,7 @@ from warehouse.store.files import (
     new_digest,
     safe_relative,
 )
+from warehouse.store.fingerprint import fingerprint_of
 from warehouse.store.location import (
     Location,
     MissingFileError,
@@ -42,7 +43,7 @@ from warehouse.store.location import (
     require_outside,
 )
 from warehouse.store.lock import creating
-from warehouse.store.manifest import MANIFEST, array_specs, fingerprint_of, load_manifest
+from warehouse.store.manifest import MANIFEST, array_specs, load_manifest
 
 DERIVED = ("stats", "selections", "evals", "study")
 TABLES = ("prompts", "tokens", *DERIVED)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +9,7 @@ from warehouse import __version__
 from warehouse.errors import FormatError
 from warehouse.store.arrays import ArraySpec
 from warehouse.store.files import atomic_write_json, read_json, safe_relative
+from warehouse.store.fingerprint import fingerprint_of
 from warehouse.store.location import Location, require_regular
 
 FORMAT_NAME = "relation-warehouse"
@@ -40,12 +39,6 @@ def new_manifest(
 
 def is_warehouse(root: Path) -> bool:
     return (root / MANIFEST).is_file()
-
-
-def fingerprint(parts: dict[str, Any]) -> str:
-    """sha256 of what made a warehouse (model, dataset, capture), as ingest records it."""
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()
-    return "sha256:" + hashlib.sha256(blob).hexdigest()
 
 
 def load_manifest(
@@ -113,18 +106,6 @@ def _checked(
 
 def save_manifest(root: Path, manifest: dict[str, Any]) -> None:
     atomic_write_json(root / MANIFEST, manifest)
-
-
-def fingerprint_of(manifest: dict[str, Any]) -> str:
-    """The fingerprint an ingest gives to these model, dataset and capture sections (and to a
-    shard's index/count): what a merged or exported manifest records, so that a re-run of
-    `warehouse ingest` with the same inputs recognises (or refuses) it."""
-    parts = {k: manifest[k] for k in ("model", "dataset", "capture")}
-    shard = manifest.get("shard")
-    if shard:
-        parts["shard"] = {"index": shard["index"], "count": shard["count"]}
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()
-    return "sha256:" + hashlib.sha256(blob).hexdigest()
 
 
 def array_specs(manifest: dict[str, Any]) -> dict[str, ArraySpec]:

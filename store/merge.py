@@ -41,6 +41,7 @@ from warehouse.store.arrays import (
 from warehouse.store.checksums import finalize_checksums, require_complete, write_coords
 from warehouse.store.chunks import ChunkEncoder, put_rows
 from warehouse.store.files import atomic_write_bytes
+from warehouse.store.fingerprint import fingerprint_of
 from warehouse.store.location import Location, local_folder, require_outside
 from warehouse.store.lock import creating
 from warehouse.store.manifest import (
@@ -48,7 +49,6 @@ from warehouse.store.manifest import (
     NONFINITE,
     add_nonfinite,
     array_specs,
-    fingerprint_of,
     is_warehouse,
     load_manifest,
     new_manifest,

@@ -18,7 +18,7 @@ from warehouse.ingest.run import IngestConfig, ingest
 from warehouse.ingest.shards import parse_shard, shard_range
 from warehouse.store import merge as merge_mod
 from warehouse.store.checksums import verify
-from warehouse.store.manifest import fingerprint_of
+from warehouse.store.fingerprint import fingerprint_of
 from warehouse.store.merge import merge
 
 FACTS = [
