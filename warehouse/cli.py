@@ -129,7 +129,10 @@ def ingest(
         typer.Option(help="Warehouse folder to create or resume.", parser=_local_folder("ingest")),
     ],
     model: Annotated[
-        str, typer.Option(help="smollm2-135m, a local HF folder, a .gguf file or a hub id.")
+        str,
+        typer.Option(
+            help="smollm2-135m, gemma3-270m, a local HF folder, a .gguf file or a hub id."
+        ),
     ] = "smollm2-135m",
     dataset: Annotated[
         str | None, typer.Option(help="Dataset file (jsonl/csv/parquet) or LRE folder.")
@@ -632,7 +635,10 @@ def merge(
 def study(
     out: Annotated[Path, typer.Option(help="Warehouse folder to create or resume.")],
     model: Annotated[
-        str, typer.Option(help="smollm2-135m, a local HF folder, a .gguf file or a hub id.")
+        str,
+        typer.Option(
+            help="smollm2-135m, gemma3-270m, a local HF folder, a .gguf file or a hub id."
+        ),
     ] = "smollm2-135m",
     dataset: Annotated[
         str | None, typer.Option(help="Dataset file (jsonl/csv/parquet) or LRE folder.")
