@@ -18,15 +18,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
-
-import polars as pl
+from typing import TYPE_CHECKING, Any
 
 from warehouse.errors import QueryLimitError, WarehouseError
 
 POLL_S = 0.01
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 _UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+if TYPE_CHECKING:  # polars is imported by the engines, not by option parsing
+    import polars as pl
+
 _SECONDS = {"": 1, "S": 1, "MS": 1e-3, "M": 60, "MIN": 60, "H": 3600}
 
 
@@ -63,10 +64,11 @@ def parse_seconds(text: str) -> float:
     return value * _SECONDS[unit]
 
 
-def resident_bytes() -> int | None:
-    """This process's resident memory now (Linux /proc), or None where unknown."""
+def resident_bytes(pid: int | str = "self") -> int | None:
+    """A process's resident memory now (Linux /proc; this one by default), or None where
+    unknown."""
     try:
-        with open("/proc/self/statm") as f:
+        with open(f"/proc/{pid}/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None
@@ -92,11 +94,15 @@ def _over(limits: QueryLimits, start: float, base: int | None) -> str | None:
         return timeout_message(limits)
     rss = resident_bytes()
     if base is not None and rss is not None and rss - base > limits.memory_bytes:
-        return (
-            f"the query used more than its memory limit of {limits.memory_bytes:,} bytes and was "
-            "stopped (--memory-limit)"
-        )
+        return memory_message(limits)
     return None
+
+
+def memory_message(limits: QueryLimits) -> str:
+    return (
+        f"the query used more than its memory limit of {limits.memory_bytes:,} bytes and was "
+        "stopped (--memory-limit)"
+    )
 
 
 def collect_bounded(lf: pl.LazyFrame, limits: QueryLimits, stop: Stop) -> pl.DataFrame:

@@ -13,6 +13,7 @@ access at all: the views are Arrow datasets and Polars frames this code opens it
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -125,7 +126,8 @@ def duckdb_connection(limits: QueryLimits) -> Iterator[Any]:
     """A locked-down in-memory DuckDB connection with a private spill folder, removed after."""
     import duckdb
 
-    temp_dir = tempfile.mkdtemp(prefix="warehouse-duckdb-")
+    # the pid in its name lets the parent of a killed query process remove it
+    temp_dir = tempfile.mkdtemp(prefix=f"warehouse-duckdb-{os.getpid()}-")
     try:
         con = duckdb.connect(config=duckdb_config(limits, temp_dir))
         try:

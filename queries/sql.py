@@ -16,7 +16,6 @@ import polars as pl
 
 from warehouse.errors import WarehouseError
 from warehouse.queries.limits import QueryLimits, Stop, collect_bounded
-from warehouse.store.files import atomic_write_bytes
 
 FORMATS = ("table", "csv", "json", "parquet")
 TABLE_ROWS = 50  # rows a terminal table shows; --format csv/json/parquet give every row
@@ -42,24 +41,36 @@ def run_query(
         raise WarehouseError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     if fmt == "parquet" and output is None:
         raise WarehouseError("--format parquet writes binary: give a file with --output")
-    if output is not None and Path(output).exists():
-        raise WarehouseError(f"{output} already exists; remove it or choose another --output")
+    if output is not None:
+        check_output(Path(output))
     w = Warehouse.open(warehouse_path)
     limits = limits or QueryLimits()
     if output is None or fmt in ("table", "json"):
-        data = render(w.sql(sql, engine=engine, limits=limits), fmt)  # type: ignore[arg-type]
+        df = w.sql(sql, engine=engine, limits=limits, isolate=False)  # type: ignore[arg-type]
+        data = render(df, fmt)
         if output is None:
             return data.decode()
-        atomic_write_bytes(Path(output), data)
+        _stream_to(Path(output), lambda tmp: tmp.write_bytes(data))
         return None
     _stream_to(Path(output), lambda tmp: _write(w, sql, fmt, tmp, engine, limits))
     return None
 
 
+def check_output(path: Path) -> None:
+    """A new file in an existing folder, or one line saying why not."""
+    if os.path.lexists(path):
+        raise WarehouseError(f"{path} already exists; remove it or choose another --output")
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is not a folder" if os.path.lexists(folder) else "does not exist"
+        raise WarehouseError(f"the folder of --output {path} {what}; create it first")
+
+
 def _stream_to(path: Path, write: Any) -> None:
     """`write(tmp)` into a temp name beside `path`, then rename it to `path` (never over an
-    existing file: the rename is a hard link, which fails when `path` appeared meanwhile)."""
-    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex}")
+    existing file: the rename is a hard link, which fails when `path` appeared meanwhile).
+    The temp name holds the pid, so the parent of a killed query process removes it."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex}")
     try:
         write(tmp)
         os.link(tmp, path)

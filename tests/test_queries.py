@@ -149,6 +149,8 @@ def chunk_reads(monkeypatch) -> list[str]:
         return real(path, prototype, byte_range)
 
     monkeypatch.setattr(zarr_local, "_get", counting)
+    # reads are counted in this process: queries run here, not in the worker process
+    monkeypatch.setattr(Warehouse, "sql", functools.partialmethod(Warehouse.sql, isolate=False))
     return seen
 
 
@@ -176,7 +178,8 @@ def test_one_neuron_equals_zarr_and_reads_one_chunk_column(w, wpath, chunk_reads
     n_tokens, _, _ = acts.shape
     got = w.sql(
         "select token_row, value from activations where site = 'ffn.act' and layer = 1 "
-        "and neuron = 20 order by token_row"
+        "and neuron = 20 order by token_row",
+        isolate=False,  # reads counted in this process
     )
     reads = sorted(chunk_reads)
     np.testing.assert_array_equal(got["token_row"].to_numpy(), np.arange(n_tokens))
@@ -192,7 +195,8 @@ def test_pushdown_by_neuron_id_prompt_and_rows(w, wpath, chunk_reads):
     # neuron_id 60 = layer 1 * 48 + neuron 12 of ffn.act, and
     # neuron 28 of layer 1 of ffn.down (1 * 32 + 28): two arrays, one chunk column each.
     got = w.sql(
-        "select site, layer, neuron, token_row, value from activations where neuron_id = 60"
+        "select site, layer, neuron, token_row, value from activations where neuron_id = 60",
+        isolate=False,  # reads counted in this process
     )
     reads = list(chunk_reads)
     act = _array(wpath, "activations.zarr/ffn.act")
@@ -213,7 +217,8 @@ def test_pushdown_by_neuron_id_prompt_and_rows(w, wpath, chunk_reads):
     )
     got = w.sql(
         f"select layer, neuron, value from responses where prompt_id = {p['prompt_id']} "
-        "and pooling = 'max' and site = 'ffn.act' order by layer, neuron"
+        "and pooling = 'max' and site = 'ffn.act' order by layer, neuron",
+        isolate=False,
     )
     reads = list(chunk_reads)
     mx = _array(wpath, "responses.zarr/ffn.act/max")
@@ -226,7 +231,8 @@ def test_pushdown_by_neuron_id_prompt_and_rows(w, wpath, chunk_reads):
 
     # a token range reads only the row chunks it overlaps
     chunk_reads.clear()
-    got = w.sql("select value from activations where token_row between 9 and 17 and neuron = 3")
+    q = "select value from activations where token_row between 9 and 17 and neuron = 3"
+    got = w.sql(q, isolate=False)
     assert got.height == 9 * 2 * 2  # tokens x layers x sites
     assert {c.rsplit("/c/")[1].split("/")[0] for c in chunk_reads} == {"1", "2"}
 

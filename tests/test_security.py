@@ -327,8 +327,8 @@ def test_timeout_stops_a_runaway_query(w, engine):
     from warehouse.queries.limits import QueryLimits
 
     wh = Warehouse.open(w)
-    # ~n^2 products: over a second here, so a 20 ms timeout always cuts it short (a larger
-    # runaway would go on computing in a Polars thread after the error: see docs/queries.md)
+    # ~n^2 products: over a second here, so a 20 ms timeout always cuts it short (the
+    # worker process that ran it is then killed: see the test after next)
     runaway = "select sum(a.value * b.value) as s from activations a cross join activations b"
     start = time.monotonic()
     with pytest.raises(QueryLimitError, match="timeout of 0.02 s"):
@@ -338,8 +338,9 @@ def test_timeout_stops_a_runaway_query(w, engine):
 
 @pytest.mark.parametrize("engine", ["polars", "duckdb"])
 def test_limits_stop_the_zarr_reader_at_its_next_block(w, engine, monkeypatch):
-    """DuckDB collects a Zarr view's frame outside its own accounting, and Polars cannot be
-    cancelled: past a limit the reader itself stops, one block later."""
+    """In-process (isolate=False) DuckDB collects a Zarr view's frame outside its own
+    accounting, and Polars cannot be cancelled: past a limit the reader itself stops, one
+    block later."""
     import time
 
     from warehouse.api import Warehouse
@@ -362,12 +363,12 @@ def test_limits_stop_the_zarr_reader_at_its_next_block(w, engine, monkeypatch):
         "union all select value from activations where layer = 1 "
         "union all select value from activations where value > 0)"
     )
-    wh.sql(q, engine=engine)
+    wh.sql(q, engine=engine, isolate=False)  # in this process, where the patch applies
     every = len(reads)
     assert every >= 4  # one block per layer and scan
     reads.clear()
     with pytest.raises(QueryLimitError, match="timeout of 0.05 s"):
-        wh.sql(q, engine=engine, limits=QueryLimits(timeout_s=0.05))
+        wh.sql(q, engine=engine, limits=QueryLimits(timeout_s=0.05), isolate=False)
     stopped = time.monotonic()
     time.sleep(0.6)  # what a reader that did not stop would go on reading meanwhile
     assert len(reads) < every
@@ -387,6 +388,90 @@ def test_memory_limit_stops_a_runaway_query(w, engine):
     )
     with pytest.raises(WarehouseError, match=r"(?i)memory"):
         wh.sql(hungry, engine=engine, limits=QueryLimits(memory_bytes=30_000_000, timeout_s=60))
+
+
+# A child that, once ready, sleeps, grows to 300 MB, or aborts: what the watcher must stop.
+_CHILDREN = {
+    "sleeps": "time.sleep(30)",
+    "grows": "x = bytearray(300 * 10**6); x[::4096] = b'1' * len(x[::4096]); time.sleep(30)",
+    "aborts": "os.abort()",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_CHILDREN))
+def test_the_parent_stops_a_query_process_from_outside(kind):
+    """The hard stop does not rely on the child: one that runs past the timeout or the
+    memory limit is killed, and one that dies by itself is one WarehouseError."""
+    import sys
+    import time
+
+    from warehouse.errors import QueryLimitError
+    from warehouse.queries.limits import QueryLimits
+    from warehouse.queries.worker import await_answer
+
+    code = f"import os, sys, time; os.write(1, b's'); {_CHILDREN[kind]}"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    limits = QueryLimits(memory_bytes=100 * 10**6, timeout_s=3 if kind == "grows" else 0.3)
+    expected = {
+        "sleeps": (QueryLimitError, "timeout of 0.3 s"),
+        "grows": (QueryLimitError, "memory limit of 100,000,000 bytes"),
+        "aborts": (WarehouseError, "stopped before it answered: it was killed by SIGABRT"),
+    }[kind]
+    start = time.monotonic()
+    try:
+        with pytest.raises(expected[0], match=expected[1]):
+            await_answer(proc.pid, proc.stdout.fileno(), limits)
+        assert time.monotonic() - start < 2.5
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_query_stopped_in_the_worker_leaves_no_process_running(w):
+    """After a limit, the worker that ran the query is gone (its Polars computation with
+    it); the next query starts a new one."""
+    from warehouse.api import Warehouse
+    from warehouse.errors import QueryLimitError
+    from warehouse.queries import worker
+    from warehouse.queries.limits import QueryLimits
+
+    wh = Warehouse.open(w)
+    assert wh.sql("select count(*) as n from prompts")["n"].item() == 6
+    first = worker._WORKER[0]
+    runaway = "select sum(a.value * b.value) as s from activations a cross join activations b"
+    with pytest.raises(QueryLimitError, match="timeout"):
+        wh.sql(runaway, limits=QueryLimits(timeout_s=0.05))
+    assert first.poll() is not None and not worker._WORKER
+    assert wh.sql("select count(*) as n from prompts")["n"].item() == 6
+    assert worker._WORKER[0].pid != first.pid
+
+
+@pytest.mark.parametrize("engine", ["polars", "duckdb"])
+def test_the_cli_kills_a_runaway_query_and_leaves_nothing(w, tmp_path, engine):
+    """`warehouse query` in its own process: past the limit one error line, exit 2, no
+    --output temp file, no DuckDB spill folder, the warehouse unchanged."""
+    import sys
+    import tempfile
+
+    before = _tree_hash(w)
+    spill = set(Path(tempfile.gettempdir()).glob("warehouse-duckdb-*"))
+    runaway = (
+        "select a.value * b.value * c.value as x from activations a "
+        "cross join activations b cross join activations c"
+    )
+    out = tmp_path / "o.csv"
+    cmd = [sys.executable, "-m", "warehouse", "query", str(w), runaway, "--engine", engine]
+    p = subprocess.run(
+        [*cmd, "--timeout", "3s", "--format", "csv", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (p.returncode, p.stdout) == (2, "")
+    assert p.stderr == "error: the query ran past its timeout of 3 s and was stopped (--timeout)\n"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["w"]
+    assert set(Path(tempfile.gettempdir()).glob("warehouse-duckdb-*")) == spill
+    assert _tree_hash(w) == before
 
 
 def test_hostile_files_are_refused_before_any_read(w):

@@ -332,15 +332,24 @@ def query(
     ),
 ) -> None:
     """Run a SQL query over the warehouse's tables and arrays (read-only, bounded)."""
+    # Nothing here imports an engine: the query runs in a child process (forked while this
+    # one has a single thread), which is killed past --memory-limit or --timeout.
     from warehouse.queries.limits import QueryLimits
-    from warehouse.queries.sql import run_query
+    from warehouse.queries.worker import isolated, request
 
     if output is not None:
         from warehouse.store.location import require_outside
 
         require_outside(output, [warehouse], "`warehouse query --output`")
     limits = QueryLimits.parse(memory_limit, timeout)
-    text = run_query(warehouse, sql, fmt, output, engine=engine, limits=limits)
+    where = warehouse if "memory:" not in warehouse else None
+    if where is None:  # memory:// lives in this process only
+        from warehouse.queries.sql import run_query
+
+        text = run_query(warehouse, sql, fmt, output, engine=engine, limits=limits)
+    else:
+        out = str(output) if output is not None else None
+        text = isolated(request("query", where, sql, engine, limits, fmt=fmt, output=out))
     if text is not None:
         print(text, end="" if text.endswith("\n") else "\n")
     else:
