@@ -29,8 +29,6 @@ import pyarrow as pa
 
 from warehouse.analysis.ablation import neuron_indices
 from warehouse.analysis.evaluate import (
-    BASELINE,
-    EVALS,
     EvalConfig,
     _baseline,
     _check_options,
@@ -53,17 +51,9 @@ from warehouse.errors import WarehouseError
 from warehouse.ingest.models import LoadedModel
 from warehouse.ingest.shards import check_shard, shard_range
 from warehouse.store.files import atomic_write_json, read_json
+from warehouse.store.format import BASELINE, EVAL_PART_SCHEMA, EVAL_PARTS, EVALS_DIR
 from warehouse.store.manifest import load_manifest
 from warehouse.store.tables import read_table, write_table
-
-PARTS = "parts"
-PART_SCHEMA = pa.schema(
-    [
-        ("condition", pa.int64()),  # -1: the baseline; else the index into `conditions`
-        ("prompt_id", pa.int64()),
-        ("generated", pa.string()),
-    ]
-)
 
 
 class _Request:
@@ -97,7 +87,7 @@ class _Request:
         blob = json.dumps(key, sort_keys=True, separators=(",", ":")).encode()
         self.id = hashlib.sha256(blob).hexdigest()[:16]
         self.key = key
-        self.folder = self.root / EVALS / PARTS / self.id
+        self.folder = self.root / EVALS_DIR / EVAL_PARTS / self.id
 
     def baseline_needed(self) -> bool:
         path = baseline_path(self.root)
@@ -179,7 +169,7 @@ def eval_shard(
                     _add(rows, c, mine, runner.answers(mine, neurons, step))
     req.folder.mkdir(parents=True, exist_ok=True)
     part = req.part(i)
-    write_table(part, pa.table(rows, schema=PART_SCHEMA))
+    write_table(part, pa.table(rows, schema=EVAL_PART_SCHEMA))
     side = {
         "key": req.key,
         "shard": [i, n],

@@ -47,6 +47,15 @@ from warehouse.ingest.datasets import is_correct, is_paper_correct, normalize_an
 from warehouse.ingest.models import LoadedModel, load_model
 from warehouse.ingest.tokens import token_ids_by_prompt
 from warehouse.store.files import atomic_write_json, read_json, sha256_file
+from warehouse.store.format import (
+    BASELINE,
+    EVAL_SCHEMA,
+    EVALS_DIR,
+    PROMPTS_FILE,
+    SELECTIONS_DIR,
+    SPLITS,
+    TOKENS_FILE,
+)
 from warehouse.store.location import local_folder
 from warehouse.store.lock import WriterLock
 from warehouse.store.manifest import load_manifest
@@ -62,26 +71,6 @@ RULES = {
     "starts-with": "starts-with",
     "contains": "contains",
 }
-SPLITS = ("identify", "test", "all")
-BASELINE = "baseline"  # the selection name of baseline rows and the stem of its file
-EVALS = "evals"
-SELECTIONS = "selections"
-
-EVAL_SCHEMA = pa.schema(
-    [
-        ("selection", pa.string()),  # "baseline" for baseline rows
-        ("count", pa.int64()),  # neurons deactivated; null for the baseline
-        ("fraction", pa.float64()),  # of the site's neurons, when the sweep gave fractions
-        ("control_seed", pa.int64()),  # null for the selection's own neurons and the baseline
-        ("relation", pa.string()),
-        ("language", pa.string()),
-        ("split", pa.string()),
-        ("prompt_id", pa.int64()),
-        ("generated", pa.string()),  # the decoded continuation, as generated
-        ("correct", pa.bool_()),
-        ("baseline_correct", pa.bool_()),  # the same prompt in evals/baseline.parquet
-    ]
-)
 
 
 @dataclass
@@ -281,9 +270,9 @@ def _read_prompts(root: Path) -> tuple[pl.DataFrame, list[list[int]]]:
     """prompts.parquet (the columns eval needs) and each prompt_row's stored token ids."""
     cols = ["prompt_row", "prompt_id", "relation", "language", "split", "object", "aliases"]
     cols += ["template"]
-    prompts = pl.from_arrow(read_table(root / "prompts.parquet", columns=[*cols, "n_tokens"]))
+    prompts = pl.from_arrow(read_table(root / PROMPTS_FILE, columns=[*cols, "n_tokens"]))
     assert isinstance(prompts, pl.DataFrame)
-    tokens = read_table(root / "tokens.parquet", columns=["prompt_row", "token_id"])
+    tokens = read_table(root / TOKENS_FILE, columns=["prompt_row", "token_id"])
     return prompts, token_ids_by_prompt(tokens, prompts.height)
 
 
@@ -327,7 +316,7 @@ def sample_prompts(prompts: pl.DataFrame, n: int) -> pl.DataFrame:
 
 def load_selection(root: Path, name: str) -> Selection:
     """Read and check W/selections/<name>.parquet and <name>.json."""
-    folder = root / SELECTIONS
+    folder = root / SELECTIONS_DIR
     if not name or name != Path(name).name or name.startswith("."):
         raise WarehouseError(f"{name!r} is not a selection name")
     if name == BASELINE:
@@ -541,7 +530,7 @@ def _key_hash(key: dict[str, Any]) -> str:
 
 
 def baseline_path(root: Path) -> Path:
-    return Path(root) / EVALS / f"{BASELINE}.parquet"
+    return Path(root) / EVALS_DIR / f"{BASELINE}.parquet"
 
 
 def _baseline(
@@ -651,7 +640,7 @@ def results_path(
     key = request_key(sel, manifest, cfg)
     # The name leaves the baseline out, so a recomputed baseline replaces this request's
     # file instead of adding a second one to the `evals` view; reuse needs both equal.
-    path = Path(root) / EVALS / f"{sel.name}__{_key_hash(key)[:12]}.parquet"
+    path = Path(root) / EVALS_DIR / f"{sel.name}__{_key_hash(key)[:12]}.parquet"
     key["baseline_sha256"] = sha256_file(base_path)
     return path, key
 

@@ -31,10 +31,9 @@ from warehouse.analysis import claims
 from warehouse.analysis.claims import Rules
 from warehouse.errors import FormatError
 from warehouse.ingest.datasets import normalize_answer
+from warehouse.store.format import BASELINE_FILE, PROMPTS_FILE, SELECTIONS_DIR, STUDY_FILE
 from warehouse.store.location import Location
 
-STUDY_FILE = "study/study.json"
-PROMPTS_FILE = "prompts.parquet"
 TOP_ANSWERS = 5  # most frequent answers per relation and condition in "errors"
 
 
@@ -374,7 +373,7 @@ def _cumulativity(
 def _per_layer(root: Location, name: str) -> tuple[dict[int, int], int | None]:
     """A selection's neurons per layer (every captured layer, zeros included) and the units
     per layer, from its sidecar; ({}, None) for a sidecar without them."""
-    side = f"selections/{name}.json"
+    side = f"{SELECTIONS_DIR}/{name}.json"
     meta = root.read_json(side) if root.isfile(side) else {}
     per_layer = {int(k): int(v) for k, v in (meta.get("per_layer") or {}).items()}
     return per_layer, meta.get("units")
@@ -391,7 +390,7 @@ def _overlap_layers(ctx: _Study) -> tuple[list[dict], list[dict], int | None]:
     units = None
     for rel in ctx.relations:
         name = ctx.st["selections"][rel]["top"]
-        frame = _read(ctx.root, f"selections/{name}.parquet")
+        frame = _read(ctx.root, f"{SELECTIONS_DIR}/{name}.parquet")
         sets[rel] = set(frame["neuron_id"].to_list())
         shapes[rel], units = _per_layer(ctx.root, name)
         n_layers = len(shapes[rel]) or frame["layer"].n_unique()
@@ -554,7 +553,7 @@ def compute(where: str | Path | Location, rules: Rules | None = None) -> dict[st
     intra = _intra_rows(ctx)
     ctx.underpowered = _underpowered(intra, ctx)
     _families(intra, "split", ctx)
-    base = ctx.read("evals/baseline.parquet")
+    base = ctx.read(BASELINE_FILE)
     cross = _cross_rows(ctx)
     sweep, cumulativity = _sweep_rows(ctx)
     overlap, layers, units = _overlap_layers(ctx)

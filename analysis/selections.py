@@ -28,7 +28,6 @@ import pyarrow as pa
 
 from warehouse import __version__
 from warehouse.analysis.stats import (
-    STATS_DIR,
     check_site_pooling,
     parse_negatives,
     sidecar_path,
@@ -37,26 +36,18 @@ from warehouse.analysis.stats import (
 )
 from warehouse.errors import FormatError, WarehouseError
 from warehouse.store.files import atomic_write_json, read_json
+from warehouse.store.format import (
+    RESERVED_SELECTIONS,
+    SELECTION_SCHEMA,
+    SELECTIONS_DIR,
+    STATS_DIR,
+)
 from warehouse.store.location import require_regular
 from warehouse.store.lock import WriterLock
 from warehouse.store.manifest import load_manifest
 from warehouse.store.tables import read_table, write_table
 
-SELECTIONS_DIR = "selections"
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-RESERVED = "baseline"  # the `selection` of evals rows with nothing deactivated
-
-SCHEMA = pa.schema(
-    [
-        ("selection", pa.string()),  # the name: the `selections` view unions every file
-        ("neuron_id", pa.int64()),
-        ("site", pa.string()),
-        ("layer", pa.int32()),
-        ("neuron", pa.int32()),
-        ("rank", pa.int32()),
-        ("score", pa.float64()),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -196,8 +187,8 @@ def _check_name(root: Path, name: str, overwrite: bool) -> None:
             f"bad selection name {name!r}: use letters, digits, '_', '.' and '-', "
             "not starting with '.'"
         )
-    if name == RESERVED:
-        raise WarehouseError(f"{RESERVED!r} names the unablated rows of evals; choose another name")
+    if name in RESERVED_SELECTIONS:
+        raise WarehouseError(f"{name!r} names the unablated rows of evals; choose another name")
     if selection_paths(root, name)[1].exists() and not overwrite:
         raise WarehouseError(
             f"a selection named {name!r} already exists in {root}; choose another name "
@@ -370,7 +361,7 @@ def _frame(
             # NaN (no score) is stored as null, which SQL and Polars treat as missing
             "score": pa.array(score, pa.float64(), from_pandas=True),
         },
-        schema=SCHEMA,
+        schema=SELECTION_SCHEMA,
     )
     return pl.from_arrow(table)
 
@@ -410,7 +401,7 @@ def _write(
                 "or pass --overwrite"
             )
         side.unlink(missing_ok=True)
-        write_table(parquet, frame.to_arrow().cast(SCHEMA))  # polars writes large_string
+        write_table(parquet, frame.to_arrow().cast(SELECTION_SCHEMA))  # polars writes large_string
         atomic_write_json(side, meta)
     return parquet
 

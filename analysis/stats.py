@@ -61,6 +61,16 @@ from warehouse.store.files import (
     remove_temp_entries,
     sha256_file,
 )
+from warehouse.store.format import (
+    ALL,
+    BASELINE_FILE,
+    PROMPTS_FILE,
+    SPLITS,
+    STAT_NAMES,
+    STATS_DIR,
+    STATS_SCHEMA,
+    STATS_STRINGS,
+)
 from warehouse.store.location import local_folder
 from warehouse.store.lock import WriterLock
 from warehouse.store.manifest import array_specs, load_manifest
@@ -68,14 +78,11 @@ from warehouse.store.tables import ROW_GROUP_SIZE, read_table, warehouse_provena
 
 log = logging.getLogger(__name__)
 
-STATS_DIR = "stats"
-BASELINE = "evals/baseline.parquet"
-ALL_LANGUAGES = "all"
-ALL_TEMPLATES = "all"  # template_set of a file over every template
+ALL_LANGUAGES = ALL  # the language of rows over every language
+ALL_TEMPLATES = ALL  # template_set of a file over every template
 # How equal APs are ordered (recorded in each sidecar's options, so a file ranked another
 # way is recomputed): AUROC, then |SMD| (both descending), then the seeded random order.
 TIE_BREAK = "auroc desc, abs(smd) desc, seeded random"
-SPLITS = ("identify", "test", "all")
 SIDECAR_FORMAT = "relation-warehouse/stats"
 
 # One slab holds every counted prompt of at most this many values (64 MiB as float16): a
@@ -83,34 +90,6 @@ SIDECAR_FORMAT = "relation-warehouse/stats"
 # when there are many prompts, so memory does not grow with the dataset either.
 SLAB_VALUES = 1 << 25
 MAX_SLAB_NEURONS = 4096
-
-_STATS = ("ap", "auroc", "mean_pos", "std_pos", "mean_neg", "std_neg", "smd")
-# AP and AUROC stay float64 so that they equal scikit-learn to the last bits. The moments
-# and SMD are stored as float32: responses are float16/bfloat16, so float32 holds them to
-# ~1e-7 relative, and it makes the file ~30 % smaller (random floats barely compress).
-_FLOAT64 = ("ap", "auroc")
-_STRINGS = ("relation", "language", "site", "pooling", "negatives", "split", "template_set")
-
-SCHEMA = pa.schema(
-    [
-        ("relation", pa.string()),
-        ("language", pa.string()),
-        ("site", pa.string()),
-        ("pooling", pa.string()),
-        ("negatives", pa.string()),
-        ("split", pa.string()),
-        ("template_set", pa.string()),
-        ("layer", pa.int32()),
-        ("neuron", pa.int32()),
-        ("neuron_id", pa.int64()),
-        *((name, pa.float64() if name in _FLOAT64 else pa.float32()) for name in _STATS),
-        ("rank", pa.int32()),
-        ("ap_rank", pa.int32()),  # best rank among the neurons of equal AP (1 + # higher AP)
-        ("ap_ties", pa.int32()),  # neurons of this (relation, language) with this exact AP
-        ("n_pos", pa.int64()),
-        ("n_neg", pa.int64()),
-    ]
-)
 
 
 # ------------------------------------------------------------------------------- options
@@ -218,7 +197,7 @@ def design(
     if split not in SPLITS:
         raise WarehouseError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     t = read_table(
-        root / "prompts.parquet",
+        root / PROMPTS_FILE,
         columns=["prompt_row", "prompt_id", "relation", "language", "split"],
     )
     rows = t.column("prompt_row").to_numpy().astype(np.int64)
@@ -227,7 +206,7 @@ def design(
     lang = np.asarray(t.column("language").to_pylist(), dtype=object)
     splits = np.asarray(t.column("split").to_pylist(), dtype=object)
     if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
-        raise FormatError(f"{root}/prompts.parquet: prompt_row outside the responses array")
+        raise FormatError(f"{root}/{PROMPTS_FILE}: prompt_row outside the responses array")
     keep = np.ones(len(rows), dtype=bool) if split == "all" else splits == split
     if not keep.any():
         raise WarehouseError(
@@ -241,7 +220,7 @@ def design(
         keep &= np.isin(ids, baseline_correct_ids(root))
         if not keep.any():
             raise WarehouseError(
-                f"no {split!r} prompt of {root} was answered correctly in {BASELINE}"
+                f"no {split!r} prompt of {root} was answered correctly in {BASELINE_FILE}"
             )
     order = np.argsort(rows[keep], kind="stable")
     rows, ids, rel, lang = (a[keep][order] for a in (rows, ids, rel, lang))
@@ -256,7 +235,7 @@ def design(
 
 def _of_templates(root: Path, templates: list[str]) -> np.ndarray:
     """Boolean mask over prompts.parquet's rows: the prompt's template is one of `templates`."""
-    column = read_table(root / "prompts.parquet", columns=["template"]).column("template")
+    column = read_table(root / PROMPTS_FILE, columns=["template"]).column("template")
     have = np.asarray(column.to_pylist(), dtype=object)
     unknown = sorted(set(templates) - set(have))
     if unknown:
@@ -268,7 +247,7 @@ def _of_templates(root: Path, templates: list[str]) -> np.ndarray:
 
 
 def _baseline(root: Path) -> Path:
-    path = root / BASELINE
+    path = root / BASELINE_FILE
     if not path.is_file():
         raise WarehouseError(
             "--filter-correct needs baseline answers: run `warehouse eval W --baseline` first"
@@ -282,7 +261,7 @@ def _baseline_rule(root: Path) -> str:
     rule = read_json(side).get("rule") if side.is_file() else None
     if not isinstance(rule, str):
         raise WarehouseError(
-            f"{root / BASELINE} names no scoring rule (scored before rules were named): "
+            f"{root / BASELINE_FILE} names no scoring rule (scored before rules were named): "
             "run `warehouse eval W --baseline` to score it anew"
         )
     return rule
@@ -496,7 +475,7 @@ def _compute_and_write(
                 dtype=np.float64,
                 shape=(len(masks), n_rel, n_neurons),
             )
-            for s in _STATS
+            for s in STAT_NAMES
         }
         n_pos = np.zeros((len(masks), n_rel), dtype=np.int64)
         n_neg = np.zeros((len(masks), n_rel), dtype=np.int64)
@@ -513,7 +492,7 @@ def _compute_and_write(
                         parts, d.y, n_rel, mask, threads, ratio=opts.ratio, seed=opts.seed
                     ):
                         cols = slice(base + o, base + o + res.n_neurons)
-                        for s in _STATS:
+                        for s in STAT_NAMES:
                             out[s][g, :, cols] = getattr(res, s)
                         n_pos[g], n_neg[g] = res.n_pos, res.n_neg
                 advance(b - a)
@@ -597,7 +576,7 @@ def _write_parquet(
     groups, total = [], 0
     # The old sidecar goes first, so a crash cannot leave it vouching for a new file.
     sidecar_path(path).unlink(missing_ok=True)
-    with _atomic_parquet(path, SCHEMA) as writer:
+    with _atomic_parquet(path, STATS_SCHEMA) as writer:
         for r, relation in enumerate(d.relations):
             for i in by_name:
                 language, g = d.groups[i][0], of_group[i]
@@ -614,7 +593,7 @@ def _write_parquet(
                     "split": opts.split,
                     "template_set": opts.template_set,
                 }
-                values = {s: np.asarray(out[s][g, r])[keep] for s in _STATS}
+                values = {s: np.asarray(out[s][g, r])[keep] for s in STAT_NAMES}
                 ties = tie_order(opts.seed, relation, language, len(index["neuron_id"]))
                 table = _ranked_table(labels, index, values, counts, ties)
                 writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
@@ -639,7 +618,7 @@ def rank_order(values: dict[str, np.ndarray], ties: np.ndarray) -> np.ndarray:
     as stored), then `ties` ascending. Never the neuron id; NaN sorts last."""
 
     def down(name: str) -> np.ndarray:
-        v = values[name].astype(SCHEMA.field(name).type.to_pandas_dtype())
+        v = values[name].astype(STATS_SCHEMA.field(name).type.to_pandas_dtype())
         v = np.abs(v) if name == "smd" else v
         return -v.astype(np.float64)
 
@@ -671,13 +650,16 @@ def _ranked_table(
     columns = {
         **{k: pa.repeat(pa.scalar(v, pa.string()), n) for k, v in labels.items()},
         **{k: v[order] for k, v in index.items()},
-        **{k: v[order].astype(SCHEMA.field(k).type.to_pandas_dtype()) for k, v in values.items()},
+        **{
+            k: v[order].astype(STATS_SCHEMA.field(k).type.to_pandas_dtype())
+            for k, v in values.items()
+        },
         "rank": np.arange(1, n + 1, dtype=np.int32),
         "ap_rank": ap_rank,
         "ap_ties": ap_ties,
         **{k: np.full(n, v, dtype=np.int64) for k, v in counts.items()},
     }
-    return pa.table(columns, schema=SCHEMA)
+    return pa.table(columns, schema=STATS_SCHEMA)
 
 
 @contextlib.contextmanager
@@ -696,7 +678,7 @@ def _atomic_parquet(path: Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]
             tmp,
             schema.with_metadata(warehouse_provenance(path)),
             compression="zstd",
-            use_dictionary=list(_STRINGS),
+            use_dictionary=list(STATS_STRINGS),
         ) as writer:
             yield writer
         os.replace(tmp, path)

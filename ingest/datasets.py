@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from warehouse.errors import DatasetError
+from warehouse.store.format import SPLITS
 
 SUBJECT = "{subject}"
 FIELDS = ("relation", "language", "subject", "object", "aliases", "templates", "subject_id")
 REQUIRED = ("relation", "language", "subject", "object", "templates")
 SUFFIXES = (".jsonl", ".csv", ".parquet")
-SPLITS = ("identify", "test", "all")
 BUILTIN = "builtin"
 
 _RELATION_RE = re.compile(r"[a-z0-9_]+")

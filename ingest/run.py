@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from warehouse.ingest.capture import POOLINGS, Capturer, CaptureSpec
 from warehouse.ingest.datasets import build_prompts, load_dataset
 from warehouse.ingest.models import LoadedModel, load_model
 from warehouse.ingest.shards import check_shard, shard_range
-from warehouse.ingest.sites import resolve_layers, resolve_sites, units
+from warehouse.ingest.sites import resolve_layers, resolve_sites, site_description, units
 from warehouse.ingest.tokens import (
     Encoded,
     encode_prompts,
@@ -181,6 +182,12 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def _attributes(model: dict[str, Any], spec: ArraySpec) -> dict[str, Any]:
+    """A new array's attributes, with its site described from the model's site table."""
+    site = spec.key.split("/")[1]
+    return array_attributes(model, spec, site_description(model.get("architecture"), site))
+
+
 def _array_plan(plan: dict, n_prompts: int, n_tokens: int) -> list[ArraySpec]:
     cap = plan["capture"]
     specs = []
@@ -291,7 +298,7 @@ def _lay_out(
         write_table(root / f"{name}.parquet", table, manifest)
     specs = _array_plan(plan, prompt_table.num_rows, token_table.num_rows)
     for spec in specs:
-        create_array(root, spec, array_attributes(plan["model"], spec))
+        create_array(root, spec, _attributes(plan["model"], spec))
     # Checksums of the tables now (not only at the end), so a reader of a warehouse that is
     # still being written, or whose ingest stopped, can tell an edited table too.
     manifest["tables"] = {

@@ -133,14 +133,6 @@ def site_description(architecture: str | None, site: str) -> dict[str, Any]:
     return out
 
 
-def neuron_dim(site: str) -> str:
-    """Name of a site's unit axis in the stored arrays: `neuron` for the FFN's inner width,
-    `d_model` for a residual-width site (`ffn.down`), so that arrays of both widths can share
-    one Zarr group with a coordinate array of each."""
-    widths = {s.width for fam in FAMILIES for name, s in fam.sites.items() if name == site}
-    return "d_model" if widths == {"model"} else "neuron"
-
-
 def resolve_sites(config: Any, spec: str | Sequence[str]) -> list[str]:
     """Site names from "ffn.act", "paper", "ffn.act,ffn.up" or a list, in order, without repeats."""
     fam = family(config)

@@ -10,37 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from warehouse.ingest.datasets import Prompt
-
-PROMPT_SCHEMA = pa.schema(
-    [
-        ("prompt_row", pa.int64()),
-        ("prompt_id", pa.int64()),
-        ("relation", pa.string()),
-        ("language", pa.string()),
-        ("split", pa.string()),
-        ("subject", pa.string()),
-        ("subject_id", pa.string()),
-        ("object", pa.string()),
-        ("aliases", pa.list_(pa.string())),
-        ("template", pa.string()),
-        ("text", pa.string()),
-        ("n_tokens", pa.int32()),
-        ("token_offset", pa.int64()),
-    ]
-)
-
-TOKEN_SCHEMA = pa.schema(
-    [
-        ("token_row", pa.int64()),
-        ("prompt_id", pa.int64()),
-        ("prompt_row", pa.int64()),
-        ("position", pa.int32()),
-        ("token_id", pa.int32()),
-        ("token", pa.string()),
-        ("is_subject", pa.bool_()),
-        ("is_last", pa.bool_()),
-    ]
-)
+from warehouse.store.format import PROMPT_SCHEMA, TOKEN_SCHEMA
 
 
 @dataclass(frozen=True)

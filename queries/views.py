@@ -28,34 +28,25 @@ from polars.io.plugins import register_io_source
 from warehouse.errors import FormatError, WarehouseError
 from warehouse.queries.limits import Stop
 from warehouse.store.arrays import ArraySpec, from_storage, open_array
+from warehouse.store.format import (
+    ACTIVATIONS,
+    ACTIVATIONS_VIEW_SCHEMA,
+    DERIVED_DIRS,
+    PROMPTS,
+    PROMPTS_FILE,
+    RESPONSES,
+    RESPONSES_VIEW_SCHEMA,
+    TOKENS,
+)
+from warehouse.store.format import DERIVED_VIEWS as FORMAT_DERIVED_VIEWS
 from warehouse.store.location import Location, require_regular
 from warehouse.store.tables import read_table_at
 
 # Parquet views written by later stages: folder -> the command that creates it.
-DERIVED_VIEWS = {
-    "stats": "warehouse stats",
-    "selections": "warehouse select",
-    "evals": "warehouse eval",
-}
-
-ACTIVATIONS_SCHEMA = {
-    "token_row": pl.Int64,
-    "site": pl.String,
-    "layer": pl.Int32,
-    "neuron": pl.Int32,
-    "neuron_id": pl.Int64,
-    "value": pl.Float32,
-}
-RESPONSES_SCHEMA = {
-    "prompt_id": pl.Int64,
-    "prompt_row": pl.Int64,
-    "site": pl.String,
-    "pooling": pl.String,
-    "layer": pl.Int32,
-    "neuron": pl.Int32,
-    "neuron_id": pl.Int64,
-    "value": pl.Float32,
-}
+DERIVED_VIEWS = {name: f"warehouse {DERIVED_DIRS[name]}" for name in FORMAT_DERIVED_VIEWS}
+# The Polars schemas of the two array views (store/format.py's Arrow schemas).
+ACTIVATIONS_SCHEMA = dict(pl.from_arrow(ACTIVATIONS_VIEW_SCHEMA.empty_table()).schema)
+RESPONSES_SCHEMA = dict(pl.from_arrow(RESPONSES_VIEW_SCHEMA.empty_table()).schema)
 
 # Values per yielded DataFrame (~1M rows, ~30 MB with every column): big enough that the
 # per-frame overhead of Polars and zarr is negligible, small enough that a full scan of a
@@ -426,7 +417,7 @@ class ZarrView:
 
     @property
     def schema(self) -> dict[str, pl.DataType]:
-        return dict(RESPONSES_SCHEMA if self.name == "responses" else ACTIVATIONS_SCHEMA)
+        return dict(RESPONSES_SCHEMA if self.name == RESPONSES else ACTIVATIONS_SCHEMA)
 
     def lazy(self, stop: Stop | None = None) -> pl.LazyFrame:
         """The view as a Polars IO plugin; once `stop` is set, its next block raises."""
@@ -551,7 +542,7 @@ class ZarrView:
         return self._arrays[src.spec.key]
 
     def _row_runs(self, src: ArraySource, allowed: dict[str, Constraint]) -> np.ndarray:
-        row_col = "prompt_row" if self.name == "responses" else "token_row"
+        row_col = "prompt_row" if self.name == RESPONSES else "token_row"
         runs = allowed.get(row_col, Ints()).runs(src.n_rows)
         if self.prompt_ids is not None and "prompt_id" in allowed:
             ok = allowed["prompt_id"].mask(self.prompt_ids[: src.n_rows])
@@ -655,11 +646,11 @@ def zarr_views(
             raise WarehouseError(
                 f"manifest array {key} names site {site!r} absent from model.units"
             )
-        if parts[0] == "activations":
+        if parts[0] == ACTIVATIONS:
             # While an ingest runs, rows past the committed mark are not on disk yet.
             n = spec.shape[0] if complete else min(spec.shape[0], state["tokens_committed"])
             acts.append(ArraySource(site, None, spec, int(units[site]), n))
-        elif parts[0] == "responses":
+        elif parts[0] == RESPONSES:
             n = spec.shape[0] if complete else min(spec.shape[0], state["prompts_committed"])
             resps.append(ArraySource(site, parts[2], spec, int(units[site]), n))
     if not (isinstance(root, Location) and root.remote):
@@ -667,12 +658,12 @@ def zarr_views(
             check_array_files(Path(str(root)), src.spec, src.n_rows)
     views = {}
     if acts:
-        views["activations"] = ZarrView("activations", root, acts)
+        views[ACTIVATIONS] = ZarrView(ACTIVATIONS, root, acts)
     if resps:
-        ids = read_table_at(root, "prompts.parquet", ["prompt_row", "prompt_id"])
+        ids = read_table_at(root, PROMPTS_FILE, ["prompt_row", "prompt_id"])
         order = np.argsort(ids.column("prompt_row").to_numpy())
         prompt_ids = ids.column("prompt_id").to_numpy()[order].astype(np.int64)
-        views["responses"] = ZarrView("responses", root, resps, prompt_ids)
+        views[RESPONSES] = ZarrView(RESPONSES, root, resps, prompt_ids)
     return views
 
 
@@ -686,7 +677,7 @@ def parquet_views(root: Path | Location) -> dict[str, list[Path]] | dict[str, li
     location's filesystem for a remote warehouse)."""
     if isinstance(root, Location) and root.remote:
         remote: dict[str, list[str]] = {}
-        for name in ("prompts", "tokens"):
+        for name in (PROMPTS, TOKENS):
             if root.isfile(f"{name}.parquet"):
                 remote[name] = [root.path(f"{name}.parquet")]
         for name in DERIVED_VIEWS:
@@ -698,7 +689,7 @@ def parquet_views(root: Path | Location) -> dict[str, list[Path]] | dict[str, li
     views: dict[str, list[Path]] = {}
     # Every file a view reads is a plain file inside the folder (lstat, before any open):
     # a FIFO would block the scan, a device or a link would read something else.
-    for name in ("prompts", "tokens"):
+    for name in (PROMPTS, TOKENS):
         if os.path.lexists(root / f"{name}.parquet"):
             views[name] = [_plain_inside(root, root / f"{name}.parquet")]
     for name in DERIVED_VIEWS:

@@ -26,9 +26,17 @@ from zarr.abc.codec import BytesBytesCodec
 from zarr.abc.store import SuffixByteRequest
 from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 
-from warehouse.errors import FormatError
-from warehouse.ingest.sites import neuron_dim, site_description
 from warehouse.store.chunks import absent_chunks, index_size
+from warehouse.store.errors import FormatError, MissingChunkError
+from warehouse.store.format import (
+    ACTIVATIONS,
+    RESPONSES,
+    ROW_DIMS,
+    ROW_TABLES,
+    array_key,
+    array_path,
+    unit_dim,
+)
 from warehouse.store.location import Location, plain_local_store
 
 # Storage dtypes. numpy (and so plain zarr) has no bfloat16: it is stored as its raw 16 bits
@@ -120,8 +128,8 @@ def activation_spec(
 ) -> ArraySpec:
     chunks = _chunks(n_rows, rows, units)
     return ArraySpec(
-        key=f"activations/{site}",
-        path=f"activations.zarr/{site}",
+        key=array_key(ACTIVATIONS, site),
+        path=array_path(array_key(ACTIVATIONS, site)),
         shape=(n_rows, len(layers), units),
         chunks=chunks,
         dtype=dtype,
@@ -141,8 +149,8 @@ def response_spec(
 ) -> ArraySpec:
     chunks = _chunks(n_rows, rows, units)
     return ArraySpec(
-        key=f"responses/{site}/{pooling}",
-        path=f"responses.zarr/{site}/{pooling}",
+        key=array_key(RESPONSES, site, pooling),
+        path=array_path(array_key(RESPONSES, site, pooling)),
         shape=(n_rows, len(layers), units),
         chunks=chunks,
         dtype=dtype,
@@ -154,14 +162,11 @@ def response_spec(
 def compressors(spec: ArraySpec) -> list[BytesBytesCodec]:
     """The codecs after `bytes` that a new array is written with (its zarr.json records them,
     so a resumed array keeps the ones it has)."""
-    if spec.key.startswith("activations/"):
+    if spec.key.startswith(f"{ACTIVATIONS}/"):
         return [ZstdCodec(level=ZSTD_LEVEL, checksum=True)]
     return [Crc32cCodec()]
 
 
-# The row axis of each kind of array, and the table whose rows it counts.
-ROW_DIMS = {"activations": "token_row", "responses": "prompt_row"}
-ROW_TABLES = {"activations": "tokens.parquet", "responses": "prompts.parquet"}
 COORD_CHUNK = 1 << 20  # values per chunk file of a coordinate array (8 MB of int64)
 
 
@@ -169,17 +174,25 @@ def dims(spec: ArraySpec) -> tuple[str, str, str]:
     """Dimension names of an array: its row axis, `layer`, and its unit axis (`neuron`, or
     `d_model` for a residual-width site)."""
     kind, site = spec.key.split("/")[:2]
-    return (ROW_DIMS[kind], "layer", neuron_dim(site))
+    return (ROW_DIMS[kind], "layer", unit_dim(site))
 
 
-def array_attributes(model: dict[str, Any], spec: ArraySpec) -> dict[str, Any]:
+# The attributes of an array that describe its site (ingest/sites.py's `site_description`).
+SITE_ATTRIBUTES = ("module", "io", "transformer_lens_hook")
+
+
+def array_attributes(
+    model: dict[str, Any], spec: ArraySpec, site_description: dict[str, Any]
+) -> dict[str, Any]:
     """What an array holds, for its zarr.json (and `Warehouse.array`): the site, its module
-    and TransformerLens hook, units per layer, the model and the table its rows index."""
+    and TransformerLens hook (`site_description`, from the model's site table:
+    ingest/sites.py's `site_description`), units per layer, the model and the table its rows
+    index."""
     kind, site = spec.key.split("/")[:2]
     attrs: dict[str, Any] = {"site": site}
-    if kind == "responses":
+    if kind == RESPONSES:
         attrs["pooling"] = spec.key.split("/")[2]
-    attrs.update(site_description(model.get("architecture"), site))
+    attrs.update(site_description)
     attrs.update(
         units=spec.shape[2],
         model=model.get("name"),
@@ -255,10 +268,6 @@ def create_array(
         },
     )
     return arr
-
-
-class MissingChunkError(FormatError):
-    """A chunk file that must exist is absent (zarr would read it as zeros)."""
 
 
 class StrictStore(plain_local_store()):  # type: ignore[misc]

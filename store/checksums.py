@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
 
-from warehouse.errors import FormatError, WarehouseError
 from warehouse.store.arrays import (
     STORAGE_DTYPES,
     ArraySpec,
@@ -23,6 +22,7 @@ from warehouse.store.arrays import (
     write_coord,
 )
 from warehouse.store.chunks import shard_index
+from warehouse.store.errors import FormatError, WarehouseError
 from warehouse.store.files import (
     algorithm_of,
     files_digest,
@@ -32,20 +32,25 @@ from warehouse.store.files import (
     stream_digest,
 )
 from warehouse.store.fingerprint import fingerprint_of
+from warehouse.store.format import (
+    ACTIVATIONS,
+    DERIVED_DIRS,
+    DERIVED_FILES,
+    DERIVED_PARTS,
+    MANIFEST,
+    OUTPUT_DIRS,
+    PROMPTS,
+    TOKENS,
+)
 from warehouse.store.location import Location, kind_of, require_regular
 from warehouse.store.lock import LOCK, creations, lock_status
-from warehouse.store.manifest import MANIFEST, array_specs, load_manifest
+from warehouse.store.manifest import array_specs, load_manifest
 
-# Folders written by later stages, and the command that writes each. Each holds Parquet
-# tables, every one beside its JSON sidecar (<name>.parquet + <name>.json), and nothing else
-# but the files DERIVED_FILES names and a sharded eval's unjoined parts
-# (evals/parts/<request>/, pairs as well).
-DERIVED = {"stats": "stats", "selections": "select", "evals": "eval", "study": "study"}
-DERIVED_FILES = {"study": ("study.json",)}
-DERIVED_PARTS = {"evals": "parts"}
-# A report drawn into the warehouse (`warehouse demo` puts it there): not data; checked for
-# links and special files only.
-OUTPUTS = ("report",)
+# The folders written by later stages (format.DERIVED_DIRS) each hold Parquet tables, every
+# one beside its JSON sidecar (<name>.parquet + <name>.json), and nothing else but the files
+# DERIVED_FILES names and a sharded eval's unjoined parts (evals/parts/<request>/, pairs as
+# well). A report drawn into the warehouse (`warehouse demo` puts it there, OUTPUT_DIRS) is
+# not data: checked for links and special files only.
 
 
 def array_files(spec: ArraySpec) -> list[str]:
@@ -298,9 +303,9 @@ def _verify_table(name: str, entry: dict, path: Path, report: Report) -> None:
 def _verify_other_file(rel: str, name: str, writing: bool, report: Report) -> None:
     """A file the manifest does not list: a derived table, the writer lock, or a stray."""
     top = rel.split(os.sep, 1)[0]
-    if top in DERIVED and os.sep in rel and not is_temp_file(name):
+    if top in DERIVED_DIRS and os.sep in rel and not is_temp_file(name):
         return  # checked by _verify_derived
-    if (top in OUTPUTS and os.sep in rel) or rel == LOCK:
+    if (top in OUTPUT_DIRS and os.sep in rel) or rel == LOCK:
         return  # the lock: _verify_lock
     if is_temp_file(name):
         if not writing:  # while a writer runs, its temp files are work in progress
@@ -334,7 +339,7 @@ def _verify_spec(manifest: dict, key: str, spec: ArraySpec, report: Report) -> N
 def _spec_disagreements(manifest: dict, key: str, spec: ArraySpec) -> list[str]:
     kind, site = key.split("/")[:2]
     out = []
-    want_rows = manifest["counts"].get("tokens" if kind == "activations" else "prompts")
+    want_rows = manifest["counts"].get(TOKENS if kind == ACTIVATIONS else PROMPTS)
     if spec.shape[0] != want_rows:
         out.append(
             f"array {key}: manifest shape {list(spec.shape)} has {spec.shape[0]} rows, "
@@ -377,7 +382,7 @@ def derived_problems(
     caller (verify's walk names them; readers refuse them)."""
     problems: list[tuple[str, str]] = []
     checked = 0
-    for folder in folders or list(DERIVED):
+    for folder in folders or list(DERIVED_DIRS):
         entries = loc.entries(folder)
         for name in sorted(entries):
             rel, kind = f"{folder}/{name}", entries[name]
@@ -399,7 +404,7 @@ def _check_pairs(
 ) -> int:
     """Check the plain files directly in `where`: Parquet tables with sidecars, and `others`
     (JSON objects). Returns how many were checked."""
-    command = DERIVED[folder]
+    command = DERIVED_DIRS[folder]
     entries = loc.entries(where)
     files = {n for n, kind in entries.items() if kind == "a plain file" and not is_temp_file(n)}
     for name in sorted(files):
@@ -613,11 +618,11 @@ def _verify_remote(loc: Location) -> Report:
     for rel in loc.walk():
         rel = rel.replace(os.sep, "/")
         n = rel.rsplit("/", 1)[-1]
-        if rel in expected or rel.startswith(tuple(f"{d}/" for d in OUTPUTS)):
+        if rel in expected or rel.startswith(tuple(f"{d}/" for d in OUTPUT_DIRS)):
             continue
         if is_temp_file(n):
             report.problems.append(f"leftover temp file: {rel}")
-        elif not rel.startswith(tuple(f"{d}/" for d in DERIVED)):
+        elif not rel.startswith(tuple(f"{d}/" for d in DERIVED_DIRS)):
             report.problems.append(f"unexpected file: {rel}")
         elif isinstance(listed, dict):
             # An export lists every derived file it wrote; a read-only copy gains none.

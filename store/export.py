@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from warehouse.errors import FormatError, WarehouseError
 from warehouse.store.arrays import ArraySpec, coord_files, coord_values
 from warehouse.store.checksums import (
     array_checksum,
@@ -28,6 +27,7 @@ from warehouse.store.checksums import (
     derived_problems,
     require_complete,
 )
+from warehouse.store.errors import FormatError, WarehouseError
 from warehouse.store.files import (
     algorithm_of,
     atomic_write_json,
@@ -36,6 +36,14 @@ from warehouse.store.files import (
     safe_relative,
 )
 from warehouse.store.fingerprint import fingerprint_of
+from warehouse.store.format import (
+    ACTIVATIONS,
+    DERIVED_DIRS,
+    DERIVED_FILES,
+    MANIFEST,
+    PROMPTS,
+    TOKENS,
+)
 from warehouse.store.location import (
     Location,
     MissingFileError,
@@ -43,10 +51,10 @@ from warehouse.store.location import (
     require_outside,
 )
 from warehouse.store.lock import creating
-from warehouse.store.manifest import MANIFEST, array_specs, load_manifest
+from warehouse.store.manifest import array_specs, load_manifest
 
-DERIVED = ("stats", "selections", "evals", "study")
-TABLES = ("prompts", "tokens", *DERIVED)
+DERIVED = tuple(DERIVED_DIRS)
+TABLES = (PROMPTS, TOKENS, *DERIVED)  # what --tables may name
 BLOCK = 1 << 22
 # A fixed timestamp for every zip entry: the same export gives the same zip bytes.
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -261,9 +269,9 @@ def _plan(
                 f"available: {', '.join(sites)}"
             )
         sites = [s for s in sites if s in opts.sites]
-    present = ["prompts", *(t for t in ("tokens",) if t in manifest["tables"])]
+    present = [PROMPTS, *(t for t in (TOKENS,) if t in manifest["tables"])]
     present += [d for d in DERIVED if any(n.endswith(".parquet") for n in src.listdir(d))]
-    tables = present if opts.tables is None else list(dict.fromkeys(["prompts", *opts.tables]))
+    tables = present if opts.tables is None else list(dict.fromkeys([PROMPTS, *opts.tables]))
     unknown = sorted(set(tables) - set(TABLES))
     if unknown:
         raise WarehouseError(
@@ -277,14 +285,14 @@ def _plan(
     keep_arrays = [
         k
         for k in manifest["arrays"]
-        if k.split("/")[1] in sites and not (opts.pooled_only and k.startswith("activations/"))
+        if k.split("/")[1] in sites and not (opts.pooled_only and k.startswith(f"{ACTIVATIONS}/"))
     ]
-    keep_tables = [t for t in ("prompts", "tokens") if t in tables]
+    keep_tables = [t for t in (PROMPTS, TOKENS) if t in tables]
     derived = [rel for d in DERIVED if d in tables for rel in _derived_files(src, d, set(sites))]
 
     out = {k: v for k, v in manifest.items() if k not in ("export", "files")}
     out["capture"] = dict(cap, sites=sites)
-    if not any(k.startswith("activations/") for k in keep_arrays):
+    if not any(k.startswith(f"{ACTIVATIONS}/") for k in keep_arrays):
         out["capture"]["mode"] = "pooled"
     out["arrays"] = {k: manifest["arrays"][k] for k in keep_arrays}
     out["tables"] = {t: manifest["tables"][t] for t in keep_tables}
@@ -315,7 +323,7 @@ def _derived_files(src: Location, folder: str, sites: set[str]) -> list[str]:
     (the sidecar names the site; a file without one is kept)."""
     names = src.listdir(folder)
     # study/study.json (the record of `warehouse study`) has no table of its own.
-    out = [f"{folder}/{n}" for n in names if folder == "study" and n == "study.json"]
+    out = [f"{folder}/{n}" for n in names if n in DERIVED_FILES.get(folder, ())]
     for n in names:
         if not n.endswith(".parquet") or n.startswith("."):
             continue

@@ -14,7 +14,7 @@ from typing import IO, Any
 
 import google_crc32c
 
-from warehouse.errors import FormatError, WarehouseError
+from warehouse.store.errors import FormatError, WarehouseError
 
 # Temp files carry this marker so that verify/resume can recognise (and clean) leftovers of
 # a killed process; zarr's own LocalStore uses ".partial" for the same purpose.

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from warehouse.errors import FormatError, WarehouseError
+from warehouse.store.errors import FormatError, MissingFileError, WarehouseError
+from warehouse.store.format import MANIFEST
 
 # Protocols that live in optional packages, and the extra that installs each.
 # url -> whether its server answers byte-range reads, probed once per process.
@@ -44,10 +45,6 @@ def local_folder(target: str | Path, action: str) -> Path:
     if is_remote(target):
         raise WarehouseError(_read_only(str(target), action))
     return Path(str(target).removeprefix("file://"))
-
-
-class MissingFileError(FormatError):
-    """A file a warehouse should hold is not there."""
 
 
 # What an entry that is not a plain file or folder is, for messages.
@@ -280,7 +277,7 @@ class Location:
             return True
         if self.url not in _RANGES:
             try:
-                got = self.fs.cat_file(self.path("manifest.json"), start=0, end=2)
+                got = self.fs.cat_file(self.path(MANIFEST), start=0, end=2)
                 _RANGES[self.url] = len(got) == 2
             except Exception:  # the real read will report what is wrong
                 _RANGES[self.url] = True

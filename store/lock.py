@@ -28,15 +28,11 @@ from typing import Any
 
 import psutil
 
-from warehouse.errors import WarehouseError
+from warehouse.store.errors import LockedError, WarehouseError
 from warehouse.store.files import remove_temp_entries
 from warehouse.store.location import kind_of, open_regular
 
 LOCK = ".lock"
-
-
-class LockedError(WarehouseError):
-    """Another process is writing this warehouse."""
 
 
 @dataclass(frozen=True)

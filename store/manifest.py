@@ -6,17 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from warehouse import __version__
-from warehouse.errors import FormatError
 from warehouse.store.arrays import ArraySpec
+from warehouse.store.errors import FormatError
 from warehouse.store.files import atomic_write_json, read_json, safe_relative
 from warehouse.store.fingerprint import fingerprint_of
+from warehouse.store.format import FORMAT_NAME, FORMAT_VERSION, MANIFEST
 from warehouse.store.location import Location, require_regular
-
-FORMAT_NAME = "relation-warehouse"
-# 3: array checksums are crc32c (field `checksum`); 2: arrays stored as zarr shards (a file
-# per row of chunks); 1: a file per chunk. Every version is read, resumed and merged.
-FORMAT_VERSION = 3
-MANIFEST = "manifest.json"
 
 
 def new_manifest(

@@ -28,9 +28,8 @@ import numpy as np
 import pyarrow as pa
 import zarr
 
-from warehouse.errors import FormatError, WarehouseError
-from warehouse.ingest.tokens import PROMPT_SCHEMA, TOKEN_SCHEMA
 from warehouse.store.arrays import (
+    SITE_ATTRIBUTES,
     ArraySpec,
     activation_spec,
     array_attributes,
@@ -40,8 +39,17 @@ from warehouse.store.arrays import (
 )
 from warehouse.store.checksums import finalize_checksums, require_complete, write_coords
 from warehouse.store.chunks import ChunkEncoder, put_rows
+from warehouse.store.errors import FormatError, WarehouseError
 from warehouse.store.files import atomic_write_bytes
 from warehouse.store.fingerprint import fingerprint_of
+from warehouse.store.format import (
+    PROMPT_SCHEMA,
+    PROMPTS,
+    PROMPTS_FILE,
+    TOKEN_SCHEMA,
+    TOKENS,
+    TOKENS_FILE,
+)
 from warehouse.store.location import Location, local_folder, require_outside
 from warehouse.store.lock import creating
 from warehouse.store.manifest import (
@@ -265,11 +273,11 @@ def _write(root: Path, ins: list[_Input], show_progress: bool) -> dict[str, Any]
     )
     manifest["fingerprint"] = fingerprint_of(manifest)
     prompts, tokens = _tables(ins, ks, rows, n_tok, src_off)
-    write_table(root / "prompts.parquet", prompts, manifest)
-    tables = {"prompts": {"path": "prompts.parquet", "rows": n_prompts}}
+    write_table(root / PROMPTS_FILE, prompts, manifest)
+    tables = {PROMPTS: {"path": PROMPTS_FILE, "rows": n_prompts}}
     if tokens is not None:
-        write_table(root / "tokens.parquet", tokens, manifest)
-        tables["tokens"] = {"path": "tokens.parquet", "rows": n_tokens}
+        write_table(root / TOKENS_FILE, tokens, manifest)
+        tables[TOKENS] = {"path": TOKENS_FILE, "rows": n_tokens}
 
     specs = []
     for key in array_specs(first):
@@ -291,7 +299,8 @@ def _write(root: Path, ins: list[_Input], show_progress: bool) -> dict[str, Any]
     blocks = sum(-(-s.shape[0] // s.chunks[0]) * s.shape[1] for _, s, _ in specs)
     with _progress(show_progress, blocks) as advance:
         for key, spec, segs in specs:
-            create_array(root, spec, array_attributes(first["model"], spec))
+            site = _site_description(ins[0], key)
+            create_array(root, spec, array_attributes(first["model"], spec, site))
             _fill(root, ins, key, spec, segs, advance)
 
     manifest["tables"] = tables
@@ -325,6 +334,13 @@ def _write(root: Path, ins: list[_Input], show_progress: bool) -> dict[str, Any]
     )
     save_manifest(root, manifest)
     return manifest
+
+
+def _site_description(x: _Input, key: str) -> dict[str, Any]:
+    """What an input's array says of its site (module, io, hook): the merged array's
+    attributes are the ones its ingest wrote."""
+    attrs = open_array(x.loc, array_specs(x.manifest)[key]).attrs
+    return {k: attrs[k] for k in SITE_ATTRIBUTES if k in attrs}
 
 
 def _dataset(ins: list[_Input]) -> dict[str, Any]:

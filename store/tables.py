@@ -10,8 +10,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from warehouse.errors import FormatError
+from warehouse.store.errors import FormatError
 from warehouse.store.files import atomic_write_bytes, sha256_file
+from warehouse.store.format import MANIFEST
 from warehouse.store.location import Location, require_regular
 
 # Row groups of ~64k rows let DuckDB/Polars skip groups by their min/max statistics
@@ -33,7 +34,7 @@ def warehouse_provenance(path: Path) -> dict[str, str]:
     """The provenance of the warehouse a table is written into (its manifest.json is in one
     of the folders above: `W/`, `W/stats/`, `W/evals/parts/<request>/`); none outside one."""
     for folder in list(Path(path).parents)[:4]:
-        manifest = folder / "manifest.json"
+        manifest = folder / MANIFEST
         if manifest.is_file() and not manifest.is_symlink():
             try:
                 m = json.loads(manifest.read_bytes())
@@ -84,7 +85,7 @@ def check_table(path: Path, expected: str | None) -> None:
 def _manifest_checksum(path: Path) -> str | None:
     """The sha256 manifest.json records for `path`, when it is one of its tables."""
     try:
-        m = json.loads((path.parent / "manifest.json").read_text())
+        m = json.loads((path.parent / MANIFEST).read_text())
         for entry in m["tables"].values():
             if entry.get("path") == path.name:
                 return entry.get("sha256")

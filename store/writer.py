@@ -16,10 +16,10 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from warehouse.errors import WarehouseError
 from warehouse.store.arrays import STORAGE_DTYPES, ArraySpec
 from warehouse.store.checksums import array_files
 from warehouse.store.chunks import ChunkEncoder, put_rows
+from warehouse.store.errors import WarehouseError
 from warehouse.store.files import digest_of, new_digest
 
 

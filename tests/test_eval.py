@@ -18,7 +18,6 @@ import torch
 
 from warehouse.analysis.ablation import ablate, control_ids, neuron_indices
 from warehouse.analysis.evaluate import (
-    EVAL_SCHEMA,
     MATCHES,
     RULES,
     EvalConfig,
@@ -37,6 +36,7 @@ from warehouse.ingest.datasets import normalize_answer
 from warehouse.ingest.models import load_model
 from warehouse.ingest.run import IngestConfig, ingest
 from warehouse.ingest.sites import SITES
+from warehouse.store.format import EVAL_SCHEMA
 
 SUBJECTS = ["France", "Japan", "Germany", "Peru", "Chile", "Kenya", "Nepal", "Oman", "Fiji"]
 TEMPLATES = {

@@ -23,6 +23,7 @@ from transformers import (
 
 from warehouse.errors import SiteError
 from warehouse.ingest.sites import (
+    FAMILIES,
     SITES,
     decoder_layers,
     family,
@@ -31,6 +32,7 @@ from warehouse.ingest.sites import (
     resolve_sites,
     units,
 )
+from warehouse.store.format import RESIDUAL_SITES, unit_dim
 
 GATED_SHAPE = dict(
     vocab_size=64,
@@ -249,6 +251,16 @@ def test_unit_counts():
     assert n * units(llama7b, "ffn.act") == 352_256
     with pytest.raises(SiteError, match="paper"):
         units(llama, "paper")
+
+
+def test_the_format_names_the_residual_width_sites_of_the_table():
+    """store/format.py names the unit axis of stored arrays without importing the site
+    table: its residual-width sites are the table's `width="model"` sites, in every family."""
+    residual = {name for f in FAMILIES for name, s in f.sites.items() if s.width == "model"}
+    ffn = {name for f in FAMILIES for name, s in f.sites.items() if s.width == "ffn"}
+    assert residual == RESIDUAL_SITES == {"ffn.down"}
+    assert not residual & ffn
+    assert [unit_dim(s) for s in SITES] == ["neuron", "neuron", "neuron", "d_model"]
 
 
 def test_unknown_site_lists_the_supported_ones():

@@ -20,6 +20,7 @@ from warehouse.analysis.selectivity import sample_negatives
 from warehouse.analysis.stats import parse_negatives, run_stats, stats_path
 from warehouse.errors import WarehouseError
 from warehouse.ingest.run import IngestConfig, ingest
+from warehouse.store.format import STATS_SCHEMA
 
 RELATIONS = {
     "company_ceo": ("The CEO of {subject} is", "Der Chef von {subject} ist"),
@@ -216,7 +217,7 @@ def test_heavy_ties_narrow_slabs_and_row_subsets(fresh: Path, monkeypatch):
 def test_rank_order_and_layout(warehouse: Path):
     (path,) = run_stats(warehouse, "ffn.act", show_progress=False)
     got = pl.read_parquet(path)
-    assert got.columns == [f.name for f in stats_mod.SCHEMA]
+    assert got.columns == [f.name for f in STATS_SCHEMA]
     # the file is sorted by (relation, language, rank) ...
     assert got.select("relation", "language", "rank").equals(
         got.select("relation", "language", "rank").sort("relation", "language", "rank")

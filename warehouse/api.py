@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from warehouse.errors import SiteError, WarehouseError
+from warehouse.ingest.sites import site_description
 from warehouse.queries.limits import (
     QueryLimits,
     Stop,
@@ -45,6 +46,7 @@ from warehouse.queries.views import (
     zarr_views,
 )
 from warehouse.store.arrays import array_attributes, dims, from_storage
+from warehouse.store.format import ARRAY_KINDS
 from warehouse.store.location import Location, require_regular
 from warehouse.store.manifest import array_specs, load_manifest
 from warehouse.store.tables import check_table
@@ -59,8 +61,6 @@ T = TypeVar("T")
 # expression over the table, or the text of a SQL WHERE clause over it.
 Rows = int | list[int] | np.ndarray | range | pl.Expr | str | None
 Units = int | list[int] | np.ndarray | range | None
-
-ZARR_VIEWS = ("activations", "responses")
 
 
 @dataclass
@@ -201,7 +201,8 @@ class Warehouse:
         }
         if view.prompt_ids is not None:
             coords["prompt_id"] = (row_dim, view.prompt_ids[rows])
-        attrs = array_attributes(self.manifest["model"], src.spec)
+        model = self.manifest["model"]
+        attrs = array_attributes(model, src.spec, site_description(model.get("architecture"), site))
         da = xr.DataArray(out, dims=dims(src.spec), coords=coords, name=site, attrs=attrs)
         scalar = {d: 0 for d, v in (("layer", layer), (unit_dim, neurons)) if _is_int(v)}
         return da.isel(scalar) if scalar else da
@@ -327,7 +328,7 @@ class Warehouse:
                 f"table 'activations' is absent: {self.root} was ingested with --capture pooled "
                 "(per-prompt `responses` only)"
             )
-        if name in ZARR_VIEWS:
+        if name in ARRAY_KINDS:
             return f"table {name!r} is absent: {self.root} has no {name} arrays"
         return f"unknown table {name!r}; tables: {', '.join(self.tables())}"
 

@@ -263,9 +263,10 @@ def _committed(loc, manifest: dict) -> str:
     if prompts >= manifest["counts"]["prompts"]:
         tokens = manifest["counts"]["tokens"]
     else:
+        from warehouse.store.format import PROMPTS_FILE
         from warehouse.store.tables import read_table_at
 
-        offsets = read_table_at(loc, "prompts.parquet", ["token_offset"]).column(0)
+        offsets = read_table_at(loc, PROMPTS_FILE, ["token_offset"]).column(0)
         tokens = offsets[prompts].as_py()
     return f"{prompts:,} prompts committed, their {tokens:,} tokens pooled"
 
@@ -275,7 +276,7 @@ def _derived_tables(loc) -> list[tuple[str, str, int]]:
     the rows come from each file's Parquet footer."""
     import pyarrow.parquet as pq
 
-    from warehouse.queries.views import DERIVED_VIEWS
+    from warehouse.store.format import DERIVED_VIEWS
 
     out = []
     for view in DERIVED_VIEWS:

@@ -1,8 +1,27 @@
-"""Named errors. The CLI turns each into a one-line message and a non-zero exit."""
+"""Named errors. The CLI turns each into a one-line message and a non-zero exit.
 
+The warehouse's own (format, lock, missing files) live in `warehouse.store.errors` and are
+re-exported here, so `from warehouse.errors import FormatError` names the same class."""
 
-class WarehouseError(Exception):
-    """Base of every error this tool raises on purpose (bad input, bad data, bad state)."""
+from warehouse.store.errors import (
+    FormatError,
+    LockedError,
+    MissingChunkError,
+    MissingFileError,
+    WarehouseError,
+)
+
+__all__ = [
+    "DatasetError",
+    "FormatError",
+    "LockedError",
+    "MissingChunkError",
+    "MissingFileError",
+    "ModelError",
+    "QueryLimitError",
+    "SiteError",
+    "WarehouseError",
+]
 
 
 class DatasetError(WarehouseError):
@@ -15,10 +34,6 @@ class ModelError(WarehouseError):
 
 class SiteError(WarehouseError):
     """An activation site or layer is unknown for the model's architecture."""
-
-
-class FormatError(WarehouseError):
-    """A warehouse folder is missing, corrupt, of another version, or inconsistent."""
 
 
 class QueryLimitError(WarehouseError):

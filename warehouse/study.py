@@ -43,8 +43,8 @@ import numpy as np
 import pyarrow as pa
 
 from warehouse.errors import WarehouseError
+from warehouse.store.format import PERPLEXITY_FILE, PERPLEXITY_SCHEMA, PROMPTS_FILE, STUDY_FILE
 
-STUDY_DIR = "study"
 PAPER_UNITS = 835_584  # gate + up + down outputs of Llama-2-7B's 32 layers, the paper's count
 PAPER_TOP_K = 3_000
 PAPER_SWEEP = (10, 50, 200, 500, 1_000, 3_000, 10_000, 20_000, 50_000)
@@ -250,7 +250,7 @@ def run_study(cfg: StudyConfig) -> Path:
     # 4. selections, remade when the stats changed.
     t0 = time.perf_counter()
     _say(cfg, f"4/6 selections: top {top_k} per relation, sweep {sweep}")
-    study_file = root / STUDY_DIR / "study.json"
+    study_file = root / STUDY_FILE
     old = _read_old(study_file)
     fresh = old.get("stats_sha256") != stats_sha or old.get("plan") != [top_k, sweep]
     names = _make_selections(
@@ -395,7 +395,7 @@ def _prompts(root: Path):
 
     from warehouse.store.tables import read_table
 
-    path = root / "prompts.parquet"
+    path = root / PROMPTS_FILE
     subject = "subject_id" if "subject_id" in pq.read_schema(path).names else "subject"
     cols = ["prompt_id", "relation", "language", "split", "template", subject]
     frame = pl.from_arrow(read_table(path, columns=cols))
@@ -589,16 +589,6 @@ def _make_selections(
 
 
 PPL_CONTROLS = 3  # random sets whose perplexity is measured beside each relation's own set
-_PPL_SCHEMA = pa.schema(
-    [
-        ("relation", pa.string()),
-        ("selection", pa.string()),
-        ("size", pa.int64()),
-        ("control_seed", pa.int64()),  # null: the relation's own set
-        ("ppl_baseline", pa.float64()),
-        ("ppl_ablated", pa.float64()),
-    ]
-)
 
 
 def _perplexities(
@@ -615,7 +605,7 @@ def _perplexities(
     from warehouse.store.files import atomic_write_json, read_json, sha256_file
     from warehouse.store.tables import write_table
 
-    path = root / STUDY_DIR / "perplexity.parquet"
+    path = root / PERPLEXITY_FILE
     side = path.with_suffix(".json")
     sentences = read_sentences(cfg.sentences)
     seeds = [cfg.seed + i for i in range(min(cfg.controls, PPL_CONTROLS))]
@@ -640,7 +630,7 @@ def _perplexities(
             values = (rel, name, len(ids), seed, base, perplexity(loaded, sentences, neurons))
             for k, v in zip(names, values, strict=True):
                 rows[k].append(v)
-    write_table(path, pa.table(rows, schema=_PPL_SCHEMA))
+    write_table(path, pa.table(rows, schema=PERPLEXITY_SCHEMA))
     atomic_write_json(side, {"key": key, "sentences": len(sentences)})
     return path.relative_to(root).as_posix()
 
