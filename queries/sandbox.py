@@ -3,9 +3,10 @@
 Polars: `table_identifiers` (Polars' own SQL parser) lists every table the query names, table
 functions included; a name that is not a view and that Polars resolves as a table function
 (`read_csv`, `read_parquet`, ...: any name Polars does not answer "not a supported table
-function" for) is refused before the plan is built, so no file is touched. Then every leaf of
-the resolved plan must be one of the views' own scans (the same Parquet paths, the same Zarr
-reader) or an in-memory literal (`VALUES`).
+function" for) is refused before the plan is built, so no file is touched. The statement must
+be one query (Polars' parser accepts it as a subquery). Then every leaf of the resolved plan
+must be one of the views' own scans (the same Parquet paths, the same Zarr reader) or an
+in-memory literal (`VALUES`).
 
 DuckDB: the query must parse to exactly one SELECT statement, and the connection has no file
 access at all: the views are Arrow datasets and Polars frames this code opens itself.
@@ -59,6 +60,22 @@ def refuse_table_functions(query: str, views: set[str]) -> None:
                 "warehouse queries read the warehouse's views only, not files: the table "
                 f"function {name}(...) is not allowed"
             )
+
+
+def require_one_query(ctx: pl.SQLContext, query: str) -> None:
+    """Refuse any statement but one query (SELECT, VALUES, WITH, set operations): Polars'
+    own parser must accept the text as a subquery, `select * from (<query>) as _q`, which
+    EXPLAIN, SHOW, CREATE, DROP, TRUNCATE, DELETE and any other statement are not (a DELETE
+    parses as a subquery, and is refused when its plan is resolved). Only the plan and its
+    schema are built, nothing is read; a trailing `;` is allowed."""
+    body = query.rstrip().rstrip(";")
+    try:
+        ctx.execute(f"select * from (\n{body}\n) as _warehouse_query").collect_schema()
+    except pl.exceptions.PolarsError:
+        raise WarehouseError(
+            "warehouse queries are one query (SELECT, VALUES or WITH ... SELECT): no EXPLAIN, "
+            "SHOW, CREATE, DROP, TRUNCATE, DELETE or other statement"
+        ) from None
 
 
 def _leaves(lf: pl.LazyFrame) -> Iterator[tuple[str, Any]]:

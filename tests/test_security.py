@@ -266,9 +266,22 @@ def _escapes(w: Path, tmp: Path) -> list[str]:
     ]
 
 
-# Harmless in Polars (its SQL only plans, and a CREATE TABLE lives in a context discarded
-# after the query), refused by DuckDB, where only one plain SELECT runs.
-DUCKDB_ONLY = ["explain analyze select 1", "explain select 1", "create table t as select 1"]
+# Statements other than one query, refused by both engines' parsers (in Polars they would
+# only plan, in a context discarded after the query, but a warehouse query is one query).
+STATEMENTS = [
+    "explain analyze select 1",
+    "explain select * from prompts",
+    "create table t as select 1",
+    "show tables",
+    "drop table prompts",
+    "truncate prompts",
+    "delete from prompts where prompt_id > 0",
+    "insert into prompts select * from prompts",
+    "describe prompts",
+]
+# DuckDB's parser makes these SELECTs over its catalog, which lists the registered views
+# only: they read nothing else, and run.
+DUCKDB_CATALOG = ["show tables", "describe prompts"]
 
 
 @pytest.mark.parametrize("engine", ["polars", "duckdb"])
@@ -280,7 +293,8 @@ def test_queries_read_only_the_views(w, tmp_path, engine, monkeypatch):
     monkeypatch.chdir(tmp_path)
     before = _tree_hash(w)
     wh = Warehouse.open(w)
-    for sql in _escapes(w, tmp_path) + (DUCKDB_ONLY if engine == "duckdb" else []):
+    statements = [q for q in STATEMENTS if engine == "polars" or q not in DUCKDB_CATALOG]
+    for sql in _escapes(w, tmp_path) + statements:
         with pytest.raises(WarehouseError) as e:
             wh.sql(sql, engine=engine)
         assert "secret" not in str(e.value).replace(str(tmp_path / "secret.csv"), ""), sql
@@ -295,6 +309,17 @@ def test_queries_read_only_the_views(w, tmp_path, engine, monkeypatch):
     assert df["relation"].to_list() == ["capital", "coin"]
     assert wh.sql("select count(*) as n from selections", engine=engine)["n"].item() == 4
     assert wh.sql("select 'read_csv(x)' as s from prompts limit 1")["s"].item() == "read_csv(x)"
+    # queries of every form still run: VALUES, WITH, set operations, a trailing ';'
+    for q in [
+        "values (1), (2)",
+        "with x as (select 1 as a) select * from x",
+        "select 1 as a union all select 2 as a",
+        "(select 1 as a)",
+        "select 1 as a;",
+    ]:
+        assert sorted(wh.sql(q, engine=engine).to_series().to_list())[0] == 1, q
+    if engine == "duckdb":
+        assert "prompts" in wh.sql("show tables", engine=engine)["name"].to_list()
 
 
 @pytest.mark.parametrize("engine", ["polars", "duckdb"])

@@ -35,6 +35,7 @@ from warehouse.queries.sandbox import (
     check_plan,
     duckdb_select,
     refuse_table_functions,
+    require_one_query,
 )
 from warehouse.queries.views import (
     DERIVED_VIEWS,
@@ -159,7 +160,9 @@ class Warehouse:
             refuse_table_functions(query, set(self.tables()))
             # Only the views the query names: a view over remote files costs requests.
             views = {name: self.lazy(name, stop=stop) for name in self._named_in(query)}
-            lf = pl.SQLContext(views, eager=False).execute(query)
+            ctx = pl.SQLContext(views, eager=False)
+            lf = ctx.execute(query)
+            require_one_query(pl.SQLContext(views, eager=False), query)
             check_plan(lf, views)
         except pl.exceptions.PolarsError as e:
             raise WarehouseError(self._sql_error(e)) from None
