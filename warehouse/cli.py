@@ -859,12 +859,10 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except usage as e:
-        if type(e).__name__ == "NoArgsIsHelpError":  # bare `warehouse`: the help, as asked
-            e.show()
-            sys.exit(2)
-        ctx = getattr(e, "ctx", None)
-        hint = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
-        _fail(f"{e.format_message().rstrip('.')}{hint}")
+        # click's own form, as every click CLI prints it: `Usage: …`, `Try '… --help'`,
+        # `Error: …` on stderr, exit 2 (a bare `warehouse` prints the help instead).
+        e.show()
+        sys.exit(2)
     except WarehouseError as e:
         if _state["debug"]:
             raise
@@ -875,3 +873,7 @@ def main() -> None:
         args = shlex.join(sys.argv[1:])
         _fail(f"{_describe(e)} (for the traceback: warehouse --debug {args})")
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":  # python -m warehouse.cli
+    main()
