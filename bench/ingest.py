@@ -138,7 +138,8 @@ def measure_size_and_codec(root: Path, copy: Path, cold: bool) -> tuple[int, int
 def peak_rss_mb() -> float:
     """This process's peak RSS. On Linux VmHWM: getrusage's ru_maxrss survives exec, so a
     child started by a process that holds a model reports its parent's peak, whatever its
-    own (sessions 1-5 printed the bench process's size for both runs, hence 1.000x)."""
+    own (an earlier version of this bench printed the bench process's size for both runs,
+    hence 1.000x)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:

@@ -56,8 +56,8 @@ ZSTD_LEVEL = -10
 # (bench/codecs.py --responses). So they are stored as they are, with zarr's `crc32c` codec
 # after each chunk (a flipped byte is still a read error, not a wrong number): in a `--capture
 # pooled` run (the 7B/13B mode) the responses are all the writer does, and zstd -50 on them
-# took a third of its CPU, on the cores the forward pass needs. Sessions 8-9 wrote responses
-# at zstd -50, earlier ones at -10; each array's zarr.json names its codecs.
+# took a third of its CPU, on the cores the forward pass needs. Earlier builds wrote responses
+# at zstd -10, then -50; each array's zarr.json names its codecs.
 
 
 TOKEN_CHUNK = 1024  # rows per chunk of per-token arrays

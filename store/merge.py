@@ -427,7 +427,7 @@ def _fill(
             j += 1
         raw = _raw_source(parts, srcs, spec, a, b)
         if raw is not None and not same_codecs(raw[0]):
-            raw = None  # written with other codecs (responses before session 10: zstd)
+            raw = None  # written with other codecs (older builds' zstd responses)
         if raw is not None:  # one input's whole shard: copied as it is
             k, chunk_row = raw
             data = ins[k].loc.read_bytes(f"{srcs[k].path}/c/{chunk_row}/0/0")

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random-weight models, saved once per session, and an isolated cache.
+"""Shared fixtures: tiny random-weight models, saved once per test run, and an isolated cache.
 
 `tiny_llama_dir` is a Hugging Face folder (config.json, model.safetensors, tokenizer files) of
 a 2-layer Llama with a 320-token byte-level BPE tokenizer trained here in ~20 ms, so no test

@@ -42,7 +42,7 @@ def _pair(tmp_path: Path, shape, chunks, dtype, compressors, shards=None):
     return out
 
 
-CODECS = {  # what this tool writes now (-10; responses crc32c), in session 4 (-1) and before (1)
+CODECS = {  # what this tool writes now (-10; responses crc32c), and by earlier builds (-1, 1)
     "zstd-1": [ZstdCodec(level=-1, checksum=True)],
     "zstd-10": [ZstdCodec(level=-10, checksum=True)],
     "zstd1": [ZstdCodec(level=1, checksum=True)],

@@ -362,8 +362,8 @@ def test_assembly_failure_is_one_line(tiny_llama_gguf: Path, tmp_path: Path, mon
 )
 def test_embedded_smollm2_reloads_from_cache(user_warehouse_cache: Path, monkeypatch):
     """The second load reads the cached safetensors copy and cached hash: no de-quantizing
-    and no hashing. (Its wall time, ~0.5 s, is measured in docs/performance.md; a shared CI
-    machine is too noisy to assert it.)"""
+    and no hashing. (Its wall time is measured by bench/load.py, docs/performance.md; a
+    shared CI machine is too noisy to assert it.)"""
     from warehouse.ingest import models
 
     first = load_model("smollm2-135m")

@@ -157,7 +157,7 @@ def test_shards_merge_to_the_single_run(tmp_path, tiny_llama_dir, facts, single,
 def test_a_part_with_older_response_codecs_merges_to_the_single_run(
     tmp_path, tiny_llama_dir, facts, single, monkeypatch
 ):
-    """A part whose responses are zstd (as sessions 8-9 wrote them) is decoded and encoded
+    """A part whose responses are zstd (as earlier builds wrote them) is decoded and encoded
     again, not copied: the merge equals today's single run byte for byte."""
     from zarr.codecs import ZstdCodec
 
