@@ -15,18 +15,14 @@ hundreds of thousands. Format 1 warehouses (one file per chunk) are read as befo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import zarr
-from zarr.abc.codec import BytesBytesCodec
-from zarr.abc.store import SuffixByteRequest
-from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 
-from warehouse.store.chunks import absent_chunks, index_size
 from warehouse.store.errors import FormatError, MissingChunkError
 from warehouse.store.format import (
     ACTIVATIONS,
@@ -38,6 +34,10 @@ from warehouse.store.format import (
     unit_dim,
 )
 from warehouse.store.location import Location, plain_local_store
+
+if TYPE_CHECKING:  # zarr is imported where an array is opened (a query need not)
+    import zarr
+    from zarr.abc.codec import BytesBytesCodec
 
 # Storage dtypes. numpy (and so plain zarr) has no bfloat16: it is stored as its raw 16 bits
 # (uint16), and the attribute "warehouse_dtype" says how to view them.
@@ -162,6 +162,8 @@ def response_spec(
 def compressors(spec: ArraySpec) -> list[BytesBytesCodec]:
     """The codecs after `bytes` that a new array is written with (its zarr.json records them,
     so a resumed array keeps the ones it has)."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
     if spec.key.startswith(f"{ACTIVATIONS}/"):
         return [ZstdCodec(level=ZSTD_LEVEL, checksum=True)]
     return [Crc32cCodec()]
@@ -223,6 +225,9 @@ def coord_files(path: str, n: int) -> list[str]:
 
 def write_coord(root: Path, path: str, dim: str, values: np.ndarray) -> None:
     """Write one coordinate array (int64, each chunk followed by its crc32c)."""
+    import zarr
+    from zarr.codecs import BytesCodec, Crc32cCodec
+
     arr = zarr.create_array(
         store=str(root / path),
         shape=values.shape,
@@ -242,6 +247,9 @@ def write_coord(root: Path, path: str, dim: str, values: np.ndarray) -> None:
 def create_array(
     root: Path, spec: ArraySpec, attributes: dict[str, Any] | None = None
 ) -> zarr.Array:
+    import zarr
+    from zarr.codecs import BytesCodec
+
     if spec.dtype not in STORAGE_DTYPES:
         raise FormatError(f"unsupported dtype {spec.dtype!r}; use one of {sorted(STORAGE_DTYPES)}")
     parts = Path(spec.path).parts
@@ -270,41 +278,51 @@ def create_array(
     return arr
 
 
-class StrictStore(plain_local_store()):  # type: ignore[misc]
-    """A read-only LocalStore for which an absent chunk is an error, not the fill value.
+@functools.cache
+def strict_store() -> type:
+    from zarr.abc.store import SuffixByteRequest
 
-    A warehouse writes every chunk (`write_empty_chunks`), so a missing one is damage; plain
-    zarr would hand back zeros for it, i.e. silently wrong numbers. In a shard (format 2) a
-    chunk is absent when the shard's index marks it so: every index this store hands to
-    zarr is checked for such entries first.
-    """
+    from warehouse.store.chunks import absent_chunks
 
-    def __init__(self, root: Path, index_bytes: int | None = None, **kw: Any) -> None:
-        super().__init__(root, **kw)
-        self.index_bytes = index_bytes  # size of a shard's index + crc32c; None: no shards
+    class StrictStore(plain_local_store()):  # type: ignore[misc]
+        """A read-only LocalStore for which an absent chunk is an error, not the fill value.
 
-    async def get(self, key, prototype=None, byte_range=None):  # type: ignore[override]
-        value = await super().get(key, prototype, byte_range)
-        if not key.startswith("c/"):
+        A warehouse writes every chunk (`write_empty_chunks`), so a missing one is damage; plain
+        zarr would hand back zeros for it, i.e. silently wrong numbers. In a shard (format 2) a
+        chunk is absent when the shard's index marks it so: every index this store hands to
+        zarr is checked for such entries first.
+        """
+
+        def __init__(self, root: Path, index_bytes: int | None = None, **kw: Any) -> None:
+            super().__init__(root, **kw)
+            self.index_bytes = index_bytes  # size of a shard's index + crc32c; None: no shards
+
+        async def get(self, key, prototype=None, byte_range=None):  # type: ignore[override]
+            value = await super().get(key, prototype, byte_range)
+            if not key.startswith("c/"):
+                return value
+            if value is None:
+                raise MissingChunkError(f"chunk file {self.root / key} is missing")
+            n = self.index_bytes
+            if n is not None and (
+                byte_range is None
+                or (isinstance(byte_range, SuffixByteRequest) and byte_range.suffix == n)
+            ):
+                # Only the index's bytes are copied out, not the whole shard a full read returns.
+                if absent_chunks(value[len(value) - n : len(value) - 4].to_bytes()):
+                    raise MissingChunkError(
+                        f"chunk file {self.root / key}: its index marks chunks as absent"
+                    )
             return value
-        if value is None:
-            raise MissingChunkError(f"chunk file {self.root / key} is missing")
-        n = self.index_bytes
-        if n is not None and (
-            byte_range is None
-            or (isinstance(byte_range, SuffixByteRequest) and byte_range.suffix == n)
-        ):
-            # Only the index's bytes are copied out, not the whole shard a full read returns.
-            if absent_chunks(value[len(value) - n : len(value) - 4].to_bytes()):
-                raise MissingChunkError(
-                    f"chunk file {self.root / key}: its index marks chunks as absent"
-                )
-        return value
+
+    return StrictStore
 
 
 def open_array(root: Path | Location, spec: ArraySpec, mode: str = "r") -> zarr.Array:
     """Open an array of a local folder (reads refuse missing chunks), or read-only of a
     remote warehouse (a `Location`)."""
+    import zarr
+
     if isinstance(root, Location) and root.remote:
         if mode != "r":
             root.require_local("writing an array")
@@ -312,7 +330,7 @@ def open_array(root: Path | Location, spec: ArraySpec, mode: str = "r") -> zarr.
     else:
         local = Path(str(root)) / spec.path
         store = (
-            StrictStore(local, _index_bytes(spec), read_only=True) if mode == "r" else str(local)
+            strict_store()(local, _index_bytes(spec), read_only=True) if mode == "r" else str(local)
         )
     try:
         arr = zarr.open_array(store=store, mode=mode, zarr_format=3)
@@ -338,6 +356,8 @@ def open_array(root: Path | Location, spec: ArraySpec, mode: str = "r") -> zarr.
 
 def _index_bytes(spec: ArraySpec) -> int | None:
     """Bytes of a shard's index and its crc32c, None without shards."""
+    from warehouse.store.chunks import index_size  # the writer's module, with zarr
+
     return None if spec.shards is None else index_size(spec.chunks_per_shard)
 
 

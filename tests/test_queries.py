@@ -626,3 +626,21 @@ def test_limit_options_parse(wpath, capsys):
         "duckdb",
     )
     assert (code, out) == (0, "n\n14\n")
+
+
+def test_a_table_query_imports_no_model_or_array_library(wpath):
+    """The query path's fixed cost: a query of the Parquet tables (in a fresh process, as
+    `warehouse query` runs it) imports neither torch, transformers nor zarr, nor pandas
+    (pyarrow's `read_table`, `to_numpy` and `Schema.empty_table` would)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from warehouse.api import Warehouse; "
+        f"w = Warehouse.open({str(wpath)!r}); "
+        "assert w.sql('select count(*) as n from prompts', isolate=False)['n'].item() > 0; "
+        "heavy = ('torch', 'transformers', 'zarr', 'pandas', 'xarray', 'duckdb'); "
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == "[]\n"

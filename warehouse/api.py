@@ -162,6 +162,7 @@ class Warehouse:
             views = {name: self.lazy(name, stop=stop) for name in self._named_in(query)}
             ctx = pl.SQLContext(views, eager=False)
             lf = ctx.execute(query)
+            lf.collect_schema()  # the query's own errors (an unknown table, column) first
             require_one_query(pl.SQLContext(views, eager=False), query)
             check_plan(lf, views)
         except pl.exceptions.PolarsError as e:
