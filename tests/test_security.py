@@ -33,16 +33,30 @@ FORBIDDEN = [
 TORCH_LOAD = re.compile(r"torch\.load\(")
 
 
-def python_files() -> list[Path]:
-    """The project's own Python files (git's view: tracked and not ignored)."""
-    out = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.py"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    return [REPO / p for p in out if (REPO / p).is_file()]
+# Where the project's Python lives, for a copy that is not a git checkout (an unpacked sdist).
+PROJECT_FOLDERS = ("warehouse", "ingest", "store", "queries", "analysis", "tests", "bench", "tools")
+
+
+def python_files(root: Path = REPO) -> list[Path]:
+    """The project's own Python files: the ones git tracks, so that a virtual environment or a
+    build folder inside the clone is never scanned. Outside a git checkout of `root`, the
+    project's folders."""
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True
+        )
+        if top.returncode == 0 and Path(top.stdout.strip()).resolve() == root.resolve():
+            out = subprocess.run(
+                ["git", "ls-files", "--cached", "-z", "--", "*.py"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            return [root / p for p in out.split("\0") if p and (root / p).is_file()]
+    except OSError:  # no git on this machine
+        pass
+    return sorted(p for d in PROJECT_FOLDERS for p in (root / d).rglob("*.py"))
 
 
 def findings(path: Path, text: str) -> list[str]:
@@ -72,6 +86,32 @@ def test_no_pickle_or_remote_code_in_the_project():
     assert len(files) > 30 and REPO / "ingest" / "models.py" in files
     found = [f for p in files if p != Path(__file__) for f in findings(p, p.read_text())]
     assert not found, "\n".join(found)
+
+
+def _project_copy(root: Path) -> Path:
+    """A project tree with one clean module, and a virtual environment inside it whose
+    packages use pickle, as a user's `python -m venv venv` in the clone would hold."""
+    (root / "store").mkdir(parents=True)
+    (root / "store" / "files.py").write_text("x = 1\n")
+    venv = root / "venv" / "lib" / "python3.11" / "site-packages"
+    venv.mkdir(parents=True)
+    (venv / "joblib.py").write_text("import " + _P + "\n")
+    return root
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_the_scan_reads_only_tracked_files(tmp_path):
+    root = _project_copy(tmp_path / "clone")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], cwd=root, check=True)
+    subprocess.run([*git, "add", "store/files.py"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "m"], cwd=root, check=True)
+    assert python_files(root) == [root / "store" / "files.py"]
+
+
+def test_outside_git_the_scan_reads_the_project_folders(tmp_path):
+    root = _project_copy(tmp_path / "unpacked")
+    assert python_files(root) == [root / "store" / "files.py"]
 
 
 @pytest.mark.parametrize(
