@@ -36,21 +36,23 @@ from warehouse.analysis.evaluate import (
     _read_prompts,
     _Runner,
     _write_baseline,
+    baseline_key,
     baseline_path,
     batches,
     check_selection,
     choose_prompts,
     conditions,
     load_selection,
-    model_dtype,
     request_key,
     results_path,
+    same_answers,
     write_results,
 )
 from warehouse.errors import WarehouseError
 from warehouse.ingest.models import LoadedModel
 from warehouse.ingest.shards import check_shard, shard_range
 from warehouse.store.files import atomic_write_json, read_json
+from warehouse.store.fingerprint import read_sidecar
 from warehouse.store.format import BASELINE, EVAL_PART_SCHEMA, EVAL_PARTS, EVALS_DIR
 from warehouse.store.manifest import load_manifest
 from warehouse.store.tables import read_table, write_table
@@ -69,15 +71,10 @@ class _Request:
         if self.sel is not None:
             check_selection(self.sel, self.manifest)
         self.conds = conditions(self.sel, cfg) if self.sel is not None else []
-        self.base_key = {
-            "weights_hash": self.manifest["model"].get("weights_hash"),
-            "model_dtype": model_dtype(self.manifest, cfg),
-            "max_new_tokens": cfg.max_new_tokens,
-            "prompts": self.prompts.height,
-        }
+        self.base_key = baseline_key(self.manifest, cfg)
         needed = self.baseline_needed()
         key = {
-            "baseline": self.base_key,
+            "baseline": self.base_key.fingerprint,
             "request": request_key(self.sel, self.manifest, cfg) if self.sel else None,
             "batch_size": cfg.batch_size,  # answers of padded batches depend on it
             "shards": count,
@@ -91,12 +88,9 @@ class _Request:
 
     def baseline_needed(self) -> bool:
         path = baseline_path(self.root)
-        side = path.with_suffix(".json")
         if self.cfg.force and (self.cfg.baseline or self.cfg.selection is None):
             return True
-        if not (path.is_file() and side.is_file()):
-            return True
-        return read_json(side).get("key") != self.base_key
+        return not (path.is_file() and same_answers(read_sidecar(path), self.base_key))
 
     def results_cached(self) -> bool:
         """The current baseline's results file of this request is on disk already."""

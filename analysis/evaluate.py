@@ -47,6 +47,13 @@ from warehouse.ingest.datasets import is_correct, is_paper_correct, normalize_an
 from warehouse.ingest.models import LoadedModel, load_model
 from warehouse.ingest.tokens import token_ids_by_prompt
 from warehouse.store.files import atomic_write_json, read_json, sha256_file
+from warehouse.store.fingerprint import (
+    CacheKey,
+    is_current,
+    read_sidecar,
+    warehouse_fingerprint,
+    write_sidecar,
+)
 from warehouse.store.format import (
     BASELINE,
     EVAL_SCHEMA,
@@ -533,24 +540,46 @@ def baseline_path(root: Path) -> Path:
     return Path(root) / EVALS_DIR / f"{BASELINE}.parquet"
 
 
+def baseline_key(manifest: dict[str, Any], cfg: EvalConfig) -> CacheKey:
+    """The cache key of evals/baseline.parquet: derived from the warehouse (its model and
+    prompts), with the model dtype, the answer length and the scoring rule."""
+    options = {
+        "model_dtype": model_dtype(manifest, cfg),
+        "max_new_tokens": cfg.max_new_tokens,
+        "rule": rule_name(cfg.match),
+    }
+    return CacheKey(warehouse_fingerprint(manifest), BASELINE, options)
+
+
+def same_answers(side: dict[str, Any] | None, key: CacheKey) -> bool:
+    """The baseline a sidecar describes has the answers `key` asks for: its key differs at
+    most in the scoring rule, so rescoring the stored text makes it current."""
+    old = side.get("key") if side is not None else None
+    if not (isinstance(old, dict) and isinstance(old.get("options"), dict)):
+        return False
+
+    def answers(options: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in options.items() if k != "rule"}
+
+    return (old.get("parent"), old.get("step"), answers(old["options"])) == (
+        key.parent,
+        key.step,
+        answers(key.options),
+    )
+
+
 def _baseline(
     root: Path, prompts: pl.DataFrame, runner: _Runner, cfg: EvalConfig, progress: _Progress
 ) -> Path:
     """evals/baseline.parquet for every prompt: reused, rescored, or computed."""
     path = baseline_path(root)
-    side_path = path.with_suffix(".json")
-    manifest = runner.manifest
-    key = {
-        "weights_hash": manifest["model"].get("weights_hash"),
-        "model_dtype": model_dtype(manifest, cfg),
-        "max_new_tokens": cfg.max_new_tokens,
-        "prompts": prompts.height,
-    }
-    old = read_json(side_path) if side_path.is_file() and path.is_file() else None
+    key = baseline_key(runner.manifest, cfg)
     recompute = cfg.force and (cfg.baseline or cfg.selection is None)
-    if old is not None and old.get("key") == key and not recompute:
-        if old.get("rule") == rule_name(cfg.match):
-            return path
+    if not recompute and is_current(path, key):
+        return path
+    old = read_sidecar(path) if path.is_file() else None
+    if not recompute and same_answers(old, key):
+        assert old is not None
         # Same answers, another scoring rule: rescore the stored text, no generation.
         table = pl.from_arrow(read_table(path, columns=["prompt_id", "generated"]))
         assert isinstance(table, pl.DataFrame)
@@ -570,7 +599,7 @@ def _write_baseline(
     path: Path,
     prompts: pl.DataFrame,
     generated: list[str],
-    key: dict[str, Any],
+    key: CacheKey,
     cfg: EvalConfig,
     runner: _Runner,
     extra: dict[str, Any],
@@ -578,13 +607,12 @@ def _write_baseline(
     write_table(path, _table(_scored(prompts, generated, cfg.match, BASELINE, None)))
     side = {
         "kind": BASELINE,
-        "key": key,
         "match": cfg.match,
-        "rule": rule_name(cfg.match),
         "batch_size": cfg.batch_size,
+        "rows": prompts.height,
         "timing": extra.get("timing"),
     }
-    atomic_write_json(path.with_suffix(".json"), side)
+    write_sidecar(path, key, side)
 
 
 def run_eval(

@@ -30,12 +30,13 @@ from warehouse import __version__
 from warehouse.analysis.stats import (
     check_site_pooling,
     parse_negatives,
-    sidecar_path,
+    stats_options,
     stats_path,
     template_set,
 )
 from warehouse.errors import FormatError, WarehouseError
 from warehouse.store.files import atomic_write_json, read_json
+from warehouse.store.fingerprint import sidecar_path
 from warehouse.store.format import (
     RESERVED_SELECTIONS,
     SELECTION_SCHEMA,
@@ -170,10 +171,14 @@ def select(
         "site": site,
         "pooling": pooling,
         "negatives": negatives,
-        "split": stats_meta["options"]["split"],
+        "split": stats_options(stats_meta)["split"],
         "sql": sql,
         "ties": ties,
-        "stats": {"file": f"{STATS_DIR}/{path.name}", **stats_meta["options"]},
+        "stats": {
+            "file": f"{STATS_DIR}/{path.name}",
+            "fingerprint": stats_meta.get("fingerprint"),
+            **stats_options(stats_meta),
+        },
         **_model_meta(manifest, site),
         **_size_meta(frame, layers),
     }

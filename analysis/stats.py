@@ -26,8 +26,9 @@ template check); such a file is stats/<stem>__tpl-<hash>.parquet, its rows say
 
 The output is sorted by (relation, language, rank) and every (relation, language) starts a
 new row group, so `WHERE relation = ... AND language = ... AND rank <= 3000` reads one row
-group. A JSON sidecar with the options and the warehouse fingerprint makes a re-run with the
-same inputs a no-op.
+group. A JSON sidecar records its cache key (store/fingerprint.py: the options, derived from
+the warehouse's fingerprint, or with `filter_correct` from the baseline's), so a re-run with
+the same inputs is a no-op.
 """
 
 from __future__ import annotations
@@ -55,11 +56,14 @@ from warehouse.analysis.selectivity import selectivity
 from warehouse.errors import FormatError, WarehouseError
 from warehouse.store.arrays import NEURON_CHUNK, ArraySpec, from_storage, open_array
 from warehouse.store.checksums import require_complete
-from warehouse.store.files import (
-    atomic_write_json,
-    read_json,
-    remove_temp_entries,
-    sha256_file,
+from warehouse.store.files import remove_temp_entries
+from warehouse.store.fingerprint import (
+    CacheKey,
+    is_current,
+    result_fingerprint,
+    sidecar_path,
+    warehouse_fingerprint,
+    write_sidecar,
 )
 from warehouse.store.format import (
     ALL,
@@ -84,6 +88,7 @@ ALL_TEMPLATES = ALL  # template_set of a file over every template
 # way is recomputed): AUROC, then |SMD| (both descending), then the seeded random order.
 TIE_BREAK = "auroc desc, abs(smd) desc, seeded random"
 SIDECAR_FORMAT = "relation-warehouse/stats"
+STEP = "stats"  # the step name of its cache keys
 
 # One slab holds every counted prompt of at most this many values (64 MiB as float16): a
 # whole layer of SmolLM2 or Llama-2-7B for a few thousand prompts, a narrower neuron range
@@ -160,10 +165,6 @@ def stats_path(
     stats/<site>__<pooling>__<neg>[__tpl-<hash>].parquet."""
     stem = _stem(site, pooling, parse_negatives(negatives)[0], template_set(templates))
     return Path(root) / STATS_DIR / f"{stem}.parquet"
-
-
-def sidecar_path(parquet: Path) -> Path:
-    return parquet.with_suffix(".json")
 
 
 # ------------------------------------------------------------------------- the prompts
@@ -255,16 +256,16 @@ def _baseline(root: Path) -> Path:
     return path
 
 
-def _baseline_rule(root: Path) -> str:
-    """The scoring rule the baseline's `correct` column was computed with (its sidecar's)."""
-    side = _baseline(root).with_suffix(".json")
-    rule = read_json(side).get("rule") if side.is_file() else None
-    if not isinstance(rule, str):
+def _baseline_fingerprint(root: Path) -> str:
+    """The baseline's fingerprint (its sidecar's): it covers the scoring rule its `correct`
+    column was computed with."""
+    fp = result_fingerprint(_baseline(root))
+    if fp is None:
         raise WarehouseError(
-            f"{root / BASELINE_FILE} names no scoring rule (scored before rules were named): "
-            "run `warehouse eval W --baseline` to score it anew"
+            f"{root / BASELINE_FILE} has no cache key (made by an older version): run "
+            "`warehouse eval W --baseline` to make it anew"
         )
-    return rule
+    return fp
 
 
 def baseline_correct_ids(root: Path) -> np.ndarray:
@@ -320,11 +321,9 @@ def run_stats(
         templates = sorted(set(templates))
     sites = check_site_pooling(manifest, site, pooling)
     specs = array_specs(manifest)
-    inputs = {
-        "warehouse_fingerprint": manifest.get("fingerprint"),
-        "baseline_sha256": sha256_file(_baseline(root)) if filter_correct else None,
-        "baseline_rule": _baseline_rule(root) if filter_correct else None,
-    }
+    # The parent: the baseline whose correct answers are the counted prompts, else the
+    # warehouse itself (the baseline's own key derives from the warehouse's fingerprint).
+    parent = _baseline_fingerprint(root) if filter_correct else warehouse_fingerprint(manifest)
     paths = []
     for s in sites:
         opts = StatsOptions(
@@ -338,7 +337,8 @@ def run_stats(
             templates=templates,
         )
         path = root / STATS_DIR / f"{opts.stem}.parquet"
-        if not force and is_current(path, opts, inputs):
+        key = stats_key(parent, opts)
+        if not force and is_current(path, key):
             paths.append(path)
             continue
         spec = specs[f"responses/{s}/{pooling}"]
@@ -346,7 +346,7 @@ def run_stats(
         with WriterLock(root, "stats"):  # one writer at a time (store/lock.py)
             # Under the lock no other stats run is alive: temps here are a killed run's.
             remove_temp_entries(root / STATS_DIR)
-            _compute_and_write(root, path, spec, units, opts, inputs, threads, show_progress)
+            _compute_and_write(root, path, spec, units, opts, key, threads, show_progress)
         paths.append(path)
     return paths
 
@@ -370,22 +370,18 @@ def check_site_pooling(manifest: dict, site: str | None, pooling: str) -> list[s
     return chosen
 
 
-def is_current(path: Path, opts: StatsOptions, inputs: dict) -> bool:
-    """True when `path` holds exactly what these options and inputs would write."""
-    side = sidecar_path(path)
-    if not (path.is_file() and side.is_file()):
-        return False
-    try:
-        meta = read_json(side)
-        rows = pq.ParquetFile(path).metadata.num_rows
-    except (FormatError, OSError, pa.ArrowInvalid):
-        return False
-    return (
-        isinstance(meta, dict)
-        and meta.get("options") == asdict(opts)
-        and meta.get("inputs") == inputs
-        and meta.get("rows") == rows
-    )
+def stats_key(parent: str, opts: StatsOptions) -> CacheKey:
+    """The cache key of one stats file: its options, derived from the warehouse (or, with
+    filter_correct, from the baseline)."""
+    return CacheKey(parent, STEP, asdict(opts))
+
+
+def stats_options(meta: dict[str, Any]) -> dict[str, Any]:
+    """The options a stats sidecar records (in its cache key; at the top in older ones)."""
+    key = meta.get("key")
+    if isinstance(key, dict) and isinstance(key.get("options"), dict):
+        return key["options"]
+    return meta["options"]
 
 
 def _slabs(spec: ArraySpec, n_prompts: int) -> list[tuple[int, int, int]]:
@@ -451,7 +447,7 @@ def _compute_and_write(
     spec: ArraySpec,
     units: int,
     opts: StatsOptions,
-    inputs: dict,
+    key: CacheKey,
     threads: int,
     show_progress: bool,
 ) -> None:
@@ -498,15 +494,14 @@ def _compute_and_write(
                 advance(b - a)
         skipped = _skipped_neurons(skip, spec, units, opts)
         groups, rows = _write_parquet(path, d, spec, units, opts, out, of_group, n_pos, n_neg, skip)
-    atomic_write_json(
-        sidecar_path(path),
+    write_sidecar(
+        path,
+        key,
         {
             "format": SIDECAR_FORMAT,
             "tool_version": __version__,
             "file": path.name,
-            "options": asdict(opts),
             "template_set": opts.template_set,
-            "inputs": inputs,
             "rows": rows,
             "prompts": len(d.rows),
             "relations": d.relations,

@@ -342,7 +342,9 @@ def _derived_files(src: Location, folder: str, sites: set[str]) -> list[str]:
 
 
 def _site_of(meta: dict[str, Any]) -> str | None:
-    for holder in (meta, meta.get("options"), meta.get("key")):
+    key = meta.get("key")
+    options = key.get("options") if isinstance(key, dict) else None  # store/fingerprint.py
+    for holder in (meta, options, meta.get("options"), key):
         if isinstance(holder, dict) and isinstance(holder.get("site"), str):
             return holder["site"]
     return None

@@ -36,6 +36,7 @@ from warehouse.ingest.datasets import normalize_answer
 from warehouse.ingest.models import load_model
 from warehouse.ingest.run import IngestConfig, ingest
 from warehouse.ingest.sites import SITES
+from warehouse.store.fingerprint import fingerprint
 from warehouse.store.format import EVAL_SCHEMA
 
 SUBJECTS = ["France", "Japan", "Germany", "Peru", "Chile", "Kenya", "Nepal", "Oman", "Fiji"]
@@ -463,9 +464,13 @@ def test_baseline_covers_every_prompt_and_is_cached(wh, loaded):
         assert ok == score(said, obj, aliases)
     assert 0 < base["correct"].sum() < base.height
     side = json.loads(path.with_suffix(".json").read_text())
-    assert side["key"]["weights_hash"] == manifest(wh)["model"]["weights_hash"]
-    assert side["key"]["max_new_tokens"] == 2 and side["match"] == "prefix"
-    assert side["rule"] == "answer-prefix-3"
+    assert side["key"] == {
+        "parent": manifest(wh)["fingerprint"],
+        "step": "baseline",
+        "options": {"model_dtype": "float32", "max_new_tokens": 2, "rule": "answer-prefix-3"},
+    }
+    assert side["fingerprint"] == fingerprint(side["key"])
+    assert side["match"] == "prefix" and side["rows"] == base.height
 
     # Reused: no model is loaded (this one does not exist).
     stamp = path.stat().st_mtime_ns
@@ -476,15 +481,23 @@ def test_baseline_covers_every_prompt_and_is_cached(wh, loaded):
     rescored = read(path)
     assert rescored["generated"].to_list() == base["generated"].to_list()
     assert json.loads(path.with_suffix(".json").read_text())["match"] == "contains"
-    # A baseline scored before rules were named (the lenient prefix rule, stored as match
-    # "prefix" without a rule) is scored anew, without generating, not reused.
+    made = side
     run_eval(wh, EvalConfig(baseline=True, match="paper-prefix", model="/nonexistent"), False)
-    old = json.loads(path.with_suffix(".json").read_text())
-    assert old.pop("rule") == "paper-prefix"
-    path.with_suffix(".json").write_text(json.dumps({**old, "match": "prefix"}))
-    run_eval(wh, EvalConfig(baseline=True, model="/nonexistent"), show_progress=False)
-    assert read(path)["correct"].to_list() == base["correct"].to_list()
-    assert json.loads(path.with_suffix(".json").read_text())["rule"] == "answer-prefix-3"
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert side["key"] == {
+        **made["key"],
+        "options": {**made["key"]["options"], "rule": "paper-prefix"},
+    }
+    # A sidecar written before cache keys (a flat key, the rule beside it) is stale: the
+    # answers are generated anew, with the manifest's model, not rescored.
+    old = {"max_new_tokens": 2, "model_dtype": "float32", "prompts": base.height}
+    side = {"kind": "baseline", "key": old, "match": "prefix", "rule": "answer-prefix-3"}
+    path.with_suffix(".json").write_text(json.dumps(side))
+    with pytest.raises(WarehouseError, match="/nonexistent"):
+        run_eval(wh, EvalConfig(baseline=True, model="/nonexistent"), show_progress=False)
+    run_eval(wh, EvalConfig(baseline=True), show_progress=False)
+    assert read(path).equals(base)
+    assert json.loads(path.with_suffix(".json").read_text())["fingerprint"] == made["fingerprint"]
     # Another max_new_tokens generates anew, with the manifest's model.
     run_eval(wh, EvalConfig(baseline=True, max_new_tokens=1), show_progress=False)
     one = read(path)

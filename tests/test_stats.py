@@ -20,6 +20,7 @@ from warehouse.analysis.selectivity import sample_negatives
 from warehouse.analysis.stats import parse_negatives, run_stats, stats_path
 from warehouse.errors import WarehouseError
 from warehouse.ingest.run import IngestConfig, ingest
+from warehouse.store.fingerprint import CacheKey, fingerprint, write_sidecar
 from warehouse.store.format import STATS_SCHEMA
 
 RELATIONS = {
@@ -246,7 +247,7 @@ def test_rerun_is_skipped_other_options_rewrite_only_their_file(fresh: Path):
     assert a.stat().st_mtime_ns == stamp_a
     run_stats(fresh, "ffn.act", negatives="ratio:4", seed=1, show_progress=False)
     assert b.stat().st_mtime_ns != stamp_b and a.stat().st_mtime_ns == stamp_a
-    options = json.loads(b.with_suffix(".json").read_text())["options"]
+    options = json.loads(b.with_suffix(".json").read_text())["key"]["options"]
     assert (options["seed"], options["tie_break"]) == (1, stats_mod.TIE_BREAK)
     # the seed orders exact ties in "all" mode too, so another seed is another file
     run_stats(fresh, "ffn.act", seed=7, show_progress=False)
@@ -255,7 +256,8 @@ def test_rerun_is_skipped_other_options_rewrite_only_their_file(fresh: Path):
     run_stats(fresh, "ffn.act", force=True, show_progress=False)
     assert a.stat().st_mtime_ns != stamp_a
     side = json.loads(a.with_suffix(".json").read_text())
-    assert side["rows"] == 864 and side["inputs"]["warehouse_fingerprint"].startswith("sha256:")
+    assert side["rows"] == 864 and side["key"]["parent"] == _fingerprint(fresh)
+    assert side["key"]["step"] == "stats" and side["fingerprint"] == fingerprint(side["key"])
     # every site by default; one file each, no temp leftovers
     assert [p.name for p in run_stats(fresh, show_progress=False)] == [
         "ffn.act__mean__all.parquet",
@@ -289,7 +291,7 @@ def test_a_template_subset_is_its_own_file_and_equals_sklearn(fresh: Path):
     en_pos = got.filter(language="en")["n_pos"].unique().to_list()
     assert en_pos == [6] and whole.filter(language="en")["n_pos"].unique().to_list() == [12]
     side = json.loads(path.with_suffix(".json").read_text())
-    assert side["options"]["templates"] == tpl and side["template_set"] == key
+    assert side["key"]["options"]["templates"] == tpl and side["template_set"] == key
     # both files stay; the same call again is a no-op
     stamp = path.stat().st_mtime_ns
     run_stats(fresh, "ffn.act", negatives="ratio:4", templates=tpl, show_progress=False)
@@ -322,6 +324,10 @@ def test_single_language_groups_share_one_computation(fresh: Path):
     assert set(got["language"]) == {"all"} and len(got) == 3 * 96
 
 
+def _fingerprint(w: Path) -> str:
+    return json.loads((w / "manifest.json").read_text())["fingerprint"]
+
+
 def test_filter_correct(fresh: Path):
     with pytest.raises(WarehouseError, match=r"run `warehouse eval W --baseline` first"):
         run_stats(fresh, "ffn.act", filter_correct=True, show_progress=False)
@@ -331,11 +337,13 @@ def test_filter_correct(fresh: Path):
     twice = baseline.filter(pl.col("correct")).head(1).with_columns(correct=pl.lit(False))
     (fresh / "evals").mkdir()
     pl.concat([baseline, twice]).write_parquet(fresh / "evals" / "baseline.parquet")
+    base = fresh / "evals" / "baseline.parquet"
     side = fresh / "evals" / "baseline.json"
-    side.write_text(json.dumps({"kind": "baseline", "match": "prefix"}))  # scored before rules
-    with pytest.raises(WarehouseError, match=r"names no scoring rule .* to score it anew"):
+    side.write_text(json.dumps({"kind": "baseline", "match": "prefix"}))  # made before keys
+    with pytest.raises(WarehouseError, match=r"has no cache key .* to make it anew"):
         run_stats(fresh, "ffn.act", filter_correct=True, show_progress=False)
-    side.write_text(json.dumps({"kind": "baseline", "match": "prefix", "rule": "answer-prefix-3"}))
+    prefix = CacheKey(_fingerprint(fresh), "baseline", {"rule": "answer-prefix-3"})
+    write_sidecar(base, prefix)
     (path,) = run_stats(fresh, "ffn.act", filter_correct=True, show_progress=False)
     kept = prompts.filter(
         (pl.col("split") == "identify")
@@ -348,18 +356,17 @@ def test_filter_correct(fresh: Path):
     assert (n_pos["n_pos"] == n_pos["len"]).all()
     assert (got["n_pos"] + got["n_neg"] == len(kept)).all()
     side = json.loads(path.with_suffix(".json").read_text())
-    assert side["options"]["filter_correct"] and side["inputs"]["baseline_sha256"]
-    assert side["inputs"]["baseline_rule"] == "answer-prefix-3"
+    # derived from the baseline, whose key derives from the warehouse's
+    assert side["key"]["options"]["filter_correct"] and side["key"]["parent"] == prefix.fingerprint
     # The same answers scored under another rule: the stats are computed anew.
     stamp = path.stat().st_mtime_ns
     assert run_stats(fresh, "ffn.act", filter_correct=True, show_progress=False) == [path]
     assert path.stat().st_mtime_ns == stamp
-    (fresh / "evals" / "baseline.json").write_text(json.dumps({"rule": "paper-prefix"}))
+    paper = CacheKey(prefix.parent, "baseline", {"rule": "paper-prefix"})
+    write_sidecar(base, paper)
     assert run_stats(fresh, "ffn.act", filter_correct=True, show_progress=False) == [path]
     assert path.stat().st_mtime_ns != stamp
-    assert json.loads(path.with_suffix(".json").read_text())["inputs"]["baseline_rule"] == (
-        "paper-prefix"
-    )
+    assert json.loads(path.with_suffix(".json").read_text())["key"]["parent"] == paper.fingerprint
 
 
 def test_clear_errors(fresh: Path):

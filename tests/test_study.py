@@ -316,7 +316,7 @@ def test_held_out_templates(templated: Path, studied: Path):
     # the stats: every English template except the held-out one, in a file of their own
     kept = sorted(t for t in prompts.filter(language="en")["template"].unique() if t != test_t)
     side = json.loads((studied / st["template_stats_file"]).with_suffix(".json").read_text())
-    assert side["options"]["templates"] == kept
+    assert side["key"]["options"]["templates"] == kept
     assert st["template_stats_file"] != st["stats_file"]
     stats = pl.read_parquet(studied / st["template_stats_file"])
     cc = stats.filter(relation="country_capital", language="en").sort("rank")
