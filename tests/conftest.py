@@ -17,19 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-# The LRE data set (Hernandez et al.), never copied into the project: beside the checkout
-# (../shared, where this workplace keeps it) or at its usual absolute place. Tests that need
-# it skip when neither holds it.
-LRE = next(
-    (
-        p
-        for p in (
-            Path(__file__).resolve().parents[2] / "shared" / "data" / "lre",
-            Path("/work/shared/data/lre"),
-        )
-        if p.is_dir()
-    ),
-    Path("/work/shared/data/lre"),
+# The LRE data set (Hernandez et al.; README "Set up"), never copied into the project: the
+# `data/` folder of a clone of evandez/relations, named by $WAREHOUSE_LRE, by default
+# ../shared/data/lre beside the checkout. Tests that need it skip when it is not there.
+LRE = Path(
+    os.environ.get("WAREHOUSE_LRE")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lre"
 )
 
 
