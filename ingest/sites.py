@@ -1,7 +1,7 @@
 """Where FFN neurons live: one table of activation sites per architecture family.
 
 A *site* is a named place in every decoder layer whose tensor holds one value per neuron and
-token. Every stage uses the same names (DESIGN.md section 1):
+token. Every stage uses the same names (docs/design.md):
 
 | site       | gated MLP (Llama, Qwen, Gemma 1-3, ...) | GPT-2 MLP                         |
 | ---------- | --------------------------------------- | --------------------------------- |
