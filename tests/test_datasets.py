@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -599,14 +601,38 @@ def test_builtin_examples(builtin):
     assert (iron.text, iron.object) == ("铁的化学符号是", "Fe")
 
 
-def test_builtin_is_in_sync_with_its_generator(tmp_path):
-    pytest.importorskip("babel")
-    from warehouse.ingest.make_builtin import main
+def make_builtin(*args: str) -> subprocess.CompletedProcess:
+    """`python tools/make_builtin.py ARGS`, the generator that is not installed."""
+    tool = Path(__file__).parents[1] / "tools" / "make_builtin.py"
+    return subprocess.run([sys.executable, tool, *args], capture_output=True, text=True)
 
-    out = tmp_path / "builtin.jsonl"
-    main(["--out", str(out)])
-    committed = Path(__file__).parents[1] / "ingest" / "data" / "builtin.jsonl"
-    assert out.read_text("utf-8") == committed.read_text("utf-8")
+
+def test_builtin_is_in_sync_with_its_generator():
+    pytest.importorskip("babel")
+    done = make_builtin("--check")
+    shipped = Path(__file__).parents[1] / "ingest" / "data" / "builtin.jsonl"
+    assert (done.returncode, done.stderr) == (0, "")
+    n = len(shipped.read_text("utf-8").splitlines())
+    assert done.stdout == f"{shipped}: the {n} facts the generator makes, byte for byte\n"
+
+
+def test_the_generator_is_not_part_of_the_package():
+    import importlib.util
+
+    assert importlib.util.find_spec("warehouse.ingest.datasets") is not None
+    assert importlib.util.find_spec("warehouse.ingest.make_builtin") is None
+
+
+def test_the_generator_check_finds_a_changed_byte(tmp_path):
+    pytest.importorskip("babel")
+    shipped = Path(__file__).parents[1] / "ingest" / "data" / "builtin.jsonl"
+    copy = tmp_path / "builtin.jsonl"
+    changed = shipped.read_bytes().replace(b'"Paris"', b'"Lyon"', 1)
+    copy.write_bytes(changed)
+    done = make_builtin("--check", "--out", str(copy))
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == f"error: {copy} is not what tools/make_builtin.py makes\n"
+    assert copy.read_bytes() == changed
 
 
 # ---------------------------------------------------------------------------------------------
