@@ -7,7 +7,8 @@ prompt's answer can depend on its batch), so the joined files are byte-identical
 `warehouse eval` without shards.
 
 A shard writes its answers to `W/evals/parts/<request>/<i>-of-<n>.parquet` (+ `.json`),
-where `<request>` hashes everything that determines the answers. Whichever shard finishes
+where `<request>` is the first 16 hex digits of the parts' cache key (store/fingerprint.py:
+everything that determines the answers, derived from the baseline's key). Whichever shard finishes
 last (or `join_eval`, or the Ray driver) writes `evals/baseline.parquet` and the results file
 from the parts exactly as `run_eval` would, then removes the parts. The `evals` view reads
 `evals/*.parquet` only, so parts never show in queries.
@@ -15,8 +16,6 @@ from the parts exactly as `run_eval` would, then removes the parts. The `evals` 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -51,11 +50,20 @@ from warehouse.analysis.evaluate import (
 from warehouse.errors import WarehouseError
 from warehouse.ingest.models import LoadedModel
 from warehouse.ingest.shards import check_shard, shard_range
-from warehouse.store.files import atomic_write_json, read_json
-from warehouse.store.fingerprint import read_sidecar
+from warehouse.store.files import read_json
+from warehouse.store.fingerprint import (
+    CacheKey,
+    entry_is_current,
+    is_current,
+    read_sidecar,
+    short_id,
+    write_sidecar,
+)
 from warehouse.store.format import BASELINE, EVAL_PART_SCHEMA, EVAL_PARTS, EVALS_DIR
 from warehouse.store.manifest import load_manifest
 from warehouse.store.tables import read_table, write_table
+
+PARTS_STEP = "eval-parts"  # the step name of a sharded request's parts
 
 
 class _Request:
@@ -73,18 +81,16 @@ class _Request:
         self.conds = conditions(self.sel, cfg) if self.sel is not None else []
         self.base_key = baseline_key(self.manifest, cfg)
         needed = self.baseline_needed()
-        key = {
-            "baseline": self.base_key.fingerprint,
+        options = {
             "request": request_key(self.sel, self.manifest, cfg) if self.sel else None,
             "batch_size": cfg.batch_size,  # answers of padded batches depend on it
             "shards": count,
             "baseline_needed": needed,
             "results_needed": self.sel is not None and (needed or not self.results_cached()),
         }
-        blob = json.dumps(key, sort_keys=True, separators=(",", ":")).encode()
-        self.id = hashlib.sha256(blob).hexdigest()[:16]
-        self.key = key
-        self.folder = self.root / EVALS_DIR / EVAL_PARTS / self.id
+        # Derived from the baseline the parts answer (or compare with).
+        self.key = CacheKey(self.base_key.fingerprint, PARTS_STEP, options)
+        self.folder = self.root / EVALS_DIR / EVAL_PARTS / short_id(self.key.fingerprint, 16)
 
     def baseline_needed(self) -> bool:
         path = baseline_path(self.root)
@@ -98,10 +104,7 @@ class _Request:
         path, key = results_path(
             self.root, self.sel, self.manifest, self.cfg, baseline_path(self.root)
         )
-        side = path.with_suffix(".json")
-        if self.cfg.force or not (path.is_file() and side.is_file()):
-            return False
-        return read_json(side).get("key") == key
+        return not self.cfg.force and is_current(path, key)
 
     def part(self, index: int) -> Path:
         return self.folder / f"{index}-of-{self.count}.parquet"
@@ -144,12 +147,12 @@ def eval_shard(
             progress.advance(k)
             tick(k)
 
-        if req.key["baseline_needed"]:
+        if req.key.options["baseline_needed"]:
             mine = _slice(req.prompts, cfg.batch_size, (i, n))
             progress.start(f"{BASELINE} shard {i}/{n}", mine.height)
             if mine.height:
                 _add(rows, -1, mine, runner.answers(mine, None, step))
-        if req.sel is not None and req.chosen is not None and req.key["results_needed"]:
+        if req.sel is not None and req.chosen is not None and req.key.options["results_needed"]:
             mine = _slice(req.chosen, cfg.batch_size, (i, n))
             if mine.height:
                 model = runner.loaded.model
@@ -165,12 +168,12 @@ def eval_shard(
     part = req.part(i)
     write_table(part, pa.table(rows, schema=EVAL_PART_SCHEMA))
     side = {
-        "key": req.key,
         "shard": [i, n],
+        "rows": len(rows["prompt_id"]),
         "seconds": round(time.perf_counter() - t0, 3),
         "device": str(runner.loaded.device) if rows["prompt_id"] else None,
     }
-    atomic_write_json(part.with_suffix(".json"), side)
+    write_sidecar(part, req.key, side)
     return join_eval(root, cfg, n) if join else None
 
 
@@ -188,8 +191,8 @@ def join_eval(root: str | Path, cfg: EvalConfig, count: int) -> Path | None:
     sides = [req.part(i).with_suffix(".json") for i in range(1, count + 1)]
     if not all(s.is_file() and req.part(k + 1).is_file() for k, s in enumerate(sides)):
         return None
-    for s in sides:
-        if read_json(s).get("key") != req.key:
+    for k, s in enumerate(sides, 1):
+        if not entry_is_current(read_sidecar(req.part(k)), req.key):
             raise WarehouseError(f"{s} belongs to another request; remove {req.folder}")
     parts = pl.concat(
         [pl.from_arrow(read_table(req.part(i))) for i in range(1, count + 1)]  # type: ignore[misc]
@@ -207,7 +210,7 @@ def join_eval(root: str | Path, cfg: EvalConfig, count: int) -> Path | None:
         return joined["generated"].to_list()
 
     base = baseline_path(req.root)
-    if req.key["baseline_needed"]:
+    if req.key.options["baseline_needed"]:
         timing = {"seconds": seconds, "device": f"{count} shards"}
         generated = answers_of(-1, req.prompts)
         _write_baseline(base, req.prompts, generated, req.base_key, cfg, None, {"timing": timing})  # type: ignore[arg-type]
@@ -217,7 +220,7 @@ def join_eval(root: str | Path, cfg: EvalConfig, count: int) -> Path | None:
     out = base
     if req.sel is not None and req.chosen is not None:
         out, key = results_path(req.root, req.sel, req.manifest, cfg, base)
-        if req.key["results_needed"]:
+        if req.key.options["results_needed"]:
             generated_by = [answers_of(c, req.chosen) for c in range(len(req.conds))]
             timing = {"seconds": seconds, "device": f"{count} shards", "batch_size": cfg.batch_size}
             write_results(out, req.sel, req.conds, req.chosen, base, generated_by, cfg, key, timing)

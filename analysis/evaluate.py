@@ -15,7 +15,11 @@ Files, all of one schema (`EVAL_SCHEMA`), so DuckDB/Polars read `evals/*.parquet
   rescores it);
   `warehouse stats --filter-correct` reads its `prompt_id` and `correct`.
 - `evals/<selection>__<key>.parquet` (+ `.json`): one file per distinct `run_eval` request,
-  `<key>` a hash of everything that determines it; the same request again reuses it.
+  `<key>` the first 12 hex digits of the request's fingerprint (`request_key`); the same
+  request again reuses it while its baseline is the same.
+
+Each sidecar records its cache key (store/fingerprint.py): the baseline's derives from the
+warehouse's fingerprint, a results file's from the baseline's.
 
 Batches: prompts are ordered by (split, token count, prompt_row), cut into batches within a
 split and left-padded, so a condition over a whole split runs exactly the baseline's batches
@@ -26,7 +30,6 @@ depend, in float rounding, on the other prompts of its batch).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -46,11 +49,14 @@ from warehouse.ingest.capture import pad_batch
 from warehouse.ingest.datasets import is_correct, is_paper_correct, normalize_answer
 from warehouse.ingest.models import LoadedModel, load_model
 from warehouse.ingest.tokens import token_ids_by_prompt
-from warehouse.store.files import atomic_write_json, read_json, sha256_file
+from warehouse.store.files import read_json, sha256_file
 from warehouse.store.fingerprint import (
     CacheKey,
+    fingerprint,
     is_current,
     read_sidecar,
+    result_fingerprint,
+    short_id,
     warehouse_fingerprint,
     write_sidecar,
 )
@@ -68,6 +74,7 @@ from warehouse.store.lock import WriterLock
 from warehouse.store.manifest import load_manifest
 from warehouse.store.tables import read_table, write_table
 
+EVAL_STEP = "eval"  # the step name of a results file's cache key
 MATCHES = ("prefix", "paper-prefix", "starts-with", "contains")
 # The scoring rule behind each match mode, by name. The name is part of every cache key of
 # scored answers (results files, the baseline's sidecar, stats filtered by it), so a rule
@@ -531,11 +538,6 @@ def _options_key(cfg: EvalConfig) -> dict[str, Any]:
     return key
 
 
-def _key_hash(key: dict[str, Any]) -> str:
-    blob = json.dumps(key, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()
-
-
 def baseline_path(root: Path) -> Path:
     return Path(root) / EVALS_DIR / f"{BASELINE}.parquet"
 
@@ -642,9 +644,7 @@ def run_eval(
         if sel is None or chosen is None:
             return summarize(base_path) if as_json else base_path
         path, key = results_path(root, sel, manifest, cfg, base_path)
-        side_path = path.with_suffix(".json")
-        cached = side_path.is_file() and path.is_file() and not cfg.force
-        if not (cached and read_json(side_path).get("key") == key):
+        if cfg.force or not is_current(path, key):
             _evaluate(path, sel, conds, chosen, base_path, runner, cfg, progress, key)
     return summarize(path) if as_json else path
 
@@ -663,14 +663,14 @@ def request_key(sel: Selection, manifest: dict[str, Any], cfg: EvalConfig) -> di
 
 def results_path(
     root: Path, sel: Selection, manifest: dict[str, Any], cfg: EvalConfig, base_path: Path
-) -> tuple[Path, dict[str, Any]]:
-    """The results file of this request and its full key (with the baseline's checksum)."""
-    key = request_key(sel, manifest, cfg)
+) -> tuple[Path, CacheKey]:
+    """The results file of this request and its cache key: the request, derived from the
+    baseline it is compared with (whose key derives from the warehouse's)."""
+    request = request_key(sel, manifest, cfg)
     # The name leaves the baseline out, so a recomputed baseline replaces this request's
     # file instead of adding a second one to the `evals` view; reuse needs both equal.
-    path = Path(root) / EVALS_DIR / f"{sel.name}__{_key_hash(key)[:12]}.parquet"
-    key["baseline_sha256"] = sha256_file(base_path)
-    return path, key
+    path = Path(root) / EVALS_DIR / f"{sel.name}__{short_id(fingerprint(request))}.parquet"
+    return path, CacheKey(result_fingerprint(base_path), EVAL_STEP, request)
 
 
 def _evaluate(
@@ -682,7 +682,7 @@ def _evaluate(
     runner: _Runner,
     cfg: EvalConfig,
     progress: _Progress,
-    key: dict[str, Any],
+    key: CacheKey,
 ) -> None:
     model = runner.loaded.model
     generated: list[list[str]] = []
@@ -710,7 +710,7 @@ def write_results(
     base_path: Path,
     generated: list[list[str]],
     cfg: EvalConfig,
-    key: dict[str, Any],
+    key: CacheKey,
     timing: dict[str, Any],
 ) -> None:
     """The results file (and sidecar) of `conds` from each one's answers, in `prompts` order."""
@@ -724,7 +724,7 @@ def write_results(
         parts.append(_table(rows))
     table = pa.concat_tables(parts) if parts else _table({n: [] for n in EVAL_SCHEMA.names})
     write_table(path, table)
-    atomic_write_json(path.with_suffix(".json"), {"kind": "ablation", "key": key, "timing": timing})
+    write_sidecar(path, key, {"kind": "ablation", "rows": table.num_rows, "timing": timing})
 
 
 # ------------------------------------------------------------------------------ summary

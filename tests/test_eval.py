@@ -4,6 +4,7 @@ controls have the target's shape; scoring modes; and every refusal names its rea
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import replace
@@ -568,6 +569,19 @@ def test_sweep_with_controls(wh, loaded):
     stamp = path.stat().st_mtime_ns
     assert run_eval(wh, cfg, show_progress=False, loaded=loaded) == path
     assert path.stat().st_mtime_ns == stamp
+    # The name: the request's sha256 as before cache keys; the sidecar: its key, derived
+    # from the baseline's.
+    request = request_key(load_selection(wh, "sel"), manifest(wh), cfg)
+    blob = json.dumps(request, sort_keys=True, separators=(",", ":")).encode()
+    assert path.name == f"sel__{hashlib.sha256(blob).hexdigest()[:12]}.parquet"
+    side = json.loads(path.with_suffix(".json").read_text())
+    base_side = json.loads((wh / "evals" / "baseline.json").read_text())
+    assert side["key"] == {"parent": base_side["fingerprint"], "step": "eval", "options": request}
+    assert side["fingerprint"] == fingerprint(side["key"]) and side["rows"] == got.height
+    # A sidecar made before cache keys is stale: the request is evaluated anew.
+    path.with_suffix(".json").write_text(json.dumps({"kind": "ablation", "key": request}))
+    assert run_eval(wh, cfg, show_progress=False, loaded=loaded) == path
+    assert path.stat().st_mtime_ns != stamp and read(path).equals(got)
 
     # The scoring rule is part of the request: another rule is another file, scored by it.
     sel = load_selection(wh, "sel")

@@ -112,8 +112,8 @@ def sharded_eval(
     with _Executor(ray_address, shards) as ex:
         n = ex.shards
         req = _Request(root, cfg, n)
-        total = req.prompts.height if req.key["baseline_needed"] else 0
-        if req.key["results_needed"] and req.chosen is not None:
+        total = req.prompts.height if req.key.options["baseline_needed"] else 0
+        if req.key.options["results_needed"] and req.chosen is not None:
             total += req.chosen.height * len(req.conds)
         device = ex.device(cfg.device)
         jobs = [(i, (root, replace(cfg, device=device), (i, n))) for i in range(1, n + 1)]
