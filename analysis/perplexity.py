@@ -20,6 +20,9 @@ import torch
 from warehouse.analysis.ablation import ablate
 from warehouse.errors import DatasetError
 from warehouse.ingest.models import LoadedModel
+from warehouse.store.fingerprint import CacheKey
+
+STEP = "perplexity"  # the step name of its cache key
 
 
 def read_sentences(path: str | Path | None = None) -> list[str]:
@@ -42,6 +45,20 @@ def read_sentences(path: str | Path | None = None) -> list[str]:
 
 def sentences_hash(sentences: Sequence[str]) -> str:
     return "sha256:" + hashlib.sha256("\n".join(sentences).encode()).hexdigest()
+
+
+def perplexity_key(
+    parent: str, sentences: Sequence[str], selections: dict[str, str], control_seeds: list[int]
+) -> CacheKey:
+    """The cache key of the study's perplexity table: derived from the warehouse (its model,
+    at its dtype), with the sentences, each relation's selection (by its file's sha256) and
+    the control seeds."""
+    options = {
+        "sentences": sentences_hash(sentences),
+        "selections": selections,
+        "control_seeds": control_seeds,
+    }
+    return CacheKey(parent, STEP, options)
 
 
 @torch.no_grad()

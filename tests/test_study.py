@@ -23,7 +23,16 @@ from warehouse.analysis.perplexity import perplexity, read_sentences
 from warehouse.errors import DatasetError, WarehouseError
 from warehouse.ingest.datasets import normalize_answer
 from warehouse.ingest.models import load_model
-from warehouse.study import StudyConfig, _shortfall, plan_counts, ranges, run_study, scaled
+from warehouse.store.fingerprint import entry, fingerprint
+from warehouse.study import (
+    StudyConfig,
+    _shortfall,
+    plan_counts,
+    ranges,
+    run_study,
+    scaled,
+    selections_key,
+)
 
 SUBJECTS = [
     "France", "Japan", "Germany", "Peru", "Chile", "Kenya", "Nepal", "Oman", "Fiji", "Laos",
@@ -193,6 +202,17 @@ def test_study_records_every_part(studied: Path):
             assert set(rng["neuron_id"]) == set(big["neuron_id"].to_list()[a:b])
     for stage in ("ingest", "baseline", "stats", "select", "eval", "templates", "perplexity"):
         assert st["seconds"][stage] >= 0
+    # The plan's cache key derives from the stats file's; perplexity's from the warehouse's.
+    stats_file = studied / st["stats_file"]
+    plan = selections_key(
+        stats_file, st["site"], st["negatives"], st["identify_language"], 6, [2, 6, 20]
+    )
+    assert st["plan"] == entry(plan)
+    assert plan.parent == json.loads(stats_file.with_suffix(".json").read_text())["fingerprint"]
+    ppl = json.loads((studied / st["perplexity"]).with_suffix(".json").read_text())
+    wh_fingerprint = json.loads((studied / "manifest.json").read_text())["fingerprint"]
+    assert (ppl["key"]["parent"], ppl["key"]["step"]) == (wh_fingerprint, "perplexity")
+    assert ppl["fingerprint"] == fingerprint(ppl["key"])
 
 
 def test_second_run_reuses_every_stage(studied: Path, model_dir, dataset, tmp_path):

@@ -37,13 +37,16 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from warehouse.errors import WarehouseError
 from warehouse.store.format import PERPLEXITY_FILE, PERPLEXITY_SCHEMA, PROMPTS_FILE, STUDY_FILE
+
+if TYPE_CHECKING:
+    from warehouse.store.fingerprint import CacheKey
 
 PAPER_UNITS = 835_584  # gate + up + down outputs of Llama-2-7B's 32 layers, the paper's count
 PAPER_TOP_K = 3_000
@@ -107,6 +110,25 @@ def ranges(sweep: list[int]) -> list[tuple[int, int]]:
     return list(zip(sweep[:-1], sweep[1:], strict=True))
 
 
+def selections_key(
+    stats_file: Path,
+    site: str,
+    negatives: str,
+    language: str,
+    top_k: int,
+    sweep: list[int] | None = None,
+) -> CacheKey:
+    """The cache key of the study's selections (its plan): derived from the stats file they
+    are taken from, with what picks them; study.json records it, and a study whose key
+    changed makes them anew."""
+    from warehouse.store.fingerprint import CacheKey, result_fingerprint
+
+    options = {"site": site, "negatives": negatives, "language": language, "top_k": top_k}
+    if sweep is not None:
+        options["sweep"] = sweep
+    return CacheKey(result_fingerprint(stats_file), "study-plan", options)
+
+
 class _Clock:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -130,6 +152,7 @@ def run_study(cfg: StudyConfig) -> Path:
     from warehouse.ingest.models import load_model
     from warehouse.ingest.run import IngestConfig, ingest
     from warehouse.store.files import atomic_write_json, sha256_file
+    from warehouse.store.fingerprint import entry, entry_is_current
     from warehouse.store.manifest import load_manifest
 
     if cfg.controls < 0:
@@ -252,12 +275,13 @@ def run_study(cfg: StudyConfig) -> Path:
     _say(cfg, f"4/6 selections: top {top_k} per relation, sweep {sweep}")
     study_file = root / STUDY_FILE
     old = _read_old(study_file)
-    fresh = old.get("stats_sha256") != stats_sha or old.get("plan") != [top_k, sweep]
+    plan_key = selections_key(stats_file, site, negatives, cfg.identify_language, top_k, sweep)
+    fresh = not entry_is_current(old.get("plan"), plan_key)
     names = _make_selections(
         root, relations, cfg.identify_language, site, negatives, top_k, sweep, fresh
     )
     clock.stage("select", t0)
-    partial = {"stats_sha256": stats_sha, "plan": [top_k, sweep], "seconds": clock.seconds}
+    partial = {"stats_sha256": stats_sha, "plan": entry(plan_key), "seconds": clock.seconds}
     atomic_write_json(study_file, {**old, **partial})
 
     # 5. ablations.
@@ -354,7 +378,7 @@ def run_study(cfg: StudyConfig) -> Path:
         "top_k": top_k,
         "sweep": sweep,
         "ranges": [list(r) for r in ranges(sweep)],
-        "plan": [top_k, sweep],
+        "plan": entry(plan_key),
         "relations": relations,
         "skipped": skipped,
         "identify_correct": {r: c["prompts"] for r, c in sorted(counts.items())},
@@ -497,6 +521,7 @@ def _held_out_templates(
     from warehouse.analysis.selections import list_selections, select
     from warehouse.analysis.stats import run_stats, stats_path
     from warehouse.store.files import sha256_file
+    from warehouse.store.fingerprint import entry, entry_is_current
 
     lang = cfg.identify_language
     split = template_split(prompts, relations, lang, cfg.seed)
@@ -513,7 +538,8 @@ def _held_out_templates(
     )
     path = stats_path(root, **common, templates=kept)
     sha = sha256_file(path)
-    fresh = plan.fresh or plan.old.get("template_stats_sha256") != sha
+    key = selections_key(path, plan.site, plan.negatives, lang, plan.top_k)
+    fresh = plan.fresh or not entry_is_current(plan.old.get("template_plan"), key)
     have = {s["name"] for s in list_selections(root)}
     counts = identify_counts(root, prompts, lang, kept)
     files = {}
@@ -545,6 +571,7 @@ def _held_out_templates(
     record = {
         "template_stats_file": path.relative_to(root).as_posix(),
         "template_stats_sha256": sha,
+        "template_plan": entry(key),
     }
     return split, files, record
 
@@ -600,22 +627,19 @@ def _perplexities(
     PPL_CONTROLS) (the random sets of the intra evals). Reused when the model, sentences,
     selections and controls are the same."""
     from warehouse.analysis.ablation import control_ids, neuron_indices
-    from warehouse.analysis.perplexity import perplexity, read_sentences, sentences_hash
+    from warehouse.analysis.perplexity import perplexity, perplexity_key, read_sentences
     from warehouse.analysis.selections import read_selection, selection_paths
-    from warehouse.store.files import atomic_write_json, read_json, sha256_file
+    from warehouse.store.files import sha256_file
+    from warehouse.store.fingerprint import is_current, warehouse_fingerprint, write_sidecar
+    from warehouse.store.manifest import load_manifest
     from warehouse.store.tables import write_table
 
     path = root / PERPLEXITY_FILE
-    side = path.with_suffix(".json")
     sentences = read_sentences(cfg.sentences)
     seeds = [cfg.seed + i for i in range(min(cfg.controls, PPL_CONTROLS))]
-    key = {
-        "weights_hash": loaded.weights_hash,
-        "sentences": sentences_hash(sentences),
-        "selections": {r: sha256_file(selection_paths(root, n)[0]) for r, n in selections.items()},
-        "control_seeds": seeds,
-    }
-    if path.is_file() and side.is_file() and read_json(side).get("key") == key:
+    files = {r: sha256_file(selection_paths(root, n)[0]) for r, n in selections.items()}
+    key = perplexity_key(warehouse_fingerprint(load_manifest(root)), sentences, files, seeds)
+    if is_current(path, key):
         return path.relative_to(root).as_posix()
     base = perplexity(loaded, sentences)
     names = ("relation", "selection", "size", "control_seed", "ppl_baseline", "ppl_ablated")
@@ -631,7 +655,7 @@ def _perplexities(
             for k, v in zip(names, values, strict=True):
                 rows[k].append(v)
     write_table(path, pa.table(rows, schema=PERPLEXITY_SCHEMA))
-    atomic_write_json(side, {"key": key, "sentences": len(sentences)})
+    write_sidecar(path, key, {"rows": len(rows["relation"]), "sentences": len(sentences)})
     return path.relative_to(root).as_posix()
 
 
