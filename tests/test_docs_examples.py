@@ -1,12 +1,14 @@
-"""The SQL examples of README.md and docs/queries.md, read from the Markdown itself, each
-return rows on a tiny study warehouse (pooled, with stats, selections and evals: what
-`warehouse demo` leaves) or, for the per-token views, on a `--capture tokens` ingest of the
-same facts."""
+"""The SQL examples of README.md and every docs/*.md, read from the Markdown itself, each
+return rows on a tiny study warehouse built like the demo's (English, pooled, with stats,
+selections and evals: what `warehouse demo` leaves, selections named `study-<relation>`) or,
+for the per-token views, on a `--capture tokens` ingest of the same facts. The examples name
+only what the demo warehouse holds too: its relations, English, layer numbers below 2."""
 
 from __future__ import annotations
 
 import re
 import shlex
+import textwrap
 from pathlib import Path
 
 import duckdb
@@ -18,20 +20,31 @@ from warehouse.ingest.run import IngestConfig, ingest
 from warehouse.study import run_study
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ("README.md", "docs/queries.md")
+DOCS = ("README.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md")))
 PER_TOKEN = re.compile(r"\b(activations|tokens)\b")
 
 
 def sql_blocks(text: str) -> list[str]:
-    """The bodies of the ```sql fences."""
-    return [m.group(1).strip() for m in re.finditer(r"^```sql\n(.*?)^```", text, re.M | re.S)]
+    """The statements of the ```sql fences (indented ones in lists too), split at a `;` that
+    ends a line."""
+    out = []
+    for m in re.finditer(r"^([ \t]*)```sql\n(.*?)^\1```", text, re.M | re.S):
+        body = textwrap.dedent(m.group(2))
+        out += [s.strip() for s in re.split(r";[ \t]*$", body, flags=re.M) if _has_code(s)]
+    return out
+
+
+def _has_code(sql: str) -> bool:
+    return any(ln.strip() and not ln.strip().startswith("--") for ln in sql.splitlines())
 
 
 def query_commands(text: str) -> list[str]:
     """The SQL of each `warehouse query W "..."` line in the other fences."""
     out = []
-    for block in re.finditer(r"^```[a-z]*\n(.*?)^```", text, re.M | re.S):
-        joined = block.group(1).replace("\\\n", " ")
+    for block in re.finditer(r"^```([a-z]*)\n(.*?)^```", text, re.M | re.S):
+        if block.group(1) == "sql":  # its statements are sql_blocks'
+            continue
+        joined = block.group(2).replace("\\\n", " ")
         for line in joined.splitlines():
             if line.lstrip().startswith("warehouse query "):
                 out.append(shlex.split(line, comments=True)[3])
@@ -58,7 +71,8 @@ def examples() -> list[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def warehouses(strong_llama_dir, module_cache, tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("docs")
-    facts = write_facts(strong_llama_dir, TEMPLATES, tmp / "facts.jsonl")
+    english = {key: t for key, t in TEMPLATES.items() if key[1] == "en"}  # as the demo
+    facts = write_facts(strong_llama_dir, english, tmp / "facts.jsonl")
     run_study(config(tmp / "study", strong_llama_dir, facts))
     cfg = IngestConfig(out=tmp / "tokens", model=str(strong_llama_dir), dataset=str(facts))
     ingest(cfg, show_progress=False)
@@ -72,8 +86,14 @@ def duckdb_queries(text: str) -> list[str]:
 
 def test_the_docs_have_examples():
     found = examples()
-    assert {doc for doc, _ in found} == set(DOCS)
-    assert len(found) >= 8
+    with_sql = {"README.md", "docs/queries.md", "docs/statistics.md", "docs/eval.md"}
+    assert with_sql | {"docs/sharing.md"} <= {doc for doc, _ in found}
+    assert len(found) >= 25
+
+
+def test_fences_are_split_into_statements():
+    text = "a\n  ```sql\n  -- one\n  select 1;\n\n  -- two\n  select 2\n  ```\n"
+    assert sql_blocks(text) == ["-- one\nselect 1", "-- two\nselect 2"]
 
 
 @pytest.mark.parametrize(("doc", "sql"), examples(), ids=lambda x: x[:40])
