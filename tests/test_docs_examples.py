@@ -6,6 +6,7 @@ only what the demo warehouse holds too: its relations, English, layer numbers be
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import textwrap
@@ -101,6 +102,18 @@ def test_each_example_returns_rows(warehouses, doc, sql):
     kind = "tokens" if PER_TOKEN.search(sql) else "pooled"
     w = Warehouse.open(warehouses[kind])
     assert w.sql(sql).height > 0, (doc, sql)
+
+
+# A `warehouse demo` output (pooled, English): set, the pooled examples run on it as well.
+DEMO = os.environ.get("WAREHOUSE_DEMO")
+
+
+@pytest.mark.skipif(not DEMO, reason="WAREHOUSE_DEMO names no demo warehouse")
+@pytest.mark.parametrize(
+    ("doc", "sql"), [e for e in examples() if not PER_TOKEN.search(e[1])], ids=lambda x: x[:40]
+)
+def test_each_pooled_example_returns_rows_on_the_demo(doc, sql):
+    assert Warehouse.open(DEMO).sql(sql).height > 0, (doc, sql)
 
 
 def test_plain_duckdb_examples_return_rows(warehouses):
