@@ -739,8 +739,9 @@ def remote_dataset(root: Location, files: list[str]):
     import pyarrow.parquet as pq
 
     if files and not root.supports_ranges():
-        # A server without range requests (python -m http.server): each file is read whole.
-        tables = [pq.read_table(pa.BufferReader(root.fs.cat_file(f))) for f in files]
+        # A server without range requests (python -m http.server): each file is read whole,
+        # once per process (`Location.whole`).
+        tables = [pq.read_table(pa.BufferReader(root.whole(f))) for f in files]
         return ds.dataset(pa.concat_tables(tables, promote_options="default"))
     return ds.dataset(files, filesystem=root.arrow_fs(), format="parquet")
 

@@ -23,10 +23,13 @@ from typing import IO, Any
 
 from warehouse.store.errors import FormatError, MissingFileError, WarehouseError
 from warehouse.store.format import MANIFEST
+from warehouse.store.whole_files import WHOLE_FILES
 
 # Protocols that live in optional packages, and the extra that installs each.
 # url -> whether its server answers byte-range reads, probed once per process.
 _RANGES: dict[str, bool] = {}
+# An http(s) file up to this size is read whole and kept (`Location.whole`).
+SMALL_FILE = 5 * 2**20
 _EXTRAS = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "http": "aiohttp"}
 
 
@@ -172,6 +175,10 @@ class Location:
             raise WarehouseError(f"{target}: not a URL fsspec can open ({e})") from None
         except (OSError, FileNotFoundError) as e:
             raise FormatError(f"{target}: cannot open ({e})") from None
+        if _is_http(fs):  # existence checks by HEAD, not by a GET of the whole file
+            from warehouse.store.http_fs import HeadHTTPFileSystem
+
+            fs = HeadHTTPFileSystem(**fs.storage_options)
         if getattr(fs, "protocol", None) in ("zip", ("zip",)):
             _check_zip_entries(str(target), fs.zip)
         return cls(str(target), base.rstrip("/"), fs)
@@ -211,7 +218,7 @@ class Location:
         if self.fs is None:
             return os.path.exists(p)
         try:
-            return bool(self.fs.exists(p))
+            return bool(self.fs.exists(p))  # over http(s) a HEAD (`HeadHTTPFileSystem`)
         except (OSError, ValueError):
             return False
 
@@ -257,7 +264,7 @@ class Location:
         try:
             if self.fs is None:
                 return Path(self.file(rel)).read_bytes()
-            return self.fs.cat_file(self.file(rel))
+            return self.whole(self.file(rel))
         except FileNotFoundError:
             raise MissingFileError(f"{self.url}: {rel} is missing") from None
         except IsADirectoryError:
@@ -279,9 +286,44 @@ class Location:
             try:
                 got = self.fs.cat_file(self.path(MANIFEST), start=0, end=2)
                 _RANGES[self.url] = len(got) == 2
+                if len(got) != 2:  # the server sent the whole manifest: keep it
+                    WHOLE_FILES.put(self.path(MANIFEST), got)
             except Exception:  # the real read will report what is wrong
                 _RANGES[self.url] = True
         return _RANGES[self.url]
+
+    def whole(self, full: str) -> bytes:
+        """The whole remote file at `full`, fetched once per process where that is safe: from
+        a server without byte ranges always (every read costs the whole file), over http(s)
+        a file up to `SMALL_FILE` whose HEAD names a version (ETag or Last-Modified)."""
+        if not self.supports_ranges():
+            return WHOLE_FILES.get(full, lambda: self.fs.cat_file(full))
+        key, _ = self._small_key(full)
+        if key is None:
+            return self.fs.cat_file(full)
+        return WHOLE_FILES.get(key, lambda: self.fs.cat_file(full))
+
+    def open_full(self, full: str) -> IO[bytes]:
+        """A seekable remote file: kept bytes (see `whole`), or fsspec's file that reads by
+        range on demand."""
+        if not self.supports_ranges():
+            return io.BytesIO(self.whole(full))
+        key, size = self._small_key(full)
+        if key is not None:
+            return io.BytesIO(WHOLE_FILES.get(key, lambda: self.fs.cat_file(full)))
+        return self.fs.open(full, "rb", size=size) if size else self.fs.open(full, "rb")
+
+    def _small_key(self, full: str) -> tuple[str | None, int | None]:
+        """(cache key, size) of an http(s) file, from one HEAD: the key names the file's
+        version, and is None for a file larger than `SMALL_FILE` or one without a version.
+        fsspec would fetch a small file whole at its first read anyway (its block is 5 MiB)."""
+        if not _is_http(self.fs):
+            return None, None
+        info = self.fs.info(full)
+        size, tag = info.get("size"), info.get("ETag") or info.get("Last-Modified")
+        if size is None or not tag or size > SMALL_FILE:
+            return None, size
+        return f"{full}#{size}:{tag}", size
 
     def open(self, rel: str) -> IO[bytes]:
         """A seekable binary file; remote files read by range on demand (or whole, from a
@@ -289,9 +331,7 @@ class Location:
         try:
             if self.fs is None:
                 return open_regular(self.file(rel))
-            if not self.supports_ranges():
-                return io.BytesIO(self.fs.cat_file(self.file(rel)))
-            return self.fs.open(self.file(rel), "rb")
+            return self.open_full(self.file(rel))
         except FileNotFoundError:
             raise MissingFileError(f"{self.url}: {rel} is missing") from None
 
@@ -360,7 +400,9 @@ class Location:
 
         if self.supports_ranges():
             return FsspecStore(_async(self.fs), read_only=True, path=self.path(rel))
-        return _whole_file_store()(_async(self.fs), read_only=True, path=self.path(rel))
+        store = _whole_file_store()(_async(self.fs), read_only=True, path=self.path(rel))
+        store.location = self
+        return store
 
     def arrow_fs(self) -> Any:
         """This location's filesystem for pyarrow (None for a local folder)."""
@@ -368,7 +410,15 @@ class Location:
             return None
         from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-        return PyFileSystem(FSSpecHandler(self.fs))
+        location = self
+
+        class Handler(FSSpecHandler):  # files opened as `open_full` opens them
+            def open_input_file(self, path: str) -> Any:
+                import pyarrow as pa
+
+                return pa.PythonFile(location.open_full(path), mode="r")
+
+        return PyFileSystem(Handler(self.fs))
 
 
 def _check_zip_entries(url: str, zf: Any) -> None:
@@ -424,38 +474,41 @@ def plain_local_store() -> type:
 
 @functools.cache
 def _whole_file_store() -> type:
+    import asyncio
+
     from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
+    from zarr.core.buffer import default_buffer_prototype
     from zarr.storage import FsspecStore
 
     class WholeFileStore(FsspecStore):
         """An FsspecStore for a server that ignores byte ranges (it sends the whole file):
         a shard's index and its chunks are byte ranges of one file, so the file is fetched
-        whole and the ranges are cut from it here. The last few files are kept, so the
-        chunks of one shard cost one fetch."""
+        whole, once (`Location.whole`, in a worker thread: its per-key lock waits for a
+        fetch already running), and the ranges are cut from it here."""
 
-        _keep = 2
+        location: Location
 
-        def __init__(self, *a: Any, **kw: Any) -> None:
-            super().__init__(*a, **kw)
-            self._recent: dict[str, Any] = {}
-
-        async def get(self, key, prototype, byte_range=None):  # type: ignore[override]
-            if byte_range is None:
-                return await super().get(key, prototype)
-            whole = self._recent.get(key)
-            if whole is None:
-                whole = await super().get(key, prototype)
-                if whole is None:
-                    return None
-                self._recent[key] = whole
-                while len(self._recent) > self._keep:
-                    self._recent.pop(next(iter(self._recent)))
+        async def get(self, key, prototype=None, byte_range=None):  # type: ignore[override]
+            full = f"{self.path}/{key}" if self.path else key
+            try:
+                whole = await asyncio.to_thread(self.location.whole, full)
+            except FileNotFoundError:
+                return None
+            view = memoryview(whole)
             if isinstance(byte_range, RangeByteRequest):
-                return whole[byte_range.start : byte_range.end]
-            if isinstance(byte_range, OffsetByteRequest):
-                return whole[byte_range.offset :]
-            if isinstance(byte_range, SuffixByteRequest):
-                return whole[len(whole) - byte_range.suffix :]
-            raise ValueError(f"unexpected byte range {byte_range}")
+                view = view[byte_range.start : byte_range.end]
+            elif isinstance(byte_range, OffsetByteRequest):
+                view = view[byte_range.offset :]
+            elif isinstance(byte_range, SuffixByteRequest):
+                view = view[len(view) - byte_range.suffix :]
+            elif byte_range is not None:
+                raise ValueError(f"unexpected byte range {byte_range}")
+            return (prototype or default_buffer_prototype()).buffer.from_bytes(view)
 
     return WholeFileStore
+
+
+def _is_http(fs: Any) -> bool:
+    protocol = getattr(fs, "protocol", ())
+    return bool({"http", "https"} & set((protocol,) if isinstance(protocol, str) else protocol))
+

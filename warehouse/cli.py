@@ -642,6 +642,23 @@ def merge(
 
 
 @app.command()
+def serve(
+    warehouse: Annotated[str, typer.Argument(help="Warehouse folder to serve.")],
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; 0.0.0.0 shares it with the network.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port; 0 picks a free one.")] = 8000,
+    log: Annotated[bool, typer.Option(help="Print one line per request.")] = False,
+) -> None:
+    """Serve a warehouse read-only over HTTP with byte ranges, so `Warehouse.open(URL)` and
+    every reading command fetch only what a query needs. Ctrl-C stops it."""
+    from warehouse.serve import ServeConfig
+    from warehouse.serve import serve as run_serve
+
+    run_serve(ServeConfig(warehouse, host=host, port=port, log=log))
+
+
+@app.command()
 def study(
     out: Annotated[Path, typer.Option(help="Warehouse folder to create or resume.")],
     model: Annotated[
