@@ -1,7 +1,8 @@
 """`warehouse eval --shard i/n`: one slice of an evaluation, joined when every slice is done.
 
 A shard answers a contiguous run of whole batches of the single-process plan (`batches`): of
-the baseline (every prompt) when no current baseline exists, and of the chosen prompts under
+the baseline prompts that the current baseline lacks (those the request scores, or every prompt
+for `--baseline`), and of the chosen prompts under
 every condition of the request. Whole batches give the same answers as one process (a padded
 prompt's answer can depend on its batch), so the joined files are byte-identical to
 `warehouse eval` without shards.
@@ -34,9 +35,10 @@ from warehouse.analysis.evaluate import (
     _Progress,
     _read_prompts,
     _Runner,
-    _write_baseline,
     baseline_key,
     baseline_path,
+    baseline_prompts,
+    baseline_state,
     batches,
     check_selection,
     choose_prompts,
@@ -44,7 +46,7 @@ from warehouse.analysis.evaluate import (
     load_selection,
     request_key,
     results_path,
-    same_answers,
+    write_baseline_answers,
     write_results,
 )
 from warehouse.errors import WarehouseError
@@ -80,23 +82,21 @@ class _Request:
             check_selection(self.sel, self.manifest)
         self.conds = conditions(self.sel, cfg) if self.sel is not None else []
         self.base_key = baseline_key(self.manifest, cfg)
-        needed = self.baseline_needed()
+        self.needed = baseline_prompts(self.prompts, self.chosen, cfg)
+        # The baseline answers to compute: the needed prompts the current file lacks.
+        path = baseline_path(self.root)
+        self.stored, self.missing, _ = baseline_state(path, self.base_key, cfg, self.needed)
+        needed = self.missing.height  # prompts to answer; 0 (false) when none
         options = {
             "request": request_key(self.sel, self.manifest, cfg) if self.sel else None,
             "batch_size": cfg.batch_size,  # answers of padded batches depend on it
             "shards": count,
             "baseline_needed": needed,
-            "results_needed": self.sel is not None and (needed or not self.results_cached()),
+            "results_needed": self.sel is not None and (needed > 0 or not self.results_cached()),
         }
         # Derived from the baseline the parts answer (or compare with).
         self.key = CacheKey(self.base_key.fingerprint, PARTS_STEP, options)
         self.folder = self.root / EVALS_DIR / EVAL_PARTS / short_id(self.key.fingerprint, 16)
-
-    def baseline_needed(self) -> bool:
-        path = baseline_path(self.root)
-        if self.cfg.force and (self.cfg.baseline or self.cfg.selection is None):
-            return True
-        return not (path.is_file() and same_answers(read_sidecar(path), self.base_key))
 
     def results_cached(self) -> bool:
         """The current baseline's results file of this request is on disk already."""
@@ -148,7 +148,7 @@ def eval_shard(
             tick(k)
 
         if req.key.options["baseline_needed"]:
-            mine = _slice(req.prompts, cfg.batch_size, (i, n))
+            mine = _slice(req.missing, cfg.batch_size, (i, n))
             progress.start(f"{BASELINE} shard {i}/{n}", mine.height)
             if mine.height:
                 _add(rows, -1, mine, runner.answers(mine, None, step))
@@ -212,11 +212,13 @@ def join_eval(root: str | Path, cfg: EvalConfig, count: int) -> Path | None:
     base = baseline_path(req.root)
     if req.key.options["baseline_needed"]:
         timing = {"seconds": seconds, "device": f"{count} shards"}
-        generated = answers_of(-1, req.prompts)
-        _write_baseline(base, req.prompts, generated, req.base_key, cfg, None, {"timing": timing})  # type: ignore[arg-type]
+        ids = req.missing["prompt_id"].to_list()
+        answers = (req.stored or {}) | dict(zip(ids, answers_of(-1, req.missing), strict=True))
+        write_baseline_answers(base, req.prompts, answers, req.base_key, cfg, timing)
     else:
         # a current baseline, maybe to rescore for another match mode: no model is needed
-        _baseline(req.root, req.prompts, _NoModel(req.manifest), cfg, _Progress(False))  # type: ignore[arg-type]
+        no_model = _NoModel(req.manifest)
+        _baseline(req.root, req.prompts, no_model, cfg, _Progress(False), req.needed)  # type: ignore[arg-type]
     out = base
     if req.sel is not None and req.chosen is not None:
         out, key = results_path(req.root, req.sel, req.manifest, cfg, base)

@@ -9,11 +9,12 @@ fact's object and aliases (`score`).
 
 Files, all of one schema (`EVAL_SCHEMA`), so DuckDB/Polars read `evals/*.parquet` as one view:
 
-- `evals/baseline.parquet` (+ `baseline.json`): answers with no ablation for *every* prompt of
-  the warehouse (both splits), `selection = "baseline"`. Computed once and reused while the
-  model, model dtype and `max_new_tokens` match (another scoring rule, `RULES`, only
-  rescores it);
-  `warehouse stats --filter-correct` reads its `prompt_id` and `correct`.
+- `evals/baseline.parquet` (+ `baseline.json`): answers with no ablation,
+  `selection = "baseline"`: of *every* prompt of the warehouse for `--baseline`, else of the
+  prompts the requests so far scored; a request answers only its prompts that are missing.
+  Reused while the model, model dtype and `max_new_tokens` match (another scoring rule,
+  `RULES`, only rescores it); `warehouse stats --filter-correct` reads its `prompt_id` and
+  `correct`, and refuses a file that lacks some of the prompts it counts.
 - `evals/<selection>__<key>.parquet` (+ `.json`): one file per distinct `run_eval` request,
   `<key>` the first 12 hex digits of the request's fingerprint (`request_key`); the same
   request again reuses it while its baseline is the same.
@@ -570,49 +571,85 @@ def same_answers(side: dict[str, Any] | None, key: CacheKey) -> bool:
     )
 
 
+def baseline_prompts(
+    prompts: pl.DataFrame, chosen: pl.DataFrame | None, cfg: EvalConfig
+) -> pl.DataFrame:
+    """The prompts whose baseline answers a request needs: every prompt for `--baseline` (or
+    a request without a selection), else only the ones it scores."""
+    return prompts if cfg.baseline or cfg.selection is None or chosen is None else chosen
+
+
+def baseline_state(
+    path: Path, key: CacheKey, cfg: EvalConfig, needed: pl.DataFrame
+) -> tuple[dict[int, str] | None, pl.DataFrame, bool]:
+    """(the stored answers of the model and options of `key`, or None when there are none or
+    they are to be made anew; the `needed` prompts they lack; whether the file is current,
+    scored under `key`'s rule too)."""
+    recompute = cfg.force and (cfg.baseline or cfg.selection is None)
+    if recompute or not path.is_file() or not same_answers(read_sidecar(path), key):
+        return None, needed, False
+    stored = stored_answers(path)
+    missing = needed.filter(~pl.col("prompt_id").is_in(list(stored)))
+    return stored, missing, is_current(path, key)
+
+
+def stored_answers(path: Path) -> dict[int, str]:
+    """prompt_id -> generated text of a baseline file."""
+    t = read_table(path, columns=["prompt_id", "generated"])
+    ids, texts = t.column("prompt_id").to_pylist(), t.column("generated").to_pylist()
+    return dict(zip(ids, texts, strict=True))
+
+
 def _baseline(
-    root: Path, prompts: pl.DataFrame, runner: _Runner, cfg: EvalConfig, progress: _Progress
+    root: Path,
+    prompts: pl.DataFrame,
+    runner: _Runner,
+    cfg: EvalConfig,
+    progress: _Progress,
+    needed: pl.DataFrame | None = None,
 ) -> Path:
-    """evals/baseline.parquet for every prompt: reused, rescored, or computed."""
+    """evals/baseline.parquet answering at least the `needed` prompts (default: all of
+    `prompts`): reused, extended by the ones it lacks, rescored, or computed."""
     path = baseline_path(root)
     key = baseline_key(runner.manifest, cfg)
-    recompute = cfg.force and (cfg.baseline or cfg.selection is None)
-    if not recompute and is_current(path, key):
+    wanted = prompts if needed is None else needed
+    stored, missing, current = baseline_state(path, key, cfg, wanted)
+    if current and missing.is_empty():
         return path
-    old = read_sidecar(path) if path.is_file() else None
-    if not recompute and same_answers(old, key):
-        assert old is not None
-        # Same answers, another scoring rule: rescore the stored text, no generation.
-        table = pl.from_arrow(read_table(path, columns=["prompt_id", "generated"]))
-        assert isinstance(table, pl.DataFrame)
-        generated = prompts.join(table, on="prompt_id", how="left")["generated"]
-        if generated.null_count() == 0:
-            _write_baseline(path, prompts, generated.to_list(), key, cfg, runner, old)
-            return path
-    progress.start(f"{BASELINE} (all prompts)", prompts.height)
-    t0 = time.perf_counter()
-    generated = runner.answers(prompts, None, progress.advance)
-    timing = {"seconds": round(time.perf_counter() - t0, 3), "device": str(runner.loaded.device)}
-    _write_baseline(path, prompts, generated, key, cfg, runner, {"timing": timing})
+    # Stored answers under another scoring rule are rescored from their text, no generation.
+    old = read_sidecar(path) if stored is not None else None
+    timing = old.get("timing") if old is not None else None
+    new: dict[int, str] = {}
+    if not missing.is_empty():
+        progress.start(f"{BASELINE} ({missing.height} prompts)", missing.height)
+        t0 = time.perf_counter()
+        generated = runner.answers(missing, None, progress.advance)
+        seconds = round(time.perf_counter() - t0, 3)
+        timing = {"seconds": seconds, "device": str(runner.loaded.device)}
+        timing["prompts"] = missing.height
+        new = dict(zip(missing["prompt_id"].to_list(), generated, strict=True))
+    write_baseline_answers(path, prompts, (stored or {}) | new, key, cfg, timing)
     return path
 
 
-def _write_baseline(
+def write_baseline_answers(
     path: Path,
     prompts: pl.DataFrame,
-    generated: list[str],
+    answers: dict[int, str],
     key: CacheKey,
     cfg: EvalConfig,
-    runner: _Runner,
-    extra: dict[str, Any],
+    timing: dict[str, Any] | None,
 ) -> None:
-    write_table(path, _table(_scored(prompts, generated, cfg.match, BASELINE, None)))
+    """The baseline file of `answers` (prompt_id -> text), in the warehouse's prompt order."""
+    rows = prompts.filter(pl.col("prompt_id").is_in(list(answers)))
+    texts = [answers[i] for i in rows["prompt_id"].to_list()]
+    write_table(path, _table(_scored(rows, texts, cfg.match, BASELINE, None)))
     side = {
         "kind": BASELINE,
         "match": cfg.match,
         "batch_size": cfg.batch_size,
-        "rows": prompts.height,
-        "timing": extra.get("timing"),
+        "rows": rows.height,
+        "timing": timing,
     }
     write_sidecar(path, key, side)
 
@@ -640,7 +677,8 @@ def run_eval(
     runner = _Runner(root, manifest, cfg, token_ids, loaded)
 
     with WriterLock(root, "eval"), _Progress(show_progress) as progress:
-        base_path = _baseline(root, prompts, runner, cfg, progress)
+        needed = baseline_prompts(prompts, chosen, cfg)
+        base_path = _baseline(root, prompts, runner, cfg, progress, needed)
         if sel is None or chosen is None:
             return summarize(base_path) if as_json else base_path
         path, key = results_path(root, sel, manifest, cfg, base_path)

@@ -218,6 +218,7 @@ def design(
         if not keep.any():
             raise WarehouseError(f"no {split!r} prompt of {root} has one of these templates")
     if filter_correct:
+        _check_answered(root, ids[keep], split)
         keep &= np.isin(ids, baseline_correct_ids(root))
         if not keep.any():
             raise WarehouseError(
@@ -232,6 +233,19 @@ def design(
     if per_language:
         groups += [(g, lang == g) for g in sorted(set(lang))]
     return Design(rows=rows, prompt_ids=ids, y=y, relations=relations, groups=groups)
+
+
+def _check_answered(root: Path, ids: np.ndarray, split: str) -> None:
+    """A WarehouseError when the baseline lacks answers of some of these prompts (an eval
+    answers only the prompts it scores), so a missing answer never counts as a wrong one."""
+    t = read_table(_baseline(root), columns=["prompt_id"])
+    have = t.column("prompt_id").to_numpy(zero_copy_only=False).astype(np.int64)
+    lacking = int((~np.isin(ids, have)).sum())
+    if lacking:
+        raise WarehouseError(
+            f"{BASELINE_FILE} answers {len(ids) - lacking} of the {len(ids)} {split!r} prompts "
+            "counted here; run `warehouse eval W --baseline` to answer every prompt"
+        )
 
 
 def _of_templates(root: Path, templates: list[str]) -> np.ndarray:

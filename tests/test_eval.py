@@ -505,6 +505,51 @@ def test_baseline_covers_every_prompt_and_is_cached(wh, loaded):
     assert all(b.startswith(a) for a, b in zip(one["generated"], base["generated"], strict=True))
 
 
+def test_baseline_answers_only_the_scored_prompts(wh, loaded, tmp_path):
+    """A request answers the baseline of its own prompts only, later requests add theirs, and
+    every answer equals the one a whole `--baseline` run gives; stats refuse to count
+    prompts the baseline has not answered."""
+    from warehouse.analysis.stats import run_stats
+
+    full = Path(shutil.copytree(wh, tmp_path / "full"))
+    run_eval(full, EvalConfig(baseline=True), show_progress=False, loaded=loaded)
+    everything = read(full / "evals" / "baseline.parquet")
+    prompts = pl.read_parquet(wh / "prompts.parquet")
+
+    write_selection(wh, "some", [1, 2, 50])
+    first = EvalConfig(selection="some", split="test", sample=2, relations=["country_capital"])
+    path = run_eval(wh, first, show_progress=False, loaded=loaded)
+    base_path = wh / "evals" / "baseline.parquet"
+    base = read(base_path)
+    assert sorted(base["prompt_id"]) == sorted(set(read(path)["prompt_id"]))
+    assert 0 < base.height < prompts.height
+    side = json.loads(base_path.with_suffix(".json").read_text())
+    assert side["timing"]["prompts"] == base.height
+    with pytest.raises(WarehouseError) as err:
+        run_stats(wh, filter_correct=True, show_progress=False)
+    n_identify = (prompts["split"] == "identify").sum()
+    assert str(err.value) == (
+        f"evals/baseline.parquet answers 0 of the {n_identify} 'identify' prompts counted "
+        "here; run `warehouse eval W --baseline` to answer every prompt"
+    )
+
+    # A second request adds only the prompts it lacks; the first ones' answers stay.
+    run_eval(wh, replace(first, split="all", sample=None), show_progress=False, loaded=loaded)
+    grown = read(base_path)
+    assert set(base["prompt_id"]) < set(grown["prompt_id"])
+    assert json.loads(base_path.with_suffix(".json").read_text())["timing"]["prompts"] == (
+        grown.height - base.height
+    )
+    # --baseline completes it, without recomputing what is there.
+    run_eval(wh, EvalConfig(baseline=True), show_progress=False, loaded=loaded)
+    done = read(base_path)
+    assert done.height == prompts.height
+    assert done["prompt_id"].to_list() == everything["prompt_id"].to_list()  # warehouse order
+    assert done["generated"].to_list() == everything["generated"].to_list()
+    assert done["correct"].to_list() == everything["correct"].to_list()
+    assert run_stats(wh, filter_correct=True, show_progress=False)
+
+
 @pytest.mark.parametrize("split", ["test", "all"])
 def test_empty_selection_reproduces_the_baseline(wh, loaded, split):
     write_selection(wh, "empty", [])
@@ -514,7 +559,10 @@ def test_empty_selection_reproduces_the_baseline(wh, loaded, split):
         path = run_eval(wh, cfg, show_progress=False, loaded=loaded)
         got = read(path)
         base = read(wh / "evals" / "baseline.parquet")
-        assert got.height == (base.height if split == "all" else (base["split"] == "test").sum())
+        n_split = pl.read_parquet(wh / "prompts.parquet").filter(
+            pl.lit(split == "all") | (pl.col("split") == split)
+        )
+        assert got.height == n_split.height
         assert got["count"].to_list() == [0] * got.height
         assert got["control_seed"].null_count() == got.height  # no control of nothing
         joined = got.join(base, on="prompt_id", suffix="_b")
@@ -745,3 +793,53 @@ def test_gemma3_greedy_under_ablation_equals_plain_hooks_and_generate(site, tiny
             )
         new = out[0, len(x) :].tolist()
         assert row == (new[: new.index(1)] if 1 in new else new)
+
+
+def _logits_to_keep_greedy(model, batch, pad_id, eos, n) -> list[list[int]]:
+    """The decoding the evaluator used before it ran the LM head itself: the whole causal LM
+    with `logits_to_keep=1`, the same left padding, positions and cache."""
+    from warehouse.ingest.capture import pad_batch
+
+    x, mask, pos = pad_batch(batch, pad_id, "left", torch.device("cpu"))
+    rows: list[list[int]] = [[] for _ in batch]
+    done = [False] * len(batch)
+    cache = None
+    with torch.no_grad():
+        for _ in range(n):
+            out = model(
+                input_ids=x,
+                attention_mask=mask,
+                position_ids=pos,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            token = out.logits[:, -1].argmax(-1)
+            for i, t in enumerate(token.tolist()):
+                if not done[i]:
+                    done[i] = t in eos
+                    if not done[i]:
+                        rows[i].append(t)
+            cache, x = out.cache, token[:, None]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            pos = pos[:, -1:] + 1
+    return rows
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_greedy_head_equals_the_logits_to_keep_path(arch, strong_llama_dir, tiny_gemma3_dir):
+    """The backbone plus the LM head on the last position gives the same tokens as the whole
+    model's forward with `logits_to_keep=1`, with and without an ablation."""
+    folder = strong_llama_dir if arch == "llama" else tiny_gemma3_dir
+    loaded = load_model(str(folder))
+    model, tok = loaded.model, loaded.tokenizer
+    eos = eos_token_ids(loaded)
+    texts = [*PROMPTS, "Tokyo is", "La capitale de la France est", "Die"]
+    batch = [tok(t)["input_ids"] for t in texts]
+    plain = greedy(model, batch, tok.pad_token_id, eos, 4)
+    assert plain == _logits_to_keep_greedy(model, batch, tok.pad_token_id, eos, 4)
+    ids = neuron_indices(model, "ffn.act", list(range(0, 96, 2)))
+    with ablate(model, {"ffn.act": ids}):
+        ours = greedy(model, batch, tok.pad_token_id, eos, 4)
+        assert ours == _logits_to_keep_greedy(model, batch, tok.pad_token_id, eos, 4)
+    assert ours != plain
