@@ -92,6 +92,11 @@ def test_the_docs_have_examples():
     assert len(found) >= 25
 
 
+def test_the_readme_links_every_doc():
+    readme = (ROOT / "README.md").read_text()
+    assert [d for d in DOCS[1:] if f"]({d})" not in readme] == []
+
+
 def test_fences_are_split_into_statements():
     text = "a\n  ```sql\n  -- one\n  select 1;\n\n  -- two\n  select 2\n  ```\n"
     assert sql_blocks(text) == ["-- one\nselect 1", "-- two\nselect 2"]
