@@ -43,7 +43,7 @@ from warehouse.store.arrays import (
     create_array,
     response_spec,
 )
-from warehouse.store.checksums import array_algorithm, finalize_checksums, write_coords
+from warehouse.store.checksums import finalize_checksums, write_coords
 from warehouse.store.files import remove_temp_entries, sha256_file
 from warehouse.store.fingerprint import fingerprint, fingerprint_of
 from warehouse.store.lock import WriterLock, remove_dead_creations
@@ -429,8 +429,7 @@ def _run_batches(
     }
     tokens = cap["mode"] == "tokens"
     first = _resume_batch(batches, offsets, state, tokens)
-    algorithm = array_algorithm(manifest)
-    buffers = {k: ChunkBuffer(root, spec, committed[k], algorithm) for k, spec in specs.items()}
+    buffers = {k: ChunkBuffer(root, spec, committed[k]) for k, spec in specs.items()}
     tally = _NonFiniteTally(manifest.get(NONFINITE, {}))
 
     def commit(now: dict[str, int]) -> None:

@@ -540,7 +540,7 @@ class ZarrView:
         left to the store, which names it."""
         if isinstance(self.root, Location) and self.root.remote:
             return
-        rows, layers, units = src.spec.file_shape
+        rows, layers, units = src.spec.shards
         for r in _file_indices(rblock, rows):
             for k in _file_indices(nblock, units):
                 rel = f"{src.spec.path}/c/{r}/{li // layers}/{k}"
@@ -624,13 +624,13 @@ def check_array_files(root: Path, spec: ArraySpec, n_rows: int) -> None:
         shape = tuple(meta["shape"])
     except (ValueError, KeyError, TypeError) as e:
         raise FormatError(f"{meta_path} is not a zarr array's metadata ({e})") from None
-    if shape != spec.shape or grid != spec.file_shape:
+    if shape != spec.shape or grid != spec.shards:
         raise FormatError(
             f"array {spec.path} has shape {shape} (files {grid}) in its zarr.json, manifest "
-            f"says {spec.shape} (files {spec.file_shape}); run `warehouse verify {root}`"
+            f"says {spec.shape} (files {spec.shards}); run `warehouse verify {root}`"
         )
     chunk_dir = Path(root) / spec.path / "c"
-    want = -(-n_rows // spec.file_shape[0])
+    want = -(-n_rows // spec.shards[0])
     have = 0
     if chunk_dir.is_dir():
         with os.scandir(chunk_dir) as entries:  # counted up to `want`, no further

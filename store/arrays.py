@@ -5,12 +5,11 @@ Layout: one array per site with a layer axis, ``[row, layer, neuron]``, chunked
 block of rows, so "all rows of one neuron" touches one column of chunks and "all neurons of
 a row block" one row of chunks (bench/layout.py compares this with one array per layer).
 
-Format 2 stores each row of chunks as one file, a zarr v3 shard (the `sharding_indexed`
-codec: the chunks' bytes and an index of where each starts). Reads touch the same chunks as
-before (a shard is read by byte ranges), but a run writes one file per row block instead of
-one per chunk: file creation was half of the writer's CPU on the cores the forward pass
-needs (docs/performance.md), and a million-token warehouse keeps thousands of files, not
-hundreds of thousands. Format 1 warehouses (one file per chunk) are read as before.
+Each row of chunks is one file, a zarr v3 shard (the `sharding_indexed` codec: the chunks'
+bytes and an index of where each starts). Reads touch single chunks (a shard is read by byte
+ranges), but a run writes one file per row block instead of one per chunk: file creation was
+half of the writer's CPU on the cores the forward pass needs (docs/performance.md), and a
+million-token warehouse keeps thousands of files, not hundreds of thousands.
 """
 
 from __future__ import annotations
@@ -75,30 +74,22 @@ class ArraySpec:
     chunks: tuple[int, int, int]
     dtype: str  # logical dtype: float16 | bfloat16 | float32
     layers: tuple[int, ...]  # model layer number of each index on the layer axis
-    # Shape of one file (a zarr shard of whole chunks); None: one file per chunk (format 1).
-    shards: tuple[int, int, int] | None = None
+    shards: tuple[int, int, int]  # shape of one file: a zarr shard of whole chunks
 
     def to_json(self) -> dict[str, Any]:
-        out = {
+        return {
             "path": self.path,
             "shape": list(self.shape),
             "chunks": list(self.chunks),
             "dtype": self.dtype,
             "layers": list(self.layers),
+            "shards": list(self.shards),
         }
-        if self.shards is not None:
-            out["shards"] = list(self.shards)
-        return out
 
     @property
     def chunks_per_shard(self) -> int:
-        """Chunks in one shard file (format 2; 1 for a file per chunk)."""
-        return int(np.prod([f // c for f, c in zip(self.file_shape, self.chunks, strict=True)]))
-
-    @property
-    def file_shape(self) -> tuple[int, int, int]:
-        """The block of the array one chunk file holds: a shard, or a chunk (format 1)."""
-        return self.shards or self.chunks
+        """Chunks in one shard file."""
+        return int(np.prod([f // c for f, c in zip(self.shards, self.chunks, strict=True)]))
 
     @classmethod
     def from_json(cls, key: str, d: dict[str, Any]) -> ArraySpec:
@@ -109,7 +100,7 @@ class ArraySpec:
             chunks=tuple(d["chunks"]),
             dtype=d["dtype"],
             layers=tuple(d["layers"]),
-            shards=tuple(d["shards"]) if d.get("shards") else None,
+            shards=tuple(d["shards"]),
         )
 
 
@@ -288,14 +279,14 @@ def strict_store() -> type:
         """A read-only LocalStore for which an absent chunk is an error, not the fill value.
 
         A warehouse writes every chunk (`write_empty_chunks`), so a missing one is damage; plain
-        zarr would hand back zeros for it, i.e. silently wrong numbers. In a shard (format 2) a
-        chunk is absent when the shard's index marks it so: every index this store hands to
-        zarr is checked for such entries first.
+        zarr would hand back zeros for it, i.e. silently wrong numbers. In a shard a chunk is
+        absent when the shard's index marks it so: every index this store hands to zarr is
+        checked for such entries first.
         """
 
-        def __init__(self, root: Path, index_bytes: int | None = None, **kw: Any) -> None:
+        def __init__(self, root: Path, index_bytes: int, **kw: Any) -> None:
             super().__init__(root, **kw)
-            self.index_bytes = index_bytes  # size of a shard's index + crc32c; None: no shards
+            self.index_bytes = index_bytes  # size of a shard's index + crc32c
 
         async def get(self, key, prototype=None, byte_range=None):  # type: ignore[override]
             value = await super().get(key, prototype, byte_range)
@@ -304,9 +295,8 @@ def strict_store() -> type:
             if value is None:
                 raise MissingChunkError(f"chunk file {self.root / key} is missing")
             n = self.index_bytes
-            if n is not None and (
-                byte_range is None
-                or (isinstance(byte_range, SuffixByteRequest) and byte_range.suffix == n)
+            if byte_range is None or (
+                isinstance(byte_range, SuffixByteRequest) and byte_range.suffix == n
             ):
                 # Only the index's bytes are copied out, not the whole shard a full read returns.
                 if absent_chunks(value[len(value) - n : len(value) - 4].to_bytes()):
@@ -354,11 +344,11 @@ def open_array(root: Path | Location, spec: ArraySpec, mode: str = "r") -> zarr.
     return arr
 
 
-def _index_bytes(spec: ArraySpec) -> int | None:
-    """Bytes of a shard's index and its crc32c, None without shards."""
+def _index_bytes(spec: ArraySpec) -> int:
+    """Bytes of a shard's index and its crc32c."""
     from warehouse.store.chunks import index_size  # the writer's module, with zarr
 
-    return None if spec.shards is None else index_size(spec.chunks_per_shard)
+    return index_size(spec.chunks_per_shard)
 
 
 def to_storage(x: np.ndarray, dtype: str) -> np.ndarray:
@@ -385,6 +375,6 @@ def from_storage(x: np.ndarray, dtype: str) -> np.ndarray:
 
 def chunk_keys(spec: ArraySpec) -> list[str]:
     """Relative paths of every chunk file of an array (zarr v3 default "c/i/j/k" keys): one
-    per shard, or one per chunk in format 1."""
-    grid = [range(-(-s // c)) for s, c in zip(spec.shape, spec.file_shape, strict=True)]
+    per shard."""
+    grid = [range(-(-s // c)) for s, c in zip(spec.shape, spec.shards, strict=True)]
     return [f"{spec.path}/c/{i}/{j}/{k}" for i in grid[0] for j in grid[1] for k in grid[2]]

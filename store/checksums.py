@@ -58,16 +58,14 @@ def array_files(spec: ArraySpec) -> list[str]:
     return [f"{spec.path}/zarr.json", *chunk_keys(spec)]
 
 
-def array_algorithm(manifest: dict) -> str:
-    """The checksum an array of this manifest's format records: crc32c from format 3 on (in
-    field `checksum`), sha256 before (in field `sha256`), so a resumed older warehouse keeps
-    what older tools check."""
-    return "crc32c" if manifest["format_version"] >= 3 else "sha256"
+# The checksum of every array and coordinate array, in its manifest entry's field `checksum`
+# (crc32c: a check against damage and mix-ups; tables and derived files keep sha256).
+ARRAY_ALGORITHM = "crc32c"
 
 
 def array_checksum(entry: dict) -> str | None:
-    """An array's recorded checksum, "<algorithm>:<hex>", of either format."""
-    return entry.get("checksum", entry.get("sha256"))
+    """An array's recorded checksum, "crc32c:<hex>"."""
+    return entry.get("checksum")
 
 
 def finalize_checksums(root: Path, manifest: dict, known: dict[str, str] | None = None) -> None:
@@ -76,26 +74,20 @@ def finalize_checksums(root: Path, manifest: dict, known: dict[str, str] | None 
     known = known or {}
     for entry in manifest["tables"].values():
         entry["sha256"] = sha256_file(safe_relative(root, entry["path"]))
-    algorithm = array_algorithm(manifest)
-    field = "checksum" if algorithm == "crc32c" else "sha256"
     for key, spec in array_specs(manifest).items():
-        entry = manifest["arrays"][key]
-        for old in ("checksum", "sha256"):
-            entry.pop(old, None)
         digest = known.get(key)
-        if digest is None or algorithm_of(digest) != algorithm:
-            digest = files_digest(root, array_files(spec), algorithm)
-        entry[field] = digest
+        if digest is None or algorithm_of(digest) != ARRAY_ALGORITHM:
+            digest = files_digest(root, array_files(spec), ARRAY_ALGORITHM)
+        manifest["arrays"][key]["checksum"] = digest
 
 
 def write_coords(root: Path, manifest: dict) -> None:
     """Write the coordinate arrays of the manifest's arrays (once, when a warehouse is made)
     and record each one's checksum under `coords`, with the algorithm of its arrays."""
-    algorithm = array_algorithm(manifest)
     coords = {}
     for path, (dim, values) in coord_values(array_specs(manifest).values()).items():
         write_coord(root, path, dim, values)
-        coords[path] = files_digest(root, coord_files(path, len(values)), algorithm)
+        coords[path] = files_digest(root, coord_files(path, len(values)), ARRAY_ALGORITHM)
     manifest["coords"] = coords
 
 
@@ -521,17 +513,8 @@ def _check_file(
     loc: Location, arr: zarr.Array, spec: ArraySpec, rel: str, index: tuple[int, int, int]
 ) -> str | None:
     """What is wrong with one chunk file, decoding it as zarr does; None if nothing."""
-    rows = slice(
-        index[0] * spec.file_shape[0], min((index[0] + 1) * spec.file_shape[0], spec.shape[0])
-    )
+    rows = slice(index[0] * spec.shards[0], min((index[0] + 1) * spec.shards[0], spec.shape[0]))
     try:
-        if spec.shards is None:
-            sel = tuple(
-                slice(idx * c, min((idx + 1) * c, s))
-                for idx, c, s in zip(index[1:], spec.chunks[1:], spec.shape[1:], strict=True)
-            )
-            np.asarray(arr[(rows, *sel)])
-            return None
         # A shard: its index first (zarr reads a chunk the index marks absent as zeros), then
         # every chunk, one layer at a time.
         shard_index(loc.read_bytes(rel), spec.chunks_per_shard)

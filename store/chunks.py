@@ -59,18 +59,17 @@ class ChunkEncoder:
         array: zarr.Array,
         root: Path,
         steps: Sequence[Step],
-        chunks: tuple[int, ...] | None = None,
+        chunks: tuple[int, ...],
     ) -> None:
-        """`chunks`: the inner chunk shape of a sharded array (whose shards each hold one
-        whole row of chunks); None for an array of one file per chunk."""
+        """`chunks`: the inner chunk shape of the sharded array (whose shards each hold one
+        whole row of chunks)."""
         self.root = root
         # Optional running checksum (hashlib-like) over "<prefix>/<key>\0<bytes>" of every
         # chunk written, in write order; the ingest writer seeds it so the array's manifest
         # checksum needs no second pass over the files (see ChunkBuffer).
         self.digest: Any = None
         self.digest_prefix = ""
-        self.sharded = chunks is not None
-        self.chunks = tuple(chunks) if chunks is not None else tuple(array.chunks)
+        self.chunks = tuple(chunks)
         self.dtype = np.dtype(array.dtype).newbyteorder("<")
         self.fill_value = array.fill_value
         self.key = array.metadata.chunk_key_encoding.encode_chunk_key
@@ -80,29 +79,30 @@ class ChunkEncoder:
 
     @classmethod
     def for_array(cls, array: zarr.Array, root: Path) -> ChunkEncoder | None:
-        """An encoder for `array` stored at folder `root`, or None when its codecs are not
-        ones this module reproduces (the caller then writes through zarr)."""
+        """An encoder for `array` stored at folder `root`, or None when it is not sharded by
+        whole rows of chunks or its codecs are not ones this module reproduces (the caller
+        then writes through zarr)."""
         codecs = array.metadata.codecs
-        inner = None
-        if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec):
-            shard = codecs[0]
-            inner = tuple(shard.chunk_shape)
-            outer = tuple(array.metadata.chunk_grid.chunk_shape)
-            index = shard.index_codecs
-            whole_rows = outer[0] == inner[0] and all(
-                o == -(-n // c) * c
-                for o, n, c in zip(outer[1:], array.shape[1:], inner[1:], strict=True)
-            )
-            if not (
-                whole_rows
-                and shard.index_location == ShardingCodecIndexLocation.end
-                and len(index) == 2
-                and isinstance(index[0], BytesCodec)
-                and getattr(index[0].endian, "value", None) == "little"
-                and isinstance(index[1], Crc32cCodec)
-            ):
-                return None
-            codecs = shard.codecs
+        if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
+            return None
+        shard = codecs[0]
+        inner = tuple(shard.chunk_shape)
+        outer = tuple(array.metadata.chunk_grid.chunk_shape)
+        index = shard.index_codecs
+        whole_rows = outer[0] == inner[0] and all(
+            o == -(-n // c) * c
+            for o, n, c in zip(outer[1:], array.shape[1:], inner[1:], strict=True)
+        )
+        if not (
+            whole_rows
+            and shard.index_location == ShardingCodecIndexLocation.end
+            and len(index) == 2
+            and isinstance(index[0], BytesCodec)
+            and getattr(index[0].endian, "value", None) == "little"
+            and isinstance(index[1], Crc32cCodec)
+        ):
+            return None
+        codecs = shard.codecs
         if not codecs or not isinstance(codecs[0], BytesCodec):
             return None
         if np.dtype(array.dtype).itemsize > 1 and codecs[0].endian is None:
@@ -113,12 +113,6 @@ class ChunkEncoder:
         if any(s is None for s in steps):
             return None
         return cls(array, root, steps, inner)  # type: ignore[arg-type]
-
-    def write(self, index: tuple[int, ...], chunk: np.ndarray) -> None:
-        """Encode one whole chunk (shape == the array's chunk shape) and put it in place."""
-        if self.sharded:
-            raise ValueError("a sharded array is written a row of chunks at a time (write_rows)")
-        self._account(index, self._encode_put(index, chunk))
 
     def _encode(self, chunk: np.ndarray) -> Encoded:
         """One chunk's bytes, as zarr encodes it (may run on any thread). Unencoded bytes are
@@ -131,10 +125,6 @@ class ChunkEncoder:
                 data = b"".join(data)
             data = step(data)
         return data
-
-    def _encode_put(self, index: tuple[int, ...], chunk: np.ndarray) -> Encoded:
-        """The part of a write that may run on any thread; returns the bytes written."""
-        return self._put_file(index, self._encode(chunk))
 
     def _put_file(self, index: tuple[int, ...], data: Encoded) -> Encoded:
         path = self.root / self.key(index)
@@ -194,20 +184,11 @@ class ChunkEncoder:
         if rows < self.chunks[0]:
             blocks[(slice(None),) * nd + (slice(rows, None),)] = self.fill_value
         items = [((row_chunk, *idx), blocks[idx]) for idx in np.ndindex(*blocks.shape[:nd])]
-        if self.sharded:
-            mapped = map if pool is None else pool.map
-            encoded = list(mapped(lambda item: self._encode(item[1]), items))
-            index = (row_chunk,) + (0,) * nd
-            data = self._put_file(index, _shard_parts([i for i, _ in items], encoded))
-            self._account(index, data)
-            return
-        if pool is None:
-            for index, part in items:
-                self.write(index, part)
-            return
-        written = list(pool.map(lambda item: self._encode_put(*item), items))
-        for (index, _), data in zip(items, written, strict=True):
-            self._account(index, data)
+        mapped = map if pool is None else pool.map
+        encoded = list(mapped(lambda item: self._encode(item[1]), items))
+        index = (row_chunk,) + (0,) * nd
+        data = self._put_file(index, _shard_parts([i for i, _ in items], encoded))
+        self._account(index, data)
 
 
 def blocks_shape(extent: tuple[int, ...], chunks: tuple[int, ...]) -> tuple[int, ...]:
@@ -268,7 +249,7 @@ def absent_chunks(index: bytes) -> int:
 
 
 def shard_index(data: bytes, n_chunks: int) -> np.ndarray:
-    """The (offset, length) of each chunk of a shard file (format 2), C order; raises
+    """The (offset, length) of each chunk of a shard file, C order; raises
     ValueError when the file is too short, its index fails its crc32c, a chunk is marked
     absent, or an entry points outside the data."""
     size = index_size(n_chunks)

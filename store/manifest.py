@@ -72,6 +72,11 @@ def _checked(
             f"{root}: format version {version} is newer than this tool reads ({FORMAT_VERSION}); "
             "upgrade relation-warehouse"
         )
+    if version < FORMAT_VERSION:
+        raise FormatError(
+            f"{root}: format version {version} is an older format; this tool reads format "
+            f"{FORMAT_VERSION} only: ingest the warehouse again"
+        )
     for field in ("model", "dataset", "capture", "counts", "tables", "arrays", "state"):
         if not isinstance(m.get(field), dict):
             raise FormatError(f"{where}: field {field!r} is missing or not an object")

@@ -7,10 +7,9 @@ not depend on the order the inputs are named in. Each input is in that order alr
 output row block is a few contiguous row ranges of inputs ("segments"): a shard (a row of
 chunks) that one segment covers at the same alignment is copied as raw bytes, any other (or
 one whose codecs differ from the output's) is decoded from the inputs and encoded again by
-ingest's encoder, so with the same bytes.
-Format 1 inputs (a file per chunk) are always decoded; the output is format 3. The parts of
-an `ingest --shard` run are consecutive batches of its single-process plan; merged, they
-equal that run byte for byte in every table and array.
+ingest's encoder, so with the same bytes. The parts of an `ingest --shard` run are
+consecutive batches of its single-process plan; merged, they equal that run byte for byte in
+every table and array.
 
 Stats, selections and evals are not merged (they are computed over the whole warehouse):
 run them again on the result.
@@ -53,7 +52,6 @@ from warehouse.store.format import (
 from warehouse.store.location import Location, local_folder, require_outside
 from warehouse.store.lock import creating
 from warehouse.store.manifest import (
-    FORMAT_VERSION,
     NONFINITE,
     add_nonfinite,
     array_specs,
@@ -103,19 +101,9 @@ def merge(
 # ------------------------------------------------------------------------------ checks
 
 
-# Format 1 inputs (a file per chunk) are decoded and written again as shards; format 2 is
-# format 3 with sha256 array checksums (recomputed for the output).
-MERGE_READS = (1, 2, FORMAT_VERSION)
-
-
 def _load(loc: Location) -> _Input:
-    m = load_manifest(loc)
+    m = load_manifest(loc)  # refuses a format other than this tool's
     require_complete(m, loc.url)  # type: ignore[arg-type]
-    if m.get("format_version") not in MERGE_READS:
-        raise FormatError(
-            f"{loc}: format version {m.get('format_version')}; merge reads versions "
-            f"{', '.join(map(str, MERGE_READS))}"
-        )
     if "prompts" not in m["tables"]:
         raise FormatError(f"{loc}: has no prompts table")
     prompts = read_table_at(loc, m["tables"]["prompts"]["path"])
@@ -402,7 +390,7 @@ def _fill(
     out = zarr.open_array(store=str(root / spec.path), mode="r+", zarr_format=3)
     # The writer ingest uses: a merge writes the bytes a single run writes.
     encoder = ChunkEncoder.for_array(out, root / spec.path)
-    if encoder is None or not encoder.sharded:
+    if encoder is None:
         raise WarehouseError(f"{spec.path}: merge writes sharded arrays only")
     n, step = spec.shape[0], spec.chunks[0]
     starts = np.array([s[2] for s in segs], dtype=np.int64)

@@ -17,7 +17,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from warehouse.store.arrays import STORAGE_DTYPES, ArraySpec
-from warehouse.store.checksums import array_files
+from warehouse.store.checksums import ARRAY_ALGORITHM, array_files
 from warehouse.store.chunks import ChunkEncoder, put_rows
 from warehouse.store.errors import WarehouseError
 from warehouse.store.files import digest_of, new_digest
@@ -44,14 +44,10 @@ class ChunkBuffer:
     as it lies.
     """
 
-    def __init__(
-        self, root: Path, spec: ArraySpec, start_row: int, algorithm: str = "crc32c"
-    ) -> None:
-        """`algorithm`: of the array's running checksum (checksums.array_algorithm)."""
+    def __init__(self, root: Path, spec: ArraySpec, start_row: int) -> None:
         if start_row % spec.chunks[0] and start_row != spec.shape[0]:
             raise WarehouseError(f"{spec.path}: resume row {start_row} is not chunk-aligned")
         self.spec = spec
-        self.algorithm = algorithm
         self.store = CountingStore(root / spec.path)
         self.array = zarr.open_array(store=self.store, mode="r+", zarr_format=3)
         # Chunks go straight to files when their codecs are ones ChunkEncoder reproduces (all
@@ -97,7 +93,7 @@ class ChunkBuffer:
         """Seed the encoder's running checksum with the files already there: the metadata,
         and on a resume the chunks of the rows on disk (the same bytes, in the same order, as
         checksums.array_files, so the end of the run needs no second pass over the files)."""
-        h = new_digest(self.algorithm)
+        h = new_digest(ARRAY_ALGORITHM)
         done = start_row // self.spec.chunks[0]
         for rel in array_files(self.spec):
             if rel.endswith("/zarr.json") or int(rel.rsplit("/c/", 1)[1].split("/")[0]) < done:
@@ -110,7 +106,7 @@ class ChunkBuffer:
         """The array's manifest checksum, once every chunk went through the encoder."""
         if self.encoder is None or self.encoder.digest is None or self.start != self.spec.shape[0]:
             return None
-        return digest_of(self.algorithm, self.encoder.digest)
+        return digest_of(ARRAY_ALGORITHM, self.encoder.digest)
 
     @property
     def bytes_written(self) -> int:

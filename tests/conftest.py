@@ -265,7 +265,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
 
 def shard_chunks(shard: Path) -> dict[tuple[int, int], tuple[int, int]]:
     """(layer, neuron block) -> (offset, length) of each chunk in a warehouse's shard file
-    (format 2), from its index; the array's zarr.json (two folders up from c/i/0/0's
+    from its index; the array's zarr.json (two folders up from c/i/0/0's
     folder) gives the grid."""
     folder = shard.parents[3]
     meta = json.loads((folder / "zarr.json").read_text())

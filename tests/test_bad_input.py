@@ -363,6 +363,12 @@ def case_newer_format_version(c: Ctx):
 
 
 @case
+def case_older_format_version(c: Ctx):
+    c.edit_manifest(lambda m: m.update(format_version=2))
+    return ["verify", str(c.w)], "format version 2 is an older format; this tool reads format 3"
+
+
+@case
 def case_manifest_path_escapes(c: Ctx):
     c.edit_manifest(lambda m: m["tables"]["prompts"].update(path="../../etc/passwd"))
     return ["info", str(c.w)], "is not a relative path inside the warehouse"

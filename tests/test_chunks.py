@@ -22,7 +22,7 @@ def _files(root: Path) -> dict[str, bytes]:
     }
 
 
-def _pair(tmp_path: Path, shape, chunks, dtype, compressors, shards=None):
+def _pair(tmp_path: Path, shape, chunks, dtype, compressors, shards):
     out = []
     for name in ("by_zarr", "by_encoder"):
         out.append(
@@ -52,23 +52,22 @@ CODECS = {  # what this tool writes now (-10; responses crc32c), and by earlier 
 }
 
 
-@pytest.mark.parametrize("sharded", [False, True], ids=["chunk-files", "shards"])
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("codec", sorted(CODECS))
 @pytest.mark.parametrize("dtype", ["float16", "float32", "uint16"])
 @pytest.mark.parametrize("neurons", [100, 96], ids=["edge-block", "whole-blocks"])
 def test_chunk_files_equal_zarrs(
-    tmp_path: Path, codec: str, dtype: str, threads: int, sharded: bool, neurons: int
+    tmp_path: Path, codec: str, dtype: str, threads: int, neurons: int
 ) -> None:
     # 70 rows in chunks of 32 (a short last chunk row), 100 neurons in blocks of 48 (an
-    # edge block) or 96 (none): every padded case zarr handles. Shards (format >= 2) hold a
-    # row of chunks: all 3 layers, the neurons rounded up to whole blocks; layer 1 is all
-    # zeros, a chunk written all the same.
+    # edge block) or 96 (none): every padded case zarr handles. Shards hold a row of chunks:
+    # all 3 layers, the neurons rounded up to whole blocks; layer 1 is all zeros, a chunk
+    # written all the same.
     rng = np.random.default_rng(0)
     data = (rng.standard_normal((70, 3, neurons)) * 4).astype(dtype)
     data[5:9] = data[0]  # repeated rows, as shared prompt prefixes give
     data[:, 1] = 0
-    shards = (32, 3, -(-neurons // 48) * 48) if sharded else None
+    shards = (32, 3, -(-neurons // 48) * 48)
     by_zarr, by_encoder = _pair(tmp_path, data.shape, (32, 1, 48), dtype, CODECS[codec], shards)
     by_zarr[:] = data
     enc = ChunkEncoder.for_array(by_encoder, tmp_path / "by_encoder")
@@ -143,7 +142,9 @@ def test_put_rows_holds_each_chunk_contiguously(extent: tuple[int, ...]) -> None
 def test_warehouse_arrays_are_encoded_directly(tmp_path: Path) -> None:
     from warehouse.store.arrays import activation_spec, response_spec
 
-    spec = ArraySpec("activations/x", "a.zarr/x", (10, 2, 8), (4, 1, 8), "bfloat16", (0, 1))
+    spec = ArraySpec(
+        "activations/x", "a.zarr/x", (10, 2, 8), (4, 1, 8), "bfloat16", (0, 1), (4, 2, 8)
+    )
     arr = create_array(tmp_path, spec)
     assert ChunkEncoder.for_array(arr, tmp_path / spec.path) is not None
     # what ingest creates now: a shard per row of chunks, every layer, neurons rounded up
@@ -153,12 +154,15 @@ def test_warehouse_arrays_are_encoded_directly(tmp_path: Path) -> None:
     ):
         assert spec.shards == (spec.chunks[0], 3, -(-spec.shape[2] // 512) * 512)
         enc = ChunkEncoder.for_array(create_array(tmp_path, spec), tmp_path / spec.path)
-        assert enc is not None and enc.sharded and enc.chunks == spec.chunks
+        assert enc is not None and enc.chunks == spec.chunks
     # a shard that is not one whole row of chunks is written through zarr
     odd = ArraySpec(
         "activations/y", "a.zarr/y", (10, 2, 8), (4, 1, 8), "float16", (0, 1), (4, 1, 8)
     )
     assert ChunkEncoder.for_array(create_array(tmp_path, odd), tmp_path / odd.path) is None
+    # and so is an array of a file per chunk (the layout of format 1, which no reader takes)
+    plain, _ = _pair(tmp_path, (4, 1, 4), (2, 1, 4), "float16", CODECS["zstd-10"], None)
+    assert ChunkEncoder.for_array(plain, tmp_path / "by_zarr") is None
 
 
 @pytest.mark.parametrize(
@@ -166,15 +170,15 @@ def test_warehouse_arrays_are_encoded_directly(tmp_path: Path) -> None:
     [[GzipCodec(level=1)], [BloscCodec(cname="lz4"), Crc32cCodec()], [Crc32cCodec(), GzipCodec()]],
 )
 def test_unknown_codecs_fall_back_to_zarr(tmp_path: Path, codecs) -> None:
-    arr, _ = _pair(tmp_path, (4, 1, 4), (2, 1, 4), "float16", codecs)
+    arr, _ = _pair(tmp_path, (4, 1, 4), (2, 1, 4), "float16", codecs, (2, 1, 4))
     assert ChunkEncoder.for_array(arr, tmp_path / "by_zarr") is None
 
 
 def test_wrong_chunk_shape_is_refused(tmp_path: Path) -> None:
-    arr, _ = _pair(tmp_path, (4, 1, 4), (2, 1, 4), "float16", CODECS["zstd-1"])
+    arr, _ = _pair(tmp_path, (4, 1, 4), (2, 1, 4), "float16", CODECS["zstd-1"], (2, 1, 4))
     enc = ChunkEncoder.for_array(arr, tmp_path / "by_zarr")
-    with pytest.raises(ValueError, match="chunk shape"):
-        enc.write((0, 0, 0), np.zeros((1, 1, 4), dtype="float16"))
+    with pytest.raises(ValueError, match="chunk shape"):  # blocks of (1, 1, 4) chunks
+        enc.write_blocks(0, np.zeros((1, 1, 1, 1, 4), dtype="float16"), 1)
 
 
 def test_a_failed_write_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
@@ -183,7 +187,7 @@ def test_a_failed_write_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
 
     from warehouse.store import files
 
-    arr, _ = _pair(tmp_path, (4, 1, 4), (2, 1, 4), "float16", CODECS["zstd-1"])
+    arr, _ = _pair(tmp_path, (4, 1, 4), (2, 1, 4), "float16", CODECS["zstd-1"], (2, 1, 4))
     enc = ChunkEncoder.for_array(arr, tmp_path / "by_zarr")
 
     def no_space(src, dst):
@@ -196,44 +200,34 @@ def test_a_failed_write_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
     assert enc.bytes_written == 0
 
 
-@pytest.mark.parametrize("shards", [None, (8, 2, 32)], ids=["chunk-files", "shards"])
 @pytest.mark.parametrize("threads", [1, 3])
-@pytest.mark.parametrize("algorithm", ["crc32c", "sha256"])
 @pytest.mark.parametrize("key", ["activations/x", "responses/x/mean"])  # zstd; crc32c codec
-def test_running_checksum_equals_the_files(
-    tmp_path: Path, threads: int, shards, algorithm: str, key: str
-) -> None:
-    """The writer's running array checksum, also across a resume, is the digest of the files
-    (each name, a NUL, its bytes, in array_files order) that `verify` reads back, for the
-    algorithm of either format (crc32c from format 3, sha256 before)."""
-    import hashlib
-
+def test_running_checksum_equals_the_files(tmp_path: Path, threads: int, key: str) -> None:
+    """The writer's running array checksum, also across a resume, is the crc32c of the files
+    (each name, a NUL, its bytes, in array_files order) that `verify` reads back."""
     import google_crc32c
 
     from warehouse.store.checksums import array_files
     from warehouse.store.files import files_digest
     from warehouse.store.writer import ChunkBuffer
 
-    spec = ArraySpec(key, "a.zarr/x", (45, 2, 20), (8, 1, 16), "float16", (0, 1), shards)
+    spec = ArraySpec(key, "a.zarr/x", (45, 2, 20), (8, 1, 16), "float16", (0, 1), (8, 2, 32))
     create_array(tmp_path, spec)
     data = np.random.default_rng(1).standard_normal(spec.shape).astype("float16")
     pool = ThreadPoolExecutor(threads) if threads > 1 else None
-    first = ChunkBuffer(tmp_path, spec, 0, algorithm)
+    first = ChunkBuffer(tmp_path, spec, 0)
     first.pool = pool
     first.add(0, data[:21])  # two whole chunk rows reach the disk, 5 rows are lost
     assert first.start == 16 and first.checksum() is None  # not every chunk written yet
-    resumed = ChunkBuffer(tmp_path, spec, 16, algorithm)
+    resumed = ChunkBuffer(tmp_path, spec, 16)
     resumed.pool = pool
     resumed.add(12, data[12:])  # a resumed batch starts before the mark: rows are dropped
     resumed.finish()
     stream = b"".join(
         rel.encode() + b"\0" + (tmp_path / rel).read_bytes() for rel in array_files(spec)
     )
-    if algorithm == "crc32c":
-        expected = f"crc32c:{google_crc32c.value(stream):08x}"
-    else:
-        expected = "sha256:" + hashlib.sha256(stream).hexdigest()
-    assert resumed.checksum() == expected == files_digest(tmp_path, array_files(spec), algorithm)
+    expected = f"crc32c:{google_crc32c.value(stream):08x}"
+    assert resumed.checksum() == expected == files_digest(tmp_path, array_files(spec), "crc32c")
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / spec.path))[:], data)
 
 
@@ -276,7 +270,9 @@ def test_the_writer_reads_rows_only_once_they_are_ready(tmp_path: Path) -> None:
     (Capturer(wait=False)): the writer waits on the batch's event before it reads them."""
     from warehouse.store.writer import ChunkBuffer, Writer
 
-    spec = ArraySpec("responses/x/mean", "r.zarr/x", (12, 2, 20), (4, 1, 16), "float16", (0, 1))
+    spec = ArraySpec(
+        "responses/x/mean", "r.zarr/x", (12, 2, 20), (4, 1, 16), "float16", (0, 1), (4, 2, 32)
+    )
     create_array(tmp_path, spec)
     data = np.random.default_rng(2).standard_normal(spec.shape).astype("float16")
 

@@ -439,74 +439,43 @@ def test_resume_after_crash_is_identical(
 
 
 @pytest.mark.parametrize("version", [1, 2])
-def test_older_formats_read_verify_and_resume(
-    tmp_path, tiny_llama_dir, tiny_dataset, warehouse_right, monkeypatch, version
+def test_older_formats_are_refused_in_one_line(
+    tmp_path, tiny_llama_dir, tiny_dataset, warehouse_right, capsys, version
 ):
-    """A warehouse of format 1 (a file per chunk, before shards) or 2 (shards, sha256 array
-    checksums) that an older version left half-written is resumed in its own format by this
-    one, verifies, and reads the same values as the format 3 warehouse of the same run."""
-    import hashlib
+    """A warehouse of format 1 (a file per chunk) or 2 (sha256 array checksums) is not read,
+    verified, resumed or merged: every command says in one line that its format is older, exits
+    2, and changes no byte."""
+    import shutil
+
+    from conftest import run_cli
 
     from warehouse.api import Warehouse
-    from warehouse.ingest import capture as capture_mod
-    from warehouse.store import arrays
-    from warehouse.store.checksums import array_files
-    from warehouse.store.manifest import array_specs
+    from warehouse.store.merge import merge
 
-    old = tmp_path / "old"
-    real_run = capture_mod.Capturer.run
-    calls = {"n": 0}
-
-    def dying_run(self, ids):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_run(self, ids)
-
-    with monkeypatch.context() as mp:
-        if version == 1:
-            mp.setattr(arrays, "_row_shard", lambda *a: None)  # the older layout
-        mp.setattr(capture_mod.Capturer, "run", dying_run)
-        with pytest.raises(KeyboardInterrupt):
-            ingest(_cfg(old, tiny_llama_dir, tiny_dataset), show_progress=False)
+    old = Path(shutil.copytree(warehouse_right, tmp_path / "old"))
     m = json.loads((old / "manifest.json").read_text())
     m["format_version"] = version
     (old / "manifest.json").write_text(json.dumps(m, indent=2))
-    ingest(_cfg(old, tiny_llama_dir, tiny_dataset), show_progress=False)  # resumed here
-    m = json.loads((old / "manifest.json").read_text())
-    assert m["format_version"] == version and m["state"]["status"] == "complete"
-    assert all(("shards" in a) == (version == 2) for a in m["arrays"].values())
-    if version == 1:
-        layers = m["arrays"]["activations/ffn.act"]["shape"][1]
-        files = sorted(
-            p.relative_to(old).as_posix() for p in old.glob("activations.zarr/ffn.act/c/*/*/*")
-        )
-        assert {f.split("/")[-2] for f in files} == {str(i) for i in range(layers)}  # per chunk
-    for key, spec in array_specs(m).items():  # sha256 over the files, as older tools check
-        stream = b"".join(
-            rel.encode() + b"\0" + (old / rel).read_bytes() for rel in array_files(spec)
-        )
-        assert "checksum" not in m["arrays"][key]
-        assert m["arrays"][key]["sha256"] == "sha256:" + hashlib.sha256(stream).hexdigest()
-    assert verify(old).ok
-    right = json.loads((warehouse_right / "manifest.json").read_text())
-    assert all("shards" in a for a in right["arrays"].values()) and right["format_version"] == 3
-    assert all(
-        a["checksum"].startswith("crc32c:") and "sha256" not in a for a in right["arrays"].values()
-    )
-    for key, a in m["arrays"].items():
-        np.testing.assert_array_equal(
-            zarr.open_array(old / a["path"], mode="r")[:],
-            zarr.open_array(warehouse_right / a["path"], mode="r")[:],
-            err_msg=key,
-        )
-    # Summed in float64, where sums of float16 values are exact whatever order the engine
-    # adds them in (a float32 sum may differ in its last bit between two plans).
-    q = (
-        "select layer, neuron, sum(cast(value as double)) as s from activations "
-        "group by 1, 2 order by 1, 2"
-    )
-    assert Warehouse.open(old).sql(q).equals(Warehouse.open(warehouse_right).sql(q))
+
+    def snapshot() -> dict[str, bytes]:
+        return {str(p): p.read_bytes() for p in sorted(old.rglob("*")) if p.is_file()}
+
+    before = snapshot()
+    said = f"{old}: format version {version} is an older format; this tool reads format 3 only"
+    for call in (
+        lambda: Warehouse.open(old),
+        lambda: verify(old),
+        lambda: ingest(_cfg(old, tiny_llama_dir, tiny_dataset), show_progress=False),
+        lambda: merge([old, warehouse_right], tmp_path / "merged", show_progress=False),
+    ):
+        with pytest.raises(WarehouseError) as e:
+            call()
+        assert str(e.value).startswith(said)
+    for args in (["info", str(old)], ["verify", str(old)], ["query", str(old), "select 1"]):
+        code, out, err = run_cli(capsys, *args)
+        assert (code, out) == (2, "")
+        assert err.startswith(f"error: {said}") and err.count("\n") == 1, err
+    assert snapshot() == before and not (tmp_path / "merged").exists()
 
 
 def test_verify_finds_damage(tmp_path, warehouse_right):
