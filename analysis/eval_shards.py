@@ -43,12 +43,12 @@ from warehouse.analysis.evaluate import (
     check_selection,
     choose_prompts,
     conditions,
-    load_selection,
     request_key,
     results_path,
     write_baseline_answers,
     write_results,
 )
+from warehouse.analysis.selections import read_selection
 from warehouse.errors import WarehouseError
 from warehouse.ingest.models import LoadedModel
 from warehouse.ingest.shards import check_shard, shard_range
@@ -76,7 +76,7 @@ class _Request:
         self.root, self.cfg, self.count = Path(root), cfg, count
         self.manifest = load_manifest(self.root)
         self.prompts, self.token_ids = _read_prompts(self.root)
-        self.sel = load_selection(self.root, cfg.selection) if cfg.selection else None
+        self.sel = read_selection(self.root, cfg.selection) if cfg.selection else None
         self.chosen = choose_prompts(self.prompts, cfg) if self.sel is not None else None
         if self.sel is not None:
             check_selection(self.sel, self.manifest)

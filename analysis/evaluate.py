@@ -45,12 +45,12 @@ import pyarrow as pa
 import torch
 
 from warehouse.analysis.ablation import ablate, control_ids, neuron_indices, split_ids
-from warehouse.errors import FormatError, ModelError, WarehouseError
+from warehouse.analysis.selections import Selection, read_selection
+from warehouse.errors import ModelError, WarehouseError
 from warehouse.ingest.capture import pad_batch
 from warehouse.ingest.datasets import is_correct, is_paper_correct, normalize_answer
 from warehouse.ingest.models import LoadedModel, load_model
 from warehouse.ingest.tokens import token_ids_by_prompt
-from warehouse.store.files import read_json, sha256_file
 from warehouse.store.fingerprint import (
     CacheKey,
     fingerprint,
@@ -66,7 +66,6 @@ from warehouse.store.format import (
     EVAL_SCHEMA,
     EVALS_DIR,
     PROMPTS_FILE,
-    SELECTIONS_DIR,
     SPLITS,
     TOKENS_FILE,
 )
@@ -112,19 +111,6 @@ class EvalConfig:
     device: str = "cpu"
     baseline: bool = False  # compute (or reuse) evals/baseline.parquet even without selection
     force: bool = False  # recompute what this call asks for even when a cached file matches
-
-
-@dataclass(frozen=True)
-class Selection:
-    """A named neuron set of one site, read from W/selections/<name>.parquet and its sidecar."""
-
-    name: str
-    site: str
-    neuron_ids: np.ndarray  # (n,) int64, best first (by rank)
-    units: int  # units per layer of the site it was counted with
-    n_layers: int
-    weights_hash: str
-    sha256: str  # of the Parquet file: a changed selection is evaluated anew
 
 
 @dataclass(frozen=True)
@@ -326,57 +312,6 @@ def sample_prompts(prompts: pl.DataFrame, n: int) -> pl.DataFrame:
         prompts.with_columns(pl.Series("_key", key))
         .filter(pl.col("_key").rank("ordinal").over("relation", "language", "split") <= n)
         .drop("_key")
-    )
-
-
-def load_selection(root: Path, name: str) -> Selection:
-    """Read and check W/selections/<name>.parquet and <name>.json."""
-    folder = root / SELECTIONS_DIR
-    if not name or name != Path(name).name or name.startswith("."):
-        raise WarehouseError(f"{name!r} is not a selection name")
-    if name == BASELINE:
-        raise WarehouseError(
-            f"{BASELINE!r} is reserved for the baseline rows; rename the selection"
-        )
-    path = folder / f"{name}.parquet"
-    if not path.is_file():
-        names = sorted(p.stem for p in folder.glob("*.parquet")) if folder.is_dir() else []
-        raise WarehouseError(
-            f"no selection {name!r} in {root}; selections: {', '.join(names) or '(none)'} "
-            "(make one with `warehouse select`)"
-        )
-    side = read_json(folder / f"{name}.json")
-    need = ("site", "weights_hash", "units", "n_layers")
-    if not isinstance(side, dict) or any(k not in side for k in need):
-        raise FormatError(f"{folder / name}.json: needs keys {', '.join(need)}")
-    table = read_table(path)
-    missing = {"neuron_id", "site", "layer", "neuron", "rank"} - set(table.column_names)
-    if missing:
-        raise FormatError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-    df = pl.from_arrow(table)
-    assert isinstance(df, pl.DataFrame)
-    site, n_units = str(side["site"]), int(side["units"])
-    others = sorted(set(df["site"].unique().to_list()) - {site})
-    if others:
-        raise WarehouseError(
-            f"selection {name!r} is of site {site} but holds neurons of {', '.join(others)}; "
-            "a selection names exactly one site"
-        )
-    df = df.sort(["rank", "neuron_id"])
-    ids = df["neuron_id"].to_numpy().astype(np.int64)
-    expected = df["layer"].to_numpy().astype(np.int64) * n_units + df["neuron"].to_numpy()
-    if not np.array_equal(ids, expected):
-        raise FormatError(f"{path}: neuron_id is not layer * {n_units} + neuron")
-    if len(np.unique(ids)) != len(ids):
-        raise FormatError(f"{path}: a neuron appears twice")
-    return Selection(
-        name=name,
-        site=site,
-        neuron_ids=ids,
-        units=n_units,
-        n_layers=int(side["n_layers"]),
-        weights_hash=str(side["weights_hash"]),
-        sha256=sha256_file(path),
     )
 
 
@@ -670,7 +605,7 @@ def run_eval(
     manifest = load_manifest(root)
     prompts, token_ids = _read_prompts(root)
     chosen = choose_prompts(prompts, cfg) if cfg.selection is not None else None
-    sel = load_selection(root, cfg.selection) if cfg.selection is not None else None
+    sel = read_selection(root, cfg.selection) if cfg.selection is not None else None
     if sel is not None:
         check_selection(sel, manifest)
     conds = conditions(sel, cfg) if sel is not None else []

@@ -35,7 +35,7 @@ from warehouse.analysis.stats import (
     template_set,
 )
 from warehouse.errors import FormatError, WarehouseError
-from warehouse.store.files import atomic_write_json, read_json
+from warehouse.store.files import atomic_write_json, read_json, sha256_file
 from warehouse.store.fingerprint import sidecar_path
 from warehouse.store.format import (
     RESERVED_SELECTIONS,
@@ -53,19 +53,35 @@ NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 @dataclass(frozen=True)
 class Selection:
-    """A stored selection: its sidecar and its rows (sorted by rank)."""
+    """A stored selection: W/selections/<name>.parquet and its sidecar <name>.json, checked
+    (read_selection). Neuron ids are per site: layer * units + neuron."""
 
     name: str
-    meta: dict[str, Any]
-    frame: pl.DataFrame
+    meta: dict[str, Any]  # the sidecar: site, units, n_layers, weights_hash, size, sql, ...
+    frame: pl.DataFrame  # one row per neuron (SELECTION_SCHEMA), best first: by rank
+    sha256: str  # of the Parquet file: a changed selection is evaluated anew
 
     @property
     def site(self) -> str:
-        return self.meta["site"]
+        return str(self.meta["site"])
+
+    @property
+    def units(self) -> int:
+        """Units per layer of the site the ids were counted with."""
+        return int(self.meta["units"])
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.meta["n_layers"])
+
+    @property
+    def weights_hash(self) -> str:
+        return str(self.meta["weights_hash"])
 
     @property
     def neuron_ids(self) -> np.ndarray:
-        return self.frame["neuron_id"].to_numpy()
+        """(n,) int64, best first."""
+        return self.frame["neuron_id"].to_numpy().astype(np.int64)
 
 
 # ------------------------------------------------------------------------------ reading
@@ -76,20 +92,58 @@ def selection_paths(root: Path, name: str) -> tuple[Path, Path]:
     return base / f"{name}.parquet", base / f"{name}.json"
 
 
+# What a sidecar must say, and the columns a selection file must have.
+SIDECAR_KEYS = ("site", "weights_hash", "units", "n_layers", "size")
+COLUMNS = ("neuron_id", "site", "layer", "neuron", "rank")
+
+
 def read_selection(root: Path | str, name: str) -> Selection:
+    """Read and check W/selections/<name>.parquet and <name>.json: a name of that folder
+    (not the reserved `baseline`), a sidecar with SIDECAR_KEYS, as many rows as it says,
+    one site, neuron ids that are layer * units + neuron, each once."""
     root = Path(root)
+    if not isinstance(name, str) or not name or name != Path(name).name or name.startswith("."):
+        raise WarehouseError(f"{name!r} is not a selection name")
+    if name in RESERVED_SELECTIONS:
+        raise WarehouseError(f"{name!r} is reserved for the baseline rows; rename the selection")
     parquet, side = selection_paths(root, name)
-    if not side.is_file():
-        names = [s["name"] for s in list_selections(root)]
+    if not side.is_file() or not parquet.is_file():
+        names = (
+            sorted(p.stem for p in parquet.parent.glob("*.json")) if side.parent.is_dir() else []
+        )
         raise WarehouseError(
             f"no selection named {name!r} in {root}; "
             + (f"available: {', '.join(names)}" if names else "make one with `warehouse select`")
         )
     meta = read_json(side)
-    frame = pl.from_arrow(read_table(parquet))
-    if len(frame) != meta.get("size"):
-        raise FormatError(f"{parquet}: {len(frame)} rows, its sidecar says {meta.get('size')}")
-    return Selection(name=name, meta=meta, frame=frame)
+    if not isinstance(meta, dict) or any(k not in meta for k in SIDECAR_KEYS):
+        raise FormatError(f"{side}: needs keys {', '.join(SIDECAR_KEYS)}")
+    table = read_table(parquet)
+    missing = set(COLUMNS) - set(table.column_names)
+    if missing:
+        raise FormatError(f"{parquet}: missing column(s) {', '.join(sorted(missing))}")
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    if len(frame) != meta["size"]:
+        raise FormatError(f"{parquet}: {len(frame)} rows, its sidecar says {meta['size']}")
+    sel = Selection(name, meta, frame.sort(["rank", "neuron_id"]), sha256_file(parquet))
+    _check_rows(sel, parquet)
+    return sel
+
+
+def _check_rows(sel: Selection, parquet: Path) -> None:
+    others = sorted(set(sel.frame["site"].unique().to_list()) - {sel.site})
+    if others:
+        raise WarehouseError(
+            f"selection {sel.name!r} is of site {sel.site} but holds neurons of "
+            f"{', '.join(others)}; a selection names exactly one site"
+        )
+    ids = sel.neuron_ids
+    layer, neuron = (sel.frame[c].to_numpy().astype(np.int64) for c in ("layer", "neuron"))
+    if not np.array_equal(ids, layer * sel.units + neuron):
+        raise FormatError(f"{parquet}: neuron_id is not layer * {sel.units} + neuron")
+    if len(np.unique(ids)) != len(ids):
+        raise FormatError(f"{parquet}: a neuron appears twice")
 
 
 def list_selections(root: Path | str) -> list[dict[str, Any]]:

@@ -559,7 +559,7 @@ def case_overlap_unknown_selection(c: Ctx):
 
 @case
 def case_eval_unknown_selection(c: Ctx):
-    return ["eval", str(c.w), "--selection", "nope", "--quiet"], "no selection 'nope'"
+    return ["eval", str(c.w), "--selection", "nope", "--quiet"], "no selection named 'nope'"
 
 
 @case

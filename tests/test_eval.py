@@ -25,13 +25,13 @@ from warehouse.analysis.evaluate import (
     eos_token_ids,
     format_summary,
     greedy,
-    load_selection,
     request_key,
     rule_name,
     run_eval,
     score,
     summarize,
 )
+from warehouse.analysis.selections import read_selection
 from warehouse.errors import WarehouseError
 from warehouse.ingest.datasets import normalize_answer
 from warehouse.ingest.models import load_model
@@ -144,6 +144,7 @@ def write_selection(w: Path, name: str, ids, site: str = "ffn.act", **side) -> N
         "kind": "target",
         "of": None,
         "seed": None,
+        "size": len(ids),
     }
     sidecar.update(side)
     (w / "selections" / f"{name}.json").write_text(json.dumps(sidecar))
@@ -619,7 +620,7 @@ def test_sweep_with_controls(wh, loaded):
     assert path.stat().st_mtime_ns == stamp
     # The name: the request's sha256 as before cache keys; the sidecar: its key, derived
     # from the baseline's.
-    request = request_key(load_selection(wh, "sel"), manifest(wh), cfg)
+    request = request_key(read_selection(wh, "sel"), manifest(wh), cfg)
     blob = json.dumps(request, sort_keys=True, separators=(",", ":")).encode()
     assert path.name == f"sel__{hashlib.sha256(blob).hexdigest()[:12]}.parquet"
     side = json.loads(path.with_suffix(".json").read_text())
@@ -632,7 +633,7 @@ def test_sweep_with_controls(wh, loaded):
     assert path.stat().st_mtime_ns != stamp and read(path).equals(got)
 
     # The scoring rule is part of the request: another rule is another file, scored by it.
-    sel = load_selection(wh, "sel")
+    sel = read_selection(wh, "sel")
     assert request_key(sel, manifest(wh), cfg)["options"]["rule"] == "answer-prefix-3"
     paper = replace(cfg, match="paper-prefix")
     assert request_key(sel, manifest(wh), paper)["options"]["rule"] == "paper-prefix"
@@ -686,7 +687,7 @@ def test_eval_refusals(wh, loaded, tiny_llama_dir):
 
     write_selection(wh, "sel", [1, 2, 3])
     fails("nothing to evaluate")
-    fails(r"no selection 'nope' .*selections: sel", selection="nope")
+    fails(r"no selection named 'nope' .*available: sel", selection="nope")
     fails(
         r"unknown relation\(s\) nope; this warehouse has: country_capital, person_mother",
         selection="sel",
