@@ -11,7 +11,7 @@ dies by itself (out of memory, a crash in an engine) becomes one `WarehouseError
 Two kinds of child, one protocol:
 - **fork**: the `warehouse query` command forks itself before any engine is imported (a
   process with one thread forks safely); the child imports, runs and answers, then exits.
-- **worker**: elsewhere (a Python session, where the engines' threads already run), one
+- **worker**: elsewhere (a Python process where the engines' threads already run), one
   `python -m warehouse.queries.worker` per process, started at the first query and reused
   while its queries end normally; a killed one is replaced at the next query.
 A `memory://` warehouse lives in the caller's memory only, so it is queried in-process, with
