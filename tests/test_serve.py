@@ -175,7 +175,8 @@ def test_bytes_of_the_top_tokens_query_on_both_servers(served, copy: Path, monke
     assert {"manifest.json", "prompts.parquet", "tokens.parquet"} <= set(files)
     shards = sorted(f for f in files if "/c/" in f)
     assert shards == sorted(
-        str(p.relative_to(copy)) for p in (copy / "activations.zarr/ffn.act/c").rglob("*")
+        str(p.relative_to(copy))
+        for p in (copy / "activations.zarr/ffn.act/c").rglob("*")
         if p.is_file()
     )
     assert _Counted.sent - _Counted.listed == sum((copy / f).stat().st_size for f in files)
