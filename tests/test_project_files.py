@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,3 +67,27 @@ def test_the_patterns_find_what_they_look_for():
     assert not MACHINE_PATH.search("url = 'https://example.org/work/x'")
     assert LIBRARY_SESSION.search('@pytest.fixture(scope="session")')
     assert not LIBRARY_SESSION.search("measured in session 11")
+
+
+def commit_msg_hook(tmp_path: Path, message: str) -> subprocess.CompletedProcess:
+    path = tmp_path / "COMMIT_EDITMSG"
+    path.write_text(message, encoding="utf-8")
+    hook = REPO / "tools" / "hooks" / "commit-msg"
+    return subprocess.run([sys.executable, hook, path], capture_output=True, text=True)
+
+
+def test_the_commit_msg_hook_wants_a_short_subject_and_a_body(tmp_path):
+    ok = "Stats rank ties by AUROC\n\nEqual APs were ordered by neuron id.\n# a comment\n"
+    assert commit_msg_hook(tmp_path, ok).returncode == 0
+    assert commit_msg_hook(tmp_path, "é" * 72 + "\n\nWhy.\n").returncode == 0
+    long = commit_msg_hook(tmp_path, "x" * 73 + "\n\nWhy.\n")
+    assert (long.returncode, long.stderr) == (
+        1,
+        "error: the subject is 73 characters; keep it to 72\n",
+    )
+    for bad in ("Subject only\n", "Subject\nno blank line\n", "Subject\n\n   \n"):
+        done = commit_msg_hook(tmp_path, bad)
+        assert (done.returncode, done.stderr) == (
+            1,
+            "error: after the subject, a blank line and a body that says why\n",
+        ), bad
