@@ -248,3 +248,24 @@ def test_serve_command_line(copy: Path):
         out, err = p.communicate(timeout=60)
     assert p.returncode == 0 and err == "", err
     assert out.splitlines()[-1].startswith("stopped: ") and "bytes sent" in out
+
+
+def test_existence_checks_send_no_body(served, monkeypatch):
+    """fsspec's http `exists`/`isfile` GET the whole file; a warehouse's send a HEAD."""
+    from warehouse import serve
+    from warehouse.store.location import Location
+
+    seen: list[str] = []
+    respond = serve._Handler._respond
+
+    def logged(self, body: bool) -> None:
+        seen.append(f"{self.command} {self.path}")
+        respond(self, body)
+
+    monkeypatch.setattr(serve._Handler, "_respond", logged)
+    loc = Location.of(served.url)
+    before = served.sent
+    assert [loc.isfile("prompts.parquet"), loc.exists("tokens.parquet")] == [True, True]
+    assert [loc.isfile("nothing.parquet"), loc.exists("nothing")] == [False, False]
+    assert loc.fs.exists(f"{served.url}/manifest.json")  # pyarrow and zarr ask fs directly
+    assert served.sent == before and all(s.startswith("HEAD ") for s in seen), seen
