@@ -269,3 +269,32 @@ def test_existence_checks_send_no_body(served, monkeypatch):
     assert [loc.isfile("nothing.parquet"), loc.exists("nothing")] == [False, False]
     assert loc.fs.exists(f"{served.url}/manifest.json")  # pyarrow and zarr ask fs directly
     assert served.sent == before and all(s.startswith("HEAD ") for s in seen), seen
+
+
+def test_array_reads_only_its_chunks_over_http(served, copy: Path, monkeypatch):
+    """`Warehouse.array` over `warehouse serve`: each shard's index and the one chunk that
+    holds the layer and neuron, nothing of other sites or arrays."""
+    from conftest import shard_chunks
+
+    from warehouse import serve
+
+    seen: list[tuple[str, str | None]] = []
+    respond = serve._Handler._respond
+
+    def logged(self, body: bool) -> None:
+        seen.append((self.path, self.headers.get("Range")))
+        respond(self, body)
+
+    w = Warehouse.open(served.url)
+    monkeypatch.setattr(serve._Handler, "_respond", logged)
+    got = w.array("ffn.act", layer=1, neurons=42)
+    assert got.identical(Warehouse.open(copy).array("ffn.act", layer=1, neurons=42))
+    shards = sorted((copy / "activations.zarr/ffn.act/c").rglob("*"))
+    want = []
+    for shard in (s for s in shards if s.is_file()):
+        offset, length = shard_chunks(shard)[(1, 0)]
+        index = len(shard_chunks(shard)) * 16 + 4
+        url = "/" + str(shard.relative_to(copy))
+        want += [(url, f"bytes=-{index}"), (url, f"bytes={offset}-{offset + length - 1}")]
+    chunk_reads = [(p, r) for p, r in seen if "/c/" in p]
+    assert sorted(chunk_reads) == sorted(want)
