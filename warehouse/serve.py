@@ -139,6 +139,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: WarehouseServer
     server_version = f"relation-warehouse/{__version__}"
     protocol_version = "HTTP/1.1"  # keep-alive: many small range reads on one connection
+    timeout = 120  # seconds a connection may sit idle before its thread lets it go
 
     def do_GET(self) -> None:
         self._respond(body=True)
