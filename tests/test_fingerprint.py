@@ -159,9 +159,11 @@ def _inputs() -> dict:
 
 def _keys(inp: dict, tmp) -> dict[str, str]:
     import numpy as np
+    import polars as pl
 
-    from warehouse.analysis.evaluate import EvalConfig, Selection, baseline_key, results_path
+    from warehouse.analysis.evaluate import EvalConfig, baseline_key, results_path
     from warehouse.analysis.perplexity import perplexity_key
+    from warehouse.analysis.selections import Selection
     from warehouse.analysis.stats import StatsOptions, stats_key
     from warehouse.study import selections_key
 
@@ -178,14 +180,9 @@ def _keys(inp: dict, tmp) -> dict[str, str]:
     stats_file = tmp / "stats.parquet"
     stats_file.touch()
     write_sidecar(stats_file, sf)
-    sel = Selection(
-        **inp["selection"],
-        site="ffn.act",
-        neuron_ids=np.arange(3),
-        units=64,
-        n_layers=2,
-        weights_hash="sha256:00",
-    )
+    meta = {"site": "ffn.act", "units": 64, "n_layers": 2, "weights_hash": "sha256:00", "size": 3}
+    frame = pl.DataFrame({"neuron_id": np.arange(3, dtype=np.int64)})
+    sel = Selection(inp["selection"]["name"], meta, frame, inp["selection"]["sha256"])
     path, e = results_path(tmp, sel, manifest, cfg, base)
     plan = inp["plan"]
     p = selections_key(stats_file, inp["stats"]["site"], inp["stats"]["negatives"], **plan)
