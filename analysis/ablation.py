@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from warehouse.errors import SiteError, WarehouseError
 from warehouse.ingest.sites import family, hook_sites, resolve_sites, units
+from warehouse.store.errors import SiteError, WarehouseError
 
 # site -> model layer -> unit indices (1-D int64 tensors on the model's device)
 Neurons = Mapping[str, Mapping[int, torch.Tensor]]

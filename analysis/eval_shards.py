@@ -49,9 +49,9 @@ from warehouse.analysis.evaluate import (
     write_results,
 )
 from warehouse.analysis.selections import read_selection
-from warehouse.errors import WarehouseError
 from warehouse.ingest.models import LoadedModel
 from warehouse.ingest.shards import check_shard, shard_range
+from warehouse.store.errors import WarehouseError
 from warehouse.store.files import read_json
 from warehouse.store.fingerprint import (
     CacheKey,
@@ -68,7 +68,7 @@ from warehouse.store.tables import read_table, write_table
 PARTS_STEP = "eval-parts"  # the step name of a sharded request's parts
 
 
-class _Request:
+class Request:
     """What one sharded eval computes, derived identically by every shard."""
 
     def __init__(self, root: Path, cfg: EvalConfig, count: int) -> None:
@@ -136,7 +136,7 @@ def eval_shard(
     """Answer shard i of n and write its part; returns the results file when this shard's
     part completed the set (and `join`), else None."""
     i, n = check_shard(shard)
-    req = _Request(Path(root), cfg, n)
+    req = Request(Path(root), cfg, n)
     runner = _Runner(req.root, req.manifest, cfg, req.token_ids, loaded)
     tick = advance or (lambda k: None)
     rows: dict[str, list] = {"condition": [], "prompt_id": [], "generated": []}
@@ -187,7 +187,7 @@ def join_eval(root: str | Path, cfg: EvalConfig, count: int) -> Path | None:
     """Write the baseline and results files from all `count` parts of this request, or do
     nothing (None) while a part is missing. Returns the results file (the baseline's when the
     request has no selection)."""
-    req = _Request(Path(root), cfg, count)
+    req = Request(Path(root), cfg, count)
     sides = [req.part(i).with_suffix(".json") for i in range(1, count + 1)]
     if not all(s.is_file() and req.part(k + 1).is_file() for k, s in enumerate(sides)):
         return None

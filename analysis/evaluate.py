@@ -13,8 +13,8 @@ Files, all of one schema (`EVAL_SCHEMA`), so DuckDB/Polars read `evals/*.parquet
   `selection = "baseline"`: of *every* prompt of the warehouse for `--baseline`, else of the
   prompts the requests so far scored; a request answers only its prompts that are missing.
   Reused while the model, model dtype and `max_new_tokens` match (another scoring rule,
-  `RULES`, only rescores it); `warehouse stats --filter-correct` reads its `prompt_id` and
-  `correct`, and refuses a file that lacks some of the prompts it counts.
+  `scoring.RULES`, only rescores it); `warehouse stats --filter-correct` reads its
+  `prompt_id` and `correct`, and refuses a file that lacks some of the prompts it counts.
 - `evals/<selection>__<key>.parquet` (+ `.json`): one file per distinct `run_eval` request,
   `<key>` the first 12 hex digits of the request's fingerprint (`request_key`); the same
   request again reuses it while its baseline is the same.
@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -46,11 +46,11 @@ import torch
 
 from warehouse.analysis.ablation import ablate, control_ids, neuron_indices, split_ids
 from warehouse.analysis.selections import Selection, read_selection
-from warehouse.errors import ModelError, WarehouseError
-from warehouse.ingest.capture import pad_batch
-from warehouse.ingest.datasets import is_correct, is_paper_correct, normalize_answer
+from warehouse.ingest.generation import answer
 from warehouse.ingest.models import LoadedModel, load_model
+from warehouse.ingest.scoring import rule_name, score
 from warehouse.ingest.tokens import token_ids_by_prompt
+from warehouse.store.errors import ModelError, WarehouseError
 from warehouse.store.fingerprint import (
     CacheKey,
     fingerprint,
@@ -75,16 +75,6 @@ from warehouse.store.manifest import load_manifest
 from warehouse.store.tables import read_table, write_table
 
 EVAL_STEP = "eval"  # the step name of a results file's cache key
-MATCHES = ("prefix", "paper-prefix", "starts-with", "contains")
-# The scoring rule behind each match mode, by name. The name is part of every cache key of
-# scored answers (results files, the baseline's sidecar, stats filtered by it), so a rule
-# that changes gets a new name and what was scored under the old one is scored anew.
-RULES = {
-    "prefix": "answer-prefix-3",
-    "paper-prefix": "paper-prefix",
-    "starts-with": "starts-with",
-    "contains": "contains",
-}
 
 
 @dataclass
@@ -121,112 +111,6 @@ class Condition:
     fraction: float | None
     control_seed: int | None
     neuron_ids: np.ndarray  # (count,) int64
-
-
-# ------------------------------------------------------------------------------ scoring
-
-
-def rule_name(match: str) -> str:
-    """The name of the scoring rule of a match mode (`RULES`); an unknown mode is an error."""
-    if match not in RULES:
-        raise WarehouseError(f"unknown match mode {match!r}; choose from {', '.join(MATCHES)}")
-    return RULES[match]
-
-
-def score(generated: str, obj: str, aliases: Sequence[str] = (), match: str = "prefix") -> bool:
-    """Whether a continuation answers the fact, after `normalize_answer` (case-folded, without
-    whitespace, punctuation and symbols) on both sides, for the object or any alias.
-
-    prefix: carries the answer (`is_correct`): starts with the whole answer, which ends a word
-            there, or stops inside it after at least 3 characters (" Paris." and " Par" are
-            right for Paris, " Pa", " Parisian", " the" and "" wrong);
-    paper-prefix: a non-empty prefix of the answer, or starting with it (`is_paper_correct`);
-    starts-with: starts with the whole answer; contains: holds the whole answer anywhere.
-    """
-    rule_name(match)
-    if match == "prefix":
-        return is_correct(generated, obj, aliases)
-    if match == "paper-prefix":
-        return is_paper_correct(generated, obj, aliases)
-    said = normalize_answer(generated)
-    golds = [g for g in map(normalize_answer, (obj, *aliases)) if g]
-    if not said:
-        return False
-    if match == "starts-with":
-        return any(said.startswith(g) for g in golds)
-    return any(g in said for g in golds)
-
-
-# ------------------------------------------------------------------------------ generation
-
-
-@torch.inference_mode()
-def greedy(
-    model: torch.nn.Module,
-    ids: Sequence[Sequence[int]],
-    pad_id: int,
-    eos_ids: Sequence[int],
-    max_new_tokens: int,
-) -> list[list[int]]:
-    """Greedy new token ids of one left-padded batch, each cut before its first EOS.
-
-    The same argmax decoding as `model.generate(do_sample=False)` with a KV cache: one forward
-    over the prompts, then one per new token; positions count real tokens only. Hooks in place
-    (an ablation) run in every forward, so the generated tokens are ablated like the prompt.
-    """
-    device = next(model.parameters()).device
-    x, mask, pos = pad_batch(ids, pad_id, "left", device)  # (batch, seq) each
-    eos = torch.as_tensor(list(eos_ids), dtype=torch.long, device=device)
-    done = torch.zeros(len(ids), dtype=torch.bool, device=device)
-    new: list[torch.Tensor] = []
-    # The backbone, then the LM head on the last position alone: the head of
-    # `model(..., logits_to_keep=1)` runs as a batched matmul over a non-contiguous slice,
-    # ~1.3x slower on CPU prefills. What a causal LM's forward does after its head (a logit
-    # scale, Gemma's tanh soft-cap) is monotonic, so the argmax is the same.
-    backbone, head = model.base_model, model.get_output_embeddings()
-    cache = None
-    for step in range(max_new_tokens):
-        out = backbone(
-            input_ids=x, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True
-        )
-        token = head(out.last_hidden_state[:, -1]).argmax(-1)  # (batch,)
-        token = torch.where(done, pad_id, token)
-        new.append(token)
-        done |= torch.isin(token, eos)
-        if step + 1 == max_new_tokens or bool(done.all()):
-            break
-        cache = out.cache
-        x = token[:, None]
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        pos = pos[:, -1:] + 1
-    rows = torch.stack(new, dim=1).tolist() if new else [[] for _ in ids]
-    eos_set = set(eos.tolist())
-    return [_cut(row, eos_set) for row in rows]
-
-
-def _cut(row: list[int], eos: set[int]) -> list[int]:
-    for i, t in enumerate(row):
-        if t in eos:
-            return row[:i]
-    return row
-
-
-def answer(loaded: LoadedModel, ids: Sequence[Sequence[int]], max_new_tokens: int) -> list[str]:
-    """Decoded greedy continuations of one batch of token ids (hooks in place apply)."""
-    tok = loaded.tokenizer
-    new = greedy(loaded.model, ids, tok.pad_token_id, eos_token_ids(loaded), max_new_tokens)
-    return [tok.decode(t, skip_special_tokens=True) for t in new]
-
-
-def eos_token_ids(loaded: LoadedModel) -> list[int]:
-    """The ids that end generation: the generation config's, else the tokenizer's EOS."""
-    gen = getattr(loaded.model, "generation_config", None)
-    value = getattr(gen, "eos_token_id", None) if gen is not None else None
-    if value is None:
-        value = loaded.tokenizer.eos_token_id
-    if value is None:
-        return []
-    return [int(v) for v in (value if isinstance(value, list | tuple) else [value])]
 
 
 def batches(prompts: pl.DataFrame, batch_size: int) -> list[list[int]]:

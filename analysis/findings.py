@@ -29,8 +29,8 @@ import polars as pl
 
 from warehouse.analysis import claims
 from warehouse.analysis.claims import Rules
-from warehouse.errors import FormatError
-from warehouse.ingest.datasets import normalize_answer
+from warehouse.ingest.scoring import normalize_answer
+from warehouse.store.errors import FormatError
 from warehouse.store.format import BASELINE_FILE, PROMPTS_FILE, SELECTIONS_DIR, STUDY_FILE
 from warehouse.store.location import Location
 

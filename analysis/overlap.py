@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from warehouse.analysis.selections import Selection, read_selection
-from warehouse.errors import WarehouseError
+from warehouse.store.errors import WarehouseError
 
 
 def _keys(s: Selection) -> pl.DataFrame:

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from warehouse.analysis.ablation import ablate
-from warehouse.errors import DatasetError
 from warehouse.ingest.models import LoadedModel
+from warehouse.store.errors import DatasetError
 from warehouse.store.fingerprint import CacheKey
 
 STEP = "perplexity"  # the step name of its cache key

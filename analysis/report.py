@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from warehouse.analysis import findings
-from warehouse.errors import FormatError, WarehouseError
+from warehouse.store.errors import FormatError, WarehouseError
 from warehouse.store.files import atomic_write_bytes
 
 try:  # the figures' one dependency is an extra: say which, before anything is read

@@ -26,7 +26,6 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from warehouse import __version__
 from warehouse.analysis.stats import (
     check_site_pooling,
     parse_negatives,
@@ -34,7 +33,7 @@ from warehouse.analysis.stats import (
     stats_path,
     template_set,
 )
-from warehouse.errors import FormatError, WarehouseError
+from warehouse.store.errors import FormatError, WarehouseError
 from warehouse.store.files import atomic_write_json, read_json, sha256_file
 from warehouse.store.fingerprint import sidecar_path
 from warehouse.store.format import (
@@ -47,6 +46,7 @@ from warehouse.store.location import require_regular
 from warehouse.store.lock import WriterLock
 from warehouse.store.manifest import load_manifest
 from warehouse.store.tables import read_table, write_table
+from warehouse.store.version import __version__
 
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
@@ -205,9 +205,10 @@ def select(
     if top is not None or fraction is not None:
         k = _top_k(top, fraction, units * len(layers))
         where = (
-            f"site = {_lit(site)} AND pooling = {_lit(pooling)} AND negatives = "
-            f"{_lit(negatives)}\n  AND template_set = {_lit(template_set(templates))} "
-            f"AND relation = {_lit(relation)} AND language = {_lit(language)}"
+            f"site = {sql_literal(site)} AND pooling = {sql_literal(pooling)} AND negatives = "
+            f"{sql_literal(negatives)}\n  AND template_set = "
+            f"{sql_literal(template_set(templates))} "
+            f"AND relation = {sql_literal(relation)} AND language = {sql_literal(language)}"
         )
         sql = f"SELECT neuron_id, ap AS score FROM stats\nWHERE {where} AND rank <= {k}\n"
         sql += "ORDER BY rank"
@@ -312,7 +313,8 @@ def _top_k(top: int | None, fraction: float | None, total: int) -> int:
     return k
 
 
-def _lit(value: str) -> str:
+def sql_literal(value: str) -> str:
+    """`value` as a SQL string literal (single quotes doubled)."""
     return "'" + value.replace("'", "''") + "'"
 
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from warehouse.errors import WarehouseError
+from warehouse.store.errors import WarehouseError
 
 # Neurons per inner step. 256 to 1,024 measured alike (2 cores, 2,000 prompts); 256 keeps
 # one step's int32/int64 work arrays at ~10 MB whatever the block size.

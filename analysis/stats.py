@@ -51,11 +51,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
 
-from warehouse import __version__
 from warehouse.analysis.selectivity import selectivity
-from warehouse.errors import FormatError, WarehouseError
 from warehouse.store.arrays import NEURON_CHUNK, ArraySpec, from_storage, open_array
 from warehouse.store.checksums import require_complete
+from warehouse.store.errors import FormatError, WarehouseError
 from warehouse.store.files import remove_temp_entries
 from warehouse.store.fingerprint import (
     CacheKey,
@@ -79,6 +78,7 @@ from warehouse.store.location import local_folder
 from warehouse.store.lock import WriterLock
 from warehouse.store.manifest import array_specs, load_manifest
 from warehouse.store.tables import ROW_GROUP_SIZE, read_table, warehouse_provenance
+from warehouse.store.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@
     python bench/dataset_accuracy.py --rescore out.json --rules prefix paper-prefix
 
 A prompt is correct when its greedy continuation (2 new tokens by default) passes the scoring
-rule of `warehouse eval --match` (`warehouse.analysis.evaluate.score`; default `prefix`, see
+rule of `warehouse eval --match` (`warehouse.ingest.scoring.score`; default `prefix`, see
 docs/eval.md). With several `--rules` every continuation is scored by each, so the tables
 compare the rules on the same generated text; `--rescore` reads the continuations of an
 earlier `--json` and scores them again without a model. `--sample N` keeps at most N prompts
@@ -29,8 +29,9 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from warehouse.analysis.evaluate import MATCHES, sample_prompts, score
+from warehouse.analysis.evaluate import sample_prompts
 from warehouse.ingest.datasets import Dataset, Prompt, build_prompts, load_dataset
+from warehouse.ingest.scoring import MATCHES, score
 
 
 @dataclass

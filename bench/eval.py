@@ -8,7 +8,7 @@ of a random 1 % of the ffn.act neurons. Then, batch by batch (the batches the ev
 `evaluate.batches`, left-padded), it times three ways of answering the same batch, in an order
 that rotates every repeat:
 - plain: `model.generate(do_sample=False, max_new_tokens=2)`;
-- baseline: the evaluator's generation (`evaluate.answer`: greedy with a KV cache, decode);
+- baseline: the evaluator's generation (`generation.answer`: greedy with a KV cache, decode);
 - ablated: the same inside `ablate()` of the 1 % selection (hooks registered per batch).
 A batch's time is its fastest repeat: on a shared machine other jobs only ever add time, and
 interleaving makes the three see the same machine. Finally one end-to-end `run_eval` each of
@@ -30,8 +30,9 @@ import polars as pl
 import torch
 
 from warehouse.analysis.ablation import ablate, neuron_indices
-from warehouse.analysis.evaluate import EvalConfig, answer, batches, run_eval
-from warehouse.ingest.capture import pad_batch
+from warehouse.analysis.evaluate import EvalConfig, batches, run_eval
+from warehouse.ingest.batching import pad_batch
+from warehouse.ingest.generation import answer
 from warehouse.ingest.models import load_model
 from warehouse.ingest.run import IngestConfig, ingest
 from warehouse.ingest.sites import units

@@ -42,10 +42,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from warehouse.ingest.capture import pad_batch
+from warehouse.ingest.batching import pad_batch
 from warehouse.ingest.datasets import load_dataset
 from warehouse.ingest.models import load_model
-from warehouse.ingest.run import IngestConfig, _batches, _by_length, _select_prompts, ingest
+from warehouse.ingest.run import IngestConfig, _batches, _by_length, ingest, select_prompts
 
 
 def _config(out: Path, args, capture: str, languages: list[str] | None = None) -> IngestConfig:
@@ -63,7 +63,7 @@ def _config(out: Path, args, capture: str, languages: list[str] | None = None) -
 def prompt_ids(loaded, args) -> list[list[int]]:
     """Input ids in the order and batches ingest uses, so both sides run the same batches."""
     config = _config(Path("."), args, "tokens")
-    _, encoded = _by_length(loaded.tokenizer, _select_prompts(config, load_dataset(None)))
+    _, encoded = _by_length(loaded.tokenizer, select_prompts(config, load_dataset(None)))
     return encoded.ids
 
 

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from warehouse.errors import SiteError
+from warehouse.ingest.batching import pad_batch
 from warehouse.ingest.sites import hook_sites, units
 from warehouse.store.arrays import STORAGE_DTYPES
+from warehouse.store.errors import SiteError
 from warehouse.store.manifest import MAX_LISTED_NEURONS
 
 POOLINGS = ("mean", "max", "last")
@@ -25,27 +26,6 @@ class CaptureSpec:
     pooling: Sequence[str]
     dtype: str  # storage dtype: float16 | bfloat16 | float32
     padding_side: str = "right"
-
-
-def pad_batch(
-    ids: Sequence[Sequence[int]], pad_id: int, side: str, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """input_ids, attention_mask and position_ids for a padded batch.
-
-    Positions count real tokens only, so a left-padded prompt gets the same rotary positions
-    as when it runs alone.
-    """
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, x in enumerate(ids):
-        sl = slice(width - len(x), width) if side == "left" else slice(0, len(x))
-        input_ids[i, sl] = torch.tensor(x, dtype=torch.long)
-        mask[i, sl] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    # non_blocking: a blocking copy to a GPU waits for everything queued before it (the last
-    # batch's forward pass); from pageable memory CUDA stages the bytes before it returns.
-    return tuple(t.to(device, non_blocking=True) for t in (input_ids, mask, positions))
 
 
 def _stored(x: torch.Tensor, dtype: str) -> torch.Tensor:

@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from warehouse.errors import DatasetError
+from warehouse.store.errors import DatasetError
 from warehouse.store.format import SPLITS
 
 SUBJECT = "{subject}"
@@ -595,88 +595,3 @@ def describe(dataset: Dataset, seed: int = 0) -> dict[str, Any]:
     for (relation, language), found in templates.items():
         relations[relation][language]["templates"] = len(found)
     return {"name": dataset.name, "hash": dataset.hash, "relations": relations}
-
-
-# ---------------------------------------------------------------------------------------------
-# Scoring a continuation (shared by the accuracy bench and the ablation evaluation)
-
-
-# A partial answer (the continuation stops inside the answer) needs this many normalized
-# characters: " 1" is no birth year, '"T' no word. See `is_correct`.
-MIN_PARTIAL = 3
-# Scripts written without spaces between words: no word boundary to check after an answer.
-_UNSPACED = ("CJK ", "IDEOGRAPHIC", "HIRAGANA", "KATAKANA", "HALFWIDTH KATAKANA", "THAI", "LAO")
-
-
-def _kept(folded: str) -> str:
-    return "".join(
-        ch for ch in folded if not unicodedata.category(ch).startswith(("P", "Z", "S", "C"))
-    )
-
-
-def normalize_answer(text: str) -> str:
-    """Case-folded, without whitespace, punctuation, symbols or U+FFFD (a split UTF-8 char)."""
-    return _kept(unicodedata.normalize("NFKC", text).casefold())
-
-
-def is_correct(continuation: str, obj: str, aliases: Sequence[str] = ()) -> bool:
-    """Whether a greedy continuation carries the answer (the object or an alias).
-
-    After `normalize_answer` on both sides, correct when the continuation
-    - starts with the whole answer and the answer ends a word there (" Paris." and " Paris is"
-      are right for Paris, " Parisian" is not; " Fe," is right for Fe, " Fer" is not; in
-      scripts without spaces any next character ends it: "東京都です"), or
-    - stops inside the answer after at least `MIN_PARTIAL` characters (" Osl" for Oslo,
-      " Buenos" for Buenos Aires, "187" for 1879; not " 1", " Os" or "东" for 东京).
-    The second is the rule "at least min(3, length of the first word) characters of the
-    answer, or its whole first word, and never fewer than 3 characters unless the whole
-    answer", which reduces to 3 characters whatever a word is (a CJK answer is one word).
-    """
-    said = normalize_answer(continuation)
-    if not said:
-        return False
-    for answer in (obj, *aliases):
-        gold = normalize_answer(answer)
-        if not gold:
-            continue
-        if said.startswith(gold) and _ends_word(continuation, len(gold)):
-            return True
-        if gold.startswith(said) and len(said) >= MIN_PARTIAL:
-            return True
-    return False
-
-
-def is_paper_correct(continuation: str, obj: str, aliases: Sequence[str] = ()) -> bool:
-    """The paper's lenient rule: after `normalize_answer`, the continuation is a non-empty
-    prefix of the object or an alias (so " 1" is right for 1879), or starts with one."""
-    said = normalize_answer(continuation)
-    if not said:
-        return False
-    for answer in (obj, *aliases):
-        gold = normalize_answer(answer)
-        if gold and (gold.startswith(said) or said.startswith(gold)):
-            return True
-    return False
-
-
-def _ends_word(continuation: str, n: int) -> bool:
-    """Whether the continuation's first `n` normalized characters end a word: what follows
-    them is not a letter, digit or mark of the same word (none is, between or after
-    characters of a script written without spaces)."""
-    last = ""
-    seen = 0
-    for ch in unicodedata.normalize("NFKC", continuation):
-        if seen == n:
-            return not (_in_word(last) and _in_word(ch))
-        kept = _kept(ch.casefold())
-        seen += len(kept)
-        last = kept[-1:] or last
-        if seen > n:  # one character folded to several ("ß" -> "ss") straddles the end
-            return False
-    return True
-
-
-def _in_word(ch: str) -> bool:
-    if not ch or not unicodedata.category(ch).startswith(("L", "N", "M")):
-        return False
-    return not unicodedata.name(ch, "").startswith(_UNSPACED)

@@ -45,8 +45,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from safetensors import SafetensorError
 
-from warehouse.errors import ModelError, SiteError
 from warehouse.ingest import sites
+from warehouse.store.errors import ModelError, SiteError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from warehouse.errors import WarehouseError
 from warehouse.ingest.capture import POOLINGS, Capturer, CaptureSpec
 from warehouse.ingest.datasets import build_prompts, load_dataset
 from warehouse.ingest.models import LoadedModel, load_model
@@ -44,6 +43,7 @@ from warehouse.store.arrays import (
     response_spec,
 )
 from warehouse.store.checksums import finalize_checksums, write_coords
+from warehouse.store.errors import WarehouseError
 from warehouse.store.files import remove_temp_entries, sha256_file
 from warehouse.store.fingerprint import fingerprint, fingerprint_of
 from warehouse.store.lock import WriterLock, remove_dead_creations
@@ -118,7 +118,8 @@ def _check_options(cfg: IngestConfig) -> None:
         raise WarehouseError(f"--on-nonfinite must be 'warn' or 'error', not {cfg.on_nonfinite!r}")
 
 
-def _select_prompts(cfg: IngestConfig, dataset):
+def select_prompts(cfg: IngestConfig, dataset):
+    """The prompts an ingest of `cfg` captures, in the dataset's order."""
     prompts = build_prompts(
         dataset, relations=cfg.relations, languages=cfg.languages, split=cfg.split, seed=cfg.seed
     )
@@ -336,7 +337,7 @@ def ingest(
     if root.exists() and not is_warehouse(root) and any(root.iterdir()):
         raise WarehouseError(f"{root} exists and is not a warehouse; choose an empty or new --out")
     dataset = load_dataset(cfg.dataset)
-    prompts = _select_prompts(cfg, dataset)
+    prompts = select_prompts(cfg, dataset)
     if loaded is None:
         loaded = load_model(cfg.model, dtype=cfg.model_dtype, device=cfg.device)
     plan = _plan(cfg, loaded, dataset, len(prompts))

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from warehouse.errors import WarehouseError
+from warehouse.store.errors import WarehouseError
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from warehouse.errors import SiteError
+from warehouse.store.errors import SiteError
 
 if TYPE_CHECKING:
     import torch

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from warehouse.errors import QueryLimitError, WarehouseError
+from warehouse.store.errors import QueryLimitError, WarehouseError
 
 POLL_S = 0.01
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}

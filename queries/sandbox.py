@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 
 import polars as pl
 
-from warehouse.errors import QueryLimitError, WarehouseError
 from warehouse.queries.limits import QueryLimits, Stop, watchdog
+from warehouse.store.errors import QueryLimitError, WarehouseError
 
 T = TypeVar("T")
 

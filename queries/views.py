@@ -26,9 +26,9 @@ import polars as pl
 import pyarrow as pa
 from polars.io.plugins import register_io_source
 
-from warehouse.errors import FormatError, WarehouseError
 from warehouse.queries.limits import Stop
 from warehouse.store.arrays import ArraySpec, from_storage, open_array
+from warehouse.store.errors import FormatError, WarehouseError
 from warehouse.store.format import (
     ACTIVATIONS,
     ACTIVATIONS_VIEW_SCHEMA,

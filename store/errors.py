@@ -1,6 +1,6 @@
-"""Named errors of the warehouse on disk. Every error this tool raises on purpose derives
-from `WarehouseError`; the CLI turns each into a one-line message and a non-zero exit.
-`warehouse.errors` re-exports these beside the errors of the other stages."""
+"""Named errors, the bottom of the import layers: every stage raises them. Every error this
+tool raises on purpose derives from `WarehouseError`; the CLI turns each into a one-line
+message and a non-zero exit. `warehouse.store.errors` re-exports them for users of the API."""
 
 
 class WarehouseError(Exception):
@@ -21,3 +21,19 @@ class MissingChunkError(FormatError):
 
 class LockedError(WarehouseError):
     """Another process is writing this warehouse."""
+
+
+class DatasetError(WarehouseError):
+    """A relation dataset file is malformed or a requested relation/language is unknown."""
+
+
+class ModelError(WarehouseError):
+    """A model cannot be found, loaded, or is of an unsupported architecture."""
+
+
+class SiteError(WarehouseError):
+    """An activation site or layer is unknown for the model's architecture."""
+
+
+class QueryLimitError(WarehouseError):
+    """A query ran past its memory limit or its timeout and was stopped."""

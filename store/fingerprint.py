@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from warehouse.errors import FormatError
+from warehouse.store.errors import FormatError
 from warehouse.store.files import atomic_write_json, read_json
 
 PREFIX = "sha256:"

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from warehouse import __version__
 from warehouse.store.arrays import ArraySpec
 from warehouse.store.errors import FormatError
 from warehouse.store.files import atomic_write_json, read_json, safe_relative
 from warehouse.store.fingerprint import fingerprint_of
 from warehouse.store.format import FORMAT_NAME, FORMAT_VERSION, MANIFEST
 from warehouse.store.location import Location, require_regular
+from warehouse.store.version import __version__
 
 
 def new_manifest(

@@ -16,9 +16,9 @@ import torch
 import xarray as xr
 
 from warehouse.api import Warehouse, to_numpy, to_torch
-from warehouse.errors import SiteError, WarehouseError
 from warehouse.ingest.run import IngestConfig, ingest
 from warehouse.store.checksums import verify
+from warehouse.store.errors import SiteError, WarehouseError
 from warehouse.store.export import ExportOptions, export
 from warehouse.store.merge import merge
 

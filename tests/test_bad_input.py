@@ -22,7 +22,7 @@ import conftest
 import pytest
 import torch
 
-from warehouse.errors import WarehouseError
+from warehouse.store.errors import WarehouseError
 
 SUBJECTS = ["France", "Japan", "Peru", "Chile", "Kenya", "Nepal"]
 

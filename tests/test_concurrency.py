@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from warehouse.errors import WarehouseError
 from warehouse.ingest.run import IngestConfig, ingest
 from warehouse.store.checksums import verify
+from warehouse.store.errors import WarehouseError
 from warehouse.store.lock import (
     LOCK,
     UNLOCKED_CREATION_GRACE_S,

@@ -15,18 +15,16 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import LRE
 
-from warehouse.errors import DatasetError
 from warehouse.ingest.datasets import (
     Fact,
     assign_splits,
     build_prompts,
     describe,
-    is_correct,
-    is_paper_correct,
     load_dataset,
-    normalize_answer,
     prompt_id,
 )
+from warehouse.ingest.scoring import is_correct, is_paper_correct, normalize_answer
+from warehouse.store.errors import DatasetError
 
 LANGS = {"en", "de", "fr", "es", "zh", "ja"}
 

@@ -19,24 +19,19 @@ import torch
 
 from warehouse.analysis.ablation import ablate, control_ids, neuron_indices
 from warehouse.analysis.evaluate import (
-    MATCHES,
-    RULES,
     EvalConfig,
-    eos_token_ids,
     format_summary,
-    greedy,
     request_key,
-    rule_name,
     run_eval,
-    score,
     summarize,
 )
 from warehouse.analysis.selections import read_selection
-from warehouse.errors import WarehouseError
-from warehouse.ingest.datasets import normalize_answer
+from warehouse.ingest.generation import eos_token_ids, greedy
 from warehouse.ingest.models import load_model
 from warehouse.ingest.run import IngestConfig, ingest
+from warehouse.ingest.scoring import MATCHES, RULES, normalize_answer, rule_name, score
 from warehouse.ingest.sites import SITES
+from warehouse.store.errors import WarehouseError
 from warehouse.store.fingerprint import fingerprint
 from warehouse.store.format import EVAL_SCHEMA
 

@@ -24,9 +24,9 @@ import pytest
 from conftest import shard_chunks
 
 from warehouse import cli
-from warehouse.errors import FormatError, WarehouseError
 from warehouse.ingest.run import IngestConfig, ingest
 from warehouse.store.checksums import verify
+from warehouse.store.errors import FormatError, WarehouseError
 
 SUBJECTS = [f"Land{i}" for i in range(12)]
 

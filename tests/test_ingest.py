@@ -13,9 +13,9 @@ import torch
 import zarr
 from conftest import LRE
 
-from warehouse.errors import WarehouseError
 from warehouse.ingest.run import IngestConfig, ingest
 from warehouse.store.checksums import verify
+from warehouse.store.errors import WarehouseError
 
 FACTS = [
     (

@@ -26,9 +26,9 @@ from conftest import run_cli
 
 from warehouse.analysis.findings import compute
 from warehouse.api import Warehouse
-from warehouse.errors import FormatError, WarehouseError
 from warehouse.ingest.run import IngestConfig, ingest
 from warehouse.store.checksums import verify
+from warehouse.store.errors import FormatError, WarehouseError
 from warehouse.store.export import ExportOptions, export
 from warehouse.store.files import REPORT_MARKER, claim_output_folder
 from warehouse.store.location import Location, require_regular

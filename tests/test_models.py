@@ -16,7 +16,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from warehouse.errors import ModelError
 from warehouse.ingest import models
 from warehouse.ingest.models import (
     EMBEDDED,
@@ -28,6 +27,7 @@ from warehouse.ingest.models import (
     resolve_dtype,
     weights_hash_of,
 )
+from warehouse.store.errors import ModelError
 
 HASH = re.compile(r"sha256:[0-9a-f]{64}")
 TEXT = "The capital city of Japan is Tokyo."

@@ -19,11 +19,11 @@ from conftest import shard_chunks
 from zarr.abc.store import RangeByteRequest
 
 from warehouse.api import Warehouse
-from warehouse.errors import FormatError, WarehouseError
 from warehouse.ingest.run import IngestConfig, ingest
 from warehouse.queries import views
-from warehouse.queries.sql import run_query
 from warehouse.queries.views import Ints, Strs, chunk_blocks, constraints
+from warehouse.query import run_query
+from warehouse.store.errors import FormatError, WarehouseError
 
 TEMPLATES = {
     "country_capital": ["The capital city of {subject} is", "{subject}'s capital is"],

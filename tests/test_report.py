@@ -32,7 +32,7 @@ from warehouse.analysis.report import (
     render,
     skipped_relations,
 )
-from warehouse.errors import FormatError
+from warehouse.store.errors import FormatError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REPO = Path(__file__).resolve().parent.parent

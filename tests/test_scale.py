@@ -13,11 +13,11 @@ import torch
 
 from warehouse.analysis.eval_shards import eval_shard, join_eval
 from warehouse.analysis.evaluate import EvalConfig, run_eval
-from warehouse.errors import WarehouseError
 from warehouse.ingest.run import IngestConfig, ingest
 from warehouse.ingest.shards import parse_shard, shard_range
 from warehouse.store import merge as merge_mod
 from warehouse.store.checksums import verify
+from warehouse.store.errors import WarehouseError
 from warehouse.store.fingerprint import fingerprint_of
 from warehouse.store.merge import merge
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import zarr
 
-from warehouse.errors import FormatError, ModelError, WarehouseError
+from warehouse.store.errors import FormatError, ModelError, WarehouseError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -388,8 +388,8 @@ def test_timeout_stops_a_runaway_query(w, engine):
     import time
 
     from warehouse.api import Warehouse
-    from warehouse.errors import QueryLimitError
     from warehouse.queries.limits import QueryLimits
+    from warehouse.store.errors import QueryLimitError
 
     wh = Warehouse.open(w)
     # ~n^2 products: over a second here, so a 20 ms timeout always cuts it short (the
@@ -409,9 +409,9 @@ def test_limits_stop_the_zarr_reader_at_its_next_block(w, engine, monkeypatch):
     import time
 
     from warehouse.api import Warehouse
-    from warehouse.errors import QueryLimitError
     from warehouse.queries import views
     from warehouse.queries.limits import QueryLimits
+    from warehouse.store.errors import QueryLimitError
 
     reads: list[float] = []  # when each block read began
     real = views.ZarrView._read
@@ -470,9 +470,9 @@ def test_the_parent_stops_a_query_process_from_outside(kind):
     import sys
     import time
 
-    from warehouse.errors import QueryLimitError
     from warehouse.queries.limits import QueryLimits
-    from warehouse.queries.worker import await_answer
+    from warehouse.store.errors import QueryLimitError
+    from warehouse.worker import await_answer
 
     code = f"import os, sys, time; os.write(1, b's'); {_CHILDREN[kind]}"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
@@ -495,10 +495,10 @@ def test_the_parent_stops_a_query_process_from_outside(kind):
 def test_a_query_stopped_in_the_worker_leaves_no_process_running(w):
     """After a limit, the worker that ran the query is gone (its Polars computation with
     it); the next query starts a new one."""
+    from warehouse import worker
     from warehouse.api import Warehouse
-    from warehouse.errors import QueryLimitError
-    from warehouse.queries import worker
     from warehouse.queries.limits import QueryLimits
+    from warehouse.store.errors import QueryLimitError
 
     wh = Warehouse.open(w)
     assert wh.sql("select count(*) as n from prompts")["n"].item() == 6

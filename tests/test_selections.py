@@ -16,7 +16,7 @@ from test_stats import DUPLICATES, TIED, make_warehouse, write_ties
 from warehouse.analysis.overlap import layer_distribution, overlap, overlap_by_layer
 from warehouse.analysis.selections import list_selections, random_like, read_selection, select
 from warehouse.analysis.stats import run_stats, stats_path
-from warehouse.errors import WarehouseError
+from warehouse.store.errors import WarehouseError
 
 UNITS = 48  # ffn.act units of the tiny Llama; 2 layers
 # One English template of each relation (test_stats.write_dataset gives each two).

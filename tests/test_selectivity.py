@@ -11,7 +11,7 @@ from warehouse.analysis.selectivity import (
     selectivity_block,
     selectivity_sampled,
 )
-from warehouse.errors import WarehouseError
+from warehouse.store.errors import WarehouseError
 
 TOL = 1e-9
 

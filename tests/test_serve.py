@@ -18,8 +18,8 @@ import pytest
 from test_share import source  # noqa: F401  (the module's warehouse fixture)
 
 from warehouse.api import Warehouse
-from warehouse.errors import WarehouseError
 from warehouse.serve import ServeConfig, byte_range, make_server, request_names
+from warehouse.store.errors import WarehouseError
 from warehouse.store.whole_files import WHOLE_FILES, WholeFiles
 
 TOP_TOKENS = (

@@ -21,9 +21,9 @@ from warehouse.analysis.evaluate import EvalConfig, run_eval
 from warehouse.analysis.selections import select
 from warehouse.analysis.stats import run_stats
 from warehouse.api import Warehouse
-from warehouse.errors import WarehouseError
 from warehouse.ingest.run import IngestConfig, ingest
 from warehouse.store.checksums import verify
+from warehouse.store.errors import WarehouseError
 from warehouse.store.export import ExportOptions, export
 
 FACTS = [

@@ -21,7 +21,6 @@ from transformers import (
     Qwen3Config,
 )
 
-from warehouse.errors import SiteError
 from warehouse.ingest.sites import (
     FAMILIES,
     SITES,
@@ -32,6 +31,7 @@ from warehouse.ingest.sites import (
     resolve_sites,
     units,
 )
+from warehouse.store.errors import SiteError
 from warehouse.store.format import RESIDUAL_SITES, unit_dim
 
 GATED_SHAPE = dict(

@@ -18,8 +18,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from warehouse.analysis import stats as stats_mod
 from warehouse.analysis.selectivity import sample_negatives
 from warehouse.analysis.stats import parse_negatives, run_stats, stats_path
-from warehouse.errors import WarehouseError
 from warehouse.ingest.run import IngestConfig, ingest
+from warehouse.store.errors import WarehouseError
 from warehouse.store.fingerprint import CacheKey, fingerprint, write_sidecar
 from warehouse.store.format import STATS_SCHEMA
 

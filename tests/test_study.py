@@ -20,9 +20,9 @@ from scipy import stats as sps
 from warehouse.analysis.evaluate import sample_prompts
 from warehouse.analysis.findings import compute
 from warehouse.analysis.perplexity import perplexity, read_sentences
-from warehouse.errors import DatasetError, WarehouseError
-from warehouse.ingest.datasets import normalize_answer
 from warehouse.ingest.models import load_model
+from warehouse.ingest.scoring import normalize_answer
+from warehouse.store.errors import DatasetError, WarehouseError
 from warehouse.store.fingerprint import entry, fingerprint
 from warehouse.study import (
     StudyConfig,

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from warehouse.store.version import __version__
+
 if TYPE_CHECKING:
     from warehouse.api import Warehouse
 
-__version__ = "0.1.0"
 __all__ = ["Warehouse", "__version__"]
 
 

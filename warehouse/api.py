@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import numpy as np
 import polars as pl
 
-from warehouse.errors import SiteError, WarehouseError
 from warehouse.ingest.sites import site_description
 from warehouse.queries.limits import (
     QueryLimits,
@@ -47,6 +46,7 @@ from warehouse.queries.views import (
     zarr_views,
 )
 from warehouse.store.arrays import array_attributes, dims, from_storage
+from warehouse.store.errors import SiteError, WarehouseError
 from warehouse.store.format import ARRAY_KINDS
 from warehouse.store.location import Location, require_regular
 from warehouse.store.manifest import array_specs, load_manifest
@@ -124,7 +124,7 @@ class Warehouse:
     ) -> pl.DataFrame:
         """Run one SQL query over the views and return its result, within `limits` (memory
         and time). With `isolate` (the default) the query runs in a child process that is
-        killed past either limit (`warehouse.queries.worker`): the hard stop, ~5 ms more per
+        killed past either limit (`warehouse.worker`): the hard stop, ~5 ms more per
         query and ~0.5 s once per process to start the worker. `isolate=False`, and a
         `memory://` warehouse, run it in this process, stopped from a watchdog thread
         (`warehouse.queries.limits`), where a Polars computation may outlive its error."""
@@ -133,7 +133,7 @@ class Warehouse:
             raise WarehouseError(f"unknown engine {engine!r}; use 'polars' or 'duckdb'")
         root = self._isolated_root() if isolate else None
         if root is not None:
-            from warehouse.queries.worker import isolated, request
+            from warehouse.worker import isolated, request
 
             return isolated(request("sql", root, query, engine, limits))
         if engine == "polars":

@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from warehouse import __version__
-from warehouse.errors import WarehouseError
+from warehouse.store.errors import WarehouseError
+from warehouse.store.version import __version__
 
 app = typer.Typer(
     help="relation-warehouse: find and test relation-specific neurons in LLMs.",
@@ -336,7 +336,7 @@ def query(
     # Nothing here imports an engine: the query runs in a child process (forked while this
     # one has a single thread), which is killed past --memory-limit or --timeout.
     from warehouse.queries.limits import QueryLimits
-    from warehouse.queries.worker import isolated, request
+    from warehouse.worker import isolated, request
 
     if output is not None:
         from warehouse.store.location import require_outside
@@ -345,7 +345,7 @@ def query(
     limits = QueryLimits.parse(memory_limit, timeout)
     where = warehouse if "memory:" not in warehouse else None
     if where is None:  # memory:// lives in this process only
-        from warehouse.queries.sql import run_query
+        from warehouse.query import run_query
 
         text = run_query(warehouse, sql, fmt, output, engine=engine, limits=limits)
     else:

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from warehouse.analysis.evaluate import EvalConfig
-from warehouse.errors import WarehouseError
 from warehouse.ingest.run import IngestConfig
+from warehouse.store.errors import WarehouseError
 
 LOCAL_CPUS = 2  # a local Ray cluster started here stays this small
 MAX_RETRIES = 3
@@ -52,7 +52,7 @@ def sharded_ingest(
     is given: "local", "auto" or a cluster address), then merge them into `cfg.out`.
     Returns the merged manifest; a re-run resumes unfinished parts."""
     from warehouse.ingest.datasets import load_dataset
-    from warehouse.ingest.run import _select_prompts
+    from warehouse.ingest.run import select_prompts
     from warehouse.store.manifest import is_warehouse, load_manifest
     from warehouse.store.merge import merge
 
@@ -66,7 +66,7 @@ def sharded_ingest(
         raise WarehouseError(f"{out} already holds a warehouse; choose a new --out")
     if out.exists() and any(out.iterdir()):
         raise WarehouseError(f"{out} exists and is not empty; choose a new --out")
-    total = len(_select_prompts(cfg, load_dataset(cfg.dataset)))
+    total = len(select_prompts(cfg, load_dataset(cfg.dataset)))
     parts = parts_folder(out)
     with _Executor(ray_address, shards) as ex:
         n = ex.shards
@@ -106,12 +106,12 @@ def sharded_eval(
 ) -> Path:
     """Evaluate `cfg` on the warehouse `root` as `shards` slices (in this process, or as Ray
     tasks) and join them; returns the results file (the baseline's without a selection)."""
-    from warehouse.analysis.eval_shards import _Request, join_eval
+    from warehouse.analysis.eval_shards import Request, join_eval
 
     root = Path(root)
     with _Executor(ray_address, shards) as ex:
         n = ex.shards
-        req = _Request(root, cfg, n)
+        req = Request(root, cfg, n)
         total = req.prompts.height if req.key.options["baseline_needed"] else 0
         if req.key.options["results_needed"] and req.chosen is not None:
             total += req.chosen.height * len(req.conds)

@@ -27,8 +27,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from warehouse import __version__
-from warehouse.errors import WarehouseError
+from warehouse.store.errors import WarehouseError
+from warehouse.store.version import __version__
 
 BLOCK = 1 << 20  # bytes written per send
 

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from warehouse.errors import WarehouseError
+from warehouse.store.errors import WarehouseError
 from warehouse.store.format import PERPLEXITY_FILE, PERPLEXITY_SCHEMA, PROMPTS_FILE, STUDY_FILE
 
 if TYPE_CHECKING:
@@ -588,8 +588,8 @@ def _make_selections(
 ) -> dict[str, dict[str, Any]]:
     """Per relation: names of its top-k, sweep and rank-range selections (made when missing,
     remade when `fresh`)."""
-    from warehouse.analysis.selections import _lit as lit
     from warehouse.analysis.selections import list_selections, select
+    from warehouse.analysis.selections import sql_literal as lit
 
     have = {s["name"] for s in list_selections(root)}
     out: dict[str, dict[str, Any]] = {}

@@ -14,8 +14,9 @@ from typing import Any
 
 import polars as pl
 
-from warehouse.errors import WarehouseError
+from warehouse.api import Warehouse
 from warehouse.queries.limits import QueryLimits, Stop, collect_bounded
+from warehouse.store.errors import WarehouseError
 
 FORMATS = ("table", "csv", "json", "parquet")
 TABLE_ROWS = 50  # rows a terminal table shows; --format csv/json/parquet give every row
@@ -35,8 +36,6 @@ def run_query(
 
     Checks the format and output before querying, so a bad option costs no scan.
     """
-    from warehouse.api import Warehouse
-
     if fmt not in FORMATS:
         raise WarehouseError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     if fmt == "parquet" and output is None:

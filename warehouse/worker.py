@@ -12,7 +12,7 @@ Two kinds of child, one protocol:
 - **fork**: the `warehouse query` command forks itself before any engine is imported (a
   process with one thread forks safely); the child imports, runs and answers, then exits.
 - **worker**: elsewhere (a Python process where the engines' threads already run), one
-  `python -m warehouse.queries.worker` per process, started at the first query and reused
+  `python -m warehouse.worker` per process, started at the first query and reused
   while its queries end normally; a killed one is replaced at the next query.
 A `memory://` warehouse lives in the caller's memory only, so it is queried in-process, with
 the in-process limits of `warehouse.queries.limits`.
@@ -42,8 +42,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from warehouse import errors
-from warehouse.errors import QueryLimitError, WarehouseError
 from warehouse.queries.limits import (
     POLL_S,
     QueryLimits,
@@ -51,6 +49,8 @@ from warehouse.queries.limits import (
     resident_bytes,
     timeout_message,
 )
+from warehouse.store import errors
+from warehouse.store.errors import QueryLimitError, WarehouseError
 
 READY, DONE = b"s", b"d"
 FRAME = 9  # kind byte + 8 bytes of length
@@ -73,7 +73,7 @@ def answer(request: dict[str, Any], fd: int) -> None:
     """Run one request in this process and write the marks and the answer to `fd`."""
     try:
         from warehouse.api import Warehouse
-        from warehouse.queries.sql import run_query
+        from warehouse.query import run_query
 
         limits = QueryLimits(int(request["memory_bytes"]), float(request["timeout_s"]))
         _write_all(fd, READY)
@@ -106,7 +106,7 @@ def _type_name(e: Exception) -> str:
 
 
 def serve() -> None:
-    """`python -m warehouse.queries.worker`: answer requests on stdin until it closes."""
+    """`python -m warehouse.worker`: answer requests on stdin until it closes."""
     fd_in, fd_out = sys.stdin.buffer.fileno(), sys.stdout.buffer.fileno()
     with open(fd_in, "rb", buffering=0, closefd=False) as f:
         while head := f.read(4):
@@ -267,7 +267,7 @@ def _worker() -> subprocess.Popen:
         return _WORKER[0]
     _WORKER[:] = [
         subprocess.Popen(
-            [sys.executable, "-m", "warehouse.queries.worker"],
+            [sys.executable, "-m", "warehouse.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
