@@ -64,6 +64,16 @@ Rows = int | list[int] | np.ndarray | range | pl.Expr | str | None
 Units = int | list[int] | np.ndarray | range | None
 
 
+def _pinned(manifest: dict[str, Any], as_of: dict[str, Any] | None) -> dict[str, Any]:
+    """`manifest` with the committed state of `as_of`, an earlier read of the same warehouse.
+    Rows are only ever appended, so the earlier state names rows that are still there."""
+    if as_of is None:
+        return manifest
+    if as_of.get("fingerprint") != manifest.get("fingerprint"):
+        raise WarehouseError("the warehouse was replaced since it was opened; open it again")
+    return {**manifest, "state": as_of["state"]}
+
+
 @dataclass
 class Warehouse:
     """An opened warehouse: its manifest and the views a query can name."""
@@ -74,13 +84,17 @@ class Warehouse:
     _parquet: dict[str, list[Path]] | dict[str, list[str]] = field(repr=False)
 
     @classmethod
-    def open(cls, path: str | Path | Location) -> Warehouse:
+    def open(cls, path: str | Path | Location, *, as_of: dict | None = None) -> Warehouse:
         """Open a warehouse, read-only when remote: a folder, a .zip file, or an fsspec URL
         (file://, http(s)://, s3://, gs://, memory://, zip://...). Opening reads the
-        manifest and the prompt ids; a query then reads only the chunks it needs."""
+        manifest and the prompt ids; a query then reads only the chunks it needs.
+
+        `as_of` (an earlier manifest of the same warehouse) pins the committed rows to that
+        manifest's: the query worker sees what its caller opened, not rows an ingest
+        committed since."""
         loc = Location.of(path)
         root: Path | Location = loc if loc.remote else loc.local
-        manifest = load_manifest(loc)
+        manifest = _pinned(load_manifest(loc), as_of)
         if not loc.remote:
             # prompts/tokens are read by Polars and DuckDB directly: check them against the
             # manifest once here, so an edited table is refused rather than queried.
@@ -135,7 +149,7 @@ class Warehouse:
         if root is not None:
             from warehouse.worker import isolated, request
 
-            return isolated(request("sql", root, query, engine, limits))
+            return isolated(request("sql", root, query, engine, limits, as_of=self.manifest))
         if engine == "polars":
             stop = Stop()
             lf = self.sql_lazy(query, stop)

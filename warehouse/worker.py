@@ -78,7 +78,7 @@ def answer(request: dict[str, Any], fd: int) -> None:
         limits = QueryLimits(int(request["memory_bytes"]), float(request["timeout_s"]))
         _write_all(fd, READY)
         if request["op"] == "sql":
-            df = Warehouse.open(request["root"]).sql(
+            df = Warehouse.open(request["root"], as_of=request.get("as_of")).sql(
                 request["sql"], engine=request["engine"], limits=limits, isolate=False
             )
             _write_all(fd, DONE)
