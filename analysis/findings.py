@@ -43,10 +43,15 @@ def _read(root: Location, rel: str, columns: list[str] | None = None) -> pl.Data
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from warehouse.store.derived import check_derived, is_derived
+
     if not root.isfile(rel):
         raise FormatError(f"{root}: {rel} is missing: re-run `warehouse study` to recompute it")
+    data = root.read_bytes(rel)  # read whole, and a derived table checked, then parsed
+    if is_derived(rel):
+        check_derived(root, rel, data)
     try:
-        with root.open(rel) as f:
+        with pa.BufferReader(data) as f:
             pf = pq.ParquetFile(f)
             cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
             frame = pl.from_arrow(pf.read(columns=cols))

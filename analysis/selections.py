@@ -33,6 +33,7 @@ from warehouse.analysis.stats import (
     stats_path,
     template_set,
 )
+from warehouse.store.derived import checksum_field
 from warehouse.store.errors import FormatError, WarehouseError
 from warehouse.store.files import atomic_write_json, read_json, sha256_file
 from warehouse.store.fingerprint import sidecar_path
@@ -463,7 +464,7 @@ def _write(
             )
         side.unlink(missing_ok=True)
         write_table(parquet, frame.to_arrow().cast(SELECTION_SCHEMA))  # polars writes large_string
-        atomic_write_json(side, meta)
+        atomic_write_json(side, {**meta, **checksum_field(parquet)})
     return parquet
 
 

@@ -28,6 +28,7 @@ from polars.io.plugins import register_io_source
 
 from warehouse.queries.limits import Stop
 from warehouse.store.arrays import ArraySpec, from_storage, open_array
+from warehouse.store.derived import check_derived
 from warehouse.store.errors import FormatError, WarehouseError
 from warehouse.store.format import (
     ACTIVATIONS,
@@ -712,6 +713,17 @@ def parquet_views(root: Path | Location) -> dict[str, list[Path]] | dict[str, li
     return views
 
 
+def check_view_files(root: Path | Location, name: str, files: list[str]) -> None:
+    """Before a derived view is scanned: each of its files has its sidecar and matches the
+    crc32c there (store/derived.py; a remote file is read whole, local ones are hashed once
+    per process). Only the views a query names are checked, so damage in stats/ does not
+    stop a query of prompts."""
+    if name in DERIVED_VIEWS:
+        loc = Location.of(root)
+        for f in files:
+            check_derived(loc, f"{name}/{f.replace(os.sep, '/').rsplit('/', 1)[-1]}")
+
+
 def _plain_inside(root: Path, path: Path) -> Path:
     """A view's file: refused when it (or a folder above it) leads out of the warehouse, or
     when it is not a plain file (a link, FIFO, device)."""
@@ -749,6 +761,7 @@ def remote_dataset(root: Location, files: list[str]):
 def scan_parquet_view(
     root: Path | Location, name: str, files: list[str] | None = None
 ) -> pl.LazyFrame:
+    check_view_files(root, name, files or [])
     if isinstance(root, Location) and root.remote:
         # Polars pushes projections and simple filters into the pyarrow scan.
         return pl.scan_pyarrow_dataset(remote_dataset(root, files or []))

@@ -22,6 +22,7 @@ from warehouse.store.arrays import (
     write_coord,
 )
 from warehouse.store.chunks import shard_index
+from warehouse.store.derived import CHECKSUM, crc32c_of
 from warehouse.store.errors import FormatError, WarehouseError
 from warehouse.store.files import (
     algorithm_of,
@@ -422,6 +423,13 @@ def _check_pairs(
                 problems.append((rel, f"{rel} is not a readable Parquet file ({rows})"))
             elif isinstance(want, int) and want != rows:
                 problems.append((rel, f"{rel} has {rows} rows, its sidecar says {want}"))
+            elif meta is not None and not _crc_matches(loc, rel, meta):
+                problems.append(
+                    (
+                        rel,
+                        f"{rel} does not match the crc32c its sidecar records (edited or damaged)",
+                    )
+                )
         elif dot and suffix == "json":
             if _json_at(loc, rel) is None:
                 problems.append((rel, f"{rel} is not a readable JSON sidecar"))
@@ -436,6 +444,12 @@ def _check_pairs(
         else:
             problems.append((rel, f"unexpected file: {rel}"))
     return len(files)
+
+
+def _crc_matches(loc: Location, rel: str, meta: dict) -> bool:
+    """A derived table's bytes against the crc32c its sidecar records (none: unchecked)."""
+    want = meta.get(CHECKSUM)
+    return want is None or crc32c_of(loc.read_bytes(rel)) == want
 
 
 def _parquet_rows_at(loc: Location, rel: str) -> int | str:

@@ -91,10 +91,14 @@ def sidecar_path(result: Path) -> Path:
 def write_sidecar(result: Path, key: CacheKey, fields: dict[str, Any] | None = None) -> None:
     """Write the sidecar of `result`: its key's entry and the result's own `fields` (rows,
     timing, a checksum, ...), which may not reuse the names "fingerprint" and "key"."""
+    from warehouse.store.derived import checksum_field
+
     fields = fields or {}
     clash = sorted(set(fields) & {"fingerprint", "key"})
     if clash:
         raise ValueError(f"sidecar fields {clash} are the cache key's own")
+    if Path(result).suffix == ".parquet" and Path(result).is_file():
+        fields = {**fields, **checksum_field(result)}  # checked by every read (store/derived.py)
     atomic_write_json(sidecar_path(result), {**entry(key), **fields})
 
 

@@ -511,4 +511,3 @@ def _whole_file_store() -> type:
 def _is_http(fs: Any) -> bool:
     protocol = getattr(fs, "protocol", ())
     return bool({"http", "https"} & set((protocol,) if isinstance(protocol, str) else protocol))
-

@@ -95,9 +95,12 @@ def _manifest_checksum(path: Path) -> str | None:
 
 
 def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
+    from warehouse.store.derived import check_derived_path
+
     if os.path.lexists(path):
         require_regular(path)  # never through a link, never blocked on a FIFO
     check_table(path, _manifest_checksum(Path(path)))
+    check_derived_path(Path(path))  # a derived table: its sidecar and its crc32c
     try:
         # ParquetFile, not pq.read_table: that one imports pyarrow.dataset (and with it
         # pandas, ~0.4 s), which a query of prompts need not pay for.
@@ -113,10 +116,16 @@ def read_table_at(
 ) -> pa.Table:
     """`read_table` of `rel` in a local or remote warehouse (remote: only the footer and the
     asked columns' chunks are fetched)."""
+    from warehouse.store.derived import check_derived, is_derived
+
     loc = Location.of(root)
     if not loc.remote:
         return read_table(loc.local / rel, columns)
     try:
+        if is_derived(rel):  # read whole (derived tables are small), checked, then parsed
+            data = loc.read_bytes(rel)
+            check_derived(loc, rel, data)
+            return pq.ParquetFile(pa.BufferReader(data)).read(columns=columns)
         with loc.open(rel) as f:
             return pq.ParquetFile(f).read(columns=columns)
     except (pa.ArrowInvalid, OSError) as e:

@@ -146,6 +146,22 @@ def _read_selection(w: Path, name: str):
     return read_selection(w, name)
 
 
+def _edit_stats_value(w: Path) -> None:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    path = next((w / "stats").glob("*.parquet"))
+    t = pq.read_table(path)
+    ap = t.column("ap")
+    pq.write_table(t.set_column(t.schema.get_field_index("ap"), "ap", pc.add(ap, 0.5)), path)
+
+
+def _sql(w: Path, query: str):
+    from warehouse.api import Warehouse
+
+    return Warehouse.open(w).sql(query)
+
+
 def _read_activations(w: Path):
     from warehouse.api import Warehouse
 
@@ -347,7 +363,19 @@ FAULTS: dict[str, tuple] = {
         lambda w: (w / "selections" / "cap.parquet").write_bytes(b"PAR1 not really PAR1"),
         ["selections/cap.parquet is not a readable Parquet file"],
         lambda w: _read_selection(w, "cap"),
-        "not a readable Parquet file",
+        "selections/cap.parquet does not match the crc32c its sidecar records",
+    ),
+    "stats_value_edited": (  # still valid Parquet with as many rows: only its crc32c tells
+        lambda w: _edit_stats_value(w),
+        ["stats/ffn.act__mean__all.parquet does not match the crc32c its sidecar records"],
+        lambda w: _sql(w, "select max(ap) from stats"),
+        "stats/ffn.act__mean__all.parquet does not match the crc32c its sidecar records",
+    ),
+    "stats_sidecar_missing": (
+        lambda w: next((w / "stats").glob("*.json")).unlink(),
+        ["stats/ffn.act__mean__all.parquet has no sidecar ffn.act__mean__all.json"],
+        lambda w: _sql(w, "select count(*) from stats"),
+        "stats/ffn.act__mean__all.parquet has no sidecar ffn.act__mean__all.json",
     ),
     "stale_writer_lock": (
         lambda w: (w / ".lock").write_text(

@@ -24,6 +24,7 @@ import pytest
 
 from warehouse.analysis.claims import cluster_bootstrap
 from warehouse.analysis.findings import HEADLINE_KEYS, compute, format_headline, headline
+from warehouse.store.derived import checksum_field
 
 RELATIONS = ("flat", "strong", "tiny")
 SUBJECTS = {"strong": 24, "flat": 24, "tiny": 7}
@@ -104,7 +105,13 @@ def write(root: Path, rel: str, rows: list[dict]) -> str:
     schema = {"count": pl.Int64, "fraction": pl.Float64, "control_seed": pl.Int64}
     (root / rel).parent.mkdir(parents=True, exist_ok=True)
     pl.DataFrame(rows, schema_overrides=schema).write_parquet(root / rel)
+    write_checksum_sidecar(root / rel)
     return rel
+
+
+def write_checksum_sidecar(table: Path) -> None:
+    """A derived table is read only beside its sidecar, which holds its crc32c."""
+    table.with_suffix(".json").write_text(json.dumps(checksum_field(table)))
 
 
 def intra_rows(ps: list[dict], rel: str) -> list[dict]:
@@ -159,6 +166,7 @@ def write_perplexity(root: Path) -> None:
     pl.DataFrame(rows, schema_overrides={"control_seed": pl.Int64}).write_parquet(
         root / "study" / "perplexity.parquet"
     )
+    write_checksum_sidecar(root / "study" / "perplexity.parquet")
 
 
 @pytest.fixture(scope="module")
@@ -410,6 +418,7 @@ def test_an_older_study_still_reads(warehouse: Path, tmp_path):
     ppl.filter(pl.col("control_seed").is_null()).drop("control_seed").write_parquet(
         old / "study" / "perplexity.parquet"
     )
+    (old / "study" / "perplexity.json").write_text("{}")  # an old sidecar: no checksum
     s = compute(old)
     assert s["study"]["skipped"] == {
         "gone": {

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from warehouse.store.derived import checksum_field
 from warehouse.store.fingerprint import (
     CacheKey,
     entry,
@@ -85,7 +86,8 @@ def test_sidecar_round_trip_and_currency(tmp_path):
     assert not is_current(result, key) and read_sidecar(result) is None
     write_sidecar(result, key, {"rows": 3, "checksum": "sha256:cc"})
     side = json.loads((tmp_path / "r.json").read_text())
-    assert side == {**entry(key), "rows": 3, "checksum": "sha256:cc"}
+    # a Parquet result's sidecar also records its crc32c, checked by every read
+    assert side == {**entry(key), "rows": 3, "checksum": "sha256:cc", **checksum_field(result)}
     assert read_sidecar(result) == side and result_fingerprint(result) == key.fingerprint
     assert is_current(result, key)
     assert not is_current(result, CacheKey("sha256:aa", "stats", {"seed": 1}))

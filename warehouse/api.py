@@ -40,6 +40,7 @@ from warehouse.queries.views import (
     DERIVED_VIEWS,
     ArraySource,
     ZarrView,
+    check_view_files,
     parquet_views,
     remote_dataset,
     scan_parquet_view,
@@ -288,10 +289,10 @@ class Warehouse:
             raise WarehouseError(self._sql_error(e)) from None
 
     def _named_in(self, query: str) -> list[str]:
-        """The views whose names occur in the query as words (all of them when none do, so
-        that an unknown-table error still lists every view)."""
-        names = [n for n in self.tables() if re.search(rf"\b{re.escape(n)}\b", query, re.I)]
-        return names or list(self.tables())
+        """The views whose names occur in the query as words: only those are opened (and a
+        derived view's files checked), so `select 1` opens none; an unknown table's error
+        lists every view all the same (`_missing`)."""
+        return [n for n in self.tables() if re.search(rf"\b{re.escape(n)}\b", query, re.I)]
 
     def duckdb_run(self, query: str, limits: QueryLimits, consume: Callable[[Any], T]) -> T:
         """Run one SELECT in a locked-down DuckDB connection over the views and hand its
@@ -312,6 +313,7 @@ class Warehouse:
         if name in self._zarr:
             return self.lazy(name, stop=stop)
         files = [str(f) for f in self._parquet[name]]
+        check_view_files(self.root, name, files)
         if isinstance(self.root, Location):
             return remote_dataset(self.root, files)
         import pyarrow.dataset as ds

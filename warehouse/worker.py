@@ -17,6 +17,9 @@ Two kinds of child, one protocol:
 A `memory://` warehouse lives in the caller's memory only, so it is queried in-process, with
 the in-process limits of `warehouse.queries.limits`.
 
+`Warehouse.sql` sends the manifest it was opened with (`as_of`), so the child reads the rows
+that snapshot had committed (a warehouse read during an ingest), not newer ones.
+
 Protocol: a request is 4 bytes of length and a JSON object. The child writes b"s" once it is
 ready to run (imports done; memory is counted from here), b"d" when the result is computed
 (the limits stop applying: sending it is not the query), then one frame: a kind byte, 8
