@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from warehouse.store.errors import DatasetError
+from warehouse.store.files import loads_json
 from warehouse.store.format import SPLITS
 
 SUBJECT = "{subject}"
@@ -220,7 +221,7 @@ def _jsonl_rows(path: Path, data: bytes) -> Iterator[tuple[str, dict[str, Any]]]
                 continue
             where = f"{path}:{number}"
             try:
-                row = json.loads(line.rstrip("\r\n"))  # columns then count within the line
+                row = loads_json(line.rstrip("\r\n"))  # columns then count within the line
             except json.JSONDecodeError as e:
                 raise DatasetError(f"{where}: invalid JSON: {e.msg} (column {e.colno})") from None
             if not isinstance(row, dict):
@@ -347,7 +348,7 @@ def _text_list(row: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
         stripped = value.strip()
         if stripped.startswith("["):
             try:
-                value = json.loads(stripped)
+                value = loads_json(stripped)
             except json.JSONDecodeError as e:
                 raise DatasetError(
                     f"{where}: field {key!r}: invalid JSON array: {e.msg} (column {e.colno})"
@@ -423,7 +424,7 @@ def _lre_facts(path: Path) -> list[Fact]:
     raw = path.read_bytes()
     _check_utf8(path, raw)
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = loads_json(raw.decode("utf-8"))
     except json.JSONDecodeError as e:
         raise DatasetError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
     if not isinstance(data, dict):

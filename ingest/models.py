@@ -47,6 +47,7 @@ from safetensors import SafetensorError
 
 from warehouse.ingest import sites
 from warehouse.store.errors import ModelError, SiteError
+from warehouse.store.files import loads_json
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -438,7 +439,7 @@ def refuse_remote_code(src: _Source, spec: str) -> None:
         if path is None:
             continue
         try:
-            config = json.loads(path.read_text(encoding="utf-8"))
+            config = loads_json(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise ModelError(f"cannot read {name} of {spec!r}: {_first_line(err)}") from None
         auto_map = config.get("auto_map") if isinstance(config, dict) else None
@@ -620,7 +621,7 @@ def _stored_float_dtypes(files: list[Path]) -> set[str] | None:
     for shard in shards:
         try:
             with open(shard, "rb") as f:
-                header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+                header = loads_json(f.read(int.from_bytes(f.read(8), "little")))
         except (OSError, ValueError, MemoryError, OverflowError) as err:
             why = _first_line(err)
             raise ModelError(f"{shard}: not a readable safetensors file ({why})") from None

@@ -11,6 +11,7 @@ is requested, and the caller gets a `QueryLimitError` at once.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -51,7 +52,7 @@ def _number_unit(text: str, what: str) -> tuple[float, str]:
 def parse_size(text: str) -> int:
     """'4GB', '512MiB', '1000000' (bytes) -> bytes."""
     value, unit = _number_unit(text, "--memory-limit")
-    if unit not in _UNITS or value <= 0:
+    if unit not in _UNITS or not 0 < value * _UNITS.get(unit, 1) < 2**63:
         raise WarehouseError(f"--memory-limit {text!r}: give a positive size such as 4GB or 512MiB")
     return int(value * _UNITS[unit])
 
@@ -59,7 +60,7 @@ def parse_size(text: str) -> int:
 def parse_seconds(text: str) -> float:
     """'300s', '5m', '250ms', '2' (seconds) -> seconds."""
     value, unit = _number_unit(text, "--timeout")
-    if unit not in _SECONDS or value <= 0:
+    if unit not in _SECONDS or not 0 < value < math.inf:
         raise WarehouseError(f"--timeout {text!r}: give a positive duration such as 300s or 5m")
     return value * _SECONDS[unit]
 

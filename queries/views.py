@@ -30,6 +30,7 @@ from warehouse.queries.limits import Stop
 from warehouse.store.arrays import ArraySpec, from_storage, open_array
 from warehouse.store.derived import check_derived
 from warehouse.store.errors import FormatError, WarehouseError
+from warehouse.store.files import loads_json
 from warehouse.store.format import (
     ACTIVATIONS,
     ACTIVATIONS_VIEW_SCHEMA,
@@ -620,7 +621,7 @@ def check_array_files(root: Path, spec: ArraySpec, n_rows: int) -> None:
     if meta_path.stat().st_size > ZARR_JSON_BYTES:
         raise FormatError(f"{meta_path} is larger than any zarr.json; run `warehouse verify`")
     try:
-        meta = json.loads(meta_path.read_bytes())
+        meta = loads_json(meta_path.read_bytes())
         grid = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
         shape = tuple(meta["shape"])
     except (ValueError, KeyError, TypeError) as e:

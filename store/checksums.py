@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from warehouse.store.files import (
     algorithm_of,
     files_digest,
     is_temp_file,
+    loads_json,
     safe_relative,
     sha256_file,
     stream_digest,
@@ -463,7 +463,7 @@ def _parquet_rows_at(loc: Location, rel: str) -> int | str:
 
 def _json_at(loc: Location, rel: str) -> dict | None:
     try:
-        d = json.loads(loc.read_bytes(rel))
+        d = loads_json(loc.read_bytes(rel))
     except (OSError, ValueError, FormatError):
         return None
     return d if isinstance(d, dict) else None

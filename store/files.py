@@ -48,9 +48,19 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+def loads_json(data: str | bytes) -> Any:
+    """`json.loads`, with JSON nested too deeply for Python's parser (a hostile file of
+    100,000 `[`) raised as the JSONDecodeError (a ValueError) every caller handles, not as a
+    RecursionError."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply to read", "", 0) from None
+
+
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return loads_json(path.read_text())
     except FileNotFoundError:
         raise FormatError(f"{path}: file is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from warehouse.store.errors import FormatError, MissingFileError, WarehouseError
+from warehouse.store.files import loads_json
 from warehouse.store.format import MANIFEST
 from warehouse.store.whole_files import WHOLE_FILES
 
@@ -273,7 +274,7 @@ class Location:
     def read_json(self, rel: str) -> Any:
         data = self.read_bytes(rel)
         try:
-            return json.loads(data)
+            return loads_json(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise FormatError(f"{self.url}: {rel} is not valid JSON ({e})") from None
 

@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 
 from warehouse.store.errors import LockedError, WarehouseError
-from warehouse.store.files import remove_temp_entries
+from warehouse.store.files import loads_json, remove_temp_entries
 from warehouse.store.location import kind_of, open_regular
 
 LOCK = ".lock"
@@ -51,7 +51,7 @@ class LockInfo:
         damaged: empty, not JSON, a folder, a FIFO, a link)."""
         try:
             with open_regular(path) as f:
-                d = json.loads(f.read())
+                d = loads_json(f.read())
             ct = d.get("create_time")
             return cls(
                 int(d["pid"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ def load_manifest(
     root = loc.local
     if not root.exists():
         raise FormatError(f"{root}: no such warehouse folder")
+    if os.path.lexists(root / MANIFEST):
+        require_regular(root / MANIFEST)  # a link or a FIFO is named, not "no manifest"
     if not is_warehouse(root):
         raise FormatError(
             f"{root}: not a warehouse (no {MANIFEST}); create one with `warehouse ingest`"

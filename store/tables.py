@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from warehouse.store.errors import FormatError
-from warehouse.store.files import atomic_write_bytes, sha256_file
+from warehouse.store.files import atomic_write_bytes, loads_json, sha256_file
 from warehouse.store.format import MANIFEST
 from warehouse.store.location import Location, require_regular
 
@@ -37,7 +36,7 @@ def warehouse_provenance(path: Path) -> dict[str, str]:
         manifest = folder / MANIFEST
         if manifest.is_file() and not manifest.is_symlink():
             try:
-                m = json.loads(manifest.read_bytes())
+                m = loads_json(manifest.read_bytes())
             except (OSError, ValueError):
                 return {}
             return provenance(m) if isinstance(m, dict) else {}
@@ -85,7 +84,7 @@ def check_table(path: Path, expected: str | None) -> None:
 def _manifest_checksum(path: Path) -> str | None:
     """The sha256 manifest.json records for `path`, when it is one of its tables."""
     try:
-        m = json.loads((path.parent / MANIFEST).read_text())
+        m = loads_json((path.parent / MANIFEST).read_text())
         for entry in m["tables"].values():
             if entry.get("path") == path.name:
                 return entry.get("sha256")

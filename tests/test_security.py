@@ -516,10 +516,10 @@ def test_the_cli_kills_a_runaway_query_and_leaves_nothing(w, tmp_path, engine):
     """`warehouse query` in its own process: past the limit one error line, exit 2, no
     --output temp file, no DuckDB spill folder, the warehouse unchanged."""
     import sys
-    import tempfile
 
     before = _tree_hash(w)
-    spill = set(Path(tempfile.gettempdir()).glob("warehouse-duckdb-*"))
+    spill = tmp_path / "tmpdir"  # the command's own temp folder: DuckDB spills there
+    spill.mkdir()
     runaway = (
         "select a.value * b.value * c.value as x from activations a "
         "cross join activations b cross join activations c"
@@ -531,11 +531,12 @@ def test_the_cli_kills_a_runaway_query_and_leaves_nothing(w, tmp_path, engine):
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, "TMPDIR": str(spill)},
     )
     assert (p.returncode, p.stdout) == (2, "")
     assert p.stderr == "error: the query ran past its timeout of 3 s and was stopped (--timeout)\n"
-    assert sorted(x.name for x in tmp_path.iterdir()) == ["w"]
-    assert set(Path(tempfile.gettempdir()).glob("warehouse-duckdb-*")) == spill
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["tmpdir", "w"]
+    assert list(spill.iterdir()) == []
     assert _tree_hash(w) == before
 
 

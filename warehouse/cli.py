@@ -831,8 +831,8 @@ def _click_exceptions() -> tuple[tuple[type[Exception], ...], tuple[type[BaseExc
 def _expected_failures() -> tuple[type[Exception], ...]:
     """What bad input or a damaged file raises below the named errors: files that cannot be
     read or written, values that do not parse, text that is not UTF-8, a damaged safetensors,
-    Parquet or Arrow file, a number too large to convert."""
-    kinds: list[type[Exception]] = [OSError, ValueError, OverflowError]
+    Parquet or Arrow file, a number too large to convert, data nested too deeply to parse."""
+    kinds: list[type[Exception]] = [OSError, ValueError, OverflowError, RecursionError]
     for module, name in (
         ("safetensors", "SafetensorError"),
         ("pyarrow", "ArrowException"),

@@ -280,6 +280,15 @@ def _worker() -> subprocess.Popen:
     return _WORKER[0]
 
 
+def stop_worker() -> None:
+    """End this process's worker, if one runs (the next isolated query starts a new one,
+    with the environment of that moment)."""
+    with _LOCK:
+        for proc in _WORKER:
+            _kill(proc.pid)
+        _WORKER.clear()
+
+
 def run_in_worker(request: dict[str, Any]) -> Any:
     """Answer `request` in this process's worker (see the module doc)."""
     with _LOCK:
