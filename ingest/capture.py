@@ -25,7 +25,6 @@ class CaptureSpec:
     tokens: bool  # keep per-token activations (False: pooled responses only)
     pooling: Sequence[str]
     dtype: str  # storage dtype: float16 | bfloat16 | float32
-    padding_side: str = "right"
 
 
 def _stored(x: torch.Tensor, dtype: str) -> torch.Tensor:
@@ -128,9 +127,6 @@ class Capturer:
             group_bytes = 256 << 20 if self.device.type == "cuda" else 0
         self.group_bytes = group_bytes
 
-    def _to_device(self, values: list[int], dtype: torch.dtype = torch.long) -> torch.Tensor:
-        return torch.tensor(values, dtype=dtype).to(self.device, non_blocking=True)
-
     @torch.inference_mode()
     def run(
         self, ids: Sequence[Sequence[int]], counts: dict | None = None
@@ -138,106 +134,19 @@ class Capturer:
         """Keys "activations/<site>" -> (tokens, layers, units) in prompt order, and
         "responses/<site>/<pooling>" -> (prompts, layers, units).
 
-        Every run takes each stored array's minimum and maximum (one reduction, kept in
-        `self.check`). With a `counts` dict the run also counts its non-finite values
-        exactly, into array key -> `count_nonfinite`'s result: several more passes, so
-        ingest runs a batch again this way only when its check is not finite."""
-        spec = self.spec
-        input_ids, mask, positions = pad_batch(ids, self.pad_id, spec.padding_side, self.device)
-        # What the batch's shape implies is taken from `ids` on the host: asking the GPU (a
-        # sum, a boolean index) would wait for the forward passes queued before it.
-        lengths = [len(x) for x in ids]
-        width = max(lengths)
-        padded = min(lengths) != width
-        n_tokens = sum(lengths)
-        if padded:
-            first = [width - n if spec.padding_side == "left" else 0 for n in lengths]
-            spans = list(zip(first, lengths, strict=True))
-            n_real = self._to_device(lengths, torch.float32)[:, None]  # (batch, 1)
-            last = self._to_device([f + n - 1 for f, n in spans])
-            batch = torch.arange(len(ids), device=self.device)
-            is_pad = ~mask.bool()[..., None]  # (batch, seq, 1)
-            # Rows of the flattened (batch * seq) tensor that hold real tokens, in order.
-            real_rows = self._to_device(
-                [i * width + f + j for i, (f, n) in enumerate(spans) for j in range(n)]
-            )
-        store_dtype = _TORCH_STORAGE[spec.dtype]
-        layer_index = {s: {layer: i for i, layer in enumerate(ls)} for s, ls in spec.sites.items()}
-        out: dict[str, torch.Tensor] = {}
-        for site, layers in spec.sites.items():
-            shape_t = (n_tokens, len(layers), self.units[site])
-            if spec.tokens:
-                out[f"activations/{site}"] = torch.empty(
-                    shape_t, dtype=store_dtype, device=self.device
-                )
-            for pool in spec.pooling:
-                # (layers, batch, units): each hook reduces straight into a contiguous slab.
-                out[f"responses/{site}/{pool}"] = torch.empty(
-                    (len(layers), len(ids), self.units[site]),
-                    dtype=torch.float32,
-                    device=self.device,
-                )
-
-        pending = {(site, layer) for site, ls in spec.sites.items() for layer in ls}
-        # Layers of a site in a group must arrive in their stored order (hooks fire in layer
-        # order): a site listed out of order is stored layer by layer.
-        per_layer = {s: len(ids) * width * self.units[s] * 4 for s in spec.sites}
-        group = {
-            s: max(1, self.group_bytes // per_layer[s]) if list(ls) == sorted(ls) else 1
-            for s, ls in spec.sites.items()
-        }
-        held: dict[str, list[torch.Tensor]] = {s: [] for s in spec.sites}
-        # Counting only: per site, (layers, units) per-token values that overflowed the cast.
-        overflow = {
-            s: torch.zeros((len(ls), self.units[s]), dtype=torch.long, device=self.device)
-            for s, ls in spec.sites.items()
-        }
-        last_layer = {s: max(ls) for s, ls in spec.sites.items()}  # its hook fires last
-
-        def grab(site: str, layer: int, t: torch.Tensor) -> None:
-            # Held, not copied: the model must not change the tensor in place after the hook
-            # (no supported family does: the next op reads it into a new tensor).
-            held[site].append(t)
-            if len(held[site]) == group[site] or layer == last_layer[site]:
-                i0 = layer_index[site][layer] + 1 - len(held[site])
-                ts = held[site]
-                store(site, i0, ts[0][None] if len(ts) == 1 else torch.stack(ts))
-                ts.clear()
-            pending.discard((site, layer))
-            if not pending:
-                raise _AllCaptured
-
-        def store(site: str, i0: int, x: torch.Tensor) -> None:
-            """x: (layers, batch, seq, units), the site's stored layers i0, i0 + 1, ..."""
-            rows = slice(i0, i0 + len(x))
-            if spec.tokens:  # (tokens, layers, units), prompt by prompt
-                flat = x.flatten(1, 2)
-                src = flat[:, real_rows] if padded else flat
-                out[f"activations/{site}"][:, rows] = src.transpose(0, 1)
-                if counts is not None:
-                    cast = out[f"activations/{site}"][:, rows]
-                    lost = torch.isinf(cast) & torch.isfinite(src.transpose(0, 1))
-                    overflow[site][rows] += lost.sum(0)
-            # Pool in float32 whatever the model dtype; padding never enters a pool. Ingest
-            # batches are never padded, so the masks are skipped there (hooks run on the
-            # forward's critical path).
-            x32 = x.float()
-            for pool in spec.pooling:
-                dst = out[f"responses/{site}/{pool}"][rows]  # (layers, batch, units)
-                # Reductions write into dst (out=): no temporaries, no extra copy. Unpadded,
-                # every prompt has the batch's width: a scalar divisor and the last column's
-                # view give the same values without a broadcast or a gather.
-                if pool == "mean":
-                    src = x32.masked_fill(is_pad, 0.0) if padded else x32
-                    torch.sum(src, 2, out=dst)
-                    dst.div_(n_real if padded else x32.shape[2])
-                elif pool == "max":
-                    src = x32.masked_fill(is_pad, float("-inf")) if padded else x32
-                    torch.amax(src, 2, out=dst)
-                else:  # last
-                    dst.copy_(x32[:, batch, last] if padded else x32[:, :, -1])
-
-        with hook_sites(self.model, spec.sites, grab):
+        A batch holds prompts of one length: ingest never pads (docs/design.md), so no pad
+        token enters a stored value or a pool. Every run takes each stored array's minimum
+        and maximum (one reduction, kept in `self.check`). With a `counts` dict the run also
+        counts its non-finite values exactly, into array key -> `count_nonfinite`'s result:
+        several more passes, so ingest runs a batch again this way only when its check is
+        not finite."""
+        width = len(ids[0])
+        if any(len(x) != width for x in ids):
+            raise ValueError("a captured batch holds prompts of one length (ingest never pads)")
+        # Positions and mask as for any batch: the same inputs the model gets in ingest.
+        input_ids, mask, positions = pad_batch(ids, self.pad_id, "right", self.device)
+        batch = _Batch(self, len(ids), width, counts is not None)
+        with hook_sites(self.model, self.spec.sites, batch.grab):
             try:
                 self.backbone(
                     input_ids=input_ids,
@@ -247,18 +156,22 @@ class Capturer:
                 )
             except _AllCaptured:
                 pass
-        if pending:  # a site the forward never reached would be stored as garbage
-            raise SiteError(f"the forward pass never reached (site, layer) {sorted(pending)}")
+        if batch.pending:  # a site the forward never reached would be stored as garbage
+            raise SiteError(f"the forward pass never reached (site, layer) {sorted(batch.pending)}")
+        return self._finish(batch, counts)
+
+    def _finish(self, batch: _Batch, counts: dict | None) -> dict[str, np.ndarray]:
+        """The batch's arrays in the storage dtype on the host, their bounds in `check`."""
         rows, bounds = {}, []
-        for k, v in out.items():
+        for k, v in batch.out.items():
             source = v if k.startswith("activations/") else v.transpose(0, 1)
-            stored = _stored(source, spec.dtype)
+            stored = _stored(source, self.spec.dtype)
             # The stored minimum and maximum: both finite only if every value is (a NaN
             # propagates, an overflow is already an infinity). One pass, no temporaries.
             bounds.extend(torch.aminmax(stored))
             if counts is not None:
-                self._count(k, stored, source, overflow, counts)
-            rows[k] = _to_host(stored, spec.dtype)
+                self._count(k, stored, source, batch.overflow, counts)
+            rows[k] = _to_host(stored, self.spec.dtype)
         self.check = _to_host(torch.stack(bounds).float(), "float32")
         self.ready = None
         if self.device.type == "cuda":
@@ -286,3 +199,84 @@ class Capturer:
         found = count_nonfinite(stored, lost, list(self.spec.sites[site]))
         if found is not None:
             counts[key] = found
+
+
+class _Batch:
+    """One forward pass's hooks: the output tensors they fill and what they still wait for."""
+
+    def __init__(self, cap: Capturer, n_prompts: int, width: int, counting: bool) -> None:
+        spec, device = cap.spec, cap.device
+        self.spec, self.counting = spec, counting
+        self.layer_index = {s: {ly: i for i, ly in enumerate(ls)} for s, ls in spec.sites.items()}
+        self.out = _allocate(spec, cap.units, n_prompts, width, device)
+        self.pending = {(site, layer) for site, ls in spec.sites.items() for layer in ls}
+        # Layers of a site in a group must arrive in their stored order (hooks fire in layer
+        # order): a site listed out of order is stored layer by layer.
+        per_layer = {s: n_prompts * width * cap.units[s] * 4 for s in spec.sites}
+        self.group = {
+            s: max(1, cap.group_bytes // per_layer[s]) if list(ls) == sorted(ls) else 1
+            for s, ls in spec.sites.items()
+        }
+        self.held: dict[str, list[torch.Tensor]] = {s: [] for s in spec.sites}
+        # Counting only: per site, (layers, units) per-token values that overflowed the cast.
+        self.overflow = {
+            s: torch.zeros((len(ls), cap.units[s]), dtype=torch.long, device=device)
+            for s, ls in spec.sites.items()
+        }
+        self.last_layer = {s: max(ls) for s, ls in spec.sites.items()}  # its hook fires last
+
+    def grab(self, site: str, layer: int, t: torch.Tensor) -> None:
+        # Held, not copied: the model must not change the tensor in place after the hook
+        # (no supported family does: the next op reads it into a new tensor).
+        held = self.held[site]
+        held.append(t)
+        if len(held) == self.group[site] or layer == self.last_layer[site]:
+            i0 = self.layer_index[site][layer] + 1 - len(held)
+            self.store(site, i0, held[0][None] if len(held) == 1 else torch.stack(held))
+            held.clear()
+        self.pending.discard((site, layer))
+        if not self.pending:
+            raise _AllCaptured
+
+    def store(self, site: str, i0: int, x: torch.Tensor) -> None:
+        """x: (layers, batch, seq, units), the site's stored layers i0, i0 + 1, ..."""
+        rows = slice(i0, i0 + len(x))
+        if self.spec.tokens:  # (tokens, layers, units), prompt by prompt
+            src = x.flatten(1, 2).transpose(0, 1)
+            self.out[f"activations/{site}"][:, rows] = src
+            if self.counting:
+                cast = self.out[f"activations/{site}"][:, rows]
+                self.overflow[site][rows] += (torch.isinf(cast) & torch.isfinite(src)).sum(0)
+        # Pool in float32 whatever the model dtype. Every prompt has the batch's width: a
+        # scalar divisor and the last column's view, no mask, broadcast or gather.
+        x32 = x.float()
+        for pool in self.spec.pooling:
+            dst = self.out[f"responses/{site}/{pool}"][rows]  # (layers, batch, units)
+            # Reductions write into dst (out=): no temporaries, no extra copy.
+            if pool == "mean":
+                torch.sum(x32, 2, out=dst)
+                dst.div_(x32.shape[2])
+            elif pool == "max":
+                torch.amax(x32, 2, out=dst)
+            else:  # last
+                dst.copy_(x32[:, :, -1])
+
+
+def _allocate(
+    spec: CaptureSpec, n_units: dict[str, int], n_prompts: int, width: int, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The batch's output tensors on the device, by array key."""
+    out: dict[str, torch.Tensor] = {}
+    for site, layers in spec.sites.items():
+        if spec.tokens:
+            out[f"activations/{site}"] = torch.empty(
+                (n_prompts * width, len(layers), n_units[site]),
+                dtype=_TORCH_STORAGE[spec.dtype],
+                device=device,
+            )
+        for pool in spec.pooling:
+            # (layers, batch, units): each hook reduces straight into a contiguous slab.
+            out[f"responses/{site}/{pool}"] = torch.empty(
+                (len(layers), n_prompts, n_units[site]), dtype=torch.float32, device=device
+            )
+    return out

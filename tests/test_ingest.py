@@ -160,26 +160,25 @@ def test_values_equal_plain_hooks(warehouse_right: Path, tiny_llama_dir: Path):
                 )
 
 
-def test_padding_side_does_not_change_values(tiny_llama_dir):
-    """Mixed-length batches, padded left or right, give each prompt the values it gets alone."""
+def test_a_batch_gives_each_prompt_the_values_it_gets_alone(tiny_llama_dir):
+    """A batch of equal-length prompts stores for each what it gets alone; a batch of mixed
+    lengths (which would need padding) is refused."""
     from transformers import AutoModelForCausalLM
 
     from warehouse.ingest.capture import Capturer, CaptureSpec
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
-    ids = [[5, 9, 13, 40, 41], [7, 8], [100, 3, 4]]
-    sites = {"ffn.act": [0, 1], "ffn.down": [0, 1]}
-    alone = [
-        Capturer(model, 1, CaptureSpec(sites, True, ["mean", "max", "last"], "float32")).run([x])
-        for x in ids
-    ]
-    for side in ("left", "right"):
-        got = Capturer(
-            model, 1, CaptureSpec(sites, True, ["mean", "max", "last"], "float32", side)
-        ).run(ids)
-        for key, value in got.items():
-            want = np.concatenate([a[key] for a in alone])
-            np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6, err_msg=f"{side} {key}")
+    ids = [[5, 9, 13], [7, 8, 2], [100, 3, 4]]
+    spec = CaptureSpec(
+        {"ffn.act": [0, 1], "ffn.down": [0, 1]}, True, ["mean", "max", "last"], "float32"
+    )
+    alone = [Capturer(model, 1, spec).run([x]) for x in ids]
+    got = Capturer(model, 1, spec).run(ids)
+    for key, value in got.items():
+        want = np.concatenate([a[key] for a in alone])
+        np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6, err_msg=key)
+    with pytest.raises(ValueError, match="prompts of one length"):
+        Capturer(model, 1, spec).run([[5, 9, 13], [7, 8]])
 
 
 def test_forward_stops_after_the_last_captured_site(tiny_llama_dir):
@@ -525,9 +524,8 @@ def test_lre_relation_values_equal_plain_hooks(tmp_path, tiny_llama_dir):
 @pytest.mark.parametrize("per_group", [2, 5], ids=["pairs-of-layers", "all-layers"])
 def test_layers_stored_in_groups_equal_layer_by_layer(per_group):
     """On a GPU a site's layers are stored and pooled a group at a time (fewer kernels to
-    launch). Forced here on the CPU: the same values as layer by layer, padded left or right
-    and unpadded, for every pooling, a group cut short by the last layer, and a site listed
-    out of order."""
+    launch). Forced here on the CPU: the same values as layer by layer, for every pooling,
+    a group cut short by the last layer, and a site listed out of order."""
     import torch
     from conftest import tiny_llama_config
     from transformers import LlamaForCausalLM
@@ -539,16 +537,15 @@ def test_layers_stored_in_groups_equal_layer_by_layer(per_group):
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).eval()
     sites = {"ffn.act": [0, 1, 2, 3, 4], "ffn.up": [3, 1, 0], "ffn.down": [1, 4]}
-    batches = ([[5, 9, 13, 40, 41], [7, 8], [100, 3, 4]], [[5, 9, 13], [7, 8, 2], [1, 2, 3]])
+    batches = ([[5, 9, 13, 40, 41], [7, 8, 1, 2, 3], [100, 3, 4, 5, 6]], [[5, 9, 13], [7, 8, 2]])
     for ids in batches:
-        layer_bytes = len(ids) * max(map(len, ids)) * config.intermediate_size * 4
-        for side in ("left", "right"):
-            spec = CaptureSpec(sites, True, POOLINGS, "float32", side)
-            one = Capturer(model, 1, spec).run(ids)
-            grouped = Capturer(model, 1, spec, group_bytes=per_group * layer_bytes).run(ids)
-            assert grouped.keys() == one.keys()
-            for key, value in grouped.items():
-                np.testing.assert_allclose(value, one[key], rtol=1e-6, atol=1e-7, err_msg=key)
+        layer_bytes = len(ids) * len(ids[0]) * config.intermediate_size * 4
+        spec = CaptureSpec(sites, True, POOLINGS, "float32")
+        one = Capturer(model, 1, spec).run(ids)
+        grouped = Capturer(model, 1, spec, group_bytes=per_group * layer_bytes).run(ids)
+        assert grouped.keys() == one.keys()
+        for key, value in grouped.items():
+            np.testing.assert_allclose(value, one[key], rtol=1e-6, atol=1e-7, err_msg=key)
 
 
 # ------------------------------------------------------------------- non-finite values

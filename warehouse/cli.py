@@ -177,9 +177,10 @@ def ingest(
 ) -> None:
     """Run a model over relation prompts and store FFN activations in a warehouse."""
     from warehouse.ingest.run import IngestConfig
-    from warehouse.ingest.run import ingest as run_ingest
     from warehouse.ingest.shards import parse_shard
+    from warehouse.scale import Placement, dispatch
 
+    where = Placement(shard=parse_shard(shard), ray=ray, shards=shards)
     cfg = IngestConfig(
         out=out,
         model=model,
@@ -199,19 +200,10 @@ def ingest(
         seed=seed,
         token_chunk=token_chunk,
         prompt_chunk=prompt_chunk,
-        shard=parse_shard(shard),
         on_nonfinite=on_nonfinite,
     )
-    if shards is not None and ray is None:
-        raise WarehouseError("--shards goes with --ray; for one slice use --shard i/n")
-    if ray is not None:
-        if shard is not None:
-            raise WarehouseError("--ray runs every shard itself; leave out --shard")
-        from warehouse.scale import ray_ingest
-
-        m = ray_ingest(cfg, address=ray, shards=shards, show_progress=not quiet)
-    else:
-        m = run_ingest(cfg, show_progress=not quiet)
+    m = dispatch(cfg, where, show_progress=not quiet)
+    assert isinstance(m, dict)
     c = m["counts"]
     print(f"{out}: {c['prompts']} prompts, {c['tokens']} tokens, status {m['state']['status']}")
 
@@ -547,9 +539,11 @@ def eval_(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Deactivate a selection's neurons and score factual recall per prompt into evals/."""
-    from warehouse.analysis.evaluate import EvalConfig, format_summary, run_eval, summarize
+    from warehouse.analysis.evaluate import EvalConfig, format_summary, summarize
     from warehouse.ingest.shards import parse_shard
+    from warehouse.scale import Placement, dispatch
 
+    where = Placement(shard=parse_shard(shard), ray=ray, shards=shards)
     cfg = EvalConfig(
         selection=selection,
         top_counts=_numbers(top_counts, int, "--top-counts"),
@@ -568,27 +562,13 @@ def eval_(
         baseline=baseline or selection is None,
         force=force,
     )
-    part = parse_shard(shard)
-    if shards is not None and ray is None:
-        raise WarehouseError("--shards goes with --ray; for one slice use --shard i/n")
-    if ray is not None and part is not None:
-        raise WarehouseError("--ray runs every shard itself; leave out --shard")
-    if part is not None:
-        from warehouse.analysis.eval_shards import eval_shard
-
-        path = eval_shard(warehouse, cfg, part, show_progress=not quiet)
-        if path is None:
-            print(f"shard {part[0]}/{part[1]} done; the last shard to finish writes the results")
-            return
-        summary = summarize(path)
-    elif ray is not None:
-        from warehouse.scale import ray_eval
-
-        summary = summarize(
-            ray_eval(warehouse, cfg, address=ray, shards=shards, show_progress=not quiet)
-        )
-    else:
-        summary = run_eval(warehouse, cfg, show_progress=not quiet, as_json=True)
+    path = dispatch(cfg, where, root=warehouse, show_progress=not quiet)
+    if path is None:
+        i, n = where.shard or (0, 0)
+        print(f"shard {i}/{n} done; the last shard to finish writes the results")
+        return
+    assert isinstance(path, Path)
+    summary = summarize(path)
     if as_json:
         print(json.dumps(summary, indent=2, ensure_ascii=False))
     else:

@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,63 @@ from warehouse.store.errors import WarehouseError
 
 LOCAL_CPUS = 2  # a local Ray cluster started here stays this small
 MAX_RETRIES = 3
+
+
+# ------------------------------------------------------------------------------ dispatch
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an ingest or eval runs: whole in this process (the default), one slice of it
+    (`--shard i/n`), or every slice as Ray tasks (`--ray ADDRESS`, `--shards N`)."""
+
+    shard: tuple[int, int] | None = None
+    ray: str | None = None
+    shards: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.shards is not None and self.ray is None:
+            raise WarehouseError("--shards goes with --ray; for one slice use --shard i/n")
+        if self.ray is not None and self.shard is not None:
+            raise WarehouseError("--ray runs every shard itself; leave out --shard")
+
+
+def dispatch(
+    cfg: IngestConfig | EvalConfig,
+    where: Placement = Placement(),
+    *,
+    root: str | Path | None = None,
+    show_progress: bool = True,
+    loaded: Any = None,
+) -> dict[str, Any] | Path | None:
+    """Run an ingest (`IngestConfig`) or an eval of the warehouse `root` (`EvalConfig`) where
+    `where` says; the CLI and the study both come here. An ingest returns its manifest (the
+    part's, for one shard); an eval its results file (the baseline's without a selection),
+    or None from a shard whose part did not complete the set. `loaded` (a model already in
+    memory) serves an eval in this process."""
+    from warehouse.analysis.eval_shards import eval_shard
+    from warehouse.analysis.evaluate import run_eval
+    from warehouse.ingest.run import ingest
+
+    if isinstance(cfg, IngestConfig):
+        if where.ray is not None:
+            return sharded_ingest(
+                cfg, where.shards, ray_address=where.ray, show_progress=show_progress
+            )
+        if where.shard is not None:
+            cfg = replace(cfg, shard=where.shard)
+        return ingest(cfg, show_progress=show_progress)
+    if root is None:
+        raise TypeError("an eval needs the warehouse: dispatch(cfg, where, root=...)")
+    if where.ray is not None:
+        return sharded_eval(
+            root, cfg, where.shards, ray_address=where.ray, show_progress=show_progress
+        )
+    if where.shard is not None:
+        return eval_shard(root, cfg, where.shard, loaded=loaded, show_progress=show_progress)
+    path = run_eval(root, cfg, show_progress, loaded=loaded)
+    assert isinstance(path, Path)
+    return path
 
 
 # ------------------------------------------------------------------------------ ingest
@@ -86,13 +143,6 @@ def _ingest_part(cfg: IngestConfig, advance: Callable[[int], None]) -> int:
     return ingest(cfg, show_progress=False, on_progress=advance)["counts"]["prompts"]
 
 
-def ray_ingest(
-    cfg: IngestConfig, address: str = "local", shards: int | None = None, show_progress: bool = True
-) -> dict[str, Any]:
-    """`warehouse ingest --ray ADDRESS`."""
-    return sharded_ingest(cfg, shards, ray_address=address, show_progress=show_progress)
-
-
 # ------------------------------------------------------------------------------ eval
 
 
@@ -130,17 +180,6 @@ def _eval_part(args: tuple, advance: Callable[[int], None]) -> int:
     root, cfg, shard = args
     eval_shard(root, cfg, shard, advance=advance, join=False)
     return shard[0]
-
-
-def ray_eval(
-    root: str | Path,
-    cfg: EvalConfig,
-    address: str = "local",
-    shards: int | None = None,
-    show_progress: bool = True,
-) -> Path:
-    """`warehouse eval --ray ADDRESS`."""
-    return sharded_eval(root, cfg, shards, ray_address=address, show_progress=show_progress)
 
 
 # ------------------------------------------------------------------------------ executors

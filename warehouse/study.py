@@ -140,21 +140,27 @@ class _Clock:
 def _say(cfg: StudyConfig, text: str, always: bool = False) -> None:
     """A line on stderr: progress only with show_progress, notices (`always`) in any case."""
     if cfg.show_progress or always:
-        from rich.console import Console
+        from warehouse.store.progress import note
 
-        Console(stderr=True).print(f"[bold]study[/bold] {text}")
+        note(f"[bold]study[/bold] {text}")
 
 
 def run_study(cfg: StudyConfig) -> Path:
     """Run (or resume) every stage; returns the path of study/study.json."""
-    from warehouse.analysis.evaluate import EvalConfig, run_eval
-    from warehouse.analysis.stats import run_stats, stats_path
-    from warehouse.ingest.models import load_model
-    from warehouse.ingest.run import IngestConfig, ingest
-    from warehouse.store.files import atomic_write_json, sha256_file
-    from warehouse.store.fingerprint import entry, entry_is_current
-    from warehouse.store.manifest import load_manifest
+    _check(cfg)
+    study = _Study(cfg)
+    with study.progress:
+        study.ingest()
+        study.baseline()
+        study.stats()
+        study.select()
+        study.ablations()
+        study.templates()
+        study.perplexity()
+    return study.record()
 
+
+def _check(cfg: StudyConfig) -> None:
     if cfg.controls < 0:
         raise WarehouseError("--controls must be 0 or more")
     if cfg.sample is not None and cfg.sample < 1:
@@ -168,62 +174,34 @@ def run_study(cfg: StudyConfig) -> Path:
             f"--min-correct and --min-subjects must be at least 1, got {cfg.min_correct} "
             f"and {cfg.min_subjects}"
         )
-    root = Path(cfg.out)
-    clock = _Clock()
-    progress = cfg.show_progress
 
-    # 1. ingest: pooled mean responses are all the statistics need.
-    t0 = time.perf_counter()
-    _say(cfg, f"1/6 ingest -> {root}")
-    icfg = IngestConfig(
-        out=root,
-        model=cfg.model,
-        dataset=cfg.dataset,
-        relations=cfg.relations,
-        languages=cfg.languages,
-        sites=cfg.site,
-        capture="pooled",
-        pooling=["mean"],
-        batch_size=cfg.batch_size,
-        device=cfg.device,
-        model_dtype=cfg.model_dtype,
-        seed=cfg.seed,
-    )
-    if cfg.ray is not None:
-        from warehouse.scale import sharded_eval, sharded_ingest
 
-        manifest = sharded_ingest(icfg, cfg.shards, ray_address=cfg.ray, show_progress=progress)
-    else:
-        manifest = ingest(icfg, show_progress=progress)
-    clock.stage("ingest", t0)
-    sites = manifest["capture"]["sites"]
-    if len(sites) != 1:
-        raise WarehouseError(f"a study runs on one site; --site {cfg.site} gave {sites}")
-    site = sites[0]
-    units_total = manifest["model"]["units"][site] * len(manifest["capture"]["layers"])
-    top_k, sweep = plan_counts(cfg, units_total)
+EVAL_KINDS = ("intra", "sweep_own", "sweep_others", "cross_relation", "cross_lingual", "ranges")
+NEGATIVES = "ratio:4"  # the paper's negatives: 4x the positives, from other relations
+# The overall progress line counts these steps: one per stage, one per eval request.
+STAGE_STEPS = 5  # ingest, baseline, stats, select, perplexity
 
-    manifest = load_manifest(root)
-    prompts = _prompts(root)
-    relations = sorted(prompts["relation"].unique().to_list())
-    languages = sorted(prompts["language"].unique().to_list())
-    if cfg.identify_language not in languages:
-        raise WarehouseError(
-            f"--identify-language {cfg.identify_language!r} is not among the warehouse's "
-            f"languages ({', '.join(languages)})"
-        )
-    other_languages = [lang for lang in languages if lang != cfg.identify_language]
 
-    loaded = load_model(cfg.model, dtype=cfg.model_dtype, device=cfg.device)
+class _Study:
+    """One run of the study: each method is one stage, and fills what later stages read."""
 
-    def evaluate(ec: EvalConfig) -> Path:
-        if cfg.ray is not None:
-            return sharded_eval(root, ec, cfg.shards, ray_address=cfg.ray, show_progress=progress)
-        path = run_eval(root, ec, progress, loaded=loaded)
-        assert isinstance(path, Path)
-        return path
+    def __init__(self, cfg: StudyConfig) -> None:
+        from warehouse.scale import Placement
+        from warehouse.store.progress import Progress
 
-    def ecfg(**kw: Any) -> EvalConfig:
+        self.cfg, self.root = cfg, Path(cfg.out)
+        self.clock = _Clock()
+        self.place = Placement(ray=cfg.ray, shards=cfg.shards)
+        self.progress = Progress("study", STAGE_STEPS, enabled=cfg.show_progress, unit="steps")
+        self.loaded: Any = None  # the model, loaded once after ingest for every eval here
+        self.files: dict[str, Any] = {k: {} for k in EVAL_KINDS}
+
+    def evaluate(self, **kw: Any) -> Path:
+        """One eval request of the study's common options and `kw`, where `place` says."""
+        from warehouse.analysis.evaluate import EvalConfig
+        from warehouse.scale import dispatch
+
+        cfg = self.cfg
         base = {
             "max_new_tokens": cfg.max_new_tokens,
             "batch_size": cfg.batch_size,
@@ -231,175 +209,258 @@ def run_study(cfg: StudyConfig) -> Path:
             "seed": cfg.seed,
             "controls": 0,
         }
-        return EvalConfig(**{**base, **kw})
+        ec = EvalConfig(**{**base, **kw})
+        path = dispatch(ec, self.place, root=self.root, show_progress=False, loaded=self.loaded)
+        assert isinstance(path, Path)
+        self.progress.advance(1)
+        return path
 
-    # 2. baseline answers of every prompt.
-    t0 = time.perf_counter()
-    _say(cfg, "2/6 baseline answers of every prompt")
-    evaluate(ecfg(baseline=True))
-    clock.stage("baseline", t0)
+    def run(self, selection: str, **kw: Any) -> str:
+        return self.evaluate(selection=selection, **kw).relative_to(self.root).as_posix()
 
-    # 3. stats as in the paper: correct identification prompts, 4x negatives.
-    t0 = time.perf_counter()
-    _say(cfg, "3/6 neuron statistics (AP per relation and language)")
-    negatives = "ratio:4"
-    run_stats(
-        root,
-        site=site,
-        pooling="mean",
-        negatives=negatives,
-        split="identify",
-        seed=cfg.seed,
-        filter_correct=True,
-        show_progress=progress,
-    )
-    stats_file = stats_path(root, site, "mean", negatives)
-    stats_sha = sha256_file(stats_file)
-    clock.stage("stats", t0)
-    counts = identify_counts(root, prompts, cfg.identify_language)
-    skipped = {r: _shortfall(cfg, counts[r]) for r in relations}
-    skipped = {r: row for r, row in skipped.items() if row is not None}
-    relations = [r for r in relations if r not in skipped]
-    for rel, row in skipped.items():
-        _say(cfg, f"skipping {rel}: {row['why']}", always=True)
-    if not relations:
-        raise WarehouseError(
-            f"no relation has {cfg.min_correct} or more correctly answered identification "
-            f"prompts from {cfg.min_subjects} or more subjects in {cfg.identify_language!r}; "
-            "the model knows too few of these facts (lower --min-correct / --min-subjects to "
-            "study them anyway)"
+    def ingest(self) -> None:
+        """1. pooled mean responses are all the statistics need."""
+        from warehouse.ingest.models import load_model
+        from warehouse.ingest.run import IngestConfig
+        from warehouse.scale import dispatch
+        from warehouse.store.manifest import load_manifest
+
+        cfg, t0 = self.cfg, time.perf_counter()
+        _say(self.cfg, f"1/6 ingest -> {self.root}")
+        icfg = IngestConfig(
+            out=self.root,
+            model=cfg.model,
+            dataset=cfg.dataset,
+            relations=cfg.relations,
+            languages=cfg.languages,
+            sites=cfg.site,
+            capture="pooled",
+            pooling=["mean"],
+            batch_size=cfg.batch_size,
+            device=cfg.device,
+            model_dtype=cfg.model_dtype,
+            seed=cfg.seed,
         )
-
-    # 4. selections, remade when the stats changed.
-    t0 = time.perf_counter()
-    _say(cfg, f"4/6 selections: top {top_k} per relation, sweep {sweep}")
-    study_file = root / STUDY_FILE
-    old = _read_old(study_file)
-    plan_key = selections_key(stats_file, site, negatives, cfg.identify_language, top_k, sweep)
-    fresh = not entry_is_current(old.get("plan"), plan_key)
-    names = _make_selections(
-        root, relations, cfg.identify_language, site, negatives, top_k, sweep, fresh
-    )
-    clock.stage("select", t0)
-    partial = {"stats_sha256": stats_sha, "plan": entry(plan_key), "seconds": clock.seconds}
-    atomic_write_json(study_file, {**old, **partial})
-
-    # 5. ablations.
-    t0 = time.perf_counter()
-    idl = [cfg.identify_language]
-    files: dict[str, dict[str, Any]] = {
-        "intra": {},
-        "sweep_own": {},
-        "sweep_others": {},
-        "cross_relation": {},
-        "cross_lingual": {},
-        "ranges": {},
-    }
-
-    def run(selection: str, **kw: Any) -> str:
-        return evaluate(ecfg(selection=selection, **kw)).relative_to(root).as_posix()
-
-    for i, rel in enumerate(relations, 1):
-        _say(cfg, f"5/6 ablations {i}/{len(relations)}: {rel}")
-        sel, sweep_sel = names[rel]["top"], names[rel]["sweep"]
-        others = [r for r in relations if r != rel]
-
-        files["intra"][rel] = run(
-            sel,
-            controls=cfg.controls,
-            relations=[rel],
-            languages=idl,
-            split="all",
-            sample=cfg.sample,
+        manifest = dispatch(icfg, self.place, show_progress=cfg.show_progress)
+        assert isinstance(manifest, dict)
+        self.clock.stage("ingest", t0)
+        sites = manifest["capture"]["sites"]
+        if len(sites) != 1:
+            raise WarehouseError(f"a study runs on one site; --site {cfg.site} gave {sites}")
+        self.site = sites[0]
+        self.units_total = manifest["model"]["units"][self.site] * len(
+            manifest["capture"]["layers"]
         )
-        files["sweep_own"][rel] = run(
-            sweep_sel,
-            top_counts=sweep,
-            relations=[rel],
-            languages=idl,
-            split="test",
-            sample=cfg.sample,
+        self.top_k, self.sweep = plan_counts(cfg, self.units_total)
+        self.manifest = load_manifest(self.root)
+        self._languages()
+        self.loaded = load_model(cfg.model, dtype=cfg.model_dtype, device=cfg.device)
+        self.progress.advance(1)
+
+    def _languages(self) -> None:
+        cfg = self.cfg
+        self.prompts = _prompts(self.root)
+        self.relations = sorted(self.prompts["relation"].unique().to_list())
+        self.languages = sorted(self.prompts["language"].unique().to_list())
+        if cfg.identify_language not in self.languages:
+            raise WarehouseError(
+                f"--identify-language {cfg.identify_language!r} is not among the warehouse's "
+                f"languages ({', '.join(self.languages)})"
+            )
+        self.other_languages = [x for x in self.languages if x != cfg.identify_language]
+
+    def baseline(self) -> None:
+        """2. baseline answers of every prompt."""
+        t0 = time.perf_counter()
+        _say(self.cfg, "2/6 baseline answers of every prompt")
+        self.evaluate(baseline=True)
+        self.clock.stage("baseline", t0)
+
+    def stats(self) -> None:
+        """3. stats as in the paper: correct identification prompts, 4x negatives; the
+        relations with too few of them are skipped."""
+        from warehouse.analysis.stats import run_stats, stats_path
+        from warehouse.store.files import sha256_file
+
+        cfg, root, t0 = self.cfg, self.root, time.perf_counter()
+        _say(self.cfg, "3/6 neuron statistics (AP per relation and language)")
+        common = dict(site=self.site, pooling="mean", negatives=NEGATIVES)
+        run_stats(
+            root,
+            **common,
+            split="identify",
+            seed=cfg.seed,
+            filter_correct=True,
+            show_progress=cfg.show_progress,
         )
+        self.stats_file = stats_path(root, **common)
+        self.stats_sha = sha256_file(self.stats_file)
+        self.clock.stage("stats", t0)
+        self.counts = identify_counts(root, self.prompts, cfg.identify_language)
+        skipped = {r: _shortfall(cfg, self.counts[r]) for r in self.relations}
+        self.skipped = {r: row for r, row in skipped.items() if row is not None}
+        self.relations = [r for r in self.relations if r not in self.skipped]
+        for rel, row in self.skipped.items():
+            _say(cfg, f"skipping {rel}: {row['why']}", always=True)
+        if not self.relations:
+            raise WarehouseError(
+                f"no relation has {cfg.min_correct} or more correctly answered identification "
+                f"prompts from {cfg.min_subjects} or more subjects in "
+                f"{cfg.identify_language!r}; the model knows too few of these facts (lower "
+                "--min-correct / --min-subjects to study them anyway)"
+            )
+        self.progress.advance(1)
+
+    def select(self) -> None:
+        """4. selections, remade when the stats changed."""
+        from warehouse.store.files import atomic_write_json
+        from warehouse.store.fingerprint import entry, entry_is_current
+
+        cfg, t0 = self.cfg, time.perf_counter()
+        _say(self.cfg, f"4/6 selections: top {self.top_k} per relation, sweep {self.sweep}")
+        self.old = _read_old(self.root / STUDY_FILE)
+        self.plan_key = selections_key(
+            self.stats_file, self.site, NEGATIVES, cfg.identify_language, self.top_k, self.sweep
+        )
+        self.fresh = not entry_is_current(self.old.get("plan"), self.plan_key)
+        self.names = _make_selections(
+            self.root,
+            self.relations,
+            cfg.identify_language,
+            self.site,
+            NEGATIVES,
+            self.top_k,
+            self.sweep,
+            self.fresh,
+        )
+        self.clock.stage("select", t0)
+        partial = {
+            "stats_sha256": self.stats_sha,
+            "plan": entry(self.plan_key),
+            "seconds": self.clock.seconds,
+        }
+        atomic_write_json(self.root / STUDY_FILE, {**self.old, **partial})
+        # From here the number of steps is known: every eval request of every relation.
+        per_relation = 3 + len(self.sweep) + bool(self.other_languages) + 1
+        self.progress.add_total(len(self.relations) * per_relation)
+        self.progress.advance(1)
+
+    def ablations(self) -> None:
+        """5. the eval requests of every relation."""
+        t0 = time.perf_counter()
+        for i, rel in enumerate(self.relations, 1):
+            _say(self.cfg, f"5/6 ablations {i}/{len(self.relations)}: {rel}")
+            self._ablate(rel)
+        self.clock.stage("eval", t0)
+
+    def _ablate(self, rel: str) -> None:
+        cfg, files, run = self.cfg, self.files, self.run
+        idl = [cfg.identify_language]
+        sel, sweep_sel = self.names[rel]["top"], self.names[rel]["sweep"]
+        others = [r for r in self.relations if r != rel]
+        own = dict(relations=[rel], languages=idl, sample=cfg.sample)
+        files["intra"][rel] = run(sel, controls=cfg.controls, split="all", **own)
+        files["sweep_own"][rel] = run(sweep_sel, top_counts=self.sweep, split="test", **own)
         if others:
             files["sweep_others"][rel] = run(
                 sweep_sel,
-                top_counts=sweep,
+                top_counts=self.sweep,
                 relations=others,
                 languages=idl,
                 split="test",
                 sample=cfg.others_sample,
             )
+        else:
+            self.progress.advance(1)
         files["cross_relation"][rel] = run(
-            sel, relations=relations, languages=idl, split="test", sample=cfg.sample
+            sel, relations=self.relations, languages=idl, split="test", sample=cfg.sample
         )
-        if other_languages:
+        if self.other_languages:
             files["cross_lingual"][rel] = run(
                 sel,
                 controls=cfg.controls,
                 relations=[rel],
-                languages=other_languages,
+                languages=self.other_languages,
                 split="test",
                 sample=cfg.sample,
             )
         files["ranges"][rel] = {
-            f"{a}-{b}": run(rng, relations=[rel], languages=idl, split="test", sample=cfg.sample)
-            for (a, b), rng in names[rel]["ranges"].items()
+            f"{a}-{b}": run(rng, split="test", **own)
+            for (a, b), rng in self.names[rel]["ranges"].items()
         }
-    clock.stage("eval", t0)
 
-    # 5b. held-out templates: neurons found on some templates, tested on the others.
-    t0 = time.perf_counter()
-    plan = HeldOut(site=site, negatives=negatives, top_k=top_k, fresh=fresh, old=old)
-    split_t, files["templates"], t_stats = _held_out_templates(
-        root, cfg, prompts, relations, plan, run
-    )
-    clock.stage("templates", t0)
+    def templates(self) -> None:
+        """5b. held-out templates: neurons found on some templates, tested on the others."""
+        t0 = time.perf_counter()
+        plan = HeldOut(
+            site=self.site,
+            negatives=NEGATIVES,
+            top_k=self.top_k,
+            fresh=self.fresh,
+            old=self.old,
+        )
+        self.split_t, self.files["templates"], self.t_stats = _held_out_templates(
+            self.root, self.cfg, self.prompts, self.relations, plan, self.run
+        )
+        # a relation with no held-out-template eval still counts its step
+        self.progress.advance(len(self.relations) - len(self.files["templates"]))
+        self.clock.stage("templates", t0)
 
-    # 6. specificity.
-    t0 = time.perf_counter()
-    _say(cfg, "6/6 perplexity of neutral sentences with each relation's neurons off")
-    ppl_file = _perplexities(root, loaded, {r: names[r]["top"] for r in relations}, cfg, site)
-    clock.stage("perplexity", t0)
+    def perplexity(self) -> None:
+        """6. specificity: perplexity of neutral sentences with each relation's top-k off."""
+        t0 = time.perf_counter()
+        _say(self.cfg, "6/6 perplexity of neutral sentences with each relation's neurons off")
+        top = {r: self.names[r]["top"] for r in self.relations}
+        self.ppl_file = _perplexities(self.root, self.loaded, top, self.cfg, self.site)
+        self.clock.stage("perplexity", t0)
+        self.progress.advance(1)
 
-    seconds = clock.seconds
-    if not fresh and isinstance(old.get("seconds"), dict):
-        # A resumed study: keep what the earlier run spent in stages this one only reused.
-        seconds = {k: max(v, old["seconds"].get(k, 0.0)) for k, v in seconds.items()}
-    record = {
-        "config": {
-            k: (str(v) if isinstance(v, Path) else v)
-            for k, v in asdict(cfg).items()
-            if k not in ("show_progress",)
-        },
-        "model": manifest["model"]["name"],
-        "weights_hash": manifest["model"]["weights_hash"],
-        "site": site,
-        "units_total": units_total,
-        "top_k": top_k,
-        "sweep": sweep,
-        "ranges": [list(r) for r in ranges(sweep)],
-        "plan": entry(plan_key),
-        "relations": relations,
-        "skipped": skipped,
-        "identify_correct": {r: c["prompts"] for r, c in sorted(counts.items())},
-        "identify_subjects": {r: c["subjects"] for r, c in sorted(counts.items())},
-        "template_split": split_t,
-        **t_stats,
-        "languages": languages,
-        "identify_language": cfg.identify_language,
-        "negatives": negatives,
-        "stats_file": stats_file.relative_to(root).as_posix(),
-        "stats_sha256": stats_sha,
-        "selections": {
-            r: {**names[r], "ranges": {f"{a}-{b}": n for (a, b), n in names[r]["ranges"].items()}}
-            for r in relations
-        },
-        "evals": files,
-        "perplexity": ppl_file,
-        "seconds": seconds,
-    }
-    atomic_write_json(study_file, record)
-    return study_file
+    def record(self) -> Path:
+        """study/study.json: the configuration, where each part is, and the stage times."""
+        from warehouse.store.files import atomic_write_json
+        from warehouse.store.fingerprint import entry
+
+        cfg, root, old = self.cfg, self.root, self.old
+        seconds = self.clock.seconds
+        if not self.fresh and isinstance(old.get("seconds"), dict):
+            # A resumed study: keep what the earlier run spent in stages this one only reused.
+            seconds = {k: max(v, old["seconds"].get(k, 0.0)) for k, v in seconds.items()}
+        record = {
+            "config": {
+                k: (str(v) if isinstance(v, Path) else v)
+                for k, v in asdict(cfg).items()
+                if k not in ("show_progress",)
+            },
+            "model": self.manifest["model"]["name"],
+            "weights_hash": self.manifest["model"]["weights_hash"],
+            "site": self.site,
+            "units_total": self.units_total,
+            "top_k": self.top_k,
+            "sweep": self.sweep,
+            "ranges": [list(r) for r in ranges(self.sweep)],
+            "plan": entry(self.plan_key),
+            "relations": self.relations,
+            "skipped": self.skipped,
+            "identify_correct": {r: c["prompts"] for r, c in sorted(self.counts.items())},
+            "identify_subjects": {r: c["subjects"] for r, c in sorted(self.counts.items())},
+            "template_split": self.split_t,
+            **self.t_stats,
+            "languages": self.languages,
+            "identify_language": cfg.identify_language,
+            "negatives": NEGATIVES,
+            "stats_file": self.stats_file.relative_to(root).as_posix(),
+            "stats_sha256": self.stats_sha,
+            "selections": {r: _names_record(self.names[r]) for r in self.relations},
+            "evals": self.files,
+            "perplexity": self.ppl_file,
+            "seconds": seconds,
+        }
+        atomic_write_json(root / STUDY_FILE, record)
+        return root / STUDY_FILE
+
+
+def _names_record(names: dict[str, Any]) -> dict[str, Any]:
+    return {**names, "ranges": {f"{a}-{b}": n for (a, b), n in names["ranges"].items()}}
 
 
 def _read_old(path: Path) -> dict[str, Any]:
@@ -519,7 +580,6 @@ def _held_out_templates(
     import polars as pl
 
     from warehouse.analysis.selections import list_selections, select
-    from warehouse.analysis.stats import run_stats, stats_path
     from warehouse.store.files import sha256_file
     from warehouse.store.fingerprint import entry, entry_is_current
 
@@ -532,13 +592,7 @@ def _held_out_templates(
     in_lang = prompts.filter(pl.col("language") == lang)
     kept = sorted(set(in_lang["template"].to_list()) - held)
     common = dict(site=plan.site, pooling="mean", negatives=plan.negatives)
-    progress = cfg.show_progress
-    run_stats(
-        root, **common, seed=cfg.seed, filter_correct=True, show_progress=progress, templates=kept
-    )
-    path = stats_path(root, **common, templates=kept)
-    sha = sha256_file(path)
-    key = selections_key(path, plan.site, plan.negatives, lang, plan.top_k)
+    path, key = _template_stats(root, cfg, plan, kept)
     fresh = plan.fresh or not entry_is_current(plan.old.get("template_plan"), key)
     have = {s["name"] for s in list_selections(root)}
     counts = identify_counts(root, prompts, lang, kept)
@@ -559,21 +613,29 @@ def _held_out_templates(
         name = f"study-{rel}-templates"
         if fresh or name not in have:
             select(root, name, rel, lang, top=plan.top_k, overwrite=True, templates=kept, **common)
-        files[rel] = run(
-            name,
-            controls=cfg.controls,
-            relations=[rel],
-            languages=[lang],
-            split="test",
-            sample=cfg.sample,
-            templates=part["test"],
-        )
+        own = dict(relations=[rel], languages=[lang], split="test", sample=cfg.sample)
+        files[rel] = run(name, controls=cfg.controls, templates=part["test"], **own)
     record = {
         "template_stats_file": path.relative_to(root).as_posix(),
-        "template_stats_sha256": sha,
+        "template_stats_sha256": sha256_file(path),
         "template_plan": entry(key),
     }
     return split, files, record
+
+
+def _template_stats(
+    root: Path, cfg: StudyConfig, plan: HeldOut, kept: list[str]
+) -> tuple[Path, CacheKey]:
+    """Stats over the `kept` templates alone: their file and the key of selections from it."""
+    from warehouse.analysis.stats import run_stats, stats_path
+
+    common = dict(site=plan.site, pooling="mean", negatives=plan.negatives)
+    progress = cfg.show_progress
+    run_stats(
+        root, **common, seed=cfg.seed, filter_correct=True, show_progress=progress, templates=kept
+    )
+    path = stats_path(root, **common, templates=kept)
+    return path, selections_key(path, plan.site, plan.negatives, cfg.identify_language, plan.top_k)
 
 
 def _make_selections(
