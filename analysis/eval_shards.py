@@ -32,7 +32,6 @@ from warehouse.analysis.evaluate import (
     EvalConfig,
     _baseline,
     _check_options,
-    _Progress,
     _read_prompts,
     _Runner,
     baseline_key,
@@ -43,6 +42,7 @@ from warehouse.analysis.evaluate import (
     check_selection,
     choose_prompts,
     conditions,
+    eval_progress,
     request_key,
     results_path,
     write_baseline_answers,
@@ -141,7 +141,7 @@ def eval_shard(
     tick = advance or (lambda k: None)
     rows: dict[str, list] = {"condition": [], "prompt_id": [], "generated": []}
     t0 = time.perf_counter()
-    with _Progress(show_progress) as progress:
+    with eval_progress(show_progress) as progress:
 
         def step(k: int) -> None:
             progress.advance(k)
@@ -149,15 +149,17 @@ def eval_shard(
 
         if req.key.options["baseline_needed"]:
             mine = _slice(req.missing, cfg.batch_size, (i, n))
-            progress.start(f"{BASELINE} shard {i}/{n}", mine.height)
+            progress.add_total(mine.height)
+            progress.advance(0, info=f"{BASELINE} shard {i}/{n}")
             if mine.height:
                 _add(rows, -1, mine, runner.answers(mine, None, step))
         if req.sel is not None and req.chosen is not None and req.key.options["results_needed"]:
             mine = _slice(req.chosen, cfg.batch_size, (i, n))
             if mine.height:
                 model = runner.loaded.model
+                progress.add_total(len(req.conds) * mine.height)
                 for c, cond in enumerate(req.conds):
-                    progress.start(f"{req.sel.name} top {cond.count} shard {i}/{n}", mine.height)
+                    progress.advance(0, info=f"{req.sel.name} top {cond.count} shard {i}/{n}")
                     neurons = {
                         req.sel.site: neuron_indices(
                             model, req.sel.site, cond.neuron_ids, expected_units=req.sel.units
@@ -218,7 +220,7 @@ def join_eval(root: str | Path, cfg: EvalConfig, count: int) -> Path | None:
     else:
         # a current baseline, maybe to rescore for another match mode: no model is needed
         no_model = _NoModel(req.manifest)
-        _baseline(req.root, req.prompts, no_model, cfg, _Progress(False), req.needed)  # type: ignore[arg-type]
+        _baseline(req.root, req.prompts, no_model, cfg, eval_progress(False), req.needed)  # type: ignore[arg-type]
     out = base
     if req.sel is not None and req.chosen is not None:
         out, key = results_path(req.root, req.sel, req.manifest, cfg, base)

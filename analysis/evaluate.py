@@ -34,7 +34,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,7 @@ from warehouse.store.format import (
 from warehouse.store.location import local_folder
 from warehouse.store.lock import WriterLock
 from warehouse.store.manifest import load_manifest
+from warehouse.store.progress import Progress
 from warehouse.store.tables import read_table, write_table
 
 EVAL_STEP = "eval"  # the step name of a results file's cache key
@@ -424,7 +425,7 @@ def _baseline(
     prompts: pl.DataFrame,
     runner: _Runner,
     cfg: EvalConfig,
-    progress: _Progress,
+    progress: Progress,
     needed: pl.DataFrame | None = None,
 ) -> Path:
     """evals/baseline.parquet answering at least the `needed` prompts (default: all of
@@ -440,7 +441,8 @@ def _baseline(
     timing = old.get("timing") if old is not None else None
     new: dict[int, str] = {}
     if not missing.is_empty():
-        progress.start(f"{BASELINE} ({missing.height} prompts)", missing.height)
+        progress.add_total(missing.height)
+        progress.advance(0, info=f"{BASELINE} ({missing.height} prompts)")
         t0 = time.perf_counter()
         generated = runner.answers(missing, None, progress.advance)
         seconds = round(time.perf_counter() - t0, 3)
@@ -495,7 +497,7 @@ def run_eval(
     conds = conditions(sel, cfg) if sel is not None else []
     runner = _Runner(root, manifest, cfg, token_ids, loaded)
 
-    with WriterLock(root, "eval"), _Progress(show_progress) as progress:
+    with WriterLock(root, "eval"), eval_progress(show_progress) as progress:
         needed = baseline_prompts(prompts, chosen, cfg)
         base_path = _baseline(root, prompts, runner, cfg, progress, needed)
         if sel is None or chosen is None:
@@ -538,15 +540,16 @@ def _evaluate(
     base_path: Path,
     runner: _Runner,
     cfg: EvalConfig,
-    progress: _Progress,
+    progress: Progress,
     key: CacheKey,
 ) -> None:
     model = runner.loaded.model
     generated: list[list[str]] = []
     t0 = time.perf_counter()
+    progress.add_total(len(conds) * prompts.height)
     for cond in conds:
         who = "target" if cond.control_seed is None else f"control seed {cond.control_seed}"
-        progress.start(f"{sel.name} top {cond.count} {who}", prompts.height)
+        progress.advance(0, info=f"{sel.name} top {cond.count} {who}")
         neurons = {
             sel.site: neuron_indices(model, sel.site, cond.neuron_ids, expected_units=sel.units)
         }
@@ -689,38 +692,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------ progress
 
 
-@dataclass
-class _Progress:
-    """A rich progress bar per condition (or nothing when disabled)."""
-
-    enabled: bool
-    _bar: Any = field(default=None, repr=False)
-    _task: Any = field(default=None, repr=False)
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-            self._bar = Progress(
-                TextColumn("eval {task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                console=Console(stderr=True),
-            )
-            self._bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-
-    def start(self, label: str, total: int) -> None:
-        if self._bar is not None:
-            if self._task is not None:
-                self._bar.remove_task(self._task)
-            self._task = self._bar.add_task(label, total=total)
-
-    def advance(self, n: int) -> None:
-        if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, advance=n)
+def eval_progress(enabled: bool) -> Progress:
+    """The eval's one line: every answer the run generates, with rate and ETA, and the
+    condition that runs now; each condition adds its answers to the total as it is known."""
+    return Progress("eval", 0, unit="answers", enabled=enabled)

@@ -77,6 +77,7 @@ from warehouse.store.format import (
 from warehouse.store.location import local_folder
 from warehouse.store.lock import WriterLock
 from warehouse.store.manifest import array_specs, load_manifest
+from warehouse.store.progress import Progress
 from warehouse.store.tables import ROW_GROUP_SIZE, read_table, warehouse_provenance
 from warehouse.store.version import __version__
 
@@ -490,7 +491,9 @@ def _compute_and_write(
         n_pos = np.zeros((len(masks), n_rel), dtype=np.int64)
         n_neg = np.zeros((len(masks), n_rel), dtype=np.int64)
         skip = np.zeros(n_neurons, dtype=bool)  # neurons with a non-finite counted response
-        with _progress(show_progress, opts, n_neurons) as advance:
+        label = f"stats {opts.site}/{opts.pooling}/{opts.negatives}"
+        with Progress(label, n_neurons, unit="neurons", enabled=show_progress) as line:
+            advance = line.advance
             for (li, a, b), x in zip(slabs, _read_slabs(arr, spec, d.rows, slabs), strict=True):
                 base = li * units + a  # column of this slab in the (layer index, neuron) order
                 x = _without_nonfinite(x, skip[base : base + b - a])
@@ -693,23 +696,3 @@ def _atomic_parquet(path: Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, opts: StatsOptions, total: int):
-    """A rich progress bar over neurons; yields advance(n)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(
-        TextColumn(f"stats {opts.site}/{opts.pooling}/{opts.negatives}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("neurons"),
-        TimeElapsedColumn(),
-        disable=not enabled,
-        console=Console(stderr=True),
-    )
-    task = bar.add_task("stats", total=total)
-    with bar:
-        yield lambda n: bar.update(task, advance=n)

@@ -57,6 +57,7 @@ from warehouse.store.manifest import (
     new_manifest,
     save_manifest,
 )
+from warehouse.store.progress import Progress
 from warehouse.store.tables import read_table, write_table
 from warehouse.store.writer import ChunkBuffer, Writer
 
@@ -567,40 +568,21 @@ def _by_array(rows: dict[str, np.ndarray], s: int, offsets: np.ndarray) -> dict:
 
 
 class _Progress:
-    """A rich progress bar: prompts, tokens/s and MB written."""
+    """The ingest's progress line: prompts (rate, ETA), with tokens/s and MB written."""
 
     def __init__(self, n_prompts: int, n_tokens: int, done: int, enabled: bool) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self.enabled = enabled
+        self.line = Progress("ingest", n_prompts, unit="prompts", enabled=enabled, done=done)
         self.tokens = 0
         self.t0 = time.perf_counter()
-        self.bar = Progress(
-            TextColumn("ingest"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("prompts  {task.fields[tps]:,.0f} tok/s  {task.fields[mb]:,.1f} MB written"),
-            TimeRemainingColumn(),
-            disable=not enabled,
-            console=Console(stderr=True),
-        )
-        self.task = self.bar.add_task("ingest", total=n_prompts, completed=done, tps=0.0, mb=0.0)
 
-    def __enter__(self):
-        self.bar.__enter__()
+    def __enter__(self) -> _Progress:
+        self.line.__enter__()
         return self
 
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
+    def __exit__(self, *exc: object) -> None:
+        self.line.__exit__(*exc)
 
     def advance(self, prompts: int, tokens: int, bytes_written: int) -> None:
         self.tokens += tokens
         rate = self.tokens / max(time.perf_counter() - self.t0, 1e-9)
-        self.bar.update(self.task, advance=prompts, tps=rate, mb=bytes_written / 1e6)
+        self.line.advance(prompts, info=f"{rate:,.0f} tok/s  {bytes_written / 1e6:,.1f} MB written")

@@ -52,6 +52,7 @@ from warehouse.store.location import (
 )
 from warehouse.store.lock import creating
 from warehouse.store.manifest import array_specs, load_manifest
+from warehouse.store.progress import Progress
 
 DERIVED = tuple(DERIVED_DIRS)
 TABLES = (PROMPTS, TOKENS, *DERIVED)  # what --tables may name
@@ -152,8 +153,8 @@ def export(
     with creating(dest_path, "export", file=opts.zip) as root:
         sink: _Sink = _ZipSink(root / dest_path.name) if opts.zip else _FolderSink(root)
         try:
-            with _progress(show_progress, total) as advance:
-                _copy_all(src, sink, manifest, out, keep_tables, keep_arrays, derived, advance)
+            with Progress("export", total, unit="files", enabled=show_progress) as line:
+                _copy_all(src, sink, manifest, out, keep_tables, keep_arrays, derived, line.advance)
         finally:
             sink.close()
     return out
@@ -348,28 +349,3 @@ def _site_of(meta: dict[str, Any]) -> str | None:
         if isinstance(holder, dict) and isinstance(holder.get("site"), str):
             return holder["site"]
     return None
-
-
-class _progress:
-    """A rich progress bar over files copied (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        self.bar = Progress(
-            TextColumn("export"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("files"),
-            disable=not enabled,
-            console=Console(stderr=True),
-        )
-        self.task = self.bar.add_task("export", total=total)
-
-    def __enter__(self):
-        self.bar.__enter__()
-        return lambda n: self.bar.update(self.task, advance=n)
-
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)

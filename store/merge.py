@@ -60,6 +60,7 @@ from warehouse.store.manifest import (
     new_manifest,
     save_manifest,
 )
+from warehouse.store.progress import Progress
 from warehouse.store.tables import read_table_at, write_table
 
 # Fields that must be equal in every input (model identity, the capture, the prompt split).
@@ -285,7 +286,8 @@ def _write(root: Path, ins: list[_Input], show_progress: bool) -> dict[str, Any]
         specs.append((key, out, segs))
 
     blocks = sum(-(-s.shape[0] // s.chunks[0]) * s.shape[1] for _, s, _ in specs)
-    with _progress(show_progress, blocks) as advance:
+    with Progress("merge", blocks, unit="row blocks x layers", enabled=show_progress) as line:
+        advance = line.advance
         for key, spec, segs in specs:
             site = _site_description(ins[0], key)
             create_array(root, spec, array_attributes(first["model"], spec, site))
@@ -443,26 +445,3 @@ def _raw_source(parts: list[tuple], srcs: list[ArraySpec], spec: ArraySpec, a: i
     whole = m == step and s + m <= src.shape[0]
     last = b == spec.shape[0] and s + m == src.shape[0]
     return (k, s // step) if whole or last else None
-
-
-class _progress:
-    def __init__(self, enabled: bool, total: int) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        self.bar = Progress(
-            TextColumn("merge"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("row blocks x layers"),
-            disable=not enabled,
-            console=Console(stderr=True),
-        )
-        self.task = self.bar.add_task("merge", total=total)
-
-    def __enter__(self):
-        self.bar.__enter__()
-        return lambda n: self.bar.update(self.task, advance=n)
-
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -308,43 +307,32 @@ def _import_ray() -> Any:
 
 
 class _Bar:
-    """The driver's progress bar: prompts done over every shard, and shards finished."""
+    """The driver's progress line: prompts done over every shard, and shards finished."""
 
     def __init__(self, what: str, total: int, shards: int, enabled: bool) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        from warehouse.store.progress import Progress
 
-        self.total, self.done_shards, self.shards = total, 0, shards
-        self.bar = Progress(
-            TextColumn(f"{what} "),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("prompts  {task.fields[shards]}"),
-            disable=not enabled,
-            console=Console(stderr=True),
-        )
-        self.task = self.bar.add_task(what, total=max(total, 1), shards=self._shards())
-        self.n = 0
-        self.t0 = time.perf_counter()
+        self.done_shards, self.shards = 0, shards
+        self.line = Progress(what, max(total, 1), unit="prompts", enabled=enabled)
 
     def _shards(self) -> str:
         return f"{self.done_shards}/{self.shards} shards done"
 
     def __enter__(self) -> _Bar:
-        self.bar.__enter__()
+        self.line.__enter__()
+        self.line.advance(0, info=self._shards())
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.bar.__exit__(*exc)
+        self.line.__exit__(*exc)
 
     def advance(self, n: int) -> None:
-        self.set(self.n + n)
+        self.line.advance(n, info=self._shards())
 
     def set(self, n: int) -> None:
         # a retried task counts its redone prompts again: never show more than the total
-        self.n = n
-        self.bar.update(self.task, completed=min(n, self.total), shards=self._shards())
+        self.line.set(n, info=self._shards())
 
     def shard_done(self) -> None:
         self.done_shards += 1
-        self.bar.update(self.task, shards=self._shards())
+        self.line.advance(0, info=self._shards())
