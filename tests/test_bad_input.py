@@ -410,14 +410,16 @@ def case_edited_table(c: Ctx):
 def case_query_output_under_a_file(c: Ctx):
     (c.tmp / "afile").write_text("keep me")
     args = ["query", str(c.w), "select 1 as x", "--format", "csv"]
-    return [*args, "--output", str(c.tmp / "afile" / "x.csv")], "afile/x.csv is not a folder"
+    return [*args, "--output", str(c.tmp / "afile" / "x.csv")], "its folder " + str(
+        c.tmp / "afile"
+    ) + " is not a folder"
 
 
 @case
 def case_query_output_in_a_missing_folder(c: Ctx):
     args = ["query", str(c.w), "select 1 as x", "--format", "csv"]
     out = str(c.tmp / "nofolder" / "x.csv")
-    return [*args, "--output", out], "nofolder/x.csv does not exist; create it first"
+    return [*args, "--output", out], "nofolder does not exist; create it first"
 
 
 @case

@@ -61,8 +61,8 @@ def check_output(path: Path) -> None:
         raise WarehouseError(f"{path} already exists; remove it or choose another --output")
     folder = path.parent
     if not folder.is_dir():
-        what = "is not a folder" if os.path.lexists(folder) else "does not exist"
-        raise WarehouseError(f"the folder of --output {path} {what}; create it first")
+        what = "is not a folder" if os.path.lexists(folder) else "does not exist; create it first"
+        raise WarehouseError(f"--output {path}: its folder {folder} {what}")
 
 
 def _stream_to(path: Path, write: Any) -> None:
