@@ -20,16 +20,13 @@ LONG = {
     "bench/query.py:main": 78,
     "bench/stats.py:main": 82,
     "analysis/selections.py:select": 81,
-    "analysis/stats.py:_compute_and_write": 71,
+    "analysis/stats.py:_compute_and_write": 73,
     "analysis/stats.py:run_stats": 64,
     "ingest/datasets.py:_lre_facts": 63,
     "ingest/run.py:_run_batches": 80,
     "store/checksums.py:verify": 73,
     "store/export.py:_plan": 62,
     "store/merge.py:_write": 82,
-    "warehouse/cli.py:eval_": 83,
-    "warehouse/cli.py:ingest": 83,
-    "warehouse/cli.py:study": 80,
 }
 
 

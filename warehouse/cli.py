@@ -12,6 +12,61 @@ from typing import Annotated
 
 import typer
 
+from warehouse.options import (
+    AccuraciesJson,
+    AsJson,
+    Baseline,
+    BatchSize,
+    Capture,
+    Controls,
+    Dataset,
+    Device,
+    Folder,
+    Force,
+    Fractions,
+    IdentifyLanguage,
+    Languages,
+    Layers,
+    Match,
+    MaxNewTokens,
+    MaxPrompts,
+    MinCorrect,
+    MinSubjects,
+    Model,
+    ModelCopy,
+    ModelDtype,
+    Negatives,
+    OnNonfinite,
+    OthersSample,
+    Overwrite,
+    Pooling,
+    Poolings,
+    PromptChunk,
+    Quiet,
+    Ray,
+    Relations,
+    Report,
+    Sample,
+    Seed,
+    Selection,
+    Sentences,
+    Shard,
+    Shards,
+    Site,
+    Sites,
+    Split,
+    StorageDtype,
+    StudyOut,
+    StudySite,
+    Sweep,
+    Templates,
+    TokenChunk,
+    TopCounts,
+    TopK,
+    Where,
+    local_out,
+    local_warehouse,
+)
 from warehouse.store.errors import WarehouseError
 from warehouse.store.version import __version__
 
@@ -43,34 +98,6 @@ def _main(
     _state["debug"] = debug
 
 
-_WHERE = "Warehouse folder, .zip file or fsspec URL (http(s)://, s3://, gs://, memory://, zip://)."
-
-
-def _local_folder(command: str):
-    """A parser for the warehouse a command writes into: a local folder; a URL or a zip file
-    is refused, since remote warehouses are read-only."""
-
-    def parse(value: str) -> Path:
-        from warehouse.store.location import local_folder
-
-        return local_folder(value, f"`warehouse {command}`")
-
-    return parse
-
-
-def _ray_option(what: str) -> typer.models.OptionInfo:
-    return typer.Option(
-        "--ray",
-        help=f"Run {what}: 'local' (start a 2-CPU Ray), 'auto' (the running cluster) "
-        "or an address.",
-    )
-
-
-_Shards = Annotated[
-    int | None, typer.Option(help="Shards for --ray (default: GPUs, else CPUs, of Ray).")
-]
-
-
 def _split(value: str | None) -> list[str] | None:
     if value is None:
         return None
@@ -95,11 +122,9 @@ def _numbers(value: str | None, kind: type[int] | type[float], option: str) -> l
 
 @app.command()
 def datasets(
-    dataset: Annotated[
-        str | None, typer.Option(help="Dataset file or LRE folder (default: built-in).")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    dataset: Dataset = None,
+    as_json: AsJson = False,
+    seed: Seed = 0,
 ) -> None:
     """List datasets and relations with fact counts per language and split."""
     from warehouse.ingest.datasets import describe, load_dataset
@@ -124,56 +149,29 @@ def datasets(
 
 @app.command()
 def ingest(
-    out: Annotated[
-        Path,
-        typer.Option(help="Warehouse folder to create or resume.", parser=_local_folder("ingest")),
-    ],
-    model: Annotated[
-        str,
-        typer.Option(
-            help="smollm2-135m, gemma3-270m, a local HF folder, a .gguf file or a hub id."
-        ),
-    ] = "smollm2-135m",
-    dataset: Annotated[
-        str | None, typer.Option(help="Dataset file (jsonl/csv/parquet) or LRE folder.")
-    ] = None,
-    relations: Annotated[str | None, typer.Option(help="Comma-separated relations.")] = None,
-    languages: Annotated[str | None, typer.Option(help="Comma-separated languages.")] = None,
-    split: Annotated[str, typer.Option(help="identify, test or all.")] = "all",
-    sites: Annotated[
-        str, typer.Option(help="ffn.act, ffn.gate, ffn.up, ffn.down, paper.")
-    ] = "ffn.act",
-    layers: Annotated[
-        str | None, typer.Option(help="Layers, e.g. 0,3,10-12 (default all).")
-    ] = None,
-    capture: Annotated[str, typer.Option(help="tokens (per-token + pooled) or pooled.")] = "tokens",
-    pooling: Annotated[str, typer.Option(help="Poolings: mean,max,last.")] = "mean,max,last",
-    dtype: Annotated[
-        str, typer.Option(help="Storage dtype: float16, bfloat16, float32.")
-    ] = "float16",
-    batch_size: Annotated[int, typer.Option(help="Prompts per forward pass.")] = 32,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
-    model_dtype: Annotated[str, typer.Option(help="Model weights dtype.")] = "float32",
-    max_prompts: Annotated[
-        int | None, typer.Option(help="Keep a fixed sample of N prompts.")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
-    token_chunk: Annotated[int, typer.Option(help="Rows per chunk of per-token arrays.")] = 1024,
-    prompt_chunk: Annotated[int, typer.Option(help="Rows per chunk of response arrays.")] = 256,
-    shard: Annotated[
-        str | None,
-        typer.Option(help="Only shard i/n (e.g. 2/4) into --out: a part for `warehouse merge`."),
-    ] = None,
-    ray: Annotated[str | None, _ray_option("the shards as Ray tasks, then merge")] = None,
-    shards: _Shards = None,
-    on_nonfinite: Annotated[
-        str,
-        typer.Option(
-            help="A NaN or infinity to store (e.g. a float16 overflow): 'warn' (store it, "
-            "count it in the manifest) or 'error' (stop before that batch)."
-        ),
-    ] = "warn",
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    out: local_out("ingest"),
+    model: Model = "smollm2-135m",
+    dataset: Dataset = None,
+    relations: Relations = None,
+    languages: Languages = None,
+    split: Split = "all",
+    sites: Sites = "ffn.act",
+    layers: Layers = None,
+    capture: Capture = "tokens",
+    pooling: Poolings = "mean,max,last",
+    dtype: StorageDtype = "float16",
+    batch_size: BatchSize = 32,
+    device: Device = "cpu",
+    model_dtype: ModelDtype = "float32",
+    max_prompts: MaxPrompts = None,
+    seed: Seed = 0,
+    token_chunk: TokenChunk = 1024,
+    prompt_chunk: PromptChunk = 256,
+    shard: Shard = None,
+    ray: Ray = None,
+    shards: Shards = None,
+    on_nonfinite: OnNonfinite = "warn",
+    quiet: Quiet = False,
 ) -> None:
     """Run a model over relation prompts and store FFN activations in a warehouse."""
     from warehouse.ingest.run import IngestConfig
@@ -210,7 +208,7 @@ def ingest(
 
 @app.command()
 def info(
-    warehouse: Annotated[str, typer.Argument(help=_WHERE)],
+    warehouse: Where,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Show what a warehouse holds: model, dataset, sites, counts, state, and the stats,
@@ -282,7 +280,7 @@ def _derived_tables(loc) -> list[tuple[str, str, int]]:
 
 
 @app.command()
-def verify(warehouse: Annotated[str, typer.Argument(help=_WHERE)]) -> None:
+def verify(warehouse: Where) -> None:
     """Check every table, array chunk and checksum; exit 1 on any problem.
 
     A warehouse whose ingest stopped is checked up to its last committed batch (a NOTE says
@@ -303,7 +301,7 @@ def verify(warehouse: Annotated[str, typer.Argument(help=_WHERE)]) -> None:
 
 @app.command()
 def query(
-    warehouse: Annotated[str, typer.Argument(help=_WHERE)],
+    warehouse: Where,
     sql: Annotated[
         str,
         typer.Argument(
@@ -351,29 +349,18 @@ def query(
 
 @app.command()
 def stats(
-    warehouse: Annotated[
-        Path, typer.Argument(help="Warehouse folder.", parser=_local_folder("stats"))
-    ],
-    site: Annotated[str | None, typer.Option(help="Site (default: every captured site).")] = None,
-    pooling: Annotated[
-        str, typer.Option(help="Pooled response to score: mean, max, last.")
-    ] = "mean",
-    negatives: Annotated[
-        str, typer.Option(help="all, or ratio:K (K x positives sampled from other relations).")
-    ] = "all",
-    split: Annotated[str, typer.Option(help="Prompts scored: identify, test or all.")] = "identify",
-    seed: Annotated[
-        int, typer.Option(help="Seed of the negative sampling and of the order of exact ties.")
-    ] = 0,
+    warehouse: local_warehouse("stats"),
+    site: Site = None,
+    pooling: Pooling = "mean",
+    negatives: Negatives = "all",
+    split: Split = "identify",
+    seed: Seed = 0,
     filter_correct: Annotated[
         bool, typer.Option(help="Keep only prompts the model answers correctly (needs eval).")
     ] = False,
-    template: Annotated[
-        list[str] | None,
-        typer.Option(help="Count only prompts of this template (repeat; a file of its own)."),
-    ] = None,
-    force: Annotated[bool, typer.Option(help="Recompute even when up to date.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    template: Templates = None,
+    force: Force = False,
+    quiet: Quiet = False,
 ) -> None:
     """Score every neuron as a detector of each relation (AP, AUROC, SMD) into stats/."""
     from warehouse.analysis.stats import run_stats
@@ -396,15 +383,13 @@ def stats(
 
 @app.command()
 def select(
-    warehouse: Annotated[
-        Path, typer.Argument(help="Warehouse folder.", parser=_local_folder("select"))
-    ],
+    warehouse: local_warehouse("select"),
     name: Annotated[str, typer.Option(help="Name of the selection to store.")],
     relation: Annotated[str | None, typer.Option(help="Relation whose neurons to select.")] = None,
     language: Annotated[str, typer.Option(help="Language of the stats, or 'all'.")] = "all",
-    site: Annotated[str | None, typer.Option(help="Site (default: the only/first one).")] = None,
-    pooling: Annotated[str, typer.Option(help="Pooling of the stats.")] = "mean",
-    negatives: Annotated[str, typer.Option(help="Negatives mode of the stats.")] = "all",
+    site: Site = None,
+    pooling: Pooling = "mean",
+    negatives: Negatives = "all",
     top: Annotated[int | None, typer.Option(help="The K neurons of highest AP.")] = None,
     fraction: Annotated[
         float | None, typer.Option(help="A share of all the site's neurons, by AP.")
@@ -412,15 +397,12 @@ def select(
     sql: Annotated[
         str | None, typer.Option(help="SELECT neuron_id [, score] FROM stats WHERE ...")
     ] = None,
-    template: Annotated[
-        list[str] | None,
-        typer.Option(help="Use the stats made with these --template options (repeat)."),
-    ] = None,
+    template: Templates = None,
     random_like: Annotated[
         str | None, typer.Option(help="Make a random control like this selection.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of a random control.")] = 0,
-    overwrite: Annotated[bool, typer.Option(help="Replace a selection of that name.")] = False,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
 ) -> None:
     """Store a named neuron selection (top-K, fraction, SQL) or a random control."""
     from warehouse.analysis.selections import random_like as make_control
@@ -450,8 +432,8 @@ def select(
 
 @app.command()
 def selections(
-    warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    warehouse: Folder,
+    as_json: AsJson = False,
 ) -> None:
     """List the warehouse's named selections."""
     from warehouse.analysis.selections import list_selections
@@ -469,7 +451,7 @@ def selections(
 
 @app.command()
 def overlap(
-    warehouse: Annotated[Path, typer.Argument(help="Warehouse folder.")],
+    warehouse: Folder,
     names: Annotated[list[str], typer.Argument(help="Two or more selection names.")],
     by_layer: Annotated[bool, typer.Option(help="Per layer (exactly two names).")] = False,
 ) -> None:
@@ -491,52 +473,28 @@ def overlap(
 
 @app.command(name="eval")
 def eval_(
-    warehouse: Annotated[
-        Path, typer.Argument(help="Warehouse folder.", parser=_local_folder("eval"))
-    ],
-    selection: Annotated[
-        str | None, typer.Option(help="Selection to deactivate (none: baseline only).")
-    ] = None,
-    top_counts: Annotated[
-        str | None, typer.Option(help="Sweep over the top-k by rank, e.g. 10,50,200.")
-    ] = None,
-    fractions: Annotated[
-        str | None, typer.Option(help="Sweep over shares of the site's neurons, e.g. 0.001,0.01.")
-    ] = None,
-    controls: Annotated[int, typer.Option(help="Random controls per condition.")] = 10,
-    seed: Annotated[int, typer.Option(help="Seed of control i is seed + i.")] = 0,
-    relations: Annotated[str | None, typer.Option(help="Comma-separated relations.")] = None,
-    languages: Annotated[str | None, typer.Option(help="Comma-separated languages.")] = None,
-    split: Annotated[str, typer.Option(help="identify, test or all.")] = "test",
-    sample: Annotated[
-        int | None,
-        typer.Option(help="At most N prompts per relation x language x split (fixed choice)."),
-    ] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Greedy tokens generated.")] = 2,
-    match: Annotated[
-        str,
-        typer.Option(
-            help="Scoring: prefix (carries the answer: whole, or 3+ characters of it), "
-            "paper-prefix (any non-empty prefix), starts-with or contains."
-        ),
-    ] = "prefix",
-    batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 32,
-    model: Annotated[
-        str | None, typer.Option(help="A copy of the manifest's model (hash must match).")
-    ] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
-    baseline: Annotated[
-        bool, typer.Option(help="Compute the baseline answers of every prompt.")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print accuracies as JSON.")] = False,
-    force: Annotated[bool, typer.Option(help="Recompute even when cached.")] = False,
-    shard: Annotated[
-        str | None,
-        typer.Option(help="Only shard i/n (e.g. 2/4); the last shard to finish joins the parts."),
-    ] = None,
-    ray: Annotated[str | None, _ray_option("the shards as Ray tasks, then join")] = None,
-    shards: _Shards = None,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    warehouse: local_warehouse("eval"),
+    selection: Selection = None,
+    top_counts: TopCounts = None,
+    fractions: Fractions = None,
+    controls: Controls = 10,
+    seed: Seed = 0,
+    relations: Relations = None,
+    languages: Languages = None,
+    split: Split = "test",
+    sample: Sample = None,
+    max_new_tokens: MaxNewTokens = 2,
+    match: Match = "prefix",
+    batch_size: BatchSize = 32,
+    model: ModelCopy = None,
+    device: Device = "cpu",
+    baseline: Baseline = False,
+    as_json: AccuraciesJson = False,
+    force: Force = False,
+    shard: Shard = None,
+    ray: Ray = None,
+    shards: Shards = None,
+    quiet: Quiet = False,
 ) -> None:
     """Deactivate a selection's neurons and score factual recall per prompt into evals/."""
     from warehouse.analysis.evaluate import EvalConfig, format_summary, summarize
@@ -577,7 +535,7 @@ def eval_(
 
 @app.command()
 def export(
-    warehouse: Annotated[str, typer.Argument(help=_WHERE)],
+    warehouse: Where,
     dest: Annotated[str, typer.Argument(help="New local folder (or .zip file with --zip).")],
     tables: Annotated[
         str | None,
@@ -590,7 +548,7 @@ def export(
     as_zip: Annotated[
         bool, typer.Option("--zip", help="Write one .zip file that `open` reads directly.")
     ] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Copy a consistent, checksummed subset of a warehouse to share it (folder or zip)."""
     from warehouse.store.export import ExportOptions
@@ -609,8 +567,8 @@ def export(
 @app.command()
 def merge(
     warehouses: Annotated[list[str], typer.Argument(help="Warehouses or shard parts to merge.")],
-    out: Annotated[Path, typer.Option(help="New warehouse folder.", parser=_local_folder("merge"))],
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    out: local_out("merge", "New warehouse folder."),
+    quiet: Quiet = False,
 ) -> None:
     """Combine warehouses of one model and capture (other relations, languages, or the shards
     of one run) into one; stats, selections and evals are not carried over."""
@@ -640,55 +598,29 @@ def serve(
 
 @app.command()
 def study(
-    out: Annotated[Path, typer.Option(help="Warehouse folder to create or resume.")],
-    model: Annotated[
-        str,
-        typer.Option(
-            help="smollm2-135m, gemma3-270m, a local HF folder, a .gguf file or a hub id."
-        ),
-    ] = "smollm2-135m",
-    dataset: Annotated[
-        str | None, typer.Option(help="Dataset file (jsonl/csv/parquet) or LRE folder.")
-    ] = None,
-    relations: Annotated[str | None, typer.Option(help="Comma-separated relations.")] = None,
-    languages: Annotated[str | None, typer.Option(help="Comma-separated languages.")] = None,
-    identify_language: Annotated[
-        str, typer.Option(help="Language whose prompts the neurons are found on.")
-    ] = "en",
-    site: Annotated[str, typer.Option(help="ffn.act, ffn.gate, ffn.up or ffn.down.")] = "ffn.act",
-    top_k: Annotated[
-        int | None,
-        typer.Option(help="Neurons per relation (default: the paper's 3,000/835,584 scaled)."),
-    ] = None,
-    sweep: Annotated[
-        str | None,
-        typer.Option(help="Counts deactivated in the sweep (default: the paper's, scaled)."),
-    ] = None,
-    controls: Annotated[int, typer.Option(help="Random sets per controlled condition.")] = 10,
-    sample: Annotated[
-        int | None,
-        typer.Option(help="Eval prompts per relation x language x split (default: all)."),
-    ] = None,
-    others_sample: Annotated[
-        int, typer.Option(help="Prompts per other relation in the sweep's 'others' curve.")
-    ] = 3,
-    batch_size: Annotated[int, typer.Option(help="Prompts per forward pass.")] = 32,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
-    model_dtype: Annotated[str, typer.Option(help="Model weights dtype.")] = "float32",
-    seed: Annotated[int, typer.Option(help="Split, negatives and controls seed.")] = 0,
-    min_correct: Annotated[
-        int, typer.Option(help="Skip relations with fewer correct identification prompts.")
-    ] = 20,
-    min_subjects: Annotated[
-        int, typer.Option(help="Skip relations whose correct ones have fewer subjects.")
-    ] = 10,
-    sentences: Annotated[
-        str | None, typer.Option(help="Neutral sentences for perplexity (default: built-in).")
-    ] = None,
-    report: Annotated[Path | None, typer.Option(help="Also write the HTML report here.")] = None,
-    ray: Annotated[str | None, _ray_option("ingest and evals as Ray tasks")] = None,
-    shards: _Shards = None,
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    out: StudyOut,
+    model: Model = "smollm2-135m",
+    dataset: Dataset = None,
+    relations: Relations = None,
+    languages: Languages = None,
+    identify_language: IdentifyLanguage = "en",
+    site: StudySite = "ffn.act",
+    top_k: TopK = None,
+    sweep: Sweep = None,
+    controls: Controls = 10,
+    sample: Sample = None,
+    others_sample: OthersSample = 3,
+    batch_size: BatchSize = 32,
+    device: Device = "cpu",
+    model_dtype: ModelDtype = "float32",
+    seed: Seed = 0,
+    min_correct: MinCorrect = 20,
+    min_subjects: MinSubjects = 10,
+    sentences: Sentences = None,
+    report: Report = None,
+    ray: Ray = None,
+    shards: Shards = None,
+    quiet: Quiet = False,
 ) -> None:
     """Run the paper's study end to end (ingest, baseline, stats, select, ablate, perplexity);
     each stage is reused when its inputs are unchanged."""
@@ -755,7 +687,7 @@ def _run_study(cfg, report_dir: Path | None, option: str = "--report") -> None:
 
 @app.command()
 def report(
-    warehouse: Annotated[str, typer.Argument(help=_WHERE)],
+    warehouse: Where,
     out: Annotated[Path, typer.Option(help="Folder for index.html, figures, summary.json.")],
     as_json: Annotated[bool, typer.Option("--json", help="Also print the summary.")] = False,
     overwrite: Annotated[
@@ -784,7 +716,7 @@ def demo(
     report: Annotated[
         Path | None, typer.Option(help="Report folder (default: OUT/report).")
     ] = None,
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """The main job: `study` on the embedded model and built-in data (English, 40 eval
     prompts per cell, 5 controls), then its report. Under 20 minutes on 2 CPU cores."""
