@@ -328,8 +328,10 @@ def _query(stats_file: Path, sql: str) -> pa.Table:
 
     from warehouse.queries.limits import QueryLimits
     from warehouse.queries.sandbox import duckdb_select
+    from warehouse.store.derived import check_derived_path
 
     require_regular(stats_file)
+    check_derived_path(stats_file)  # its sidecar and crc32c, as every read of a derived table
     return duckdb_select(
         sql,
         QueryLimits(),

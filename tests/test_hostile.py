@@ -366,3 +366,74 @@ def _refused(c: Ctx, capsys, args: list[str], fragment: str | None) -> None:
     assert "42" not in err  # the secret's value never shows
     assert snapshot(c.tmp) == before, "a byte changed"
     assert spill_folders() == spill, "a DuckDB spill folder was left"
+
+
+# ------------------------------------------------------------- kills during writing
+
+
+def _stats_and_select(w: Path) -> list[list[str]]:
+    return [
+        ["stats", str(w), "--quiet", "--split", "all"],
+        ["select", str(w), "--name", "cap2", "--relation", "capital", "--top", "4"],
+    ]
+
+
+def _ok(args: list[str], env: dict[str, str]) -> None:
+    import subprocess
+
+    p = subprocess.run(args, env=env, capture_output=True, text=True)
+    assert p.returncode == 0, (args, p.stderr)
+
+
+def _results(w: Path) -> dict[str, object]:
+    """The derived files' bytes, sidecars less their times (a rerun differs only there)."""
+    out: dict[str, object] = {}
+    folders = [w / "stats", w / "selections"]
+    for p in sorted(p for f in folders if f.is_dir() for p in f.iterdir()):
+        if p.suffix == ".json":
+            side = json.loads(p.read_text())
+            out[p.name] = {k: v for k, v in side.items() if k not in ("created", "seconds")}
+        else:
+            out[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.mark.parametrize("step", [0, 1], ids=["stats", "select"])
+def test_a_killed_stats_or_select_leaves_a_warehouse_the_rerun_completes(
+    built, tmp_path, step, module_cache
+):
+    """SIGKILL `warehouse stats` / `warehouse select` at two moments of its run: verify
+    then reports nothing but the killed run's lock and temp files, and a rerun of the same
+    command gives the bytes of an uninterrupted run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from warehouse.store.checksums import verify
+
+    env = {**os.environ, "WAREHOUSE_CACHE": str(module_cache)}
+    ref, w = tmp_path / "ref", tmp_path / "w"
+    for folder in (ref, w):
+        shutil.copytree(built, folder)
+        shutil.rmtree(folder / "stats")
+        shutil.rmtree(folder / "selections")
+        if step == 1:  # select needs the stats first
+            _ok([sys.executable, "-m", "warehouse", *_stats_and_select(folder)[0]], env)
+    command = lambda folder: [sys.executable, "-m", "warehouse", *_stats_and_select(folder)[step]]  # noqa: E731
+    start = time.monotonic()
+    _ok(command(ref), env)
+    took = time.monotonic() - start
+    for fraction in (0.5, 0.85):
+        proc = subprocess.Popen(
+            command(w), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(took * fraction)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        allowed = ("stale writer lock", "leftover temp")
+        assert all(any(a in p for a in allowed) for p in verify(w).problems), verify(w).problems
+    if not (step == 1 and (w / "selections" / "cap2.json").exists()):  # a finished select
+        _ok(command(w), env)  # refuses to make its selection again; stats says it is current
+    assert verify(w).ok
+    assert _results(w) == _results(ref)
