@@ -437,3 +437,12 @@ def test_a_killed_stats_or_select_leaves_a_warehouse_the_rerun_completes(
         _ok(command(w), env)  # refuses to make its selection again; stats says it is current
     assert verify(w).ok
     assert _results(w) == _results(ref)
+
+
+def test_the_docs_count_these_cases():
+    """docs/errors.md, docs/reliability.md and the README say how many cases this set has."""
+    n = 2 * len(SQL_NAMES) + 4 + len(CASES)  # CLI in two engines, the API four ways, the rest
+    assert (n, len(SQL_NAMES), len(CASES)) == (61, 16, 25)
+    root = Path(__file__).parents[1]
+    for doc in ("docs/errors.md", "docs/reliability.md", "README.md"):
+        assert "61 " in (root / doc).read_text(), doc
