@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -445,4 +446,4 @@ def test_the_docs_count_these_cases():
     assert (n, len(SQL_NAMES), len(CASES)) == (61, 16, 25)
     root = Path(__file__).parents[1]
     for doc in ("docs/errors.md", "docs/reliability.md", "README.md"):
-        assert "61 " in (root / doc).read_text(), doc
+        assert re.search(r"\b61\b", (root / doc).read_text()), doc
