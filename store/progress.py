@@ -118,17 +118,15 @@ def _display() -> Any:
         MofNCompleteColumn,
         Progress,
         TextColumn,
-        TimeElapsedColumn,
         TimeRemainingColumn,
     )
 
     return Progress(
         TextColumn("{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=12),
         MofNCompleteColumn(),
         TextColumn("{task.fields[unit]}"),
         TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
