@@ -288,22 +288,23 @@ ORDER BY a, b
 
 LAYERS_SQL = """
 SELECT layer, count(*) AS count, count(*) / sum(count(*)) OVER () AS share
-FROM selections WHERE selection = 'cc'
+FROM selections WHERE selection = 'study-country_capital'
 GROUP BY layer ORDER BY layer
 """
 
 
 def test_docs_sql_recipes_match(w: Path):
     """The SQL recipes of docs/statistics.md give the overlap tables (and are in the docs)."""
-    select(w, "cc", "country_capital", top=30)
+    select(w, "study-country_capital", "country_capital", top=30)
     select(w, "pm", "person_mother", top=30)
-    random_like(w, "cc_r", "cc", seed=0)
+    random_like(w, "study-country_capital_r", "study-country_capital", seed=0)
     con = duckdb.connect()
     con.execute(f"create view selections as select * from read_parquet('{w}/selections/*.parquet')")
-    want = overlap(w, ["cc", "cc_r", "pm"])
+    want = overlap(w, ["pm", "study-country_capital", "study-country_capital_r"])
     assert con.sql(PAIRS_SQL).pl().equals(want, null_equal=True)
     dist = con.sql(LAYERS_SQL).pl()
-    assert dist.rows() == layer_distribution(w, "cc").rows()  # cc has neurons in both layers
+    # the country_capital selection has neurons in both layers
+    assert dist.rows() == layer_distribution(w, "study-country_capital").rows()
     docs = (Path(__file__).parents[1] / "docs" / "statistics.md").read_text()
     for recipe in (PAIRS_SQL, LAYERS_SQL):
         assert recipe.strip() in docs
