@@ -62,7 +62,7 @@ from warehouse.store.fingerprint import (
     write_sidecar,
 )
 from warehouse.store.format import BASELINE, EVAL_PART_SCHEMA, EVAL_PARTS, EVALS_DIR
-from warehouse.store.manifest import load_manifest
+from warehouse.store.manifest import Manifest, load_manifest
 from warehouse.store.tables import read_table, write_table
 
 PARTS_STEP = "eval-parts"  # the step name of a sharded request's parts
@@ -239,7 +239,7 @@ def join_eval(root: str | Path, cfg: EvalConfig, count: int) -> Path | None:
 class _NoModel:
     """A runner for `_baseline` when the baseline is current: generating would be a bug."""
 
-    def __init__(self, manifest: dict[str, Any]) -> None:
+    def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest
 
     @property

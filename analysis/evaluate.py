@@ -71,7 +71,7 @@ from warehouse.store.format import (
 )
 from warehouse.store.location import local_folder
 from warehouse.store.lock import WriterLock
-from warehouse.store.manifest import load_manifest
+from warehouse.store.manifest import Manifest, load_manifest
 from warehouse.store.progress import Progress
 from warehouse.store.tables import read_table, write_table
 
@@ -200,9 +200,9 @@ def sample_prompts(prompts: pl.DataFrame, n: int) -> pl.DataFrame:
     )
 
 
-def check_selection(sel: Selection, manifest: dict[str, Any]) -> None:
+def check_selection(sel: Selection, manifest: Manifest) -> None:
     """A selection applies to a warehouse's model: same weights, layers and site width."""
-    model = manifest["model"]
+    model = manifest.model
     if sel.weights_hash != model.get("weights_hash"):
         raise WarehouseError(
             f"selection {sel.name!r} was made for another model (weights {sel.weights_hash}); "
@@ -258,7 +258,7 @@ class _Runner:
     def __init__(
         self,
         root: Path,
-        manifest: dict[str, Any],
+        manifest: Manifest,
         cfg: EvalConfig,
         token_ids: list[list[int]],
         loaded: LoadedModel | None,
@@ -270,7 +270,7 @@ class _Runner:
     @cached_property
     def loaded(self) -> LoadedModel:
         loaded = self._given or self._load()
-        want = self.manifest["model"].get("weights_hash")
+        want = self.manifest.model.get("weights_hash")
         if loaded.weights_hash != want:
             raise WarehouseError(
                 f"model {loaded.name!r} has weights {loaded.weights_hash}, but {self.root} was "
@@ -279,7 +279,7 @@ class _Runner:
         return loaded
 
     def _load(self) -> LoadedModel:
-        model = self.manifest["model"]
+        model = self.manifest.model
         dtype = model_dtype(self.manifest, self.cfg)
         spec = self.cfg.model or model["name"]
         try:
@@ -312,8 +312,8 @@ class _Runner:
         return out
 
 
-def model_dtype(manifest: dict[str, Any], cfg: EvalConfig) -> str:
-    return cfg.model_dtype or manifest["capture"].get("model_dtype") or "float32"
+def model_dtype(manifest: Manifest, cfg: EvalConfig) -> str:
+    return cfg.model_dtype or manifest.capture.get("model_dtype") or "float32"
 
 
 # ------------------------------------------------------------------------------ the run
@@ -363,7 +363,7 @@ def baseline_path(root: Path) -> Path:
     return Path(root) / EVALS_DIR / f"{BASELINE}.parquet"
 
 
-def baseline_key(manifest: dict[str, Any], cfg: EvalConfig) -> CacheKey:
+def baseline_key(manifest: Manifest, cfg: EvalConfig) -> CacheKey:
     """The cache key of evals/baseline.parquet: derived from the warehouse (its model and
     prompts), with the model dtype, the answer length and the scoring rule."""
     options = {
@@ -508,20 +508,20 @@ def run_eval(
     return summarize(path) if as_json else path
 
 
-def request_key(sel: Selection, manifest: dict[str, Any], cfg: EvalConfig) -> dict[str, Any]:
+def request_key(sel: Selection, manifest: Manifest, cfg: EvalConfig) -> dict[str, Any]:
     """Everything that determines a results file, but the baseline it is compared with."""
     return {
         "selection": sel.name,
         "selection_sha256": sel.sha256,
         "site": sel.site,
-        "weights_hash": manifest["model"].get("weights_hash"),
+        "weights_hash": manifest.model.get("weights_hash"),
         "model_dtype": model_dtype(manifest, cfg),
         "options": _options_key(cfg),
     }
 
 
 def results_path(
-    root: Path, sel: Selection, manifest: dict[str, Any], cfg: EvalConfig, base_path: Path
+    root: Path, sel: Selection, manifest: Manifest, cfg: EvalConfig, base_path: Path
 ) -> tuple[Path, CacheKey]:
     """The results file of this request and its cache key: the request, derived from the
     baseline it is compared with (whose key derives from the warehouse's)."""

@@ -45,7 +45,7 @@ from warehouse.store.format import (
 )
 from warehouse.store.location import require_regular
 from warehouse.store.lock import WriterLock
-from warehouse.store.manifest import load_manifest
+from warehouse.store.manifest import Manifest, load_manifest
 from warehouse.store.tables import read_table, write_table
 from warehouse.store.version import __version__
 
@@ -196,8 +196,8 @@ def select(
             f"--negatives {negatives}{' --template ...' if templates else ''}` first"
         )
     stats_meta = read_json(sidecar_path(path))
-    units = manifest["model"]["units"][site]
-    layers = list(manifest["capture"]["layers"])
+    units = manifest.model["units"][site]
+    layers = list(manifest.capture["layers"])
     if relation is not None or sql is None:
         if relation is None:
             raise WarehouseError("--top and --fraction need --relation")
@@ -258,9 +258,9 @@ def _check_name(root: Path, name: str, overwrite: bool) -> None:
 
 
 def _resolve_site(
-    root: Path, manifest: dict, site: str | None, pooling: str, negatives: str
+    root: Path, manifest: Manifest, site: str | None, pooling: str, negatives: str
 ) -> str:
-    sites = list(manifest["capture"]["sites"])
+    sites = list(manifest.capture["sites"])
     if site is not None:
         return site
     if len(sites) == 1:
@@ -430,14 +430,14 @@ def _frame(
     return pl.from_arrow(table)
 
 
-def _model_meta(manifest: dict, site: str) -> dict[str, Any]:
+def _model_meta(manifest: Manifest, site: str) -> dict[str, Any]:
     return {
-        "model": manifest["model"]["name"],
-        "weights_hash": manifest["model"]["weights_hash"],
-        "units": manifest["model"]["units"][site],
-        "n_layers": manifest["model"]["n_layers"],
-        "layers": list(manifest["capture"]["layers"]),
-        "warehouse_fingerprint": manifest.get("fingerprint"),
+        "model": manifest.model["name"],
+        "weights_hash": manifest.model["weights_hash"],
+        "units": manifest.model["units"][site],
+        "n_layers": manifest.model["n_layers"],
+        "layers": list(manifest.capture["layers"]),
+        "warehouse_fingerprint": manifest.fingerprint,
     }
 
 
@@ -485,7 +485,7 @@ def random_like(root: Path | str, name: str, like: str, seed: int, overwrite: bo
         raise WarehouseError(f"--seed must be a non-negative integer, got {seed!r}")
     target = read_selection(root, like)
     site, units = target.site, target.meta["units"]
-    if target.meta.get("weights_hash") != manifest["model"]["weights_hash"]:
+    if target.meta.get("weights_hash") != manifest.model["weights_hash"]:
         raise WarehouseError(f"selection {like!r} was made for other model weights")
     rng = np.random.default_rng(seed)
     chosen = []

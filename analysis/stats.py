@@ -76,7 +76,7 @@ from warehouse.store.format import (
 )
 from warehouse.store.location import local_folder
 from warehouse.store.lock import WriterLock
-from warehouse.store.manifest import array_specs, load_manifest
+from warehouse.store.manifest import Manifest, array_specs, load_manifest
 from warehouse.store.progress import Progress
 from warehouse.store.tables import ROW_GROUP_SIZE, read_table, warehouse_provenance
 from warehouse.store.version import __version__
@@ -357,7 +357,7 @@ def run_stats(
             paths.append(path)
             continue
         spec = specs[f"responses/{s}/{pooling}"]
-        units = manifest["model"]["units"][s]
+        units = manifest.model["units"][s]
         with WriterLock(root, "stats"):  # one writer at a time (store/lock.py)
             # Under the lock no other stats run is alive: temps here are a killed run's.
             remove_temp_entries(root / STATS_DIR)
@@ -366,9 +366,9 @@ def run_stats(
     return paths
 
 
-def check_site_pooling(manifest: dict, site: str | None, pooling: str) -> list[str]:
+def check_site_pooling(manifest: Manifest, site: str | None, pooling: str) -> list[str]:
     """The sites meant (every captured one when None), or an error naming the available ones."""
-    cap = manifest["capture"]
+    cap = manifest.capture
     sites = list(cap["sites"])
     if site is not None and site not in sites:
         raise WarehouseError(
@@ -379,7 +379,7 @@ def check_site_pooling(manifest: dict, site: str | None, pooling: str) -> list[s
             f"pooling {pooling!r} is not in this warehouse; available: {', '.join(cap['pooling'])}"
         )
     chosen = sites if site is None else [site]
-    missing = [s for s in chosen if f"responses/{s}/{pooling}" not in manifest["arrays"]]
+    missing = [s for s in chosen if f"responses/{s}/{pooling}" not in manifest.arrays]
     if missing:
         raise FormatError(f"manifest lists no responses array for {missing} / {pooling}")
     return chosen

@@ -37,10 +37,13 @@ from warehouse.ingest.models import load_model
 from warehouse.ingest.run import IngestConfig, ingest
 from warehouse.ingest.sites import units
 from warehouse.ingest.tokens import token_ids_by_prompt
+from warehouse.store.manifest import Manifest
 from warehouse.store.tables import read_table
 
 
-def write_selection(root: Path, name: str, ids: np.ndarray, manifest: dict, n_units: int) -> None:
+def write_selection(
+    root: Path, name: str, ids: np.ndarray, manifest: Manifest, n_units: int
+) -> None:
     ids = np.sort(ids).astype(np.int64)
     (root / "selections").mkdir(exist_ok=True)
     pl.DataFrame(
@@ -60,12 +63,13 @@ def write_selection(root: Path, name: str, ids: np.ndarray, manifest: dict, n_un
         "site": "ffn.act",
         "pooling": "mean",
         "sql": None,
-        "weights_hash": manifest["model"]["weights_hash"],
+        "weights_hash": manifest.model["weights_hash"],
         "units": n_units,
-        "n_layers": manifest["model"]["n_layers"],
+        "n_layers": manifest.model["n_layers"],
         "kind": "control",
         "of": None,
         "seed": 0,
+        "size": len(ids),
     }
     (root / "selections" / f"{name}.json").write_text(json.dumps(side))
 

@@ -60,12 +60,12 @@ def main() -> None:
 
     path = args.warehouse or build(default_out(args.max_prompts), args.max_prompts)
     w = Warehouse.open(path)
-    spec = w.manifest["arrays"][f"activations/{args.site}"]
+    spec = w.manifest.arrays[f"activations/{args.site}"]
     arr = zarr.open_array(path / spec["path"], mode="r")
     li = spec["layers"].index(args.layer)
     print(
-        f"warehouse {path}: {w.manifest['counts']['tokens']:,} tokens, "
-        f"{w.manifest['counts']['prompts']:,} prompts, array {tuple(arr.shape)} {arr.dtype}, "
+        f"warehouse {path}: {w.manifest.counts['tokens']:,} tokens, "
+        f"{w.manifest.counts['prompts']:,} prompts, array {tuple(arr.shape)} {arr.dtype}, "
         f"chunks {tuple(arr.chunks)}"
     )
 

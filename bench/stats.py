@@ -97,14 +97,15 @@ def time_fast(x: np.ndarray, y: np.ndarray, cfg: BenchConfig) -> tuple[float, np
 
 def from_warehouse(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(prompts, layers x units) float16 mean responses of `split` and relation labels."""
-    import json
     from pathlib import Path
 
     import polars as pl
     import zarr
 
-    manifest = json.loads((Path(root) / "manifest.json").read_text())
-    key = next(k for k in manifest["arrays"] if k.startswith("responses/") and k.endswith("/mean"))
+    from warehouse.store.manifest import Manifest
+
+    manifest = Manifest.load(root)
+    key = next(k for k in manifest.arrays if k.startswith("responses/") and k.endswith("/mean"))
     arr = zarr.open_array(Path(root) / "responses.zarr" / key.split("/", 1)[1], mode="r")
     prompts = pl.read_parquet(Path(root) / "prompts.parquet").sort("prompt_row")
     keep = prompts["split"] == split if split != "all" else pl.Series([True] * prompts.height)

@@ -48,7 +48,7 @@ from warehouse.store.files import remove_temp_entries, sha256_file
 from warehouse.store.fingerprint import fingerprint, fingerprint_of
 from warehouse.store.lock import WriterLock, remove_dead_creations
 from warehouse.store.manifest import (
-    NONFINITE,
+    Manifest,
     add_nonfinite,
     array_specs,
     describe_nonfinite,
@@ -293,8 +293,8 @@ def _lay_out(
         counts={"prompts": prompt_table.num_rows, "tokens": token_table.num_rows},
     )
     if shard is not None:
-        manifest["shard"] = shard_info
-    manifest["fingerprint"] = fingerprint_of(manifest)
+        manifest.shard = shard_info
+    manifest.fingerprint = manifest.computed_fingerprint()
     tables = (("prompts", prompt_table), ("tokens", token_table))
     for name, table in tables:
         write_table(root / f"{name}.parquet", table, manifest)
@@ -303,7 +303,7 @@ def _lay_out(
         create_array(root, spec, _attributes(plan["model"], spec))
     # Checksums of the tables now (not only at the end), so a reader of a warehouse that is
     # still being written, or whose ingest stopped, can tell an edited table too.
-    manifest["tables"] = {
+    manifest.tables = {
         name: {
             "path": f"{name}.parquet",
             "rows": table.num_rows,
@@ -311,7 +311,7 @@ def _lay_out(
         }
         for name, table in tables
     }
-    manifest["arrays"] = {s.key: s.to_json() for s in specs}
+    manifest.arrays = {s.key: s.to_json() for s in specs}
     write_coords(root, manifest)  # once per warehouse: the batches never touch them
     save_manifest(root, manifest)
     return manifest
@@ -349,16 +349,20 @@ def ingest(
     with WriterLock(root, "ingest"):
         manifest = load_manifest(root)
         want = fingerprint_of({**plan, "shard": _shard_key(cfg.shard)})
-        if manifest.get("fingerprint") != want:
-            old = {k: manifest.get(k, {}) for k in ("model", "dataset", "capture")}
-            old["shard"] = _shard_key(manifest.get("shard"))
+        if manifest.fingerprint != want:
+            old = {
+                "model": manifest.model,
+                "dataset": manifest.dataset,
+                "capture": manifest.capture,
+            }
+            old["shard"] = _shard_key(manifest.shard)
             diff = "; ".join(_differences(old, {**plan, "shard": _shard_key(cfg.shard)}))
             diff = diff or "options differ"
             raise WarehouseError(
                 f"{root} holds a warehouse made with other inputs ({diff}); "
                 "nothing was changed: use a new --out, or re-run with the original options"
             )
-        if manifest["state"]["status"] == "complete":
+        if manifest.complete:
             return manifest
         remove_temp_entries(root, recursive=True)  # what a killed run left
         return _run_batches(root, manifest, loaded, show_progress, on_progress, cfg.on_nonfinite)
@@ -409,13 +413,13 @@ def _resume_batch(
 
 def _run_batches(
     root: Path,
-    manifest: dict,
+    manifest: Manifest,
     loaded: LoadedModel,
     show_progress: bool,
     on_progress: Callable[[int], None] | None = None,
     on_nonfinite: str = "warn",
 ) -> dict:
-    cap = manifest["capture"]
+    cap = manifest.capture
     prompts = read_table(root / "prompts.parquet", columns=["n_tokens", "token_offset"])
     n_tok = prompts.column("n_tokens").to_numpy().astype(np.int64)
     offsets = prompts.column("token_offset").to_numpy()
@@ -424,7 +428,7 @@ def _run_batches(
     batches = _batches(n_tok, cap["batch_size"])
 
     specs = array_specs(manifest)
-    state = manifest["state"]
+    state = manifest.state
     committed = {
         k: state["tokens_committed"] if k.startswith("activations/") else state["prompts_committed"]
         for k in specs
@@ -432,7 +436,7 @@ def _run_batches(
     tokens = cap["mode"] == "tokens"
     first = _resume_batch(batches, offsets, state, tokens)
     buffers = {k: ChunkBuffer(root, spec, committed[k]) for k, spec in specs.items()}
-    tally = _NonFiniteTally(manifest.get(NONFINITE, {}))
+    tally = _NonFiniteTally(manifest.nonfinite or {})
 
     def commit(now: dict[str, int]) -> None:
         tok = [v for k, v in now.items() if k.startswith("activations/")]
@@ -481,7 +485,7 @@ def _run_batches(
     digests = {k: d for k, b in buffers.items() if (d := b.checksum()) is not None}
     finalize_checksums(root, manifest, digests)
     tally.record(manifest, None)
-    if manifest.get(NONFINITE):
+    if manifest.nonfinite:
         _warn_nonfinite(root, manifest)
     state["status"] = "complete"
     state["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -532,15 +536,12 @@ class _NonFiniteTally:
             with self.lock:
                 self.by_batch[batch] = counts
 
-    def record(self, manifest: dict, before: int | None) -> None:
+    def record(self, manifest: Manifest, before: int | None) -> None:
         """Set the manifest's field to the counts of batches before `before` (None: all)."""
         with self.lock:
             parts = [c for b, c in self.by_batch.items() if before is None or b < before]
         total = add_nonfinite(self.base, *parts)
-        if total:
-            manifest[NONFINITE] = total
-        else:
-            manifest.pop(NONFINITE, None)
+        manifest.nonfinite = total or None  # absent when every value is finite
 
 
 def _nonfinite_stop(root: Path, s: int, e: int, counts: dict, dtype: str) -> str:
@@ -552,8 +553,8 @@ def _nonfinite_stop(root: Path, s: int, e: int, counts: dict, dtype: str) -> str
     )
 
 
-def _warn_nonfinite(root: Path, manifest: dict) -> None:
-    found = "; ".join(describe_nonfinite(manifest[NONFINITE], manifest["capture"]["dtype"]))
+def _warn_nonfinite(root: Path, manifest: Manifest) -> None:
+    found = "; ".join(describe_nonfinite(manifest.nonfinite, manifest.capture["dtype"]))
     log.warning(
         "warning: %s stores NaN or infinite values: %s; `warehouse info` lists them and "
         "`warehouse stats` skips those neurons",

@@ -43,6 +43,7 @@ from warehouse.store.format import (
 )
 from warehouse.store.format import DERIVED_VIEWS as FORMAT_DERIVED_VIEWS
 from warehouse.store.location import Location, require_regular
+from warehouse.store.manifest import Manifest
 from warehouse.store.tables import read_table_at
 
 if TYPE_CHECKING:  # zarr is imported when an array is opened, not for every query
@@ -645,11 +646,11 @@ def check_array_files(root: Path, spec: ArraySpec, n_rows: int) -> None:
 
 
 def zarr_views(
-    root: Path | Location, manifest: dict, specs: dict[str, ArraySpec]
+    root: Path | Location, manifest: Manifest, specs: dict[str, ArraySpec]
 ) -> dict[str, ZarrView]:
     """The `activations` and `responses` views of a warehouse (each only if it has arrays)."""
-    units = manifest["model"]["units"]
-    state = manifest["state"]
+    units = manifest.model["units"]
+    state = manifest.state
     complete = state.get("status") == "complete"
     acts: list[ArraySource] = []
     resps: list[ArraySource] = []

@@ -32,7 +32,6 @@ from warehouse.store.files import (
     sha256_file,
     stream_digest,
 )
-from warehouse.store.fingerprint import fingerprint_of
 from warehouse.store.format import (
     ACTIVATIONS,
     DERIVED_DIRS,
@@ -45,7 +44,7 @@ from warehouse.store.format import (
 )
 from warehouse.store.location import Location, kind_of, require_regular
 from warehouse.store.lock import LOCK, creations, lock_status
-from warehouse.store.manifest import array_specs, load_manifest
+from warehouse.store.manifest import Manifest, array_specs, load_manifest
 
 # The folders written by later stages (format.DERIVED_DIRS) each hold Parquet tables, every
 # one beside its JSON sidecar (<name>.parquet + <name>.json), and nothing else but the files
@@ -69,33 +68,33 @@ def array_checksum(entry: dict) -> str | None:
     return entry.get("checksum")
 
 
-def finalize_checksums(root: Path, manifest: dict, known: dict[str, str] | None = None) -> None:
+def finalize_checksums(root: Path, manifest: Manifest, known: dict[str, str] | None = None) -> None:
     """Record every table's and array's checksum; `known` holds array checksums the writer
     already computed from the bytes it wrote (the rest are read back from disk)."""
     known = known or {}
-    for entry in manifest["tables"].values():
+    for entry in manifest.tables.values():
         entry["sha256"] = sha256_file(safe_relative(root, entry["path"]))
     for key, spec in array_specs(manifest).items():
         digest = known.get(key)
         if digest is None or algorithm_of(digest) != ARRAY_ALGORITHM:
             digest = files_digest(root, array_files(spec), ARRAY_ALGORITHM)
-        manifest["arrays"][key]["checksum"] = digest
+        manifest.arrays[key]["checksum"] = digest
 
 
-def write_coords(root: Path, manifest: dict) -> None:
+def write_coords(root: Path, manifest: Manifest) -> None:
     """Write the coordinate arrays of the manifest's arrays (once, when a warehouse is made)
     and record each one's checksum under `coords`, with the algorithm of its arrays."""
     coords = {}
     for path, (dim, values) in coord_values(array_specs(manifest).values()).items():
         write_coord(root, path, dim, values)
         coords[path] = files_digest(root, coord_files(path, len(values)), ARRAY_ALGORITHM)
-    manifest["coords"] = coords
+    manifest.coords = coords
 
 
-def _verify_coords(loc: Location, manifest: dict, expected: set[str], report: Report) -> None:
+def _verify_coords(loc: Location, manifest: Manifest, expected: set[str], report: Report) -> None:
     """The coordinate arrays a manifest lists (none before they existed): exactly those its
     arrays need, each holding the values the manifest implies and matching its checksum."""
-    listed = manifest.get("coords")
+    listed = manifest.coords
     if listed is None:
         return
     specs = array_specs(manifest)
@@ -177,7 +176,7 @@ def verify(root: Path | str | Location) -> Report:
         report.problems.insert(0, f"{root}: no warehouse here")
         return report
     manifest = load_manifest(root, check_fingerprint=False, check_paths=False)
-    state = manifest["state"]
+    state = manifest.state
     complete = state.get("status") == "complete"
     lock = lock_status(root)
     writing = lock is not None and lock.get("stale") is not True and "unreadable" not in lock
@@ -185,12 +184,12 @@ def verify(root: Path | str | Location) -> Report:
     if not complete:
         report.notes.append(
             "ingest not finished: checked up to the last committed batch "
-            f"({state.get('prompts_committed', 0)} of {manifest['counts'].get('prompts')} "
+            f"({state.get('prompts_committed', 0)} of {manifest.counts.get('prompts')} "
             "prompts); re-run the same ingest command to resume"
         )
     _verify_fingerprint(manifest, report)
     expected = {MANIFEST}
-    for name, entry in manifest["tables"].items():
+    for name, entry in manifest.tables.items():
         try:
             path = safe_relative(root, entry["path"])
         except FormatError as e:
@@ -210,7 +209,7 @@ def verify(root: Path | str | Location) -> Report:
         expected.update(_group_files(spec.path))
         report.checked_files += len(files)
         _verify_spec(manifest, key, spec, report)
-        digest = array_checksum(manifest["arrays"][key])
+        digest = array_checksum(manifest.arrays[key])
         committed = _committed_rows(key, spec, state, complete)
         _verify_array(loc, key, spec, digest, complete, committed, report)
     _verify_coords(loc, manifest, expected, report)
@@ -314,40 +313,40 @@ def _parquet_rows(path: Path) -> int | None:
         return None
 
 
-def _verify_fingerprint(manifest: dict, report: Report) -> None:
+def _verify_fingerprint(manifest: Manifest, report: Report) -> None:
     """model, dataset and capture are what the fingerprint was computed from at ingest, so an
     edit of any of them (a swapped weights hash, another layer list) shows up here."""
-    if fingerprint_of(manifest) != manifest.get("fingerprint"):
+    if manifest.computed_fingerprint() != manifest.fingerprint:
         report.problems.append(
             "manifest.json: its model, dataset or capture fields do not match its fingerprint "
             "(edited after the ingest?); restore the original manifest.json"
         )
 
 
-def _verify_spec(manifest: dict, key: str, spec: ArraySpec, report: Report) -> None:
+def _verify_spec(manifest: Manifest, key: str, spec: ArraySpec, report: Report) -> None:
     """The manifest's description of an array agrees with the rest of the manifest."""
     report.problems.extend(_spec_disagreements(manifest, key, spec))
 
 
-def _spec_disagreements(manifest: dict, key: str, spec: ArraySpec) -> list[str]:
+def _spec_disagreements(manifest: Manifest, key: str, spec: ArraySpec) -> list[str]:
     kind, site = key.split("/")[:2]
     out = []
-    want_rows = manifest["counts"].get(TOKENS if kind == ACTIVATIONS else PROMPTS)
+    want_rows = manifest.counts.get(TOKENS if kind == ACTIVATIONS else PROMPTS)
     if spec.shape[0] != want_rows:
         out.append(
             f"array {key}: manifest shape {list(spec.shape)} has {spec.shape[0]} rows, "
             f"the manifest's counts say {want_rows}"
         )
-    units = manifest["model"].get("units", {}).get(site)
-    if spec.shape[2] != units or list(spec.layers) != list(manifest["capture"].get("layers", [])):
+    units = manifest.model.get("units", {}).get(site)
+    if spec.shape[2] != units or list(spec.layers) != list(manifest.capture.get("layers", [])):
         out.append(
             f"array {key}: manifest shape {list(spec.shape)} / layers {list(spec.layers)} "
             f"disagree with the model's {units} units and the captured layers"
         )
-    if spec.dtype != manifest["capture"].get("dtype"):
+    if spec.dtype != manifest.capture.get("dtype"):
         out.append(
             f"array {key}: manifest dtype {spec.dtype!r} differs from the capture dtype "
-            f"{manifest['capture'].get('dtype')!r}"
+            f"{manifest.capture.get('dtype')!r}"
         )
     return out
 
@@ -553,9 +552,11 @@ def _matches(loc: Location, rels: list[str], digest: str | None, single: bool = 
     return stream_digest(loc.open, rels, algorithm, names=not single) == digest
 
 
-def _verify_listed_files(loc: Location, manifest: dict, expected: set[str], report: Report) -> None:
+def _verify_listed_files(
+    loc: Location, manifest: Manifest, expected: set[str], report: Report
+) -> None:
     """Derived files an export or merge listed with checksums (stats, selections, evals)."""
-    for rel, digest in sorted((manifest.get("files") or {}).items()):
+    for rel, digest in sorted((manifest.files or {}).items()):
         try:
             _safe(loc, rel)
         except FormatError as e:
@@ -576,14 +577,14 @@ def _verify_remote(loc: Location) -> Report:
     """
     report = Report()
     manifest = load_manifest(loc)
-    complete = manifest["state"].get("status") == "complete"
+    complete = manifest.complete
     if not complete:
         report.problems.append(
-            f"ingest not finished ({manifest['state'].get('prompts_committed', 0)} of "
-            f"{manifest['counts'].get('prompts')} prompts committed); re-run the ingest to resume"
+            f"ingest not finished ({manifest.state.get('prompts_committed', 0)} of "
+            f"{manifest.counts.get('prompts')} prompts committed); re-run the ingest to resume"
         )
     expected = {MANIFEST}
-    for name, entry in manifest["tables"].items():
+    for name, entry in manifest.tables.items():
         try:
             _safe(loc, entry["path"])
         except FormatError as e:
@@ -605,13 +606,13 @@ def _verify_remote(loc: Location) -> Report:
         expected.update(files)
         expected.update(_group_files(spec.path))
         report.checked_files += len(files)
-        digest = array_checksum(manifest["arrays"][key])
-        committed = _committed_rows(key, spec, manifest["state"], complete)
+        digest = array_checksum(manifest.arrays[key])
+        committed = _committed_rows(key, spec, manifest.state, complete)
         _verify_array(loc, key, spec, digest, complete, committed, report)
     _verify_coords(loc, manifest, expected, report)
     _verify_listed_files(loc, manifest, expected, report)
     _verify_derived(loc, report)
-    listed = manifest.get("files")
+    listed = manifest.files
     for rel in loc.walk():
         rel = rel.replace(os.sep, "/")
         n = rel.rsplit("/", 1)[-1]
@@ -637,6 +638,6 @@ def _safe(loc: Location, rel: str) -> None:
         raise FormatError(f"manifest path {rel!r} is not a relative path inside the warehouse")
 
 
-def require_complete(manifest: dict, root: Path) -> None:
-    if manifest["state"].get("status") != "complete":
+def require_complete(manifest: Manifest, root: Path) -> None:
+    if not manifest.complete:
         raise WarehouseError(f"{root}: ingest has not finished; re-run it to resume")

@@ -16,7 +16,7 @@ import hashlib
 import os
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,7 +35,6 @@ from warehouse.store.files import (
     new_digest,
     safe_relative,
 )
-from warehouse.store.fingerprint import fingerprint_of
 from warehouse.store.format import (
     ACTIVATIONS,
     DERIVED_DIRS,
@@ -51,7 +50,7 @@ from warehouse.store.location import (
     require_outside,
 )
 from warehouse.store.lock import creating
-from warehouse.store.manifest import array_specs, load_manifest
+from warehouse.store.manifest import Manifest, array_specs, load_manifest
 from warehouse.store.progress import Progress
 
 DERIVED = tuple(DERIVED_DIRS)
@@ -131,7 +130,7 @@ class _ZipSink:
 
 def export(
     source: str | Path | Location, dest: str | Path, opts: ExportOptions, show_progress: bool = True
-) -> dict[str, Any]:
+) -> Manifest:
     """Copy the chosen subset of `source` (local or remote) to the local `dest`; returns the
     destination's manifest. Nothing is written when the source is damaged (a table, array
     or derived file), holds a link or a special file, or when `dest` lies inside it."""
@@ -163,8 +162,8 @@ def export(
 def _copy_all(
     src: Location,
     sink: _Sink,
-    manifest: dict[str, Any],
-    out: dict[str, Any],
+    manifest: Manifest,
+    out: Manifest,
     keep_tables: list[str],
     keep_arrays: list[str],
     derived: list[str],
@@ -174,7 +173,7 @@ def _copy_all(
     against its checksum as it passes, then write the destination's manifest."""
     specs = array_specs(manifest)
     for name in keep_tables:
-        entry = manifest["tables"][name]
+        entry = manifest.tables[name]
         h = hashlib.sha256()
         sink.copy(src, entry["path"], h)
         _check("table " + name, entry.get("sha256"), h)
@@ -183,22 +182,22 @@ def _copy_all(
     for key in keep_arrays:
         spec = specs[key]
         groups |= _groups(spec)
-        want = array_checksum(manifest["arrays"][key])
+        want = array_checksum(manifest.arrays[key])
         _copy_array(src, sink, f"array {key}", array_files(spec), want, advance)
     for path, files in _coord_files(out).items():
-        _copy_array(src, sink, f"coordinate array {path}", files, out["coords"][path], advance)
+        _copy_array(src, sink, f"coordinate array {path}", files, out.coords[path], advance)
     for rel in sorted(groups):
         if src.isfile(rel):
             sink.copy(src, rel, hashlib.sha256())
-    listed = manifest.get("files") or {}
+    listed = manifest.files or {}
     for rel in derived:
         h = hashlib.sha256()
         sink.copy(src, rel, h)
         if rel in listed:
             _check(rel, listed[rel], h)
-        out["files"][rel] = "sha256:" + h.hexdigest()
+        out.files[rel] = "sha256:" + h.hexdigest()
         advance(1)
-    sink.write_json(MANIFEST, out)
+    sink.write_json(MANIFEST, out.to_json())
 
 
 def _check_derived(src: Location, derived: list[str]) -> None:
@@ -244,10 +243,10 @@ def _copy_array(
     _check(what, want, h, algorithm)
 
 
-def _coord_files(out: dict[str, Any]) -> dict[str, list[str]]:
+def _coord_files(out: Manifest) -> dict[str, list[str]]:
     """The files of each coordinate array the copy keeps (none from an older source)."""
     values = coord_values(array_specs(out).values())
-    return {p: coord_files(p, len(values[p][1])) for p in out.get("coords", {})}
+    return {p: coord_files(p, len(values[p][1])) for p in (out.coords or {})}
 
 
 def _groups(spec: ArraySpec) -> set[str]:
@@ -256,11 +255,11 @@ def _groups(spec: ArraySpec) -> set[str]:
 
 
 def _plan(
-    src: Location, manifest: dict[str, Any], opts: ExportOptions
-) -> tuple[dict[str, Any], list[str], list[str], list[str]]:
+    src: Location, manifest: Manifest, opts: ExportOptions
+) -> tuple[Manifest, list[str], list[str], list[str]]:
     """The destination manifest (without file digests yet), the array keys and table names to
     copy, and the derived files to copy."""
-    cap = manifest["capture"]
+    cap = manifest.capture
     sites = list(cap["sites"])
     if opts.sites is not None:
         unknown = sorted(set(opts.sites) - set(sites))
@@ -270,7 +269,7 @@ def _plan(
                 f"available: {', '.join(sites)}"
             )
         sites = [s for s in sites if s in opts.sites]
-    present = [PROMPTS, *(t for t in (TOKENS,) if t in manifest["tables"])]
+    present = [PROMPTS, *(t for t in (TOKENS,) if t in manifest.tables)]
     present += [d for d in DERIVED if any(n.endswith(".parquet") for n in src.listdir(d))]
     tables = present if opts.tables is None else list(dict.fromkeys([PROMPTS, *opts.tables]))
     unknown = sorted(set(tables) - set(TABLES))
@@ -285,32 +284,32 @@ def _plan(
         )
     keep_arrays = [
         k
-        for k in manifest["arrays"]
+        for k in manifest.arrays
         if k.split("/")[1] in sites and not (opts.pooled_only and k.startswith(f"{ACTIVATIONS}/"))
     ]
     keep_tables = [t for t in (PROMPTS, TOKENS) if t in tables]
     derived = [rel for d in DERIVED if d in tables for rel in _derived_files(src, d, set(sites))]
 
-    out = {k: v for k, v in manifest.items() if k not in ("export", "files")}
-    out["capture"] = dict(cap, sites=sites)
+    out = replace(manifest, export=None, files=None)
+    out.capture = dict(cap, sites=sites)
     if not any(k.startswith(f"{ACTIVATIONS}/") for k in keep_arrays):
-        out["capture"]["mode"] = "pooled"
-    out["arrays"] = {k: manifest["arrays"][k] for k in keep_arrays}
-    out["tables"] = {t: manifest["tables"][t] for t in keep_tables}
-    if "coords" in manifest:  # those of the kept arrays' dimensions
+        out.capture["mode"] = "pooled"
+    out.arrays = {k: manifest.arrays[k] for k in keep_arrays}
+    out.tables = {t: manifest.tables[t] for t in keep_tables}
+    if manifest.coords is not None:  # those of the kept arrays' dimensions
         need = coord_values(array_specs(out).values())
-        missing = sorted(set(need) - set(manifest["coords"]))
+        missing = sorted(set(need) - set(manifest.coords))
         if missing:
             raise FormatError(
                 f"the source's manifest lists no coordinate array {missing[0]}; nothing was "
                 "exported: run `warehouse verify` on the source"
             )
-        out["coords"] = {p: manifest["coords"][p] for p in need}
-    out["fingerprint"] = fingerprint_of(out)
-    out["files"] = {}
-    out["export"] = {
+        out.coords = {p: manifest.coords[p] for p in need}
+    out.fingerprint = out.computed_fingerprint()
+    out.files = {}
+    out.export = {
         "source": src.url,
-        "source_fingerprint": manifest.get("fingerprint"),
+        "source_fingerprint": manifest.fingerprint,
         "sites": sites,
         "pooled_only": opts.pooled_only,
         "tables": [*keep_tables, *(d for d in DERIVED if d in tables)],

@@ -20,10 +20,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from warehouse.store.errors import FormatError
 from warehouse.store.files import atomic_write_json, read_json
+
+if TYPE_CHECKING:
+    from warehouse.store.manifest import Manifest
 
 PREFIX = "sha256:"
 
@@ -51,10 +54,10 @@ def fingerprint_of(manifest: dict[str, Any]) -> str:
     return fingerprint(parts)
 
 
-def warehouse_fingerprint(manifest: dict[str, Any]) -> str:
+def warehouse_fingerprint(manifest: Manifest) -> str:
     """The parent of every result derived from a warehouse: the fingerprint its manifest
     records (checked by `load_manifest`)."""
-    return manifest.get("fingerprint") or fingerprint_of(manifest)
+    return manifest.fingerprint or manifest.computed_fingerprint()
 
 
 @dataclass(frozen=True)

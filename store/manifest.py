@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +15,128 @@ from warehouse.store.format import FORMAT_NAME, FORMAT_VERSION, MANIFEST
 from warehouse.store.location import Location, require_regular
 from warehouse.store.version import __version__
 
+# The sections every manifest has, each a JSON object (`counts`, `tables`, `arrays` and
+# `state` change as a warehouse is written; `model`, `dataset` and `capture` are what its
+# fingerprint hashes, exactly as stored).
+SECTIONS = ("model", "dataset", "capture", "counts", "tables", "arrays", "state")
+# Optional fields, absent unless a run wrote them (docs/format.md says what each holds).
+OPTIONAL = ("shard", "files", "export", "nonfinite", "coords", "merged_from")
+NEW_STATE = {"status": "ingesting", "prompts_committed": 0, "tokens_committed": 0}
+
+
+@dataclass
+class Manifest:
+    """manifest.json, typed: `Manifest.load` reads and validates one, `save` writes it back.
+
+    The sections stay the JSON objects they are in the file (the fingerprint hashes them as
+    stored); optional fields are None when absent, and fields this tool does not know are
+    kept in `extra`, so `save` writes back what `load` read, byte for byte."""
+
+    model: dict[str, Any]
+    dataset: dict[str, Any]
+    capture: dict[str, Any]
+    fingerprint: str | None  # of model, dataset, capture (and shard): fingerprint_of
+    counts: dict[str, Any]
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    arrays: dict[str, dict[str, Any]] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=lambda: dict(NEW_STATE))
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+    tool_version: str = __version__
+    shard: dict[str, Any] | None = None  # a part of a sharded ingest: index, count, plan, ...
+    files: dict[str, str] | None = None  # an export's derived files -> checksum
+    export: dict[str, Any] | None = None  # the export that made this copy
+    nonfinite: dict[str, Any] | None = None  # array key -> counts of non-finite values
+    coords: dict[str, str] | None = None  # coordinate array path -> checksum
+    merged_from: list[dict[str, Any]] | None = None  # the inputs of `warehouse merge`
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # -------------------------------------------------------------------------- JSON
+
+    @classmethod
+    def from_json(
+        cls,
+        m: Any,
+        root: Path | Location | str = "",
+        check_fingerprint: bool = True,
+        check_paths: bool = True,
+    ) -> Manifest:
+        """Validate a parsed manifest.json of the warehouse at `root` (validate) and type it."""
+        validate(m, root, check_fingerprint, check_paths)
+        known = {"format", "format_version", "tool_version", "fingerprint", *SECTIONS, *OPTIONAL}
+        return cls(
+            **{"fingerprint": None, **{k: m[k] for k in known if k in m}},
+            extra={k: v for k, v in m.items() if k not in known},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest as manifest.json holds it (optional fields only when set)."""
+        out: dict[str, Any] = {
+            "format": self.format,
+            "format_version": self.format_version,
+            "tool_version": self.tool_version,
+            **{k: getattr(self, k) for k in SECTIONS},
+        }
+        for k in ("fingerprint", *OPTIONAL):
+            if getattr(self, k) is not None:
+                out[k] = getattr(self, k)
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def load(
+        cls,
+        root: Path | str | Location,
+        *,
+        check_fingerprint: bool = True,
+        check_paths: bool = True,
+    ) -> Manifest:
+        """Read and check manifest.json of a local folder or (read-only) an fsspec URL.
+
+        `check_fingerprint` refuses a manifest whose model, dataset or capture fields were
+        edited after the ingest, `check_paths` one that names a path outside the folder
+        (verify turns both off and reports them instead)."""
+        loc = Location.of(root)
+        if loc.remote:
+            if not loc.isfile(MANIFEST):
+                raise FormatError(f"{loc}: not a warehouse or not reachable (no {MANIFEST} there)")
+            return cls.from_json(loc.read_json(MANIFEST), loc, check_fingerprint, check_paths)
+        local = loc.local
+        if not local.exists():
+            raise FormatError(f"{local}: no such warehouse folder")
+        if os.path.lexists(local / MANIFEST):
+            require_regular(local / MANIFEST)  # a link or a FIFO is named, not "no manifest"
+        if not is_warehouse(local):
+            raise FormatError(
+                f"{local}: not a warehouse (no {MANIFEST}); create one with `warehouse ingest`"
+            )
+        require_regular(local / MANIFEST)
+        return cls.from_json(read_json(local / MANIFEST), local, check_fingerprint, check_paths)
+
+    def save(self, root: Path) -> None:
+        atomic_write_json(root / MANIFEST, self.to_json())
+
+    # ------------------------------------------------------------------------- facts
+
+    @property
+    def complete(self) -> bool:
+        """The ingest finished: every table and array is written and checksummed."""
+        return self.state.get("status") == "complete"
+
+    def computed_fingerprint(self) -> str:
+        """The fingerprint of these model, dataset and capture sections (and shard)."""
+        return fingerprint_of(self.to_json())
+
+    def array_specs(self) -> dict[str, ArraySpec]:
+        return array_specs(self)
+
 
 def new_manifest(
     *, model: dict, dataset: dict, capture: dict, fingerprint: str, counts: dict
-) -> dict[str, Any]:
-    return {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "tool_version": __version__,
-        "model": model,
-        "dataset": dataset,
-        "capture": capture,
-        "fingerprint": fingerprint,
-        "counts": counts,
-        "tables": {},
-        "arrays": {},
-        "state": {"status": "ingesting", "prompts_committed": 0, "tokens_committed": 0},
-    }
+) -> Manifest:
+    return Manifest(
+        model=model, dataset=dataset, capture=capture, fingerprint=fingerprint, counts=counts
+    )
 
 
 def is_warehouse(root: Path) -> bool:
@@ -39,33 +145,17 @@ def is_warehouse(root: Path) -> bool:
 
 def load_manifest(
     root: Path | str | Location, *, check_fingerprint: bool = True, check_paths: bool = True
-) -> dict[str, Any]:
-    """Read and check manifest.json of a local folder or (read-only) an fsspec URL.
-
-    `check_fingerprint` refuses a manifest whose model, dataset or capture fields were edited
-    after the ingest, `check_paths` one that names a path outside the folder (verify turns
-    both off and reports them instead)."""
-    loc = Location.of(root)
-    if loc.remote:
-        if not loc.isfile(MANIFEST):
-            raise FormatError(f"{loc}: not a warehouse or not reachable (no {MANIFEST} there)")
-        return _checked(loc.read_json(MANIFEST), loc, check_fingerprint, check_paths)
-    root = loc.local
-    if not root.exists():
-        raise FormatError(f"{root}: no such warehouse folder")
-    if os.path.lexists(root / MANIFEST):
-        require_regular(root / MANIFEST)  # a link or a FIFO is named, not "no manifest"
-    if not is_warehouse(root):
-        raise FormatError(
-            f"{root}: not a warehouse (no {MANIFEST}); create one with `warehouse ingest`"
-        )
-    require_regular(root / MANIFEST)
-    return _checked(read_json(root / MANIFEST), root, check_fingerprint, check_paths)
+) -> Manifest:
+    """Manifest.load."""
+    return Manifest.load(root, check_fingerprint=check_fingerprint, check_paths=check_paths)
 
 
-def _checked(
-    m: Any, root: Path | Location, check_fingerprint: bool = True, check_paths: bool = True
-) -> dict[str, Any]:
+def validate(
+    m: Any, root: Path | Location | str, check_fingerprint: bool = True, check_paths: bool = True
+) -> None:
+    """Refuse a parsed manifest.json that is not one of this tool's format, lacks a section,
+    names a path outside the warehouse (`check_paths`) or whose model, dataset or capture
+    sections were edited after its fingerprint was taken (`check_fingerprint`)."""
     where = f"{root}/{MANIFEST}"
     if not isinstance(m, dict) or m.get("format") != FORMAT_NAME:
         raise FormatError(f"{where}: not a relation-warehouse manifest")
@@ -80,58 +170,63 @@ def _checked(
             f"{root}: format version {version} is an older format; this tool reads format "
             f"{FORMAT_VERSION} only: ingest the warehouse again"
         )
-    for field in ("model", "dataset", "capture", "counts", "tables", "arrays", "state"):
-        if not isinstance(m.get(field), dict):
-            raise FormatError(f"{where}: field {field!r} is missing or not an object")
-    # Every path a manifest names is opened relative to the folder: a shared warehouse must
-    # not point a reader (or a writer) at files outside it.
-    for kind in ("tables", "arrays"):
-        for name, entry in m[kind].items():
-            if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-                raise FormatError(f"{where}: {kind} entry {name!r} has no path")
-            if check_paths:
-                if isinstance(root, Location):  # remote: no links to follow, check the text
-                    rel = Path(entry["path"])
-                    if rel.is_absolute() or ".." in rel.parts or ":" in entry["path"]:
-                        raise FormatError(
-                            f"manifest path {entry['path']!r} is not a relative path inside "
-                            "the warehouse; the manifest was edited or damaged"
-                        )
-                else:
-                    safe_relative(root, entry["path"])
+    for name in SECTIONS:
+        if not isinstance(m.get(name), dict):
+            raise FormatError(f"{where}: field {name!r} is missing or not an object")
+    _check_paths(m, root, check_paths)
     if check_fingerprint and "fingerprint" in m and fingerprint_of(m) != m["fingerprint"]:
         raise FormatError(
             f"{where}: its model, dataset or capture fields were edited (they no longer "
             "match its fingerprint); restore the original manifest.json"
         )
-    return m
 
 
-def save_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    atomic_write_json(root / MANIFEST, manifest)
+def _check_paths(m: dict[str, Any], root: Path | Location | str, inside: bool) -> None:
+    """Every table and array entry names a path; with `inside`, one relative to the folder
+    and inside it: a shared warehouse must not point a reader (or a writer) at files
+    outside it."""
+    where = f"{root}/{MANIFEST}"
+    for kind in ("tables", "arrays"):
+        for name, entry in m[kind].items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+                raise FormatError(f"{where}: {kind} entry {name!r} has no path")
+            if not inside:
+                continue
+            if isinstance(root, Location):  # remote: no links to follow, check the text
+                rel = Path(entry["path"])
+                if rel.is_absolute() or ".." in rel.parts or ":" in entry["path"]:
+                    raise FormatError(
+                        f"manifest path {entry['path']!r} is not a relative path inside "
+                        "the warehouse; the manifest was edited or damaged"
+                    )
+            else:
+                safe_relative(Path(root), entry["path"])
 
 
-def array_specs(manifest: dict[str, Any]) -> dict[str, ArraySpec]:
+def save_manifest(root: Path, manifest: Manifest) -> None:
+    manifest.save(root)
+
+
+def array_specs(manifest: Manifest) -> dict[str, ArraySpec]:
     try:
-        return {k: ArraySpec.from_json(k, v) for k, v in manifest["arrays"].items()}
+        return {k: ArraySpec.from_json(k, v) for k, v in manifest.arrays.items()}
     except (KeyError, TypeError, ValueError) as e:
         raise FormatError(f"manifest arrays entry is malformed ({e})") from None
 
 
 # --- non-finite values ---------------------------------------------------------------------
-# manifest["nonfinite"] (absent when every stored value is finite): {array key: {"layers":
+# Manifest.nonfinite (absent when every stored value is finite): {array key: {"layers":
 # {layer: {"nan", "posinf", "neginf", "overflow"}}, "neurons": {"layer:unit": [non-finite
 # values, of them overflowed]}, "truncated": bool}}. "overflow" counts the infinities whose
 # value was finite in the model and too large for the storage dtype (float16: |x| >= 65520).
-NONFINITE = "nonfinite"
 MAX_LISTED_NEURONS = 1000  # neurons named per array; the per-layer counts stay exact
 
 
 def add_nonfinite(*fields: dict) -> dict:
     """The sum of `nonfinite` fields (of batches, of a resumed run's parts, of shards)."""
     out: dict[str, dict] = {}
-    for field in fields:
-        for key, entry in field.items():
+    for part in fields:
+        for key, entry in part.items():
             into = out.setdefault(key, {"layers": {}, "neurons": {}, "truncated": False})
             for layer, counts in entry.get("layers", {}).items():
                 have = into["layers"].setdefault(layer, dict.fromkeys(counts, 0))

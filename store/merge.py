@@ -40,7 +40,6 @@ from warehouse.store.checksums import finalize_checksums, require_complete, writ
 from warehouse.store.chunks import ChunkEncoder, put_rows
 from warehouse.store.errors import FormatError, WarehouseError
 from warehouse.store.files import atomic_write_bytes
-from warehouse.store.fingerprint import fingerprint_of
 from warehouse.store.format import (
     PROMPT_SCHEMA,
     PROMPTS,
@@ -52,7 +51,7 @@ from warehouse.store.format import (
 from warehouse.store.location import Location, local_folder, require_outside
 from warehouse.store.lock import creating
 from warehouse.store.manifest import (
-    NONFINITE,
+    Manifest,
     add_nonfinite,
     array_specs,
     is_warehouse,
@@ -72,14 +71,14 @@ ORDER = ["n_tokens", "relation", "language", "template"]
 @dataclass
 class _Input:
     loc: Location
-    manifest: dict[str, Any]
+    manifest: Manifest
     prompts: pa.Table
     tokens: pa.Table | None
 
 
 def merge(
     inputs: list[str | Path | Location], out: str | Path, show_progress: bool = True
-) -> dict[str, Any]:
+) -> Manifest:
     """Merge `inputs` (local or remote, read-only) into the new local warehouse `out`;
     returns its manifest."""
     if len(inputs) < 2:
@@ -105,16 +104,16 @@ def merge(
 def _load(loc: Location) -> _Input:
     m = load_manifest(loc)  # refuses a format other than this tool's
     require_complete(m, loc.url)  # type: ignore[arg-type]
-    if "prompts" not in m["tables"]:
+    if "prompts" not in m.tables:
         raise FormatError(f"{loc}: has no prompts table")
-    prompts = read_table_at(loc, m["tables"]["prompts"]["path"])
-    tokens = read_table_at(loc, m["tables"]["tokens"]["path"]) if "tokens" in m["tables"] else None
+    prompts = read_table_at(loc, m.tables["prompts"]["path"])
+    tokens = read_table_at(loc, m.tables["tokens"]["path"]) if "tokens" in m.tables else None
     return _Input(loc, m, prompts, tokens)
 
 
 def _order(ins: list[_Input]) -> list[_Input]:
     """Shards in shard order (all parts of one run, each once); other inputs as given."""
-    shards = [i.manifest.get("shard") for i in ins]
+    shards = [i.manifest.shard for i in ins]
     if not any(shards):
         return ins
     if not all(shards):
@@ -147,15 +146,15 @@ def _order(ins: list[_Input]) -> list[_Input]:
     ordered = [by_index[i] for i in range(1, count + 1)]
     end = 0
     for x in ordered:
-        s = x.manifest["shard"]
+        s = x.manifest.shard
         if s["prompts"][0] != end:
             raise FormatError(
                 f"{x.loc}: shard {s['index']} starts at prompt {s['prompts'][0]}, not {end}"
             )
         end = s["prompts"][1]
-    if end != ordered[0].manifest["shard"]["total_prompts"]:
+    if end != ordered[0].manifest.shard["total_prompts"]:
         raise FormatError(
-            f"the shards cover {end} of {ordered[0].manifest['shard']['total_prompts']} prompts"
+            f"the shards cover {end} of {ordered[0].manifest.shard['total_prompts']} prompts"
         )
     return ordered
 
@@ -165,23 +164,23 @@ def _check_compatible(ins: list[_Input]) -> None:
     for x in ins[1:]:
         for section, fields in (("model", MODEL_FIELDS), ("dataset", DATASET_FIELDS)):
             for f in fields:
-                a, b = first.manifest[section].get(f), x.manifest[section].get(f)
+                a, b = getattr(first.manifest, section).get(f), getattr(x.manifest, section).get(f)
                 if a != b:
                     raise WarehouseError(
                         f"cannot merge: {section}.{f} differs ({first.loc}: {_short(a)}, "
                         f"{x.loc}: {_short(b)})"
                     )
-        ca, cb = first.manifest["capture"], x.manifest["capture"]
+        ca, cb = first.manifest.capture, x.manifest.capture
         for f in sorted(set(ca) | set(cb)):
             if ca.get(f) != cb.get(f):
                 raise WarehouseError(
                     f"cannot merge: capture.{f} differs ({first.loc}: {_short(ca.get(f))}, "
                     f"{x.loc}: {_short(cb.get(f))}); site, layers, dtype and chunking must match"
                 )
-        if set(first.manifest["arrays"]) != set(x.manifest["arrays"]):
+        if set(first.manifest.arrays) != set(x.manifest.arrays):
             raise WarehouseError(
                 f"cannot merge: {first.loc} and {x.loc} hold different arrays "
-                f"({sorted(set(first.manifest['arrays']) ^ set(x.manifest['arrays']))})"
+                f"({sorted(set(first.manifest.arrays) ^ set(x.manifest.arrays))})"
             )
         if (first.tokens is None) != (x.tokens is None):
             raise WarehouseError(
@@ -241,7 +240,7 @@ def _segments(src_k: np.ndarray, src_start: np.ndarray, length: np.ndarray) -> l
     return [tuple(x) for x in segs]
 
 
-def _write(root: Path, ins: list[_Input], show_progress: bool) -> dict[str, Any]:
+def _write(root: Path, ins: list[_Input], show_progress: bool) -> Manifest:
     ks, rows = _layout(ins)
     n_tok_by = [x.prompts.column("n_tokens").to_numpy().astype(np.int64) for x in ins]
     off_by = [x.prompts.column("token_offset").to_numpy().astype(np.int64) for x in ins]
@@ -252,15 +251,15 @@ def _write(root: Path, ins: list[_Input], show_progress: bool) -> dict[str, Any]
     token_segs = _segments(ks, src_off, n_tok)
 
     first = ins[0].manifest
-    cap = first["capture"]
+    cap = first.capture
     manifest = new_manifest(
-        model=first["model"],
+        model=first.model,
         dataset=_dataset(ins),
         capture=cap,
         fingerprint="",
         counts={"prompts": n_prompts, "tokens": n_tokens},
     )
-    manifest["fingerprint"] = fingerprint_of(manifest)
+    manifest.fingerprint = manifest.computed_fingerprint()
     prompts, tokens = _tables(ins, ks, rows, n_tok, src_off)
     write_table(root / PROMPTS_FILE, prompts, manifest)
     tables = {PROMPTS: {"path": PROMPTS_FILE, "rows": n_prompts}}
@@ -271,7 +270,7 @@ def _write(root: Path, ins: list[_Input], show_progress: bool) -> dict[str, Any]
     specs = []
     for key in array_specs(first):
         site = key.split("/")[1]
-        units = first["model"]["units"][site]
+        units = first.model["units"][site]
         if key.startswith("activations/"):
             out = activation_spec(
                 site, n_tokens, cap["layers"], units, cap["dtype"], cap["token_chunk"]
@@ -290,33 +289,33 @@ def _write(root: Path, ins: list[_Input], show_progress: bool) -> dict[str, Any]
         advance = line.advance
         for key, spec, segs in specs:
             site = _site_description(ins[0], key)
-            create_array(root, spec, array_attributes(first["model"], spec, site))
+            create_array(root, spec, array_attributes(first.model, spec, site))
             _fill(root, ins, key, spec, segs, advance)
 
-    manifest["tables"] = tables
-    manifest["arrays"] = {spec.key: spec.to_json() for _, spec, _ in specs}
+    manifest.tables = tables
+    manifest.arrays = {spec.key: spec.to_json() for _, spec, _ in specs}
     write_coords(root, manifest)
-    manifest["merged_from"] = [
+    manifest.merged_from = [
         {
             "source": x.loc.url,
-            "fingerprint": x.manifest.get("fingerprint"),
+            "fingerprint": x.manifest.fingerprint,
             "prompts": x.prompts.num_rows,
             "dataset": {
-                k: x.manifest["dataset"].get(k) for k in ("relations", "languages", "max_prompts")
+                k: x.manifest.dataset.get(k) for k in ("relations", "languages", "max_prompts")
             },
             **(
-                {"shard": f"{x.manifest['shard']['index']}/{x.manifest['shard']['count']}"}
-                if x.manifest.get("shard")
+                {"shard": f"{x.manifest.shard['index']}/{x.manifest.shard['count']}"}
+                if x.manifest.shard
                 else {}
             ),
         }
         for x in ins
     ]
-    nonfinite = add_nonfinite(*(x.manifest.get(NONFINITE, {}) for x in ins))
+    nonfinite = add_nonfinite(*((x.manifest.nonfinite or {}) for x in ins))
     if nonfinite:  # counts of the inputs' non-finite values add up
-        manifest[NONFINITE] = nonfinite
+        manifest.nonfinite = nonfinite
     finalize_checksums(root, manifest)
-    manifest["state"].update(
+    manifest.state.update(
         status="complete",
         prompts_committed=n_prompts,
         tokens_committed=n_tokens,
@@ -335,13 +334,13 @@ def _site_description(x: _Input, key: str) -> dict[str, Any]:
 
 def _dataset(ins: list[_Input]) -> dict[str, Any]:
     """The inputs' common dataset section; for a sharded run exactly the run's."""
-    out = dict(ins[0].manifest["dataset"])
+    out = dict(ins[0].manifest.dataset)
     for f in ("relations", "languages"):
-        values = [x.manifest["dataset"].get(f) for x in ins]
+        values = [x.manifest.dataset.get(f) for x in ins]
         out[f] = (
             None if any(v is None for v in values) else sorted({v for vs in values for v in vs})
         )
-    limits = {x.manifest["dataset"].get("max_prompts") for x in ins}
+    limits = {x.manifest.dataset.get("max_prompts") for x in ins}
     out["max_prompts"] = limits.pop() if len(limits) == 1 else None
     return out
 

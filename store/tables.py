@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,6 +14,9 @@ from warehouse.store.errors import FormatError
 from warehouse.store.files import atomic_write_bytes, loads_json, sha256_file
 from warehouse.store.format import MANIFEST
 from warehouse.store.location import Location, require_regular
+
+if TYPE_CHECKING:
+    from warehouse.store.manifest import Manifest
 
 # Row groups of ~64k rows let DuckDB/Polars skip groups by their min/max statistics
 # (e.g. a query for one prompt_id range) without making files of many tiny groups.
@@ -23,27 +27,38 @@ ROW_GROUP_SIZE = 65_536
 PROVENANCE_KEYS = ("relation-warehouse.format_version", "relation-warehouse.fingerprint")
 
 
-def provenance(manifest: dict) -> dict[str, str]:
+def provenance(manifest: Manifest) -> dict[str, str]:
     """A manifest's format version and fingerprint, as a Parquet file's key-value metadata."""
-    values = (manifest.get("format_version"), manifest.get("fingerprint"))
+    values = (manifest.format_version, manifest.fingerprint)
     return {k: str(v) for k, v in zip(PROVENANCE_KEYS, values, strict=True) if v is not None}
+
+
+def _unchecked_manifest(folder: Path) -> Manifest | None:
+    """The manifest of `folder` as it is (its paths and fingerprint not checked), or None
+    when there is none or it is not one: what a table's provenance and checksum come from."""
+    from warehouse.store.manifest import Manifest
+
+    path = folder / MANIFEST
+    if not path.is_file() or path.is_symlink():
+        return None
+    try:
+        raw = loads_json(path.read_bytes())
+        return Manifest.from_json(raw, folder, check_fingerprint=False, check_paths=False)
+    except (OSError, ValueError, FormatError):
+        return None
 
 
 def warehouse_provenance(path: Path) -> dict[str, str]:
     """The provenance of the warehouse a table is written into (its manifest.json is in one
     of the folders above: `W/`, `W/stats/`, `W/evals/parts/<request>/`); none outside one."""
     for folder in list(Path(path).parents)[:4]:
-        manifest = folder / MANIFEST
-        if manifest.is_file() and not manifest.is_symlink():
-            try:
-                m = loads_json(manifest.read_bytes())
-            except (OSError, ValueError):
-                return {}
-            return provenance(m) if isinstance(m, dict) else {}
+        if (folder / MANIFEST).is_file() and not (folder / MANIFEST).is_symlink():
+            m = _unchecked_manifest(folder)
+            return provenance(m) if m is not None else {}
     return {}
 
 
-def write_table(path: Path, table: pa.Table, manifest: dict | None = None) -> None:
+def write_table(path: Path, table: pa.Table, manifest: Manifest | None = None) -> None:
     """Write a Parquet table atomically, with the provenance of `manifest` (by default the
     manifest of the warehouse it is written into) in its key-value metadata."""
     meta = provenance(manifest) if manifest is not None else warehouse_provenance(path)
@@ -83,13 +98,10 @@ def check_table(path: Path, expected: str | None) -> None:
 
 def _manifest_checksum(path: Path) -> str | None:
     """The sha256 manifest.json records for `path`, when it is one of its tables."""
-    try:
-        m = loads_json((path.parent / MANIFEST).read_text())
-        for entry in m["tables"].values():
-            if entry.get("path") == path.name:
-                return entry.get("sha256")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
+    m = _unchecked_manifest(path.parent)
+    for entry in m.tables.values() if m is not None else ():
+        if entry.get("path") == path.name:
+            return entry.get("sha256")
     return None
 
 

@@ -261,7 +261,7 @@ def test_an_encode_pool_writes_the_same_warehouse(tmp_path: Path, tiny_llama_dir
     files = {k: v for k, v in _files(tmp_path / "pool").items() if k != "manifest.json"}
     assert files == {k: v for k, v in _files(tmp_path / "single").items() if k != "manifest.json"}
     assert any("/c/" in k for k in files)
-    assert pooled["arrays"] == single["arrays"]
+    assert pooled.arrays == single.arrays
     assert verify(tmp_path / "pool").ok
 
 

@@ -34,6 +34,7 @@ from warehouse.ingest.sites import SITES
 from warehouse.store.errors import WarehouseError
 from warehouse.store.fingerprint import fingerprint
 from warehouse.store.format import EVAL_SCHEMA
+from warehouse.store.manifest import Manifest
 
 SUBJECTS = ["France", "Japan", "Germany", "Peru", "Chile", "Kenya", "Nepal", "Oman", "Fiji"]
 TEMPLATES = {
@@ -615,7 +616,7 @@ def test_sweep_with_controls(wh, loaded):
     assert path.stat().st_mtime_ns == stamp
     # The name: the request's sha256 as before cache keys; the sidecar: its key, derived
     # from the baseline's.
-    request = request_key(read_selection(wh, "sel"), manifest(wh), cfg)
+    request = request_key(read_selection(wh, "sel"), Manifest.load(wh), cfg)
     blob = json.dumps(request, sort_keys=True, separators=(",", ":")).encode()
     assert path.name == f"sel__{hashlib.sha256(blob).hexdigest()[:12]}.parquet"
     side = json.loads(path.with_suffix(".json").read_text())
@@ -629,9 +630,9 @@ def test_sweep_with_controls(wh, loaded):
 
     # The scoring rule is part of the request: another rule is another file, scored by it.
     sel = read_selection(wh, "sel")
-    assert request_key(sel, manifest(wh), cfg)["options"]["rule"] == "answer-prefix-3"
+    assert request_key(sel, Manifest.load(wh), cfg)["options"]["rule"] == "answer-prefix-3"
     paper = replace(cfg, match="paper-prefix")
-    assert request_key(sel, manifest(wh), paper)["options"]["rule"] == "paper-prefix"
+    assert request_key(sel, Manifest.load(wh), paper)["options"]["rule"] == "paper-prefix"
     other = run_eval(wh, paper, show_progress=False, loaded=loaded)
     assert other != path and other.name.startswith("sel__")
     lenient = read(other)

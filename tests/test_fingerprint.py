@@ -167,17 +167,18 @@ def _keys(inp: dict, tmp) -> dict[str, str]:
     from warehouse.analysis.perplexity import perplexity_key
     from warehouse.analysis.selections import Selection
     from warehouse.analysis.stats import StatsOptions, stats_key
+    from warehouse.store.manifest import Manifest
     from warehouse.study import selections_key
 
-    manifest = {**inp["manifest"]}
-    manifest["fingerprint"] = fingerprint_of(manifest)
+    sections = {**inp["manifest"]}
+    manifest = Manifest(**sections, fingerprint=fingerprint_of(sections))
     cfg = EvalConfig(**inp["eval"])
     base = tmp / "evals" / "baseline.parquet"
     base.parent.mkdir(exist_ok=True)
     base.touch()
     b = baseline_key(manifest, cfg)
     write_sidecar(base, b)
-    s = stats_key(manifest["fingerprint"], StatsOptions(**inp["stats"], filter_correct=False))
+    s = stats_key(manifest.fingerprint, StatsOptions(**inp["stats"], filter_correct=False))
     sf = stats_key(b.fingerprint, StatsOptions(**inp["stats"], filter_correct=True))
     stats_file = tmp / "stats.parquet"
     stats_file.touch()
@@ -190,9 +191,9 @@ def _keys(inp: dict, tmp) -> dict[str, str]:
     p = selections_key(stats_file, inp["stats"]["site"], inp["stats"]["negatives"], **plan)
     ppl = inp["ppl"]
     x = perplexity_key(
-        manifest["fingerprint"], ppl["sentences"], {"a": inp["selection"]["sha256"]}, ppl["seeds"]
+        manifest.fingerprint, ppl["sentences"], {"a": inp["selection"]["sha256"]}, ppl["seeds"]
     )
-    fps = {"W": manifest["fingerprint"], "B": b, "S": s, "SF": sf, "E": e, "P": p, "X": x}
+    fps = {"W": manifest.fingerprint, "B": b, "S": s, "SF": sf, "E": e, "P": p, "X": x}
     out = {k: v if isinstance(v, str) else v.fingerprint for k, v in fps.items()}
     return {**out, "N": path.name}
 

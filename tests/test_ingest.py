@@ -477,6 +477,18 @@ def test_older_formats_are_refused_in_one_line(
     assert snapshot() == before and not (tmp_path / "merged").exists()
 
 
+def test_the_typed_manifest_writes_back_what_ingest_wrote(tmp_path, warehouse_right):
+    """Manifest.load then save gives the manifest.json bytes ingest wrote."""
+    from warehouse.store.manifest import Manifest
+
+    m = Manifest.load(warehouse_right)
+    assert m.complete and m.computed_fingerprint() == m.fingerprint and m.extra == {}
+    m.save(tmp_path)
+    assert (tmp_path / "manifest.json").read_bytes() == (
+        warehouse_right / "manifest.json"
+    ).read_bytes()
+
+
 def test_verify_finds_damage(tmp_path, warehouse_right):
     import shutil
 
@@ -734,9 +746,9 @@ def test_on_nonfinite_error_stops_before_the_batch_and_resumes(
         )
     finally:
         handle.remove()
-    assert resumed["nonfinite"] == fresh["nonfinite"]
+    assert resumed.nonfinite == fresh.nonfinite
     rows = len(n_tokens) - bad_start
-    assert fresh["nonfinite"]["responses/ffn.act/mean"]["neurons"] == {"1:3": [rows, 0]}
+    assert fresh.nonfinite["responses/ffn.act/mean"]["neurons"] == {"1:3": [rows, 0]}
     assert _snapshot(out) == _snapshot(tmp_path / "fresh")
 
 
@@ -758,7 +770,7 @@ def test_merged_shards_add_up_their_nonfinite_counts(
         parts.append(str(part))
     merged = merge(parts, tmp_path / "merged", show_progress=False)
     whole = json.loads((nonfinite_warehouse / "manifest.json").read_text())
-    assert merged["nonfinite"] == whole["nonfinite"]
+    assert merged.nonfinite == whole["nonfinite"]
 
 
 def test_held_batches_as_on_a_gpu_store_the_same(
@@ -786,7 +798,7 @@ def test_held_batches_as_on_a_gpu_store_the_same(
     out = tmp_path / "w"
     m = ingest(_cfg(out, nonfinite_llama_dir, tiny_dataset, sites="ffn.act"), False)
     whole = json.loads((nonfinite_warehouse / "manifest.json").read_text())
-    assert m["nonfinite"] == whole["nonfinite"]
+    assert m.nonfinite == whole["nonfinite"]
     assert _snapshot(out) == _snapshot(nonfinite_warehouse)
     # Each batch's event is waited on by the hand-over and by the writer.
     n_tokens = pq.read_table(out / "prompts.parquet").column("n_tokens").to_numpy()

@@ -491,7 +491,7 @@ def test_a_zipped_export_gains_no_derived_file(built, tmp_path, capsys):
     share = tmp_path / "share.zip"
     m = export(built, share, ExportOptions(zip=True), show_progress=False)
     assert verify(share).ok
-    stats = next(f for f in m["files"] if f.startswith("stats/") and f.endswith(".parquet"))
+    stats = next(f for f in m.files if f.startswith("stats/") and f.endswith(".parquet"))
     with zipfile.ZipFile(share) as zf:
         table, side = zf.read(stats), zf.read(stats.removesuffix(".parquet") + ".json")
     added = share.with_name("added.zip")

@@ -124,7 +124,7 @@ def test_shards_merge_to_the_single_run(tmp_path, tiny_llama_dir, facts, single,
     for i in (1, 2, 3):
         part = tmp_path / f"p{i}"
         m = ingest(cfg(part, tiny_llama_dir, facts, shard=(i, 3)), show_progress=False)
-        assert m["shard"]["index"] == i and m["fingerprint"] != manifest(single)["fingerprint"]
+        assert m.shard["index"] == i and m.fingerprint != manifest(single)["fingerprint"]
         assert verify(part).ok
         parts.append(part)
     counts = [manifest(p)["counts"]["prompts"] for p in parts]
@@ -139,12 +139,12 @@ def test_shards_merge_to_the_single_run(tmp_path, tiny_llama_dir, facts, single,
     m = merge([parts[2], parts[0], parts[1]], out, show_progress=False)  # any order
     assert any(r is not None for r in raw) and any(r is None for r in raw)
     assert_same_bytes(single, out)
-    assert m["fingerprint"] == manifest(single)["fingerprint"]
-    assert m["dataset"] == manifest(single)["dataset"]
+    assert m.fingerprint == manifest(single)["fingerprint"]
+    assert m.dataset == manifest(single)["dataset"]
     assert verify(out).ok
     # ingest with the single run's options recognises the merged warehouse as complete
     again = ingest(cfg(out, tiny_llama_dir, facts), show_progress=False)
-    assert again["state"]["status"] == "complete"
+    assert again.state["status"] == "complete"
 
     with pytest.raises(WarehouseError, match="shard\\(s\\) 2/3 missing"):
         merge([parts[0], parts[2]], tmp_path / "x", show_progress=False)
@@ -302,7 +302,7 @@ def test_ray_two_workers_ingest_and_eval(tmp_path, tiny_llama_dir, facts, one_th
         m = sharded_ingest(
             cfg(out, tiny_llama_dir, facts), ray_address="local", show_progress=False
         )
-        assert len(m["merged_from"]) == 2  # one shard per worker CPU
+        assert len(m.merged_from) == 2  # one shard per worker CPU
         assert_same_bytes(ref, out)
         assert not (tmp_path / ".rayed.parts").exists()
         for d in ("stats", "selections"):
@@ -321,7 +321,7 @@ def test_sharded_ingest_in_process(tmp_path, tiny_llama_dir, facts, single):
 
     out = tmp_path / "w"
     m = sharded_ingest(cfg(out, tiny_llama_dir, facts, capture="pooled"), 3, show_progress=False)
-    assert [x["shard"] for x in m["merged_from"]] == ["1/3", "2/3", "3/3"]
+    assert [x["shard"] for x in m.merged_from] == ["1/3", "2/3", "3/3"]
     assert not parts_folder(out).exists()
     ref = tmp_path / "ref"
     ingest(cfg(ref, tiny_llama_dir, facts, capture="pooled"), show_progress=False)
@@ -329,7 +329,7 @@ def test_sharded_ingest_in_process(tmp_path, tiny_llama_dir, facts, single):
     assert not (out / "activations.zarr").exists()
     # a second call finds the merged warehouse complete
     again = sharded_ingest(cfg(out, tiny_llama_dir, facts, capture="pooled"), 3)
-    assert again["fingerprint"] == m["fingerprint"]
+    assert again.fingerprint == m.fingerprint
     with pytest.raises(WarehouseError, match="use at most"):
         sharded_ingest(cfg(tmp_path / "many", tiny_llama_dir, facts), 100, show_progress=False)
     assert not (tmp_path / "many").exists()

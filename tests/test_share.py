@@ -271,8 +271,8 @@ def test_export_folder_is_verified_and_equal(source: Path, tmp_path: Path):
     dest = tmp_path / "copy"
     m = export(source, dest, ExportOptions(), show_progress=False)
     assert verify(dest).ok
-    assert m["fingerprint"] == json.loads((source / "manifest.json").read_text())["fingerprint"]
-    assert sorted(m["files"]) == sorted(
+    assert m.fingerprint == json.loads((source / "manifest.json").read_text())["fingerprint"]
+    assert sorted(m.files) == sorted(
         str(p.relative_to(source))
         for d in ("stats", "selections", "evals")
         for p in (source / d).iterdir()
@@ -280,7 +280,7 @@ def test_export_folder_is_verified_and_equal(source: Path, tmp_path: Path):
     for q in QUERIES:
         assert Warehouse.open(dest).sql(q).equals(Warehouse.open(source).sql(q)), q
     # a damaged derived file in the copy is found by verify
-    victim = dest / next(iter(sorted(m["files"])))
+    victim = dest / next(iter(sorted(m.files)))
     victim.write_bytes(victim.read_bytes() + b"x")
     assert any("does not match its checksum" in p for p in verify(dest).problems)
 
@@ -294,9 +294,9 @@ def test_export_zip_pooled_subset(source: Path, tmp_path: Path):
         show_progress=False,
     )
     assert zipfile.is_zipfile(dest)
-    assert sorted(m["arrays"]) == [f"responses/ffn.act/{p}" for p in ("last", "max", "mean")]
-    assert m["capture"]["mode"] == "pooled" and m["capture"]["sites"] == ["ffn.act"]
-    assert not any("ffn.up" in f for f in m["files"])
+    assert sorted(m.arrays) == [f"responses/ffn.act/{p}" for p in ("last", "max", "mean")]
+    assert m.capture["mode"] == "pooled" and m.capture["sites"] == ["ffn.act"]
+    assert not any("ffn.up" in f for f in m.files)
     report = verify(dest)
     assert report.ok, report.problems
     w = Warehouse.open(dest)

@@ -50,7 +50,7 @@ from warehouse.store.arrays import array_attributes, dims, from_storage
 from warehouse.store.errors import SiteError, WarehouseError
 from warehouse.store.format import ARRAY_KINDS
 from warehouse.store.location import Location, require_regular
-from warehouse.store.manifest import array_specs, load_manifest
+from warehouse.store.manifest import Manifest, array_specs, load_manifest
 from warehouse.store.tables import check_table
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class Warehouse:
     """An opened warehouse: its manifest and the views a query can name."""
 
     root: Path | Location  # a Path for a local folder, a Location for a remote warehouse
-    manifest: dict[str, Any]
+    manifest: Manifest
     _zarr: dict[str, ZarrView] = field(repr=False)
     _parquet: dict[str, list[Path]] | dict[str, list[str]] = field(repr=False)
 
@@ -99,7 +99,7 @@ class Warehouse:
         if not loc.remote:
             # prompts/tokens are read by Polars and DuckDB directly: check them against the
             # manifest once here, so an edited table is refused rather than queried.
-            for entry in manifest["tables"].values():
+            for entry in manifest.tables.values():
                 path = loc.local / entry["path"]
                 if os.path.lexists(path):  # lstat first: hashing a FIFO would block
                     require_regular(path)
@@ -220,7 +220,7 @@ class Warehouse:
         }
         if view.prompt_ids is not None:
             coords["prompt_id"] = (row_dim, view.prompt_ids[rows])
-        model = self.manifest["model"]
+        model = self.manifest.model
         attrs = array_attributes(model, src.spec, site_description(model.get("architecture"), site))
         da = xr.DataArray(out, dims=dims(src.spec), coords=coords, name=site, attrs=attrs)
         scalar = {d: 0 for d, v in (("layer", layer), (unit_dim, neurons)) if _is_int(v)}

@@ -8,7 +8,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -69,6 +69,9 @@ from warehouse.options import (
 )
 from warehouse.store.errors import WarehouseError
 from warehouse.store.version import __version__
+
+if TYPE_CHECKING:
+    from warehouse.store.manifest import Manifest
 
 app = typer.Typer(
     help="relation-warehouse: find and test relation-specific neurons in LLMs.",
@@ -177,6 +180,7 @@ def ingest(
     from warehouse.ingest.run import IngestConfig
     from warehouse.ingest.shards import parse_shard
     from warehouse.scale import Placement, dispatch
+    from warehouse.store.manifest import Manifest
 
     where = Placement(shard=parse_shard(shard), ray=ray, shards=shards)
     cfg = IngestConfig(
@@ -201,9 +205,9 @@ def ingest(
         on_nonfinite=on_nonfinite,
     )
     m = dispatch(cfg, where, show_progress=not quiet)
-    assert isinstance(m, dict)
-    c = m["counts"]
-    print(f"{out}: {c['prompts']} prompts, {c['tokens']} tokens, status {m['state']['status']}")
+    assert isinstance(m, Manifest)
+    c = m.counts
+    print(f"{out}: {c['prompts']} prompts, {c['tokens']} tokens, status {m.state['status']}")
 
 
 @app.command()
@@ -214,15 +218,15 @@ def info(
     """Show what a warehouse holds: model, dataset, sites, counts, state, and the stats,
     selections and evals written into it (name and rows of each)."""
     from warehouse.store.location import Location
-    from warehouse.store.manifest import NONFINITE, describe_nonfinite, load_manifest
+    from warehouse.store.manifest import describe_nonfinite, load_manifest
 
     loc = Location.of(warehouse)
     m = load_manifest(loc)
     if as_json:
-        print(json.dumps(m, indent=2, ensure_ascii=False))
+        print(json.dumps(m.to_json(), indent=2, ensure_ascii=False))
         return
-    model, ds, cap, st = m["model"], m["dataset"], m["capture"], m["state"]
-    print(f"warehouse   {warehouse} (format v{m['format_version']}, tool {m['tool_version']})")
+    model, ds, cap, st = m.model, m.dataset, m.capture, m.state
+    print(f"warehouse   {warehouse} (format v{m.format_version}, tool {m.tool_version})")
     print(
         f"model       {model['name']} [{model['architecture']}, {model['n_layers']} layers] "
         f"{model['weights_hash'][:23]}"
@@ -232,26 +236,26 @@ def info(
         f"capture     sites={','.join(cap['sites'])} layers={len(cap['layers'])} "
         f"mode={cap['mode']} pooling={','.join(cap['pooling'])} dtype={cap['dtype']}"
     )
-    print(f"rows        {m['counts']['prompts']:,} prompts, {m['counts']['tokens']:,} tokens")
+    print(f"rows        {m.counts['prompts']:,} prompts, {m.counts['tokens']:,} tokens")
     print(f"state       {st['status']} ({_committed(loc, m)})")
-    for key, a in m["arrays"].items():
+    for key, a in m.arrays.items():
         shards = f" shards {a['shards']}" if a.get("shards") else ""
         print(f"array       {key} {a['shape']} chunks {a['chunks']}{shards} {a['dtype']}")
-    for line in describe_nonfinite(m.get(NONFINITE, {}), cap["dtype"]):
+    for line in describe_nonfinite(m.nonfinite or {}, cap["dtype"]):
         print(f"nonfinite   {line}")
     for view, name, rows in _derived_tables(loc):
         print(f"{view:<11} {name} ({rows:,} rows)")
 
 
-def _committed(loc, manifest: dict) -> str:
+def _committed(loc, manifest: Manifest) -> str:
     """What is on disk: per-token arrays commit tokens; a pooled capture stores one row per
     prompt, so its tokens are those of the committed prompts (run, pooled, not stored)."""
-    st = manifest["state"]
+    st = manifest.state
     prompts = st["prompts_committed"]
-    if manifest["capture"]["mode"] == "tokens":
+    if manifest.capture["mode"] == "tokens":
         return f"{prompts:,} prompts, {st['tokens_committed']:,} tokens committed"
-    if prompts >= manifest["counts"]["prompts"]:
-        tokens = manifest["counts"]["tokens"]
+    if prompts >= manifest.counts["prompts"]:
+        tokens = manifest.counts["tokens"]
     else:
         from warehouse.store.format import PROMPTS_FILE
         from warehouse.store.tables import read_table_at
@@ -559,8 +563,8 @@ def export(
     )
     m = run_export(warehouse, dest, opts, show_progress=not quiet)
     print(
-        f"{dest}: {len(m['arrays'])} arrays, {len(m['tables'])} tables, "
-        f"{len(m['files'])} derived files (verify it with `warehouse verify {dest}`)"
+        f"{dest}: {len(m.arrays)} arrays, {len(m.tables)} tables, "
+        f"{len(m.files)} derived files (verify it with `warehouse verify {dest}`)"
     )
 
 
@@ -575,7 +579,7 @@ def merge(
     from warehouse.store.merge import merge as run_merge
 
     m = run_merge(list(warehouses), out, show_progress=not quiet)
-    c = m["counts"]
+    c = m.counts
     print(f"{out}: {c['prompts']} prompts, {c['tokens']} tokens from {len(warehouses)} inputs")
 
 

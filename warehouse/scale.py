@@ -23,11 +23,14 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from warehouse.analysis.evaluate import EvalConfig
 from warehouse.ingest.run import IngestConfig
 from warehouse.store.errors import WarehouseError
+
+if TYPE_CHECKING:
+    from warehouse.store.manifest import Manifest
 
 LOCAL_CPUS = 2  # a local Ray cluster started here stays this small
 MAX_RETRIES = 3
@@ -59,7 +62,7 @@ def dispatch(
     root: str | Path | None = None,
     show_progress: bool = True,
     loaded: Any = None,
-) -> dict[str, Any] | Path | None:
+) -> Manifest | Path | None:
     """Run an ingest (`IngestConfig`) or an eval of the warehouse `root` (`EvalConfig`) where
     `where` says; the CLI and the study both come here. An ingest returns its manifest (the
     part's, for one shard); an eval its results file (the baseline's without a selection),
@@ -103,7 +106,7 @@ def sharded_ingest(
     *,
     ray_address: str | None = None,
     show_progress: bool = True,
-) -> dict[str, Any]:
+) -> Manifest:
     """Ingest `cfg` as `shards` parts (in this process, or as Ray tasks when `ray_address`
     is given: "local", "auto" or a cluster address), then merge them into `cfg.out`.
     Returns the merged manifest; a re-run resumes unfinished parts."""
@@ -117,7 +120,7 @@ def sharded_ingest(
     out = Path(cfg.out)
     if is_warehouse(out):
         m = load_manifest(out)
-        if m["state"].get("status") == "complete" and "merged_from" in m:
+        if m.complete and m.merged_from is not None:
             return m
         raise WarehouseError(f"{out} already holds a warehouse; choose a new --out")
     if out.exists() and any(out.iterdir()):
@@ -139,7 +142,7 @@ def sharded_ingest(
 def _ingest_part(cfg: IngestConfig, advance: Callable[[int], None]) -> int:
     from warehouse.ingest.run import ingest
 
-    return ingest(cfg, show_progress=False, on_progress=advance)["counts"]["prompts"]
+    return ingest(cfg, show_progress=False, on_progress=advance).counts["prompts"]
 
 
 # ------------------------------------------------------------------------------ eval
