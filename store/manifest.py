@@ -116,6 +116,12 @@ class Manifest:
     def save(self, root: Path) -> None:
         atomic_write_json(root / MANIFEST, self.to_json())
 
+    def validate(
+        self, root: Path | Location | str, check_fingerprint: bool = True, check_paths: bool = True
+    ) -> None:
+        """Refuse this manifest as `load` would refuse it in the warehouse at `root`."""
+        validate(self.to_json(), root, check_fingerprint, check_paths)
+
     # ------------------------------------------------------------------------- facts
 
     @property

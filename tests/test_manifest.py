@@ -73,6 +73,9 @@ def test_load_then_save_writes_the_same_bytes(tmp_path: Path):
     m.save(out)
     assert (out / "manifest.json").read_text() == GOLDEN_TEXT
     assert m.to_json() == GOLDEN
+    m.model["name"] = "edited"  # the sections are what the fingerprint was taken of
+    with pytest.raises(FormatError, match="were edited"):
+        m.validate(out, check_paths=False)
 
 
 def test_a_new_manifest_has_the_fields_of_a_new_warehouse():

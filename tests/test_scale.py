@@ -200,9 +200,9 @@ def test_merge_relations_and_refusals(tmp_path, tiny_llama_dir, facts, single):
     for t in ("prompts.parquet", "tokens.parquet"):
         assert pq.read_table(out / t).equals(pq.read_table(single / t))
         meta = pq.read_metadata(out / t).metadata[b"relation-warehouse.fingerprint"]
-        assert meta.decode() == m["fingerprint"]
-    assert m["dataset"]["relations"] == ["country_capital", "person_mother"]
-    assert [x["source"] for x in m["merged_from"]] == [str(a), str(b)]
+        assert meta.decode() == m.fingerprint
+    assert m.dataset["relations"] == ["country_capital", "person_mother"]
+    assert [x["source"] for x in m.merged_from] == [str(a), str(b)]
     # values: equal to the single run to float16 rounding (other batch neighbours)
     import zarr
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -65,14 +65,16 @@ Rows = int | list[int] | np.ndarray | range | pl.Expr | str | None
 Units = int | list[int] | np.ndarray | range | None
 
 
-def _pinned(manifest: dict[str, Any], as_of: dict[str, Any] | None) -> dict[str, Any]:
-    """`manifest` with the committed state of `as_of`, an earlier read of the same warehouse.
-    Rows are only ever appended, so the earlier state names rows that are still there."""
+def _pinned(manifest: Manifest, as_of: dict[str, Any] | None) -> Manifest:
+    """`manifest` with the committed state of `as_of`, an earlier read of the same warehouse
+    (its manifest.json object). Rows are only ever appended, so the earlier state names rows
+    that are still there."""
     if as_of is None:
         return manifest
-    if as_of.get("fingerprint") != manifest.get("fingerprint"):
+    earlier = Manifest.from_json(as_of, "the manifest the caller opened", check_paths=False)
+    if earlier.fingerprint != manifest.fingerprint:
         raise WarehouseError("the warehouse was replaced since it was opened; open it again")
-    return {**manifest, "state": as_of["state"]}
+    return replace(manifest, state=earlier.state)
 
 
 @dataclass
@@ -150,7 +152,9 @@ class Warehouse:
         if root is not None:
             from warehouse.worker import isolated, request
 
-            return isolated(request("sql", root, query, engine, limits, as_of=self.manifest))
+            return isolated(
+                request("sql", root, query, engine, limits, as_of=self.manifest.to_json())
+            )
         if engine == "polars":
             stop = Stop()
             lf = self.sql_lazy(query, stop)
