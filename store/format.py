@@ -34,7 +34,7 @@ MANIFEST = "manifest.json"
 
 # ------------------------------------------------------------------------- tables, arrays
 
-PROMPTS = "prompts"  # manifest["tables"] keys
+PROMPTS = "prompts"  # keys of Manifest.tables
 TOKENS = "tokens"
 PROMPTS_FILE = "prompts.parquet"
 TOKENS_FILE = "tokens.parquet"
