@@ -276,3 +276,24 @@ def shard_chunks(shard: Path) -> dict[tuple[int, int], tuple[int, int]]:
     data = shard.read_bytes()
     table = np.frombuffer(data[-(16 * n + 4) : -4], dtype="<u8").reshape(n, 2)
     return {divmod(i, grid[2]): (int(o), int(ln)) for i, (o, ln) in enumerate(table)}
+
+
+def small_warehouse(tmp_path_factory, model_dir: Path) -> Path:
+    """Two relations × three subjects ingested with `model_dir`, stats over all prompts and a
+    selection `cap` of the top 4: the warehouse the hostile and security tests attack."""
+    from warehouse.analysis.selections import select
+    from warehouse.analysis.stats import run_stats
+    from warehouse.ingest.run import IngestConfig, ingest
+
+    data = tmp_path_factory.mktemp("data") / "d.jsonl"
+    rows = [
+        {"relation": r, "language": "en", "subject": s, "object": o, "templates": [t]}
+        for r, t in (("capital", "The capital of {subject} is"), ("coin", "{subject} pays in"))
+        for s, o in (("Peru", "Lima"), ("Chile", "Santiago"), ("Kenya", "Nairobi"))
+    ]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path_factory.mktemp("w") / "w"
+    ingest(IngestConfig(out=out, model=str(model_dir), dataset=str(data)), False)
+    run_stats(out, split="all", show_progress=False)
+    select(out, "cap", "capital", top=4)
+    return out

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, small_warehouse
 
 from warehouse.store.errors import WarehouseError
 
@@ -73,22 +73,8 @@ def private_temp_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, tiny_llama_dir, module_cache) -> Path:
-    from warehouse.analysis.selections import select
-    from warehouse.analysis.stats import run_stats
-    from warehouse.ingest.run import IngestConfig, ingest
-
-    data = tmp_path_factory.mktemp("data") / "d.jsonl"
-    rows = [
-        {"relation": r, "language": "en", "subject": s, "object": o, "templates": [t]}
-        for r, t in (("capital", "The capital of {subject} is"), ("coin", "{subject} pays in"))
-        for s, o in (("Peru", "Lima"), ("Chile", "Santiago"), ("Kenya", "Nairobi"))
-    ]
-    data.write_text("\n".join(json.dumps(r) for r in rows))
-    out = tmp_path_factory.mktemp("w") / "w"
-    ingest(IngestConfig(out=out, model=str(tiny_llama_dir), dataset=str(data)), False)
-    run_stats(out, split="all", show_progress=False)
-    select(out, "cap", "capital", top=4)
-    return out
+    """Two relations × three subjects, ingested, with stats and a selection `cap`."""
+    return small_warehouse(tmp_path_factory, tiny_llama_dir)
 
 
 @pytest.fixture
