@@ -132,6 +132,18 @@ def test_numpy_and_torch_helpers(wh: Path):
     assert torch.equal(t, torch.from_numpy(da.values.astype(np.float32)))
 
 
+def test_numpy_and_torch_methods(wh: Path):
+    da = Warehouse.open(wh).array("ffn.act", layer=0)
+    got = da.numpy()
+    assert type(got) is np.ndarray and got.dtype == da.dtype
+    np.testing.assert_array_equal(got, da.values)
+    same = da.torch()  # shares memory with the DataArray's values
+    assert same.dtype == torch.float16 and same.data_ptr() == da.values.ctypes.data
+    t = da.sel(neuron=[1, 2]).torch(torch.float32)
+    assert t.dtype == torch.float32 and tuple(t.shape) == (da.sizes["token_row"], 2)
+    assert torch.equal(t, torch.from_numpy(da.values[:, [1, 2]].astype(np.float32)))
+
+
 @pytest.mark.parametrize(
     "kw, error, match",
     [

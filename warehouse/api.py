@@ -14,6 +14,7 @@ read the views only and run within memory and time limits (`warehouse.queries.sa
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable
@@ -208,6 +209,7 @@ class Warehouse:
         returned as stored, bfloat16 widened to float32."""
         import xarray as xr
 
+        _register_accessors()
         view, src = self._array_source(site, pooling)
         rows = self._array_rows(view, src.n_rows, prompts, tokens)
         lis = _positions(layer, list(src.spec.layers), "layer")
@@ -399,3 +401,36 @@ def to_torch(da: xr.DataArray, dtype: torch.dtype | None = None) -> torch.Tensor
 
     t = torch.from_numpy(np.ascontiguousarray(da.values))
     return t if dtype is None else t.to(dtype)
+
+
+class _NumpyAccessor:
+    """`da.numpy()`: `to_numpy(da)`."""
+
+    def __init__(self, da: xr.DataArray) -> None:
+        self._da = da
+
+    def __call__(self) -> np.ndarray:
+        return to_numpy(self._da)
+
+
+class _TorchAccessor:
+    """`da.torch(dtype=None)`: `to_torch(da, dtype)`."""
+
+    def __init__(self, da: xr.DataArray) -> None:
+        self._da = da
+
+    def __call__(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return to_torch(self._da, dtype)
+
+
+@functools.cache
+def _register_accessors() -> None:
+    """Give every `xarray.DataArray` `.numpy()` and `.torch()` methods. xarray advises
+    against subclassing DataArray; a callable accessor is its documented way to add a method.
+    Registered once, when the first array is built; a name that xarray or another package
+    already uses is left alone (the functions above always work)."""
+    import xarray as xr
+
+    for name, accessor in (("numpy", _NumpyAccessor), ("torch", _TorchAccessor)):
+        if not hasattr(xr.DataArray, name):
+            xr.register_dataarray_accessor(name)(accessor)
