@@ -176,19 +176,34 @@ def verify(root: Path | str | Location) -> Report:
         report.problems.insert(0, f"{root}: no warehouse here")
         return report
     manifest = load_manifest(root, check_fingerprint=False, check_paths=False)
-    state = manifest.state
-    complete = state.get("status") == "complete"
     lock = lock_status(root)
     writing = lock is not None and lock.get("stale") is not True and "unreadable" not in lock
     _verify_lock(lock, report)
-    if not complete:
+    _note_unfinished(manifest, report)
+    _verify_fingerprint(manifest, report)
+    expected = {MANIFEST}  # every file the manifest accounts for; the rest are checked apart
+    _verify_tables(root, manifest, expected, report)
+    _verify_arrays(loc, manifest, expected, report)
+    _verify_coords(loc, manifest, expected, report)
+    _verify_listed_files(loc, manifest, expected, report)
+    _verify_derived(loc, report)
+    _verify_tree(root, expected, writing, report)
+    return report
+
+
+def _note_unfinished(manifest: Manifest, report: Report) -> None:
+    """An ingest that has not finished is a state, not damage: a note saying how far it got."""
+    state = manifest.state
+    if state.get("status") != "complete":
         report.notes.append(
             "ingest not finished: checked up to the last committed batch "
             f"({state.get('prompts_committed', 0)} of {manifest.counts.get('prompts')} "
             "prompts); re-run the same ingest command to resume"
         )
-    _verify_fingerprint(manifest, report)
-    expected = {MANIFEST}
+
+
+def _verify_tables(root: Path, manifest: Manifest, expected: set[str], report: Report) -> None:
+    """Every table the manifest lists: inside the warehouse, present, its checksum and rows."""
     for name, entry in manifest.tables.items():
         try:
             path = safe_relative(root, entry["path"])
@@ -198,9 +213,16 @@ def verify(root: Path | str | Location) -> Report:
         expected.add(entry["path"])
         report.checked_files += 1
         _verify_table(name, entry, path, report)
+
+
+def _verify_arrays(loc: Location, manifest: Manifest, expected: set[str], report: Report) -> None:
+    """Every array the manifest lists: its entry agrees with the manifest, and its files
+    (up to the committed rows of an unfinished ingest) decode and match the checksum."""
+    state = manifest.state
+    complete = state.get("status") == "complete"
     for key, spec in array_specs(manifest).items():
         try:
-            safe_relative(root, spec.path)
+            safe_relative(loc.local, spec.path)
         except FormatError as e:
             report.problems.append(f"array {key}: {e}")
             continue
@@ -212,9 +234,11 @@ def verify(root: Path | str | Location) -> Report:
         digest = array_checksum(manifest.arrays[key])
         committed = _committed_rows(key, spec, state, complete)
         _verify_array(loc, key, spec, digest, complete, committed, report)
-    _verify_coords(loc, manifest, expected, report)
-    _verify_listed_files(loc, manifest, expected, report)
-    _verify_derived(loc, report)
+
+
+def _verify_tree(root: Path, expected: set[str], writing: bool, report: Report) -> None:
+    """Every path under the warehouse: no links, no special files, no file nothing accounts
+    for (lstat, so a link is seen as a link and never followed)."""
     for dirpath, dirnames, names in os.walk(root):
         for n in [*dirnames, *names]:
             full = os.path.join(dirpath, n)
@@ -231,7 +255,6 @@ def verify(root: Path | str | Location) -> Report:
                 )
             elif stat.S_ISREG(mode) and rel not in expected:
                 _verify_other_file(rel, n, writing, report)
-    return report
 
 
 def _verify_creations(root: Path, report: Report) -> None:
