@@ -259,16 +259,43 @@ def _plan(
 ) -> tuple[Manifest, list[str], list[str], list[str]]:
     """The destination manifest (without file digests yet), the array keys and table names to
     copy, and the derived files to copy."""
-    cap = manifest.capture
-    sites = list(cap["sites"])
-    if opts.sites is not None:
-        unknown = sorted(set(opts.sites) - set(sites))
-        if unknown or not opts.sites:
-            raise WarehouseError(
-                f"--sites {', '.join(unknown) or '(none)'} not in this warehouse; "
-                f"available: {', '.join(sites)}"
-            )
-        sites = [s for s in sites if s in opts.sites]
+    sites = _chosen_sites(list(manifest.capture["sites"]), opts)
+    tables = _chosen_tables(src, manifest, opts)
+    keep_arrays = [
+        k
+        for k in manifest.arrays
+        if k.split("/")[1] in sites and not (opts.pooled_only and k.startswith(f"{ACTIVATIONS}/"))
+    ]
+    keep_tables = [t for t in (PROMPTS, TOKENS) if t in tables]
+    derived = [rel for d in DERIVED if d in tables for rel in _derived_files(src, d, set(sites))]
+    out = _narrowed_manifest(manifest, sites, keep_arrays, keep_tables)
+    out.export = {
+        "source": src.url,
+        "source_fingerprint": manifest.fingerprint,
+        "sites": sites,
+        "pooled_only": opts.pooled_only,
+        "tables": [*keep_tables, *(d for d in DERIVED if d in tables)],
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return out, keep_arrays, keep_tables, derived
+
+
+def _chosen_sites(sites: list[str], opts: ExportOptions) -> list[str]:
+    """The captured sites `--sites` keeps, in the warehouse's order (all of them without it)."""
+    if opts.sites is None:
+        return sites
+    unknown = sorted(set(opts.sites) - set(sites))
+    if unknown or not opts.sites:
+        raise WarehouseError(
+            f"--sites {', '.join(unknown) or '(none)'} not in this warehouse; "
+            f"available: {', '.join(sites)}"
+        )
+    return [s for s in sites if s in opts.sites]
+
+
+def _chosen_tables(src: Location, manifest: Manifest, opts: ExportOptions) -> list[str]:
+    """The tables `--tables` names, prompts always among them (every table present without
+    it); a derived folder is present when it holds a Parquet file."""
     present = [PROMPTS, *(t for t in (TOKENS,) if t in manifest.tables)]
     present += [d for d in DERIVED if any(n.endswith(".parquet") for n in src.listdir(d))]
     tables = present if opts.tables is None else list(dict.fromkeys([PROMPTS, *opts.tables]))
@@ -282,16 +309,16 @@ def _plan(
         raise WarehouseError(
             f"--tables {', '.join(absent)}: not in this warehouse (present: {', '.join(present)})"
         )
-    keep_arrays = [
-        k
-        for k in manifest.arrays
-        if k.split("/")[1] in sites and not (opts.pooled_only and k.startswith(f"{ACTIVATIONS}/"))
-    ]
-    keep_tables = [t for t in (PROMPTS, TOKENS) if t in tables]
-    derived = [rel for d in DERIVED if d in tables for rel in _derived_files(src, d, set(sites))]
+    return tables
 
+
+def _narrowed_manifest(
+    manifest: Manifest, sites: list[str], keep_arrays: list[str], keep_tables: list[str]
+) -> Manifest:
+    """The source's manifest cut down to the kept sites, arrays, tables and coordinate
+    arrays, with the fingerprint of what is left and no file digests yet."""
     out = replace(manifest, export=None, files=None)
-    out.capture = dict(cap, sites=sites)
+    out.capture = dict(manifest.capture, sites=sites)
     if not any(k.startswith(f"{ACTIVATIONS}/") for k in keep_arrays):
         out.capture["mode"] = "pooled"
     out.arrays = {k: manifest.arrays[k] for k in keep_arrays}
@@ -307,15 +334,7 @@ def _plan(
         out.coords = {p: manifest.coords[p] for p in need}
     out.fingerprint = out.computed_fingerprint()
     out.files = {}
-    out.export = {
-        "source": src.url,
-        "source_fingerprint": manifest.fingerprint,
-        "sites": sites,
-        "pooled_only": opts.pooled_only,
-        "tables": [*keep_tables, *(d for d in DERIVED if d in tables)],
-        "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    return out, keep_arrays, keep_tables, derived
+    return out
 
 
 def _derived_files(src: Location, folder: str, sites: set[str]) -> list[str]:
