@@ -241,6 +241,8 @@ def _segments(src_k: np.ndarray, src_start: np.ndarray, length: np.ndarray) -> l
 
 
 def _write(root: Path, ins: list[_Input], show_progress: bool) -> Manifest:
+    """Write the merged warehouse into `root`: tables, arrays, coordinates, then the
+    manifest, marked complete."""
     ks, rows = _layout(ins)
     n_tok_by = [x.prompts.column("n_tokens").to_numpy().astype(np.int64) for x in ins]
     off_by = [x.prompts.column("token_offset").to_numpy().astype(np.int64) for x in ins]
@@ -251,22 +253,55 @@ def _write(root: Path, ins: list[_Input], show_progress: bool) -> Manifest:
     token_segs = _segments(ks, src_off, n_tok)
 
     first = ins[0].manifest
-    cap = first.capture
     manifest = new_manifest(
         model=first.model,
         dataset=_dataset(ins),
-        capture=cap,
+        capture=first.capture,
         fingerprint="",
         counts={"prompts": n_prompts, "tokens": n_tokens},
     )
     manifest.fingerprint = manifest.computed_fingerprint()
-    prompts, tokens = _tables(ins, ks, rows, n_tok, src_off)
+    tables = _write_tables(root, manifest, *_tables(ins, ks, rows, n_tok, src_off))
+    specs = _array_plan(first, n_prompts, n_tokens, prompt_segs, token_segs)
+    _write_arrays(root, ins, specs, show_progress)
+
+    manifest.tables = tables
+    manifest.arrays = {spec.key: spec.to_json() for _, spec, _ in specs}
+    write_coords(root, manifest)
+    manifest.merged_from = [_provenance(x) for x in ins]
+    nonfinite = add_nonfinite(*((x.manifest.nonfinite or {}) for x in ins))
+    if nonfinite:  # counts of the inputs' non-finite values add up
+        manifest.nonfinite = nonfinite
+    finalize_checksums(root, manifest)
+    manifest.state.update(
+        status="complete",
+        prompts_committed=n_prompts,
+        tokens_committed=n_tokens,
+        finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    save_manifest(root, manifest)
+    return manifest
+
+
+def _write_tables(
+    root: Path, manifest: Manifest, prompts: pa.Table, tokens: pa.Table | None
+) -> dict[str, dict[str, Any]]:
+    """Write the merged prompts (and tokens, where the inputs have them); their manifest
+    entries."""
     write_table(root / PROMPTS_FILE, prompts, manifest)
-    tables = {PROMPTS: {"path": PROMPTS_FILE, "rows": n_prompts}}
+    tables = {PROMPTS: {"path": PROMPTS_FILE, "rows": prompts.num_rows}}
     if tokens is not None:
         write_table(root / TOKENS_FILE, tokens, manifest)
-        tables[TOKENS] = {"path": TOKENS_FILE, "rows": n_tokens}
+        tables[TOKENS] = {"path": TOKENS_FILE, "rows": tokens.num_rows}
+    return tables
 
+
+def _array_plan(
+    first: Manifest, n_prompts: int, n_tokens: int, prompt_segs: list, token_segs: list
+) -> list[tuple[str, ArraySpec, list[tuple]]]:
+    """(key, output spec, segments) of every array the inputs hold: per-token activations
+    are laid out by token segments, pooled responses by prompt segments."""
+    cap = first.capture
     specs = []
     for key in array_specs(first):
         site = key.split("/")[1]
@@ -283,46 +318,37 @@ def _write(root: Path, ins: list[_Input], show_progress: bool) -> Manifest:
             )
             segs = prompt_segs
         specs.append((key, out, segs))
+    return specs
 
+
+def _write_arrays(
+    root: Path, ins: list[_Input], specs: list[tuple[str, ArraySpec, list[tuple]]], show: bool
+) -> None:
+    """Create and fill every output array, with one progress line over all their chunks."""
+    first = ins[0].manifest
     blocks = sum(-(-s.shape[0] // s.chunks[0]) * s.shape[1] for _, s, _ in specs)
-    with Progress("merge", blocks, unit="row blocks x layers", enabled=show_progress) as line:
-        advance = line.advance
+    with Progress("merge", blocks, unit="row blocks x layers", enabled=show) as line:
         for key, spec, segs in specs:
             site = _site_description(ins[0], key)
             create_array(root, spec, array_attributes(first.model, spec, site))
-            _fill(root, ins, key, spec, segs, advance)
+            _fill(root, ins, key, spec, segs, line.advance)
 
-    manifest.tables = tables
-    manifest.arrays = {spec.key: spec.to_json() for _, spec, _ in specs}
-    write_coords(root, manifest)
-    manifest.merged_from = [
-        {
-            "source": x.loc.url,
-            "fingerprint": x.manifest.fingerprint,
-            "prompts": x.prompts.num_rows,
-            "dataset": {
-                k: x.manifest.dataset.get(k) for k in ("relations", "languages", "max_prompts")
-            },
-            **(
-                {"shard": f"{x.manifest.shard['index']}/{x.manifest.shard['count']}"}
-                if x.manifest.shard
-                else {}
-            ),
-        }
-        for x in ins
-    ]
-    nonfinite = add_nonfinite(*((x.manifest.nonfinite or {}) for x in ins))
-    if nonfinite:  # counts of the inputs' non-finite values add up
-        manifest.nonfinite = nonfinite
-    finalize_checksums(root, manifest)
-    manifest.state.update(
-        status="complete",
-        prompts_committed=n_prompts,
-        tokens_committed=n_tokens,
-        finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    )
-    save_manifest(root, manifest)
-    return manifest
+
+def _provenance(x: _Input) -> dict[str, Any]:
+    """An input's entry in the merged manifest's `merged_from`."""
+    return {
+        "source": x.loc.url,
+        "fingerprint": x.manifest.fingerprint,
+        "prompts": x.prompts.num_rows,
+        "dataset": {
+            k: x.manifest.dataset.get(k) for k in ("relations", "languages", "max_prompts")
+        },
+        **(
+            {"shard": f"{x.manifest.shard['index']}/{x.manifest.shard['count']}"}
+            if x.manifest.shard
+            else {}
+        ),
+    }
 
 
 def _site_description(x: _Input, key: str) -> dict[str, Any]:

@@ -24,7 +24,6 @@ LONG = {
     "analysis/stats.py:run_stats": 64,
     "ingest/datasets.py:_lre_facts": 63,
     "ingest/run.py:_run_batches": 80,
-    "store/merge.py:_write": 82,
 }
 
 
