@@ -45,7 +45,13 @@ import torch
 from warehouse.ingest.batching import pad_batch
 from warehouse.ingest.datasets import load_dataset
 from warehouse.ingest.models import load_model
-from warehouse.ingest.run import IngestConfig, _batches, _by_length, ingest, select_prompts
+from warehouse.ingest.run import (
+    IngestConfig,
+    batch_ranges,
+    ingest,
+    order_by_length,
+    select_prompts,
+)
 
 
 def _config(out: Path, args, capture: str, languages: list[str] | None = None) -> IngestConfig:
@@ -63,7 +69,7 @@ def _config(out: Path, args, capture: str, languages: list[str] | None = None) -
 def prompt_ids(loaded, args) -> list[list[int]]:
     """Input ids in the order and batches ingest uses, so both sides run the same batches."""
     config = _config(Path("."), args, "tokens")
-    _, encoded = _by_length(loaded.tokenizer, select_prompts(config, load_dataset(None)))
+    _, encoded = order_by_length(loaded.tokenizer, select_prompts(config, load_dataset(None)))
     return encoded.ids
 
 
@@ -71,7 +77,7 @@ def bare_forward(loaded, ids: list[list[int]], bs: int) -> float:
     backbone = loaded.model.base_model
     t0 = time.perf_counter()
     with torch.inference_mode():
-        for s, e in _batches(np.array([len(x) for x in ids]), bs):
+        for s, e in batch_ranges(np.array([len(x) for x in ids]), bs):
             x, m, pos = pad_batch(ids[s:e], loaded.tokenizer.pad_token_id, "right", loaded.device)
             backbone(input_ids=x, attention_mask=m, position_ids=pos, use_cache=False)
     if loaded.device.type == "cuda":  # the last batches may still be queued on the GPU

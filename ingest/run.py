@@ -208,11 +208,12 @@ def _array_plan(plan: dict, n_prompts: int, n_tokens: int) -> list[ArraySpec]:
     return specs
 
 
-def _by_length(tokenizer, prompts: list) -> tuple[list, Encoded]:
-    """Prompts, and their tokens, ordered by token count: batches then never mix lengths, so
-    no batch is padded, and a prompt's stored values cannot depend on padding or its
-    neighbours' lengths (padded batches differ from unpadded ones in the last float16 bit).
-    Tokenized once: the same encoding orders them and fills the tokens table."""
+def order_by_length(tokenizer, prompts: list) -> tuple[list, Encoded]:
+    """(prompts, their encoding) ordered by token count, the order of an ingest's rows:
+    batches then never mix lengths, so no batch is padded, and a prompt's stored values
+    cannot depend on padding or its neighbours' lengths (padded batches differ from
+    unpadded ones in the last float16 bit). Tokenized once: the same encoding orders them
+    and fills the tokens table."""
     encoded = encode_prompts(tokenizer, prompts)
     lengths = [len(x) for x in encoded.ids]
     # Within a length, prompts of one template sit together: their shared prefix tokens have
@@ -224,8 +225,10 @@ def _by_length(tokenizer, prompts: list) -> tuple[list, Encoded]:
     return [prompts[i] for i in order], encoded.take(order)
 
 
-def _batches(n_tokens: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
-    """[start, end) prompt rows of each batch: at most batch_size prompts of one length."""
+def batch_ranges(n_tokens: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
+    """[start, end) prompt rows of each batch of an ingest: at most batch_size prompts of
+    one length, in row order. `n_tokens` is each prompt's token count in the order of
+    `order_by_length`; an ingest, a resume and each `--shard` all cut the run this way."""
     out: list[tuple[int, int]] = []
     start = 0
     for i in range(1, len(n_tokens) + 1):
@@ -267,12 +270,12 @@ def _lay_out(
     root: Path, plan: dict, loaded: LoadedModel, prompts, shard: tuple[int, int] | None = None
 ) -> dict:
     root.chmod(0o755)  # mkdtemp makes it private; a warehouse is meant to be shared
-    prompts, encoded = _by_length(loaded.tokenizer, prompts)
+    prompts, encoded = order_by_length(loaded.tokenizer, prompts)
     if shard is not None:
         # A shard is a run of whole batches of the single-process plan: the same batches give
         # the same values, so merging every part reproduces the single run byte for byte.
         n_tok = np.array([len(x) for x in encoded.ids], dtype=np.int64)
-        starts = [s for s, _ in _batches(n_tok, plan["capture"]["batch_size"])]
+        starts = [s for s, _ in batch_ranges(n_tok, plan["capture"]["batch_size"])]
         start, end = shard_range(n_tok, starts, shard)
         shard_info = {
             "index": shard[0],
@@ -419,23 +422,14 @@ def _run_batches(
     on_progress: Callable[[int], None] | None = None,
     on_nonfinite: str = "warn",
 ) -> dict:
+    """Capture and write every batch not yet on disk, then mark the warehouse complete."""
     cap = manifest.capture
-    prompts = read_table(root / "prompts.parquet", columns=["n_tokens", "token_offset"])
-    n_tok = prompts.column("n_tokens").to_numpy().astype(np.int64)
-    offsets = prompts.column("token_offset").to_numpy()
-    ids = token_ids_by_prompt(read_table(root / "tokens.parquet"), len(n_tok))
-    n_prompts = len(n_tok)
-    batches = _batches(n_tok, cap["batch_size"])
-
-    specs = array_specs(manifest)
+    n_tok, offsets, ids = _stored_prompts(root)
+    batches = batch_ranges(n_tok, cap["batch_size"])
     state = manifest.state
-    committed = {
-        k: state["tokens_committed"] if k.startswith("activations/") else state["prompts_committed"]
-        for k in specs
-    }
     tokens = cap["mode"] == "tokens"
     first = _resume_batch(batches, offsets, state, tokens)
-    buffers = {k: ChunkBuffer(root, spec, committed[k]) for k, spec in specs.items()}
+    buffers = _buffers(root, manifest)
     tally = _NonFiniteTally(manifest.nonfinite or {})
 
     def commit(now: dict[str, int]) -> None:
@@ -447,16 +441,10 @@ def _run_batches(
         tally.record(manifest, _resume_batch(batches, offsets, state, tokens))
         save_manifest(root, manifest)
 
-    sites = {s: cap["layers"] for s in cap["sites"]}
-    capturer = Capturer(
-        loaded.model,
-        loaded.tokenizer.pad_token_id,
-        CaptureSpec(sites, tokens, cap["pooling"], cap["dtype"]),
-        wait=False,
-    )
+    capturer = _capturer(loaded, cap)
     writer = Writer(buffers, commit)
     done = batches[first][0] if batches else 0
-    progress = _Progress(n_prompts, int(n_tok.sum()), done, show_progress)
+    progress = _Progress(len(n_tok), int(n_tok.sum()), done, show_progress)
 
     def hand_over(b: int, rows: dict, ready, check: np.ndarray | None) -> None:
         """Batch b to the writer, once its check says every value is finite; otherwise
@@ -482,15 +470,57 @@ def _run_batches(
     finally:
         if writer.thread.is_alive():
             writer.close(finish=False)
+    _finish(root, manifest, buffers, tally)
+    return manifest
+
+
+def _stored_prompts(root: Path) -> tuple[np.ndarray, np.ndarray, list]:
+    """The stored prompts' token counts and token offsets, and each prompt's token ids: the
+    run reads its batches back from the tables, so a resume runs exactly what was planned."""
+    prompts = read_table(root / "prompts.parquet", columns=["n_tokens", "token_offset"])
+    n_tok = prompts.column("n_tokens").to_numpy().astype(np.int64)
+    offsets = prompts.column("token_offset").to_numpy()
+    ids = token_ids_by_prompt(read_table(root / "tokens.parquet"), len(n_tok))
+    return n_tok, offsets, ids
+
+
+def _buffers(root: Path, manifest: Manifest) -> dict[str, ChunkBuffer]:
+    """A chunk buffer per array, each starting at its kind's committed mark (token rows for
+    activations, prompt rows for responses)."""
+    state = manifest.state
+    out = {}
+    for k, spec in array_specs(manifest).items():
+        kind = "tokens" if k.startswith("activations/") else "prompts"
+        out[k] = ChunkBuffer(root, spec, state[f"{kind}_committed"])
+    return out
+
+
+def _capturer(loaded: LoadedModel, cap: dict) -> Capturer:
+    """The capturer of the manifest's sites, layers, pooling and dtype. wait=False: on a GPU
+    a batch's copies are not waited for; `hand_over` waits on its event, so the next batch's
+    forward is queued meanwhile."""
+    sites = {s: cap["layers"] for s in cap["sites"]}
+    return Capturer(
+        loaded.model,
+        loaded.tokenizer.pad_token_id,
+        CaptureSpec(sites, cap["mode"] == "tokens", cap["pooling"], cap["dtype"]),
+        wait=False,
+    )
+
+
+def _finish(
+    root: Path, manifest: Manifest, buffers: dict[str, ChunkBuffer], tally: _NonFiniteTally
+) -> None:
+    """Record the checksums (the writer's own where it computed them), the non-finite counts,
+    and mark the warehouse complete."""
     digests = {k: d for k, b in buffers.items() if (d := b.checksum()) is not None}
     finalize_checksums(root, manifest, digests)
     tally.record(manifest, None)
     if manifest.nonfinite:
         _warn_nonfinite(root, manifest)
-    state["status"] = "complete"
-    state["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    manifest.state["status"] = "complete"
+    manifest.state["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     save_manifest(root, manifest)
-    return manifest
 
 
 def _capture_all(

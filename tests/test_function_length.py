@@ -23,7 +23,6 @@ LONG = {
     "analysis/stats.py:_compute_and_write": 73,
     "analysis/stats.py:run_stats": 64,
     "ingest/datasets.py:_lre_facts": 63,
-    "ingest/run.py:_run_batches": 80,
 }
 
 

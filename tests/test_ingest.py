@@ -208,11 +208,11 @@ def test_forward_stops_after_the_last_captured_site(tiny_llama_dir):
 
 def test_ingest_batches_never_pad(warehouse_right):
     """Ingest orders prompts by length and never mixes lengths in a batch (no padding at all)."""
-    from warehouse.ingest.run import _batches
+    from warehouse.ingest.run import batch_ranges
 
     n = pq.read_table(warehouse_right / "prompts.parquet").column("n_tokens").to_numpy()
     assert (np.diff(n) >= 0).all()
-    batches = _batches(n, 3)
+    batches = batch_ranges(n, 3)
     assert batches[0][0] == 0 and batches[-1][1] == len(n)
     for s, e in batches:
         assert e - s <= 3 and len(set(n[s:e])) == 1
@@ -400,11 +400,11 @@ def test_resume_after_crash_is_identical(
     tmp_path, tiny_llama_dir, tiny_dataset, warehouse_right, monkeypatch
 ):
     from warehouse.ingest import capture as capture_mod
-    from warehouse.ingest.run import _batches
+    from warehouse.ingest.run import batch_ranges
 
     out = tmp_path / "crash"
     n_tokens = pq.read_table(warehouse_right / "prompts.parquet").column("n_tokens").to_numpy()
-    batches = _batches(n_tokens, 3)
+    batches = batch_ranges(n_tokens, 3)
     die_at = len(batches)  # the last batch: earlier ones are done, some on disk, some queued
     calls = {"n": 0}
     real_run = capture_mod.Capturer.run
@@ -715,12 +715,12 @@ def test_on_nonfinite_error_stops_before_the_batch_and_resumes(
     tmp_path, tiny_llama_dir, tiny_dataset, warehouse_right
 ):
     from warehouse.ingest.models import load_model
-    from warehouse.ingest.run import _batches
+    from warehouse.ingest.run import batch_ranges
 
     loaded = load_model(str(tiny_llama_dir))
     n_tokens = pq.read_table(warehouse_right / "prompts.parquet").column("n_tokens").to_numpy()
     longest = int(n_tokens.max())
-    bad_start = next(s for s, _ in _batches(n_tokens, 3) if n_tokens[s] >= longest)
+    bad_start = next(s for s, _ in batch_ranges(n_tokens, 3) if n_tokens[s] >= longest)
     handle = _nan_for_long_prompts(loaded.model, longest)
     try:
         out = tmp_path / "w"
@@ -779,7 +779,7 @@ def test_held_batches_as_on_a_gpu_store_the_same(
     """With a CUDA-like event per batch, ingest hands a batch over after the next one is
     captured (and checks it then): the warehouse and its counts are the same."""
     from warehouse.ingest import capture as capture_mod
-    from warehouse.ingest.run import _batches
+    from warehouse.ingest.run import batch_ranges
 
     class Event:
         waits = 0
@@ -802,4 +802,4 @@ def test_held_batches_as_on_a_gpu_store_the_same(
     assert _snapshot(out) == _snapshot(nonfinite_warehouse)
     # Each batch's event is waited on by the hand-over and by the writer.
     n_tokens = pq.read_table(out / "prompts.parquet").column("n_tokens").to_numpy()
-    assert Event.waits >= 2 * len(_batches(n_tokens, 3))
+    assert Event.waits >= 2 * len(batch_ranges(n_tokens, 3))

@@ -81,7 +81,7 @@ def test_checker_finds_each_kind_of_violation():
         "from warehouse.store.errors import WarehouseError\n"
         "from warehouse.analysis.evaluate import EvalConfig\n"
         "def f():\n"
-        "    from warehouse.ingest.run import _batches\n"
+        "    from warehouse.ingest.run import _resume_batch\n"
         "    import warehouse.cli\n"
         "from warehouse import __version__, api\n"
     )
@@ -92,13 +92,13 @@ def test_checker_finds_each_kind_of_violation():
         "ingest/x.py: imports warehouse (ingest/ may not import warehouse/)",
     ]
     assert violations("analysis/x.py", source) == [
-        "analysis/x.py: imports the private warehouse.ingest.run._batches",
+        "analysis/x.py: imports the private warehouse.ingest.run._resume_batch",
         "analysis/x.py: imports warehouse.cli (analysis/ may not import warehouse/)",
         "analysis/x.py: imports warehouse (analysis/ may not import warehouse/)",
         "analysis/x.py: imports warehouse (analysis/ may not import warehouse/)",
     ]
     assert violations("warehouse/x.py", source) == [
-        "warehouse/x.py: imports the private warehouse.ingest.run._batches",
+        "warehouse/x.py: imports the private warehouse.ingest.run._resume_batch",
     ]
 
 
