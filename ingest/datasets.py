@@ -429,7 +429,24 @@ def _lre_facts(path: Path) -> list[Fact]:
         raise DatasetError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: expected an LRE relation object, got {_type_name(data)}")
+    templates = _lre_templates(path, data)
+    return [
+        Fact(
+            relation=relation,
+            language="en",
+            subject=subject,
+            object=objs[0],
+            aliases=tuple(objs[1:]),
+            templates=templates,
+            subject_id=subject,
+        )
+        for subject, objs in _lre_objects(path, data).items()
+    ]
 
+
+def _lre_templates(path: Path, data: dict) -> tuple[str, ...]:
+    """The relation's prompt templates (few-shot and zero-shot lists), `{}` → the subject
+    placeholder, each once."""
     templates: list[str] = []
     for key in ("prompt_templates", "prompt_templates_zs"):
         value = data.get(key, [])
@@ -443,7 +460,11 @@ def _lre_facts(path: Path) -> list[Fact]:
             templates.append(template)
     if not templates:
         raise DatasetError(f"{path}: field 'prompt_templates': no templates")
+    return _unique(templates)
 
+
+def _lre_objects(path: Path, data: dict) -> dict[str, list[str]]:
+    """subject -> its distinct objects in file order, from the relation's samples."""
     samples = data.get("samples")
     if not isinstance(samples, list) or not samples:
         raise DatasetError(f"{path}: field 'samples': expected a non-empty list")
@@ -460,19 +481,7 @@ def _lre_facts(path: Path) -> list[Fact]:
         objects.setdefault(subject, [])
         if obj not in objects[subject]:
             objects[subject].append(obj)
-
-    return [
-        Fact(
-            relation=relation,
-            language="en",
-            subject=subject,
-            object=objs[0],
-            aliases=tuple(objs[1:]),
-            templates=_unique(templates),
-            subject_id=subject,
-        )
-        for subject, objs in objects.items()
-    ]
+    return objects
 
 
 def _lre_text(text: str) -> str:

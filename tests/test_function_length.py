@@ -22,7 +22,6 @@ LONG = {
     "analysis/selections.py:select": 81,
     "analysis/stats.py:_compute_and_write": 73,
     "analysis/stats.py:run_stats": 64,
-    "ingest/datasets.py:_lre_facts": 63,
 }
 
 
