@@ -185,35 +185,18 @@ def select(
     if sum(x is not None for x in (top, fraction, sql)) != 1:
         raise WarehouseError("choose exactly one of --top, --fraction and --sql")
     negatives, _ = parse_negatives(negatives)
-    check_site_pooling(manifest, site, pooling)
-    site = _resolve_site(root, manifest, site, pooling, negatives)
-    path = stats_path(root, site, pooling, negatives, templates)
-    if not path.is_file() or not sidecar_path(path).is_file():
-        what = "" if templates is None else f", {len(set(templates))} templates"
-        raise WarehouseError(
-            f"no stats for site {site}, pooling {pooling}, negatives {negatives}{what} in "
-            f"{root}: run `warehouse stats {root} --site {site} --pooling {pooling} "
-            f"--negatives {negatives}{' --template ...' if templates else ''}` first"
-        )
-    stats_meta = read_json(sidecar_path(path))
+    site, path, stats_meta = _find_stats(root, manifest, site, pooling, negatives, templates)
     units = manifest.model["units"][site]
     layers = list(manifest.capture["layers"])
-    if relation is not None or sql is None:
-        if relation is None:
-            raise WarehouseError("--top and --fraction need --relation")
+    if relation is None and sql is None:
+        raise WarehouseError("--top and --fraction need --relation")
+    if relation is not None:  # also with --sql: a named relation must be in the stats
         _check_relation_language(stats_meta, relation, language)
     ties = None
     if top is not None or fraction is not None:
         k = _top_k(top, fraction, units * len(layers))
-        where = (
-            f"site = {sql_literal(site)} AND pooling = {sql_literal(pooling)} AND negatives = "
-            f"{sql_literal(negatives)}\n  AND template_set = "
-            f"{sql_literal(template_set(templates))} "
-            f"AND relation = {sql_literal(relation)} AND language = {sql_literal(language)}"
-        )
-        sql = f"SELECT neuron_id, ap AS score FROM stats\nWHERE {where} AND rank <= {k}\n"
-        sql += "ORDER BY rank"
-        ties = _ties_at(path, where, k)
+        where = _group_where(site, pooling, negatives, templates, relation, language)
+        sql, ties = _top_k_query(path, where, k)
     assert sql is not None
     ids, score = _run_query(path, sql, site)
     frame = _frame(name, site, units, layers, ids, score)
@@ -230,15 +213,69 @@ def select(
         "split": stats_options(stats_meta)["split"],
         "sql": sql,
         "ties": ties,
-        "stats": {
-            "file": f"{STATS_DIR}/{path.name}",
-            "fingerprint": stats_meta.get("fingerprint"),
-            **stats_options(stats_meta),
-        },
+        "stats": _stats_source(path, stats_meta),
         **_model_meta(manifest, site),
         **_size_meta(frame, layers),
     }
     return _write(root, name, frame, meta, overwrite)
+
+
+def _find_stats(
+    root: Path,
+    manifest: Manifest,
+    site: str | None,
+    pooling: str,
+    negatives: str,
+    templates: list[str] | None,
+) -> tuple[str, Path, dict[str, Any]]:
+    """The site (the only one, or the only one with stats, when not named), the stats file
+    a selection is taken from and its sidecar; both files must exist."""
+    check_site_pooling(manifest, site, pooling)
+    site = _resolve_site(root, manifest, site, pooling, negatives)
+    path = stats_path(root, site, pooling, negatives, templates)
+    if not path.is_file() or not sidecar_path(path).is_file():
+        what = "" if templates is None else f", {len(set(templates))} templates"
+        raise WarehouseError(
+            f"no stats for site {site}, pooling {pooling}, negatives {negatives}{what} in "
+            f"{root}: run `warehouse stats {root} --site {site} --pooling {pooling} "
+            f"--negatives {negatives}{' --template ...' if templates else ''}` first"
+        )
+    return site, path, read_json(sidecar_path(path))
+
+
+def _group_where(
+    site: str,
+    pooling: str,
+    negatives: str,
+    templates: list[str] | None,
+    relation: str,
+    language: str,
+) -> str:
+    """The SQL condition of one group of stats rows: the neurons a top-k cut ranks. It is
+    stored in the selection's sidecar as part of its `sql`, so its layout stays as it is."""
+    return (
+        f"site = {sql_literal(site)} AND pooling = {sql_literal(pooling)} AND negatives = "
+        f"{sql_literal(negatives)}\n  AND template_set = "
+        f"{sql_literal(template_set(templates))} "
+        f"AND relation = {sql_literal(relation)} AND language = {sql_literal(language)}"
+    )
+
+
+def _stats_source(path: Path, stats_meta: dict[str, Any]) -> dict[str, Any]:
+    """What a selection records of the stats it was taken from: file, fingerprint, options."""
+    return {
+        "file": f"{STATS_DIR}/{path.name}",
+        "fingerprint": stats_meta.get("fingerprint"),
+        **stats_options(stats_meta),
+    }
+
+
+def _top_k_query(stats_file: Path, where: str, k: int) -> tuple[str, dict[str, Any]]:
+    """The SQL of the k best ranks of one group (the text the sidecar records) and how the
+    cut at k falls (`_ties_at`)."""
+    sql = f"SELECT neuron_id, ap AS score FROM stats\nWHERE {where} AND rank <= {k}\n"
+    sql += "ORDER BY rank"
+    return sql, _ties_at(stats_file, where, k)
 
 
 def _check_name(root: Path, name: str, overwrite: bool) -> None:
