@@ -326,14 +326,7 @@ def run_stats(
     manifest = load_manifest(root)
     require_complete(manifest, root)
     negatives, _ = parse_negatives(negatives)
-    if seed < 0:
-        raise WarehouseError(f"--seed must be >= 0, got {seed}")
-    if threads < 1:
-        raise WarehouseError(f"--threads must be >= 1, got {threads}")
-    if templates is not None:
-        if not templates:
-            raise WarehouseError("--template needs at least one template")
-        templates = sorted(set(templates))
+    templates = _check_run_options(seed, threads, templates)
     sites = check_site_pooling(manifest, site, pooling)
     specs = array_specs(manifest)
     # The parent: the baseline whose correct answers are the counted prompts, else the
@@ -364,6 +357,20 @@ def run_stats(
             _compute_and_write(root, path, spec, units, opts, key, threads, show_progress)
         paths.append(path)
     return paths
+
+
+def _check_run_options(seed: int, threads: int, templates: list[str] | None) -> list[str] | None:
+    """Refuse a negative seed, no threads or an empty template list; the templates, sorted
+    and each once (so their order and repeats do not change the cache key)."""
+    if seed < 0:
+        raise WarehouseError(f"--seed must be >= 0, got {seed}")
+    if threads < 1:
+        raise WarehouseError(f"--threads must be >= 1, got {threads}")
+    if templates is not None:
+        if not templates:
+            raise WarehouseError("--template needs at least one template")
+        templates = sorted(set(templates))
+    return templates
 
 
 def check_site_pooling(manifest: Manifest, site: str | None, pooling: str) -> list[str]:
@@ -466,6 +473,8 @@ def _compute_and_write(
     threads: int,
     show_progress: bool,
 ) -> None:
+    """Score every neuron of one site's responses, slab by slab, and write the stats file
+    and then its sidecar."""
     t0 = time.perf_counter()
     d = design(
         root, opts.split, opts.per_language, opts.filter_correct, spec.shape[0], opts.templates
@@ -479,15 +488,7 @@ def _compute_and_write(
     # x 352k neurons x 12 relations x 7 groups = 1.6 GB for Llama-2-7B), so they live in
     # disk-backed arrays next to the output; the page cache keeps small runs in memory.
     with tempfile.TemporaryDirectory(prefix=".tmp-", dir=path.parent) as tmp:
-        out = {
-            s: np.lib.format.open_memmap(
-                Path(tmp) / f"{s}.npy",
-                mode="w+",
-                dtype=np.float64,
-                shape=(len(masks), n_rel, n_neurons),
-            )
-            for s in STAT_NAMES
-        }
+        out = _disk_results(Path(tmp), (len(masks), n_rel, n_neurons))
         n_pos = np.zeros((len(masks), n_rel), dtype=np.int64)
         n_neg = np.zeros((len(masks), n_rel), dtype=np.int64)
         skip = np.zeros(n_neurons, dtype=bool)  # neurons with a non-finite counted response
@@ -511,6 +512,31 @@ def _compute_and_write(
                 advance(b - a)
         skipped = _skipped_neurons(skip, spec, units, opts)
         groups, rows = _write_parquet(path, d, spec, units, opts, out, of_group, n_pos, n_neg, skip)
+    _write_stats_sidecar(path, key, opts, d, rows=rows, groups=groups, skipped=skipped, t0=t0)
+
+
+def _disk_results(folder: Path, shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """One float64 (group, relation, neuron) array per statistic, backed by a file in
+    `folder`."""
+    return {
+        s: np.lib.format.open_memmap(folder / f"{s}.npy", mode="w+", dtype=np.float64, shape=shape)
+        for s in STAT_NAMES
+    }
+
+
+def _write_stats_sidecar(
+    path: Path,
+    key: CacheKey,
+    opts: StatsOptions,
+    d: Design,
+    *,
+    rows: int,
+    groups: list[dict[str, Any]],
+    skipped: list,
+    t0: float,
+) -> None:
+    """The stats file's sidecar: its cache key, what the file holds, and the seconds since
+    `t0` it took."""
     write_sidecar(
         path,
         key,

@@ -19,8 +19,6 @@ LONG = {
     "bench/ingest.py:main": 111,
     "bench/query.py:main": 78,
     "bench/stats.py:main": 82,
-    "analysis/stats.py:_compute_and_write": 73,
-    "analysis/stats.py:run_stats": 64,
 }
 
 
