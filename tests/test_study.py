@@ -508,6 +508,7 @@ def test_report_command_draws_the_study(studied: Path, tmp_path, capsys):
     assert "own relation (test, en)" in out
     html = (tmp_path / "r" / "index.html").read_text()
     assert "country_currency" in html
+    assert 'id="languages"' in html and "not testable" in html  # every 4-prompt cell
     saved = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert saved["intra"] == json.loads(json.dumps(compute(studied)["intra"]))
 
