@@ -15,6 +15,9 @@ subject and the per-prompt values are summed within a subject first.
   claim.
 - `mcnemar_holds`: the rule that turns a Holm-adjusted McNemar p-value and the prompts that moved
   the tested way (lost, or gained) into a claim.
+- `baseline_allows`: whether a cell's baseline leaves anything for an ablation to lose.
+- `hypergeom_sf`: exact one-sided hypergeometric p-value of the overlap of two neuron sets drawn
+  from one population; `overlap_verdict` turns its Holm-adjusted value into a claim.
 
 Every function is deterministic: resampling draws come from `numpy.random.default_rng(seed)`.
 """
@@ -32,6 +35,9 @@ from scipy import stats as sps
 BEYOND = "beyond controls"
 NOT_BEYOND = "not beyond controls"
 UNDERPOWERED = "underpowered"
+NOT_TESTABLE = "not testable"  # too few baseline-correct prompts for an ablation to lose
+BEYOND_CHANCE = "beyond chance"
+NOT_BEYOND_CHANCE = "not beyond chance"
 TESTED = (BEYOND, NOT_BEYOND)  # the verdicts of a relation that was tested
 EXACT_MAX_SUBJECTS = 16  # exact sign-flip enumeration up to 2**16 sign vectors
 
@@ -47,6 +53,8 @@ TESTS = {
     "prediction": "95 % prediction interval for one random set: mean ± t(0.975, C-1)·s·"
     "sqrt(1 + 1/C), clipped to [0, 1]",
     "retention": "share of baseline-correct prompts still correct (the paper's P^det)",
+    "hypergeom": "exact one-sided hypergeometric test of the shared neurons of two sets against "
+    "sets drawn uniformly from all the site's neurons, Holm over the relation x language pairs",
     # The report writes "95 % <this> interval" around it.
     "bootstrap": "subject-cluster bootstrap percentile",
 }
@@ -177,3 +185,39 @@ def mcnemar_holds(p_holm: float | None, moved: int, rules: Rules) -> bool:
     `min_discordant` prompts moved the tested way (`lost` for "the set loses answers",
     `gained` for interference); prompts moving the other way count for nothing here."""
     return p_holm is not None and p_holm < rules.alpha and moved >= rules.min_discordant
+
+
+def baseline_allows(baseline_correct: int, rules: Rules) -> bool:
+    """A cell can show an ablation's loss only when at least `min_discordant` of its prompts
+    are right at baseline: with fewer, even losing every one of them stays below the
+    discordant prompts a verdict needs, so the cell is "not testable" (no number is shown)."""
+    return baseline_correct >= rules.min_discordant
+
+
+def _log_comb(n: int, k: np.ndarray) -> np.ndarray:
+    return math.lgamma(n + 1) - _lgamma(k + 1) - _lgamma(n - k + 1)
+
+
+_lgamma = np.vectorize(math.lgamma, otypes=[np.float64])
+
+
+def hypergeom_sf(shared: int, population: int, a: int, b: int) -> float:
+    """P(X >= shared) for X ~ Hypergeometric(population, a, b): the share of b-neuron sets,
+    drawn uniformly without replacement from `population` neurons, that share at least
+    `shared` neurons with a fixed set of `a`. The sum over i >= shared of C(a, i) ·
+    C(population - a, b - i) / C(population, b), each term in logs (lgamma) and summed
+    by log-sum-exp, capped at 1."""
+    if not 0 <= a <= population or not 0 <= b <= population:
+        raise ValueError(f"set sizes {a} and {b} must lie in 0..{population}")
+    lo, hi = max(shared, 0, a + b - population), min(a, b)
+    if lo > hi:
+        return 0.0
+    i = np.arange(lo, hi + 1, dtype=np.float64)
+    logs = _log_comb(a, i) + _log_comb(population - a, b - i) - _log_comb(population, np.array(b))
+    peak = float(logs.max())
+    return min(1.0, float(math.exp(peak) * np.exp(logs - peak).sum()))
+
+
+def overlap_verdict(p_holm: float | None, rules: Rules) -> str:
+    """ "beyond chance" when the Holm-adjusted hypergeometric p is below alpha."""
+    return BEYOND_CHANCE if p_holm is not None and p_holm < rules.alpha else NOT_BEYOND_CHANCE

@@ -188,20 +188,43 @@ def controlled_row(frame: pl.DataFrame, rules: Rules) -> dict[str, Any]:
     }
 
 
-def _judge(rows: list[dict[str, Any]], ctx: _Study) -> None:
+# Numbers of a cell the baseline leaves untestable: blanked, never shown as a value.
+UNTESTED_KEYS = (
+    *("target", "accuracy", "relative_drop", "control_mean", "control_pi_lo", "control_pi_hi"),
+    *("effect", "effect_lo", "effect_hi", "p_controls", "lost", "gained", "p_mcnemar"),
+    *("retention_own", "retention_controls"),
+)
+
+
+def _judge(rows: list[dict[str, Any]], ctx: _Study, baseline_rule: bool = False) -> None:
     """Holm over one family of rows (one split or language across relations), then each
-    row's verdict; in place."""
+    row's verdict; in place. With `baseline_rule`, a row with fewer baseline-correct prompts
+    than `claims.baseline_allows` needs is "not testable": its numbers are blanked and it
+    leaves the family before Holm."""
+    allows = claims.baseline_allows
+    blank = {id(r) for r in rows if baseline_rule and not allows(r["retention_n"], ctx.rules)}
+    for r in rows:
+        if id(r) in blank:
+            r.update(dict.fromkeys(UNTESTED_KEYS))
     p_ctrl = claims.holm([r["p_controls"] for r in rows])
     p_mcn = claims.holm([r["p_mcnemar"] for r in rows])
     for r, pc, pm in zip(rows, p_ctrl, p_mcn, strict=True):
         r["p_controls_holm"], r["p_mcnemar_holm"] = pc, pm
         low = r["relation"] in ctx.underpowered or r["n_subjects"] < ctx.rules.min_test_subjects
-        r["verdict"] = claims.verdict(pc, r["lost"] + r["gained"], low, ctx.rules)
+        r["verdict"] = (
+            claims.NOT_TESTABLE
+            if id(r) in blank
+            else claims.verdict(pc, r["lost"] + r["gained"], low, ctx.rules)
+        )
 
 
-def _families(rows: list[dict[str, Any]], key: str, ctx: _Study) -> list[dict[str, Any]]:
-    for value in sorted({r[key] for r in rows}):
-        _judge([r for r in rows if r[key] == value], ctx)
+def _families(
+    rows: list[dict[str, Any]], keys: tuple[str, ...], ctx: _Study, baseline_rule: bool = False
+) -> list[dict[str, Any]]:
+    """`_judge` over each family: the rows sharing the values of `keys`."""
+    for value in sorted({tuple(r[k] for k in keys) for r in rows}):
+        family = [r for r in rows if tuple(r[k] for k in keys) == value]
+        _judge(family, ctx, baseline_rule)
     return rows
 
 
@@ -233,7 +256,88 @@ def _lingual_rows(ctx: _Study) -> list[dict[str, Any]]:
                 c = controlled_row(part, ctx.rules)
                 c["accuracy"], c["relative_drop"] = c["target"], _drop(c["baseline"], c["target"])
                 rows.append({"relation": rel, "language": lang, **c})
-    return _families(rows, "language", ctx)
+    return _families(rows, ("language",), ctx, baseline_rule=True)
+
+
+# --------------------------------------------------------------- per-language neuron sets
+
+
+def _lingual_frames(ctx: _Study, rel: str) -> dict[str, list[pl.DataFrame]]:
+    """{language of the set: its eval frames} of one relation: the identification
+    language's set (`study-<relation>`) through its intra test rows and cross-lingual eval,
+    every other language's set through its `language_ablation` eval."""
+    own = [ctx.read(ctx.evals["intra"][rel]).filter(pl.col("split") == "test")]
+    if rel in ctx.evals["cross_lingual"]:
+        own.append(ctx.read(ctx.evals["cross_lingual"][rel]))
+    sets = ctx.evals.get("language_ablation", {}).get(rel, {})
+    out = {ctx.st["identify_language"]: own}
+    for lang, path in sets.items():
+        out[lang] = [ctx.read(path).filter(pl.col("split") == "test")]
+    return out
+
+
+def _language_ablation_rows(ctx: _Study) -> list[dict[str, Any]]:
+    """Each relation's per-language sets off (`set_language`), on its test prompts in each
+    `language`: the own-vs-random row of every cell, for the relations that have a set in a
+    language other than the identification one. Holm per (set_language, language) family
+    over the relations; a cell whose baseline leaves too little to lose is "not testable"."""
+    rows = []
+    for rel in ctx.relations:
+        if not ctx.evals.get("language_ablation", {}).get(rel):
+            continue
+        for set_lang, frames in _lingual_frames(ctx, rel).items():
+            for frame in frames:
+                for (lang,), part in sorted(frame.group_by("language")):
+                    c = controlled_row(part, ctx.rules)
+                    c["accuracy"] = c["target"]
+                    c["relative_drop"] = _drop(c["baseline"], c["target"])
+                    rows.append({"relation": rel, "set_language": set_lang, "language": lang, **c})
+    return _families(rows, ("set_language", "language"), ctx, baseline_rule=True)
+
+
+def _neurons(ctx: _Study, name: str) -> tuple[set[int], dict[int, int]]:
+    frame = _read(ctx.root, f"{SELECTIONS_DIR}/{name}.parquet", ["neuron_id"])
+    return set(frame["neuron_id"].to_list()), _per_layer(ctx.root, name)[0]
+
+
+def _language_overlap_rows(ctx: _Study) -> list[dict[str, Any]]:
+    """Per relation and language with a set: the neurons it shares with the identification
+    language's set, beside what chance gives; exact one-sided hypergeometric test against
+    sets drawn uniformly from the site's `population` neurons, Holm over every row."""
+    sets, counts = ctx.st.get("language_sets") or {}, ctx.st.get("language_counts") or {}
+    population = ctx.st["units_total"]
+    rows = []
+    for rel in [r for r in ctx.relations if r in sets]:
+        ref, ref_layers = _neurons(ctx, ctx.st["selections"][rel]["top"])
+        units = _per_layer(ctx.root, ctx.st["selections"][rel]["top"])[1]
+        for lang, name in sets[rel].items():
+            other, layers = _neurons(ctx, name)
+            shared, (a, b) = len(ref & other), (len(ref), len(other))
+            n = counts.get(lang, {}).get(rel, {})
+            rows.append(
+                {
+                    "relation": rel,
+                    "language": lang,
+                    "selection": name,
+                    "size_a": a,
+                    "size_b": b,
+                    "population": population,
+                    "shared": shared,
+                    "jaccard": shared / len(ref | other) if ref | other else None,
+                    "expected": a * b / population,
+                    "expected_layers": expected_overlap(ref_layers, layers, units)
+                    if units and ref_layers and layers
+                    else None,
+                    "p": claims.hypergeom_sf(shared, population, a, b),
+                    "n": n.get("prompts"),
+                    "n_subjects": n.get("subjects"),
+                    "n_reference": ctx.st.get("identify_correct", {}).get(rel),
+                    "n_reference_subjects": ctx.st.get("identify_subjects", {}).get(rel),
+                }
+            )
+    for r, p in zip(rows, claims.holm([r["p"] for r in rows]), strict=True):
+        r["p_holm"], r["verdict"] = p, claims.overlap_verdict(p, ctx.rules)
+    return rows
 
 
 def _template_rows(ctx: _Study) -> list[dict[str, Any]]:
@@ -524,6 +628,8 @@ def _study_info(ctx: _Study, units: int | None) -> dict[str, Any]:
         "bootstrap": rules.bootstrap,
         "tests": claims.TESTS,
         "underpowered": sorted(ctx.underpowered),
+        "language_sets": st.get("language_sets") or {},
+        "language_skipped": st.get("language_skipped") or {},
     }
 
 
@@ -557,7 +663,7 @@ def compute(where: str | Path | Location, rules: Rules | None = None) -> dict[st
     ctx = _Study(root, st, rules or Rules(), _subjects(root))
     intra = _intra_rows(ctx)
     ctx.underpowered = _underpowered(intra, ctx)
-    _families(intra, "split", ctx)
+    _families(intra, ("split",), ctx)
     base = ctx.read(BASELINE_FILE)
     cross = _cross_rows(ctx)
     sweep, cumulativity = _sweep_rows(ctx)
@@ -572,6 +678,8 @@ def compute(where: str | Path | Location, rules: Rules | None = None) -> dict[st
         "overlap": overlap,
         "cross_relation": cross,
         "cross_lingual": _lingual_rows(ctx),
+        "language_overlap": _language_overlap_rows(ctx),
+        "language_ablation": _language_ablation_rows(ctx),
         "interference": [c for c in cross if c["interference"]],
         "specificity": _specificity(ctx),
         "layers": layers,

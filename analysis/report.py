@@ -55,6 +55,7 @@ FIGURES = (
     "overlap.png",
     "cross_relation.png",
     "cross_lingual.png",
+    "languages.png",
     "layers.png",
     "specificity.png",
 )
@@ -64,7 +65,8 @@ SPLIT_ORDER = ("identify", "test")
 CONDITIONS = ("baseline", "own", "controls")
 # The verdicts of the own-vs-random test (analysis.findings), and their marks on figures.
 BEYOND, NOT_BEYOND, UNDERPOWERED = "beyond controls", "not beyond controls", "underpowered"
-MARKS = {BEYOND: "★", NOT_BEYOND: "n.s.", UNDERPOWERED: "u.p."}
+NOT_TESTABLE = "not testable"  # a language cell whose baseline leaves too little to lose
+MARKS = {BEYOND: "★", NOT_BEYOND: "n.s.", UNDERPOWERED: "u.p.", NOT_TESTABLE: "n.t."}
 ALPHA = 0.05  # used only when the summary does not state its own
 COLORS = {"baseline": "#9e9e9e", "own": "#d62728", "controls": "#1f77b4"}
 
@@ -79,6 +81,8 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "overlap": ("a", "b", "shared", "jaccard"),
     "cross_relation": ("target", "ablated", "baseline", "accuracy", "relative_drop"),
     "cross_lingual": ("relation", "language", "baseline", "relative_drop"),
+    "language_overlap": ("relation", "language", "shared", "expected", "p", "verdict"),
+    "language_ablation": ("relation", "set_language", "language", "baseline", "verdict"),
     "interference": ("target", "ablated", "baseline", "accuracy"),
     "specificity": ("relation", "ppl_baseline", "ppl_ablated", "ratio"),
     "layers": ("relation", "layer", "count"),
@@ -905,10 +909,7 @@ def fig_cross_lingual(ctx: _Context):
     langs = findings.ordered(ctx.study.get("languages") or [], [r["language"] for r in rows])
     keys = ("relation", "language")
     m = _matrix(rels, langs, _cells(rows, keys, lambda r: 100 * _num(r["relative_drop"])))
-    beyond = _matrix(rels, langs, _cells(rows, keys, lambda r: r.get("verdict") == BEYOND))
-    labels = _labels(m, lambda v: f"{v:+.0f}")
-    if labels is not None:
-        labels = np.where(beyond == 1, labels + "★", labels)
+    labels = _verdict_labels(m, _cells(rows, keys, lambda r: r.get("verdict")), rels, langs)
     found = ctx.study.get("identify_language") or "en"
     return _heatmap(
         Heat(
@@ -921,7 +922,61 @@ def fig_cross_lingual(ctx: _Context):
             ylabel="relation",
             cbar_label="relative drop (%): red fell, blue rose",
             title=f"Neurons found in {found}, test prompts per language (cells: relative "
-            f"drop, %; ★ beyond controls; {n_span(rows)})",
+            f"drop, %; ★ beyond controls; n.t. not testable; {n_span(rows)})",
+            labels=labels,
+        )
+    )
+
+
+def _verdict_labels(
+    m: np.ndarray, verdicts: dict[tuple[Any, Any], Any], rows: list[Any], cols: list[Any]
+) -> np.ndarray | None:
+    """Cell labels of a relative-drop heatmap: the value, ★ when beyond controls, "n.t."
+    (and no value) when not testable."""
+    labels = _labels(m, lambda v: f"{v:+.0f}")
+    if labels is None:
+        return None
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            v = verdicts.get((r, c))
+            if v == BEYOND:
+                labels[i, j] += "★"
+            elif v == NOT_TESTABLE:
+                labels[i, j] = MARKS[NOT_TESTABLE]
+    return labels
+
+
+def _set_label(r: dict[str, Any]) -> str:
+    return f"{r['relation']} · {r['set_language']} set"
+
+
+def fig_languages(ctx: _Context):
+    """Per-language sets off: rows = relation × language the set was found in, columns =
+    language of the prompts."""
+    rows = ctx.rows["language_ablation"]
+    if not rows:
+        return None
+    rels = ctx.relations_of(r["relation"] for r in rows)
+    langs = findings.ordered(ctx.study.get("languages") or [], [r["language"] for r in rows])
+    found = findings.ordered(langs, [r["set_language"] for r in rows])
+    sets = [f"{rel} · {x} set" for rel in rels for x in found]
+    present = {_set_label(r) for r in rows}
+    sets = [x for x in sets if x in present]
+    by = {(_set_label(r), r["language"]): r for r in rows}
+    m = _matrix(sets, langs, {k: 100 * _num(r.get("relative_drop")) for k, r in by.items()})
+    labels = _verdict_labels(m, {k: r.get("verdict") for k, r in by.items()}, sets, langs)
+    return _heatmap(
+        Heat(
+            m,
+            sets,
+            langs,
+            "RdBu_r",
+            _drop_norm(m),
+            xlabel="language of the prompts",
+            ylabel="set deactivated",
+            cbar_label="relative drop (%): red fell, blue rose",
+            title="Per-language neuron sets, test prompts per language (cells: relative "
+            f"drop, %; ★ beyond controls; n.t. not testable; {n_span(rows)})",
             labels=labels,
         )
     )
@@ -1138,6 +1193,59 @@ def table_template_split(ctx: _Context) -> str:
 
 def table_cross_lingual(ctx: _Context) -> str:
     return _effect_table(ctx, _lingual_rows(ctx), "language")
+
+
+def table_language_overlap(ctx: _Context) -> str:
+    found = ctx.study.get("identify_language") or "en"
+    rows = ctx.rows["language_overlap"]
+    body = [
+        [
+            _rel_name(ctx, r["relation"]),
+            str(r["language"]),
+            _n_subj(r),
+            fmt(r.get("size_a")),
+            fmt(r.get("size_b")),
+            fmt(r.get("population")),
+            fmt(r["shared"]),
+            fmt(r["expected"], 2),
+            fmt(r.get("expected_layers"), 2),
+            _p_holm(r, "p", "p_holm"),
+            str(r["verdict"]),
+        ]
+        for rel in ctx.relations_of(r["relation"] for r in rows)
+        for r in rows
+        if r["relation"] == rel
+    ]
+    header = [
+        "relation",
+        "language",
+        "identification prompts (subjects)",
+        f"{found} set",
+        "language's set",
+        "neurons",
+        "shared",
+        "expected by chance",
+        "expected, same per-layer counts",
+        "p hypergeometric",
+        "verdict",
+    ]
+    return _table(header, body, numeric_from=2)
+
+
+def table_language_ablation(ctx: _Context) -> str:
+    rows = ctx.rows["language_ablation"]
+    langs = findings.ordered(ctx.study.get("languages") or [], [r["language"] for r in rows])
+    body = []
+    for rel in ctx.relations_of(r["relation"] for r in rows):
+        of_rel = [r for r in rows if r["relation"] == rel]
+        for found in findings.ordered(langs, [r["set_language"] for r in of_rel]):
+            cells = {r["language"]: r for r in of_rel if r["set_language"] == found}
+            for lang in [x for x in langs if x in cells]:
+                r = cells[lang]
+                name = [_rel_name(ctx, rel), str(found), str(lang), _n_subj(r)]
+                body.append(name + _effect_cells(r))
+    header = ["relation", "set found in", "prompts in", *EFFECT_HEADER]
+    return _table(header, body, numeric_from=3)
 
 
 def table_retention(ctx: _Context) -> str:
@@ -1523,6 +1631,26 @@ def caption_cross_lingual(ctx: _Context) -> str:
     )
 
 
+def caption_languages(ctx: _Context) -> str:
+    found = ctx.study.get("identify_language") or "en"
+    least = _int(ctx.study.get("min_discordant"))
+    return (
+        f"Each relation's {ctx.top_k} neurons found on the prompts of one language (row: "
+        f"relation · that language; the {found} set is the study's own), deactivated on the "
+        "relation's test prompts in each language (column). Cells: relative drop = 1 − "
+        f"accuracy / baseline, in %. ★: verdict “{BEYOND}” ({ctx.test('controls')}, Holm "
+        f"over the relations of each set-language × prompt-language cell, {ctx.alpha}). "
+        f"n.t. = “{NOT_TESTABLE}”: fewer baseline-correct prompts"
+        + (f" than {least}" if least else "")
+        + ", so the set cannot lose the discordant prompts a verdict needs; no number is "
+        "shown. First table: the neurons each language's set shares with the "
+        f"{found} set, beside the count expected of a set drawn uniformly from the site's "
+        "neurons (and, descriptive, of one with the same per-layer counts), with an exact "
+        "one-sided hypergeometric test, Holm over the rows. Second table: every cell with "
+        "the own-relation table's columns."
+    )
+
+
 def caption_layers(ctx: _Context) -> str:
     return (
         f"Number of each relation's {ctx.top_k} neurons in each layer. When the summary gives "
@@ -1654,6 +1782,16 @@ SECTIONS: tuple[Section, ...] = (
         caption_cross_lingual,
         (table_cross_lingual,),
         present=_lingual_rows,
+        hidden_when_empty=True,
+    ),
+    Section(
+        "languages",
+        "Language-specific neurons",
+        "languages.png",
+        fig_languages,
+        caption_languages,
+        (table_language_overlap, table_language_ablation),
+        present=lambda ctx: ctx.rows["language_ablation"] or ctx.rows["language_overlap"],
         hidden_when_empty=True,
     ),
     Section("layers", "Layer distribution", "layers.png", fig_layers, caption_layers),

@@ -13,15 +13,20 @@ from scipy import stats as sps
 
 from warehouse.analysis.claims import (
     BEYOND,
+    BEYOND_CHANCE,
     NOT_BEYOND,
+    NOT_BEYOND_CHANCE,
     UNDERPOWERED,
     Rules,
+    baseline_allows,
     cluster_bootstrap,
     cluster_sums,
     discordant,
     holm,
+    hypergeom_sf,
     mcnemar_holds,
     mcnemar_p,
+    overlap_verdict,
     prediction_interval,
     retention,
     sign_flip_p,
@@ -209,3 +214,47 @@ def test_a_mcnemar_claim_needs_enough_prompts_moved_the_tested_way():
     assert mcnemar_holds(p, 9, Rules()) is True
     assert mcnemar_holds(0.05, 9, Rules()) is False  # p must be below alpha
     assert mcnemar_holds(None, 9, Rules()) is False  # nothing tested
+
+
+# ------------------------------------------------------------- overlap of two neuron sets
+
+
+@pytest.mark.parametrize(
+    ("shared", "population", "a", "b"),
+    [
+        (0, 10, 3, 4),
+        (2, 10, 3, 4),
+        (3, 10, 3, 4),
+        (4, 10, 3, 4),  # more than either set can share: p = 0
+        (4, 20, 5, 5),
+        (1, 46_080, 165, 165),  # SmolLM2's ffn.act, the study's top-165
+        (5, 36_864, 132, 132),  # gemma3-270m's ffn.act, its top-132
+        (30, 36_864, 132, 132),
+        (9, 12, 10, 10),  # a + b > population: at least 8 are shared by any draw
+        (20, 835_584, 3_000, 3_000),  # the paper's counts
+    ],
+)
+def test_hypergeom_sf_against_scipy(shared, population, a, b):
+    want = sps.hypergeom.sf(shared - 1, population, a, b)
+    assert hypergeom_sf(shared, population, a, b) == pytest.approx(want, rel=1e-6, abs=1e-300)
+
+
+def test_hypergeom_sf_small_cases_by_hand():
+    # 10 neurons, a fixed 3, a drawn 4: C(3,3)·C(7,1)/C(10,4) = 7/210
+    assert hypergeom_sf(3, 10, 3, 4) == pytest.approx(7 / 210)
+    # >= 2: (C(3,2)·C(7,2) + 7) / 210 = (63 + 7) / 210
+    assert hypergeom_sf(2, 10, 3, 4) == pytest.approx(70 / 210)
+    assert hypergeom_sf(0, 10, 3, 4) == 1.0
+    assert hypergeom_sf(4, 10, 3, 4) == 0.0
+    with pytest.raises(ValueError, match="0..10"):
+        hypergeom_sf(1, 10, 11, 4)
+
+
+def test_overlap_verdict_and_testable():
+    rules = Rules()
+    assert overlap_verdict(0.049, rules) == BEYOND_CHANCE
+    assert overlap_verdict(0.05, rules) == NOT_BEYOND_CHANCE
+    assert overlap_verdict(None, rules) == NOT_BEYOND_CHANCE
+    # an ablation can only pass with min_discordant (5) baseline-correct prompts to lose
+    assert [baseline_allows(k, rules) for k in (0, 4, 5, 40)] == [False, False, True, True]
+    assert baseline_allows(2, dataclasses.replace(rules, min_discordant=2)) is True

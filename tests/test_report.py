@@ -238,6 +238,48 @@ def _lingual() -> list[dict]:
     return rows
 
 
+def _language_ablation() -> list[dict]:
+    """Two relations with a de set: country_capital's de set off in de is beyond controls,
+    person_mother's de set in en is not testable (its baseline leaves nothing to lose)."""
+    rows = []
+    for rel in ("country_capital", "person_mother"):
+        for found in ("en", "de"):
+            for lang in ("en", "de"):
+                verdict = B if (rel, found, lang) == ("country_capital", "de", "de") else N
+                row = _effect_row(rel, INTRA_TEST[rel][:-1] + (verdict,), language=lang)
+                row |= {"set_language": found, "relative_drop": 0.4 if verdict == B else 0.1}
+                if (rel, found, lang) == ("person_mother", "de", "en"):
+                    keep = ("relation", "n", "n_subjects", "baseline", "control_n")
+                    row = {k: (v if k in keep else None) for k, v in row.items()}
+                    row |= {"set_language": "de", "language": "en", "verdict": "not testable"}
+                rows.append(row)
+    return rows
+
+
+def _language_overlap() -> list[dict]:
+    return [
+        {
+            "relation": rel,
+            "language": "de",
+            "n": 30,
+            "n_subjects": 15,
+            "size_a": 166,
+            "size_b": 166,
+            "population": 46_080,
+            "shared": shared,
+            "expected": 166 * 166 / 46_080,
+            "expected_layers": 0.9,
+            "p": p,
+            "p_holm": holm,
+            "verdict": verdict,
+        }
+        for rel, shared, p, holm, verdict in (
+            ("country_capital", 12, 1e-9, 2e-9, "beyond chance"),
+            ("person_mother", 1, 0.45, 0.45, "not beyond chance"),
+        )
+    ]
+
+
 def _templates() -> list[dict]:
     out = []
     for rel, verdict, p in (
@@ -357,6 +399,8 @@ def contract_summary() -> dict:
         "cross_relation": cross,
         "interference": [r for r in cross if r["interference"]],
         "cross_lingual": _lingual(),
+        "language_overlap": _language_overlap(),
+        "language_ablation": _language_ablation(),
         "specificity": [
             {
                 "relation": r,
@@ -889,6 +933,33 @@ def old_summary() -> dict:
     return s
 
 
+def test_language_section(full_report: tuple[dict, Path, str]) -> None:
+    _, out, html = full_report
+    section = _section(html, "languages")
+    assert "languages.png" in section and "not testable" in section
+    assert _grey_pixels(out / "languages.png") > 500  # the not-testable cell: no value
+    overlap, ablation = _tables(section)
+    assert overlap[1:] == [
+        ["country_capital", "de", "30 (15)", "166", "166", "46,080", "12", "0.60"]
+        + ["0.90", "1.0e-09 (Holm 2.0e-09)", "beyond chance"],
+        ["person_mother", "de", "30 (15)", "166", "166", "46,080", "1", "0.60"]
+        + ["0.90", "0.450 (Holm 0.450)", "not beyond chance"],
+    ]
+    cells = [(r[0], r[1], r[2], r[-1]) for r in ablation[1:]]
+    assert cells == [
+        ("country_capital", "en", "en", N),
+        ("country_capital", "en", "de", N),
+        ("country_capital", "de", "en", N),
+        ("country_capital", "de", "de", B),
+        ("person_mother", "en", "en", N),
+        ("person_mother", "en", "de", N),
+        ("person_mother", "de", "en", "not testable"),
+        ("person_mother", "de", "de", N),
+    ]
+    # A not-testable cell shows no number: only n, the baseline and the verdict.
+    assert ablation[7][4:] == ["50.0 %"] + ["—"] * 7 + ["not testable"]
+
+
 def test_old_summary_states_no_untested_claim(tmp_path: Path) -> None:
     html = render(old_summary(), tmp_path).read_text()
     assert _headline(html) == []
@@ -929,6 +1000,8 @@ def test_empty_sections_are_skipped(tmp_path: Path) -> None:
         "cumulativity",
         "templates",
         "errors",
+        "language_overlap",
+        "language_ablation",
     ):
         s[key] = []
     del s["overlap"]  # a missing optional section is an empty one
@@ -945,7 +1018,7 @@ def test_empty_sections_are_skipped(tmp_path: Path) -> None:
     assert "Skipped: No relation was left out." in html
     # templates, errors, sweep, cumulativity, overlap, layers, specificity, skipped
     assert html.count("Skipped:") == 8
-    assert 'id="cross_lingual"' not in html
+    assert 'id="cross_lingual"' not in html and 'id="languages"' not in html
 
 
 def test_minimal_summary(tmp_path: Path) -> None:

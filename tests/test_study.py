@@ -5,6 +5,7 @@ plain PyTorch computation."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import shutil
@@ -507,6 +508,7 @@ def test_report_command_draws_the_study(studied: Path, tmp_path, capsys):
     assert "own relation (test, en)" in out
     html = (tmp_path / "r" / "index.html").read_text()
     assert "country_currency" in html
+    assert 'id="languages"' in html and "not testable" in html  # every 4-prompt cell
     saved = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert saved["intra"] == json.loads(json.dumps(compute(studied)["intra"]))
 
@@ -532,3 +534,179 @@ def test_report_reads_an_exported_zip(studied: Path, tmp_path):
     local, shared = compute(studied), compute(share)
     assert shared["study"].pop("warehouse") != local["study"].pop("warehouse")
     assert shared == local
+
+
+# ------------------------------------------------------------------ per-language neuron sets
+
+
+def _subjects(root: Path) -> pl.DataFrame:
+    prompts = pl.read_parquet(root / "prompts.parquet")
+    key = "subject_id" if "subject_id" in prompts.columns else "subject"
+    return prompts.select("prompt_id", pl.col(key).cast(pl.Utf8).alias("subject"))
+
+
+def test_per_language_sets_are_each_languages_top_k(studied: Path):
+    st = json.loads((studied / "study" / "study.json").read_text())
+    rels = st["relations"]
+    # Each relation's correct German identification prompts, counted from the tables alone.
+    prompts = pl.read_parquet(studied / "prompts.parquet")
+    right = pl.read_parquet(studied / "evals" / "baseline.parquet").filter(pl.col("correct"))
+    de = prompts.filter(
+        (pl.col("language") == "de")
+        & (pl.col("split") == "identify")
+        & pl.col("prompt_id").is_in(right["prompt_id"].to_list())
+    )
+    for rel in rels:
+        of_rel = de.filter(pl.col("relation") == rel)
+        want = {"prompts": of_rel.height, "subjects": of_rel["subject_id"].n_unique()}
+        assert st["language_counts"]["de"][rel] == want
+        assert want["prompts"] >= 3 and want["subjects"] >= 3  # the fixture's minimums
+    assert st["language_sets"] == {r: {"de": f"study-{r}-lang-de"} for r in rels}
+    assert st["language_skipped"] == {}
+    stats = pl.read_parquet(studied / st["stats_file"])
+    for rel in rels:
+        top = stats.filter(
+            (pl.col("relation") == rel) & (pl.col("language") == "de") & (pl.col("rank") <= 6)
+        )
+        sel = pl.read_parquet(studied / "selections" / f"study-{rel}-lang-de.parquet")
+        assert sorted(sel["neuron_id"].to_list()) == sorted(top["neuron_id"].to_list())
+        assert sel.height == 6
+    # One eval per per-language set, over every language, with the study's controls.
+    assert sorted(st["evals"]["language_ablation"]) == rels
+    for rel in rels:
+        frame = evals(studied, st["evals"]["language_ablation"][rel]["de"])
+        assert sorted(frame["language"].unique().to_list()) == ["de", "en"]
+        assert sorted(frame["control_seed"].drop_nulls().unique().to_list()) == [0, 1, 2]
+        assert set(frame["split"].to_list()) == {"test"}
+    assert st["seconds"]["language_sets"] >= 0 and st["seconds"]["language_ablation"] >= 0
+
+
+def test_language_overlap_is_a_hypergeometric_test(studied: Path):
+    s = compute(studied)
+    st = json.loads((studied / "study" / "study.json").read_text())
+    n_units = st["units_total"]
+    rows = s["language_overlap"]
+    assert [(r["relation"], r["language"]) for r in rows] == [(r, "de") for r in st["relations"]]
+    ps = []
+    for r in rows:
+        en = set(
+            pl.read_parquet(studied / "selections" / f"study-{r['relation']}.parquet")["neuron_id"]
+        )
+        de = set(pl.read_parquet(studied / "selections" / f"{r['selection']}.parquet")["neuron_id"])
+        shared = len(en & de)
+        assert (r["shared"], r["size_a"], r["size_b"], r["population"]) == (shared, 6, 6, n_units)
+        assert r["expected"] == pytest.approx(36 / n_units)
+        p = sps.hypergeom.sf(shared - 1, n_units, 6, 6)
+        assert r["p"] == pytest.approx(p, rel=1e-9)
+        ps.append(p)
+        counts = st["language_counts"]["de"][r["relation"]]
+        assert (r["n"], r["n_subjects"]) == (counts["prompts"], counts["subjects"])
+    # Holm by hand over the 3 rows: sorted p times 3, 2, 1, kept non-decreasing, capped at 1.
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    running, want = 0.0, [0.0] * len(ps)
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - k) * ps[i]))
+        want[i] = running
+    assert [r["p_holm"] for r in rows] == pytest.approx(want)
+    assert [r["verdict"] for r in rows] == [
+        "beyond chance" if p < 0.05 else "not beyond chance" for p in want
+    ]
+
+
+def _holm_by_hand(ps: list[float | None]) -> list[float | None]:
+    idx = sorted((i for i, p in enumerate(ps) if p is not None), key=lambda i: ps[i])
+    out: list[float | None] = [None] * len(ps)
+    running = 0.0
+    for k, i in enumerate(idx):
+        running = max(running, min(1.0, (len(idx) - k) * ps[i]))
+        out[i] = running
+    return out
+
+
+def test_language_ablation_reanalysed_from_the_evals_tables(studied: Path):
+    """Every cell of the per-language ablation matrix, re-derived from evals/ and
+    prompts.parquet with polars and a brute-force sign-flip enumeration; rules loose enough
+    (2 discordant prompts, 1 subject) that the 4-prompt cells get verdicts."""
+    from warehouse.analysis.claims import Rules
+
+    st = json.loads((studied / "study" / "study.json").read_text())
+    rules = Rules(min_discordant=2, min_test_subjects=1)
+    rows = compute(studied, rules)["language_ablation"]
+    subjects = _subjects(studied)
+    rels = st["relations"]
+    keys = [(r["relation"], r["set_language"], r["language"]) for r in rows]
+    assert sorted(keys) == sorted(
+        (r, s, m) for r in rels for s in ("de", "en") for m in ("de", "en")
+    )
+    want: dict[tuple, dict] = {}
+    for rel, set_lang, lang in keys:
+        if set_lang == "en":
+            path = st["evals"]["intra" if lang == "en" else "cross_lingual"][rel]
+        else:
+            path = st["evals"]["language_ablation"][rel][set_lang]
+        frame = evals(studied, path).filter(
+            (pl.col("split") == "test") & (pl.col("language") == lang)
+        )
+        frame = frame.join(subjects, on="prompt_id")
+        own = frame.filter(pl.col("control_seed").is_null()).sort("prompt_id")
+        ctrl = frame.filter(pl.col("control_seed").is_not_null())
+        c = (
+            ctrl.group_by("prompt_id")
+            .agg(pl.col("correct").cast(pl.Float64).mean())
+            .sort("prompt_id")
+        )
+        d = c["correct"].to_numpy() - own["correct"].cast(pl.Float64).to_numpy()
+        sums = {}
+        for subj, v in zip(own["subject"].to_list(), d, strict=True):
+            sums[subj] = sums.get(subj, 0.0) + v
+        s = np.array([v for v in sums.values() if v != 0])
+        flips = [np.dot(signs, s) for signs in itertools.product((1, -1), repeat=len(s))]
+        p = float(np.mean([t >= s.sum() - 1e-9 for t in flips])) if len(s) else 1.0
+        lost = int((own["baseline_correct"] & ~own["correct"]).sum())
+        gained = int((~own["baseline_correct"] & own["correct"]).sum())
+        base_ok = int(own["baseline_correct"].sum())
+        want[(rel, set_lang, lang)] = {
+            "n": own.height,
+            "n_subjects": own["subject"].n_unique(),
+            "baseline": own["baseline_correct"].mean(),
+            "accuracy": own["correct"].mean() if base_ok >= 2 else None,
+            "p_controls": p if base_ok >= 2 else None,
+            "discordant": lost + gained,
+        }
+    for family in {(s, m) for _, s, m in keys}:
+        members = [k for k in keys if k[1:] == family]
+        for k, ph in zip(
+            members, _holm_by_hand([want[k]["p_controls"] for k in members]), strict=True
+        ):
+            w = want[k]
+            w["p_controls_holm"] = ph
+            w["verdict"] = (
+                "not testable"
+                if ph is None
+                else "beyond controls"
+                if ph < 0.05 and w["discordant"] >= 2
+                else "not beyond controls"
+            )
+    fields = ("n", "n_subjects", "baseline", "accuracy", "p_controls", "p_controls_holm")
+    for r, k in zip(rows, keys, strict=True):
+        w = {f: None if want[k][f] is None else pytest.approx(want[k][f]) for f in fields}
+        assert {f: r[f] for f in fields} == w, k
+        assert r["verdict"] == want[k]["verdict"], k
+    # Both kinds of cell occur at these rules; at the defaults (5 discordant prompts), no
+    # 4-prompt cell leaves enough to lose: every one is "not testable", with no number.
+    assert {r["verdict"] for r in rows} >= {"not testable", "not beyond controls"}
+    default = compute(studied)["language_ablation"]
+    assert {r["verdict"] for r in default} == {"not testable"}
+    assert {r["accuracy"] for r in default} == {None} == {r["relative_drop"] for r in default}
+    assert [r["baseline"] for r in default] == pytest.approx([want[k]["baseline"] for k in keys])
+
+
+def test_one_language_study_has_no_language_stage(templated: Path):
+    st = json.loads((templated / "study" / "study.json").read_text())
+    assert st["languages"] == ["en"]
+    assert (st["language_sets"], st["language_counts"], st["language_skipped"]) == ({}, {}, {})
+    assert st["evals"]["language_ablation"] == {}
+    assert "language_sets" not in st["seconds"] and "language_ablation" not in st["seconds"]
+    assert not list((templated / "selections").glob("*-lang-*"))
+    s = compute(templated)
+    assert (s["language_overlap"], s["language_ablation"]) == ([], [])

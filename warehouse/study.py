@@ -14,11 +14,16 @@ inputs are unchanged (so a killed or repeated study continues where it stopped):
               (`study-<relation>`), the top max(sweep) for the sweep (`study-<relation>-sweep`)
               and the rank ranges a+1..b of the cumulativity check
               (`study-<relation>-ranks-<a>-<b>`).
+   language sets  per relation and every other language with the minimums above in that
+              language, its top-k on that language's prompts (`study-<relation>-lang-<L>`);
+              nothing in a one-language study.
 5. eval       `run_eval` requests per relation (each cached in `evals/` by its options):
               intra (own relation, both splits, with controls), sweep (own relation and a
               few prompts of every other relation), cross-relation (every relation's test
               prompts), cross-lingual (own relation in the other languages, with controls),
               ranges (own relation, each rank range alone).
+   language ablation  each per-language set off, with controls, on its relation's test
+              prompts in every language.
    templates  for a relation with >= 2 templates in `identify_language`: a seeded half of
               them is held out, the top-k is found on stats of the other templates' prompts
               only (`study-<relation>-templates`), and evaluated on test prompts of the
@@ -154,7 +159,9 @@ def run_study(cfg: StudyConfig) -> Path:
         study.baseline()
         study.stats()
         study.select()
+        study.language_sets()
         study.ablations()
+        study.language_ablations()
         study.templates()
         study.perplexity()
     return study.record()
@@ -176,7 +183,10 @@ def _check(cfg: StudyConfig) -> None:
         )
 
 
-EVAL_KINDS = ("intra", "sweep_own", "sweep_others", "cross_relation", "cross_lingual", "ranges")
+EVAL_KINDS = (
+    *("intra", "sweep_own", "sweep_others", "cross_relation", "cross_lingual", "ranges"),
+    "language_ablation",
+)
 NEGATIVES = "ratio:4"  # the paper's negatives: 4x the positives, from other relations
 # The overall progress line counts these steps: one per stage, one per eval request.
 STAGE_STEPS = 5  # ingest, baseline, stats, select, perplexity
@@ -343,6 +353,27 @@ class _Study:
         self.progress.add_total(len(self.relations) * per_relation)
         self.progress.advance(1)
 
+    def language_sets(self) -> None:
+        """4b. per-language sets: each relation's top-k found on another language's prompts,
+        for every language with enough correctly answered identification prompts (the
+        minimums of a relation). Nothing to do in a one-language study."""
+        self.lang_sets: dict[str, dict[str, str]] = {}
+        self.lang_counts: dict[str, dict[str, dict[str, int]]] = {}
+        self.lang_skipped: dict[str, dict[str, dict[str, Any]]] = {}
+        if not self.other_languages:
+            return
+        t0 = time.perf_counter()
+        _say(self.cfg, f"4/6 per-language selections in {', '.join(self.other_languages)}")
+        self.lang_sets, self.lang_counts, self.lang_skipped = _language_selections(
+            self.root,
+            self.cfg,
+            self.prompts,
+            self.relations,
+            self.other_languages,
+            LanguagePlan(self.site, self.top_k, self.fresh),
+        )
+        self.clock.stage("language_sets", t0)
+
     def ablations(self) -> None:
         """5. the eval requests of every relation."""
         t0 = time.perf_counter()
@@ -386,6 +417,26 @@ class _Study:
             f"{a}-{b}": run(rng, split="test", **own)
             for (a, b), rng in self.names[rel]["ranges"].items()
         }
+
+    def language_ablations(self) -> None:
+        """5c. each per-language set off, with controls, on its relation's test prompts in
+        every language of the study (`evals.language_ablation`: {relation: {language of the
+        set: eval file}}); the identification language's set is `study-<relation>`, whose
+        intra and cross-lingual evals already cover it."""
+        cfg, done = self.cfg, self.files["language_ablation"]
+        steps = sum(len(sets) for sets in self.lang_sets.values())
+        if not steps:
+            return
+        t0 = time.perf_counter()
+        self.progress.add_total(steps)
+        langs = dict(languages=self.languages, split="test", sample=cfg.sample)
+        for rel, sets in self.lang_sets.items():
+            _say(cfg, f"5/6 per-language sets of {rel} off in {', '.join(self.languages)}")
+            done[rel] = {
+                lang: self.run(name, controls=cfg.controls, relations=[rel], **langs)
+                for lang, name in sets.items()
+            }
+        self.clock.stage("language_ablation", t0)
 
     def templates(self) -> None:
         """5b. held-out templates: neurons found on some templates, tested on the others."""
@@ -442,6 +493,9 @@ class _Study:
             "identify_correct": {r: c["prompts"] for r, c in sorted(self.counts.items())},
             "identify_subjects": {r: c["subjects"] for r, c in sorted(self.counts.items())},
             "template_split": self.split_t,
+            "language_sets": self.lang_sets,
+            "language_counts": self.lang_counts,
+            "language_skipped": self.lang_skipped,
             **self.t_stats,
             "languages": self.languages,
             "identify_language": cfg.identify_language,
@@ -521,6 +575,56 @@ def _shortfall(cfg: StudyConfig, count: dict[str, int]) -> dict[str, Any] | None
     if not short:
         return None
     return {**count, "why": "; ".join(short)}
+
+
+def language_set_name(relation: str, language: str) -> str:
+    """The selection of `relation`'s top-k found on `language`'s prompts."""
+    return f"study-{relation}-lang-{language}"
+
+
+@dataclass(frozen=True)
+class LanguagePlan:
+    """What the per-language selections share with the main ones."""
+
+    site: str
+    top_k: int
+    fresh: bool  # the stats or the plan changed: remake them
+
+
+def _language_selections(
+    root: Path,
+    cfg: StudyConfig,
+    prompts,
+    relations: list[str],
+    languages: list[str],
+    plan: LanguagePlan,
+) -> tuple[dict, dict, dict]:
+    """({relation: {language: selection}}, {language: {relation: {prompts, subjects}}},
+    {relation: {language: {prompts, subjects, why}}}): each relation's top-k by rank on
+    `language`'s prompts of the study's stats, as `study-<relation>` is on the
+    identification language's, where `language` reaches the study's minimums of correctly
+    answered identification prompts and subjects; the others named with why."""
+    from warehouse.analysis.selections import list_selections, select
+
+    have = {s["name"] for s in list_selections(root)}
+    names: dict[str, dict[str, str]] = {}
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    skipped: dict[str, dict[str, dict[str, Any]]] = {}
+    for lang in languages:
+        got = identify_counts(root, prompts, lang)
+        counts[lang] = {rel: got[rel] for rel in relations}
+        for rel in relations:
+            short = _shortfall(cfg, got[rel])
+            if short is not None:
+                skipped.setdefault(rel, {})[lang] = short
+                _say(cfg, f"no {lang} set for {rel}: {short['why']}", always=True)
+                continue
+            name = language_set_name(rel, lang)
+            if plan.fresh or name not in have:
+                common = dict(site=plan.site, negatives=NEGATIVES, overwrite=True)
+                select(root, name, rel, lang, top=plan.top_k, **common)
+            names.setdefault(rel, {})[lang] = name
+    return names, counts, skipped
 
 
 def template_split(
