@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SUBJECTS = [f"Land{i}" for i in range(40)]
@@ -174,6 +175,64 @@ def _read(path: Path) -> str:
         return ""
 
 
+@dataclass
+class _Tally:
+    """What the kill rounds of one command saw so far."""
+
+    kills: int = 0
+    during_write: int = 0  # kills that landed while the process held the writer lock
+    resumes: int = 0
+    rounds: int = 0
+    equal: int = 0
+    temp_left: int = 0
+    damaged: list[str] = field(default_factory=list)
+
+
+def _attempt(
+    name: str,
+    target: Path,
+    args: list[str],
+    span: float,
+    rng: random.Random,
+    tally: _Tally,
+    kills_wanted: int,
+) -> tuple[bool, float | None]:
+    """Start the command once; SIGKILL it after a random delay unless it finishes first.
+    Returns (finished, its working span when it finished without a kill)."""
+    lock = target / ".lock"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "warehouse", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # The clock starts when this process takes the writer lock (Python start-up and model
+    # loading take seconds and vary with the machine's load), and the kill lands uniformly
+    # within the working span the uninterrupted run needed.
+    while proc.poll() is None and f'"pid": {proc.pid},' not in _read(lock):
+        time.sleep(0.002)
+    delay = rng.uniform(0.0, span)
+    t0 = time.perf_counter()
+    while proc.poll() is None and time.perf_counter() - t0 < delay:
+        time.sleep(0.002)
+    if proc.poll() is None and tally.during_write < kills_wanted:
+        holder = _read(lock)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        tally.kills += 1
+        tally.during_write += f'"pid": {proc.pid},' in holder
+        tally.temp_left += sum(
+            1 for p in target.rglob("*") if ".tmp-" in p.name or ".partial" in p.name
+        )
+        tally.damaged += [f"{name} kill {tally.kills}: {d}" for d in damage(target)]
+        tally.resumes += 1
+        return False, None
+    proc.wait()
+    if proc.returncode:
+        raise SystemExit(f"{name} resume failed: {proc.stderr}")
+    return True, time.perf_counter() - t0
+
+
 def crash_rounds(
     name: str,
     fresh: Callable[[int], Path],
@@ -183,69 +242,83 @@ def crash_rounds(
     kills_wanted: int,
     rng: random.Random,
 ) -> dict:
-    kills = resumes = rounds = equal = temp_left = 0
+    tally = _Tally()
     span = window[1] - window[0]  # seconds the uninterrupted run held the writer lock
-    damaged: list[str] = []
-    during_write = 0
     # Only kills that land while the process holds the writer lock count towards the target:
     # one that lands after it released the lock (the work done, Python shutting down) is
     # still checked, but reported apart.
-    while during_write < kills_wanted:
-        rounds += 1
-        target = fresh(rounds)
-        lock = target / ".lock"
-        done, first_run = False, True
-        while not done:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "warehouse", *args_of(target)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            # The clock starts when this process takes the writer lock (Python start-up and
-            # model loading take seconds and vary with the machine's load), and the kill
-            # lands uniformly within the working span the uninterrupted run needed.
-            while proc.poll() is None and f'"pid": {proc.pid},' not in _read(lock):
-                time.sleep(0.002)
-            delay = rng.uniform(0.0, span)
-            t0 = time.perf_counter()
-            while proc.poll() is None and time.perf_counter() - t0 < delay:
-                time.sleep(0.002)
-            if proc.poll() is None and during_write < kills_wanted:
-                holder = _read(lock)
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-                kills += 1
-                during_write += f'"pid": {proc.pid},' in holder
-                temp_left += sum(
-                    1 for p in target.rglob("*") if ".tmp-" in p.name or ".partial" in p.name
-                )
-                damaged += [f"{name} kill {kills}: {d}" for d in damage(target)]
-                resumes += 1
-                first_run = False
-                continue
-            proc.wait()
-            if first_run:
-                # A whole run went by without a kill: the machine's load changed since the
-                # reference run, so its working span is the one to draw from now.
-                span = time.perf_counter() - t0
-            if proc.returncode:
-                raise SystemExit(f"{name} resume failed: {proc.stderr}")
-            done = True
+    while tally.during_write < kills_wanted:
+        tally.rounds += 1
+        target = fresh(tally.rounds)
+        first_run = True
+        while True:
+            args = args_of(target)
+            done, worked = _attempt(name, target, args, span, rng, tally, kills_wanted)
+            if done:
+                break
+            first_run = False
+        if first_run and worked is not None:
+            # A whole run went by without a kill: the machine's load changed since the
+            # reference run, so its working span is the one to draw from now.
+            span = worked
         same = snapshot(target) == reference
-        equal += same
+        tally.equal += same
         if not same:
-            damaged.append(f"{name} round {rounds}: result differs from the uninterrupted run")
-        print(f"  {name} round {rounds}: {kills} kills so far, equal to reference: {same}")
+            differs = "result differs from the uninterrupted run"
+            tally.damaged.append(f"{name} round {tally.rounds}: {differs}")
+        print(f"  {name} round {tally.rounds}: {tally.kills} kills so far, equal: {same}")
     return {
-        "kills": kills,
-        "kills_while_holding_lock": during_write,
-        "resumes": resumes,
-        "rounds": rounds,
-        "rounds_equal_to_reference": equal,
-        "temp_files_left_by_kills": temp_left,
-        "damage_found": damaged,
+        "kills": tally.kills,
+        "kills_while_holding_lock": tally.during_write,
+        "resumes": tally.resumes,
+        "rounds": tally.rounds,
+        "rounds_equal_to_reference": tally.equal,
+        "temp_files_left_by_kills": tally.temp_left,
+        "damage_found": tally.damaged,
     }
+
+
+def crash_ingest(work: Path, model: str, data: Path, kills: int, rng: random.Random) -> dict:
+    """Kill rounds of `warehouse ingest`; leaves the uninterrupted run in work/ref."""
+    ref = work / "ref"
+    startup, full = timed_run(ingest_args(ref, model, data), ref / ".lock")
+    print(f"ingest: uninterrupted run {full:.1f} s (lock taken after {startup:.1f} s)")
+    return crash_rounds(
+        "ingest",
+        lambda i: work / f"ingest-{i}",
+        lambda out: ingest_args(out, model, data),
+        snapshot(ref),
+        (startup, full),
+        kills,
+        rng,
+    )
+
+
+def crash_eval(work: Path, model: str, kills: int, rng: random.Random) -> dict:
+    """Kill rounds of `warehouse eval` on copies of work/ref with stats and a selection."""
+    # Stats and a selection first (in-process), then the same eval everywhere.
+    from warehouse.analysis.selections import select
+    from warehouse.analysis.stats import run_stats
+
+    run_stats(work / "ref", split="all", show_progress=False)
+    select(work / "ref", "cap", "capital", site="ffn.act", top=12)
+    base = work / "eval-base"
+    shutil.copytree(work / "ref", base)
+    eval_ref = work / "eval-ref"
+    shutil.copytree(base, eval_ref)
+    startup, full = timed_run(eval_args(eval_ref, model), eval_ref / ".lock")
+    print(f"eval: uninterrupted run {full:.1f} s (lock taken after {startup:.1f} s)")
+
+    def fresh_eval(i: int) -> Path:
+        target = work / f"eval-{i}"
+        shutil.copytree(base, target)
+        return target
+
+    def args_of(w: Path) -> list[str]:
+        return eval_args(w, model)
+
+    reference = snapshot(eval_ref)
+    return crash_rounds("eval", fresh_eval, args_of, reference, (startup, full), kills, rng)
 
 
 def main() -> None:
@@ -261,50 +334,8 @@ def main() -> None:
     try:
         model = str(tiny_model(work / "model")) if opts.model == "tiny" else opts.model
         data = dataset(work / "facts.jsonl")
-
-        # -- ingest
-        ref = work / "ref"
-        startup, full = timed_run(ingest_args(ref, model, data), ref / ".lock")
-        print(f"ingest: uninterrupted run {full:.1f} s (lock taken after {startup:.1f} s)")
-        ref_snap = snapshot(ref)
-        ingest_figures = crash_rounds(
-            "ingest",
-            lambda i: work / f"ingest-{i}",
-            lambda out: ingest_args(out, model, data),
-            ref_snap,
-            (startup, full),
-            opts.kills,
-            rng,
-        )
-
-        # -- eval: stats and a selection first (in-process), then the same eval everywhere
-        from warehouse.analysis.selections import select
-        from warehouse.analysis.stats import run_stats
-
-        run_stats(ref, split="all", show_progress=False)
-        select(ref, "cap", "capital", site="ffn.act", top=12)
-        base = work / "eval-base"
-        shutil.copytree(ref, base)
-        eval_ref = work / "eval-ref"
-        shutil.copytree(base, eval_ref)
-        startup, full = timed_run(eval_args(eval_ref, model), eval_ref / ".lock")
-        print(f"eval: uninterrupted run {full:.1f} s (lock taken after {startup:.1f} s)")
-        eval_snap = snapshot(eval_ref)
-
-        def fresh_eval(i: int) -> Path:
-            target = work / f"eval-{i}"
-            shutil.copytree(base, target)
-            return target
-
-        eval_figures = crash_rounds(
-            "eval",
-            fresh_eval,
-            lambda w: eval_args(w, model),
-            eval_snap,
-            (startup, full),
-            opts.kills,
-            rng,
-        )
+        ingest_figures = crash_ingest(work, model, data, opts.kills, rng)
+        eval_figures = crash_eval(work, model, opts.kills, rng)
         figures = {"model": opts.model, "seed": opts.seed, "ingest": ingest_figures,
                    "eval": eval_figures}  # fmt: skip
         print(json.dumps(figures, indent=2))

@@ -87,6 +87,96 @@ def plain_answer(loaded, ids: list[list[int]], max_new: int) -> list[str]:
     return [tok.decode(new, skip_special_tokens=True) for new in gen[:, x.shape[1] :]]
 
 
+def _prepare(root: Path, loaded, prompts_max: int, batch_size: int):
+    """Ingest `prompts_max` prompts pooled and select a random 1 % of neurons: returns the
+    ablated neurons (flat), the hooks' neuron map, the prompts and their token-id batches."""
+    model = loaded.model
+    manifest = ingest(
+        IngestConfig(out=root, capture="pooled", pooling=["mean"], max_prompts=prompts_max),
+        show_progress=False,
+        loaded=loaded,
+    )
+    n_units = units(model.config, "ffn.act")
+    total = n_units * loaded.n_layers
+    one_pct = np.random.default_rng(0).choice(total, size=round(0.01 * total), replace=False)
+    write_selection(root, "one_pct", one_pct, manifest, n_units)
+    neurons = {"ffn.act": neuron_indices(model, "ffn.act", one_pct)}
+    prompts = pl.from_arrow(read_table(root / "prompts.parquet"))
+    ids = token_ids_by_prompt(read_table(root / "tokens.parquet"), prompts.height)
+    rows = prompts["prompt_row"].to_list()
+    groups = [[ids[rows[i]] for i in b] for b in batches(prompts, batch_size)]
+    return one_pct, neurons, prompts, groups
+
+
+def _time_ways(ways: dict, groups: list, repeats: int) -> dict[str, list[list[float]]]:
+    """Seconds per batch and way, the ways interleaved batch by batch and rotated per repeat."""
+    times = {k: [[] for _ in groups] for k in ways}
+    ways["plain"](groups[0])  # warm up kernels and the allocator
+    for rep in range(repeats):
+        names = list(ways)
+        names = names[rep % 3 :] + names[: rep % 3]
+        for b, batch in enumerate(groups):
+            for name in names:
+                t0 = time.perf_counter()
+                ways[name](batch)
+                times[name][b].append(time.perf_counter() - t0)
+    return times
+
+
+def _end_to_end(root: Path, loaded, args, plain_text: dict[str, str]) -> dict:
+    """`run_eval` once for the baseline and once for the 1 % ablation, and how their answers
+    compare with plain generation."""
+    common = dict(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, force=True)
+    t0 = time.perf_counter()
+    base_path = run_eval(root, EvalConfig(baseline=True, **common), False, loaded=loaded)
+    e2e_base = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cfg = EvalConfig(selection="one_pct", controls=0, split="all", **common)
+    abl_path = run_eval(root, cfg, False, loaded=loaded)
+    e2e_abl = time.perf_counter() - t0
+    base = pl.read_parquet(base_path)
+    same = sum(plain_text[p] == g for p, g in base.select("prompt_id", "generated").iter_rows())
+    abl = pl.read_parquet(abl_path).join(base, on="prompt_id", suffix="_b")
+    changed = int((abl["generated"] != abl["generated_b"]).sum())
+    return {"baseline": e2e_base, "ablated": e2e_abl, "same": same, "changed": changed}
+
+
+def _report(args, n: int, n_batches: int, n_ablated: int, times: dict, e2e: dict) -> dict:
+    """Print the figures and return them as the --json record."""
+    best = {k: sum(min(t) for t in v) for k, v in times.items()}
+    median = {k: sum(statistics.median(t) for t in v) for k, v in times.items()}
+    rate = {k: n / v for k, v in best.items()}
+    threads, max_new = torch.get_num_threads(), args.max_new_tokens
+    print(
+        f"{n} prompts in {n_batches} batches of <= {args.batch_size}, {max_new} new tokens, "
+        f"{threads} threads; per batch the best of {args.repeats} repeats"
+    )
+    for k in times:
+        ratio = "" if k == "plain" else f"  {best['plain'] / best[k]:.2f}x plain"
+        mratio = "" if k == "plain" else f"  (median: {median['plain'] / median[k]:.2f}x)"
+        print(f"  {k:<9} {rate[k]:7.2f} prompts/s{ratio}{mratio}")
+    print(
+        f"  end to end run_eval: baseline {e2e['baseline']:.1f} s, ablated "
+        f"{e2e['ablated']:.1f} s (one run each); baseline answers equal plain generate: "
+        f"{e2e['same']}/{n}; answers changed by the 1% ablation: {e2e['changed']}/{n}"
+    )
+    ratios = {f"{k}_vs_plain": round(best["plain"] / best[k], 3) for k in ("baseline", "ablated")}
+    medians = {f"{k}_vs_plain_median": round(median["plain"] / median[k], 3)
+               for k in ("baseline", "ablated")}  # fmt: skip
+    return {
+        "prompts": n, "batches": n_batches, "batch_size": args.batch_size,
+        "max_new_tokens": max_new, "repeats": args.repeats, "threads": threads,
+        "ablated_neurons": n_ablated,
+        "prompts_per_s": {k: round(v, 2) for k, v in rate.items()},
+        "seconds_best": {k: round(v, 3) for k, v in best.items()},
+        "seconds_median": {k: round(v, 3) for k, v in median.items()},
+        **ratios, **medians,
+        "run_eval_seconds": {k: round(e2e[k], 2) for k in ("baseline", "ablated")},
+        "baseline_equals_plain_generate": f"{e2e['same']}/{n}",
+        "answers_changed_by_ablation": f"{e2e['changed']}/{n}",
+    }  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=128)
@@ -100,22 +190,7 @@ def main() -> None:
     model, max_new = loaded.model, args.max_new_tokens
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "w"
-        manifest = ingest(
-            IngestConfig(out=root, capture="pooled", pooling=["mean"], max_prompts=args.prompts),
-            show_progress=False,
-            loaded=loaded,
-        )
-        n_units = units(model.config, "ffn.act")
-        total = n_units * loaded.n_layers
-        one_pct = np.random.default_rng(0).choice(total, size=round(0.01 * total), replace=False)
-        write_selection(root, "one_pct", one_pct, manifest, n_units)
-        neurons = {"ffn.act": neuron_indices(model, "ffn.act", one_pct)}
-
-        prompts = pl.from_arrow(read_table(root / "prompts.parquet"))
-        ids = token_ids_by_prompt(read_table(root / "tokens.parquet"), prompts.height)
-        rows, pids = prompts["prompt_row"].to_list(), prompts["prompt_id"].to_list()
-        groups = [[ids[rows[i]] for i in b] for b in batches(prompts, args.batch_size)]
-        n = prompts.height
+        one_pct, neurons, prompts, groups = _prepare(root, loaded, args.prompts, args.batch_size)
 
         def plain(batch):
             return plain_answer(loaded, batch, max_new)
@@ -128,70 +203,15 @@ def main() -> None:
                 return answer(loaded, batch, max_new)
 
         ways = {"plain": plain, "baseline": baseline, "ablated": ablated}
-        times = {k: [[] for _ in groups] for k in ways}
+        pids = prompts["prompt_id"].to_list()
         with torch.inference_mode():
-            plain(groups[0])  # warm up kernels and the allocator
-            for rep in range(args.repeats):
-                names = list(ways)
-                names = names[rep % 3 :] + names[: rep % 3]
-                for b, batch in enumerate(groups):
-                    for name in names:
-                        t0 = time.perf_counter()
-                        ways[name](batch)
-                        times[name][b].append(time.perf_counter() - t0)
+            times = _time_ways(ways, groups, args.repeats)
             plain_text = {}
             for b, batch_idx in enumerate(batches(prompts, args.batch_size)):
                 for i, text in zip(batch_idx, plain(groups[b]), strict=True):
                     plain_text[pids[i]] = text
-
-        common = dict(batch_size=args.batch_size, max_new_tokens=max_new, force=True)
-        t0 = time.perf_counter()
-        base_path = run_eval(root, EvalConfig(baseline=True, **common), False, loaded=loaded)
-        e2e_base = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        cfg = EvalConfig(selection="one_pct", controls=0, split="all", **common)
-        abl_path = run_eval(root, cfg, False, loaded=loaded)
-        e2e_abl = time.perf_counter() - t0
-        base = pl.read_parquet(base_path)
-        same = sum(plain_text[p] == g for p, g in base.select("prompt_id", "generated").iter_rows())
-        abl = pl.read_parquet(abl_path).join(base, on="prompt_id", suffix="_b")
-        changed = int((abl["generated"] != abl["generated_b"]).sum())
-
-    best = {k: sum(min(t) for t in v) for k, v in times.items()}
-    median = {k: sum(statistics.median(t) for t in v) for k, v in times.items()}
-    rate = {k: n / v for k, v in best.items()}
-    result = {
-        "prompts": n,
-        "batches": len(groups),
-        "batch_size": args.batch_size,
-        "max_new_tokens": max_new,
-        "repeats": args.repeats,
-        "threads": torch.get_num_threads(),
-        "ablated_neurons": len(one_pct),
-        "prompts_per_s": {k: round(v, 2) for k, v in rate.items()},
-        "seconds_best": {k: round(v, 3) for k, v in best.items()},
-        "seconds_median": {k: round(v, 3) for k, v in median.items()},
-        "baseline_vs_plain": round(best["plain"] / best["baseline"], 3),
-        "ablated_vs_plain": round(best["plain"] / best["ablated"], 3),
-        "baseline_vs_plain_median": round(median["plain"] / median["baseline"], 3),
-        "ablated_vs_plain_median": round(median["plain"] / median["ablated"], 3),
-        "run_eval_seconds": {"baseline": round(e2e_base, 2), "ablated": round(e2e_abl, 2)},
-        "baseline_equals_plain_generate": f"{same}/{n}",
-        "answers_changed_by_ablation": f"{changed}/{n}",
-    }
-    print(
-        f"{n} prompts in {len(groups)} batches of <= {args.batch_size}, {max_new} new tokens, "
-        f"{torch.get_num_threads()} threads; per batch the best of {args.repeats} repeats"
-    )
-    for k in ways:
-        ratio = "" if k == "plain" else f"  {best['plain'] / best[k]:.2f}x plain"
-        mratio = "" if k == "plain" else f"  (median: {median['plain'] / median[k]:.2f}x)"
-        print(f"  {k:<9} {rate[k]:7.2f} prompts/s{ratio}{mratio}")
-    print(
-        f"  end to end run_eval: baseline {e2e_base:.1f} s, ablated {e2e_abl:.1f} s (one run "
-        f"each); baseline answers equal plain generate: {same}/{n}; answers changed by the 1% "
-        f"ablation: {changed}/{n}"
-    )
+        e2e = _end_to_end(root, loaded, args, plain_text)
+    result = _report(args, prompts.height, len(groups), len(one_pct), times, e2e)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
 

@@ -27,7 +27,8 @@ def timed(fn, n: int = 10) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def main() -> None:
+def _model() -> LlamaForCausalLM:
+    """A random-weight Llama of Llama-2-13B's shape, bfloat16, on the GPU."""
     torch.set_default_device("cuda")
     torch.set_default_dtype(torch.bfloat16)
     torch.manual_seed(0)
@@ -39,10 +40,11 @@ def main() -> None:
         num_key_value_heads=40,
         vocab_size=32000,
     )
-    model = LlamaForCausalLM(config).eval()
-    n_params = sum(p.numel() for p in model.parameters()) / 1e9
-    gib = torch.cuda.max_memory_allocated() / 2**30
-    print(f"{torch.cuda.get_device_name()}: {n_params:.2f} B parameters, {gib:.1f} GiB")
+    return LlamaForCausalLM(config).eval()
+
+
+def _capture_rates(model: LlamaForCausalLM, ids: torch.Tensor) -> dict[str, float]:
+    """Seconds per forward: bare, with pooling hooks, with per-token copies to the host."""
     out: list[torch.Tensor] = []
 
     def pool(module, args) -> None:
@@ -52,38 +54,51 @@ def main() -> None:
     def per_token(module, args) -> None:
         out.append(args[0].half().to("cpu"))
 
+    rates = {"bare": timed(lambda: model.model(input_ids=ids))}
+    for name, hook in (("pooled", pool), ("per-token", per_token)):
+
+        def run(name=name) -> None:
+            out.clear()
+            model.model(input_ids=ids)
+            if name == "pooled":
+                torch.stack(out).cpu()
+
+        handles = [layer.mlp.down_proj.register_forward_pre_hook(hook)
+                   for layer in model.model.layers]  # fmt: skip
+        try:
+            rates[name] = timed(run)
+        finally:
+            for h in handles:
+                h.remove()
+    return rates
+
+
+def _greedy_seconds(model: LlamaForCausalLM, ids: torch.Tensor) -> float:
+    """Seconds for a 2-token greedy answer: prefill with the last logits only, one step."""
+
+    def greedy() -> None:
+        o = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        nxt = o.logits[:, -1].argmax(-1)
+        model(
+            input_ids=nxt[:, None],
+            past_key_values=o.past_key_values,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+
+    return timed(greedy)
+
+
+def main() -> None:
+    model = _model()
+    n_params = sum(p.numel() for p in model.parameters()) / 1e9
+    gib = torch.cuda.max_memory_allocated() / 2**30
+    print(f"{torch.cuda.get_device_name()}: {n_params:.2f} B parameters, {gib:.1f} GiB")
     for batch, length in ((32, 12), (128, 12), (64, 24)):
-        ids = torch.randint(0, config.vocab_size, (batch, length))
-        rates = {}
+        ids = torch.randint(0, model.config.vocab_size, (batch, length))
         with torch.inference_mode():
-            rates["bare"] = timed(lambda ids=ids: model.model(input_ids=ids))
-            for name, hook in (("pooled", pool), ("per-token", per_token)):
-                handles = [
-                    layer.mlp.down_proj.register_forward_pre_hook(hook)
-                    for layer in model.model.layers
-                ]
-
-                def run(ids=ids, name=name) -> None:
-                    out.clear()
-                    model.model(input_ids=ids)
-                    if name == "pooled":
-                        torch.stack(out).cpu()
-
-                rates[name] = timed(run)
-                for h in handles:
-                    h.remove()
-
-            def greedy(ids=ids) -> None:
-                o = model(input_ids=ids, use_cache=True, logits_to_keep=1)
-                nxt = o.logits[:, -1].argmax(-1)
-                model(
-                    input_ids=nxt[:, None],
-                    past_key_values=o.past_key_values,
-                    use_cache=True,
-                    logits_to_keep=1,
-                )
-
-            gen = timed(greedy)
+            rates = _capture_rates(model, ids)
+            gen = _greedy_seconds(model, ids)
         tokens = batch * length
         print(
             f"batch {batch} x {length} tokens: "

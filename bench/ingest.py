@@ -165,7 +165,7 @@ def child(args) -> None:
     print(json.dumps({"prompts": m.counts["prompts"], "maxrss_mb": rss}))
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser()
     ap.add_argument("--relations", default="country_capital,country_currency")
     ap.add_argument("--languages", default="en,de,fr")
@@ -180,37 +180,35 @@ def main() -> None:
         help="no warm-up ingest, and keep every warehouse until the end (see the docstring)",
     )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.child:
-        child(args)
-        return
-    loaded = load_model(args.model, device=args.device)
-    ids = prompt_ids(loaded, args)
+    return ap
+
+
+def _rounds(loaded, ids: list[list[int]], args, d: Path) -> dict:
+    """Pooled and per-token ingests, each between two bare forwards, `args.rounds` times;
+    the first per-token warehouse is also measured for size and codec speed."""
+    bares = [bare_forward(loaded, ids, args.batch_size)]
+    runs: dict[str, list[float]] = {"pooled": [], "tokens": []}
+    ratios: dict[str, list[float]] = {"pooled": [], "tokens": []}
+    for r in range(args.rounds):
+        for mode in ("pooled", "tokens"):
+            out = d / f"{mode}{r}"
+            t = timed_ingest(loaded, _config(out, args, mode))
+            bares.append(bare_forward(loaded, ids, args.batch_size))
+            runs[mode].append(t)
+            ratios[mode].append((bares[-2] + bares[-1]) / 2 / t)
+            if mode == "tokens" and r == 0:  # (it deletes `out` itself unless cold)
+                size = measure_size_and_codec(out, d / "copy", args.cold)
+            elif not args.cold:
+                shutil.rmtree(out)
+    return {"bares": bares, "runs": runs, "ratios": ratios, "size": size}
+
+
+def _print_speed(args, ids: list[list[int]], m: dict, probes: tuple[float, float]) -> None:
     n_tokens = sum(len(x) for x in ids)
-    bare_forward(loaded, ids[: args.batch_size], args.batch_size)  # warm-up
-    with tempfile.TemporaryDirectory() as d:
-        probe_before = file_probe(Path(d) / "probe")
-        if not args.cold:
-            ingest(_config(Path(d) / "warm-up", args, "tokens"), show_progress=False, loaded=loaded)
-            shutil.rmtree(Path(d) / "warm-up")
-        bares = [bare_forward(loaded, ids, args.batch_size)]
-        runs: dict[str, list[float]] = {"pooled": [], "tokens": []}
-        ratios: dict[str, list[float]] = {"pooled": [], "tokens": []}
-        for r in range(args.rounds):
-            for mode in ("pooled", "tokens"):
-                out = Path(d) / f"{mode}{r}"
-                t = timed_ingest(loaded, _config(out, args, mode))
-                bares.append(bare_forward(loaded, ids, args.batch_size))
-                runs[mode].append(t)
-                ratios[mode].append((bares[-2] + bares[-1]) / 2 / t)
-                if mode == "tokens" and r == 0:  # (it deletes `out` itself unless cold)
-                    raw, stored, comp_s = measure_size_and_codec(out, Path(d) / "copy", args.cold)
-                elif not args.cold:
-                    shutil.rmtree(out)
-        probe_after = file_probe(Path(d) / "probe")
-        bare, pooled, full = min(bares), min(runs["pooled"]), min(runs["tokens"])
-        med_pooled = float(np.median(ratios["pooled"]))
-        med_full = float(np.median(ratios["tokens"]))
+    bare, pooled, full = min(m["bares"]), min(m["runs"]["pooled"]), min(m["runs"]["tokens"])
+    ratios = m["ratios"]
+    med_pooled, med_full = (float(np.median(ratios[k])) for k in ("pooled", "tokens"))
+    raw, stored, comp_s = m["size"]
     print(
         f"prompts {len(ids)}, tokens {n_tokens}, batch {args.batch_size}, "
         f"torch threads {torch.get_num_threads()}, relations {args.relations}, "
@@ -240,35 +238,20 @@ def main() -> None:
         "(the writer's path: gather, zstd -10, shards written, crc32c)"
     )
     print(
-        f"file probe          {probe_before:9.2f} ms CPU per 256 KB file before, "
-        f"{probe_after:.2f} after (temp + write + rename, in the bench's folder)"
+        f"file probe          {probes[0]:9.2f} ms CPU per 256 KB file before, "
+        f"{probes[1]:.2f} after (temp + write + rename, in the bench's folder)"
     )
-    sys.stdout.flush()  # the RSS runs below take a while
-    if args.no_rss:
-        return
+
+
+def _print_rss(args) -> None:
+    """Peak RSS of an ingest of one language vs four, each in a fresh process."""
     rss = []
     first = args.languages.split(",")[0]
     for lang_set in ([first], [first] + [x for x in ("en", "de", "fr", "es") if x != first][:3]):
-        out = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--child",
-                "--relations",
-                args.relations,
-                "--languages",
-                ",".join(lang_set),
-                "--batch-size",
-                str(args.batch_size),
-                "--model",
-                args.model,
-                "--device",
-                args.device,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        cmd = [sys.executable, __file__, "--child", "--relations", args.relations,
+               "--languages", ",".join(lang_set), "--batch-size", str(args.batch_size),
+               "--model", args.model, "--device", args.device]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rss.append(json.loads(out.stdout.strip().splitlines()[-1]))
     a, b = rss
     print(
@@ -276,6 +259,27 @@ def main() -> None:
         f"{b['maxrss_mb']:.0f} MB at {b['prompts']} prompts: "
         f"{b['maxrss_mb'] / a['maxrss_mb']:.3f}x  (target <= 1.10x)"
     )
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    if args.child:
+        child(args)
+        return
+    loaded = load_model(args.model, device=args.device)
+    ids = prompt_ids(loaded, args)
+    bare_forward(loaded, ids[: args.batch_size], args.batch_size)  # warm-up
+    with tempfile.TemporaryDirectory() as d:
+        probe_before = file_probe(Path(d) / "probe")
+        if not args.cold:
+            ingest(_config(Path(d) / "warm-up", args, "tokens"), show_progress=False, loaded=loaded)
+            shutil.rmtree(Path(d) / "warm-up")
+        measured = _rounds(loaded, ids, args, Path(d))
+        probe_after = file_probe(Path(d) / "probe")
+    _print_speed(args, ids, measured, (probe_before, probe_after))
+    sys.stdout.flush()  # the RSS runs below take a while
+    if not args.no_rss:
+        _print_rss(args)
 
 
 if __name__ == "__main__":

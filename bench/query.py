@@ -48,16 +48,8 @@ def interleaved(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, 
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("warehouse", nargs="?", type=Path, help="default: build one in the temp dir")
-    ap.add_argument("--max-prompts", type=int, default=300, help="prompts when building")
-    ap.add_argument("--site", default="ffn.act")
-    ap.add_argument("--layer", type=int, default=12)
-    ap.add_argument("--neuron", type=int, default=42)
-    ap.add_argument("--repeat", type=int, default=15)
-    args = ap.parse_args()
-
+def _open(args) -> tuple[Path, Warehouse, zarr.Array, int]:
+    """The warehouse (built if none was named), the site's array and the layer's index."""
     path = args.warehouse or build(default_out(args.max_prompts), args.max_prompts)
     w = Warehouse.open(path)
     spec = w.manifest.arrays[f"activations/{args.site}"]
@@ -68,13 +60,12 @@ def main() -> None:
         f"{w.manifest.counts['prompts']:,} prompts, array {tuple(arr.shape)} {arr.dtype}, "
         f"chunks {tuple(arr.chunks)}"
     )
+    return path, w, arr, li
 
-    where = f"site = '{args.site}' and layer = {args.layer} and neuron = {args.neuron}"
-    one_neuron = f"select token_row, value from activations where {where}"
-    # Same values both ways, before timing anything.
-    got = w.sql(one_neuron).sort("token_row")["value"].to_numpy()
-    np.testing.assert_array_equal(got, arr[:, li, args.neuron].astype(np.float32))
 
+def _per_relation(path: Path, w: Warehouse, arr, li: int, args, where: str):
+    """The neuron's mean per relation, in numpy over zarr and in SQL, checked equal first.
+    Returns (the numpy function, the SQL text)."""
     prompts = pl.read_parquet(path / "prompts.parquet").sort("prompt_row")
     tokens = pl.read_parquet(path / "tokens.parquet").sort("token_row")
     codes = tokens.join(prompts.select("prompt_id", "relation"), on="prompt_id", how="left")
@@ -94,26 +85,10 @@ def main() -> None:
     sql_means = w.sql(per_relation)["mean"].to_numpy()
     np.testing.assert_allclose(sql_means, numpy_mean_per_relation(), rtol=1e-5)
     assert w.sql(per_relation)["relation"].to_list() == list(rel_names)
+    return numpy_mean_per_relation, per_relation
 
-    t = interleaved(
-        {
-            "zarr": lambda: arr[:, li, args.neuron],
-            "sql": lambda: w.sql(one_neuron),
-            "lazy": lambda: (
-                w.lazy("activations")
-                .filter(
-                    (pl.col("site") == args.site)
-                    & (pl.col("layer") == args.layer)
-                    & (pl.col("neuron") == args.neuron)
-                )
-                .select("token_row", "value")
-                .collect()
-            ),
-            "numpy_rel": numpy_mean_per_relation,
-            "sql_rel": lambda: w.sql(per_relation),
-        },
-        args.repeat,
-    )
+
+def _print_times(t: dict[str, float], args, li: int) -> None:
     ms = {k: v * 1e3 for k, v in t.items()}
     print(f"\none neuron over all tokens ({args.site} layer {args.layer} neuron {args.neuron})")
     print(f"  zarr arr[:, {li}, {args.neuron}]   {ms['zarr']:8.2f} ms")
@@ -126,6 +101,39 @@ def main() -> None:
         f"ratio {t['sql_rel'] / t['numpy_rel']:.2f}x"
     )
     print(f"\ntarget: one-neuron ratio <= 2x: {'met' if t['sql'] / t['zarr'] <= 2 else 'MISSED'}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("warehouse", nargs="?", type=Path, help="default: build one in the temp dir")
+    ap.add_argument("--max-prompts", type=int, default=300, help="prompts when building")
+    ap.add_argument("--site", default="ffn.act")
+    ap.add_argument("--layer", type=int, default=12)
+    ap.add_argument("--neuron", type=int, default=42)
+    ap.add_argument("--repeat", type=int, default=15)
+    args = ap.parse_args()
+    path, w, arr, li = _open(args)
+
+    where = f"site = '{args.site}' and layer = {args.layer} and neuron = {args.neuron}"
+    one_neuron = f"select token_row, value from activations where {where}"
+    # Same values both ways, before timing anything.
+    got = w.sql(one_neuron).sort("token_row")["value"].to_numpy()
+    np.testing.assert_array_equal(got, arr[:, li, args.neuron].astype(np.float32))
+    numpy_rel, per_relation = _per_relation(path, w, arr, li, args, where)
+    is_neuron = (
+        (pl.col("site") == args.site)
+        & (pl.col("layer") == args.layer)
+        & (pl.col("neuron") == args.neuron)
+    )
+    ways = {
+        "zarr": lambda: arr[:, li, args.neuron],
+        "sql": lambda: w.sql(one_neuron),
+        "lazy": lambda: w.lazy("activations").filter(is_neuron).select("token_row", "value")
+        .collect(),
+        "numpy_rel": numpy_rel,
+        "sql_rel": lambda: w.sql(per_relation),
+    }  # fmt: skip
+    _print_times(interleaved(ways, args.repeat), args, li)
 
 
 if __name__ == "__main__":

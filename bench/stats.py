@@ -116,7 +116,7 @@ def from_warehouse(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x), y.astype(np.int64)
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--responses", help=".npy (prompts, neurons) pooled responses")
     parser.add_argument("--labels", help=".npy (prompts,) integer relation labels")
@@ -131,33 +131,25 @@ def main() -> None:
         default=4.0,
         help="also time the paper's sampled-negatives mode (0: skip)",
     )
-    args = parser.parse_args()
-    cfg = BenchConfig(**{k: getattr(args, k) for k in BenchConfig.__dataclass_fields__})
+    return parser
 
-    if args.responses or args.warehouse:
-        if args.warehouse:
-            x, y = from_warehouse(args.warehouse, args.split)
-        else:
-            x = np.load(args.responses, mmap_mode="r")
-            y = np.load(args.labels).astype(np.int64)
-        cfg = BenchConfig(
-            **{
-                **cfg.__dict__,
-                "prompts": x.shape[0],
-                "neurons": x.shape[1],
-                "relations": int(y.max()) + 1,
-            }
-        )
-        x = np.ascontiguousarray(x)
-    else:
+
+def _data(args, cfg: BenchConfig) -> tuple[np.ndarray, np.ndarray, BenchConfig]:
+    """The responses and labels: given ones (and the config resized to them) or synthetic."""
+    if not (args.responses or args.warehouse):
         x, y = synthetic(cfg)
-    rss_data = rss_mib("VmRSS")
-    peak_reset = reset_peak_rss()
-    print(
-        f"data: {cfg.prompts:,} prompts x {cfg.neurons:,} neurons {x.dtype}, "
-        f"{cfg.relations} relations; threads={cfg.threads}, block={cfg.block_size}"
-    )
+        return x, y, cfg
+    if args.warehouse:
+        x, y = from_warehouse(args.warehouse, args.split)
+    else:
+        x = np.load(args.responses, mmap_mode="r")
+        y = np.load(args.labels).astype(np.int64)
+    shape = {"prompts": x.shape[0], "neurons": x.shape[1], "relations": int(y.max()) + 1}
+    return np.ascontiguousarray(x), y, BenchConfig(**{**cfg.__dict__, **shape})
 
+
+def _compare(x: np.ndarray, y: np.ndarray, cfg: BenchConfig) -> None:
+    """scikit-learn on a sample of neurons vs the kernel on all, best of `repeats` each."""
     rng = np.random.default_rng(cfg.seed + 1)
     sample = np.sort(rng.choice(cfg.neurons, min(cfg.sample_neurons, cfg.neurons), False))
     t_sk, ap_sk = min(
@@ -167,7 +159,6 @@ def main() -> None:
     t_sk_all = t_sk * cfg.neurons / len(sample)
     t_fast, ap_fast = min((time_fast(x, y, cfg) for _ in range(cfg.repeats)), key=lambda t: t[0])
     delta = np.abs(ap_fast[:, sample] - ap_sk).max()
-
     print(
         f"sklearn loop   : {t_sk:8.2f} s for {len(sample)} neurons "
         f"-> {t_sk_all:8.1f} s extrapolated to {cfg.neurons:,}"
@@ -178,17 +169,23 @@ def main() -> None:
     )
     print(f"speed-up       : {t_sk_all / t_fast:8.1f} x   (target >= 100 x)")
     print(f"max |dAP|      : {delta:.3e} over {len(sample)} x {cfg.relations} sampled pairs")
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    cfg = BenchConfig(**{k: getattr(args, k) for k in BenchConfig.__dataclass_fields__})
+    x, y, cfg = _data(args, cfg)
+    rss_data = rss_mib("VmRSS")
+    peak_reset = reset_peak_rss()
+    print(
+        f"data: {cfg.prompts:,} prompts x {cfg.neurons:,} neurons {x.dtype}, "
+        f"{cfg.relations} relations; threads={cfg.threads}, block={cfg.block_size}"
+    )
+    _compare(x, y, cfg)
     if args.sampled_ratio > 0:
         t0 = time.perf_counter()
-        selectivity_sampled(
-            x,
-            y,
-            cfg.relations,
-            args.sampled_ratio,
-            cfg.seed,
-            block_size=cfg.block_size,
-            threads=cfg.threads,
-        )
+        selectivity_sampled(x, y, cfg.relations, args.sampled_ratio, cfg.seed,
+                            block_size=cfg.block_size, threads=cfg.threads)  # fmt: skip
         print(
             f"sampled mode   : {time.perf_counter() - t0:8.2f} s "
             f"(negatives = {args.sampled_ratio:g} x positives per relation)"

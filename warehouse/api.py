@@ -159,7 +159,7 @@ class Warehouse:
         if engine == "polars":
             stop = Stop()
             lf = self.sql_lazy(query, stop)
-            return self._polars(lambda: collect_bounded(lf, limits, stop))
+            return self.run_polars(lambda: collect_bounded(lf, limits, stop))
         return self.duckdb_run(query, limits, lambda rel: rel.pl())
 
     def _isolated_root(self) -> str | None:
@@ -260,7 +260,7 @@ class Warehouse:
                 rows = np.flatnonzero(np.isin(view.prompt_ids[:n_rows], ids))
             else:
                 lf = self.lazy("tokens").filter(pl.col("prompt_id").is_in(ids.tolist()))
-                of_prompts = self._polars(lambda: lf.select("token_row").collect())
+                of_prompts = self.run_polars(lambda: lf.select("token_row").collect())
                 rows = np.intersect1d(rows, of_prompts["token_row"].to_numpy())
         return _checked_rows(rows, n_rows, what)
 
@@ -268,7 +268,7 @@ class Warehouse:
         """The prompt_id values a prompt selection names; given ids must all exist."""
         ids = self._select("prompts", "prompt_id", prompts)
         if not isinstance(prompts, str | pl.Expr):
-            known = self._polars(lambda: self.lazy("prompts").select("prompt_id").collect())
+            known = self.run_polars(lambda: self.lazy("prompts").select("prompt_id").collect())
             missing = np.setdiff1d(ids, known["prompt_id"].to_numpy())
             if len(missing):
                 raise WarehouseError(f"prompt_id {int(missing[0])} is not in this warehouse")
@@ -282,13 +282,14 @@ class Warehouse:
             values = self.sql(f"select {column} from {table} where {sel}")[column]
         elif isinstance(sel, pl.Expr):
             lf = self.lazy(table).filter(sel).select(column)
-            values = self._polars(lambda: lf.collect())[column]
+            values = self.run_polars(lambda: lf.collect())[column]
         else:
             values = pl.Series(np.asarray(sel, dtype=np.int64).reshape(-1))
         return np.unique(values.to_numpy().astype(np.int64))
 
-    def _polars(self, run: Callable[[], T]) -> T:
-        """`run()`, with Polars' errors as one-line `WarehouseError`s."""
+    def run_polars(self, run: Callable[[], T]) -> T:
+        """`run()`, a Polars computation over this warehouse, with Polars' errors as one-line
+        `WarehouseError`s worded as `sql`'s are."""
         try:
             return run()
         except pl.exceptions.PolarsError as e:

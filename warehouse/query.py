@@ -90,7 +90,7 @@ def _write(w: Any, sql: str, fmt: str, tmp: Path, engine: str, limits: QueryLimi
             if fmt == "parquet"
             else text_columns(lf).sink_csv(tmp, lazy=True)
         )
-        w._polars(lambda: collect_bounded(sink, limits, stop))
+        w.run_polars(lambda: collect_bounded(sink, limits, stop))
     elif engine == "duckdb":
         w.duckdb_run(sql, limits, lambda rel: _write_batches(rel, fmt, tmp))
     else:
