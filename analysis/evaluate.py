@@ -203,17 +203,16 @@ def sample_prompts(prompts: pl.DataFrame, n: int) -> pl.DataFrame:
 def check_selection(sel: Selection, manifest: Manifest) -> None:
     """A selection applies to a warehouse's model: same weights, layers and site width."""
     model = manifest.model
-    if sel.weights_hash != model.get("weights_hash"):
+    if sel.weights_hash != model.weights_hash:
         raise WarehouseError(
             f"selection {sel.name!r} was made for another model (weights {sel.weights_hash}); "
-            f"this warehouse's model {model.get('name')!r} has {model.get('weights_hash')}"
+            f"this warehouse's model {model.name!r} has {model.weights_hash}"
         )
-    if sel.n_layers != model.get("n_layers"):
+    if sel.n_layers != model.n_layers:
         raise WarehouseError(
-            f"selection {sel.name!r} counts {sel.n_layers} layers; the model has "
-            f"{model.get('n_layers')}"
+            f"selection {sel.name!r} counts {sel.n_layers} layers; the model has {model.n_layers}"
         )
-    width = (model.get("units") or {}).get(sel.site)
+    width = (model.units or {}).get(sel.site)
     if width is not None and width != sel.units:
         raise WarehouseError(
             f"selection {sel.name!r} counts {sel.units} units per layer for {sel.site}; the "
@@ -270,7 +269,7 @@ class _Runner:
     @cached_property
     def loaded(self) -> LoadedModel:
         loaded = self._given or self._load()
-        want = self.manifest.model.get("weights_hash")
+        want = self.manifest.model.weights_hash
         if loaded.weights_hash != want:
             raise WarehouseError(
                 f"model {loaded.name!r} has weights {loaded.weights_hash}, but {self.root} was "
@@ -281,12 +280,12 @@ class _Runner:
     def _load(self) -> LoadedModel:
         model = self.manifest.model
         dtype = model_dtype(self.manifest, self.cfg)
-        spec = self.cfg.model or model["name"]
+        spec = self.cfg.model or model.name
         try:
             return load_model(spec, dtype=dtype, device=self.cfg.device)
         except ModelError:
             # A relative path in the manifest may not resolve from here; its source might.
-            source = model.get("source")
+            source = model.source
             if self.cfg.model or not source or source == spec or not Path(source).exists():
                 raise
             return load_model(source, dtype=dtype, device=self.cfg.device)
@@ -313,7 +312,7 @@ class _Runner:
 
 
 def model_dtype(manifest: Manifest, cfg: EvalConfig) -> str:
-    return cfg.model_dtype or manifest.capture.get("model_dtype") or "float32"
+    return cfg.model_dtype or manifest.capture.model_dtype or "float32"
 
 
 # ------------------------------------------------------------------------------ the run
@@ -514,7 +513,7 @@ def request_key(sel: Selection, manifest: Manifest, cfg: EvalConfig) -> dict[str
         "selection": sel.name,
         "selection_sha256": sel.sha256,
         "site": sel.site,
-        "weights_hash": manifest.model.get("weights_hash"),
+        "weights_hash": manifest.model.weights_hash,
         "model_dtype": model_dtype(manifest, cfg),
         "options": _options_key(cfg),
     }

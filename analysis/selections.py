@@ -186,8 +186,8 @@ def select(
         raise WarehouseError("choose exactly one of --top, --fraction and --sql")
     negatives, _ = parse_negatives(negatives)
     site, path, stats_meta = _find_stats(root, manifest, site, pooling, negatives, templates)
-    units = manifest.model["units"][site]
-    layers = list(manifest.capture["layers"])
+    units = manifest.model.units[site]
+    layers = list(manifest.capture.layers)
     if relation is None and sql is None:
         raise WarehouseError("--top and --fraction need --relation")
     if relation is not None:  # also with --sql: a named relation must be in the stats
@@ -297,7 +297,7 @@ def _check_name(root: Path, name: str, overwrite: bool) -> None:
 def _resolve_site(
     root: Path, manifest: Manifest, site: str | None, pooling: str, negatives: str
 ) -> str:
-    sites = list(manifest.capture["sites"])
+    sites = list(manifest.capture.sites)
     if site is not None:
         return site
     if len(sites) == 1:
@@ -469,11 +469,11 @@ def _frame(
 
 def _model_meta(manifest: Manifest, site: str) -> dict[str, Any]:
     return {
-        "model": manifest.model["name"],
-        "weights_hash": manifest.model["weights_hash"],
-        "units": manifest.model["units"][site],
-        "n_layers": manifest.model["n_layers"],
-        "layers": list(manifest.capture["layers"]),
+        "model": manifest.model.name,
+        "weights_hash": manifest.model.weights_hash,
+        "units": manifest.model.units[site],
+        "n_layers": manifest.model.n_layers,
+        "layers": list(manifest.capture.layers),
         "warehouse_fingerprint": manifest.fingerprint,
     }
 
@@ -522,7 +522,7 @@ def random_like(root: Path | str, name: str, like: str, seed: int, overwrite: bo
         raise WarehouseError(f"--seed must be a non-negative integer, got {seed!r}")
     target = read_selection(root, like)
     site, units = target.site, target.meta["units"]
-    if target.meta.get("weights_hash") != manifest.model["weights_hash"]:
+    if target.meta.get("weights_hash") != manifest.model.weights_hash:
         raise WarehouseError(f"selection {like!r} was made for other model weights")
     rng = np.random.default_rng(seed)
     chosen = []

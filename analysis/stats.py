@@ -350,7 +350,7 @@ def run_stats(
             paths.append(path)
             continue
         spec = specs[f"responses/{s}/{pooling}"]
-        units = manifest.model["units"][s]
+        units = manifest.model.units[s]
         with WriterLock(root, "stats"):  # one writer at a time (store/lock.py)
             # Under the lock no other stats run is alive: temps here are a killed run's.
             remove_temp_entries(root / STATS_DIR)
@@ -376,14 +376,14 @@ def _check_run_options(seed: int, threads: int, templates: list[str] | None) -> 
 def check_site_pooling(manifest: Manifest, site: str | None, pooling: str) -> list[str]:
     """The sites meant (every captured one when None), or an error naming the available ones."""
     cap = manifest.capture
-    sites = list(cap["sites"])
+    sites = list(cap.sites)
     if site is not None and site not in sites:
         raise WarehouseError(
             f"site {site!r} is not in this warehouse; available: {', '.join(sites)}"
         )
-    if pooling not in cap["pooling"]:
+    if pooling not in cap.pooling:
         raise WarehouseError(
-            f"pooling {pooling!r} is not in this warehouse; available: {', '.join(cap['pooling'])}"
+            f"pooling {pooling!r} is not in this warehouse; available: {', '.join(cap.pooling)}"
         )
     chosen = sites if site is None else [site]
     missing = [s for s in chosen if f"responses/{s}/{pooling}" not in manifest.arrays]

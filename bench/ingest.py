@@ -162,7 +162,7 @@ def child(args) -> None:
     with tempfile.TemporaryDirectory() as d:
         m = ingest(_config(Path(d) / "w", args, "tokens"), show_progress=False, loaded=loaded)
     rss = peak_rss_mb()
-    print(json.dumps({"prompts": m.counts["prompts"], "maxrss_mb": rss}))
+    print(json.dumps({"prompts": m.counts.prompts, "maxrss_mb": rss}))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -56,8 +56,8 @@ def _open(args) -> tuple[Path, Warehouse, zarr.Array, int]:
     arr = zarr.open_array(path / spec["path"], mode="r")
     li = spec["layers"].index(args.layer)
     print(
-        f"warehouse {path}: {w.manifest.counts['tokens']:,} tokens, "
-        f"{w.manifest.counts['prompts']:,} prompts, array {tuple(arr.shape)} {arr.dtype}, "
+        f"warehouse {path}: {w.manifest.counts.tokens:,} tokens, "
+        f"{w.manifest.counts.prompts:,} prompts, array {tuple(arr.shape)} {arr.dtype}, "
         f"chunks {tuple(arr.chunks)}"
     )
     return path, w, arr, li

@@ -58,6 +58,7 @@ from warehouse.store.manifest import (
     save_manifest,
 )
 from warehouse.store.progress import Progress
+from warehouse.store.sections import Capture, ModelInfo, State
 from warehouse.store.tables import read_table, write_table
 from warehouse.store.writer import ChunkBuffer, Writer
 
@@ -184,26 +185,21 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def _attributes(model: dict[str, Any], spec: ArraySpec) -> dict[str, Any]:
+def _attributes(model: ModelInfo, spec: ArraySpec) -> dict[str, Any]:
     """A new array's attributes, with its site described from the model's site table."""
     site = spec.key.split("/")[1]
-    return array_attributes(model, spec, site_description(model.get("architecture"), site))
+    return array_attributes(model, spec, site_description(model.architecture, site))
 
 
-def _array_plan(plan: dict, n_prompts: int, n_tokens: int) -> list[ArraySpec]:
-    cap = plan["capture"]
+def _array_plan(model: ModelInfo, cap: Capture, n_prompts: int, n_tokens: int) -> list[ArraySpec]:
     specs = []
-    for site in cap["sites"]:
-        u = plan["model"]["units"][site]
-        if cap["mode"] == "tokens":
+    for site in cap.sites:
+        u = model.units[site]
+        if cap.per_token:
+            specs.append(activation_spec(site, n_tokens, cap.layers, u, cap.dtype, cap.token_chunk))
+        for pool in cap.pooling:
             specs.append(
-                activation_spec(site, n_tokens, cap["layers"], u, cap["dtype"], cap["token_chunk"])
-            )
-        for pool in cap["pooling"]:
-            specs.append(
-                response_spec(
-                    site, pool, n_prompts, cap["layers"], u, cap["dtype"], cap["prompt_chunk"]
-                )
+                response_spec(site, pool, n_prompts, cap.layers, u, cap.dtype, cap.prompt_chunk)
             )
     return specs
 
@@ -240,7 +236,7 @@ def batch_ranges(n_tokens: np.ndarray, batch_size: int) -> list[tuple[int, int]]
 
 def _create(
     final: Path, plan: dict, loaded: LoadedModel, prompts, shard: tuple[int, int] | None = None
-) -> dict:
+) -> Manifest:
     """Lay out a new warehouse in a temp sibling folder and rename it into place, so a crash
     while creating it leaves no half-made folder behind."""
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -268,7 +264,7 @@ def _create(
 
 def _lay_out(
     root: Path, plan: dict, loaded: LoadedModel, prompts, shard: tuple[int, int] | None = None
-) -> dict:
+) -> Manifest:
     root.chmod(0o755)  # mkdtemp makes it private; a warehouse is meant to be shared
     prompts, encoded = order_by_length(loaded.tokenizer, prompts)
     if shard is not None:
@@ -301,9 +297,10 @@ def _lay_out(
     tables = (("prompts", prompt_table), ("tokens", token_table))
     for name, table in tables:
         write_table(root / f"{name}.parquet", table, manifest)
-    specs = _array_plan(plan, prompt_table.num_rows, token_table.num_rows)
+    n_prompts, n_tokens = prompt_table.num_rows, token_table.num_rows
+    specs = _array_plan(manifest.model, manifest.capture, n_prompts, n_tokens)
     for spec in specs:
-        create_array(root, spec, _attributes(plan["model"], spec))
+        create_array(root, spec, _attributes(manifest.model, spec))
     # Checksums of the tables now (not only at the end), so a reader of a warehouse that is
     # still being written, or whose ingest stopped, can tell an edited table too.
     manifest.tables = {
@@ -325,7 +322,7 @@ def ingest(
     show_progress: bool = True,
     loaded: LoadedModel | None = None,
     on_progress: Callable[[int], None] | None = None,
-) -> dict:
+) -> Manifest:
     """Run (or resume) an ingest; returns the final manifest. `loaded` reuses a model that
     is already in memory (it must be the one `cfg.model` names); `on_progress(n)` hears of
     every n prompts done (the Ray driver sums the shards' progress with it)."""
@@ -353,11 +350,7 @@ def ingest(
         manifest = load_manifest(root)
         want = fingerprint_of({**plan, "shard": _shard_key(cfg.shard)})
         if manifest.fingerprint != want:
-            old = {
-                "model": manifest.model,
-                "dataset": manifest.dataset,
-                "capture": manifest.capture,
-            }
+            old = {k: getattr(manifest, k).to_json() for k in ("model", "dataset", "capture")}
             old["shard"] = _shard_key(manifest.shard)
             diff = "; ".join(_differences(old, {**plan, "shard": _shard_key(cfg.shard)}))
             diff = diff or "options differ"
@@ -401,15 +394,13 @@ def _shard_key(shard: tuple[int, int] | dict | None) -> dict | None:
 
 
 def _resume_batch(
-    batches: list[tuple[int, int]], offsets: np.ndarray, state: dict, tokens: bool
+    batches: list[tuple[int, int]], offsets: np.ndarray, state: State, tokens: bool
 ) -> int:
     """The last batch whose start lies within what is on disk: every earlier prompt's
     responses (and tokens) are stored, and its own rows below the marks will be dropped."""
     first = 0
     for b, (s, _) in enumerate(batches):
-        if s <= state["prompts_committed"] and (
-            not tokens or offsets[s] <= state["tokens_committed"]
-        ):
+        if s <= state.prompts_committed and (not tokens or offsets[s] <= state.tokens_committed):
             first = b
     return first
 
@@ -421,13 +412,13 @@ def _run_batches(
     show_progress: bool,
     on_progress: Callable[[int], None] | None = None,
     on_nonfinite: str = "warn",
-) -> dict:
+) -> Manifest:
     """Capture and write every batch not yet on disk, then mark the warehouse complete."""
     cap = manifest.capture
     n_tok, offsets, ids = _stored_prompts(root)
-    batches = batch_ranges(n_tok, cap["batch_size"])
+    batches = batch_ranges(n_tok, cap.batch_size)
     state = manifest.state
-    tokens = cap["mode"] == "tokens"
+    tokens = cap.per_token
     first = _resume_batch(batches, offsets, state, tokens)
     buffers = _buffers(root, manifest)
     tally = _NonFiniteTally(manifest.nonfinite or {})
@@ -435,8 +426,7 @@ def _run_batches(
     def commit(now: dict[str, int]) -> None:
         tok = [v for k, v in now.items() if k.startswith("activations/")]
         res = [v for k, v in now.items() if k.startswith("responses/")]
-        state["tokens_committed"] = min(tok) if tok else 0
-        state["prompts_committed"] = min(res) if res else 0
+        state.commit(tokens=min(tok) if tok else 0, prompts=min(res) if res else 0)
         # Counts of the batches a resume from here would not run again.
         tally.record(manifest, _resume_batch(batches, offsets, state, tokens))
         save_manifest(root, manifest)
@@ -456,7 +446,7 @@ def _run_batches(
             counts: dict = {}
             rows, ready = capturer.run(ids[s:e], counts), capturer.ready
             if on_nonfinite == "error" and counts:
-                raise WarehouseError(_nonfinite_stop(root, s, e, counts, cap["dtype"]))
+                raise WarehouseError(_nonfinite_stop(root, s, e, counts, cap.dtype))
             tally.add(b, counts)
         writer.put(_by_array(rows, s, offsets), ready=ready)
         progress.advance(e - s, int(n_tok[s:e].sum()), writer.bytes_written)
@@ -487,23 +477,22 @@ def _stored_prompts(root: Path) -> tuple[np.ndarray, np.ndarray, list]:
 def _buffers(root: Path, manifest: Manifest) -> dict[str, ChunkBuffer]:
     """A chunk buffer per array, each starting at its kind's committed mark (token rows for
     activations, prompt rows for responses)."""
-    state = manifest.state
     out = {}
     for k, spec in array_specs(manifest).items():
         kind = "tokens" if k.startswith("activations/") else "prompts"
-        out[k] = ChunkBuffer(root, spec, state[f"{kind}_committed"])
+        out[k] = ChunkBuffer(root, spec, manifest.state.committed(kind))
     return out
 
 
-def _capturer(loaded: LoadedModel, cap: dict) -> Capturer:
+def _capturer(loaded: LoadedModel, cap: Capture) -> Capturer:
     """The capturer of the manifest's sites, layers, pooling and dtype. wait=False: on a GPU
     a batch's copies are not waited for; `hand_over` waits on its event, so the next batch's
     forward is queued meanwhile."""
-    sites = {s: cap["layers"] for s in cap["sites"]}
+    sites = {s: cap.layers for s in cap.sites}
     return Capturer(
         loaded.model,
         loaded.tokenizer.pad_token_id,
-        CaptureSpec(sites, cap["mode"] == "tokens", cap["pooling"], cap["dtype"]),
+        CaptureSpec(sites, cap.per_token, cap.pooling, cap.dtype),
         wait=False,
     )
 
@@ -518,8 +507,7 @@ def _finish(
     tally.record(manifest, None)
     if manifest.nonfinite:
         _warn_nonfinite(root, manifest)
-    manifest.state["status"] = "complete"
-    manifest.state["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    manifest.state.mark_complete()
     save_manifest(root, manifest)
 
 
@@ -584,7 +572,7 @@ def _nonfinite_stop(root: Path, s: int, e: int, counts: dict, dtype: str) -> str
 
 
 def _warn_nonfinite(root: Path, manifest: Manifest) -> None:
-    found = "; ".join(describe_nonfinite(manifest.nonfinite, manifest.capture["dtype"]))
+    found = "; ".join(describe_nonfinite(manifest.nonfinite, manifest.capture.dtype))
     log.warning(
         "warning: %s stores NaN or infinite values: %s; `warehouse info` lists them and "
         "`warehouse stats` skips those neurons",

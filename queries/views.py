@@ -649,9 +649,8 @@ def zarr_views(
     root: Path | Location, manifest: Manifest, specs: dict[str, ArraySpec]
 ) -> dict[str, ZarrView]:
     """The `activations` and `responses` views of a warehouse (each only if it has arrays)."""
-    units = manifest.model["units"]
+    units = manifest.model.units
     state = manifest.state
-    complete = state.get("status") == "complete"
     acts: list[ArraySource] = []
     resps: list[ArraySource] = []
     for key, spec in sorted(specs.items()):
@@ -663,10 +662,10 @@ def zarr_views(
             )
         if parts[0] == ACTIVATIONS:
             # While an ingest runs, rows past the committed mark are not on disk yet.
-            n = spec.shape[0] if complete else min(spec.shape[0], state["tokens_committed"])
+            n = state.rows_on_disk(key, spec.shape[0])
             acts.append(ArraySource(site, None, spec, int(units[site]), n))
         elif parts[0] == RESPONSES:
-            n = spec.shape[0] if complete else min(spec.shape[0], state["prompts_committed"])
+            n = state.rows_on_disk(key, spec.shape[0])
             resps.append(ArraySource(site, parts[2], spec, int(units[site]), n))
     if not (isinstance(root, Location) and root.remote):
         for src in acts + resps:

@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # zarr is imported where an array is opened (a query need not
     import zarr
     from zarr.abc.codec import BytesBytesCodec
 
+    from warehouse.store.sections import ModelInfo
+
 # Storage dtypes. numpy (and so plain zarr) has no bfloat16: it is stored as its raw 16 bits
 # (uint16), and the attribute "warehouse_dtype" says how to view them.
 STORAGE_DTYPES = {"float16": "float16", "float32": "float32", "bfloat16": "uint16"}
@@ -175,7 +177,7 @@ SITE_ATTRIBUTES = ("module", "io", "transformer_lens_hook")
 
 
 def array_attributes(
-    model: dict[str, Any], spec: ArraySpec, site_description: dict[str, Any]
+    model: ModelInfo, spec: ArraySpec, site_description: dict[str, Any]
 ) -> dict[str, Any]:
     """What an array holds, for its zarr.json (and `Warehouse.array`): the site, its module
     and TransformerLens hook (`site_description`, from the model's site table:
@@ -188,8 +190,8 @@ def array_attributes(
     attrs.update(site_description)
     attrs.update(
         units=spec.shape[2],
-        model=model.get("name"),
-        weights_hash=model.get("weights_hash"),
+        model=model.name,
+        weights_hash=model.weights_hash,
         row_table=ROW_TABLES[kind],
         row_column=ROW_DIMS[kind],
     )

@@ -39,8 +39,6 @@ from warehouse.store.format import (
     DERIVED_PARTS,
     MANIFEST,
     OUTPUT_DIRS,
-    PROMPTS,
-    TOKENS,
 )
 from warehouse.store.location import Location, kind_of, require_regular
 from warehouse.store.lock import LOCK, creations, lock_status
@@ -194,10 +192,10 @@ def verify(root: Path | str | Location) -> Report:
 def _note_unfinished(manifest: Manifest, report: Report) -> None:
     """An ingest that has not finished is a state, not damage: a note saying how far it got."""
     state = manifest.state
-    if state.get("status") != "complete":
+    if not state.complete:
         report.notes.append(
             "ingest not finished: checked up to the last committed batch "
-            f"({state.get('prompts_committed', 0)} of {manifest.counts.get('prompts')} "
+            f"({state.prompts_committed} of {manifest.counts.prompts} "
             "prompts); re-run the same ingest command to resume"
         )
 
@@ -218,8 +216,7 @@ def _verify_tables(root: Path, manifest: Manifest, expected: set[str], report: R
 def _verify_arrays(loc: Location, manifest: Manifest, expected: set[str], report: Report) -> None:
     """Every array the manifest lists: its entry agrees with the manifest, and its files
     (up to the committed rows of an unfinished ingest) decode and match the checksum."""
-    state = manifest.state
-    complete = state.get("status") == "complete"
+    complete = manifest.complete
     for key, spec in array_specs(manifest).items():
         try:
             safe_relative(loc.local, spec.path)
@@ -232,7 +229,7 @@ def _verify_arrays(loc: Location, manifest: Manifest, expected: set[str], report
         report.checked_files += len(files)
         _verify_spec(manifest, key, spec, report)
         digest = array_checksum(manifest.arrays[key])
-        committed = _committed_rows(key, spec, state, complete)
+        committed = manifest.state.rows_on_disk(key, spec.shape[0])
         _verify_array(loc, key, spec, digest, complete, committed, report)
 
 
@@ -354,31 +351,24 @@ def _verify_spec(manifest: Manifest, key: str, spec: ArraySpec, report: Report) 
 def _spec_disagreements(manifest: Manifest, key: str, spec: ArraySpec) -> list[str]:
     kind, site = key.split("/")[:2]
     out = []
-    want_rows = manifest.counts.get(TOKENS if kind == ACTIVATIONS else PROMPTS)
+    want_rows = manifest.counts.tokens if kind == ACTIVATIONS else manifest.counts.prompts
     if spec.shape[0] != want_rows:
         out.append(
             f"array {key}: manifest shape {list(spec.shape)} has {spec.shape[0]} rows, "
             f"the manifest's counts say {want_rows}"
         )
-    units = manifest.model.get("units", {}).get(site)
-    if spec.shape[2] != units or list(spec.layers) != list(manifest.capture.get("layers", [])):
+    units = manifest.model.units.get(site)
+    if spec.shape[2] != units or list(spec.layers) != list(manifest.capture.layers):
         out.append(
             f"array {key}: manifest shape {list(spec.shape)} / layers {list(spec.layers)} "
             f"disagree with the model's {units} units and the captured layers"
         )
-    if spec.dtype != manifest.capture.get("dtype"):
+    if spec.dtype != manifest.capture.dtype:
         out.append(
             f"array {key}: manifest dtype {spec.dtype!r} differs from the capture dtype "
-            f"{manifest.capture.get('dtype')!r}"
+            f"{manifest.capture.dtype!r}"
         )
     return out
-
-
-def _committed_rows(key: str, spec: ArraySpec, state: dict, complete: bool) -> int:
-    if complete:
-        return spec.shape[0]
-    mark = state.get("tokens_committed" if key.startswith("activations/") else "prompts_committed")
-    return min(int(mark or 0), spec.shape[0])
 
 
 def _verify_derived(loc: Location, report: Report) -> None:
@@ -603,8 +593,8 @@ def _verify_remote(loc: Location) -> Report:
     complete = manifest.complete
     if not complete:
         report.problems.append(
-            f"ingest not finished ({manifest.state.get('prompts_committed', 0)} of "
-            f"{manifest.counts.get('prompts')} prompts committed); re-run the ingest to resume"
+            f"ingest not finished ({manifest.state.prompts_committed} of "
+            f"{manifest.counts.prompts} prompts committed); re-run the ingest to resume"
         )
     expected = {MANIFEST}
     for name, entry in manifest.tables.items():
@@ -630,7 +620,7 @@ def _verify_remote(loc: Location) -> Report:
         expected.update(_group_files(spec.path))
         report.checked_files += len(files)
         digest = array_checksum(manifest.arrays[key])
-        committed = _committed_rows(key, spec, manifest.state, complete)
+        committed = manifest.state.rows_on_disk(key, spec.shape[0])
         _verify_array(loc, key, spec, digest, complete, committed, report)
     _verify_coords(loc, manifest, expected, report)
     _verify_listed_files(loc, manifest, expected, report)

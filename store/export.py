@@ -259,7 +259,7 @@ def _plan(
 ) -> tuple[Manifest, list[str], list[str], list[str]]:
     """The destination manifest (without file digests yet), the array keys and table names to
     copy, and the derived files to copy."""
-    sites = _chosen_sites(list(manifest.capture["sites"]), opts)
+    sites = _chosen_sites(list(manifest.capture.sites), opts)
     tables = _chosen_tables(src, manifest, opts)
     keep_arrays = [
         k
@@ -318,9 +318,9 @@ def _narrowed_manifest(
     """The source's manifest cut down to the kept sites, arrays, tables and coordinate
     arrays, with the fingerprint of what is left and no file digests yet."""
     out = replace(manifest, export=None, files=None)
-    out.capture = dict(manifest.capture, sites=sites)
+    out.capture = manifest.capture.updated(sites=sites)
     if not any(k.startswith(f"{ACTIVATIONS}/") for k in keep_arrays):
-        out.capture["mode"] = "pooled"
+        out.capture.mode = "pooled"
     out.arrays = {k: manifest.arrays[k] for k in keep_arrays}
     out.tables = {t: manifest.tables[t] for t in keep_tables}
     if manifest.coords is not None:  # those of the kept arrays' dimensions

@@ -13,33 +13,43 @@ from warehouse.store.files import atomic_write_json, read_json, safe_relative
 from warehouse.store.fingerprint import fingerprint_of
 from warehouse.store.format import FORMAT_NAME, FORMAT_VERSION, MANIFEST
 from warehouse.store.location import Location, require_regular
+from warehouse.store.sections import Capture, Counts, DatasetInfo, ModelInfo, Section, State
 from warehouse.store.version import __version__
 
 # The sections every manifest has, each a JSON object (`counts`, `tables`, `arrays` and
 # `state` change as a warehouse is written; `model`, `dataset` and `capture` are what its
 # fingerprint hashes, exactly as stored).
 SECTIONS = ("model", "dataset", "capture", "counts", "tables", "arrays", "state")
+# The typed ones (store/sections.py); `tables` and `arrays` stay name -> entry objects.
+TYPED: dict[str, type[Section]] = {
+    "model": ModelInfo,
+    "dataset": DatasetInfo,
+    "capture": Capture,
+    "counts": Counts,
+    "state": State,
+}
 # Optional fields, absent unless a run wrote them (docs/format.md says what each holds).
 OPTIONAL = ("shard", "files", "export", "nonfinite", "coords", "merged_from")
-NEW_STATE = {"status": "ingesting", "prompts_committed": 0, "tokens_committed": 0}
 
 
 @dataclass
 class Manifest:
     """manifest.json, typed: `Manifest.load` reads and validates one, `save` writes it back.
 
-    The sections stay the JSON objects they are in the file (the fingerprint hashes them as
-    stored); optional fields are None when absent, and fields this tool does not know are
-    kept in `extra`, so `save` writes back what `load` read, byte for byte."""
+    The sections `model`, `dataset`, `capture`, `counts` and `state` are typed
+    (store/sections.py; a JSON object given for one is typed on construction) and write
+    back the JSON objects they were read from (the fingerprint hashes them as stored);
+    optional fields are None when absent, and fields this tool does not know are kept in
+    `extra`, so `save` writes back what `load` read, byte for byte."""
 
-    model: dict[str, Any]
-    dataset: dict[str, Any]
-    capture: dict[str, Any]
+    model: ModelInfo
+    dataset: DatasetInfo
+    capture: Capture
     fingerprint: str | None  # of model, dataset, capture (and shard): fingerprint_of
-    counts: dict[str, Any]
+    counts: Counts
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
     arrays: dict[str, dict[str, Any]] = field(default_factory=dict)
-    state: dict[str, Any] = field(default_factory=lambda: dict(NEW_STATE))
+    state: State = field(default_factory=State.new)
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
     tool_version: str = __version__
@@ -50,6 +60,10 @@ class Manifest:
     coords: dict[str, str] | None = None  # coordinate array path -> checksum
     merged_from: list[dict[str, Any]] | None = None  # the inputs of `warehouse merge`
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, section in TYPED.items():
+            setattr(self, name, section.of(getattr(self, name)))
 
     # -------------------------------------------------------------------------- JSON
 
@@ -76,6 +90,7 @@ class Manifest:
             "format_version": self.format_version,
             "tool_version": self.tool_version,
             **{k: getattr(self, k) for k in SECTIONS},
+            **{k: getattr(self, k).to_json() for k in TYPED},
         }
         for k in ("fingerprint", *OPTIONAL):
             if getattr(self, k) is not None:
@@ -127,7 +142,7 @@ class Manifest:
     @property
     def complete(self) -> bool:
         """The ingest finished: every table and array is written and checksummed."""
-        return self.state.get("status") == "complete"
+        return self.state.complete
 
     def computed_fingerprint(self) -> str:
         """The fingerprint of these model, dataset and capture sections (and shard)."""
@@ -138,10 +153,21 @@ class Manifest:
 
 
 def new_manifest(
-    *, model: dict, dataset: dict, capture: dict, fingerprint: str, counts: dict
+    *,
+    model: ModelInfo | dict[str, Any],
+    dataset: DatasetInfo | dict[str, Any],
+    capture: Capture | dict[str, Any],
+    fingerprint: str,
+    counts: Counts | dict[str, Any],
 ) -> Manifest:
+    """The manifest of a warehouse being created (state: nothing committed); each section
+    typed or a JSON object."""
     return Manifest(
-        model=model, dataset=dataset, capture=capture, fingerprint=fingerprint, counts=counts
+        model=ModelInfo.of(model),
+        dataset=DatasetInfo.of(dataset),
+        capture=Capture.of(capture),
+        fingerprint=fingerprint,
+        counts=Counts.of(counts),
     )
 
 

@@ -18,7 +18,6 @@ run them again on the result.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +59,7 @@ from warehouse.store.manifest import (
     save_manifest,
 )
 from warehouse.store.progress import Progress
+from warehouse.store.sections import DatasetInfo
 from warehouse.store.tables import read_table_at, write_table
 
 # Fields that must be equal in every input (model identity, the capture, the prompt split).
@@ -164,13 +164,15 @@ def _check_compatible(ins: list[_Input]) -> None:
     for x in ins[1:]:
         for section, fields in (("model", MODEL_FIELDS), ("dataset", DATASET_FIELDS)):
             for f in fields:
-                a, b = getattr(first.manifest, section).get(f), getattr(x.manifest, section).get(f)
+                a = getattr(getattr(first.manifest, section), f)
+                b = getattr(getattr(x.manifest, section), f)
                 if a != b:
                     raise WarehouseError(
                         f"cannot merge: {section}.{f} differs ({first.loc}: {_short(a)}, "
                         f"{x.loc}: {_short(b)})"
                     )
-        ca, cb = first.manifest.capture, x.manifest.capture
+        # every key, those this tool does not know too
+        ca, cb = first.manifest.capture.to_json(), x.manifest.capture.to_json()
         for f in sorted(set(ca) | set(cb)):
             if ca.get(f) != cb.get(f):
                 raise WarehouseError(
@@ -273,12 +275,8 @@ def _write(root: Path, ins: list[_Input], show_progress: bool) -> Manifest:
     if nonfinite:  # counts of the inputs' non-finite values add up
         manifest.nonfinite = nonfinite
     finalize_checksums(root, manifest)
-    manifest.state.update(
-        status="complete",
-        prompts_committed=n_prompts,
-        tokens_committed=n_tokens,
-        finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    )
+    manifest.state.commit(tokens=n_tokens, prompts=n_prompts)
+    manifest.state.mark_complete()
     save_manifest(root, manifest)
     return manifest
 
@@ -305,16 +303,14 @@ def _array_plan(
     specs = []
     for key in array_specs(first):
         site = key.split("/")[1]
-        units = first.model["units"][site]
+        units = first.model.units[site]
         if key.startswith("activations/"):
-            out = activation_spec(
-                site, n_tokens, cap["layers"], units, cap["dtype"], cap["token_chunk"]
-            )
+            out = activation_spec(site, n_tokens, cap.layers, units, cap.dtype, cap.token_chunk)
             segs = token_segs
         else:
             pooling = key.split("/")[2]
             out = response_spec(
-                site, pooling, n_prompts, cap["layers"], units, cap["dtype"], cap["prompt_chunk"]
+                site, pooling, n_prompts, cap.layers, units, cap.dtype, cap.prompt_chunk
             )
             segs = prompt_segs
         specs.append((key, out, segs))
@@ -341,7 +337,7 @@ def _provenance(x: _Input) -> dict[str, Any]:
         "fingerprint": x.manifest.fingerprint,
         "prompts": x.prompts.num_rows,
         "dataset": {
-            k: x.manifest.dataset.get(k) for k in ("relations", "languages", "max_prompts")
+            k: getattr(x.manifest.dataset, k) for k in ("relations", "languages", "max_prompts")
         },
         **(
             {"shard": f"{x.manifest.shard['index']}/{x.manifest.shard['count']}"}
@@ -358,17 +354,17 @@ def _site_description(x: _Input, key: str) -> dict[str, Any]:
     return {k: attrs[k] for k in SITE_ATTRIBUTES if k in attrs}
 
 
-def _dataset(ins: list[_Input]) -> dict[str, Any]:
+def _dataset(ins: list[_Input]) -> DatasetInfo:
     """The inputs' common dataset section; for a sharded run exactly the run's."""
-    out = dict(ins[0].manifest.dataset)
+    joined: dict[str, Any] = {}
     for f in ("relations", "languages"):
-        values = [x.manifest.dataset.get(f) for x in ins]
-        out[f] = (
+        values = [getattr(x.manifest.dataset, f) for x in ins]
+        joined[f] = (
             None if any(v is None for v in values) else sorted({v for vs in values for v in vs})
         )
-    limits = {x.manifest.dataset.get("max_prompts") for x in ins}
-    out["max_prompts"] = limits.pop() if len(limits) == 1 else None
-    return out
+    limits = {x.manifest.dataset.max_prompts for x in ins}
+    joined["max_prompts"] = limits.pop() if len(limits) == 1 else None
+    return ins[0].manifest.dataset.updated(**joined)
 
 
 def _tables(

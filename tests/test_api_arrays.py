@@ -76,7 +76,7 @@ def test_array_is_the_sql_view_labelled(wh: Path):
     m = w.manifest
     da = w.array("ffn.act")
     assert isinstance(da, xr.DataArray) and da.name == "ffn.act"
-    n_tok, units = m.counts["tokens"], m.model["units"]["ffn.act"]
+    n_tok, units = m.counts.tokens, m.model.units["ffn.act"]
     assert da.dims == ("token_row", "layer", "neuron")
     assert da.shape == (n_tok, 2, units) and da.dtype == np.float16
     assert da["token_row"].values.tolist() == list(range(n_tok))
@@ -88,7 +88,7 @@ def test_array_is_the_sql_view_labelled(wh: Path):
     assert da.attrs["module"] == "model.layers.{layer}.mlp.down_proj"
     assert da.attrs["io"] == "input"
     assert da.attrs["transformer_lens_hook"] == "blocks.{layer}.mlp.hook_post"
-    assert da.attrs["weights_hash"] == m.model["weights_hash"]
+    assert da.attrs["weights_hash"] == m.model.weights_hash
     assert da.attrs["row_table"] == "tokens.parquet"
 
     down = w.array("ffn.down", layer=1, neurons=[3, 0])  # one layer: its axis is dropped
@@ -296,9 +296,9 @@ def test_plain_libraries_read_it_without_the_project(wh: Path, tmp_path: Path):
         "module": "model.layers.{layer}.mlp.down_proj",
         "io": "input",
         "transformer_lens_hook": "blocks.{layer}.mlp.hook_post",
-        "units": m.model["units"]["ffn.act"],
-        "model": m.model["name"],
-        "weights_hash": m.model["weights_hash"],
+        "units": m.model.units["ffn.act"],
+        "model": m.model.name,
+        "weights_hash": m.model.weights_hash,
         "row_table": "tokens.parquet",
         "row_column": "token_row",
     }
@@ -308,7 +308,7 @@ def test_plain_libraries_read_it_without_the_project(wh: Path, tmp_path: Path):
     }
     assert got["parquet"] == prov
     assert got["duckdb"] == [list(kv) for kv in sorted(prov.items())]
-    assert got["polars_rows"] == m.counts["tokens"] and got["polars_meta"] == prov
+    assert got["polars_rows"] == m.counts.tokens and got["polars_meta"] == prov
 
 
 def test_derived_tables_carry_their_warehouse_provenance(wh: Path, tmp_path: Path):

@@ -243,7 +243,7 @@ def test_readers_during_an_ingest_see_only_committed_batches(
     ref_act = ref.sql("select token_row, layer, neuron, value from activations").sort(
         ["token_row", "layer", "neuron"]
     )
-    n_prompts = ref.manifest.counts["prompts"]
+    n_prompts = ref.manifest.counts.prompts
 
     out = tmp_path / "w"
     gate = Gate(tmp_path / "gate")
@@ -254,9 +254,9 @@ def test_readers_during_an_ingest_see_only_committed_batches(
         while True:
             w = Warehouse.open(out)
             state = w.manifest.state
-            p_done, t_done = state["prompts_committed"], state["tokens_committed"]
-            if state["status"] == "complete":
-                p_done, t_done = n_prompts, ref.manifest.counts["tokens"]
+            p_done, t_done = state.prompts_committed, state.tokens_committed
+            if state.complete:
+                p_done, t_done = n_prompts, ref.manifest.counts.tokens
             resp = w.sql("select prompt_row, layer, neuron, pooling, value from responses")
             resp = resp.sort(["pooling", "prompt_row", "layer", "neuron"])
             act = w.sql("select token_row, layer, neuron, value from activations")
@@ -265,7 +265,7 @@ def test_readers_during_an_ingest_see_only_committed_batches(
             assert act.equals(ref_act.filter(ref_act["token_row"] < t_done))
             seen.add(p_done)
             reads += 1
-            if state["status"] == "complete":
+            if state.complete:
                 break
             # Let the ingest run two more batches (one prompt chunk) and read again, while
             # its writer thread may still be writing.

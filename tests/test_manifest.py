@@ -13,6 +13,7 @@ import pytest
 from warehouse.errors import FormatError
 from warehouse.store.fingerprint import fingerprint_of
 from warehouse.store.manifest import Manifest, new_manifest
+from warehouse.store.sections import Capture, Counts, DatasetInfo, ModelInfo, State
 
 SECTIONS = {
     "model": {"name": "tiny", "weights_hash": "sha256:00", "n_layers": 2, "units": {"ffn.act": 4}},
@@ -73,7 +74,7 @@ def test_load_then_save_writes_the_same_bytes(tmp_path: Path):
     m.save(out)
     assert (out / "manifest.json").read_text() == GOLDEN_TEXT
     assert m.to_json() == GOLDEN
-    m.model["name"] = "edited"  # the sections are what the fingerprint was taken of
+    m.model.name = "edited"  # the sections are what the fingerprint was taken of
     with pytest.raises(FormatError, match="were edited"):
         m.validate(out, check_paths=False)
 
@@ -110,3 +111,79 @@ def test_validate_refuses(tmp_path: Path, edit, message: str):
     (tmp_path / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(FormatError, match=message):
         Manifest.load(tmp_path, check_paths=False)
+
+
+# An older warehouse's sections: keys this tool no longer writes (`padding_side`), one it
+# never knew, and keys absent that a new ingest writes (`source`, `relations`, `finished`).
+OLD_SECTIONS = {
+    "model": {"name": "tiny", "weights_hash": "sha256:00", "units": {"ffn.act": 4}, "x": [1]},
+    "dataset": {"name": "builtin", "hash": "sha256:11", "languages": None, "seed": 0},
+    "capture": {"sites": ["ffn.act"], "layers": [0], "mode": "tokens", "padding_side": "left"},
+    "counts": {"prompts": 3, "tokens": 12, "by_relation": {"r": 3}},
+    "state": {"status": "ingesting", "prompts_committed": 2},
+}
+
+
+def test_sections_with_unknown_and_absent_keys_round_trip_byte_for_byte(tmp_path: Path):
+    raw = {**GOLDEN, **OLD_SECTIONS}
+    raw["fingerprint"] = fingerprint_of(raw)
+    text = json.dumps(raw, indent=2, sort_keys=True) + "\n"
+    (tmp_path / "manifest.json").write_text(text)
+    m = Manifest.load(tmp_path, check_paths=False)
+    assert (m.model.extra, m.capture.extra, m.counts.extra) == (
+        {"x": [1]},
+        {"padding_side": "left"},
+        {"by_relation": {"r": 3}},
+    )
+    # absent keys read as their defaults, and are not written back
+    assert (m.model.source, m.dataset.relations, m.dataset.languages, m.state.finished) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert (m.state.tokens_committed, m.capture.per_token, m.complete) == (0, True, False)
+    assert {k: getattr(m, k).to_json() for k in OLD_SECTIONS} == OLD_SECTIONS
+    assert m.computed_fingerprint() == m.fingerprint == raw["fingerprint"]
+    m.save(tmp_path)
+    assert (tmp_path / "manifest.json").read_text() == text
+
+
+def test_state_helpers_write_the_state_a_dict_did():
+    s = State.new()
+    assert s.to_json() == {"status": "ingesting", "prompts_committed": 0, "tokens_committed": 0}
+    s.commit(tokens=40, prompts=6)
+    assert (s.committed("tokens"), s.committed("prompts")) == (40, 6)
+    assert (s.rows_on_disk("activations/ffn.act", 50), s.rows_on_disk("responses/a/b", 5)) == (
+        40,
+        5,
+    )
+    with pytest.raises(ValueError, match="not 'rows'"):
+        s.committed("rows")
+    s.mark_complete("2026-01-01T00:00:00Z")
+    assert s.to_json() == {
+        "status": "complete",
+        "prompts_committed": 6,
+        "tokens_committed": 40,
+        "finished": "2026-01-01T00:00:00Z",
+    }
+    assert s.complete and s.rows_on_disk("activations/ffn.act", 50) == 50
+
+
+def test_a_section_is_made_of_a_dict_or_itself_and_copies_keep_absent_keys():
+    cap = Capture.of(OLD_SECTIONS["capture"])
+    assert Capture.of(cap) is cap and cap == Capture.from_json(dict(OLD_SECTIONS["capture"]))
+    pooled = cap.updated(mode="pooled")
+    assert pooled.to_json() == {**OLD_SECTIONS["capture"], "mode": "pooled"}
+    assert (cap.mode, pooled.per_token, pooled.has("dtype"), pooled.has("mode")) == (
+        "tokens",
+        False,
+        False,
+        True,
+    )
+    with pytest.raises(TypeError, match="no key"):
+        cap.updated(padding_side="right")
+    # a null written is not an absent key
+    assert DatasetInfo(relations=None).to_json() == {"relations": None} != DatasetInfo().to_json()
+    m = new_manifest(**SECTIONS, fingerprint="", counts=Counts(prompts=1, tokens=2))
+    assert isinstance(m.model, ModelInfo) and m.to_json()["counts"] == {"prompts": 1, "tokens": 2}

@@ -162,7 +162,7 @@ def _layer_and_neuron_chunk(chunk_path: str) -> str:
 def test_open_tables_manifest(w, wpath):
     assert w.tables() == ["activations", "prompts", "responses", "tokens"]
     assert w.manifest.to_json() == json.loads((wpath / "manifest.json").read_text())
-    assert w.manifest.model["units"] == UNITS
+    assert w.manifest.model.units == UNITS
     assert w.lazy("activations").collect_schema() == pl.Schema(views.ACTIVATIONS_SCHEMA)
     assert w.lazy("responses").collect_schema() == pl.Schema(views.RESPONSES_SCHEMA)
     with pytest.raises(WarehouseError, match="no such warehouse folder"):

@@ -140,11 +140,11 @@ def test_shards_merge_to_the_single_run(tmp_path, tiny_llama_dir, facts, single,
     assert any(r is not None for r in raw) and any(r is None for r in raw)
     assert_same_bytes(single, out)
     assert m.fingerprint == manifest(single)["fingerprint"]
-    assert m.dataset == manifest(single)["dataset"]
+    assert m.dataset.to_json() == manifest(single)["dataset"]
     assert verify(out).ok
     # ingest with the single run's options recognises the merged warehouse as complete
     again = ingest(cfg(out, tiny_llama_dir, facts), show_progress=False)
-    assert again.state["status"] == "complete"
+    assert again.state.complete
 
     with pytest.raises(WarehouseError, match="shard\\(s\\) 2/3 missing"):
         merge([parts[0], parts[2]], tmp_path / "x", show_progress=False)
@@ -201,7 +201,7 @@ def test_merge_relations_and_refusals(tmp_path, tiny_llama_dir, facts, single):
         assert pq.read_table(out / t).equals(pq.read_table(single / t))
         meta = pq.read_metadata(out / t).metadata[b"relation-warehouse.fingerprint"]
         assert meta.decode() == m.fingerprint
-    assert m.dataset["relations"] == ["country_capital", "person_mother"]
+    assert m.dataset.relations == ["country_capital", "person_mother"]
     assert [x["source"] for x in m.merged_from] == [str(a), str(b)]
     # values: equal to the single run to float16 rounding (other batch neighbours)
     import zarr

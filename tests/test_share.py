@@ -295,7 +295,7 @@ def test_export_zip_pooled_subset(source: Path, tmp_path: Path):
     )
     assert zipfile.is_zipfile(dest)
     assert sorted(m.arrays) == [f"responses/ffn.act/{p}" for p in ("last", "max", "mean")]
-    assert m.capture["mode"] == "pooled" and m.capture["sites"] == ["ffn.act"]
+    assert m.capture.mode == "pooled" and m.capture.sites == ["ffn.act"]
     assert not any("ffn.up" in f for f in m.files)
     report = verify(dest)
     assert report.ok, report.problems

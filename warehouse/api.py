@@ -227,7 +227,7 @@ class Warehouse:
         if view.prompt_ids is not None:
             coords["prompt_id"] = (row_dim, view.prompt_ids[rows])
         model = self.manifest.model
-        attrs = array_attributes(model, src.spec, site_description(model.get("architecture"), site))
+        attrs = array_attributes(model, src.spec, site_description(model.architecture, site))
         da = xr.DataArray(out, dims=dims(src.spec), coords=coords, name=site, attrs=attrs)
         scalar = {d: 0 for d, v in (("layer", layer), (unit_dim, neurons)) if _is_int(v)}
         return da.isel(scalar) if scalar else da

@@ -207,7 +207,7 @@ def ingest(
     m = dispatch(cfg, where, show_progress=not quiet)
     assert isinstance(m, Manifest)
     c = m.counts
-    print(f"{out}: {c['prompts']} prompts, {c['tokens']} tokens, status {m.state['status']}")
+    print(f"{out}: {c.prompts} prompts, {c.tokens} tokens, status {m.state.status}")
 
 
 @app.command()
@@ -228,20 +228,20 @@ def info(
     model, ds, cap, st = m.model, m.dataset, m.capture, m.state
     print(f"warehouse   {warehouse} (format v{m.format_version}, tool {m.tool_version})")
     print(
-        f"model       {model['name']} [{model['architecture']}, {model['n_layers']} layers] "
-        f"{model['weights_hash'][:23]}"
+        f"model       {model.name} [{model.architecture}, {model.n_layers} layers] "
+        f"{model.weights_hash[:23]}"
     )
-    print(f"dataset     {ds['name']} {ds['hash'][:23]} split={ds['split']}")
+    print(f"dataset     {ds.name} {ds.hash[:23]} split={ds.split}")
     print(
-        f"capture     sites={','.join(cap['sites'])} layers={len(cap['layers'])} "
-        f"mode={cap['mode']} pooling={','.join(cap['pooling'])} dtype={cap['dtype']}"
+        f"capture     sites={','.join(cap.sites)} layers={len(cap.layers)} "
+        f"mode={cap.mode} pooling={','.join(cap.pooling)} dtype={cap.dtype}"
     )
-    print(f"rows        {m.counts['prompts']:,} prompts, {m.counts['tokens']:,} tokens")
-    print(f"state       {st['status']} ({_committed(loc, m)})")
+    print(f"rows        {m.counts.prompts:,} prompts, {m.counts.tokens:,} tokens")
+    print(f"state       {st.status} ({_committed(loc, m)})")
     for key, a in m.arrays.items():
         shards = f" shards {a['shards']}" if a.get("shards") else ""
         print(f"array       {key} {a['shape']} chunks {a['chunks']}{shards} {a['dtype']}")
-    for line in describe_nonfinite(m.nonfinite or {}, cap["dtype"]):
+    for line in describe_nonfinite(m.nonfinite or {}, cap.dtype):
         print(f"nonfinite   {line}")
     for view, name, rows in _derived_tables(loc):
         print(f"{view:<11} {name} ({rows:,} rows)")
@@ -251,11 +251,11 @@ def _committed(loc, manifest: Manifest) -> str:
     """What is on disk: per-token arrays commit tokens; a pooled capture stores one row per
     prompt, so its tokens are those of the committed prompts (run, pooled, not stored)."""
     st = manifest.state
-    prompts = st["prompts_committed"]
-    if manifest.capture["mode"] == "tokens":
-        return f"{prompts:,} prompts, {st['tokens_committed']:,} tokens committed"
-    if prompts >= manifest.counts["prompts"]:
-        tokens = manifest.counts["tokens"]
+    prompts = st.prompts_committed
+    if manifest.capture.per_token:
+        return f"{prompts:,} prompts, {st.tokens_committed:,} tokens committed"
+    if prompts >= manifest.counts.prompts:
+        tokens = manifest.counts.tokens
     else:
         from warehouse.store.format import PROMPTS_FILE
         from warehouse.store.tables import read_table_at
@@ -580,7 +580,7 @@ def merge(
 
     m = run_merge(list(warehouses), out, show_progress=not quiet)
     c = m.counts
-    print(f"{out}: {c['prompts']} prompts, {c['tokens']} tokens from {len(warehouses)} inputs")
+    print(f"{out}: {c.prompts} prompts, {c.tokens} tokens from {len(warehouses)} inputs")
 
 
 @app.command()

@@ -142,7 +142,7 @@ def sharded_ingest(
 def _ingest_part(cfg: IngestConfig, advance: Callable[[int], None]) -> int:
     from warehouse.ingest.run import ingest
 
-    return ingest(cfg, show_progress=False, on_progress=advance).counts["prompts"]
+    return ingest(cfg, show_progress=False, on_progress=advance).counts.prompts
 
 
 # ------------------------------------------------------------------------------ eval

@@ -254,11 +254,11 @@ class _Study:
         manifest = dispatch(icfg, self.place, show_progress=cfg.show_progress)
         assert isinstance(manifest, Manifest)
         self.clock.stage("ingest", t0)
-        sites = manifest.capture["sites"]
+        sites = manifest.capture.sites
         if len(sites) != 1:
             raise WarehouseError(f"a study runs on one site; --site {cfg.site} gave {sites}")
         self.site = sites[0]
-        self.units_total = manifest.model["units"][self.site] * len(manifest.capture["layers"])
+        self.units_total = manifest.model.units[self.site] * len(manifest.capture.layers)
         self.top_k, self.sweep = plan_counts(cfg, self.units_total)
         self.manifest = load_manifest(self.root)
         self._languages()
@@ -480,8 +480,8 @@ class _Study:
                 for k, v in asdict(cfg).items()
                 if k not in ("show_progress",)
             },
-            "model": self.manifest.model["name"],
-            "weights_hash": self.manifest.model["weights_hash"],
+            "model": self.manifest.model.name,
+            "weights_hash": self.manifest.model.weights_hash,
             "site": self.site,
             "units_total": self.units_total,
             "top_k": self.top_k,
