@@ -91,6 +91,7 @@ def generate(loaded, prompts: list[Prompt], batch_size: int, max_new_tokens: int
 
 
 def accuracy_table(results: list[Result], languages: list[str], rule: str) -> str:
+    """Accuracy (%) per relation (rows) × language (columns), then all relations with n."""
     cells: dict[tuple[str, str], list[bool]] = defaultdict(list)
     for r in results:
         ok = r.correct[rule]
@@ -98,12 +99,14 @@ def accuracy_table(results: list[Result], languages: list[str], rule: str) -> st
         cells[(r.prompt.relation, "all")].append(ok)
         cells[("all", r.prompt.language)].append(ok)
         cells[("all", "all")].append(ok)
-    relations = sorted({r.prompt.relation for r in results}) + ["all"]
+    relations = sorted({r.prompt.relation for r in results})
     columns = [*languages, "all"]
     lines = ["| relation | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for rel in relations:
         row = [_pct(cells.get((rel, lang), [])) for lang in columns]
         lines.append(f"| {rel} | " + " | ".join(row) + " |")
+    total = [f"{_pct(cells[('all', c)])} (n = {len(cells[('all', c)])})" for c in columns]
+    lines.append("| all relations | " + " | ".join(total) + " |")
     return "\n".join(lines)
 
 
@@ -154,7 +157,11 @@ def template_table(results: list[Result], dataset: Dataset, rule: str) -> str:
 
 
 def _pct(correct: list[bool]) -> str:
-    return f"{100 * sum(correct) / len(correct):.0f}" if correct else "–"
+    """Percent correct, one decimal below 1 % so that a few right answers do not read as 0."""
+    if not correct:
+        return "–"
+    pct = 100 * sum(correct) / len(correct)
+    return f"{pct:.1f}" if 0 < pct < 1 else f"{pct:.0f}"
 
 
 def main(argv: list[str] | None = None) -> None:
