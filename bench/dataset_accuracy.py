@@ -11,9 +11,9 @@ docs/eval.md). With several `--rules` every continuation is scored by each, so t
 compare the rules on the same generated text; `--rescore` reads the continuations of an
 earlier `--json` and scores them again without a model. `--sample N` keeps at most N prompts
 per relation × language × split, the ones `warehouse eval --sample N` chooses. Prints Markdown
-tables for docs/datasets.md and docs/eval.md. Batched `model.generate` with left padding;
-prompts are sorted by length so that a batch pads little (the 135M model on 2 CPU cores does
-the built-in set in minutes).
+tables for docs/datasets.md and docs/eval.md. Decoding is `warehouse eval`'s own (greedy, KV
+cache, left-padded batches, logits of the last position only) on the token ids an ingest
+stores; prompts are sorted by length so that a batch pads little.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ import torch
 
 from warehouse.analysis.evaluate import sample_prompts
 from warehouse.ingest.datasets import Dataset, Prompt, build_prompts, load_dataset
+from warehouse.ingest.generation import answer
 from warehouse.ingest.scoring import MATCHES, score
+from warehouse.ingest.tokens import encode_prompts
 
 
 @dataclass
@@ -42,11 +44,10 @@ class Result:
 
 
 def load(spec: str):
-    """(model, tokenizer) of a model spec, as `warehouse ingest --model` takes it."""
+    """The `LoadedModel` of a model spec, as `warehouse ingest --model` takes it."""
     from warehouse.ingest.models import load_model
 
-    loaded = load_model(spec)
-    return loaded.model, loaded.tokenizer
+    return load_model(spec)
 
 
 def sample(prompts: list[Prompt], n: int) -> list[Prompt]:
@@ -72,14 +73,11 @@ def scored(prompts: list[Prompt], continuations: list[str], rules: list[str]) ->
     ]
 
 
-@torch.inference_mode()
-def generate(
-    model, tokenizer, prompts: list[Prompt], batch_size: int, max_new_tokens: int
-) -> list[str]:
-    """The greedy continuation of every prompt, in `prompts` order."""
-    tokenizer.padding_side = "left"  # generation continues right after each prompt's last token
-    lengths = [len(ids) for ids in tokenizer([p.text for p in prompts])["input_ids"]]
-    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+def generate(loaded, prompts: list[Prompt], batch_size: int, max_new_tokens: int) -> list[str]:
+    """The greedy continuation of every prompt, in `prompts` order: `warehouse eval`'s decoding
+    (`warehouse.ingest.generation.answer`) of the ids an ingest stores (`encode_prompts`)."""
+    ids = encode_prompts(loaded.tokenizer, prompts).ids
+    order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))
     continuations: dict[int, str] = {}
     started = time.perf_counter()
     for start in range(0, len(order), batch_size):
@@ -87,20 +85,13 @@ def generate(
             elapsed = time.perf_counter() - started
             print(f"{start}/{len(order)} prompts, {elapsed:.0f} s", file=sys.stderr, flush=True)
         batch = order[start : start + batch_size]
-        enc = tokenizer([prompts[i].text for i in batch], return_tensors="pt", padding=True)
-        out = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        new = out[:, enc["input_ids"].shape[1] :]  # (batch, <= max_new_tokens)
-        for i, ids in zip(batch, new, strict=True):
-            continuations[i] = tokenizer.decode(ids, skip_special_tokens=True)
+        texts = answer(loaded, [ids[i] for i in batch], max_new_tokens)
+        continuations.update(zip(batch, texts, strict=True))
     return [continuations[i] for i in range(len(prompts))]
 
 
 def accuracy_table(results: list[Result], languages: list[str], rule: str) -> str:
+    """Accuracy (%) per relation (rows) × language (columns), then all relations with n."""
     cells: dict[tuple[str, str], list[bool]] = defaultdict(list)
     for r in results:
         ok = r.correct[rule]
@@ -108,12 +99,14 @@ def accuracy_table(results: list[Result], languages: list[str], rule: str) -> st
         cells[(r.prompt.relation, "all")].append(ok)
         cells[("all", r.prompt.language)].append(ok)
         cells[("all", "all")].append(ok)
-    relations = sorted({r.prompt.relation for r in results}) + ["all"]
+    relations = sorted({r.prompt.relation for r in results})
     columns = [*languages, "all"]
     lines = ["| relation | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for rel in relations:
         row = [_pct(cells.get((rel, lang), [])) for lang in columns]
         lines.append(f"| {rel} | " + " | ".join(row) + " |")
+    total = [f"{_pct(cells[('all', c)])} (n = {len(cells[('all', c)])})" for c in columns]
+    lines.append("| all relations | " + " | ".join(total) + " |")
     return "\n".join(lines)
 
 
@@ -164,7 +157,11 @@ def template_table(results: list[Result], dataset: Dataset, rule: str) -> str:
 
 
 def _pct(correct: list[bool]) -> str:
-    return f"{100 * sum(correct) / len(correct):.0f}" if correct else "–"
+    """Percent correct, one decimal below 1 % so that a few right answers do not read as 0."""
+    if not correct:
+        return "–"
+    pct = 100 * sum(correct) / len(correct)
+    return f"{pct:.1f}" if 0 < pct < 1 else f"{pct:.0f}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -197,8 +194,8 @@ def main(argv: list[str] | None = None) -> None:
         continuations = [said[p.prompt_id] for p in prompts]
         how = f"rescored from {args.rescore}"
     else:
-        model, tokenizer = load(args.model)
-        continuations = generate(model, tokenizer, prompts, args.batch_size, args.max_new_tokens)
+        loaded = load(args.model)
+        continuations = generate(loaded, prompts, args.batch_size, args.max_new_tokens)
         how = f"generated in {time.perf_counter() - started:.0f} s"
     results = scored(prompts, continuations, args.rules)
 
