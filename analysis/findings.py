@@ -710,15 +710,18 @@ HEADLINE_NEEDS: dict[str, tuple[str, ...]] = {
         *("lost", "p_mcnemar_holm", "verdict"),
     ),
     "templates": ("relation", "verdict"),
-    "cross_lingual": ("relation", "language", "verdict"),
+    "cross_lingual": ("relation", "language", "verdict", "n", "n_subjects"),
     "cross_relation": ("target", "ablated", "relative_drop", "interference"),
+    "language_overlap": ("relation", "language", "verdict", "n", "n_subjects"),
+    "language_ablation": ("relation", "set_language", "language", "verdict", "n", "n_subjects"),
 }
 # Every key of a headline of this version (a summary's headline lacking one is recomputed).
 HEADLINE_KEYS = frozenset(
     "own_baseline own_ablated own_controls own_relative_drop others_ablated_drop split "
     "evaluated relations underpowered beyond_controls own_losses templates_beyond "
     "templates_relations languages interference_cells cross_cells test loss_test "
-    "interference_test alpha min_discordant min_test_subjects".split()
+    "interference_test alpha min_discordant min_test_subjects language_overlap "
+    "language_ablation overlap_test".split()
 )
 
 
@@ -765,20 +768,76 @@ def ordered(preferred: Iterable[Any], seen: Iterable[Any]) -> list[Any]:
     return [p for p in pref if p in present] + extra
 
 
+def _cell_tally(rows: list[dict[str, Any]], under: set[str]) -> dict[str, int]:
+    """`_tally` of language cells, with the prompts (`n`) and distinct subjects
+    (`n_subjects`) of the tested cells summed beside it, and the cells whose baseline left
+    too little to lose counted apart (`not_testable`), never as negatives."""
+    tested = _tested(rows, under)
+    return {
+        **_tally(rows, under),
+        "not_testable": _count(rows, lambda r: r["verdict"] == claims.NOT_TESTABLE),
+        "n": sum(int(r["n"] or 0) for r in tested),
+        "n_subjects": sum(int(r["n_subjects"] or 0) for r in tested),
+    }
+
+
+def _language_order(summary: dict[str, Any], seen: Iterable[str]) -> list[str]:
+    """The languages of `seen` but the identify one, in the study's language order."""
+    s = summary["study"]
+    return ordered(s.get("languages") or [], set(seen) - {s["identify_language"]})
+
+
 def _languages(summary: dict[str, Any], under: set[str]) -> dict[str, dict[str, int]]:
-    """{language: tally} of the cross-lingual rows of every language but the identify one,
-    in the study's language order."""
-    s, rows = summary["study"], _section(summary, "cross_lingual")
-    seen = {r["language"] for r in rows} - {s["identify_language"]}
-    order = ordered(s.get("languages") or [], seen)
-    return {x: _tally([r for r in rows if r["language"] == x], under) for x in order}
+    """{language: cell tally} of the cross-lingual rows of every language but the identify
+    one, in the study's language order."""
+    rows = _section(summary, "cross_lingual")
+    order = _language_order(summary, (r["language"] for r in rows))
+    return {x: _cell_tally([r for r in rows if r["language"] == x], under) for x in order}
+
+
+def _language_overlap(summary: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """{language: {beyond_chance, cells, n, n_subjects}}: of the cells (relations) whose
+    language has a set, how many share more neurons with the identify language's set than
+    chance (hypergeometric test, Holm over every cell); n and n_subjects are the correct
+    identification prompts and their subjects the sets were found on, summed over the
+    cells."""
+    rows = _section(summary, "language_overlap")
+    out = {}
+    for lang in _language_order(summary, (r["language"] for r in rows)):
+        cells = [r for r in rows if r["language"] == lang]
+        out[lang] = {
+            "beyond_chance": _count(cells, lambda r: r["verdict"] == claims.BEYOND_CHANCE),
+            "cells": len(cells),
+            "n": sum(int(r["n"] or 0) for r in cells),
+            "n_subjects": sum(int(r["n_subjects"] or 0) for r in cells),
+        }
+    return out
+
+
+def _language_ablation(
+    summary: dict[str, Any], under: set[str]
+) -> dict[str, dict[str, dict[str, int]]]:
+    """{language of the set: {language of the prompts: cell tally}} of the per-language
+    sets of every language but the identify one (whose cells are `languages` and the own
+    relation's counts)."""
+    rows = _section(summary, "language_ablation")
+    out = {}
+    for found in _language_order(summary, (r["set_language"] for r in rows)):
+        of_set = [r for r in rows if r["set_language"] == found]
+        langs = ordered(summary["study"].get("languages") or [], (r["language"] for r in of_set))
+        out[found] = {
+            x: _cell_tally([r for r in of_set if r["language"] == x], under) for x in langs
+        }
+    return out
 
 
 def headline(summary: dict[str, Any]) -> dict[str, Any]:
     """Every count the study states, each from a test (the one place they are made):
     relations beyond controls and relations whose own set loses answers (McNemar), on the
     test split when present (`split`); held-out templates; each language but the identify
-    one; interference cells. Every count leaves out the underpowered relations
+    one; the per-language sets' overlap with the identification set and their ablation
+    cells (n and n_subjects of the tested cells beside each, "not testable" cells apart);
+    interference cells. Every count leaves out the underpowered relations
     (`study.underpowered`); `relations` is how many remain. Beside them, means over relations
     of the split's intra numbers and of the cross-relation drops (descriptive, no claim).
     FormatError when the summary lacks a key it needs (`HEADLINE_NEEDS`)."""
@@ -816,6 +875,8 @@ def headline(summary: dict[str, Any]) -> dict[str, Any]:
         "templates_beyond": templates["beyond_controls"],
         "templates_relations": templates["relations"],
         "languages": _languages(summary, under),
+        "language_overlap": _language_overlap(summary),
+        "language_ablation": _language_ablation(summary, under),
         "interference_cells": _count(judged, lambda c: c["interference"] is True),
         "cross_cells": len(judged),
         "test": "one-sided sign-flip permutation test over subjects, own set vs random sets, "
@@ -823,6 +884,8 @@ def headline(summary: dict[str, Any]) -> dict[str, Any]:
         "loss_test": "exact one-sided McNemar test, own set off vs baseline, Holm over relations",
         "interference_test": "exact one-sided McNemar test of gains, Holm over the "
         "off-diagonal cells",
+        "overlap_test": "exact one-sided hypergeometric test against random sets of the "
+        "site's neurons, Holm over every cell",
         "alpha": rules.alpha,
         "min_discordant": rules.min_discordant,
         "min_test_subjects": rules.min_test_subjects,
@@ -845,16 +908,54 @@ def _count_lines(h: dict[str, Any]) -> list[str]:
             f"{h['templates_relations']} relations (same test; {rule})"
         )
     lines += [
-        f"in {lang}, beyond controls: {t['beyond_controls']} of {t['relations']} relations "
-        f"(same test; {rule})"
+        _cell_line(f"in {lang}", t, f"same test; {rule}", h["min_discordant"])
         for lang, t in h["languages"].items()
-        if t["relations"]
     ]
+    lines += _language_lines(h, rule)
     lines.append(
         f"interference: {h['interference_cells']} of {h['cross_cells']} cells "
         f"({h['interference_test']}; alpha {h['alpha']}, >= {h['min_discordant']} prompts "
         "gained; underpowered targets left out)"
     )
+    return [line for line in lines if line]
+
+
+def _n(t: dict[str, Any]) -> str:
+    return f"n = {t['n']} prompts, {t['n_subjects']} subjects"
+
+
+def _cell_line(scope: str, t: dict[str, Any], test: str, min_discordant: int) -> str:
+    """One language cell tally: k of n tested relations beyond controls with their prompts
+    and subjects, then the not-testable cells apart; "" when there is neither."""
+    parts = []
+    if t["relations"]:
+        parts.append(
+            f"{scope}, beyond controls: {t['beyond_controls']} of {t['relations']} relations, "
+            f"{_n(t)} ({test})"
+        )
+    if t.get("not_testable"):
+        parts.append(
+            f"{scope}, not testable (< {min_discordant} baseline-correct prompts, no verdict): "
+            f"{t['not_testable']} relation{'' if t['not_testable'] == 1 else 's'}"
+        )
+    return "; ".join(parts)
+
+
+def _language_lines(h: dict[str, Any], rule: str) -> list[str]:
+    """The per-language sets' counts: overlap with the identify language's set per
+    language, then each set's ablation per language of the prompts."""
+    lines = [
+        f"{lang} set shares more neurons with the identification set than chance: "
+        f"{t['beyond_chance']} of {t['cells']} relations, {_n(t)} ({h['overlap_test']}; "
+        f"alpha {h['alpha']})"
+        for lang, t in h["language_overlap"].items()
+        if t["cells"]
+    ]
+    lines += [
+        _cell_line(f"{found} set off, {lang} prompts", t, f"same test; {rule}", h["min_discordant"])
+        for found, by_lang in h["language_ablation"].items()
+        for lang, t in by_lang.items()
+    ]
     return lines
 
 

@@ -312,6 +312,45 @@ def _underpowered_sentence(h: dict[str, Any]) -> str:
     )
 
 
+def _n_text(t: dict[str, Any]) -> str:
+    return f"n = {t.get('n', 0):,} prompts, {t.get('n_subjects', 0):,} subjects"
+
+
+def _cell_sentences(scope: str, t: dict[str, Any], a: str, min_discordant: int) -> list[str]:
+    """A language cell tally: k of n tested relations beyond random sets with their prompts
+    and subjects, and the not-testable relations apart (never counted as negatives)."""
+    out = []
+    if t["relations"]:
+        out.append(
+            _beats_random(scope, t["beyond_controls"], t["relations"], "", a).removesuffix(".")
+        )
+        out[-1] += f"; {_n_text(t)} over the tested relations."
+    k = t.get("not_testable") or 0
+    if k:
+        out.append(
+            f"{scope}, {k} relation{'s are' if k != 1 else ' is'} not testable (fewer than "
+            f"{min_discordant} baseline-correct prompts) and counted neither way."
+        )
+    return out
+
+
+def _language_set_sentences(h: dict[str, Any], a: str) -> list[str]:
+    """The per-language sets: overlap with the identification set, then ablation cells."""
+    out = [
+        f"The {lang} set of {_of(t['beyond_chance'], t['cells'], 'relation')} shares more "
+        "neurons with the identification language's set than random sets of the site's "
+        f"neurons would (exact one-sided hypergeometric test, Holm over every cell, {a}); "
+        f"{_n_text(t)} found it."
+        for lang, t in (h.get("language_overlap") or {}).items()
+        if t["cells"]
+    ]
+    for found, by_lang in (h.get("language_ablation") or {}).items():
+        for lang, t in by_lang.items():
+            scope = f"With the {found} set off, on {lang} prompts"
+            out += _cell_sentences(scope, t, a, h["min_discordant"])
+    return out
+
+
 def headline_sentences(h: dict[str, Any], top_k: Any = None) -> list[str]:
     """Plain-text sentences (escaped by the caller) of a headline of `findings.headline`, one
     per count with something tested; each says k of n, the test, the correction and alpha."""
@@ -321,11 +360,9 @@ def headline_sentences(h: dict[str, Any], top_k: Any = None) -> list[str]:
     if h["templates_relations"]:
         scope = "On prompts of templates held out of selection"
         out.append(_beats_random(scope, h["templates_beyond"], h["templates_relations"], "", a))
-    out += [
-        _beats_random(f"In {lang}", t["beyond_controls"], t["relations"], "", a)
-        for lang, t in h["languages"].items()
-        if t["relations"]
-    ]
+    for lang, t in h["languages"].items():
+        out += _cell_sentences(f"In {lang}", t, a, h["min_discordant"])
+    out += _language_set_sentences(h, a)
     if h["cross_cells"]:
         out.append(_interference_sentence(h, a))
     if h["underpowered"]:

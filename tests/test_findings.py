@@ -24,6 +24,7 @@ import pytest
 
 from warehouse.analysis.claims import cluster_bootstrap
 from warehouse.analysis.findings import HEADLINE_KEYS, compute, format_headline, headline
+from warehouse.analysis.report import headline_sentences
 from warehouse.store.derived import checksum_field
 
 RELATIONS = ("flat", "strong", "tiny")
@@ -436,3 +437,87 @@ def test_permutations_are_seeded(warehouse: Path, summary: dict):
     again = compute(warehouse)
     assert again["intra"] == summary["intra"] and again["sweep"] == summary["sweep"]
     assert np.isfinite(summary["intra"][0]["effect_lo"])
+
+
+# ------------------------------------------------------------------- language-specific counts
+
+
+def _cell(rel: str, lang: str, verdict: str, n: int, subjects: int) -> dict:
+    return {"relation": rel, "language": lang, "verdict": verdict, "n": n, "n_subjects": subjects}
+
+
+def language_summary() -> dict:
+    """A summary with only language rows: de tested, zh not testable, `tiny` underpowered."""
+    b, nb, nt, up = "beyond controls", "not beyond controls", "not testable", "underpowered"
+    study = {"alpha": 0.05, "min_discordant": 5, "min_test_subjects": 20, "underpowered": ["tiny"]}
+    study |= {"identify_language": "en", "languages": ["en", "de", "zh"], "model": "m"}
+    study |= {"site": "ffn.act", "top_k": 4, "units_total": 8, "relations": ["a", "b", "tiny"]}
+    lingual = [_cell("a", "en", b, 24, 24), _cell("a", "de", b, 24, 12)]
+    lingual += [_cell("b", "de", nb, 20, 20), _cell("tiny", "de", up, 8, 4)]
+    lingual += [_cell("a", "zh", nt, 24, 12), _cell("b", "zh", nt, 20, 20)]
+    ablation = [{**r, "set_language": "de"} for r in lingual if r["language"] != "en"]
+    ablation += [{**_cell("a", "en", b, 24, 24), "set_language": "de"}]
+    ablation += [{**_cell("a", "de", nt, 24, 12), "set_language": "zh"}]
+    chance, none = "beyond chance", "not beyond chance"
+    overlap = [_cell("a", "de", chance, 30, 15), _cell("b", "de", none, 9, 9)]
+    overlap += [_cell("a", "zh", chance, 7, 7)]
+    return {
+        "study": study | {"controls": 3},
+        "cross_lingual": lingual,
+        "language_overlap": overlap,
+        "language_ablation": ablation,
+    }
+
+
+def test_language_counts_come_from_the_tested_cells():
+    h = headline(language_summary())
+    tally = {"beyond_controls": 1, "relations": 2, "not_testable": 0, "n": 44, "n_subjects": 32}
+    untested = {"beyond_controls": 0, "relations": 0, "not_testable": 2, "n": 0, "n_subjects": 0}
+    assert h["languages"] == {"de": tally, "zh": untested}
+    assert h["language_overlap"] == {
+        "de": {"beyond_chance": 1, "cells": 2, "n": 39, "n_subjects": 24},
+        "zh": {"beyond_chance": 1, "cells": 1, "n": 7, "n_subjects": 7},
+    }
+    one = {"beyond_controls": 1, "relations": 1, "not_testable": 0, "n": 24, "n_subjects": 24}
+    gone = {"beyond_controls": 0, "relations": 0, "not_testable": 1, "n": 0, "n_subjects": 0}
+    assert h["language_ablation"] == {
+        "de": {"en": one, "de": tally, "zh": untested},
+        "zh": {"de": gone},
+    }
+
+
+def test_language_counts_in_the_console_and_on_the_page():
+    summary = language_summary()
+    summary["headline"] = headline(summary)
+    text = format_headline(summary).splitlines()
+    rule = "same test; alpha 0.05, >= 5 discordant prompts"
+    assert text[4:12] == [
+        f"in de, beyond controls: 1 of 2 relations, n = 44 prompts, 32 subjects ({rule})",
+        "in zh, not testable (< 5 baseline-correct prompts, no verdict): 2 relations",
+        "de set shares more neurons with the identification set than chance: 1 of 2 "
+        "relations, n = 39 prompts, 24 subjects (exact one-sided hypergeometric test against "
+        "random sets of the site's neurons, Holm over every cell; alpha 0.05)",
+        "zh set shares more neurons with the identification set than chance: 1 of 1 "
+        "relations, n = 7 prompts, 7 subjects (exact one-sided hypergeometric test against "
+        "random sets of the site's neurons, Holm over every cell; alpha 0.05)",
+        f"de set off, en prompts, beyond controls: 1 of 1 relations, n = 24 prompts, 24 "
+        f"subjects ({rule})",
+        f"de set off, de prompts, beyond controls: 1 of 2 relations, n = 44 prompts, 32 "
+        f"subjects ({rule})",
+        "de set off, zh prompts, not testable (< 5 baseline-correct prompts, no verdict): 2 "
+        "relations",
+        "zh set off, de prompts, not testable (< 5 baseline-correct prompts, no verdict): 1 "
+        "relation",
+    ]
+    sentences = headline_sentences(summary["headline"])
+    assert _k_of_n(" ".join(sentences)) == [(1, 2), (1, 2), (1, 1), (1, 1), (1, 2)]
+    assert sentences[1] == (
+        "In zh, 2 relations are not testable (fewer than 5 baseline-correct prompts) and "
+        "counted neither way."
+    )
+    assert sentences[2] == (
+        "The de set of 1 of 2 relations shares more neurons with the identification "
+        "language's set than random sets of the site's neurons would (exact one-sided "
+        "hypergeometric test, Holm over every cell, α = 0.05); n = 39 prompts, 24 subjects "
+        "found it."
+    )

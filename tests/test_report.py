@@ -528,6 +528,9 @@ def test_files_and_figures(full_report: tuple[dict, Path, str]) -> None:
     assert "<script" not in html and "http" not in html
 
 
+DE_N = {"not_testable": 0, "n": 206, "n_subjects": 128}  # the de rows' prompts and subjects
+
+
 def test_headline_counts_verdicts(full_report: tuple[dict, Path, str]) -> None:
     """A summary without a headline (older) gets the one findings.headline counts."""
     summary, out, html = full_report
@@ -548,7 +551,19 @@ def test_headline_counts_verdicts(full_report: tuple[dict, Path, str]) -> None:
         "own_losses": 3,  # + antonym: loses against baseline, not against random sets
         "templates_beyond": 1,
         "templates_relations": 2,
-        "languages": {"de": {"beyond_controls": 1, "relations": 4}},
+        "languages": {"de": {"beyond_controls": 1, "relations": 4} | DE_N},
+        # country_capital's de set shares 12 neurons (beyond chance), person_mother's 1
+        "language_overlap": {"de": {"beyond_chance": 1, "cells": 2, "n": 60, "n_subjects": 30}},
+        "language_ablation": {
+            "de": {  # person_mother's de set on en prompts: not testable, in no count
+                "en": {"beyond_controls": 0, "relations": 1, "not_testable": 1, "n": 50}
+                | {"n_subjects": 50},
+                "de": {"beyond_controls": 1, "relations": 2, "not_testable": 0, "n": 98}
+                | {"n_subjects": 74},
+            }
+        },
+        "overlap_test": "exact one-sided hypergeometric test against random sets of the "
+        "site's neurons, Holm over every cell",
         "interference_cells": 2,  # the underpowered target's gain not counted
         "cross_cells": 16,  # 4 targets x 4 others
         "test": "one-sided sign-flip permutation test over subjects, own set vs random sets, "
@@ -571,7 +586,20 @@ def test_headline_counts_verdicts(full_report: tuple[dict, Path, str]) -> None:
         "lose more under their own neurons than under random sets (sign-flip test over "
         "subjects, Holm, α = 0.05).",
         "In de, 1 of 4 relations (not underpowered) lose more under their own neurons than "
-        "under random sets (sign-flip test over subjects, Holm, α = 0.05).",
+        "under random sets (sign-flip test over subjects, Holm, α = 0.05); n = 206 prompts, "
+        "128 subjects over the tested relations.",
+        "The de set of 1 of 2 relations shares more neurons with the identification "
+        "language's set than random sets of the site's neurons would (exact one-sided "
+        "hypergeometric test, Holm over every cell, α = 0.05); n = 60 prompts, 30 subjects "
+        "found it.",
+        "With the de set off, on en prompts, 0 of 1 relation (not underpowered) lose more "
+        "under their own neurons than under random sets (sign-flip test over subjects, Holm, "
+        "α = 0.05); n = 50 prompts, 50 subjects over the tested relations.",
+        "With the de set off, on en prompts, 1 relation is not testable (fewer than 5 "
+        "baseline-correct prompts) and counted neither way.",
+        "With the de set off, on de prompts, 1 of 2 relations (not underpowered) lose more "
+        "under their own neurons than under random sets (sign-flip test over subjects, Holm, "
+        "α = 0.05); n = 98 prompts, 74 subjects over the tested relations.",
         "2 of 16 relation pairs (target not underpowered) show interference: the target gains "
         "more prompts than it loses when the other relation's neurons are off (exact one-sided "
         "McNemar test, Holm over all off-diagonal cells, α = 0.05, at least 5 gained prompts).",
@@ -590,13 +618,17 @@ def _k_of_n(text: str) -> list[tuple[int, int]]:
 def test_console_json_and_page_state_the_same_counts(full_report: tuple[dict, Path, str]):
     _, out, html = full_report
     saved = json.loads((out / "summary.json").read_text())
-    counts = [(2, 4), (3, 4), (1, 2), (1, 4), (2, 16)]  # own, McNemar, templates, de, pairs
+    # own, McNemar, templates, de, de overlap, de set on en and de, pairs
+    counts = [(2, 4), (3, 4), (1, 2), (1, 4), (1, 2), (0, 1), (1, 2), (2, 16)]
     h = saved["headline"]
+    ablation = h["language_ablation"]["de"]
     assert [
         (h["beyond_controls"], h["relations"]),
         (h["own_losses"], h["relations"]),
         (h["templates_beyond"], h["templates_relations"]),
         (h["languages"]["de"]["beyond_controls"], h["languages"]["de"]["relations"]),
+        (h["language_overlap"]["de"]["beyond_chance"], h["language_overlap"]["de"]["cells"]),
+        *[(ablation[x]["beyond_controls"], ablation[x]["relations"]) for x in ("en", "de")],
         (h["interference_cells"], h["cross_cells"]),
     ] == counts
     assert _k_of_n(" ".join(_headline(html))) == counts

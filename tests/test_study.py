@@ -5,6 +5,7 @@ plain PyTorch computation."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import itertools
 import json
 import math
@@ -699,6 +700,40 @@ def test_language_ablation_reanalysed_from_the_evals_tables(studied: Path):
     assert {r["verdict"] for r in default} == {"not testable"}
     assert {r["accuracy"] for r in default} == {None} == {r["relative_drop"] for r in default}
     assert [r["baseline"] for r in default] == pytest.approx([want[k]["baseline"] for k in keys])
+
+
+def test_reanalyse_languages_agrees_with_the_findings(studied: Path):
+    """bench/reanalyse.py --languages re-derives both per-language findings from the
+    selections/ and evals/ tables and finds every cell equal; a changed finding differs."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "reanalyse.py"
+    args = [sys.executable, str(script), str(studied), "--languages"]
+    loose = subprocess.run(
+        [*args, "--min-discordant", "2", "--min-subjects", "1"], capture_output=True, text=True
+    )
+    assert loose.returncode == 0, loose.stdout + loose.stderr
+    lines = loose.stdout.splitlines()
+    # 3 relations x de overlap, 3 relations x 2 sets x 2 languages of ablation cells
+    assert lines[-1] == "15 of 15 cells agree" and "DIFFERS" not in loose.stdout
+    # at these rules the 12 ablation cells: 4 not testable, 8 tested (none beyond controls)
+    assert loose.stdout.count("  not testable | not testable\n") == 4
+    assert loose.stdout.count("  not beyond controls | not beyond controls\n") == 8
+    assert loose.stdout.count("  not beyond chance | not beyond chance\n") == 3
+    default = subprocess.run(args, capture_output=True, text=True)
+    assert default.returncode == 0 and default.stdout.splitlines()[-1] == "15 of 15 cells agree"
+    assert default.stdout.count("not testable | not testable") == 12
+
+    spec = importlib.util.spec_from_file_location("reanalyse", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    st = json.loads((studied / "study" / "study.json").read_text())
+    mine = module.overlap_cells(studied, st, 0.05)
+    told = compute(studied)["language_overlap"]
+    assert module._print_overlap(mine, told) == 0
+    told[0] = {**told[0], "shared": told[0]["shared"] + 1}
+    assert module._print_overlap(mine, told) == 1
 
 
 def test_one_language_study_has_no_language_stage(templated: Path):
