@@ -567,7 +567,7 @@ def test_builtin_english_splits(builtin):
         "word_antonym": (86, 50),
     }
     assert builtin.hash == (
-        "sha256:7b4463445f1b814a82450f80377a195d6468cb44a8a3ca4d4493d2f3c98d6b82"
+        "sha256:012a5b454107711d5cbedc920ef08f89a2339985005676e01f514e6c3e82e60f"
     )
     assert len(builtin.facts) == 7091
 
