@@ -61,13 +61,15 @@ echo "== direct dependencies installed (lower bound, then what pip installed):"
 "$tmp/venv/bin/python" - "$tmp/lowest.txt" <<'EOF'
 import sys
 from importlib.metadata import version
+from packaging.version import Version
 for line in open(sys.argv[1]):
     name, low = line.strip().split("==")
     try:
         got = version(name)
     except Exception:
         continue  # s3fs, gcsfs: resolved, not installed
-    print(f"  {name:<16} {low:<12} {got}{'' if got.split('+')[0] == low else '  (differs)'}")
+    same = Version(got.split("+")[0]) == Version(low)
+    print(f"  {name:<16} {low:<12} {got}{'' if same else '  (differs)'}")
 EOF
 cd "$root"
 status=0
