@@ -73,5 +73,6 @@ for line in open(sys.argv[1]):
 EOF
 cd "$root"
 status=0
-"$tmp/venv/bin/python" -m pytest -q -p no:cacheprovider "$@" || status=$?
+# -q is in pyproject's addopts: a second one would drop the "N passed" line.
+"$tmp/venv/bin/python" -m pytest -p no:cacheprovider "$@" || status=$?
 exit $status
