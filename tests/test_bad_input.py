@@ -679,9 +679,9 @@ def test_enough_cases():
 
 @pytest.mark.parametrize("package", ["typer._click", "click"])
 def test_usage_errors_of_either_click_in_clicks_form(package, capsys, monkeypatch):
-    """typer 0.29 raises its vendored click's exceptions, older typer the click package's:
-    either prints click's form. (tools/check_cli_range.sh runs the real CLI on the oldest
-    and newest typer the pins allow.)"""
+    """typer vendors click from 0.26.0 and raises its copy's exceptions, older typer the
+    click package's: either prints click's form. (tools/check_cli_range.sh runs the real CLI
+    on the oldest and newest typer the pins allow.)"""
     from warehouse import cli
 
     core = pytest.importorskip(f"{package}.core")

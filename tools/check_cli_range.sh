@@ -9,7 +9,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 py=${PYTHON:-python3}
-spec=$(grep -o '"typer[^"]*"' "$root/pyproject.toml" | tr -d '"')  # e.g. typer>=0.18,<0.30
+spec=$(grep -o '"typer[^"]*"' "$root/pyproject.toml" | tr -d '"')  # e.g. typer>=0.27,<0.30
 low=${spec#*>=}; low=${low%%,*}
 if [ $# -gt 0 ]; then wanted=("typer==$1"); else wanted=("typer==$low" "$spec"); fi
 

@@ -730,8 +730,9 @@ def demo(
 
 
 def _click_exceptions() -> tuple[tuple[type[Exception], ...], tuple[type[BaseException], ...]]:
-    """(usage errors, aborts) of the click that typer runs on: typer 0.29 raises its own
-    vendored copy (typer._click), older typer the click package's; both are caught."""
+    """(usage errors, aborts) of the click that typer runs on: typer vendors click from
+    0.26.0 and raises its own copy's (typer._click), older typer the click package's; both
+    are caught."""
     usage: list[type[Exception]] = []
     aborts: list[type[BaseException]] = [typer.Abort]
     for name in ("typer._click.exceptions", "click.exceptions"):
