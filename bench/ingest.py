@@ -237,7 +237,7 @@ def main() -> None:
     )
     print(
         f"chunk encode+write  {raw / comp_s / 1e6:9.0f} MB/s of float16 per CPU-second "
-        "(the writer's path: gather, zstd -10, shards written, crc32c)"
+        "(the writer's path: gather, encode, shards written, crc32c)"
     )
     print(
         f"file probe          {probe_before:9.2f} ms CPU per 256 KB file before, "
