@@ -8,9 +8,12 @@ compression ratio and single-core encode/decode MB/s of each codec on the wareho
 seconds of this one thread (blosc runs single-threaded here, as in the ingest writer), so a
 busy machine skews them less than wall time would.
 
---responses compares zstd levels on each pooled response array instead (chunks of 256
-prompts x 512 neurons), the data a `--capture pooled` run writes, with what it writes now:
-the raw bytes and their crc32c (zarr's `crc32c` codec).
+--responses compares codecs on each pooled response array instead (chunks of 256
+prompts x 512 neurons), the data a `--capture pooled` run writes.
+
+"(chosen)" marks what ingest writes today: blosc (zstd level 1, byte shuffle of 2-byte
+values, the whole chunk one block) then zarr's `crc32c` codec; "(earlier builds)" what it
+wrote before (activations zstd -10 with its checksum, responses raw with a crc32c).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import numcodecs
 import numpy as np
 import zarr
 from numcodecs import LZ4, Blosc, Zstd
+
+CHUNK_BYTES = 1024 * 512 * 2  # a per-token chunk of float16: blosc's block in the chosen codec
 
 
 def chunks_of(root: Path, path: str = "activations.zarr/ffn.act", limit: int = 60) -> list:
@@ -57,9 +62,11 @@ def main() -> None:
                 chunks = chunks_of(root, f"responses.zarr/ffn.act/{pool}")
                 levels = {
                     f"{pool} zstd level {lv} + checksum": Zstd(lv, checksum=True)
-                    for lv in (-100, -50, -20, -10, -1)
+                    for lv in (-50, -10, -1, 1)
                 }
-                levels[f"{pool} raw + crc32c (chosen)"] = Crc32c()
+                levels[f"{pool} raw + crc32c (earlier builds)"] = Crc32c()
+                levels[f"{pool} blosc zstd-1 shuffle, auto blocks"] = _blosc(0)
+                levels[f"{pool} blosc zstd-1 shuffle + crc32c (chosen)"] = Crc32c(_blosc())
                 compare(chunks, levels)
             return
         chunks = chunks_of(root)
@@ -73,28 +80,40 @@ def main() -> None:
             "zstd level -1": Zstd(-1),
             "zstd level -1 + checksum": Zstd(-1, checksum=True),
             "zstd level -5 + checksum": Zstd(-5, checksum=True),
-            "zstd level -10 + checksum (chosen)": Zstd(-10, checksum=True),
+            "zstd level -10 + checksum (earlier builds)": Zstd(-10, checksum=True),
             "zstd level -20 + checksum": Zstd(-20, checksum=True),
             "zstd-3": Zstd(3),
             "blosc zstd-1 bitshuffle": Blosc("zstd", 1, Blosc.BITSHUFFLE),
-            "blosc zstd-1 shuffle": Blosc("zstd", 1, Blosc.SHUFFLE),
+            "blosc zstd-1 shuffle, auto blocks": _blosc(0),
+            "blosc zstd-1 shuffle, chunk blocks + crc32c (chosen)": Crc32c(_blosc()),
+            "blosc zstd-3 shuffle, chunk blocks": _blosc(level=3),
             "blosc lz4-5 bitshuffle": Blosc("lz4", 5, Blosc.BITSHUFFLE),
             "lz4": LZ4(),
         },
     )
 
 
+def _blosc(blocksize: int = CHUNK_BYTES, level: int = 1) -> Blosc:
+    """blosc zstd with a byte shuffle of 2-byte values; blocksize 0: blosc's automatic blocks."""
+    return Blosc("zstd", level, Blosc.SHUFFLE, blocksize=blocksize, typesize=2)
+
+
 class Crc32c:
-    """zarr's crc32c codec: the bytes, then their crc32c (little-endian). Joined here, a copy
-    the ingest writer does not make (it writes the chunk and its crc32c as two parts)."""
+    """zarr's crc32c codec, after `inner` (or none): the bytes, then their crc32c
+    (little-endian). Joined here, a copy the ingest writer does not make (it writes the chunk
+    and its crc32c as two parts)."""
+
+    def __init__(self, inner: Blosc | None = None) -> None:
+        self.inner = inner
 
     def encode(self, chunk: np.ndarray) -> bytes:
-        return chunk.tobytes() + google_crc32c.value(chunk).to_bytes(4, "little")
+        data = chunk.tobytes() if self.inner is None else self.inner.encode(chunk)
+        return data + google_crc32c.value(data).to_bytes(4, "little")
 
     def decode(self, data: bytes) -> bytes:
         if google_crc32c.value(data[:-4]).to_bytes(4, "little") != data[-4:]:
             raise ValueError("crc32c mismatch")
-        return data[:-4]
+        return data[:-4] if self.inner is None else self.inner.decode(data[:-4])
 
 
 def compare(chunks: list[np.ndarray], codecs: dict) -> None:
@@ -112,7 +131,7 @@ def compare(chunks: list[np.ndarray], codecs: dict) -> None:
             t_dec = min(t_dec, time.thread_time() - t0)
         size = sum(len(e) for e in enc)
         print(
-            f"{name:36s} ratio {raw / size:5.2f}x  encode {raw / t_enc / 1e6:6.0f} MB/s  "
+            f"{name:52s} ratio {raw / size:5.2f}x  encode {raw / t_enc / 1e6:6.0f} MB/s  "
             f"decode {raw / t_dec / 1e6:6.0f} MB/s"
         )
 

@@ -235,7 +235,7 @@ def _print_speed(args, ids: list[list[int]], m: dict, probes: tuple[float, float
     )
     print(
         f"chunk encode+write  {raw / comp_s / 1e6:9.0f} MB/s of float16 per CPU-second "
-        "(the writer's path: gather, zstd -10, shards written, crc32c)"
+        "(the writer's path: gather, encode, shards written, crc32c)"
     )
     print(
         f"file probe          {probes[0]:9.2f} ms CPU per 256 KB file before, "

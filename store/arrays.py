@@ -44,21 +44,19 @@ if TYPE_CHECKING:  # zarr is imported where an array is opened (a query need not
 # (uint16), and the attribute "warehouse_dtype" says how to view them.
 STORAGE_DTYPES = {"float16": "float16", "float32": "float32", "bfloat16": "uint16"}
 
-# zstd at level -10 (one of its fast levels): on whole relations of SmolLM2 activations it
-# compresses float16 2.2x (prompts of one template share prefix tokens, whose identical
-# activations zstd's long matches find), the same as levels -1..-5 and about level 1 (2.3x),
-# and encodes ~1.5 GB/s per core with the checksum, 30 % faster than -1 and twice level 1;
-# ingest compresses on the cores the forward pass runs on, so CPU is what counts
-# (bench/codecs.py, docs/performance.md). The checksum flag makes every decode verify the
-# chunk, so a flipped byte is an error, not a wrong number.
-ZSTD_LEVEL = -10
-# Pooled responses have no shared prefixes to find: mean and last do not compress at any fast
-# zstd level (it stores them raw), max 1.11-1.16x at -10 and 1.01-1.03x at -50
-# (bench/codecs.py --responses). So they are stored as they are, with zarr's `crc32c` codec
-# after each chunk (a flipped byte is still a read error, not a wrong number): in a `--capture
-# pooled` run (the 7B/13B mode) the responses are all the writer does, and zstd -50 on them
-# took a third of its CPU, on the cores the forward pass needs. Earlier builds wrote responses
-# at zstd -10, then -50; each array's zarr.json names its codecs.
+# Every activation and response array: blosc (zstd level 1 after a byte shuffle of the
+# stored values, so that their sign/exponent bytes lie together and compress, where float16
+# mantissas are noise; the whole chunk one block, so zstd also finds the repeated rows of
+# shared prompt prefixes), then zarr's `crc32c` codec after each chunk, so a flipped byte is a
+# read error, not a wrong number (a blosc frame has no checksum of its own). On SmolLM2's
+# activations of a whole relation: 2.54x per token where zstd -10 gave 2.24x, and pooled
+# responses 1.12-1.33x where fast zstd levels gave 1.00-1.10x; it encodes at ~1.2 GB/s per
+# core (zstd -10: 1.6) (bench/codecs.py, bench/warehouse_bytes.py, docs/performance.md).
+# Earlier builds wrote activations at zstd -10 (or -1, 1) with zstd's checksum and responses
+# raw with a crc32c (or at zstd -10, -50); each array's zarr.json names its codecs, so those
+# warehouses read, and resume, as they are.
+BLOSC_CNAME = "zstd"
+BLOSC_LEVEL = 1
 
 
 TOKEN_CHUNK = 1024  # rows per chunk of per-token arrays
@@ -154,12 +152,28 @@ def response_spec(
 
 def compressors(spec: ArraySpec) -> list[BytesBytesCodec]:
     """The codecs after `bytes` that a new array is written with (its zarr.json records them,
-    so a resumed array keeps the ones it has)."""
-    from zarr.codecs import Crc32cCodec, ZstdCodec
+    so a resumed array keeps the ones it has): blosc with a byte shuffle of the stored values'
+    width (2 bytes for float16 and bfloat16), one block per chunk, then crc32c."""
+    from zarr.codecs import BloscCodec, Crc32cCodec
 
-    if spec.key.startswith(f"{ACTIVATIONS}/"):
-        return [ZstdCodec(level=ZSTD_LEVEL, checksum=True)]
-    return [Crc32cCodec()]
+    return [
+        BloscCodec(
+            cname=BLOSC_CNAME,
+            clevel=BLOSC_LEVEL,
+            shuffle="shuffle",
+            typesize=np.dtype(STORAGE_DTYPES[spec.dtype]).itemsize,
+            blocksize=chunk_bytes(spec),
+        ),
+        Crc32cCodec(),
+    ]
+
+
+def chunk_bytes(spec: ArraySpec) -> int:
+    """Bytes of one uncompressed chunk: blosc's block size, so that each chunk is shuffled
+    and compressed as one block (blosc's automatic blocks, a few tens of KB at level 1, cut
+    a chunk where zstd would find the repeated rows of shared prompt prefixes: 1.88x
+    instead of 2.54x on whole-relation activations, and half the encode speed)."""
+    return int(np.prod(spec.chunks)) * np.dtype(STORAGE_DTYPES[spec.dtype]).itemsize
 
 
 COORD_CHUNK = 1 << 20  # values per chunk file of a coordinate array (8 MB of int64)

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import google_crc32c
+import numcodecs
 import numpy as np
 import zarr
-from numcodecs import Zstd
-from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
+from numcodecs import Blosc, Zstd
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec, ZstdCodec
 from zarr.codecs.sharding import ShardingCodecIndexLocation
 from zarr.core.indexing import morton_order_iter
 
@@ -33,12 +34,34 @@ Step = Callable[[Part], Encoded]
 
 def _step(codec: object) -> Step | None:
     """A bytes -> bytes function equal to one of zarr's codecs, or None if not known (every
-    array this tool writes, then and now, is zstd or crc32c; any other goes through zarr)."""
+    array this tool writes, then and now, is blosc, zstd or crc32c; any other goes through
+    zarr)."""
+    if isinstance(codec, BloscCodec):
+        return _blosc(codec)
     if isinstance(codec, ZstdCodec):
         return Zstd(level=codec.level, checksum=codec.checksum).encode
     if isinstance(codec, Crc32cCodec):
         return _with_crc32c
     return None
+
+
+_SHUFFLES = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle": Blosc.BITSHUFFLE}
+
+
+def _blosc(codec: BloscCodec) -> Step:
+    """zarr's blosc codec: numcodecs' Blosc with the codec's typesize, which zarr passes on
+    from numcodecs 0.16 (before, the chunk's bytes went in with an item size of 1, so the
+    shuffle moved nothing: the same is done here then, to write zarr's bytes). Blosc's
+    internal threads stay off, as zarr sets them: the writer's pool is the parallelism."""
+    config = dict(
+        cname=codec.cname.value,
+        clevel=codec.clevel,
+        shuffle=_SHUFFLES[codec.shuffle.value],
+        blocksize=codec.blocksize,
+    )
+    if tuple(int(x) for x in numcodecs.__version__.split(".")[:2]) >= (0, 16):
+        config["typesize"] = codec.typesize
+    return Blosc(**config).encode
 
 
 def _with_crc32c(data: Part) -> list[Part]:

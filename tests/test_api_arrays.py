@@ -63,6 +63,72 @@ def wh(tmp_path_factory, tiny_llama_dir, tiny_facts) -> Path:
     return out
 
 
+def old_compressors(spec):
+    """The codecs of warehouses written before blosc: activations zstd -10 with its
+    checksum, responses raw with a crc32c."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    if spec.key.startswith("activations/"):
+        return [ZstdCodec(level=-10, checksum=True)]
+    return [Crc32cCodec()]
+
+
+@pytest.fixture(scope="module")
+def old_wh(tmp_path_factory, tiny_llama_dir, tiny_facts) -> Path:
+    """The `wh` warehouse as earlier builds wrote it (their codec chain)."""
+    from warehouse.store import arrays
+
+    out = tmp_path_factory.mktemp("old") / "w"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(arrays, "compressors", old_compressors)
+        ingest(_cfg(out, tiny_llama_dir, tiny_facts), show_progress=False)
+    return out
+
+
+def _codecs(w: Path, path: str) -> list[dict]:
+    """The codec chain of each chunk of an array, from its zarr.json."""
+    meta = json.loads((w / path / "zarr.json").read_text())
+    return meta["codecs"][0]["configuration"]["codecs"]
+
+
+def test_arrays_are_blosc_then_crc32c(wh: Path):
+    """Every chunk: blosc (zstd level 1 after a byte shuffle of 2-byte values, the whole
+    chunk one block), then its crc32c."""
+    for path, chunk in (
+        ("activations.zarr/ffn.act", (8, 1, 48)),  # 8 tokens x 1 layer x 48 neurons
+        ("responses.zarr/ffn.down/last", (4, 1, 32)),  # 4 prompts x 1 layer x d_model 32
+    ):
+        meta = json.loads((wh / path / "zarr.json").read_text())
+        assert tuple(meta["codecs"][0]["configuration"]["chunk_shape"]) == chunk
+        blosc = dict(typesize=2, cname="zstd", clevel=1, shuffle="shuffle")
+        assert _codecs(wh, path) == [
+            {"name": "bytes", "configuration": {"endian": "little"}},
+            {"name": "blosc", "configuration": {**blosc, "blocksize": int(np.prod(chunk)) * 2}},
+            {"name": "crc32c"},
+        ]
+
+
+def test_a_warehouse_of_the_old_codecs_reads_and_verifies_the_same(wh: Path, old_wh: Path):
+    """Arrays written with zstd (activations) and raw + crc32c (responses) read through
+    every path as the same values, bit for bit, and verify; the files differ."""
+    assert _codecs(old_wh, "activations.zarr/ffn.act")[1]["name"] == "zstd"
+    assert [c["name"] for c in _codecs(old_wh, "responses.zarr/ffn.act/mean")] == [
+        "bytes",
+        "crc32c",
+    ]
+    assert verify(old_wh).ok and verify(wh).ok
+    old, new = Warehouse.open(old_wh), Warehouse.open(wh)
+    for site in ("ffn.act", "ffn.down"):
+        for pooling in (None, "mean", "last"):
+            a, b = old.array(site, pooling=pooling), new.array(site, pooling=pooling)
+            assert a.identical(b), (site, pooling)
+    for view, order in (("activations", "token_row"), ("responses", "prompt_row")):
+        q = f"select * from {view} order by site, layer, neuron, {order}"
+        assert old.sql(q).equals(new.sql(q))
+    old_bytes = (old_wh / "activations.zarr/ffn.act/c/0/0/0").read_bytes()
+    assert old_bytes != (wh / "activations.zarr/ffn.act/c/0/0/0").read_bytes()
+
+
 def _pivot(w: Warehouse, view: str, where: str, row: str) -> np.ndarray:
     """[row, layer, neuron] from the long-format SQL view (the path `array` replaces)."""
     df = w.sql(f"select {row}, layer, neuron, value from {view} where {where}")
@@ -246,6 +312,8 @@ out["attrs"] = dict(ds["ffn.act"].attrs)
 mean = xr.open_zarr(f"{W}/responses.zarr/ffn.act", consolidated=False)["mean"]
 out["mean"] = mean.sel(layer=0, neuron=[1, 2]).values.astype("float32").tolist()
 out["mean_dims"] = list(mean.dims)
+last = zarr.open_array(f"{W}/responses.zarr/ffn.down/last", mode="r")
+out["last"] = last[:, 1, :3].astype("float32").tolist()
 arr = zarr.open_array(f"{W}/activations.zarr/layer", mode="r")
 out["layer_coord"] = arr[:].tolist()
 out["parquet"] = {
@@ -265,9 +333,14 @@ print(json.dumps(out, default=str))
 """
 
 
-def test_plain_libraries_read_it_without_the_project(wh: Path, tmp_path: Path):
+@pytest.mark.parametrize("codecs", ["blosc", "old zstd"])
+def test_plain_libraries_read_it_without_the_project(
+    codecs: str, wh: Path, old_wh: Path, tmp_path: Path
+):
     """zarr, xarray, pyarrow, duckdb and polars alone, in a Python that cannot import the
-    project: no site processing (so no editable install), the libraries' folders only."""
+    project: no site processing (so no editable install), the libraries' folders only. Today's
+    codec chain and the one earlier builds wrote alike."""
+    wh = wh if codecs == "blosc" else old_wh
     dirs = [p for p in sys.path if p.endswith("site-packages") or "/lib/python3" in p]
     script = "import sys\nsys.path[:] = " + repr(dirs) + "\n" + textwrap.dedent(PLAIN)
     run = subprocess.run(
@@ -288,6 +361,8 @@ def test_plain_libraries_read_it_without_the_project(wh: Path, tmp_path: Path):
     want = w.array("ffn.act", pooling="mean", layer=0, neurons=[1, 2]).values
     assert got["mean"] == want.astype(np.float32).tolist()
     assert got["mean_dims"] == ["prompt_row", "layer", "neuron"]
+    want = w.array("ffn.down", pooling="last", layer=1, neurons=[0, 1, 2]).values
+    assert got["last"] == want.astype(np.float32).tolist()
     assert got["layer_coord"] == [0, 1]
     assert got["attrs"] == {
         "warehouse_dtype": "float16",
