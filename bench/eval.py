@@ -1,7 +1,8 @@
 """Eval throughput on the embedded model (CPU): plain `generate` vs the evaluator, measured
 side by side on the same prompts, batches and batch size.
 
-    python bench/eval.py [--prompts 128] [--batch-size 32] [--repeats 5] [--json out.json]
+    python bench/eval.py [--model smollm2-135m] [--prompts 128] [--batch-size 32] [--repeats 5]
+                         [--json out.json]
 
 Builds a pooled warehouse of N prompts of the built-in dataset (both splits) and a selection
 of a random 1 % of the ffn.act neurons. Then, batch by batch (the batches the evaluator forms,
@@ -87,12 +88,14 @@ def plain_answer(loaded, ids: list[list[int]], max_new: int) -> list[str]:
     return [tok.decode(new, skip_special_tokens=True) for new in gen[:, x.shape[1] :]]
 
 
-def _prepare(root: Path, loaded, prompts_max: int, batch_size: int):
+def _prepare(root: Path, loaded, model_name: str, prompts_max: int, batch_size: int):
     """Ingest `prompts_max` prompts pooled and select a random 1 % of neurons: returns the
     ablated neurons (flat), the hooks' neuron map, the prompts and their token-id batches."""
     model = loaded.model
     manifest = ingest(
-        IngestConfig(out=root, capture="pooled", pooling=["mean"], max_prompts=prompts_max),
+        IngestConfig(
+            out=root, model=model_name, capture="pooled", pooling=["mean"], max_prompts=prompts_max
+        ),
         show_progress=False,
         loaded=loaded,
     )
@@ -148,7 +151,8 @@ def _report(args, n: int, n_batches: int, n_ablated: int, times: dict, e2e: dict
     rate = {k: n / v for k, v in best.items()}
     threads, max_new = torch.get_num_threads(), args.max_new_tokens
     print(
-        f"{n} prompts in {n_batches} batches of <= {args.batch_size}, {max_new} new tokens, "
+        f"model {args.model}: {n} prompts in {n_batches} batches of <= {args.batch_size}, "
+        f"{max_new} new tokens, "
         f"{threads} threads; per batch the best of {args.repeats} repeats"
     )
     for k in times:
@@ -164,7 +168,7 @@ def _report(args, n: int, n_batches: int, n_ablated: int, times: dict, e2e: dict
     medians = {f"{k}_vs_plain_median": round(median["plain"] / median[k], 3)
                for k in ("baseline", "ablated")}  # fmt: skip
     return {
-        "prompts": n, "batches": n_batches, "batch_size": args.batch_size,
+        "model": args.model, "prompts": n, "batches": n_batches, "batch_size": args.batch_size,
         "max_new_tokens": max_new, "repeats": args.repeats, "threads": threads,
         "ablated_neurons": n_ablated,
         "prompts_per_s": {k: round(v, 2) for k, v in rate.items()},
@@ -179,6 +183,7 @@ def _report(args, n: int, n_batches: int, n_ablated: int, times: dict, e2e: dict
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--prompts", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=5)
@@ -186,11 +191,13 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
-    loaded = load_model("smollm2-135m")
+    loaded = load_model(args.model)
     model, max_new = loaded.model, args.max_new_tokens
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "w"
-        one_pct, neurons, prompts, groups = _prepare(root, loaded, args.prompts, args.batch_size)
+        one_pct, neurons, prompts, groups = _prepare(
+            root, loaded, args.model, args.prompts, args.batch_size
+        )
 
         def plain(batch):
             return plain_answer(loaded, batch, max_new)
