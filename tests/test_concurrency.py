@@ -40,6 +40,7 @@ calls = [0]
 def gated(self, ids):
     i = calls[0]
     calls[0] += 1
+    open(f"{GATE}.waiting.{i}", "w").close()  # batches before i are captured
     while not (os.path.exists(f"{GATE}.{i}") or os.path.exists(f"{GATE}.all")):
         time.sleep(0.01)
     return real(self, ids)
@@ -272,7 +273,11 @@ def test_readers_during_an_ingest_see_only_committed_batches(
             gate.open(batch)
             gate.open(batch + 1)
             batch += 2
-            # (Two batches need not complete a chunk, so no change is fine too.)
+            # Wait until both batches are captured (the ingest waits at the next gate), however
+            # slow the machine; then give the writer thread a moment to commit. (Two batches
+            # need not complete a chunk, so no change is fine too.)
+            waiting = Path(f"{gate.prefix}.waiting.{batch}")
+            _wait_for(lambda at=waiting: proc.poll() is not None or at.exists())
             _wait_for(lambda st=state: proc.poll() is not None or _state(out) != st, timeout=5)
     finally:
         gate.open("all")
