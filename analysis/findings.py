@@ -772,13 +772,16 @@ def _cell_tally(rows: list[dict[str, Any]], under: set[str]) -> dict[str, int]:
     """`_tally` of language cells, with the prompts (`n`) and distinct subjects
     (`n_subjects`) of the tested cells summed beside it, and the cells whose baseline left
     too little to lose counted apart (`not_testable`), never as negatives."""
-    tested = _tested(rows, under)
     return {
         **_tally(rows, under),
         "not_testable": _count(rows, lambda r: r["verdict"] == claims.NOT_TESTABLE),
-        "n": sum(int(r["n"] or 0) for r in tested),
-        "n_subjects": sum(int(r["n_subjects"] or 0) for r in tested),
+        **_n_sums(_tested(rows, under)),
     }
+
+
+def _n_sums(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """The prompts (`n`) and distinct subjects (`n_subjects`) of cells, summed."""
+    return {k: sum(int(r[k] or 0) for r in rows) for k in ("n", "n_subjects")}
 
 
 def _language_order(summary: dict[str, Any], seen: Iterable[str]) -> list[str]:
@@ -808,8 +811,7 @@ def _language_overlap(summary: dict[str, Any]) -> dict[str, dict[str, int]]:
         out[lang] = {
             "beyond_chance": _count(cells, lambda r: r["verdict"] == claims.BEYOND_CHANCE),
             "cells": len(cells),
-            "n": sum(int(r["n"] or 0) for r in cells),
-            "n_subjects": sum(int(r["n_subjects"] or 0) for r in cells),
+            **_n_sums(cells),
         }
     return out
 

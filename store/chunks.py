@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import google_crc32c
-import numcodecs
 import numpy as np
 import zarr
 from numcodecs import Blosc, Zstd
@@ -49,19 +48,16 @@ _SHUFFLES = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE, "bitshuffle
 
 
 def _blosc(codec: BloscCodec) -> Step:
-    """zarr's blosc codec: numcodecs' Blosc with the codec's typesize, which zarr passes on
-    from numcodecs 0.16 (before, the chunk's bytes went in with an item size of 1, so the
-    shuffle moved nothing: the same is done here then, to write zarr's bytes). Blosc's
-    internal threads stay off, as zarr sets them: the writer's pool is the parallelism."""
-    config = dict(
+    """zarr's blosc codec: numcodecs' Blosc with the codec's typesize, as zarr passes it on
+    (numcodecs >= 0.16, which pyproject.toml requires). Blosc's internal threads stay off, as
+    zarr sets them: the writer's pool is the parallelism."""
+    return Blosc(
         cname=codec.cname.value,
         clevel=codec.clevel,
         shuffle=_SHUFFLES[codec.shuffle.value],
         blocksize=codec.blocksize,
-    )
-    if tuple(int(x) for x in numcodecs.__version__.split(".")[:2]) >= (0, 16):
-        config["typesize"] = codec.typesize
-    return Blosc(**config).encode
+        typesize=codec.typesize,
+    ).encode
 
 
 def _with_crc32c(data: Part) -> list[Part]:
