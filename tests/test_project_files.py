@@ -1,4 +1,4 @@
-"""Habits the project's own files keep: they speak of versions, not of work sessions; they
+"""Habits the project's own files keep: they speak of versions, not of dated work logs; they
 cite no file the repository lacks; tests, benchmarks and tools name no path of one machine."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def lines_matching(pattern: re.Pattern[str], files: list[Path], allow=None) -> l
     return out
 
 
-def test_no_file_speaks_of_sessions():
+def test_no_file_keeps_a_work_log():
     files = [p for p in tracked_text_files() if p != Path(__file__)]
     found = lines_matching(re.compile(r"session", re.I), files, allow=LIBRARY_SESSION)
     assert found == []
