@@ -114,3 +114,17 @@ def test_no_stale_exception():
         rel = path.relative_to(REPO).as_posix()
         used |= {(rel, module) for module, _ in imports(path.read_text())}
     assert EXCEPTIONS <= used
+
+
+def test_scripts_use_public_names_only():
+    """bench/ and tools/ stand outside the package and may import any folder, but, like the
+    folders themselves, only names the package does not mark private."""
+    found = []
+    for path in sorted((REPO / "bench").rglob("*.py")) + sorted((REPO / "tools").rglob("*.py")):
+        rel = path.relative_to(REPO).as_posix()
+        found += [
+            f"{rel}: imports the private {module}.{name}"
+            for module, name in imports(path.read_text())
+            if name.startswith("_") and not name.startswith("__")
+        ]
+    assert found == []
