@@ -293,6 +293,8 @@ def timed_rounds(ways: list[Way], rounds: int, seed: int, d: Path) -> dict[str, 
             times[way.name].wall.append(time.perf_counter() - t0)
             times[way.name].cpu.append(time.process_time() - c0)
             shutil.rmtree(out)
+        done = ", ".join(f"{k} {t.wall[-1]:.2f} s" for k, t in times.items())
+        print(f"round {r + 1}/{rounds}: {done}", flush=True)  # a run takes minutes
     return times
 
 
