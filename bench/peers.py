@@ -252,7 +252,8 @@ def build_ways(args: argparse.Namespace, loaded: LoadedModel, batches: Batches) 
 
 def check_values(ways: list[Way], d: Path) -> dict[str, str]:
     """Run every way once (untimed) and compare what each peer wrote with the warehouse's
-    stored values: "bit-identical", or the largest absolute difference."""
+    stored values: "bit-identical", or the largest absolute difference; with the bytes each
+    way wrote (all its files) against the raw float16 values."""
     for way in ways:
         way.run(d / way.name)
     found: dict[str, str] = {}
@@ -268,6 +269,8 @@ def check_values(ways: list[Way], d: Path) -> dict[str, str]:
         else:
             diff = np.abs(got.astype(np.float32) - ref.astype(np.float32))
             found[way.name] = f"differs: max |diff| {np.nanmax(diff):.3g}, {np.mean(diff > 0):.2%}"
+        size = sum(p.stat().st_size for p in (d / way.name).rglob("*") if p.is_file())
+        found[way.name] += f"; {size / 1e6:.0f} MB on disk, {size / got.nbytes:.2f} of raw float16"
         shutil.rmtree(d / way.name)
     return found
 
