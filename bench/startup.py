@@ -95,7 +95,7 @@ def main() -> None:
     for what in ("ingest", "query", "eval"):
         cells = []
         for who in pythons:
-            walls, cpus = zip(*times[(who, what)])
+            walls, cpus = zip(*times[(who, what)], strict=True)
             cells.append(
                 f"{statistics.median(walls):6.2f} / {statistics.median(cpus):5.2f}  "
                 f"({min(walls):5.2f} / {min(cpus):5.2f})"
