@@ -199,7 +199,7 @@ def load_model(
 def _few_middle_collections() -> Iterator[None]:
     """Python's collector runs its older generations rarely for the block, then as before.
 
-    A first load imports transformers' modeling stack (~250k long-lived objects). With the
+    A first load imports transformers' modeling stack (~370k objects). With the
     default thresholds every 10th young collection also scans the middle generation and
     every 100th the whole heap, which grows throughout: 0.6-0.9 s of a ~4 s load on the
     CPU (docs/performance.md, fixed costs). Young collections still run as before, so
