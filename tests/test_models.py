@@ -5,6 +5,7 @@ errors for bad specs, devices and dtypes."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import re
@@ -60,6 +61,32 @@ def test_load_local_folder(tiny_llama_dir: Path):
     # The tiny tokenizer has no pad token: eos stands in, for batching and for generate().
     assert (loaded.tokenizer.pad_token, loaded.tokenizer.pad_token_id) == ("</s>", 1)
     assert model.generation_config.pad_token_id == 1
+
+
+def test_a_load_collects_older_generations_rarely_then_as_before(
+    tiny_llama_dir: Path, tmp_path: Path, monkeypatch
+):
+    seen = []
+    real = models._load_config
+
+    def load_config(src, spec):
+        seen.append(gc.get_threshold())
+        return real(src, spec)
+
+    monkeypatch.setattr(models, "_load_config", load_config)
+    before = (700, 10, 10)
+    old = gc.get_threshold()
+    gc.set_threshold(*before)
+    try:
+        load_model(str(tiny_llama_dir))
+        assert gc.get_threshold() == before
+        (tmp_path / "config.json").write_text('{"model_type": "no-such-type"}')
+        with pytest.raises(ModelError):
+            load_model(str(tmp_path))
+        assert gc.get_threshold() == before  # restored after a failed load too
+    finally:
+        gc.set_threshold(*old)
+    assert seen == [(700, models.LOAD_GC_THRESHOLD1, 10)] * 2
 
 
 def test_load_gguf_written_with_the_gguf_package(tiny_llama_dir: Path, tiny_llama_gguf: Path):
