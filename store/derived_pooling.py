@@ -109,8 +109,12 @@ def prompt_tokens(root: Path | Location, n_prompts: int) -> tuple[np.ndarray, np
     length[rows] = t.column("n_tokens").to_numpy()
     if len(rows) != n_prompts or not np.array_equal(np.sort(rows), np.arange(n_prompts)):
         raise FormatError(f"{root}/{PROMPTS_FILE}: prompt_row is not 0..{n_prompts - 1}")
-    if n_prompts and (length.min() < 1 or start.min() < 0):
+    if n_prompts and length.min() < 1:
         raise FormatError(f"{root}/{PROMPTS_FILE}: a prompt has no token rows")
+    if not np.array_equal(start, np.cumsum(length) - length):
+        raise FormatError(
+            f"{root}/{PROMPTS_FILE}: token_offset does not tile the token rows in prompt order"
+        )
     return start, length
 
 
@@ -160,6 +164,8 @@ class DerivedArray:
 
     def __init__(self, root: Path | Location, spec: ArraySpec) -> None:
         assert spec.source is not None
+        if isinstance(root, Location) and not root.remote:
+            root = root.local
         self.spec = spec
         self.pooling = spec.key.split("/")[2]
         self.source = open_array(root, spec.source)
@@ -173,6 +179,12 @@ class DerivedArray:
                 f"{root}/{PROMPTS_FILE}: token rows past the {spec.source.shape[0]} of "
                 f"{spec.source.path}"
             )
+
+    def token_span(self, runs: np.ndarray) -> np.ndarray:
+        """The token rows, as [start, end) runs, that runs of prompt rows are read from."""
+        runs = np.asarray(runs, np.int64).reshape(-1, 2)
+        first, last = runs[:, 0], runs[:, 1] - 1
+        return np.stack([self.start[first], self.start[last] + self.length[last]], axis=1)
 
     def __getitem__(self, sel: Any) -> np.ndarray:
         return self.get_orthogonal_selection(sel)
@@ -220,7 +232,7 @@ class DerivedArray:
         start, length = self.start[rows], self.length[rows]
         if self.pooling == "last":
             return self.source.get_orthogonal_selection((start + length - 1, layers, units))
-        seg = np.concatenate([[0], np.cumsum(length)[:-1]])
+        seg = np.cumsum(length) - length
         if np.all(start[1:] == start[:-1] + length[:-1]):  # one run of token rows
             tok: np.ndarray | slice = slice(int(start[0]), int(start[-1] + length[-1]))
         else:

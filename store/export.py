@@ -52,6 +52,7 @@ from warehouse.store.location import (
 from warehouse.store.lock import creating
 from warehouse.store.manifest import Manifest, array_specs, load_manifest
 from warehouse.store.progress import Progress
+from warehouse.store.sections import Capture
 
 DERIVED = tuple(DERIVED_DIRS)
 TABLES = (PROMPTS, TOKENS, *DERIVED)  # what --tables may name
@@ -318,9 +319,14 @@ def _narrowed_manifest(
     """The source's manifest cut down to the kept sites, arrays, tables and coordinate
     arrays, with the fingerprint of what is left and no file digests yet."""
     out = replace(manifest, export=None, files=None)
-    out.capture = manifest.capture.updated(sites=sites)
+    capture = {**manifest.capture.to_json(), "sites": sites}
     if not any(k.startswith(f"{ACTIVATIONS}/") for k in keep_arrays):
-        out.capture.mode = "pooled"
+        capture["mode"] = "pooled"
+        # Without the per-token rows, the derived poolings are gone: the copy lists the
+        # stored ones only.
+        if capture.pop("derived_pooling", None):
+            capture["pooling"] = manifest.capture.stored_pooling
+    out.capture = Capture.from_json(capture)
     out.arrays = {k: manifest.arrays[k] for k in keep_arrays}
     out.tables = {t: manifest.tables[t] for t in keep_tables}
     if manifest.coords is not None:  # those of the kept arrays' dimensions
