@@ -56,6 +56,7 @@ import zarr
 from warehouse.analysis.selectivity import selectivity
 from warehouse.store.arrays import NEURON_CHUNK, ArraySpec, from_storage, open_array
 from warehouse.store.checksums import require_complete
+from warehouse.store.derived_pooling import readable_specs
 from warehouse.store.errors import FormatError, WarehouseError
 from warehouse.store.files import remove_temp_entries
 from warehouse.store.fingerprint import (
@@ -76,7 +77,6 @@ from warehouse.store.format import (
     STATS_SCHEMA,
     STATS_STRINGS,
 )
-from warehouse.store.derived_pooling import readable_specs
 from warehouse.store.location import local_folder
 from warehouse.store.lock import WriterLock
 from warehouse.store.manifest import Manifest, load_manifest

@@ -109,7 +109,10 @@ class Warehouse:
                     require_regular(path)
                 check_table(path, entry.get("sha256"))
         return cls(
-            root, manifest, zarr_views(root, manifest, readable_specs(manifest)), parquet_views(root)
+            root,
+            manifest,
+            zarr_views(root, manifest, readable_specs(manifest)),
+            parquet_views(root),
         )
 
     @property
@@ -203,11 +206,12 @@ class Warehouse:
         """One site's values as a labelled `xarray.DataArray` [token_row | prompt_row, layer,
         neuron | d_model], reading only the chunks the selection falls in (checked as every
         read is). `pooling=None`: per-token activations; `pooling="mean"` (or another of its
-        poolings, stored or derived from the per-token rows): pooled responses. `layer` (model layer numbers) and `neurons` take one
-        number (its axis is then dropped, as `.sel` does) or several; `prompts` takes
-        prompt_id values, `tokens` token_row values, or either a Polars expression or a SQL
-        WHERE clause over its table. Rows come in warehouse order. float16 and float32 are
-        returned as stored, bfloat16 widened to float32."""
+        poolings, stored or derived from the per-token rows): pooled responses. `layer`
+        (model layer numbers) and `neurons` take one number (its axis is then dropped, as
+        `.sel` does) or several; `prompts` takes prompt_id values, `tokens` token_row
+        values, or either a Polars expression or a SQL WHERE clause over its table. Rows
+        come in warehouse order. float16 and float32 are returned as stored, bfloat16
+        widened to float32."""
         import xarray as xr
 
         _register_accessors()
