@@ -252,3 +252,29 @@ def test_merge_and_export(pair, tmp_path, tiny_llama_dir, facts):
     z, w = Warehouse.open(tmp_path / "share.zip"), Warehouse.open(new)
     assert z.array("ffn.down", pooling="last").equals(w.array("ffn.down", pooling="last"))
     assert verify(tmp_path / "share.zip").ok
+
+
+def test_a_pooled_only_export_stores_the_derived(pair, tmp_path, tiny_llama_dir, facts):
+    """Without the per-token rows, the copy stores max and last as an older build did; with
+    every pooling derived, their coordinate arrays and groups too."""
+    new, old = pair
+    opts = ExportOptions(pooled_only=True, sites=["ffn.down"])
+    a = export(new, tmp_path / "a", opts, show_progress=False)
+    b = export(old, tmp_path / "b", opts, show_progress=False)
+    assert (
+        sorted(a.arrays) == sorted(b.arrays) == [f"responses/ffn.down/{p}" for p in sorted(POOLS)]
+    )
+    assert a.capture.to_json() == b.capture.to_json() and a.capture.mode == "pooled"
+    assert verify(tmp_path / "a").ok
+    for pool in POOLS:
+        key = f"responses/ffn.down/{pool}"
+        assert _read(tmp_path / "a", key).tobytes() == _read(old, key).tobytes()
+    dtype = load_manifest(new).capture.dtype
+    only = tmp_path / "only"
+    ingest(_cfg(only, tiny_llama_dir, facts, dtype=dtype, pooling=["last"]), False)
+    export(only, tmp_path / "c.zip", ExportOptions(pooled_only=True, zip=True), False)
+    assert verify(tmp_path / "c.zip").ok
+    z = Warehouse.open(tmp_path / "c.zip")
+    assert z.array("ffn.act", pooling="last").equals(
+        Warehouse.open(old).array("ffn.act", pooling="last")
+    )
