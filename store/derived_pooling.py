@@ -103,12 +103,12 @@ def prompt_tokens(root: Path | Location, n_prompts: int) -> tuple[np.ndarray, np
 
     t = read_table_at(root, PROMPTS_FILE, ["prompt_row", "token_offset", "n_tokens"])
     rows = t.column("prompt_row").to_numpy().astype(np.int64)
+    if len(rows) != n_prompts or not np.array_equal(np.sort(rows), np.arange(n_prompts)):
+        raise FormatError(f"{root}/{PROMPTS_FILE}: prompt_row is not 0..{n_prompts - 1}")
     start = np.empty(len(rows), np.int64)
     length = np.empty(len(rows), np.int64)
     start[rows] = t.column("token_offset").to_numpy()
     length[rows] = t.column("n_tokens").to_numpy()
-    if len(rows) != n_prompts or not np.array_equal(np.sort(rows), np.arange(n_prompts)):
-        raise FormatError(f"{root}/{PROMPTS_FILE}: prompt_row is not 0..{n_prompts - 1}")
     if n_prompts and length.min() < 1:
         raise FormatError(f"{root}/{PROMPTS_FILE}: a prompt has no token rows")
     if not np.array_equal(start, np.cumsum(length) - length):
