@@ -278,3 +278,16 @@ def test_a_pooled_only_export_stores_the_derived(pair, tmp_path, tiny_llama_dir,
     assert z.array("ffn.act", pooling="last").equals(
         Warehouse.open(old).array("ffn.act", pooling="last")
     )
+
+
+def test_info_lists_the_derived_arrays(pair, capsys):
+    from conftest import run_cli
+
+    new, _ = pair
+    code, out, _ = run_cli(capsys, "info", str(new))
+    derived = [x for x in out.splitlines() if "derived from" in x]
+    assert code == 0 and derived == [
+        f"array       responses/{site}/{pool} [8, 2, {units}] derived from activations/{site}"
+        for site, units in (("ffn.act", 48), ("ffn.down", 32))
+        for pool in ("max", "last")
+    ]
