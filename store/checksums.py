@@ -236,14 +236,16 @@ def _verify_arrays(loc: Location, manifest: Manifest, expected: set[str], report
 
 def _verify_derived_pooling(loc: Location, manifest: Manifest, report: Report) -> None:
     """Derived responses store nothing: their manifest field names rules this tool knows,
-    and their source opens (the per-token array, checked with the arrays, and the prompts'
-    token rows, which must tile it)."""
+    and, where nothing else was found damaged, their source opens (the per-token array and
+    the prompts' token rows, which must tile it)."""
     from warehouse.store.derived_pooling import DerivedArray, derived_specs
 
     try:
         specs = derived_specs(manifest)
     except FormatError as e:
         report.problems.append(str(e))
+        return
+    if report.problems:  # its source's damage is reported already, and derives nothing
         return
     for key, spec in specs.items():
         try:
