@@ -11,6 +11,8 @@ negatives within that language) and once with all languages pooled (`language = 
 Data flow, bounded by one slab of the responses array, never by the number of neurons:
 
     responses.zarr/<site>/<pooling>  --slab of one layer's neurons, all counted prompts-->
+    (or, for a derived pooling, the per-token array it is derived from:
+    store/derived_pooling.py)
     selectivity per language group   --(group, relation, neuron) stats-->  disk-backed arrays
     --per (relation, language): rank by AP-->  stats/<site>__<pooling>__<negatives>.parquet
 
@@ -54,6 +56,7 @@ import zarr
 from warehouse.analysis.selectivity import selectivity
 from warehouse.store.arrays import NEURON_CHUNK, ArraySpec, from_storage, open_array
 from warehouse.store.checksums import require_complete
+from warehouse.store.derived_pooling import readable_specs
 from warehouse.store.errors import FormatError, WarehouseError
 from warehouse.store.files import remove_temp_entries
 from warehouse.store.fingerprint import (
@@ -76,7 +79,7 @@ from warehouse.store.format import (
 )
 from warehouse.store.location import local_folder
 from warehouse.store.lock import WriterLock
-from warehouse.store.manifest import Manifest, array_specs, load_manifest
+from warehouse.store.manifest import Manifest, load_manifest
 from warehouse.store.progress import Progress
 from warehouse.store.tables import ROW_GROUP_SIZE, read_table, warehouse_provenance
 from warehouse.store.version import __version__
@@ -328,7 +331,7 @@ def run_stats(
     negatives, _ = parse_negatives(negatives)
     templates = _check_run_options(seed, threads, templates)
     sites = check_site_pooling(manifest, site, pooling)
-    specs = array_specs(manifest)
+    specs = readable_specs(manifest)
     # The parent: the baseline whose correct answers are the counted prompts, else the
     # warehouse itself (the baseline's own key derives from the warehouse's fingerprint).
     parent = _baseline_fingerprint(root) if filter_correct else warehouse_fingerprint(manifest)
@@ -386,7 +389,8 @@ def check_site_pooling(manifest: Manifest, site: str | None, pooling: str) -> li
             f"pooling {pooling!r} is not in this warehouse; available: {', '.join(cap.pooling)}"
         )
     chosen = sites if site is None else [site]
-    missing = [s for s in chosen if f"responses/{s}/{pooling}" not in manifest.arrays]
+    readable = readable_specs(manifest)
+    missing = [s for s in chosen if f"responses/{s}/{pooling}" not in readable]
     if missing:
         raise FormatError(f"manifest lists no responses array for {missing} / {pooling}")
     return chosen

@@ -46,6 +46,7 @@ from warehouse.store.checksums import finalize_checksums, write_coords
 from warehouse.store.errors import WarehouseError
 from warehouse.store.files import remove_temp_entries, sha256_file
 from warehouse.store.fingerprint import fingerprint, fingerprint_of
+from warehouse.store.format import DERIVED_POOLING_RULES
 from warehouse.store.lock import WriterLock, remove_dead_creations
 from warehouse.store.manifest import (
     Manifest,
@@ -87,6 +88,9 @@ class IngestConfig:
     token_chunk: int = TOKEN_CHUNK  # rows per chunk of per-token arrays
     prompt_chunk: int = PROMPT_CHUNK  # rows per chunk of response arrays
     shard: tuple[int, int] | None = None  # (i, n): only shard i of n (1-based), a part to merge
+    # A per-token ingest stores `max` and `last` only as the per-token rows they are derived
+    # from (store/derived_pooling.py); False stores them too, as builds before did.
+    derive_pooling: bool = True
     # What a stored NaN or infinity does: "warn" (stored, counted in the manifest, warned
     # about) or "error" (the run stops before that batch). Not part of the plan: a run
     # stopped by "error" resumes with "warn".
@@ -164,6 +168,7 @@ def _plan(cfg: IngestConfig, loaded: LoadedModel, dataset, n_prompts: int) -> di
             "layers": layers,
             "mode": cfg.capture,
             "pooling": list(cfg.pooling),
+            **_derived_pooling(cfg),
             "dtype": cfg.dtype,
             "batch_size": cfg.batch_size,
             "batching": "equal-length",
@@ -172,6 +177,22 @@ def _plan(cfg: IngestConfig, loaded: LoadedModel, dataset, n_prompts: int) -> di
             "prompt_chunk": cfg.prompt_chunk,
         },
     }
+
+
+def _derived_pooling(cfg: IngestConfig) -> dict[str, dict[str, str]]:
+    """The plan's `derived_pooling` (absent when every pooling is stored): the poolings a
+    per-token ingest derives from its per-token rows instead of storing them."""
+    if cfg.capture != "tokens" or not cfg.derive_pooling:
+        return {}
+    derived = {p: DERIVED_POOLING_RULES[p] for p in cfg.pooling if p in DERIVED_POOLING_RULES}
+    return {"derived_pooling": derived} if derived else {}
+
+
+def _legacy_plan(plan: dict) -> dict:
+    """The plan as builds before derived poolings made it (every pooling stored): a
+    warehouse they began resumes with the arrays it has."""
+    capture = {k: v for k, v in plan["capture"].items() if k != "derived_pooling"}
+    return {**plan, "capture": capture}
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -197,7 +218,7 @@ def _array_plan(model: ModelInfo, cap: Capture, n_prompts: int, n_tokens: int) -
         u = model.units[site]
         if cap.per_token:
             specs.append(activation_spec(site, n_tokens, cap.layers, u, cap.dtype, cap.token_chunk))
-        for pool in cap.pooling:
+        for pool in cap.stored_pooling:
             specs.append(
                 response_spec(site, pool, n_prompts, cap.layers, u, cap.dtype, cap.prompt_chunk)
             )
@@ -350,6 +371,9 @@ def ingest(
         manifest = load_manifest(root)
         want = fingerprint_of({**plan, "shard": _shard_key(cfg.shard)})
         if manifest.fingerprint != want:
+            legacy = fingerprint_of({**_legacy_plan(plan), "shard": _shard_key(cfg.shard)})
+            want = legacy if manifest.fingerprint == legacy else want
+        if manifest.fingerprint != want:
             old = {k: getattr(manifest, k).to_json() for k in ("model", "dataset", "capture")}
             old["shard"] = _shard_key(manifest.shard)
             diff = "; ".join(_differences(old, {**plan, "shard": _shard_key(cfg.shard)}))
@@ -426,6 +450,8 @@ def _run_batches(
     def commit(now: dict[str, int]) -> None:
         tok = [v for k, v in now.items() if k.startswith("activations/")]
         res = [v for k, v in now.items() if k.startswith("responses/")]
+        if tok and not res:  # every pooling derived: a prompt is on disk with its tokens
+            res = [int(np.searchsorted(offsets + n_tok, min(tok), "right"))]
         state.commit(tokens=min(tok) if tok else 0, prompts=min(res) if res else 0)
         # Counts of the batches a resume from here would not run again.
         tally.record(manifest, _resume_batch(batches, offsets, state, tokens))
@@ -492,7 +518,7 @@ def _capturer(loaded: LoadedModel, cap: Capture) -> Capturer:
     return Capturer(
         loaded.model,
         loaded.tokenizer.pad_token_id,
-        CaptureSpec(sites, cap.per_token, cap.pooling, cap.dtype),
+        CaptureSpec(sites, cap.per_token, cap.stored_pooling, cap.dtype),
         wait=False,
     )
 

@@ -522,7 +522,7 @@ class ZarrView:
     def _read(
         self, arr: zarr.Array, src: ArraySource, li: int, rblock: np.ndarray, nblock: np.ndarray
     ) -> np.ndarray:
-        self._check_chunk_files(src, li, rblock, nblock)
+        self._check_chunk_files(src, li, rblock, nblock, arr)
         try:
             return arr.get_orthogonal_selection((_selector(rblock), li, _selector(nblock)))
         except Exception as e:  # zarr/numcodecs raise RuntimeError, ValueError, OSError, ...
@@ -536,17 +536,21 @@ class ZarrView:
             ) from e
 
     def _check_chunk_files(
-        self, src: ArraySource, li: int, rblock: np.ndarray, nblock: np.ndarray
+        self, src: ArraySource, li: int, rblock: np.ndarray, nblock: np.ndarray, arr: Any
     ) -> None:
         """Refuse (lstat, before zarr opens anything) a chunk file of the read that is a
         FIFO, device or link: zarr would block on it or read through it. A missing file is
-        left to the store, which names it."""
+        left to the store, which names it. A derived response's files are those of its
+        per-token source rows."""
         if isinstance(self.root, Location) and self.root.remote:
             return
-        rows, layers, units = src.spec.shards
+        spec = src.spec
+        if spec.source is not None:
+            rblock, spec = arr.token_span(rblock), spec.source
+        rows, layers, units = spec.shards
         for r in _file_indices(rblock, rows):
             for k in _file_indices(nblock, units):
-                rel = f"{src.spec.path}/c/{r}/{li // layers}/{k}"
+                rel = f"{spec.path}/c/{r}/{li // layers}/{k}"
                 if os.path.lexists(Path(str(self.root)) / rel):
                     require_regular(Path(str(self.root)) / rel)
 
@@ -653,7 +657,7 @@ def zarr_views(
     state = manifest.state
     acts: list[ArraySource] = []
     resps: list[ArraySource] = []
-    for key, spec in sorted(specs.items()):
+    for key, spec in sorted(specs.items()):  # stored arrays, and derived responses
         parts = key.split("/")
         site = parts[1]
         if site not in units:
@@ -668,8 +672,9 @@ def zarr_views(
             n = state.rows_on_disk(key, spec.shape[0])
             resps.append(ArraySource(site, parts[2], spec, int(units[site]), n))
     if not (isinstance(root, Location) and root.remote):
-        for src in acts + resps:
-            check_array_files(Path(str(root)), src.spec, src.n_rows)
+        for src in acts + resps:  # a derived response's source is among the activations
+            if src.spec.source is None:
+                check_array_files(Path(str(root)), src.spec, src.n_rows)
     views = {}
     if acts:
         views[ACTIVATIONS] = ZarrView(ACTIVATIONS, root, acts)

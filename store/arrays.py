@@ -75,6 +75,9 @@ class ArraySpec:
     dtype: str  # logical dtype: float16 | bfloat16 | float32
     layers: tuple[int, ...]  # model layer number of each index on the layer axis
     shards: tuple[int, int, int]  # shape of one file: a zarr shard of whole chunks
+    # A derived response (store/derived_pooling.py): the per-token array it is read from.
+    # None for a stored array, the only kind the manifest's `arrays` lists.
+    source: ArraySpec | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -326,8 +329,16 @@ def strict_store() -> type:
 
 def open_array(root: Path | Location, spec: ArraySpec, mode: str = "r") -> zarr.Array:
     """Open an array of a local folder (reads refuse missing chunks), or read-only of a
-    remote warehouse (a `Location`)."""
+    remote warehouse (a `Location`). A derived response (`spec.source`) opens its per-token
+    source array, read-only: `DerivedArray` reads like a zarr array."""
     import zarr
+
+    if spec.source is not None:
+        from warehouse.store.derived_pooling import DerivedArray
+
+        if mode != "r":
+            raise FormatError(f"{spec.key} is derived from {spec.source.key}: it is never written")
+        return DerivedArray(root, spec)  # type: ignore[return-value]
 
     if isinstance(root, Location) and root.remote:
         if mode != "r":

@@ -182,6 +182,7 @@ def verify(root: Path | str | Location) -> Report:
     expected = {MANIFEST}  # every file the manifest accounts for; the rest are checked apart
     _verify_tables(root, manifest, expected, report)
     _verify_arrays(loc, manifest, expected, report)
+    _verify_derived_pooling(loc, manifest, report)
     _verify_coords(loc, manifest, expected, report)
     _verify_listed_files(loc, manifest, expected, report)
     _verify_derived(loc, report)
@@ -231,6 +232,27 @@ def _verify_arrays(loc: Location, manifest: Manifest, expected: set[str], report
         digest = array_checksum(manifest.arrays[key])
         committed = manifest.state.rows_on_disk(key, spec.shape[0])
         _verify_array(loc, key, spec, digest, complete, committed, report)
+
+
+def _verify_derived_pooling(loc: Location, manifest: Manifest, report: Report) -> None:
+    """Derived responses store nothing: their manifest field names rules this tool knows,
+    and, where nothing else was found damaged, their source opens (the per-token array and
+    the prompts' token rows, which must tile it)."""
+    from warehouse.store.derived_pooling import DerivedArray, derived_specs
+
+    try:
+        specs = derived_specs(manifest)
+    except FormatError as e:
+        report.problems.append(str(e))
+        return
+    if report.problems:  # its source's damage is reported already, and derives nothing
+        return
+    for key, spec in specs.items():
+        try:
+            DerivedArray(loc, spec)
+        except (FormatError, WarehouseError) as e:
+            report.problems.append(f"derived array {key}: {e}")
+            return
 
 
 def _verify_tree(root: Path, expected: set[str], writing: bool, report: Report) -> None:
@@ -622,6 +644,7 @@ def _verify_remote(loc: Location) -> Report:
         digest = array_checksum(manifest.arrays[key])
         committed = manifest.state.rows_on_disk(key, spec.shape[0])
         _verify_array(loc, key, spec, digest, complete, committed, report)
+    _verify_derived_pooling(loc, manifest, report)
     _verify_coords(loc, manifest, expected, report)
     _verify_listed_files(loc, manifest, expected, report)
     _verify_derived(loc, report)

@@ -14,24 +14,37 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from warehouse.store.arrays import ArraySpec, coord_files, coord_values
+from warehouse.store.arrays import (
+    SITE_ATTRIBUTES,
+    ArraySpec,
+    array_attributes,
+    coord_files,
+    coord_values,
+    create_array,
+    open_array,
+    write_coord,
+)
 from warehouse.store.checksums import (
+    ARRAY_ALGORITHM,
     array_checksum,
     array_files,
     derived_problems,
     require_complete,
 )
+from warehouse.store.derived_pooling import derived_specs
 from warehouse.store.errors import FormatError, WarehouseError
 from warehouse.store.files import (
     algorithm_of,
     atomic_write_json,
     digest_of,
+    files_digest,
     new_digest,
     safe_relative,
 )
@@ -52,6 +65,7 @@ from warehouse.store.location import (
 from warehouse.store.lock import creating
 from warehouse.store.manifest import Manifest, array_specs, load_manifest
 from warehouse.store.progress import Progress
+from warehouse.store.sections import Capture
 
 DERIVED = tuple(DERIVED_DIRS)
 TABLES = (PROMPTS, TOKENS, *DERIVED)  # what --tables may name
@@ -147,16 +161,59 @@ def export(
     _check_derived(src, derived)
 
     specs = array_specs(manifest)
-    total = len(keep_tables) + len(derived) + sum(len(array_files(specs[k])) for k in keep_arrays)
+    made = _made_arrays(manifest, out)
+    total = len(keep_tables) + len(derived)
+    total += sum(len(array_files(specs[k])) for k in keep_arrays if k in specs)
     total += sum(len(files) for files in _coord_files(out).values())
+    total += sum(len(array_files(s)) for s in made.values())
     with creating(dest_path, "export", file=opts.zip) as root:
         sink: _Sink = _ZipSink(root / dest_path.name) if opts.zip else _FolderSink(root)
         try:
             with Progress("export", total, unit="files", enabled=show_progress) as line:
+                _write_made(src, sink, manifest, out, made, line.advance)
                 _copy_all(src, sink, manifest, out, keep_tables, keep_arrays, derived, line.advance)
         finally:
             sink.close()
     return out
+
+
+def _made_arrays(manifest: Manifest, out: Manifest) -> dict[str, ArraySpec]:
+    """The derived responses the copy stores (key -> spec with its source): those of its
+    arrays that the source derives from per-token rows the copy leaves out."""
+    derived = derived_specs(manifest)
+    return {k: derived[k] for k in out.arrays if k in derived}
+
+
+def _write_made(
+    src: Location, sink: _Sink, manifest: Manifest, out: Manifest, made: dict, advance
+) -> None:
+    """Derive each array of `made` from the source's per-token rows, write it as ingest
+    writes a stored one (with the coordinate arrays and groups the source lacks), and put
+    its files in the copy with their checksums in the copy's manifest."""
+    if not made:
+        return
+    with tempfile.TemporaryDirectory(prefix="warehouse-export-") as tmp:
+        root, groups = Path(tmp), set()
+        for key, spec in made.items():
+            stored = replace(spec, source=None)
+            site = open_array(src, spec.source).attrs
+            attrs = {k: site[k] for k in SITE_ATTRIBUTES if k in site}
+            arr = create_array(root, stored, array_attributes(manifest.model, stored, attrs))
+            values, step = open_array(src, spec), stored.chunks[0]
+            for a in range(0, stored.shape[0], step):  # one row of shards at a time
+                arr[a : a + step] = values[a : a + step]
+            files = array_files(stored)
+            out.arrays[key]["checksum"] = files_digest(root, files, ARRAY_ALGORITHM)
+            _copy_array(Location.of(root), sink, f"array {key}", files, None, advance)
+            groups |= {g for g in _groups(stored) if not src.isfile(g)}
+        need = coord_values(array_specs(out).values()) if out.coords is not None else {}
+        for path in sorted(set(need) - set(manifest.coords or {})):
+            write_coord(root, path, *need[path])
+            files = coord_files(path, len(need[path][1]))
+            out.coords[path] = files_digest(root, files, ARRAY_ALGORITHM)  # type: ignore[index]
+            _copy_array(Location.of(root), sink, f"coordinate array {path}", files, None, advance)
+        for rel in sorted(groups):
+            sink.copy(Location.of(root), rel, hashlib.sha256())
 
 
 def _copy_all(
@@ -180,12 +237,15 @@ def _copy_all(
         advance(1)
     groups: set[str] = set()
     for key in keep_arrays:
+        if key not in specs:  # derived, written by _write_made
+            continue
         spec = specs[key]
         groups |= _groups(spec)
         want = array_checksum(manifest.arrays[key])
         _copy_array(src, sink, f"array {key}", array_files(spec), want, advance)
     for path, files in _coord_files(out).items():
-        _copy_array(src, sink, f"coordinate array {path}", files, out.coords[path], advance)
+        if path in (manifest.coords or {}):  # the others are written by _write_made
+            _copy_array(src, sink, f"coordinate array {path}", files, out.coords[path], advance)
     for rel in sorted(groups):
         if src.isfile(rel):
             sink.copy(src, rel, hashlib.sha256())
@@ -261,9 +321,11 @@ def _plan(
     copy, and the derived files to copy."""
     sites = _chosen_sites(list(manifest.capture.sites), opts)
     tables = _chosen_tables(src, manifest, opts)
+    # A copy without per-token rows stores the responses the source derives from them.
+    readable = list(manifest.arrays) + (list(derived_specs(manifest)) if opts.pooled_only else [])
     keep_arrays = [
         k
-        for k in manifest.arrays
+        for k in readable
         if k.split("/")[1] in sites and not (opts.pooled_only and k.startswith(f"{ACTIVATIONS}/"))
     ]
     keep_tables = [t for t in (PROMPTS, TOKENS) if t in tables]
@@ -318,20 +380,29 @@ def _narrowed_manifest(
     """The source's manifest cut down to the kept sites, arrays, tables and coordinate
     arrays, with the fingerprint of what is left and no file digests yet."""
     out = replace(manifest, export=None, files=None)
-    out.capture = manifest.capture.updated(sites=sites)
+    capture = {**manifest.capture.to_json(), "sites": sites}
     if not any(k.startswith(f"{ACTIVATIONS}/") for k in keep_arrays):
-        out.capture.mode = "pooled"
-    out.arrays = {k: manifest.arrays[k] for k in keep_arrays}
+        capture["mode"] = "pooled"
+        capture.pop("derived_pooling", None)  # the copy stores them (_write_made)
+    out.capture = Capture.from_json(capture)
+    derived = derived_specs(manifest)
+    out.arrays = {
+        k: manifest.arrays[k]
+        if k in manifest.arrays
+        else replace(derived[k], source=None).to_json()
+        for k in keep_arrays
+    }
     out.tables = {t: manifest.tables[t] for t in keep_tables}
     if manifest.coords is not None:  # those of the kept arrays' dimensions
         need = coord_values(array_specs(out).values())
-        missing = sorted(set(need) - set(manifest.coords))
+        made = {p for k in keep_arrays if k in derived for p in coord_values([derived[k]])}
+        missing = sorted(set(need) - set(manifest.coords) - made)
         if missing:
             raise FormatError(
                 f"the source's manifest lists no coordinate array {missing[0]}; nothing was "
                 "exported: run `warehouse verify` on the source"
             )
-        out.coords = {p: manifest.coords[p] for p in need}
+        out.coords = {p: manifest.coords[p] for p in need if p in manifest.coords}
     out.fingerprint = out.computed_fingerprint()
     out.files = {}
     return out

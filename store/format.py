@@ -8,6 +8,7 @@ A warehouse folder:
     tokens.parquet             TOKEN_SCHEMA, one row per token (absent for --capture pooled)
     activations.zarr/<site>    per-token values [token_row, layer, unit]
     responses.zarr/<site>/<pooling>   pooled per-prompt values [prompt_row, layer, unit]
+                               (a per-token warehouse stores `mean` only: DERIVED_POOLING_RULES)
     stats/*.parquet            STATS_SCHEMA (`warehouse stats`), each with a .json sidecar
     selections/<name>.parquet  SELECTION_SCHEMA (`warehouse select`), with <name>.json
     evals/*.parquet            EVAL_SCHEMA (`warehouse eval`): baseline.parquet and results
@@ -45,6 +46,14 @@ ARRAY_KINDS = (ACTIVATIONS, RESPONSES)
 # The row axis of each kind of array, and the table whose rows it counts.
 ROW_DIMS = {ACTIVATIONS: "token_row", RESPONSES: "prompt_row"}
 ROW_TABLES = {ACTIVATIONS: TOKENS_FILE, RESPONSES: PROMPTS_FILE}
+# Poolings a per-token warehouse does not store, because its per-token rows give them bit for
+# bit: pooling -> its rule over `activations/<site>` and the prompt's row of prompts.parquet
+# (the manifest's capture.derived_pooling lists them; store/derived_pooling.py derives them).
+# `mean` is not among them: ingest sums the unrounded values, which are not stored.
+DERIVED_POOLING_RULES = {
+    "max": "max(activations[token_offset : token_offset + n_tokens])",
+    "last": "activations[token_offset + n_tokens - 1]",
+}
 
 # Sites whose units are the residual stream's (d_model wide), not the FFN's inner width: their
 # unit axis is named `d_model` in the stored arrays (ingest/sites.py's table agrees; a test

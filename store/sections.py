@@ -137,7 +137,10 @@ class Capture(Section):
     sites: list[str] = key(list)
     layers: list[int] = key(list)  # model layer numbers on the layer axis
     mode: str | None = key()  # "tokens" (every token, and pooled) or "pooled"
-    pooling: list[str] = key(list)
+    pooling: list[str] = key(list)  # every pooling readable, stored or derived
+    # pooling -> rule (format.DERIVED_POOLING_RULES): not stored, derived from the per-token
+    # activations when read. Absent in warehouses that store every pooling.
+    derived_pooling: dict[str, str] = key(dict)
     dtype: str | None = key()  # the storage dtype
     batch_size: int | None = key()
     batching: str | None = key()
@@ -149,6 +152,11 @@ class Capture(Section):
     def per_token(self) -> bool:
         """Every token's activations are stored (mode "tokens"), not only the pooled ones."""
         return self.mode == "tokens"
+
+    @property
+    def stored_pooling(self) -> list[str]:
+        """The poolings stored as response arrays: those not derived when read."""
+        return [p for p in self.pooling if p not in self.derived_pooling]
 
 
 @dataclass(eq=False, kw_only=True)

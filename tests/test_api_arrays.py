@@ -96,7 +96,7 @@ def test_arrays_are_blosc_then_crc32c(wh: Path):
     chunk one block), then its crc32c."""
     for path, chunk in (
         ("activations.zarr/ffn.act", (8, 1, 48)),  # 8 tokens x 1 layer x 48 neurons
-        ("responses.zarr/ffn.down/last", (4, 1, 32)),  # 4 prompts x 1 layer x d_model 32
+        ("responses.zarr/ffn.down/mean", (4, 1, 32)),  # 4 prompts x 1 layer x d_model 32
     ):
         meta = json.loads((wh / path / "zarr.json").read_text())
         assert tuple(meta["codecs"][0]["configuration"]["chunk_shape"]) == chunk
@@ -312,8 +312,11 @@ out["attrs"] = dict(ds["ffn.act"].attrs)
 mean = xr.open_zarr(f"{W}/responses.zarr/ffn.act", consolidated=False)["mean"]
 out["mean"] = mean.sel(layer=0, neuron=[1, 2]).values.astype("float32").tolist()
 out["mean_dims"] = list(mean.dims)
-last = zarr.open_array(f"{W}/responses.zarr/ffn.down/last", mode="r")
-out["last"] = last[:, 1, :3].astype("float32").tolist()
+# `last` is derived (docs/format.md): each prompt's last token row
+p = pq.read_table(f"{W}/prompts.parquet").sort_by("prompt_row")
+end = p["token_offset"].to_numpy() + p["n_tokens"].to_numpy()
+down = zarr.open_array(f"{W}/activations.zarr/ffn.down", mode="r")
+out["last"] = down.get_orthogonal_selection((end - 1, 1, slice(0, 3))).astype("float32").tolist()
 arr = zarr.open_array(f"{W}/activations.zarr/layer", mode="r")
 out["layer_coord"] = arr[:].tolist()
 out["parquet"] = {

@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 from test_study import TEMPLATES, config, write_facts
 
@@ -127,3 +128,22 @@ def test_plain_duckdb_examples_return_rows(warehouses):
     for sql in queries:
         path = str(warehouses["pooled"])
         assert len(duckdb.sql(sql.replace("demo-warehouse", path)).fetchall()) > 0, sql
+
+
+def test_the_derived_pooling_recipe_runs(warehouses):
+    """docs/format.md's numpy recipe for the derived `last` and `max` gives what the
+    warehouse reads (`last` bit for bit, `max` as numbers)."""
+    fences = re.findall(
+        r"^```python\n(.*?)^```", (ROOT / "docs/format.md").read_text(), re.M | re.S
+    )
+    [recipe] = [f for f in fences if "np.maximum.reduceat" in f]
+    path = warehouses["tokens"]
+    assert 'W, site = "W", ' in recipe
+    scope: dict = {}
+    exec(recipe.replace('W, site = "W", ', f"W, site = {str(path)!r}, "), scope)
+    w = Warehouse.open(path)
+    layer = w.manifest.capture.layers[0]
+    assert "max" in w.manifest.capture.derived_pooling
+    last = w.array("ffn.act", pooling="last", layer=layer).values
+    assert scope["last"].shape == last.shape and scope["last"].tobytes() == last.tobytes()
+    assert np.array_equal(scope["max_"], w.array("ffn.act", pooling="max", layer=layer).values)

@@ -256,8 +256,8 @@ FAULTS: dict[str, tuple] = {
         "c/1/0/0 is missing",
     ),
     "missing_array_metadata": (
-        lambda w: (w / "responses.zarr/ffn.act/max/zarr.json").unlink(),
-        ["array responses/ffn.act/max: metadata responses.zarr/ffn.act/max/zarr.json is missing"],
+        lambda w: (w / "responses.zarr/ffn.act/mean/zarr.json").unlink(),
+        ["array responses/ffn.act/mean: metadata responses.zarr/ffn.act/mean/zarr.json is missing"],
         lambda w: _open(w).sql("select max(value) from responses where pooling = 'max'"),
         "missing or unreadable",
     ),
@@ -303,9 +303,9 @@ FAULTS: dict[str, tuple] = {
     ),
     "manifest_array_checksum_edited": (
         lambda w: _edit_manifest(
-            w, lambda m: m["arrays"]["responses/ffn.act/last"].update(checksum="crc32c:0badf00d")
+            w, lambda m: m["arrays"]["responses/ffn.act/mean"].update(checksum="crc32c:0badf00d")
         ),
-        ["array responses/ffn.act/last: files do not match the manifest checksum"],
+        ["array responses/ffn.act/mean: files do not match the manifest checksum"],
         None,
         None,
     ),
@@ -328,8 +328,6 @@ FAULTS: dict[str, tuple] = {
         [
             "manifest.json: its model, dataset or capture fields do not match its fingerprint",
             "array activations/ffn.act: manifest shape [",
-            "array responses/ffn.act/last: manifest shape [",
-            "array responses/ffn.act/max: manifest shape [",
             "array responses/ffn.act/mean: manifest shape [",
         ],
         _run_stats,

@@ -87,7 +87,15 @@ def w(wpath) -> Warehouse:
 
 
 def _array(wpath: Path, key: str) -> np.ndarray:
-    return zarr.open_array(wpath / key, mode="r")[:].astype(np.float32)
+    """An array's values as float32; a derived `max` or `last` response (not stored) from
+    its per-token rows with numpy, as docs/format.md shows."""
+    if (wpath / key).exists():
+        return zarr.open_array(wpath / key, mode="r")[:].astype(np.float32)
+    site, pool = key.split("/")[1:]
+    x = _array(wpath, f"activations.zarr/{site}")
+    p = pl.read_parquet(wpath / "prompts.parquet").sort("prompt_row")
+    start, n = p["token_offset"].to_numpy(), p["n_tokens"].to_numpy()
+    return x[start + n - 1] if pool == "last" else np.maximum.reduceat(x, start, axis=0)
 
 
 @functools.cache
@@ -216,19 +224,31 @@ def test_pushdown_by_neuron_id_prompt_and_rows(w, wpath, chunk_reads):
         .filter(pl.col("subject") == "Lyon")
         .row(0, named=True)
     )
-    got = w.sql(
-        f"select layer, neuron, value from responses where prompt_id = {p['prompt_id']} "
-        "and pooling = 'max' and site = 'ffn.act' order by layer, neuron",
-        isolate=False,
-    )
+    where = f"prompt_id = {p['prompt_id']} and site = 'ffn.act' order by layer, neuron"
+    q = "select layer, neuron, value from responses where pooling = '{}' and " + where
+    got = w.sql(q.format("mean"), isolate=False)
     reads = list(chunk_reads)
-    mx = _array(wpath, "responses.zarr/ffn.act/max")
-    np.testing.assert_array_equal(got["value"].to_numpy(), mx[p["prompt_row"]].ravel())
+    mean = _array(wpath, "responses.zarr/ffn.act/mean")
+    np.testing.assert_array_equal(got["value"].to_numpy(), mean[p["prompt_row"]].ravel())
     row_chunk = p["prompt_row"] // PROMPT_CHUNK
     assert {c.rsplit("/c/")[1] for c in reads} == {
         f"{row_chunk}/{layer}/{k}" for layer in (0, 1) for k in (0, 1, 2)
     }
-    assert all("responses.zarr/ffn.act/max/" in c for c in reads)
+    assert all("responses.zarr/ffn.act/mean/" in c for c in reads)
+    # its derived max: the row chunks of its token rows of the per-token array
+    chunk_reads.clear()
+    got = w.sql(q.format("max"), isolate=False)
+    reads = list(chunk_reads)
+    mx = _array(wpath, "responses.zarr/ffn.act/max")
+    np.testing.assert_array_equal(got["value"].to_numpy(), mx[p["prompt_row"]].ravel())
+    first, last = p["token_offset"], p["token_offset"] + p["n_tokens"] - 1
+    assert {c.rsplit("/c/")[1] for c in reads} == {
+        f"{r}/{layer}/{k}"
+        for r in range(first // TOKEN_CHUNK, last // TOKEN_CHUNK + 1)
+        for layer in (0, 1)
+        for k in (0, 1, 2)
+    }
+    assert all("activations.zarr/ffn.act/" in c for c in reads)
 
     # a token range reads only the row chunks it overlaps
     chunk_reads.clear()
@@ -386,15 +406,12 @@ def test_damaged_chunk_is_a_format_error(wpath, tmp_path):
         w.sql("select value from activations where layer = 1 and neuron = 3")
 
 
-def test_pooled_warehouse_has_no_activations(wpath, tmp_path):
-    import shutil
+def test_pooled_warehouse_has_no_activations(tmp_path, tiny_llama_dir):
 
     # What `--capture pooled` writes: the same warehouse without per-token arrays.
-    wdir = tmp_path / "pooled"
-    shutil.copytree(wpath, wdir, ignore=shutil.ignore_patterns("activations.zarr"))
-    m = json.loads((wdir / "manifest.json").read_text())
-    m["arrays"] = {k: v for k, v in m["arrays"].items() if not k.startswith("activations/")}
-    (wdir / "manifest.json").write_text(json.dumps(m))
+    wdir = _ingest(
+        tmp_path / "pooled", tiny_llama_dir, _dataset(tmp_path / "facts.jsonl"), capture="pooled"
+    )
     w = Warehouse.open(wdir)
     assert w.tables() == ["prompts", "responses", "tokens"]
     with pytest.raises(WarehouseError, match="ingested with --capture pooled"):

@@ -48,10 +48,11 @@ from warehouse.queries.views import (
     zarr_views,
 )
 from warehouse.store.arrays import array_attributes, dims, from_storage
+from warehouse.store.derived_pooling import readable_specs
 from warehouse.store.errors import SiteError, WarehouseError
 from warehouse.store.format import ARRAY_KINDS
 from warehouse.store.location import Location, require_regular
-from warehouse.store.manifest import Manifest, array_specs, load_manifest
+from warehouse.store.manifest import Manifest, load_manifest
 from warehouse.store.tables import check_table
 
 if TYPE_CHECKING:
@@ -108,7 +109,10 @@ class Warehouse:
                     require_regular(path)
                 check_table(path, entry.get("sha256"))
         return cls(
-            root, manifest, zarr_views(root, manifest, array_specs(manifest)), parquet_views(root)
+            root,
+            manifest,
+            zarr_views(root, manifest, readable_specs(manifest)),
+            parquet_views(root),
         )
 
     @property
@@ -201,12 +205,13 @@ class Warehouse:
     ) -> xr.DataArray:
         """One site's values as a labelled `xarray.DataArray` [token_row | prompt_row, layer,
         neuron | d_model], reading only the chunks the selection falls in (checked as every
-        read is). `pooling=None`: per-token activations; `pooling="mean"` (or another stored
-        pooling): pooled responses. `layer` (model layer numbers) and `neurons` take one
-        number (its axis is then dropped, as `.sel` does) or several; `prompts` takes
-        prompt_id values, `tokens` token_row values, or either a Polars expression or a SQL
-        WHERE clause over its table. Rows come in warehouse order. float16 and float32 are
-        returned as stored, bfloat16 widened to float32."""
+        read is). `pooling=None`: per-token activations; `pooling="mean"` (or another of its
+        poolings, stored or derived from the per-token rows): pooled responses. `layer`
+        (model layer numbers) and `neurons` take one number (its axis is then dropped, as
+        `.sel` does) or several; `prompts` takes prompt_id values, `tokens` token_row
+        values, or either a Polars expression or a SQL WHERE clause over its table. Rows
+        come in warehouse order. float16 and float32 are returned as stored, bfloat16
+        widened to float32."""
         import xarray as xr
 
         _register_accessors()

@@ -217,6 +217,7 @@ def info(
 ) -> None:
     """Show what a warehouse holds: model, dataset, sites, counts, state, and the stats,
     selections and evals written into it (name and rows of each)."""
+    from warehouse.store.derived_pooling import derived_specs
     from warehouse.store.location import Location
     from warehouse.store.manifest import describe_nonfinite, load_manifest
 
@@ -241,6 +242,9 @@ def info(
     for key, a in m.arrays.items():
         shards = f" shards {a['shards']}" if a.get("shards") else ""
         print(f"array       {key} {a['shape']} chunks {a['chunks']}{shards} {a['dtype']}")
+    for key, spec in derived_specs(m).items():
+        assert spec.source is not None
+        print(f"array       {key} {list(spec.shape)} derived from {spec.source.key}")
     for line in describe_nonfinite(m.nonfinite or {}, cap.dtype):
         print(f"nonfinite   {line}")
     for view, name, rows in _derived_tables(loc):
