@@ -1,17 +1,20 @@
 """Ingest throughput, size and memory on the embedded model (CPU), measured side by side.
 
-    python bench/ingest.py [--relations country_capital,country_currency]
-                           [--languages en,de,fr] [--batch-size 32] [--rounds 5]
+    python bench/ingest.py [--relations country_capital,country_currency|all]
+                           [--languages en,de,fr] [--sample N] [--batch-size 32] [--rounds 5]
                            [--model smollm2-135m] [--device cpu] [--no-rss] [--cold]
 
 Prints, on the same prompts and batch size: bare backbone forward tokens/s; ingest
---capture pooled tokens/s; full per-token ingest tokens/s; their ratios to bare forward;
+--capture pooled tokens/s; full per-token ingest tokens/s, with shared prefixes (the
+default) and with --no-shared-prefix (one plain forward per batch, as the bare forward);
+their ratios to bare forward; the share of token positions the shared plan runs;
 bytes on disk per token vs raw float16; the writer's gather+encode+write MB/s; the CPU
 cost of one chunk-sized file write before and after (a reading of the file system's state);
 and the peak RSS of a per-token ingest of one language vs of four (4x the prompts), each in
 its own process.
-Whole relations are ingested, as users do (a random sample of prompts shares fewer template
-prefixes, so it compresses less: see docs/performance.md).
+Whole relations are ingested, as users do; `--sample N` takes ingest's fixed sample of N of
+those prompts (`--max-prompts`), which shares fewer template prefixes within a batch, so it
+compresses less and gains less from shared prefixes (docs/performance.md).
 
 The bare forward runs before and after every ingest, and each ingest is compared with the
 mean of the two: this machine's speed drifts by 20 % over minutes, and drift between
@@ -45,6 +48,7 @@ import torch
 from warehouse.ingest.batching import pad_batch
 from warehouse.ingest.datasets import load_dataset
 from warehouse.ingest.models import load_model
+from warehouse.ingest.prefix import plan_prefix, tokens_run
 from warehouse.ingest.run import (
     IngestConfig,
     batch_ranges,
@@ -53,17 +57,30 @@ from warehouse.ingest.run import (
     select_prompts,
 )
 
+MODES = ("pooled", "tokens", "plain")  # pooled and per-token shared, per-token plain
+
 
 def _config(out: Path, args, capture: str, languages: list[str] | None = None) -> IngestConfig:
+    """capture "plain": per-token, one plain forward per batch (--no-shared-prefix)."""
     return IngestConfig(
         out=out,
         model=args.model,
         device=args.device,
-        relations=args.relations.split(","),
+        relations=None if args.relations == "all" else args.relations.split(","),
         languages=languages or args.languages.split(","),
         batch_size=args.batch_size,
-        capture=capture,
+        capture="tokens" if capture == "plain" else capture,
+        max_prompts=args.sample,
+        shared_prefix=capture != "plain",
     )
+
+
+def shared_share(ids: list[list[int]], bs: int) -> float:
+    """The share of token positions the shared-prefix plans run (1.0: nothing shared)."""
+    run = 0
+    for s, e in batch_ranges(np.array([len(x) for x in ids]), bs):
+        run += tokens_run(plan_prefix(ids[s:e]), e - s, len(ids[s]))
+    return run / sum(len(x) for x in ids)
 
 
 def prompt_ids(loaded, args) -> list[list[int]]:
@@ -169,6 +186,7 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser()
     ap.add_argument("--relations", default="country_capital,country_currency")
     ap.add_argument("--languages", default="en,de,fr")
+    ap.add_argument("--sample", type=int, default=None, help="ingest's fixed sample of N prompts")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--model", default="smollm2-135m")
@@ -184,13 +202,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _rounds(loaded, ids: list[list[int]], args, d: Path) -> dict:
-    """Pooled and per-token ingests, each between two bare forwards, `args.rounds` times;
-    the first per-token warehouse is also measured for size and codec speed."""
+    """Pooled and per-token ingests (shared prefixes) and a plain per-token one, each between
+    two bare forwards, `args.rounds` times; the first per-token warehouse is also measured
+    for size and codec speed."""
     bares = [bare_forward(loaded, ids, args.batch_size)]
-    runs: dict[str, list[float]] = {"pooled": [], "tokens": []}
-    ratios: dict[str, list[float]] = {"pooled": [], "tokens": []}
+    runs: dict[str, list[float]] = {m: [] for m in MODES}
+    ratios: dict[str, list[float]] = {m: [] for m in MODES}
     for r in range(args.rounds):
-        for mode in ("pooled", "tokens"):
+        for mode in MODES:
             out = d / f"{mode}{r}"
             t = timed_ingest(loaded, _config(out, args, mode))
             bares.append(bare_forward(loaded, ids, args.batch_size))
@@ -205,9 +224,8 @@ def _rounds(loaded, ids: list[list[int]], args, d: Path) -> dict:
 
 def _print_speed(args, ids: list[list[int]], m: dict, probes: tuple[float, float]) -> None:
     n_tokens = sum(len(x) for x in ids)
-    bare, pooled, full = min(m["bares"]), min(m["runs"]["pooled"]), min(m["runs"]["tokens"])
+    bare = min(m["bares"])
     ratios = m["ratios"]
-    med_pooled, med_full = (float(np.median(ratios[k])) for k in ("pooled", "tokens"))
     raw, stored, comp_s = m["size"]
     print(
         f"prompts {len(ids)}, tokens {n_tokens}, batch {args.batch_size}, "
@@ -218,17 +236,20 @@ def _print_speed(args, ids: list[list[int]], m: dict, probes: tuple[float, float
         f"device {args.device}, model {args.model}, rounds {args.rounds}, "
         f"{'cold (no warm-up, warehouses kept)' if args.cold else 'warm-up ingest first'}"
     )
+    print(
+        f"shared prefixes     the plan runs {shared_share(ids, args.batch_size):.3f} of the "
+        "token positions"
+    )
     print(f"bare forward        {n_tokens / bare:9.0f} tok/s   1.00x  (fastest run)")
-    print(
-        f"ingest pooled       {n_tokens / pooled:9.0f} tok/s   {med_pooled:.3f}x  (target >= "
-        f"0.95x; rounds {' '.join(f'{x:.2f}' for x in ratios['pooled'])}; fastest runs "
-        f"{bare / pooled:.2f}x)"
-    )
-    print(
-        f"ingest per-token    {n_tokens / full:9.0f} tok/s   {med_full:.3f}x  (target >= "
-        f"0.85x; rounds {' '.join(f'{x:.2f}' for x in ratios['tokens'])}; fastest runs "
-        f"{bare / full:.2f}x)"
-    )
+    names = {"pooled": "pooled, shared", "tokens": "per-token, shared", "plain": "per-token, plain"}
+    targets = {"pooled": "1.3", "tokens": "1.3", "plain": "0.85"}
+    for mode in MODES:
+        fastest = min(m["runs"][mode])
+        print(
+            f"ingest {names[mode]:18} {n_tokens / fastest:9.0f} tok/s   "
+            f"{float(np.median(ratios[mode])):.3f}x  (target >= {targets[mode]}x; rounds "
+            f"{' '.join(f'{x:.2f}' for x in ratios[mode])}; fastest runs {bare / fastest:.2f}x)"
+        )
     print(
         f"per-token bytes     {stored / n_tokens:9.0f} B/token on disk vs {raw / n_tokens:.0f} "
         f"raw float16: 1/{raw / stored:.2f}  (target <= 1/1.45)"

@@ -25,6 +25,7 @@ import numpy as np
 from warehouse.ingest.capture import POOLINGS, Capturer, CaptureSpec
 from warehouse.ingest.datasets import build_prompts, load_dataset
 from warehouse.ingest.models import LoadedModel, load_model
+from warehouse.ingest.prefix import SHARED
 from warehouse.ingest.shards import check_shard, shard_range
 from warehouse.ingest.sites import resolve_layers, resolve_sites, site_description, units
 from warehouse.ingest.tokens import (
@@ -95,6 +96,10 @@ class IngestConfig:
     # about) or "error" (the run stops before that batch). Not part of the plan: a run
     # stopped by "error" resumes with "warn".
     on_nonfinite: str = "warn"
+    # Run a batch's shared token prefix once (ingest/prefix.py): values equal one plain
+    # forward pass per batch within float rounding. None: as the warehouse was planned (a
+    # new one shares); True or False must match what an existing warehouse was planned with.
+    shared_prefix: bool | None = None
 
 
 ON_NONFINITE = ("warn", "error")
@@ -172,6 +177,8 @@ def _plan(cfg: IngestConfig, loaded: LoadedModel, dataset, n_prompts: int) -> di
             "dtype": cfg.dtype,
             "batch_size": cfg.batch_size,
             "batching": "equal-length",
+            # No key: one plain forward per batch (the plan of every older warehouse).
+            **({} if cfg.shared_prefix is False else {"prefix": SHARED}),
             "model_dtype": cfg.model_dtype,
             "token_chunk": cfg.token_chunk,
             "prompt_chunk": cfg.prompt_chunk,
@@ -192,6 +199,18 @@ def _legacy_plan(plan: dict) -> dict:
     """The plan as builds before derived poolings made it (every pooling stored): a
     warehouse they began resumes with the arrays it has."""
     capture = {k: v for k, v in plan["capture"].items() if k != "derived_pooling"}
+    return {**plan, "capture": capture}
+
+
+def _as_planned(plan: dict, manifest: Manifest, shared_prefix: bool | None) -> dict:
+    """`plan` with an existing warehouse's prefix method where the options leave it open
+    (`shared_prefix` None): a warehouse keeps computing the way it was planned, so one
+    written before the method existed resumes, and shards, with one plain forward a batch."""
+    if shared_prefix is not None:
+        return plan
+    capture = {k: v for k, v in plan["capture"].items() if k != "prefix"}
+    if manifest.capture.prefix is not None:
+        capture["prefix"] = manifest.capture.prefix
     return {**plan, "capture": capture}
 
 
@@ -369,6 +388,7 @@ def ingest(
     # together one writes and the other is told who holds the warehouse.
     with WriterLock(root, "ingest"):
         manifest = load_manifest(root)
+        plan = _as_planned(plan, manifest, cfg.shared_prefix)
         want = fingerprint_of({**plan, "shard": _shard_key(cfg.shard)})
         if manifest.fingerprint != want:
             legacy = fingerprint_of({**_legacy_plan(plan), "shard": _shard_key(cfg.shard)})
@@ -514,12 +534,18 @@ def _capturer(loaded: LoadedModel, cap: Capture) -> Capturer:
     """The capturer of the manifest's sites, layers, pooling and dtype. wait=False: on a GPU
     a batch's copies are not waited for; `hand_over` waits on its event, so the next batch's
     forward is queued meanwhile."""
+    if cap.prefix not in (None, SHARED):
+        raise WarehouseError(
+            f"the warehouse was planned with prefix method {cap.prefix!r}, which this version "
+            f"does not know ({SHARED!r} or none); ingest it with the version that made it"
+        )
     sites = {s: cap.layers for s in cap.sites}
     return Capturer(
         loaded.model,
         loaded.tokenizer.pad_token_id,
         CaptureSpec(sites, cap.per_token, cap.stored_pooling, cap.dtype),
         wait=False,
+        shared_prefix=cap.prefix == SHARED,
     )
 
 

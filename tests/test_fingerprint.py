@@ -216,6 +216,7 @@ CASES = [
     ("manifest.capture.batch_size", 16, ALL),
     ("manifest.capture.model_dtype", "bfloat16", ALL | {"N"}),  # the eval's default dtype
     ("manifest.capture.token_chunk", 512, ALL),
+    ("manifest.capture.prefix", "shared", ALL),  # shared prefixes: values not bit-identical
     ("manifest.shard", {"index": 1, "count": 2}, ALL),
     ("manifest.counts", {"prompts": 11}, set()),
     ("manifest.state", {"status": "ingesting"}, set()),

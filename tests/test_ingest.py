@@ -814,3 +814,39 @@ def test_held_batches_as_on_a_gpu_store_the_same(
     # Each batch's event is waited on by the hand-over and by the writer.
     n_tokens = pq.read_table(out / "prompts.parquet").column("n_tokens").to_numpy()
     assert Event.waits >= 2 * len(batch_ranges(n_tokens, 3))
+
+
+def test_a_warehouse_keeps_the_prefix_method_it_was_planned_with(
+    tmp_path, tiny_llama_dir, tiny_dataset, warehouse_right, monkeypatch
+):
+    """A new warehouse shares prefixes; one planned without the key (as every warehouse
+    written before it existed) resumes with one plain forward a batch, to the bytes of an
+    uninterrupted plain run; an explicit option that contradicts the plan is refused."""
+    from warehouse.ingest import capture as capture_mod
+
+    assert json.loads((warehouse_right / "manifest.json").read_text())["capture"]["prefix"] == (
+        "shared"
+    )
+    plain = tmp_path / "plain"
+    ingest(_cfg(plain, tiny_llama_dir, tiny_dataset, shared_prefix=False), show_progress=False)
+    assert "prefix" not in json.loads((plain / "manifest.json").read_text())["capture"]
+    # The default shares, and shared values are not plain values bit for bit: the resume
+    # below must pick the plain method from the manifest to reproduce `plain`.
+    assert _snapshot(plain) != _snapshot(warehouse_right)
+    out, methods = tmp_path / "resumed", []
+    real_run = capture_mod.Capturer.run
+
+    def run(self, ids, counts=None):
+        methods.append(self.shared_prefix)
+        if len(methods) == 2:
+            raise KeyboardInterrupt  # a kill after the first batch
+        return real_run(self, ids, counts)
+
+    monkeypatch.setattr(capture_mod.Capturer, "run", run)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(_cfg(out, tiny_llama_dir, tiny_dataset, shared_prefix=False), show_progress=False)
+    with pytest.raises(WarehouseError, match=r"capture.prefix \(None -> 'shared'\)"):
+        ingest(_cfg(out, tiny_llama_dir, tiny_dataset, shared_prefix=True), show_progress=False)
+    ingest(_cfg(out, tiny_llama_dir, tiny_dataset), show_progress=False)  # option unset
+    assert set(methods) == {False} and len(methods) > 2
+    assert _snapshot(out) == _snapshot(plain)

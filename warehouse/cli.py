@@ -52,6 +52,7 @@ from warehouse.options import (
     Sentences,
     Shard,
     Shards,
+    SharedPrefix,
     Site,
     Sites,
     Split,
@@ -174,6 +175,7 @@ def ingest(
     ray: Ray = None,
     shards: Shards = None,
     on_nonfinite: OnNonfinite = "warn",
+    shared_prefix: SharedPrefix = None,
     quiet: Quiet = False,
 ) -> None:
     """Run a model over relation prompts and store FFN activations in a warehouse."""
@@ -203,6 +205,7 @@ def ingest(
         token_chunk=token_chunk,
         prompt_chunk=prompt_chunk,
         on_nonfinite=on_nonfinite,
+        shared_prefix=shared_prefix,
     )
     m = dispatch(cfg, where, show_progress=not quiet)
     assert isinstance(m, Manifest)

@@ -111,6 +111,16 @@ OnNonfinite = Annotated[
         "count it in the manifest) or 'error' (stop before that batch)."
     ),
 ]
+SharedPrefix = Annotated[
+    bool | None,
+    typer.Option(
+        "--shared-prefix/--no-shared-prefix",
+        help="Run a batch's shared leading tokens once (default for a new warehouse; values "
+        "equal one plain forward per batch within float rounding). --no-shared-prefix: one "
+        "plain forward per batch. Unset: as the warehouse was planned.",
+        show_default=False,
+    ),
+]
 Selection = Annotated[
     str | None, typer.Option(help="Selection to deactivate (none: baseline only).")
 ]

@@ -1,0 +1,206 @@
+"""Shared prefixes (ingest/prefix.py): the plan's rule, fewer tokens really run, and values
+that equal one prompt run alone under plain PyTorch hooks, for every supported family.
+
+Tolerance: rtol 1e-5, atol 1e-6 on float32-stored values of order 1. The shared path is the
+same arithmetic as a prompt run alone, in other matrix shapes (a batch, a cached prefix), so
+values differ only in float32 rounding (~1e-7 relative, a few steps through two or three
+layers): 10-100x headroom, while any wrong row, position or mask changes values by ~1e-1."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_gemma3_config, tiny_llama_config
+
+from warehouse.ingest.capture import POOLINGS, Capturer, CaptureSpec
+from warehouse.ingest.prefix import PrefixPlan, plan_prefix, tokens_run
+
+# Batches of one width: a 4-token prefix shared by three prompts, one sharing only two
+# tokens with them, one sharing nothing, one repeated prompt.
+IDS = [
+    [5, 9, 13, 40, 41, 7, 8],
+    [5, 9, 13, 40, 3, 2, 1],
+    [7, 7, 7, 7, 7, 7, 7],
+    [5, 9, 13, 40, 4, 5, 6],
+    [5, 9, 1, 2, 3, 4, 5],
+    [5, 9, 13, 40, 3, 2, 1],
+]
+
+
+def test_the_plan_takes_the_cheapest_prefix_length():
+    plan = plan_prefix(IDS)
+    # p=4: prefixes (5,9,13,40), (7,7,7,7), (5,9,1,2) -> 3*4 + 6*3 = 30 tokens (of 42);
+    # p=2: 2*2 + 6*5 = 34; p=5: 5*5 + 6*2 = 37.
+    assert plan == PrefixPlan(4, [[5, 9, 13, 40], [7, 7, 7, 7], [5, 9, 1, 2]], [0, 0, 1, 0, 2, 0])
+    assert tokens_run(plan, 6, 7) == 30
+    # A prefix never covers a whole prompt: identical prompts still keep one token of tail.
+    assert plan_prefix([[1, 2, 3], [1, 2, 3]]) == PrefixPlan(2, [[1, 2]], [0, 0])
+    # Nothing shared over two tokens, one prompt, or prompts too short: one plain forward.
+    for ids in ([[1, 2, 3], [1, 4, 3], [2, 2, 3]], [[1, 2, 3, 4]], [[1, 2], [1, 2]]):
+        assert plan_prefix(ids) == PrefixPlan(0, [], []), ids
+        assert tokens_run(plan_prefix(ids), len(ids), len(ids[0])) == len(ids) * len(ids[0])
+
+
+def _models() -> dict[str, tuple[torch.nn.Module, dict[str, str]]]:
+    """Tiny random models of each family, and each site's module path and side."""
+    from transformers import Gemma3ForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
+
+    gated = {
+        "ffn.act": "model.layers.{}.mlp.down_proj:input",
+        "ffn.gate": "model.layers.{}.mlp.gate_proj:output",
+        "ffn.up": "model.layers.{}.mlp.up_proj:output",
+        "ffn.down": "model.layers.{}.mlp.down_proj:output",
+    }
+    gpt2 = {
+        "ffn.act": "transformer.h.{}.mlp.act:output",
+        "ffn.up": "transformer.h.{}.mlp.c_fc:output",
+        "ffn.down": "transformer.h.{}.mlp.c_proj:output",
+    }
+    torch.manual_seed(0)
+    return {
+        "llama": (LlamaForCausalLM(tiny_llama_config(128)).eval(), gated),
+        # Gemma 3: a sliding-window layer (window 4, shorter than the prompts) and a global one.
+        "gemma3": (Gemma3ForCausalLM(tiny_gemma3_config(128)).eval(), gated),
+        "gpt2": (
+            GPT2LMHeadModel(
+                GPT2Config(vocab_size=64, n_embd=16, n_layer=3, n_head=2, n_positions=32)
+            ).eval(),
+            gpt2,
+        ),
+    }
+
+
+MODELS = _models()
+
+
+def _alone(model: torch.nn.Module, paths: dict[str, str], ids: list[int]) -> dict:
+    """Independent reference: one prompt alone, no cache, plain PyTorch hooks on the modules;
+    site -> (tokens, layers, units)."""
+    got: dict[str, list[torch.Tensor]] = {s: [] for s in paths}
+    handles = []
+    for site, where in paths.items():
+        path, side = where.split(":")
+        for layer in range(model.config.num_hidden_layers):
+            module = model.get_submodule(path.format(layer))
+            if side == "input":
+                hook = module.register_forward_pre_hook(
+                    lambda m, a, s=site: got[s].append(a[0][0].clone())
+                )
+            else:
+                hook = module.register_forward_hook(
+                    lambda m, a, o, s=site: got[s].append(o[0].clone())
+                )
+            handles.append(hook)
+    with torch.no_grad():
+        model(torch.tensor([ids]), use_cache=False)
+    for h in handles:
+        h.remove()
+    return {s: torch.stack(v, 1).numpy() for s, v in got.items()}
+
+
+def _tokens_seen(model: torch.nn.Module) -> tuple[list[int], object]:
+    """Token positions each backbone forward embeds (a pre-hook on the input embedding)."""
+    seen: list[int] = []
+    handle = model.get_input_embeddings().register_forward_pre_hook(
+        lambda m, a: seen.append(a[0].numel())
+    )
+    return seen, handle
+
+
+@pytest.mark.parametrize("family", list(MODELS))
+def test_shared_values_equal_each_prompt_alone_under_plain_hooks(family):
+    model, paths = MODELS[family]
+    layers = list(range(model.config.num_hidden_layers))
+    spec = CaptureSpec({s: layers for s in paths}, True, POOLINGS, "float32")
+    seen, handle = _tokens_seen(model)
+    got = Capturer(model, 1, spec, shared_prefix=True).run(IDS)
+    handle.remove()
+    assert seen == [3 * 4, 6 * 3]  # the three prefixes once, then every prompt's tail
+    for i, ids in enumerate(IDS):
+        for site, want in _alone(model, paths, ids).items():
+            rows = got[f"activations/{site}"][i * 7 : (i + 1) * 7]
+            np.testing.assert_allclose(rows, want, rtol=1e-5, atol=1e-6, err_msg=site)
+            for pool, ref in (("mean", want.mean(0)), ("max", want.max(0)), ("last", want[-1])):
+                value = got[f"responses/{site}/{pool}"][i]
+                np.testing.assert_allclose(value, ref, rtol=1e-5, atol=1e-6, err_msg=pool)
+
+
+@pytest.mark.parametrize("family", list(MODELS))
+def test_pooled_values_equal_pooling_the_stored_rows(family):
+    """The pools combined from prefix and tail parts equal pooling each prompt's per-token
+    rows as stored, and a pooled-only capture stores the same pools."""
+    model, paths = MODELS[family]
+    spec = CaptureSpec({s: [0, 1] for s in paths}, True, POOLINGS, "float32")
+    got = Capturer(model, 1, spec, shared_prefix=True).run(IDS)
+    pooled_spec = CaptureSpec(spec.sites, False, POOLINGS, "float32")
+    pooled = Capturer(model, 1, pooled_spec, shared_prefix=True).run(IDS)
+    assert set(pooled) == {k for k in got if k.startswith("responses/")}
+    for site in paths:
+        rows = got[f"activations/{site}"].reshape(len(IDS), 7, 2, -1)
+        for pool, ref in (("mean", rows.mean(1)), ("max", rows.max(1)), ("last", rows[:, -1])):
+            key = f"responses/{site}/{pool}"
+            np.testing.assert_allclose(got[key], ref, rtol=1e-6, atol=1e-7, err_msg=key)
+            np.testing.assert_array_equal(pooled[key], got[key], err_msg=key)
+
+
+@pytest.mark.parametrize("family", list(MODELS))
+def test_both_passes_stop_after_the_last_captured_site(family):
+    """With only layer 0's ffn.act captured, the head and the tail each stop inside layer 0
+    (its cache is all the tail needs; Gemma 3's global layer 1 never fills its own), and
+    the values equal a plain forward's; the per-token rows under float16 storage too."""
+    model, _ = MODELS[family]
+    ran: list[str] = []
+    layer1 = model.get_submodule(
+        "transformer.h.1" if family == "gpt2" else "model.layers.1"
+    ).register_forward_pre_hook(lambda m, a: ran.append("layer 1"))
+    for dtype, tol in (("float32", 1e-6), ("float16", 2e-3)):
+        spec = CaptureSpec({"ffn.act": [0]}, True, POOLINGS, dtype)
+        shared = Capturer(model, 1, spec, shared_prefix=True).run(IDS)
+        assert ran == []
+        layer1.remove()
+        plain = Capturer(model, 1, spec).run(IDS)
+        for key, value in shared.items():
+            np.testing.assert_allclose(
+                value.astype(np.float32), plain[key].astype(np.float32), rtol=tol, atol=tol
+            )
+        layer1 = model.get_submodule(
+            "transformer.h.1" if family == "gpt2" else "model.layers.1"
+        ).register_forward_pre_hook(lambda m, a: ran.append("layer 1"))
+    layer1.remove()
+
+
+def test_a_batch_without_a_shared_prefix_runs_one_plain_forward():
+    model, _ = MODELS["llama"]
+    ids = [[5, 9, 13], [7, 8, 2], [100, 3, 4]]
+    spec = CaptureSpec({"ffn.act": [0, 1]}, True, POOLINGS, "float16")
+    seen, handle = _tokens_seen(model)
+    shared = Capturer(model, 1, spec, shared_prefix=True).run(ids)
+    handle.remove()
+    assert seen == [9]
+    plain = Capturer(model, 1, spec).run(ids)
+    assert shared.keys() == plain.keys()
+    for key, value in shared.items():
+        np.testing.assert_array_equal(value, plain[key], err_msg=key)
+
+
+def test_overflows_of_a_shared_prefix_count_once_per_prompt():
+    """A float16 overflow in a prefix token is stored once per prompt that has the prefix:
+    the exact count (run with `counts`) is the plain path's."""
+    model, _ = MODELS["llama"]
+    up = model.model.layers[0].mlp.up_proj.weight
+    saved = up[7].clone()
+    with torch.no_grad():
+        up[7] *= 1e9  # unit 7 of layer 0's ffn.act beyond float16 at most tokens
+    try:
+        spec = CaptureSpec({"ffn.act": [0]}, True, POOLINGS, "float16")
+        shared, plain = {}, {}
+        rows = Capturer(model, 1, spec, shared_prefix=True).run(IDS, shared)
+        want = Capturer(model, 1, spec).run(IDS, plain)
+    finally:
+        with torch.no_grad():
+            up[7] = saved
+    assert shared == plain and shared["activations/ffn.act"]["neurons"]["0:7"][1] > 10
+    np.testing.assert_array_equal(
+        np.isinf(rows["activations/ffn.act"]), np.isinf(want["activations/ffn.act"])
+    )
