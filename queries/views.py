@@ -29,6 +29,7 @@ from polars.io.plugins import register_io_source
 from warehouse.queries.limits import Stop
 from warehouse.store.arrays import ArraySpec, from_storage, open_array
 from warehouse.store.derived import check_derived
+from warehouse.store.derived_pooling import prompt_tokens
 from warehouse.store.errors import FormatError, WarehouseError
 from warehouse.store.files import loads_json
 from warehouse.store.format import (
@@ -649,6 +650,14 @@ def check_array_files(root: Path, spec: ArraySpec, n_rows: int) -> None:
         )
 
 
+def _prompts_within(root: Path | Location, n_prompts: int, n: int, tokens: int) -> int:
+    """Of the first `n` prompts, those whose token rows all lie below the committed token
+    mark. A derived response is read from those rows, and the token and prompt marks of an
+    unfinished ingest commit apart."""
+    start, length = prompt_tokens(root, n_prompts)
+    return int(np.searchsorted(start[:n] + length[:n], tokens, "right"))
+
+
 def zarr_views(
     root: Path | Location, manifest: Manifest, specs: dict[str, ArraySpec]
 ) -> dict[str, ZarrView]:
@@ -670,6 +679,8 @@ def zarr_views(
             acts.append(ArraySource(site, None, spec, int(units[site]), n))
         elif parts[0] == RESPONSES:
             n = state.rows_on_disk(key, spec.shape[0])
+            if spec.source is not None and not state.complete:
+                n = _prompts_within(root, spec.shape[0], n, state.committed("tokens"))
             resps.append(ArraySource(site, parts[2], spec, int(units[site]), n))
     if not (isinstance(root, Location) and root.remote):
         for src in acts + resps:  # a derived response's source is among the activations
