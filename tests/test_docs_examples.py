@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -130,7 +132,7 @@ def test_plain_duckdb_examples_return_rows(warehouses):
         assert len(duckdb.sql(sql.replace("demo-warehouse", path)).fetchall()) > 0, sql
 
 
-def test_the_derived_pooling_recipe_runs(warehouses):
+def test_the_derived_pooling_recipe_runs(warehouses, tmp_path):
     """docs/format.md's numpy recipe for the derived `last` and `max` gives what the
     warehouse reads (`last` bit for bit, `max` as numbers)."""
     fences = re.findall(
@@ -139,8 +141,15 @@ def test_the_derived_pooling_recipe_runs(warehouses):
     [recipe] = [f for f in fences if "np.maximum.reduceat" in f]
     path = warehouses["tokens"]
     assert 'W, site = "W", ' in recipe
-    scope: dict = {}
-    exec(recipe.replace('W, site = "W", ', f"W, site = {str(path)!r}, "), scope)
+    # Run as a user would, in its own interpreter, saving what it computed.
+    script = tmp_path / "recipe.py"
+    script.write_text(
+        recipe.replace('W, site = "W", ', f"W, site = {str(path)!r}, ")
+        + f"np.save({str(tmp_path / 'last.npy')!r}, last)\n"
+        + f"np.save({str(tmp_path / 'max.npy')!r}, max_)\n"
+    )
+    subprocess.run([sys.executable, str(script)], check=True, capture_output=True)
+    scope = {k: np.load(tmp_path / f"{f}.npy") for k, f in (("last", "last"), ("max_", "max"))}
     w = Warehouse.open(path)
     layer = w.manifest.capture.layers[0]
     assert "max" in w.manifest.capture.derived_pooling
