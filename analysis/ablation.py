@@ -12,7 +12,9 @@ cached decoding step feeds in are ablated like the prompt's. They edit the activ
 block ends, also by an exception, so nothing leaks into the next condition.
 
 Neuron ids are `layer * units + neuron` within one site (docs/format.md); `control_ids` draws
-random sets of the same shape for the paper's control condition.
+random sets of the same shape for the paper's control condition. `ablate_rows` gives each
+block of a batch's rows its own ablation, so the evaluator runs several conditions of one prompt
+batch in one forward pass.
 """
 
 from __future__ import annotations
@@ -100,16 +102,38 @@ def ablate(model: nn.Module, neurons: Neurons) -> Iterator[None]:
     Empty index tensors and sites without layers are skipped; with nothing to zero the model
     runs untouched (no hooks). The hooks are removed on exit, also when the block raises.
     """
-    plan = _checked_plan(model, neurons)
-    if not plan:
+    with ablate_rows(model, [neurons]):
+        yield
+
+
+@contextmanager
+def ablate_rows(model: nn.Module, groups: Sequence[Neurons]) -> Iterator[None]:
+    """Like `ablate`, with a different ablation per block of batch rows: a forward's batch is
+    `len(groups)` equal blocks of rows, and block k gets `groups[k]` (an empty mapping: none).
+
+    So several conditions of one prompt batch run in one forward pass over the batch repeated,
+    each row computed as it is alone: the hooks zero units of their own rows only.
+    """
+    plans = [_checked_plan(model, neurons) for neurons in groups]
+    merged: dict[str, dict[int, list[tuple[int, torch.Tensor]]]] = {}
+    for k, plan in enumerate(plans):
+        for site, by_layer in plan.items():
+            for layer, idx in by_layer.items():
+                merged.setdefault(site, {}).setdefault(layer, []).append((k, idx))
+    if not merged:
         yield
         return
+    n_groups = len(plans)
 
     def zero(site: str, layer: int, t: torch.Tensor) -> None:
         # In place: (batch, seq, units) keeps its storage; the unit axis is the last one.
-        t.index_fill_(-1, plan[site][layer], 0)
+        rows, rest = divmod(t.shape[0], n_groups)
+        if rest:
+            raise WarehouseError(f"a batch of {t.shape[0]} rows is not {n_groups} equal blocks")
+        for k, idx in merged[site][layer]:
+            t[k * rows : (k + 1) * rows].index_fill_(-1, idx, 0)
 
-    with hook_sites(model, {site: sorted(layers) for site, layers in plan.items()}, zero):
+    with hook_sites(model, {site: sorted(layers) for site, layers in merged.items()}, zero):
         yield
 
 

@@ -27,7 +27,6 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from warehouse.analysis.ablation import neuron_indices
 from warehouse.analysis.evaluate import (
     EvalConfig,
     _baseline,
@@ -41,6 +40,7 @@ from warehouse.analysis.evaluate import (
     batches,
     check_selection,
     choose_prompts,
+    condition_neurons,
     conditions,
     eval_progress,
     request_key,
@@ -156,16 +156,11 @@ def eval_shard(
         if req.sel is not None and req.chosen is not None and req.key.options["results_needed"]:
             mine = _slice(req.chosen, cfg.batch_size, (i, n))
             if mine.height:
-                model = runner.loaded.model
                 progress.add_total(len(req.conds) * mine.height)
-                for c, cond in enumerate(req.conds):
-                    progress.advance(0, info=f"{req.sel.name} top {cond.count} shard {i}/{n}")
-                    neurons = {
-                        req.sel.site: neuron_indices(
-                            model, req.sel.site, cond.neuron_ids, expected_units=req.sel.units
-                        )
-                    }
-                    _add(rows, c, mine, runner.answers(mine, neurons, step))
+                progress.advance(0, info=f"{req.sel.name}: {len(req.conds)} neuron sets {i}/{n}")
+                ablations = condition_neurons(runner.loaded.model, req.sel, req.conds)
+                for c, answers in enumerate(runner.answers_under(mine, ablations, step)):
+                    _add(rows, c, mine, answers)
     req.folder.mkdir(parents=True, exist_ok=True)
     part = req.part(i)
     write_table(part, pa.table(rows, schema=EVAL_PART_SCHEMA))

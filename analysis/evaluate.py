@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -44,7 +44,13 @@ import polars as pl
 import pyarrow as pa
 import torch
 
-from warehouse.analysis.ablation import ablate, control_ids, neuron_indices, split_ids
+from warehouse.analysis.ablation import (
+    Neurons,
+    ablate_rows,
+    control_ids,
+    neuron_indices,
+    split_ids,
+)
 from warehouse.analysis.selections import Selection, read_selection
 from warehouse.ingest.generation import answer
 from warehouse.ingest.models import LoadedModel, load_model
@@ -97,6 +103,9 @@ class EvalConfig:
     max_new_tokens: int = 2
     match: str = "prefix"  # prefix | paper-prefix | starts-with | contains
     batch_size: int = 32
+    # Rows of one forward pass: the conditions of one batch run stacked up to this many rows
+    # (each row's answer is computed as it is alone); 1 runs one condition per pass.
+    stack_rows: int = 256
     model: str | None = None  # None: the manifest's model; else a copy of its weights
     model_dtype: str | None = None  # None: the dtype the warehouse was ingested at
     device: str = "cpu"
@@ -138,6 +147,8 @@ def _check_options(cfg: EvalConfig) -> None:
         raise WarehouseError("--max-new-tokens must be at least 1")
     if cfg.batch_size < 1:
         raise WarehouseError("--batch-size must be at least 1")
+    if cfg.stack_rows < 1:
+        raise WarehouseError("--stack-rows must be at least 1")
     if cfg.sample is not None and cfg.sample < 1:
         raise WarehouseError(f"--sample must be at least 1, got {cfg.sample}")
     if cfg.controls < 0:
@@ -293,22 +304,45 @@ class _Runner:
     def answers(
         self,
         prompts: pl.DataFrame,
-        neurons: dict[str, dict[int, torch.Tensor]] | None,
+        neurons: Neurons | None,
         advance: Callable[[int], None],
     ) -> list[str]:
         """Decoded greedy continuations of `prompts` (in their order) under an ablation."""
+        return self.answers_under(prompts, [neurons or {}], advance)[0]
+
+    def answers_under(
+        self,
+        prompts: pl.DataFrame,
+        ablations: Sequence[Neurons],
+        advance: Callable[[int], None],
+    ) -> list[list[str]]:
+        """`answers` of `prompts` under each ablation. The ablations of one batch run stacked:
+        one forward over the batch repeated, up to `cfg.stack_rows` rows (`ablate_rows`)."""
         loaded = self.loaded
         rows = prompts["prompt_row"].to_list()
-        out: list[str] = [""] * len(rows)
-        with ablate(loaded.model, neurons or {}):
-            for batch in batches(prompts, self.cfg.batch_size):
-                ids = [self.token_ids[rows[i]] for i in batch]
-                for i, text in zip(
-                    batch, answer(loaded, ids, self.cfg.max_new_tokens), strict=True
-                ):
-                    out[i] = text
-                advance(len(batch))
+        out = [[""] * len(rows) for _ in ablations]
+        for batch in batches(prompts, self.cfg.batch_size):
+            ids = [self.token_ids[rows[i]] for i in batch]
+            per = max(1, self.cfg.stack_rows // len(batch))  # conditions per forward
+            for start in range(0, len(ablations), per):
+                group = ablations[start : start + per]
+                with ablate_rows(loaded.model, group):
+                    texts = answer(loaded, ids * len(group), self.cfg.max_new_tokens)
+                for k in range(len(group)):
+                    for j, i in enumerate(batch):
+                        out[start + k][i] = texts[k * len(batch) + j]
+                advance(len(batch) * len(group))
         return out
+
+
+def condition_neurons(
+    model: torch.nn.Module, sel: Selection, conds: list[Condition]
+) -> list[Neurons]:
+    """Each condition's units to zero, per layer of the selection's site."""
+    return [
+        {sel.site: neuron_indices(model, sel.site, c.neuron_ids, expected_units=sel.units)}
+        for c in conds
+    ]
 
 
 def model_dtype(manifest: Manifest, cfg: EvalConfig) -> str:
@@ -348,6 +382,7 @@ def _scored(
 def _options_key(cfg: EvalConfig) -> dict[str, Any]:
     """The options that change a results file; where and how fast it runs does not."""
     skip = ("selection", "model", "model_dtype", "device", "baseline", "force", "batch_size")
+    skip += ("stack_rows",)
     key = {k: v for k, v in asdict(cfg).items() if k not in skip}
     if key["templates"] is None:
         del key["templates"]  # so files made before the option existed keep their key
@@ -542,17 +577,12 @@ def _evaluate(
     progress: Progress,
     key: CacheKey,
 ) -> None:
-    model = runner.loaded.model
-    generated: list[list[str]] = []
     t0 = time.perf_counter()
     progress.add_total(len(conds) * prompts.height)
-    for cond in conds:
-        who = "target" if cond.control_seed is None else f"control seed {cond.control_seed}"
-        progress.advance(0, info=f"{sel.name} top {cond.count} {who}")
-        neurons = {
-            sel.site: neuron_indices(model, sel.site, cond.neuron_ids, expected_units=sel.units)
-        }
-        generated.append(runner.answers(prompts, neurons, progress.advance))
+    progress.advance(0, info=f"{sel.name}: {len(conds)} neuron sets")
+    generated = runner.answers_under(
+        prompts, condition_neurons(runner.loaded.model, sel, conds), progress.advance
+    )
     timing = {
         "seconds": round(time.perf_counter() - t0, 3),
         "device": str(runner.loaded.device),

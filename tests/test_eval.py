@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from warehouse.analysis.ablation import ablate, control_ids, neuron_indices
+from warehouse.analysis.ablation import ablate, ablate_rows, control_ids, neuron_indices
 from warehouse.analysis.evaluate import (
     EvalConfig,
     format_summary,
@@ -301,6 +301,31 @@ def test_ablation_equals_a_plain_hook_at_every_site(loaded, site):
     assert torch.equal(ours, reference)
     assert not torch.allclose(ours, before)
     assert torch.equal(after, before)  # nothing leaks into the next condition
+    assert _no_hooks(model)
+
+
+@pytest.mark.parametrize("site", ["ffn.act", "ffn.up"])
+def test_ablate_rows_gives_each_block_its_own_ablation(loaded, site):
+    """Three ablations over one batch repeated three times: each block of rows gets the
+    logits of its ablation alone (the middle one none), bit for bit."""
+    model, tok = loaded.model, loaded.tokenizer
+    groups = [
+        {site: neuron_indices(model, site, [1, 5, 60])},
+        {},
+        {site: neuron_indices(model, site, [2, 50, 51, 90])},
+    ]
+    alone = []
+    for neurons in groups:
+        with ablate(model, neurons):
+            alone.append(_logits(model, tok))
+    with ablate_rows(model, groups):
+        stacked = _logits(model, tok, PROMPTS * 3)
+    assert torch.equal(stacked, torch.cat(alone))
+    assert not torch.equal(alone[0], alone[1]) and not torch.equal(alone[2], alone[1])
+    assert _no_hooks(model)
+    with pytest.raises(WarehouseError, match="not 3 equal blocks"):
+        with ablate_rows(model, groups):
+            _logits(model, tok, PROMPTS + PROMPTS[:1])
     assert _no_hooks(model)
 
 
@@ -643,6 +668,21 @@ def test_sweep_with_controls(wh, loaded):
         score(g, o, a or (), "paper-prefix")
         for g, o, a in objects.select("generated", "object", "aliases").iter_rows()
     ]
+
+
+@pytest.mark.parametrize("stack_rows", [7, 10_000])
+def test_stacked_neuron_sets_answer_as_one_set_per_pass(wh, loaded, stack_rows):
+    """Neuron sets stacked in one forward (groups of 2 sets of a 3-prompt batch, or all 8)
+    give every answer of one set per forward, in the same file: the option is not part of
+    the request."""
+    write_selection(wh, "sel", [5, 17, 60, 3, 90, 44, 70, 2])
+    one = EvalConfig(selection="sel", top_counts=[6, 2], controls=3, split="all", batch_size=3)
+    path = run_eval(wh, replace(one, stack_rows=1), show_progress=False, loaded=loaded)
+    alone = read(path)
+    again = run_eval(wh, replace(one, stack_rows=stack_rows, force=True), False, loaded=loaded)
+    assert again == path
+    assert read(path).equals(alone)
+    assert alone["generated"].n_unique() > 1
 
 
 def test_ablating_everything_breaks_answers(wh, loaded):

@@ -56,6 +56,7 @@ from warehouse.options import (
     Site,
     Sites,
     Split,
+    StackRows,
     StorageDtype,
     StudyOut,
     StudySite,
@@ -497,6 +498,7 @@ def eval_(
     max_new_tokens: MaxNewTokens = 2,
     match: Match = "prefix",
     batch_size: BatchSize = 32,
+    stack_rows: StackRows = 256,
     model: ModelCopy = None,
     device: Device = "cpu",
     baseline: Baseline = False,
@@ -526,6 +528,7 @@ def eval_(
         max_new_tokens=max_new_tokens,
         match=match,
         batch_size=batch_size,
+        stack_rows=stack_rows,
         model=model,
         device=device,
         baseline=baseline or selection is None,
@@ -538,10 +541,7 @@ def eval_(
         return
     assert isinstance(path, Path)
     summary = summarize(path)
-    if as_json:
-        print(json.dumps(summary, indent=2, ensure_ascii=False))
-    else:
-        print(format_summary(summary))
+    print(json.dumps(summary, indent=2, ensure_ascii=False) if as_json else format_summary(summary))
 
 
 @app.command()
@@ -622,6 +622,7 @@ def study(
     sample: Sample = None,
     others_sample: OthersSample = 3,
     batch_size: BatchSize = 32,
+    stack_rows: StackRows = 256,
     device: Device = "cpu",
     model_dtype: ModelDtype = "float32",
     seed: Seed = 0,
@@ -651,6 +652,7 @@ def study(
         sample=sample,
         others_sample=others_sample,
         batch_size=batch_size,
+        stack_rows=stack_rows,
         device=device,
         model_dtype=model_dtype,
         seed=seed,

@@ -72,6 +72,13 @@ Seed = Annotated[
 
 # --- how it runs
 BatchSize = Annotated[int, typer.Option(help="Prompts per forward pass.")]
+StackRows = Annotated[
+    int,
+    typer.Option(
+        help="Rows of one eval forward pass: the neuron sets of a prompt batch run stacked "
+        "up to this many rows (1: one set per pass)."
+    ),
+]
 Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")]
 ModelDtype = Annotated[str, typer.Option(help="Model weights dtype.")]
 Shard = Annotated[

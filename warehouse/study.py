@@ -75,6 +75,7 @@ class StudyConfig:
     sample: int | None = None  # eval prompts per relation x language x split (None: all)
     others_sample: int = 3  # per other relation, for the sweep's "other relations" curve
     batch_size: int = 32
+    stack_rows: int = 256  # rows of one eval forward pass (EvalConfig.stack_rows)
     device: str = "cpu"
     model_dtype: str = "float32"
     max_new_tokens: int = 2
@@ -215,6 +216,7 @@ class _Study:
         base = {
             "max_new_tokens": cfg.max_new_tokens,
             "batch_size": cfg.batch_size,
+            "stack_rows": cfg.stack_rows,
             "device": cfg.device,
             "seed": cfg.seed,
             "controls": 0,
