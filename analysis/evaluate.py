@@ -316,22 +316,32 @@ class _Runner:
         ablations: Sequence[Neurons],
         advance: Callable[[int], None],
     ) -> list[list[str]]:
-        """`answers` of `prompts` under each ablation. The ablations of one batch run stacked:
-        one forward over the batch repeated, up to `cfg.stack_rows` rows (`ablate_rows`)."""
-        loaded = self.loaded
+        """`answers` of `prompts` under each ablation, stacked on each batch (`stacked`)."""
         rows = prompts["prompt_row"].to_list()
         out = [[""] * len(rows) for _ in ablations]
         for batch in batches(prompts, self.cfg.batch_size):
-            ids = [self.token_ids[rows[i]] for i in batch]
-            per = max(1, self.cfg.stack_rows // len(batch))  # conditions per forward
-            for start in range(0, len(ablations), per):
-                group = ablations[start : start + per]
-                with ablate_rows(loaded.model, group):
-                    texts = answer(loaded, ids * len(group), self.cfg.max_new_tokens)
-                for k in range(len(group)):
-                    for j, i in enumerate(batch):
-                        out[start + k][i] = texts[k * len(batch) + j]
-                advance(len(batch) * len(group))
+            texts = self.stacked([rows[i] for i in batch], ablations, advance)
+            for k, answers in enumerate(texts):
+                for i, text in zip(batch, answers, strict=True):
+                    out[k][i] = text
+        return out
+
+    def stacked(
+        self, prompt_rows: list[int], ablations: Sequence[Neurons], advance: Callable[[int], None]
+    ) -> list[list[str]]:
+        """Answers of one batch under each ablation: one forward over the batch repeated for
+        as many ablations as `cfg.stack_rows` rows hold (`ablate_rows`), each row computed as
+        it is alone."""
+        loaded = self.loaded
+        ids = [self.token_ids[r] for r in prompt_rows]
+        per = max(1, self.cfg.stack_rows // len(ids))
+        out: list[list[str]] = []
+        for start in range(0, len(ablations), per):
+            group = ablations[start : start + per]
+            with ablate_rows(loaded.model, group):
+                texts = answer(loaded, ids * len(group), self.cfg.max_new_tokens)
+            out += [texts[k * len(ids) : (k + 1) * len(ids)] for k in range(len(group))]
+            advance(len(ids) * len(group))
         return out
 
 
@@ -522,24 +532,72 @@ def run_eval(
     have the manifest's weights, like any model this loads."""
     root = local_folder(root, "`warehouse eval`")  # remote warehouses are read-only
     _check_options(cfg)
+    if cfg.selection is not None:
+        path = run_evals(root, [cfg], show_progress, loaded=loaded)[0]
+        return summarize(path) if as_json else path
     manifest = load_manifest(root)
     prompts, token_ids = _read_prompts(root)
-    chosen = choose_prompts(prompts, cfg) if cfg.selection is not None else None
-    sel = read_selection(root, cfg.selection) if cfg.selection is not None else None
-    if sel is not None:
-        check_selection(sel, manifest)
-    conds = conditions(sel, cfg) if sel is not None else []
     runner = _Runner(root, manifest, cfg, token_ids, loaded)
-
     with WriterLock(root, "eval"), eval_progress(show_progress) as progress:
-        needed = baseline_prompts(prompts, chosen, cfg)
-        base_path = _baseline(root, prompts, runner, cfg, progress, needed)
-        if sel is None or chosen is None:
-            return summarize(base_path) if as_json else base_path
-        path, key = results_path(root, sel, manifest, cfg, base_path)
-        if cfg.force or not is_current(path, key):
-            _evaluate(path, sel, conds, chosen, base_path, runner, cfg, progress, key)
-    return summarize(path) if as_json else path
+        base_path = _baseline(root, prompts, runner, cfg, progress)
+    return summarize(base_path) if as_json else base_path
+
+
+# Options every request of one `run_evals` call shares: one model, one decoding, one rule.
+SHARED = ("model", "model_dtype", "device", "max_new_tokens", "match", "stack_rows")
+
+
+@dataclass
+class _Request:
+    """One selection's request of a `run_evals` call: its prompts, neuron sets and file."""
+
+    cfg: EvalConfig
+    sel: Selection
+    chosen: pl.DataFrame
+    conds: list[Condition]
+    needed: pl.DataFrame  # the prompts its baseline answers
+    path: Path = Path()
+    key: CacheKey | None = None
+
+
+def run_evals(
+    root: str | Path,
+    cfgs: Sequence[EvalConfig],
+    show_progress: bool = True,
+    *,
+    loaded: LoadedModel | None = None,
+) -> list[Path]:
+    """`run_eval` of several requests with selections, one results file each, in order; the
+    neuron sets of every request that runs on the same prompt batch share its forward passes
+    (`_Runner.stacked`). The requests must share the `SHARED` options."""
+    root = local_folder(root, "`warehouse eval`")
+    if not cfgs:
+        return []
+    for cfg in cfgs:
+        _check_options(cfg)
+        if cfg.selection is None or any(getattr(cfg, k) != getattr(cfgs[0], k) for k in SHARED):
+            raise WarehouseError(f"requests run together need a selection and equal {SHARED}")
+    manifest = load_manifest(root)
+    prompts, token_ids = _read_prompts(root)
+    runner = _Runner(root, manifest, cfgs[0], token_ids, loaded)
+    requests = [_request(root, manifest, prompts, cfg) for cfg in cfgs]
+    with WriterLock(root, "eval"), eval_progress(show_progress) as progress:
+        # Every baseline first: a later request may extend the file the keys derive from.
+        for r in requests:
+            base_path = _baseline(root, prompts, runner, r.cfg, progress, r.needed)
+        for r in requests:
+            r.path, r.key = results_path(root, r.sel, manifest, r.cfg, base_path)
+        pending = [r for r in requests if r.cfg.force or not is_current(r.path, r.key)]
+        _evaluate(pending, base_path, runner, progress)
+    return [r.path for r in requests]
+
+
+def _request(root: Path, manifest: Manifest, prompts: pl.DataFrame, cfg: EvalConfig) -> _Request:
+    assert cfg.selection is not None
+    chosen = choose_prompts(prompts, cfg)
+    sel = read_selection(root, cfg.selection)
+    check_selection(sel, manifest)
+    return _Request(cfg, sel, chosen, conditions(sel, cfg), baseline_prompts(prompts, chosen, cfg))
 
 
 def request_key(sel: Selection, manifest: Manifest, cfg: EvalConfig) -> dict[str, Any]:
@@ -567,28 +625,41 @@ def results_path(
 
 
 def _evaluate(
-    path: Path,
-    sel: Selection,
-    conds: list[Condition],
-    prompts: pl.DataFrame,
-    base_path: Path,
-    runner: _Runner,
-    cfg: EvalConfig,
-    progress: Progress,
-    key: CacheKey,
+    pending: list[_Request], base_path: Path, runner: _Runner, progress: Progress
 ) -> None:
+    """Answer every neuron set of the pending requests, batch by batch: the sets of all
+    requests that share a prompt batch run stacked on it; then write each results file."""
+    model = runner.loaded.model
     t0 = time.perf_counter()
-    progress.add_total(len(conds) * prompts.height)
-    progress.advance(0, info=f"{sel.name}: {len(conds)} neuron sets")
-    generated = runner.answers_under(
-        prompts, condition_neurons(runner.loaded.model, sel, conds), progress.advance
-    )
-    timing = {
-        "seconds": round(time.perf_counter() - t0, 3),
-        "device": str(runner.loaded.device),
-        "batch_size": cfg.batch_size,
-    }
-    write_results(path, sel, conds, prompts, base_path, generated, cfg, key, timing)
+    # prompt rows of a batch -> (request, condition, positions in that request's prompts)
+    jobs: dict[tuple[int, ...], list[tuple[int, int, list[int]]]] = {}
+    for i, r in enumerate(pending):
+        rows = r.chosen["prompt_row"].to_list()
+        for batch in batches(r.chosen, r.cfg.batch_size):
+            jobs.setdefault(tuple(rows[p] for p in batch), []).extend(
+                (i, c, batch) for c in range(len(r.conds))
+            )
+        progress.add_total(len(r.conds) * r.chosen.height)
+    sets = [condition_neurons(model, r.sel, r.conds) for r in pending]
+    progress.advance(0, info=f"{len(pending)} requests, {sum(map(len, sets))} neuron sets")
+    generated = [[[""] * r.chosen.height for _ in r.conds] for r in pending]
+    for key, todo in jobs.items():
+        texts = runner.stacked(list(key), [sets[i][c] for i, c, _ in todo], progress.advance)
+        for (i, c, batch), answers in zip(todo, texts, strict=True):
+            for p, text in zip(batch, answers, strict=True):
+                generated[i][c][p] = text
+    seconds = round(time.perf_counter() - t0, 3)
+    for i, r in enumerate(pending):
+        timing = {
+            "seconds": seconds,  # of the whole call: its requests shared the passes
+            "requests": len(pending),
+            "device": str(runner.loaded.device),
+            "batch_size": r.cfg.batch_size,
+        }
+        assert r.key is not None
+        write_results(
+            r.path, r.sel, r.conds, r.chosen, base_path, generated[i], r.cfg, r.key, timing
+        )
 
 
 def write_results(

@@ -23,6 +23,7 @@ from warehouse.analysis.evaluate import (
     format_summary,
     request_key,
     run_eval,
+    run_evals,
     summarize,
 )
 from warehouse.analysis.selections import read_selection
@@ -683,6 +684,37 @@ def test_stacked_neuron_sets_answer_as_one_set_per_pass(wh, loaded, stack_rows):
     assert again == path
     assert read(path).equals(alone)
     assert alone["generated"].n_unique() > 1
+
+
+def test_requests_run_together_answer_as_run_apart(wh, loaded):
+    """Requests on shared prompt batches (a sweep with controls over both splits, another
+    selection on the test split, a relation filter) run in one `run_evals` in fewer forward
+    passes, and every file equals the one its request writes alone with one set per pass; a
+    request of another decoding is refused."""
+    write_selection(wh, "sel", [5, 17, 60, 3, 90, 44, 70, 2])
+    write_selection(wh, "rng", [44, 70, 2])
+    cfgs = [
+        EvalConfig(selection="sel", top_counts=[6, 2], controls=2, split="all", batch_size=3),
+        EvalConfig(selection="rng", controls=1, split="test", batch_size=3),
+        EvalConfig(selection="sel", controls=0, relations=["country_capital"], batch_size=3),
+    ]
+    passes = []
+    counter = loaded.model.base_model.register_forward_hook(lambda *a: passes.append(1))
+    try:
+        together = run_evals(wh, cfgs, show_progress=False, loaded=loaded)
+        n_together = len(passes)
+        files = [read(p) for p in together]
+        passes.clear()
+        apart = [
+            run_eval(wh, replace(c, stack_rows=1, force=True), False, loaded=loaded) for c in cfgs
+        ]
+    finally:
+        counter.remove()
+    assert apart == together and len(set(together)) == 3
+    assert [read(p).equals(f) for p, f in zip(apart, files, strict=True)] == [True] * 3
+    assert n_together < len(passes)
+    with pytest.raises(WarehouseError, match="equal"):
+        run_evals(wh, [cfgs[0], replace(cfgs[1], max_new_tokens=3)], False, loaded=loaded)
 
 
 def test_ablating_everything_breaks_answers(wh, loaded):

@@ -207,10 +207,9 @@ class _Study:
         self.loaded: Any = None  # the model, loaded once after ingest for every eval here
         self.files: dict[str, Any] = {k: {} for k in EVAL_KINDS}
 
-    def evaluate(self, **kw: Any) -> Path:
-        """One eval request of the study's common options and `kw`, where `place` says."""
+    def eval_config(self, **kw: Any) -> Any:
+        """An EvalConfig of the study's common options and `kw`."""
         from warehouse.analysis.evaluate import EvalConfig
-        from warehouse.scale import dispatch
 
         cfg = self.cfg
         base = {
@@ -221,7 +220,13 @@ class _Study:
             "seed": cfg.seed,
             "controls": 0,
         }
-        ec = EvalConfig(**{**base, **kw})
+        return EvalConfig(**{**base, **kw})
+
+    def evaluate(self, **kw: Any) -> Path:
+        """One eval request of the study's common options and `kw`, where `place` says."""
+        from warehouse.scale import dispatch
+
+        ec = self.eval_config(**kw)
         path = dispatch(ec, self.place, root=self.root, show_progress=False, loaded=self.loaded)
         assert isinstance(path, Path)
         self.progress.advance(1)
@@ -229,6 +234,25 @@ class _Study:
 
     def run(self, selection: str, **kw: Any) -> str:
         return self.evaluate(selection=selection, **kw).relative_to(self.root).as_posix()
+
+    def run_all(self, requests: list[tuple[tuple[str, ...], dict[str, Any]]]) -> None:
+        """Eval requests ((where in `files`, options)), in this process together: the neuron
+        sets of all requests on one prompt batch share its passes (`run_evals`); with Ray,
+        one after another."""
+        from warehouse.analysis.evaluate import run_evals
+
+        if self.place.ray is not None:
+            paths = [self.evaluate(**kw) for _, kw in requests]
+        else:
+            cfgs = [self.eval_config(**kw) for _, kw in requests]
+            paths = run_evals(self.root, cfgs, show_progress=False, loaded=self.loaded)
+            self.progress.advance(len(cfgs))
+        for (where, _), path in zip(requests, paths, strict=True):
+            *parents, last = where
+            node = self.files
+            for k in parents:
+                node = node.setdefault(k, {})
+            node[last] = path.relative_to(self.root).as_posix()
 
     def ingest(self) -> None:
         """1. pooled mean responses are all the statistics need."""
@@ -377,67 +401,65 @@ class _Study:
         self.clock.stage("language_sets", t0)
 
     def ablations(self) -> None:
-        """5. the eval requests of every relation."""
+        """5. the eval requests of every relation, run together."""
         t0 = time.perf_counter()
-        for i, rel in enumerate(self.relations, 1):
-            _say(self.cfg, f"5/6 ablations {i}/{len(self.relations)}: {rel}")
-            self._ablate(rel)
+        _say(self.cfg, f"5/6 ablations of {len(self.relations)} relations")
+        self.run_all([req for rel in self.relations for req in self._requests(rel)])
         self.clock.stage("eval", t0)
 
-    def _ablate(self, rel: str) -> None:
-        cfg, files, run = self.cfg, self.files, self.run
+    def _requests(self, rel: str) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+        """The eval requests of one relation: (where in `files`, options)."""
+        cfg = self.cfg
         idl = [cfg.identify_language]
         sel, sweep_sel = self.names[rel]["top"], self.names[rel]["sweep"]
         others = [r for r in self.relations if r != rel]
         own = dict(relations=[rel], languages=idl, sample=cfg.sample)
-        files["intra"][rel] = run(sel, controls=cfg.controls, split="all", **own)
-        files["sweep_own"][rel] = run(sweep_sel, top_counts=self.sweep, split="test", **own)
+        test = dict(split="test", selection=sel)
+        out: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+            (("intra", rel), dict(selection=sel, controls=cfg.controls, split="all", **own)),
+            (
+                ("sweep_own", rel),
+                dict(selection=sweep_sel, top_counts=self.sweep, split="test", **own),
+            ),
+        ]
         if others:
-            files["sweep_others"][rel] = run(
-                sweep_sel,
-                top_counts=self.sweep,
-                relations=others,
-                languages=idl,
-                split="test",
-                sample=cfg.others_sample,
-            )
+            sweep = dict(selection=sweep_sel, top_counts=self.sweep, split="test")
+            sweep |= dict(relations=others, languages=idl, sample=cfg.others_sample)
+            out.append((("sweep_others", rel), sweep))
         else:
             self.progress.advance(1)
-        files["cross_relation"][rel] = run(
-            sel, relations=self.relations, languages=idl, split="test", sample=cfg.sample
-        )
+        cross = dict(relations=self.relations, languages=idl, sample=cfg.sample)
+        out.append((("cross_relation", rel), test | cross))
         if self.other_languages:
-            files["cross_lingual"][rel] = run(
-                sel,
-                controls=cfg.controls,
-                relations=[rel],
-                languages=self.other_languages,
-                split="test",
-                sample=cfg.sample,
-            )
-        files["ranges"][rel] = {
-            f"{a}-{b}": run(rng, split="test", **own)
-            for (a, b), rng in self.names[rel]["ranges"].items()
-        }
+            langs = dict(relations=[rel], languages=self.other_languages, sample=cfg.sample)
+            out.append((("cross_lingual", rel), test | langs | dict(controls=cfg.controls)))
+        self.files["ranges"][rel] = {}
+        for (a, b), rng in self.names[rel]["ranges"].items():
+            out.append((("ranges", rel, f"{a}-{b}"), own | dict(selection=rng, split="test")))
+        return out
 
     def language_ablations(self) -> None:
         """5c. each per-language set off, with controls, on its relation's test prompts in
         every language of the study (`evals.language_ablation`: {relation: {language of the
         set: eval file}}); the identification language's set is `study-<relation>`, whose
         intra and cross-lingual evals already cover it."""
-        cfg, done = self.cfg, self.files["language_ablation"]
+        cfg = self.cfg
         steps = sum(len(sets) for sets in self.lang_sets.values())
         if not steps:
             return
         t0 = time.perf_counter()
         self.progress.add_total(steps)
+        _say(cfg, f"5/6 per-language sets off in {', '.join(self.languages)}")
         langs = dict(languages=self.languages, split="test", sample=cfg.sample)
-        for rel, sets in self.lang_sets.items():
-            _say(cfg, f"5/6 per-language sets of {rel} off in {', '.join(self.languages)}")
-            done[rel] = {
-                lang: self.run(name, controls=cfg.controls, relations=[rel], **langs)
+        langs |= dict(controls=cfg.controls)
+        self.files["language_ablation"] = {rel: {} for rel in self.lang_sets}
+        self.run_all(
+            [
+                (("language_ablation", rel, lang), dict(selection=name, relations=[rel], **langs))
+                for rel, sets in self.lang_sets.items()
                 for lang, name in sets.items()
-            }
+            ]
+        )
         self.clock.stage("language_ablation", t0)
 
     def templates(self) -> None:
