@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from warehouse.analysis.ablation import ablate
+from warehouse.analysis.ablation import Neurons, ablate_rows
 from warehouse.ingest.models import LoadedModel
 from warehouse.store.errors import DatasetError
 from warehouse.store.fingerprint import CacheKey
@@ -61,34 +61,64 @@ def perplexity_key(
     return CacheKey(parent, STEP, options)
 
 
-@torch.no_grad()
 def perplexity(
     loaded: LoadedModel,
     sentences: Sequence[str],
-    neurons: dict[str, dict[int, torch.Tensor]] | None = None,
+    neurons: Neurons | None = None,
     batch_size: int = 16,
 ) -> float:
     """exp(mean NLL) of every next token of every sentence, with `neurons` zeroed."""
-    model, tok = loaded.model, loaded.tokenizer
+    return perplexities(loaded, sentences, [neurons or {}], batch_size)[0]
+
+
+@torch.no_grad()
+def perplexities(
+    loaded: LoadedModel,
+    sentences: Sequence[str],
+    ablations: Sequence[Neurons],
+    batch_size: int = 16,
+    logits_bytes: int = 256 << 20,
+) -> list[float]:
+    """`perplexity` under each ablation. The ablations of one batch run stacked: one forward
+    over the batch repeated (`ablate_rows`), as many times as keep its float32 logits (every
+    position x the vocabulary) within `logits_bytes`; each block of rows is computed as it is
+    alone, so each value equals its own run's."""
+    tok = loaded.tokenizer
     encoded = [tok(text)["input_ids"] for text in sentences]
     encoded = [ids for ids in encoded if len(ids) >= 2]
     if not encoded:
         raise DatasetError("the sentences are too short to score (need >= 2 tokens each)")
-    nll, count = 0.0, 0
-    with ablate(model, neurons or {}):
-        for start in range(0, len(encoded), batch_size):
-            batch = encoded[start : start + batch_size]
-            width = max(map(len, batch))
-            ids = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for i, row in enumerate(batch):
-                ids[i, : len(row)] = torch.tensor(row)
-                mask[i, : len(row)] = 1
-            ids, mask = ids.to(loaded.device), mask.to(loaded.device)
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-            logp = torch.log_softmax(logits, dim=-1)  # (batch, width-1, vocab)
-            token_logp = logp.gather(2, ids[:, 1:, None])[..., 0]  # (batch, width-1)
-            keep = mask[:, 1:].bool()  # a target token is real
-            nll -= token_logp[keep].sum().item()
-            count += int(keep.sum())
-    return math.exp(nll / count)
+    nll, count = [0.0] * len(ablations), 0
+    for start in range(0, len(encoded), batch_size):
+        ids, mask = _right_padded(encoded[start : start + batch_size], tok.pad_token_id)
+        per = max(1, logits_bytes // (ids.numel() * loaded.model.config.vocab_size * 4))
+        for first in range(0, len(ablations), per):
+            group = ablations[first : first + per]
+            with ablate_rows(loaded.model, group):
+                stacked = ids.repeat(len(group), 1), mask.repeat(len(group), 1)
+                blocks = _nll(loaded, *stacked, rows=ids.shape[0])
+            for k, value in enumerate(blocks):
+                nll[first + k] += value
+        count += int(mask[:, 1:].sum())
+    return [math.exp(x / count) for x in nll]
+
+
+def _right_padded(batch: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, batch))
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, row in enumerate(batch):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def _nll(loaded: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, rows: int) -> list[float]:
+    """Negative log-likelihood of the real next tokens of each block of `rows` rows."""
+    ids, mask = ids.to(loaded.device), mask.to(loaded.device)
+    logits = loaded.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    logp = torch.log_softmax(logits, dim=-1)  # (rows, width-1, vocab)
+    token_logp = logp.gather(2, ids[:, 1:, None])[..., 0]  # (rows, width-1)
+    keep = mask[:, 1:].bool()  # a target token is real
+    pairs = zip(token_logp.split(rows), keep.split(rows), strict=True)
+    return [-t[k].sum().item() for t, k in pairs]

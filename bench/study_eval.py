@@ -3,6 +3,7 @@ side by side on the same warehouse, with every answer compared.
 
     python bench/study_eval.py [--relations country_capital,country_currency,city_country]
                                [--sample 40] [--controls 5] [--rounds 2] [--json out.json]
+                               [--warehouse W]
 
 Runs `warehouse study` (the demo's options on the chosen relations: English, `--sample`
 prompts per cell, `--controls` random sets) once to make the warehouse, its baseline, stats
@@ -12,6 +13,8 @@ the option) and with the default: only the eval stages run again (the rest is re
 run's seconds are the study's own clock of its eval stages (eval, language_ablation,
 templates); a round's ratio is its `1` time over its default time. Every answer of every eval
 file is compared between the two; a differing one is printed with its prompt and condition.
+`--relations all` takes every relation (the demo's study); `--warehouse W` makes (or reuses,
+when the options match) the study in W and keeps it, e.g. a finished `demo-warehouse`.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ KEY = ["selection", "count", "control_seed", "prompt_id"]
 
 def _config(out: Path, args: argparse.Namespace, stack_rows: int) -> StudyConfig:
     cfg = demo_config(out, show_progress=False)
-    cfg.relations = args.relations.split(",")
+    cfg.relations = None if args.relations == "all" else args.relations.split(",")
     cfg.sample, cfg.controls, cfg.stack_rows = args.sample, args.controls, stack_rows
     return cfg
 
@@ -85,10 +88,11 @@ def main() -> None:
     ap.add_argument("--controls", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--warehouse", type=Path, default=None)
     args = ap.parse_args()
     default = EvalConfig().stack_rows
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "w"
+        root = args.warehouse or Path(tmp) / "w"
         t0 = time.perf_counter()
         run_study(_config(root, args, default))
         print(f"study made in {time.perf_counter() - t0:.0f} s: {args.relations}")
@@ -99,7 +103,8 @@ def main() -> None:
                 seconds, answers[stack] = _timed(root, args, stack)
                 times[stack].append(seconds)
         rows, differing = answers[1].height, _compare(answers[1], answers[default])
-        shutil.rmtree(root)
+        if args.warehouse is None:
+            shutil.rmtree(root)
     ratios = [a / b for a, b in zip(times[1], times[default], strict=True)]
     print(
         f"eval stages, stack_rows 1 / {default}: rounds {', '.join(f'{x:.2f}x' for x in ratios)}"

@@ -21,7 +21,7 @@ from scipy import stats as sps
 
 from warehouse.analysis.evaluate import sample_prompts
 from warehouse.analysis.findings import compute
-from warehouse.analysis.perplexity import perplexity, read_sentences
+from warehouse.analysis.perplexity import perplexities, perplexity, read_sentences
 from warehouse.ingest.models import load_model
 from warehouse.ingest.scoring import normalize_answer
 from warehouse.store.errors import DatasetError, WarehouseError
@@ -484,6 +484,19 @@ def test_perplexity_equals_a_plain_computation(model_dir, module_cache):
     got = perplexity(loaded, sentences, neurons)
     assert got == pytest.approx(plain(zero), rel=1e-5)
     assert got != pytest.approx(plain({}), rel=1e-6)
+
+
+def test_stacked_perplexities_equal_each_run_alone(model_dir, module_cache):
+    """Neuron sets stacked on each batch of sentences (two per forward, a budget that fits
+    two blocks' logits) give each set's own perplexity, float for float."""
+    loaded = load_model(str(model_dir))
+    sentences = read_sentences()[:5]
+    sets = [{}, {"ffn.act": {0: torch.tensor([1, 5])}}, {"ffn.act": {1: torch.tensor([3, 40])}}]
+    alone = [perplexity(loaded, sentences, n, batch_size=2) for n in sets]
+    widest = max(len(loaded.tokenizer(t)["input_ids"]) for t in sentences)
+    budget = 2 * 2 * widest * loaded.model.config.vocab_size * 4
+    assert perplexities(loaded, sentences, sets, batch_size=2, logits_bytes=budget) == alone
+    assert len(set(alone)) == 3
 
 
 def test_sentences_file_errors(tmp_path):

@@ -815,7 +815,7 @@ def _perplexities(
     PPL_CONTROLS) (the random sets of the intra evals). Reused when the model, sentences,
     selections and controls are the same."""
     from warehouse.analysis.ablation import control_ids, neuron_indices
-    from warehouse.analysis.perplexity import perplexity, perplexity_key, read_sentences
+    from warehouse.analysis.perplexity import perplexities, perplexity_key, read_sentences
     from warehouse.analysis.selections import read_selection, selection_paths
     from warehouse.store.files import sha256_file
     from warehouse.store.fingerprint import is_current, warehouse_fingerprint, write_sidecar
@@ -829,19 +829,22 @@ def _perplexities(
     key = perplexity_key(warehouse_fingerprint(load_manifest(root)), sentences, files, seeds)
     if is_current(path, key):
         return path.relative_to(root).as_posix()
-    base = perplexity(loaded, sentences)
     names = ("relation", "selection", "size", "control_seed", "ppl_baseline", "ppl_ablated")
-    rows: dict[str, list] = {k: [] for k in names}
+    labels: list[tuple[str, str, int, int | None]] = []  # per neuron set: the first 4 columns
+    ablations: list[Any] = [{}]  # the baseline first
     for rel, name in selections.items():
         sel = read_selection(root, name)
         own = sel.frame["neuron_id"].to_numpy()
         units, n_layers = sel.meta["units"], sel.meta["n_layers"]
         sets = [(None, own)] + [(s, control_ids(own, units, n_layers, s)) for s in seeds]
         for seed, ids in sets:
-            neurons = {site: neuron_indices(loaded.model, site, ids, expected_units=units)}
-            values = (rel, name, len(ids), seed, base, perplexity(loaded, sentences, neurons))
-            for k, v in zip(names, values, strict=True):
-                rows[k].append(v)
+            labels.append((rel, name, len(ids), seed))
+            ablations.append({site: neuron_indices(loaded.model, site, ids, expected_units=units)})
+    base, *values = perplexities(loaded, sentences, ablations)
+    rows: dict[str, list] = {k: [] for k in names}
+    for label, value in zip(labels, values, strict=True):
+        for k, v in zip(names, (*label, base, value), strict=True):
+            rows[k].append(v)
     write_table(path, pa.table(rows, schema=PERPLEXITY_SCHEMA))
     write_sidecar(path, key, {"rows": len(rows["relation"]), "sentences": len(sentences)})
     return path.relative_to(root).as_posix()
