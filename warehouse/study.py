@@ -851,20 +851,18 @@ def _perplexities(
 
 
 def demo_config(out: Path, show_progress: bool = True) -> StudyConfig:
-    """The `warehouse demo` study: embedded model, built-in data, English only, 40 eval
-    prompts per relation x split and 5 controls, so that it finishes within 20 minutes on 2
-    CPU cores.
+    """The `warehouse demo` study: embedded model, built-in data, English only, 60 eval
+    prompts per relation x split and the paper's 10 controls, so that it finishes within 20
+    minutes on 2 CPU cores.
 
     English only: the embedded SmolLM2-135M answers about 1 % of the built-in German prompts,
-    so a German cross-lingual cell would sit at a zero baseline and test nothing. 40 prompts
-    reach 30-40 distinct test subjects per relation (the tests need 20); 5 random sets
-    instead of the paper's 10 keep the time, and the report states the number beside every
-    comparison with them."""
+    so a German cross-lingual cell would sit at a zero baseline and test nothing. 60 prompts
+    reach more distinct test subjects per relation than the 20 the tests need."""
     return StudyConfig(
         out=out,
         languages=["en"],
-        controls=5,
-        sample=40,
+        controls=10,
+        sample=60,
         others_sample=2,
         show_progress=show_progress,
         extra={"demo": True},
