@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from warehouse.ingest import prefix
 from warehouse.ingest.batching import pad_batch
 from warehouse.ingest.datasets import load_dataset
 from warehouse.ingest.models import load_model
@@ -197,6 +198,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no warm-up ingest, and keep every warehouse until the end (see the docstring)",
     )
+    ap.add_argument(
+        "--max-share",
+        type=float,
+        default=None,
+        help="the shared-prefix plan's MAX_SHARE for this run (ingest/prefix.py; 1: any saving)",
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return ap
 
@@ -287,6 +294,8 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    if args.max_share is not None:
+        prefix.MAX_SHARE = args.max_share  # plan_prefix reads it on every batch
     loaded = load_model(args.model, device=args.device)
     ids = prompt_ids(loaded, args)
     bare_forward(loaded, ids[: args.batch_size], args.batch_size)  # warm-up

@@ -12,12 +12,14 @@ forward passes when that saves tokens:
 The rule (deterministic given the batch's token ids, all of one width `w`): one prefix
 length `p` for the whole batch, 2 <= p <= w - 1, the one whose plan runs the fewest tokens,
 `distinct(p) * p + n * (w - p)` for `n` prompts whose first `p` tokens take `distinct(p)`
-values; of equal costs the shortest `p`. Only a plan that runs fewer tokens than the
-`n * w` of one plain forward is taken, so a batch where no two prompts share two leading
-tokens (or a batch of one prompt) runs as one plain forward. One length for the whole batch
-keeps it at two forward passes: on the built-in country_capital and country_currency in en,
-de and fr (batches of 32) the rule runs 55 % of the tokens, while grouping each prompt with
-its longest-sharing sorted neighbours would run 53 % at up to six passes a batch.
+values; of equal costs the shortest `p`. Only a plan that runs at most `MAX_SHARE` (3/4)
+of the `n * w` tokens of one plain forward is taken: the second pass has a fixed cost of its
+own, so a plan that saves little runs slower than one forward. A batch where no two prompts
+share two leading tokens (or a batch of one prompt) runs as one plain forward. One length
+for the whole batch keeps it at two forward passes: on the built-in country_capital and
+country_currency in en, de and fr (batches of 32) the rule runs 55 % of the tokens, while
+grouping each prompt with its longest-sharing sorted neighbours would run 53 % at up to six
+passes a batch.
 
 A prompt's values are the same mathematics either way, not the same bits: the tail's
 attention reads cached keys in a matrix of another shape, so values differ from one plain
@@ -35,6 +37,11 @@ if TYPE_CHECKING:
 
 MIN_PREFIX = 2  # a one-token prefix (the BOS token) is too little to pay for a second pass
 SHARED = "shared"  # the capture plan's `prefix` value that runs this module's plan
+# A shared plan must run at most this share of a plain forward's tokens. Two passes over
+# short prompts cost more than their tokens on 2 CPU threads: whole relations (55 % of the
+# tokens) gained 1.11x per token, a random sample (86 %) 1.02x per token, and pooled ingest
+# of it ran at 0.86x the bare forward, under its 0.95x target; docs/performance.md, "Ingest".
+MAX_SHARE = 0.75
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ def plan_prefix(ids: Sequence[Sequence[int]]) -> PrefixPlan:
         cost = distinct * p + n * (width - p)
         if cost < best_cost:
             best, best_cost = p, cost
-    if not best:
+    if not best or best_cost > MAX_SHARE * n * width:
         return PrefixPlan(0, [], [])
     index: dict[tuple[int, ...], int] = {}
     group = [index.setdefault(tuple(x[:best]), len(index)) for x in ids]

@@ -36,8 +36,10 @@ def test_the_plan_takes_the_cheapest_prefix_length():
     assert tokens_run(plan, 6, 7) == 30
     # A prefix never covers a whole prompt: identical prompts still keep one token of tail.
     assert plan_prefix([[1, 2, 3], [1, 2, 3]]) == PrefixPlan(2, [[1, 2]], [0, 0])
-    # Nothing shared over two tokens, one prompt, or prompts too short: one plain forward.
-    for ids in ([[1, 2, 3], [1, 4, 3], [2, 2, 3]], [[1, 2, 3, 4]], [[1, 2], [1, 2]]):
+    # Nothing shared over two tokens, one prompt, prompts too short, or a plan that would run
+    # more than 3/4 of the tokens (p=2 here: 3*2 + 4*2 = 14 of 16): one plain forward.
+    little = [[1, 2, 3, 4], [1, 2, 5, 6], [7, 8, 9, 10], [11, 12, 13, 14]]
+    for ids in ([[1, 2, 3], [1, 4, 3], [2, 2, 3]], [[1, 2, 3, 4]], [[1, 2], [1, 2]], little):
         assert plan_prefix(ids) == PrefixPlan(0, [], []), ids
         assert tokens_run(plan_prefix(ids), len(ids), len(ids[0])) == len(ids) * len(ids[0])
 
