@@ -317,13 +317,29 @@ class _Runner:
         advance: Callable[[int], None],
     ) -> list[list[str]]:
         """`answers` of `prompts` under each ablation, stacked on each batch (`stacked`)."""
-        rows = prompts["prompt_row"].to_list()
-        out = [[""] * len(rows) for _ in ablations]
-        for batch in batches(prompts, self.cfg.batch_size):
-            texts = self.stacked([rows[i] for i in batch], ablations, advance)
-            for k, answers in enumerate(texts):
-                for i, text in zip(batch, answers, strict=True):
-                    out[k][i] = text
+        return self.answer_all([(prompts, ablations, self.cfg.batch_size)], advance)[0]
+
+    def answer_all(
+        self,
+        work: Sequence[tuple[pl.DataFrame, Sequence[Neurons], int]],
+        advance: Callable[[int], None],
+    ) -> list[list[list[str]]]:
+        """Answers of each (prompts, ablations, batch size) item, [item][ablation][prompt]: the
+        ablations of every item that runs on the same prompt batch are stacked on it."""
+        # prompt rows of a batch -> (item, ablation, positions in that item's prompts)
+        jobs: dict[tuple[int, ...], list[tuple[int, int, list[int]]]] = {}
+        for i, (prompts, ablations, batch_size) in enumerate(work):
+            rows = prompts["prompt_row"].to_list()
+            for batch in batches(prompts, batch_size):
+                jobs.setdefault(tuple(rows[p] for p in batch), []).extend(
+                    (i, c, batch) for c in range(len(ablations))
+                )
+        out = [[[""] * prompts.height for _ in ablations] for prompts, ablations, _ in work]
+        for key, todo in jobs.items():
+            texts = self.stacked(list(key), [work[i][1][c] for i, c, _ in todo], advance)
+            for (i, c, batch), answers in zip(todo, texts, strict=True):
+                for p, text in zip(batch, answers, strict=True):
+                    out[i][c][p] = text
         return out
 
     def stacked(
@@ -631,23 +647,11 @@ def _evaluate(
     requests that share a prompt batch run stacked on it; then write each results file."""
     model = runner.loaded.model
     t0 = time.perf_counter()
-    # prompt rows of a batch -> (request, condition, positions in that request's prompts)
-    jobs: dict[tuple[int, ...], list[tuple[int, int, list[int]]]] = {}
-    for i, r in enumerate(pending):
-        rows = r.chosen["prompt_row"].to_list()
-        for batch in batches(r.chosen, r.cfg.batch_size):
-            jobs.setdefault(tuple(rows[p] for p in batch), []).extend(
-                (i, c, batch) for c in range(len(r.conds))
-            )
-        progress.add_total(len(r.conds) * r.chosen.height)
     sets = [condition_neurons(model, r.sel, r.conds) for r in pending]
+    progress.add_total(sum(len(r.conds) * r.chosen.height for r in pending))
     progress.advance(0, info=f"{len(pending)} requests, {sum(map(len, sets))} neuron sets")
-    generated = [[[""] * r.chosen.height for _ in r.conds] for r in pending]
-    for key, todo in jobs.items():
-        texts = runner.stacked(list(key), [sets[i][c] for i, c, _ in todo], progress.advance)
-        for (i, c, batch), answers in zip(todo, texts, strict=True):
-            for p, text in zip(batch, answers, strict=True):
-                generated[i][c][p] = text
+    work = [(r.chosen, s, r.cfg.batch_size) for r, s in zip(pending, sets, strict=True)]
+    generated = runner.answer_all(work, progress.advance)
     seconds = round(time.perf_counter() - t0, 3)
     for i, r in enumerate(pending):
         timing = {

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from warehouse.analysis.ablation import Neurons, ablate_rows
+from warehouse.ingest.batching import pad_batch
 from warehouse.ingest.models import LoadedModel
 from warehouse.store.errors import DatasetError
 from warehouse.store.fingerprint import CacheKey
@@ -90,7 +91,8 @@ def perplexities(
         raise DatasetError("the sentences are too short to score (need >= 2 tokens each)")
     nll, count = [0.0] * len(ablations), 0
     for start in range(0, len(encoded), batch_size):
-        ids, mask = _right_padded(encoded[start : start + batch_size], tok.pad_token_id)
+        batch = encoded[start : start + batch_size]
+        ids, mask, _ = pad_batch(batch, tok.pad_token_id, "right", loaded.device)
         per = max(1, logits_bytes // (ids.numel() * loaded.model.config.vocab_size * 4))
         for first in range(0, len(ablations), per):
             group = ablations[first : first + per]
@@ -103,19 +105,8 @@ def perplexities(
     return [math.exp(x / count) for x in nll]
 
 
-def _right_padded(batch: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, batch))
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for i, row in enumerate(batch):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-    return ids, mask
-
-
 def _nll(loaded: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, rows: int) -> list[float]:
     """Negative log-likelihood of the real next tokens of each block of `rows` rows."""
-    ids, mask = ids.to(loaded.device), mask.to(loaded.device)
     logits = loaded.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
     logp = torch.log_softmax(logits, dim=-1)  # (rows, width-1, vocab)
     token_logp = logp.gather(2, ids[:, 1:, None])[..., 0]  # (rows, width-1)
