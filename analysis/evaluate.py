@@ -106,6 +106,9 @@ class EvalConfig:
     # Rows of one forward pass: the conditions of one batch run stacked up to this many rows
     # (each row's answer is computed as it is alone); 1 runs one condition per pass.
     stack_rows: int = 256
+    # Run each prompt batch's shared leading tokens once per neuron set (ingest/prefix.py's
+    # plan), then the rest on their cache: the same answers but at near-ties (last float bits).
+    shared_prefix: bool = True
     model: str | None = None  # None: the manifest's model; else a copy of its weights
     model_dtype: str | None = None  # None: the dtype the warehouse was ingested at
     device: str = "cpu"
@@ -355,7 +358,13 @@ class _Runner:
         for start in range(0, len(ablations), per):
             group = ablations[start : start + per]
             with ablate_rows(loaded.model, group):
-                texts = answer(loaded, ids * len(group), self.cfg.max_new_tokens)
+                texts = answer(
+                    loaded,
+                    ids * len(group),
+                    self.cfg.max_new_tokens,
+                    blocks=len(group),
+                    shared_prefix=self.cfg.shared_prefix,
+                )
             out += [texts[k * len(ids) : (k + 1) * len(ids)] for k in range(len(group))]
             advance(len(ids) * len(group))
         return out
@@ -408,7 +417,7 @@ def _scored(
 def _options_key(cfg: EvalConfig) -> dict[str, Any]:
     """The options that change a results file; where and how fast it runs does not."""
     skip = ("selection", "model", "model_dtype", "device", "baseline", "force", "batch_size")
-    skip += ("stack_rows",)
+    skip += ("stack_rows", "shared_prefix")
     key = {k: v for k, v in asdict(cfg).items() if k not in skip}
     if key["templates"] is None:
         del key["templates"]  # so files made before the option existed keep their key
@@ -561,6 +570,7 @@ def run_eval(
 
 # Options every request of one `run_evals` call shares: one model, one decoding, one rule.
 SHARED = ("model", "model_dtype", "device", "max_new_tokens", "match", "stack_rows")
+SHARED += ("shared_prefix",)
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""The study's eval stages, one neuron set per forward pass vs the sets of a batch stacked,
-side by side on the same warehouse, with every answer compared.
+"""The study's eval stages as they ran before stacking and shared prefixes, with stacking
+alone, and as they run now, side by side on the same warehouse, with every answer compared.
 
     python bench/study_eval.py [--relations country_capital,country_currency,city_country]
                                [--sample 40] [--controls 5] [--rounds 2] [--json out.json]
@@ -7,14 +7,18 @@ side by side on the same warehouse, with every answer compared.
 
 Runs `warehouse study` (the demo's options on the chosen relations: English, `--sample`
 prompts per cell, `--controls` random sets) once to make the warehouse, its baseline, stats
-and selections. Then, `--rounds` times and in alternating order, it removes the study's eval
-files and runs the study again with `stack_rows` 1 (one neuron set per forward, as before
-the option) and with the default: only the eval stages run again (the rest is reused). Each
-run's seconds are the study's own clock of its eval stages (eval, language_ablation,
-templates); a round's ratio is its `1` time over its default time. Every answer of every eval
-file is compared between the two; a differing one is printed with its prompt and condition.
-`--relations all` takes every relation (the demo's study); `--warehouse W` makes (or reuses,
-when the options match) the study in W and keeps it, e.g. a finished `demo-warehouse`.
+and selections. Then, `--rounds` times and in rotating order, it removes the study's eval
+files and runs the study again in each variant: `before` (`stack_rows` 1, no shared
+prefixes: one neuron set per plain forward), `stacked` (`stack_rows` 256, no shared
+prefixes) and `now` (the defaults); only the eval stages run again (the rest is reused).
+Each run's seconds are the study's own clock of its eval stages (eval, language_ablation,
+templates); a round's ratio is its `before` time over the variant's. Every answer of every
+eval file is compared with `before`; a differing one is printed with its prompt and
+condition. Last, the baseline answers of every prompt of the warehouse are computed without
+and with shared prefixes (timed once each) and compared; the study's baseline file is put
+back. `--relations all` takes every relation (the demo's study); `--warehouse W` makes (or
+reuses, when the options match) the study in W and keeps it, e.g. a finished
+`demo-warehouse`.
 """
 
 from __future__ import annotations
@@ -34,12 +38,16 @@ from warehouse.study import StudyConfig, demo_config, run_study
 
 EVAL_STAGES = ("eval", "language_ablation", "templates")
 KEY = ["selection", "count", "control_seed", "prompt_id"]
+# variant -> (stack_rows, shared_prefix)
+VARIANTS = {"before": (1, False), "stacked": (EvalConfig().stack_rows, False), "now": (0, True)}
+VARIANTS["now"] = (EvalConfig().stack_rows, EvalConfig().shared_prefix)
 
 
-def _config(out: Path, args: argparse.Namespace, stack_rows: int) -> StudyConfig:
+def _config(out: Path, args: argparse.Namespace, variant: str) -> StudyConfig:
     cfg = demo_config(out, show_progress=False)
     cfg.relations = None if args.relations == "all" else args.relations.split(",")
-    cfg.sample, cfg.controls, cfg.stack_rows = args.sample, args.controls, stack_rows
+    cfg.sample, cfg.controls = args.sample, args.controls
+    cfg.stack_rows, cfg.shared_prefix = VARIANTS[variant]
     return cfg
 
 
@@ -55,14 +63,14 @@ def _clear_evals(root: Path) -> None:
     record.write_text(json.dumps(data))
 
 
-def _timed(root: Path, args: argparse.Namespace, stack_rows: int) -> tuple[float, pl.DataFrame]:
+def _timed(root: Path, args: argparse.Namespace, variant: str) -> tuple[float, pl.DataFrame]:
     """(seconds of the eval stages, every answer) of one study run."""
     _clear_evals(root)
     t0 = time.perf_counter()
-    record = json.loads(run_study(_config(root, args, stack_rows)).read_text())
+    record = json.loads(run_study(_config(root, args, variant)).read_text())
     wall = time.perf_counter() - t0
     seconds = sum(record["seconds"].get(k, 0.0) for k in EVAL_STAGES)
-    print(f"  stack_rows {stack_rows:>4}: eval stages {seconds:7.1f} s (whole call {wall:.1f} s)")
+    print(f"  {variant:>7}: eval stages {seconds:7.1f} s (whole call {wall:.1f} s)")
     answers = [
         pl.read_parquet(f).select(*KEY, "generated").with_columns(file=pl.lit(f.name))
         for f in sorted((root / "evals").glob("*.parquet"))
@@ -81,6 +89,31 @@ def _compare(a: pl.DataFrame, b: pl.DataFrame) -> int:
     return diff.height
 
 
+def _baselines(root: Path) -> tuple[dict[bool, float], int, int]:
+    """Seconds of the baseline answers of every prompt without and with shared prefixes, the
+    prompts, and those whose answers differ (printed); the study's baseline is put back."""
+    from warehouse.analysis.evaluate import baseline_path, run_eval
+
+    base = baseline_path(root)
+    kept = {f: f.read_bytes() for f in base.parent.glob("baseline.*")}
+    seconds, answers = {}, {}
+    try:
+        for shared in (False, True):
+            t0 = time.perf_counter()
+            cfg = EvalConfig(baseline=True, force=True, shared_prefix=shared)
+            path = run_eval(root, cfg, show_progress=False)
+            seconds[shared] = time.perf_counter() - t0
+            answers[shared] = pl.read_parquet(path).select("prompt_id", "generated")
+    finally:
+        for f, data in kept.items():
+            f.write_bytes(data)
+    diff = answers[False].join(answers[True], on="prompt_id", suffix="_shared")
+    diff = diff.filter(pl.col("generated") != pl.col("generated_shared"))
+    for row in diff.iter_rows(named=True):
+        print(f"  baseline differs: {row}")
+    return seconds, answers[False].height, diff.height
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--relations", default="country_capital,country_currency,city_country")
@@ -90,29 +123,40 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--warehouse", type=Path, default=None)
     args = ap.parse_args()
-    default = EvalConfig().stack_rows
+    names = list(VARIANTS)
     with tempfile.TemporaryDirectory() as tmp:
         root = args.warehouse or Path(tmp) / "w"
         t0 = time.perf_counter()
-        run_study(_config(root, args, default))
+        run_study(_config(root, args, "now"))
         print(f"study made in {time.perf_counter() - t0:.0f} s: {args.relations}")
-        times: dict[int, list[float]] = {1: [], default: []}
-        answers: dict[int, pl.DataFrame] = {}
+        times: dict[str, list[float]] = {v: [] for v in names}
+        answers: dict[str, pl.DataFrame] = {}
         for r in range(args.rounds):
-            for stack in (1, default) if r % 2 == 0 else (default, 1):
-                seconds, answers[stack] = _timed(root, args, stack)
-                times[stack].append(seconds)
-        rows, differing = answers[1].height, _compare(answers[1], answers[default])
+            for variant in names[r % 3 :] + names[: r % 3]:
+                seconds, answers[variant] = _timed(root, args, variant)
+                times[variant].append(seconds)
+        rows = answers["before"].height
+        differing = {v: _compare(answers["before"], answers[v]) for v in names[1:]}
+        base_seconds, base_rows, base_differing = _baselines(root)
         if args.warehouse is None:
             shutil.rmtree(root)
-    ratios = [a / b for a, b in zip(times[1], times[default], strict=True)]
+    ratios = {v: [a / b for a, b in zip(times["before"], times[v], strict=True)] for v in names}
+    for v in names[1:]:
+        print(
+            f"eval stages, before / {v}: rounds {', '.join(f'{x:.2f}x' for x in ratios[v])}"
+            f" (median {statistics.median(ratios[v]):.2f}x); answers equal"
+            f" {rows - differing[v]}/{rows}"
+        )
     print(
-        f"eval stages, stack_rows 1 / {default}: rounds {', '.join(f'{x:.2f}x' for x in ratios)}"
-        f" (median {statistics.median(ratios):.2f}x); answers equal {rows - differing}/{rows}"
+        f"baseline of {base_rows} prompts: plain {base_seconds[False]:.1f} s, shared prefixes "
+        f"{base_seconds[True]:.1f} s; answers equal {base_rows - base_differing}/{base_rows}"
     )
     if args.json:
-        record = {"args": vars(args) | {"json": str(args.json)}, "seconds": times,
-                  "ratios": ratios, "answers": rows, "differing": differing}  # fmt: skip
+        given = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        record = {"args": given, "seconds": times,
+                  "ratios": ratios, "answers": rows, "differing": differing,
+                  "baseline": {"seconds": base_seconds, "prompts": base_rows,
+                               "differing": base_differing}}  # fmt: skip
         args.json.write_text(json.dumps(record, indent=1))
 
 

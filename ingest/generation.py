@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from warehouse.ingest.batching import pad_batch
 from warehouse.ingest.models import LoadedModel
+from warehouse.ingest.prefix import PrefixPlan, new_cache, plan_prefix, select_rows
 
 
 @torch.inference_mode()
@@ -18,24 +20,34 @@ def greedy(
     pad_id: int,
     eos_ids: Sequence[int],
     max_new_tokens: int,
+    *,
+    blocks: int = 1,
+    shared_prefix: bool = False,
 ) -> list[list[int]]:
     """Greedy new token ids of one left-padded batch, each cut before its first EOS.
 
     The same argmax decoding as `model.generate(do_sample=False)` with a KV cache: one forward
     over the prompts, then one per new token; positions count real tokens only. Hooks in place
     (an ablation) run in every forward, so the generated tokens are ablated like the prompt.
+
+    `ids` is `blocks` equal blocks of the same prompts (one per ablation of `ablate_rows`).
+    With `shared_prefix` the prompts' shared leading tokens run once per block before the
+    rest (`_plan`, `_shared_head`): the same mathematics, not the same bits.
     """
     device = next(model.parameters()).device
-    x, mask, pos = pad_batch(ids, pad_id, "left", device)  # (batch, seq) each
-    eos = torch.as_tensor(list(eos_ids), dtype=torch.long, device=device)
-    done = torch.zeros(len(ids), dtype=torch.bool, device=device)
-    new: list[torch.Tensor] = []
     # The backbone, then the LM head on the last position alone: the head of
     # `model(..., logits_to_keep=1)` runs as a batched matmul over a non-contiguous slice,
     # ~1.3x slower on CPU prefills. What a causal LM's forward does after its head (a logit
     # scale, Gemma's tanh soft-cap) is monotonic, so the argmax is the same.
     backbone, head = model.base_model, model.get_output_embeddings()
-    cache = None
+    plan = _plan(model.config, ids[: len(ids) // blocks], max_new_tokens, shared_prefix)
+    if plan.shared:
+        x, mask, pos, cache = _shared_head(backbone, ids, plan, blocks, pad_id, device)
+    else:
+        (x, mask, pos), cache = pad_batch(ids, pad_id, "left", device), None
+    eos = torch.as_tensor(list(eos_ids), dtype=torch.long, device=device)
+    done = torch.zeros(len(ids), dtype=torch.bool, device=device)
+    new: list[torch.Tensor] = []
     for step in range(max_new_tokens):
         out = backbone(
             input_ids=x, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True
@@ -55,6 +67,38 @@ def greedy(
     return [_cut(row, eos_set) for row in rows]
 
 
+def _plan(config: Any, ids: Sequence[Sequence[int]], new: int, shared: bool) -> PrefixPlan:
+    """ingest/prefix.py's plan of one block's prompts, unless `shared` is off or a sliding
+    attention window is shorter than the padded prompts and `new` tokens: a window counts
+    cache slots, and the pads between a prefix and a shorter tail take slots."""
+    window = getattr(config, "sliding_window", None)
+    if not shared or (window is not None and window < max(map(len, ids)) + new):
+        return PrefixPlan(0, [], [])
+    return plan_prefix(ids)
+
+
+def _shared_head(
+    backbone: torch.nn.Module,
+    ids: Sequence[Sequence[int]],
+    plan: PrefixPlan,
+    blocks: int,
+    pad_id: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+    """Run each block's distinct prefixes once into a cache; return the tails' inputs (left
+    padded, after the prefix: the mask is 0 between a prefix and a shorter tail) and the
+    cache with each prompt's prefix rows selected for it."""
+    p, distinct = plan.length, len(plan.prefixes)
+    cache = new_cache(backbone.config)
+    x, mask, pos = pad_batch(plan.prefixes * blocks, pad_id, "left", device)
+    backbone(input_ids=x, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True)
+    rows = [k * distinct + g for k in range(blocks) for g in plan.group]
+    select_rows(cache, torch.tensor(rows, dtype=torch.long, device=device))
+    x, mask, pos = pad_batch([t[p:] for t in ids], pad_id, "left", device)
+    mask = torch.cat([torch.ones((len(ids), p), dtype=mask.dtype, device=device), mask], dim=1)
+    return x, mask, pos + p, cache
+
+
 def _cut(row: list[int], eos: set[int]) -> list[int]:
     for i, t in enumerate(row):
         if t in eos:
@@ -62,10 +106,26 @@ def _cut(row: list[int], eos: set[int]) -> list[int]:
     return row
 
 
-def answer(loaded: LoadedModel, ids: Sequence[Sequence[int]], max_new_tokens: int) -> list[str]:
-    """Decoded greedy continuations of one batch of token ids (hooks in place apply)."""
+def answer(
+    loaded: LoadedModel,
+    ids: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    *,
+    blocks: int = 1,
+    shared_prefix: bool = False,
+) -> list[str]:
+    """Decoded greedy continuations of one batch of token ids (hooks in place apply; `blocks`
+    and `shared_prefix` as for `greedy`)."""
     tok = loaded.tokenizer
-    new = greedy(loaded.model, ids, tok.pad_token_id, eos_token_ids(loaded), max_new_tokens)
+    new = greedy(
+        loaded.model,
+        ids,
+        tok.pad_token_id,
+        eos_token_ids(loaded),
+        max_new_tokens,
+        blocks=blocks,
+        shared_prefix=shared_prefix,
+    )
     return [tok.decode(t, skip_special_tokens=True) for t in new]
 
 

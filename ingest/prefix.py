@@ -9,17 +9,19 @@ forward passes when that saves tokens:
 2. the *tail*: every prompt's remaining tokens, its prefix's cache rows selected for it,
    positions continuing after the prefix, the attention mask covering prefix and tail.
 
-The rule (deterministic given the batch's token ids, all of one width `w`): one prefix
-length `p` for the whole batch, 2 <= p <= w - 1, the one whose plan runs the fewest tokens,
-`distinct(p) * p + n * (w - p)` for `n` prompts whose first `p` tokens take `distinct(p)`
-values; of equal costs the shortest `p`. Only a plan that runs at most `MAX_SHARE` (3/4)
-of the `n * w` tokens of one plain forward is taken: the second pass has a fixed cost of its
-own, so a plan that saves little runs slower than one forward. A batch where no two prompts
-share two leading tokens (or a batch of one prompt) runs as one plain forward. One length
-for the whole batch keeps it at two forward passes: on the built-in country_capital and
-country_currency in en, de and fr (batches of 32) the rule runs 55 % of the tokens, while
-grouping each prompt with its longest-sharing sorted neighbours would run 53 % at up to six
-passes a batch.
+The rule (deterministic given the batch's token ids, the longest `w` tokens and the
+shortest `s`): one prefix length `p` for the whole batch, 2 <= p <= s - 1, the one whose plan
+runs the fewest tokens, `distinct(p) * p + n * (w - p)` for `n` prompts whose first `p`
+tokens take `distinct(p)` values (a tail shorter than `w - p` is padded to it); of equal
+costs the shortest `p`. Ingest's batches hold prompts of one length (`s = w`); the
+evaluator's greedy decoding plans its left-padded batches the same way. Only a plan that
+runs at most `MAX_SHARE` (3/4) of the `n * w` tokens of one plain forward is taken: the
+second pass has a fixed cost of its own, so a plan that saves little runs slower than one
+forward. A batch where no two prompts share two leading tokens (or a batch of one prompt)
+runs as one plain forward. One length for the whole batch keeps it at two forward passes:
+on the built-in country_capital and country_currency in en, de and fr (batches of 32) the
+rule runs 55 % of the tokens, while grouping each prompt with its longest-sharing sorted
+neighbours would run 53 % at up to six passes a batch.
 
 A prompt's values are the same mathematics either way, not the same bits: the tail's
 attention reads cached keys in a matrix of another shape, so values differ from one plain
@@ -58,16 +60,16 @@ class PrefixPlan:
 
 
 def plan_prefix(ids: Sequence[Sequence[int]]) -> PrefixPlan:
-    """The plan of a batch of equal-length prompts (the rule in the module's docstring)."""
+    """The plan of a batch of prompts (the rule in the module's docstring)."""
     n = len(ids)
-    width = len(ids[0]) if n else 0
-    if n < 2 or width <= MIN_PREFIX:
+    if n < 2 or min(len(x) for x in ids) <= MIN_PREFIX:
         return PrefixPlan(0, [], [])
+    width, shortest = max(len(x) for x in ids), min(len(x) for x in ids)
     ordered = sorted(tuple(x) for x in ids)
     # distinct(p) = 1 + the sorted neighbours that differ within their first p tokens.
     common = [_common_length(a, b) for a, b in zip(ordered, ordered[1:], strict=False)]
     best, best_cost = 0, n * width
-    for p in range(MIN_PREFIX, width):
+    for p in range(MIN_PREFIX, shortest):
         distinct = 1 + sum(c < p for c in common)
         cost = distinct * p + n * (width - p)
         if cost < best_cost:

@@ -13,7 +13,9 @@ import pytest
 import torch
 from conftest import tiny_gemma3_config, tiny_llama_config
 
+from warehouse.analysis.ablation import ablate, ablate_rows, neuron_indices
 from warehouse.ingest.capture import POOLINGS, Capturer, CaptureSpec
+from warehouse.ingest.generation import greedy
 from warehouse.ingest.prefix import PrefixPlan, plan_prefix, tokens_run
 
 # Batches of one width: a 4-token prefix shared by three prompts, one sharing only two
@@ -42,6 +44,17 @@ def test_the_plan_takes_the_cheapest_prefix_length():
     for ids in ([[1, 2, 3], [1, 4, 3], [2, 2, 3]], [[1, 2, 3, 4]], [[1, 2], [1, 2]], little):
         assert plan_prefix(ids) == PrefixPlan(0, [], []), ids
         assert tokens_run(plan_prefix(ids), len(ids), len(ids[0])) == len(ids) * len(ids[0])
+
+
+def test_the_plan_of_prompts_of_several_lengths_pads_their_tails():
+    """Eval's left-padded batches: p stops one token short of the shortest prompt, and each
+    tail counts as padded to the longest (p=4: 2*4 + 6*5 = 38 of 54; p=3: 2*3 + 6*6 = 42)."""
+    ids = [[5, 9, 13, 40, 1], [5, 9, 13, 40, 2, 3, 4, 5, 6], [5, 9, 13, 40, 7, 8], [6] * 5]
+    ids += [[5, 9, 13, 40, 3, 3, 3], [5, 9, 13, 40, 4, 4, 4, 4]]
+    assert plan_prefix(ids) == PrefixPlan(4, [[5, 9, 13, 40], [6] * 4], [0, 0, 0, 1, 0, 0])
+    assert tokens_run(plan_prefix(ids), 6, 9) == 38
+    # Only a 2-token prompt shares little (p=2 would leave 9 - 2 = 7 tokens of tail each).
+    assert plan_prefix([[5, 9], *ids[1:]]) == PrefixPlan(0, [], [])
 
 
 def _models() -> dict[str, tuple[torch.nn.Module, dict[str, str]]]:
@@ -206,3 +219,46 @@ def test_overflows_of_a_shared_prefix_count_once_per_prompt():
     np.testing.assert_array_equal(
         np.isinf(rows["activations/ffn.act"]), np.isinf(want["activations/ffn.act"])
     )
+
+
+def _strong(model: torch.nn.Module, factor: float) -> None:
+    """Scale the MLPs' output weights, so that zeroing units changes a tiny model's answers."""
+    with torch.no_grad():
+        for name, w in model.named_parameters():
+            if ".mlp." in name and name.endswith(("down_proj.weight", "c_proj.weight")):
+                w.mul_(factor)
+
+
+def _wide_gemma3() -> torch.nn.Module:
+    from transformers import Gemma3ForCausalLM
+
+    torch.manual_seed(0)
+    config = tiny_gemma3_config(128)
+    config.sliding_window = 10  # the padded prompts (7) and two new tokens fit in it
+    return Gemma3ForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("family", [*MODELS, "gemma3-wide"])
+def test_greedy_with_shared_prefixes_answers_as_each_block_alone(family):
+    """The evaluator's decoding with `shared_prefix`: two blocks of one left-padded batch of
+    several lengths (no ablation, then one) give each block's plain greedy answers, the
+    distinct prefixes run once per block, and the ablation changes some answer. Gemma 3's
+    window of 4 is shorter than the prompts: that batch runs plain, as one forward."""
+    model = _wide_gemma3() if family == "gemma3-wide" else MODELS[family][0]
+    batch = [x[: 7 - i % 3] for i, x in enumerate(IDS)]  # 7, 6, 5, 7, 6, 5 tokens
+    units = 16 if family == "gpt2" else 32
+    off = {"ffn.act": neuron_indices(model, "ffn.act", list(range(0, units * 2, 3)))}
+    _strong(model, 8.0)
+    try:
+        alone = greedy(model, batch, 0, [0], 3)
+        with ablate(model, off):
+            ablated = greedy(model, batch, 0, [0], 3)
+        seen, handle = _tokens_seen(model)
+        with ablate_rows(model, [{}, off]):
+            both = greedy(model, batch * 2, 0, [0], 3, blocks=2, shared_prefix=True)
+        handle.remove()
+    finally:
+        _strong(model, 1 / 8.0)
+    assert both == alone + ablated and alone != ablated
+    # p=4: 2 blocks x 3 prefixes x 4 tokens, then 12 tails padded to 3, then 2 new tokens
+    assert seen[:2] == ([12 * 7, 12] if family == "gemma3" else [2 * 3 * 4, 12 * 3])

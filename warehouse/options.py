@@ -128,6 +128,14 @@ SharedPrefix = Annotated[
         show_default=False,
     ),
 ]
+EvalSharedPrefix = Annotated[
+    bool,
+    typer.Option(
+        "--shared-prefix/--no-shared-prefix",
+        help="Run a prompt batch's shared leading tokens once per neuron set, then the rest "
+        "on their cache (answers equal one plain forward's but at near-ties).",
+    ),
+]
 Selection = Annotated[
     str | None, typer.Option(help="Selection to deactivate (none: baseline only).")
 ]

@@ -76,6 +76,7 @@ class StudyConfig:
     others_sample: int = 3  # per other relation, for the sweep's "other relations" curve
     batch_size: int = 32
     stack_rows: int = 256  # rows of one eval forward pass (EvalConfig.stack_rows)
+    shared_prefix: bool = True  # evals run shared leading tokens once (EvalConfig's)
     device: str = "cpu"
     model_dtype: str = "float32"
     max_new_tokens: int = 2
@@ -216,6 +217,7 @@ class _Study:
             "max_new_tokens": cfg.max_new_tokens,
             "batch_size": cfg.batch_size,
             "stack_rows": cfg.stack_rows,
+            "shared_prefix": cfg.shared_prefix,
             "device": cfg.device,
             "seed": cfg.seed,
             "controls": 0,
