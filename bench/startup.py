@@ -5,7 +5,9 @@
 Three figures per interpreter, each a new process started from the shell's point of view:
 - ingest: `warehouse ingest --max-prompts 300` until its first batch starts (the first call
   of `Capturer.run`, where the child stops);
-- query: `warehouse query W "select 1"` to its exit;
+- query: `warehouse query W "select 1"` to its exit; query-late: the same through
+  `python -m warehouse.cli`, which forks the query's child only after parsing (the console
+  script forks it first, so that the child's imports overlap the CLI's);
 - eval: `warehouse eval W` until its first generation starts (the first call of `answer`).
 
 Wall is measured here, from the start of the process; CPU is the process's user + system
@@ -69,6 +71,9 @@ def commands(python: str, model: str, warehouse: Path, scratch: Path) -> dict[st
     return {
         "ingest": [python, "-c", CHILD, "warehouse.ingest.capture", "Capturer.run", *ingest],
         "query": [python, "-m", "warehouse", "query", str(warehouse), "select 1"],
+        # the CLI module alone: its child forks after the arguments are parsed, as it did
+        # before the console script forked it first (`warehouse.launch`)
+        "query-late": [python, "-m", "warehouse.cli", "query", str(warehouse), "select 1"],
         "eval": [python, "-c", CHILD, "warehouse.analysis.evaluate", "answer", *evaluate],
     }
 
@@ -91,8 +96,8 @@ def main() -> None:
                 for what, cmd in commands(python, args.model, warehouse, scratch).items():
                     times.setdefault((who, what), []).append(timed(cmd))
     print(f"load: {os.getloadavg()[0]:.2f} (1 min)  rounds: {args.rounds}  model: {args.model}")
-    print(f"{'':8s}" + "".join(f"{w + ' wall / CPU s (median, best)':>40s}" for w in pythons))
-    for what in ("ingest", "query", "eval"):
+    print(f"{'':11s}" + "".join(f"{w + ' wall / CPU s (median, best)':>40s}" for w in pythons))
+    for what in ("ingest", "query", "query-late", "eval"):
         cells = []
         for who in pythons:
             walls, cpus = zip(*times[(who, what)], strict=True)
@@ -100,7 +105,7 @@ def main() -> None:
                 f"{statistics.median(walls):6.2f} / {statistics.median(cpus):5.2f}  "
                 f"({min(walls):5.2f} / {min(cpus):5.2f})"
             )
-        print(f"{what:8s}" + "".join(f"{c:>40s}" for c in cells))
+        print(f"{what:11s}" + "".join(f"{c:>40s}" for c in cells))
 
 
 if __name__ == "__main__":

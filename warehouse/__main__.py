@@ -1,3 +1,3 @@
-from warehouse.cli import main
+from warehouse.launch import main
 
 main()

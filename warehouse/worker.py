@@ -11,6 +11,8 @@ dies by itself (out of memory, a crash in an engine) becomes one `WarehouseError
 Two kinds of child, one protocol:
 - **fork**: the `warehouse query` command forks itself before any engine is imported (a
   process with one thread forks safely); the child imports, runs and answers, then exits.
+  The console script forks this child first of all (`prefork`), so that its imports run
+  while the parent imports the CLI and parses the arguments; it then waits for its request.
 - **worker**: elsewhere (a Python process where the engines' threads already run), one
   `python -m warehouse.worker` per process, started at the first query and reused
   while its queries end normally; a killed one is replaced at the next query.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import gc
 import io
 import json
 import os
@@ -43,7 +46,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from warehouse.queries.limits import (
     POLL_S,
@@ -108,13 +111,41 @@ def _type_name(e: Exception) -> str:
     return next(c.__name__ for c in type(e).__mro__ if getattr(builtins, c.__name__, None) is c)
 
 
+def _read_request(fd: int) -> dict[str, Any] | None:
+    """The next request on `fd` (4 bytes of length, then JSON), or None at its end."""
+    head = _read_exact(fd, 4)
+    return json.loads(_read_exact(fd, int.from_bytes(head, "big"))) if head else None
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    """`n` bytes from `fd` (a pipe may hand a long request over in parts); b"" at its end."""
+    buf = bytearray()
+    while len(buf) < n and (data := os.read(fd, n - len(buf))):
+        buf += data
+    return bytes(buf)
+
+
 def serve() -> None:
     """`python -m warehouse.worker`: answer requests on stdin until it closes."""
     fd_in, fd_out = sys.stdin.buffer.fileno(), sys.stdout.buffer.fileno()
-    with open(fd_in, "rb", buffering=0, closefd=False) as f:
-        while head := f.read(4):
-            request = json.loads(f.read(int.from_bytes(head, "big")))
+    while (request := _read_request(fd_in)) is not None:
+        answer(request, fd_out)
+
+
+def _serve_warm(fd_in: int, fd_out: int) -> NoReturn:
+    """The warm child (see `prefork`): import the engines, then answer at most one request."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides, as for the worker
+        gc.disable()  # the imports make ~10^5 objects, none of them garbage: skip the scans
+        with contextlib.suppress(Exception):  # a failed import is reported by `answer` itself
+            import warehouse.query  # noqa: F401  (Polars, PyArrow, the views: the wait's reason)
+        gc.freeze()  # and leave them out of the query's own collections
+        gc.enable()
+        request = _read_request(fd_in)
+        if request is not None:
             answer(request, fd_out)
+    finally:
+        os._exit(0)  # never the parent's exit code, whatever happened here
 
 
 # ----------------------------------------------------------------------------- the parent
@@ -235,8 +266,49 @@ def single_threaded() -> bool:
         return False
 
 
-def run_forked(request: dict[str, Any]) -> Any:
-    """Answer `request` in a forked child (see the module doc)."""
+_WARM: list[tuple[int, int, int]] = []  # the warm child: (pid, request fd, answer fd)
+
+
+def prefork() -> None:
+    """Fork the child of this process's coming query now, while it has one thread and has
+    imported nothing heavy: the child imports the engines while this process imports its
+    CLI and parses the arguments (on two cores the two overlap), then it waits for one
+    request. Unused, it ends when this process's end closes the request pipe."""
+    if _WARM or not single_threaded():
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    req_r, req_w = os.pipe()
+    ans_r, ans_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(req_w)
+        os.close(ans_r)
+        _serve_warm(req_r, ans_w)
+    os.close(req_r)
+    os.close(ans_w)
+    _WARM.append((pid, req_w, ans_r))
+
+
+def _send_warm(request: dict[str, Any]) -> tuple[int, int] | None:
+    """Hand `request` to the warm child: (its pid, the answer fd), or None without one."""
+    if not _WARM:
+        return None
+    pid, w, r = _WARM.pop()
+    body = json.dumps(request).encode()
+    try:
+        _write_all(w, len(body).to_bytes(4, "big") + body)
+    except OSError:  # it died before its request: a new fork answers instead
+        _kill(pid)
+        os.close(r)
+        return None
+    finally:
+        os.close(w)
+    return pid, r
+
+
+def _fork(request: dict[str, Any]) -> tuple[int, int]:
+    """A new child that answers `request`: (its pid, the answer fd)."""
     sys.stdout.flush()
     sys.stderr.flush()
     r, w = os.pipe()
@@ -248,6 +320,13 @@ def run_forked(request: dict[str, Any]) -> Any:
         finally:
             os._exit(0)
     os.close(w)
+    return pid, r
+
+
+def run_forked(request: dict[str, Any]) -> Any:
+    """Answer `request` in a forked child, the warm one if `prefork` made one (see the
+    module doc)."""
+    pid, r = _send_warm(request) or _fork(request)
     try:
         kind, payload = await_answer(pid, r, _limits(request))
     except BaseException:
@@ -318,7 +397,7 @@ def _limits(request: dict[str, Any]) -> QueryLimits:
 def isolated(request: dict[str, Any]) -> Any:
     """Answer `request` in a child process: forked when this process has one thread,
     otherwise in the worker."""
-    return run_forked(request) if single_threaded() else run_in_worker(request)
+    return run_forked(request) if _WARM or single_threaded() else run_in_worker(request)
 
 
 def request(op: str, root: str, sql: str, engine: str, limits: QueryLimits, **more: Any) -> dict:

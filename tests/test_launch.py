@@ -1,0 +1,98 @@
+"""The console script forks a query's child before it imports the CLI (`warehouse.launch`,
+`warehouse.worker.prefork`): that child answers the query, and an unused one ends with it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import small_warehouse
+from warehouse.launch import command_of
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_llama_dir) -> Path:
+    return small_warehouse(tmp_path_factory, tiny_llama_dir)
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["query", "W", "select 1"], "query"),
+        (["--debug", "query", "W", "select 1"], "query"),
+        (["ingest", "--out", "query"], "ingest"),
+        (["--version"], None),
+        ([], None),
+    ],
+)
+def test_the_command_is_the_first_word_that_is_not_an_option(argv, command):
+    assert command_of(argv) == command
+
+
+# A fresh process (pytest's own has threads, so it never forks early): prefork, then the
+# query through `isolated`, printing the warm child's pid and whether it was used.
+_SCRIPT = """
+import os, sys
+from warehouse import worker
+from warehouse.queries.limits import QueryLimits
+worker.prefork()
+pid = worker._WARM[0][0]
+sql = "select count(*) as n from prompts" + " --" + "x" * int(sys.argv[2])
+answer = worker.isolated(worker.request("query", sys.argv[1], sql, "polars", QueryLimits(),
+                                        fmt="csv", output=None))
+print(pid, worker._WARM, repr(answer))
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie that nobody reaped counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.parametrize("pad", [0, 300_000])  # a request longer than one pipe read
+def test_the_warm_child_answers_the_query_and_is_gone(built, pad):
+    p = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, str(built), str(pad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    pid, rest = p.stdout.split(" ", 1)
+    assert rest == "[] 'n\\n6\\n'\n"  # the answer, and no warm child left
+    assert int(pid) != 0 and not _alive(int(pid))
+
+
+def test_an_unused_warm_child_ends_with_its_parent():
+    code = "from warehouse import worker; worker.prefork(); print(worker._WARM[0][0])"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    pid = int(p.stdout)
+    deadline = time.monotonic() + 60  # its imports finish first, then it reads the pipe's end
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+def test_the_console_script_answers_and_refuses_as_before(built):
+    """Through `python -m warehouse` (the launch path): a query's answer, and a bad
+    option's one error line (its unused warm child ends by itself: the test above)."""
+    run = [sys.executable, "-m", "warehouse", "query", str(built)]
+    ok = subprocess.run(
+        [*run, "select count(*) as n from prompts", "--format", "csv"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (ok.returncode, ok.stdout, ok.stderr) == (0, "n\n6\n", "")
+    bad = subprocess.run(
+        [*run, "select 1", "--format", "xml"], capture_output=True, text=True, timeout=120
+    )
+    assert (bad.returncode, bad.stdout) == (2, "")
+    assert bad.stderr == "error: unknown format 'xml'; choose from table, csv, json, parquet\n"
