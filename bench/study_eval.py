@@ -14,7 +14,10 @@ prefixes) and `now` (the defaults); only the eval stages run again (the rest is 
 Each run's seconds are the study's own clock of its eval stages (eval, language_ablation,
 templates); a round's ratio is its `before` time over the variant's. Every answer of every
 eval file is compared with `before`; a differing one is printed with its prompt and
-condition. Last, the baseline answers of every prompt of the warehouse are computed without
+condition. It counts the FLOPs of every `nn.Linear` call of each variant (2 x rows x in
+x out) and prints them with the seconds the same shapes take at this CPU's float32
+matrix-multiply rate (1,024 rows): how far a variant is from doing its linear work at the
+rate of the bare matrix multiply. Last, the baseline answers of every prompt of the warehouse are computed without
 and with shared prefixes (timed once each) and compared; the study's baseline file is put
 back. `--relations all` takes every relation (the demo's study); `--warehouse W` makes (or
 reuses, when the options match) the study in W and keeps it, e.g. a finished
@@ -32,6 +35,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+import torch
 
 from warehouse.analysis.evaluate import EvalConfig
 from warehouse.study import StudyConfig, demo_config, run_study
@@ -41,6 +45,36 @@ KEY = ["selection", "count", "control_seed", "prompt_id"]
 # variant -> (stack_rows, shared_prefix)
 VARIANTS = {"before": (1, False), "stacked": (EvalConfig().stack_rows, False), "now": (0, True)}
 VARIANTS["now"] = (EvalConfig().stack_rows, EvalConfig().shared_prefix)
+
+
+# FLOPs of every nn.Linear call (2 x rows x in x out), per (in, out) shape: what the
+# variants compute, and what the CPU's matrix multiply could do with it (`_ceiling`).
+LINEAR_FLOPS: dict[tuple[int, int], int] = {}
+_linear_forward = torch.nn.Linear.forward
+
+
+def _counted(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    shape = (self.in_features, self.out_features)
+    LINEAR_FLOPS[shape] = (
+        LINEAR_FLOPS.get(shape, 0) + 2 * (x.numel() // x.shape[-1]) * shape[0] * shape[1]
+    )
+    return _linear_forward(self, x)
+
+
+def _ceiling(flops: dict[tuple[int, int], int], rows: int = 1024) -> float:
+    """Seconds that `flops` take at this CPU's float32 matrix-multiply rate for each shape
+    (`rows` x in times in x out, the median of 9 after a warm-up)."""
+    total = 0.0
+    for (n_in, n_out), f in flops.items():
+        x, w = torch.randn(rows, n_in), torch.randn(n_out, n_in)
+        torch.nn.functional.linear(x, w)
+        runs = []
+        for _ in range(9):
+            t0 = time.perf_counter()
+            torch.nn.functional.linear(x, w)
+            runs.append(time.perf_counter() - t0)
+        total += f / (2 * rows * n_in * n_out / statistics.median(runs))
+    return total
 
 
 def _config(out: Path, args: argparse.Namespace, variant: str) -> StudyConfig:
@@ -63,20 +97,27 @@ def _clear_evals(root: Path) -> None:
     record.write_text(json.dumps(data))
 
 
-def _timed(root: Path, args: argparse.Namespace, variant: str) -> tuple[float, pl.DataFrame]:
-    """(seconds of the eval stages, every answer) of one study run."""
+def _timed(
+    root: Path, args: argparse.Namespace, variant: str
+) -> tuple[float, dict[tuple[int, int], int], pl.DataFrame]:
+    """(seconds of the eval stages, their linear FLOPs per shape, every answer) of one run."""
     _clear_evals(root)
+    LINEAR_FLOPS.clear()
     t0 = time.perf_counter()
     record = json.loads(run_study(_config(root, args, variant)).read_text())
     wall = time.perf_counter() - t0
     seconds = sum(record["seconds"].get(k, 0.0) for k in EVAL_STAGES)
-    print(f"  {variant:>7}: eval stages {seconds:7.1f} s (whole call {wall:.1f} s)")
+    flops = dict(LINEAR_FLOPS)
+    print(
+        f"  {variant:>7}: eval stages {seconds:7.1f} s (whole call {wall:.1f} s), "
+        f"linear layers {sum(flops.values()) / 1e12:.2f} TFLOP"
+    )
     answers = [
         pl.read_parquet(f).select(*KEY, "generated").with_columns(file=pl.lit(f.name))
         for f in sorted((root / "evals").glob("*.parquet"))
         if not f.name.startswith("baseline.")
     ]
-    return seconds, pl.concat(answers).sort("file", *KEY)
+    return seconds, flops, pl.concat(answers).sort("file", *KEY)
 
 
 def _compare(a: pl.DataFrame, b: pl.DataFrame) -> int:
@@ -131,10 +172,15 @@ def main() -> None:
         print(f"study made in {time.perf_counter() - t0:.0f} s: {args.relations}")
         times: dict[str, list[float]] = {v: [] for v in names}
         answers: dict[str, pl.DataFrame] = {}
-        for r in range(args.rounds):
-            for variant in names[r % 3 :] + names[: r % 3]:
-                seconds, answers[variant] = _timed(root, args, variant)
-                times[variant].append(seconds)
+        flops: dict[str, dict[tuple[int, int], int]] = {}
+        torch.nn.Linear.forward = _counted  # type: ignore[method-assign]
+        try:
+            for r in range(args.rounds):
+                for variant in names[r % 3 :] + names[: r % 3]:
+                    seconds, flops[variant], answers[variant] = _timed(root, args, variant)
+                    times[variant].append(seconds)
+        finally:
+            torch.nn.Linear.forward = _linear_forward  # type: ignore[method-assign]
         rows = answers["before"].height
         differing = {v: _compare(answers["before"], answers[v]) for v in names[1:]}
         base_seconds, base_rows, base_differing = _baselines(root)
@@ -147,13 +193,21 @@ def main() -> None:
             f" (median {statistics.median(ratios[v]):.2f}x); answers equal"
             f" {rows - differing[v]}/{rows}"
         )
+    for v in names:  # the FLOPs of the eval stages are the same in every round
+        median, total = statistics.median(times[v]), sum(flops[v].values())
+        print(
+            f"{v}: {total / 1e12:.2f} TFLOP in linear layers, {total / median / 1e9:.0f} GFLOP/s"
+            f" over the eval stages; at the CPU's matrix-multiply rate they take"
+            f" {_ceiling(flops[v]):.1f} s of its {median:.1f} s"
+        )
     print(
         f"baseline of {base_rows} prompts: plain {base_seconds[False]:.1f} s, shared prefixes "
         f"{base_seconds[True]:.1f} s; answers equal {base_rows - base_differing}/{base_rows}"
     )
     if args.json:
         given = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-        record = {"args": given, "seconds": times,
+        tflop = {v: sum(f.values()) / 1e12 for v, f in flops.items()}
+        record = {"args": given, "seconds": times, "linear_tflop": tflop,
                   "ratios": ratios, "answers": rows, "differing": differing,
                   "baseline": {"seconds": base_seconds, "prompts": base_rows,
                                "differing": base_differing}}  # fmt: skip
