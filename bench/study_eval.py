@@ -14,14 +14,14 @@ prefixes) and `now` (the defaults); only the eval stages run again (the rest is 
 Each run's seconds are the study's own clock of its eval stages (eval, language_ablation,
 templates); a round's ratio is its `before` time over the variant's. Every answer of every
 eval file is compared with `before`; a differing one is printed with its prompt and
-condition. It counts the FLOPs of every `nn.Linear` call of each variant (2 x rows x in
-x out) and prints them with the seconds the same shapes take at this CPU's float32
-matrix-multiply rate (1,024 rows): how far a variant is from doing its linear work at the
-rate of the bare matrix multiply. Last, the baseline answers of every prompt of the warehouse are computed without
-and with shared prefixes (timed once each) and compared; the study's baseline file is put
-back. `--relations all` takes every relation (the demo's study); `--warehouse W` makes (or
-reuses, when the options match) the study in W and keeps it, e.g. a finished
-`demo-warehouse`.
+condition. It counts the FLOPs of every `nn.Linear` call of each variant (2 x rows x in x
+out) and prints them with the seconds the same shapes take at this CPU's float32 matrix-
+multiply rate (1,024 rows): how far a variant is from doing its linear work at the rate of
+the bare matrix multiply. Last, the baseline answers of every prompt of the warehouse are
+computed without and with shared prefixes (timed once each) and compared; the study's
+baseline file is put back. `--relations all` takes every relation (the demo's study);
+`--warehouse W` makes (or reuses, when the options match) the study in W and keeps it, e.g.
+a finished `demo-warehouse`.
 """
 
 from __future__ import annotations

@@ -278,6 +278,15 @@ def shard_chunks(shard: Path) -> dict[tuple[int, int], tuple[int, int]]:
     return {divmod(i, grid[2]): (int(o), int(ln)) for i, (o, ln) in enumerate(table)}
 
 
+def ingest_cfg(out: Path, model: Path, data: Path, **kw):
+    """An ingest of a tiny test model with small chunks (many chunk files, many commits per
+    run); each test module passes what it does differently (sites, batch, chunk sizes)."""
+    from warehouse.ingest.run import IngestConfig
+
+    base = dict(out=out, model=str(model), dataset=str(data), batch_size=2, token_chunk=8)
+    return IngestConfig(**{**base, "prompt_chunk": 4, **kw})
+
+
 def small_warehouse(tmp_path_factory, model_dir: Path) -> Path:
     """Two relations × three subjects ingested with `model_dir`, stats over all prompts and a
     selection `cap` of the top 4: the warehouse the hostile and security tests attack."""

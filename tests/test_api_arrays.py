@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 import torch
 import xarray as xr
+from conftest import ingest_cfg
 
 from warehouse.api import Warehouse, to_numpy, to_torch
 from warehouse.ingest.run import IngestConfig, ingest
@@ -43,17 +44,9 @@ def tiny_facts(tmp_path_factory) -> Path:
 
 
 def _cfg(out: Path, model: Path, data: Path, **kw) -> IngestConfig:
-    base = dict(
-        out=out,
-        model=str(model),
-        dataset=str(data),
-        sites="ffn.act,ffn.down",
-        pooling=["mean", "last"],
-        batch_size=2,
-        token_chunk=8,
-        prompt_chunk=4,
+    return ingest_cfg(
+        out, model, data, **{"sites": "ffn.act,ffn.down", "pooling": ["mean", "last"], **kw}
     )
-    return IngestConfig(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from conftest import ingest_cfg
 
 from warehouse.ingest.run import IngestConfig, ingest
 from warehouse.store.checksums import verify
@@ -81,9 +82,7 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def _cfg(out: Path, model: Path, data: Path) -> IngestConfig:
-    return IngestConfig(
-        out=out, model=str(model), dataset=str(data), batch_size=4, token_chunk=16, prompt_chunk=8
-    )
+    return ingest_cfg(out, model, data, batch_size=4, token_chunk=16, prompt_chunk=8)
 
 
 def _args(out: Path, model: Path, data: Path) -> list[str]:

@@ -12,6 +12,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import ingest_cfg
 
 from warehouse.analysis.stats import run_stats
 from warehouse.api import Warehouse
@@ -47,16 +48,7 @@ def facts(tmp_path_factory) -> Path:
 
 
 def _cfg(out: Path, model: Path, data: Path, **kw) -> IngestConfig:
-    base = dict(
-        out=out,
-        model=str(model),
-        dataset=str(data),
-        sites="ffn.act,ffn.down",
-        batch_size=2,
-        token_chunk=8,
-        prompt_chunk=4,
-    )
-    return IngestConfig(**{**base, **kw})
+    return ingest_cfg(out, model, data, **{"sites": "ffn.act,ffn.down", **kw})
 
 
 @pytest.fixture(scope="module", params=["float16", "bfloat16"])

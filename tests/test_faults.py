@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import shard_chunks
+from conftest import ingest_cfg, shard_chunks
 
 from warehouse import cli
 from warehouse.ingest.run import IngestConfig, ingest
@@ -51,15 +51,7 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def _cfg(out: Path, model: Path, data: Path) -> IngestConfig:
-    # Small chunks, so every array has many chunk files and a run has many commits.
-    return IngestConfig(
-        out=out,
-        model=str(model),
-        dataset=str(data),
-        batch_size=4,
-        token_chunk=16,
-        prompt_chunk=8,
-    )
+    return ingest_cfg(out, model, data, batch_size=4, token_chunk=16, prompt_chunk=8)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import zarr
-from conftest import LRE
+from conftest import LRE, ingest_cfg
 
 from warehouse.ingest.run import IngestConfig, ingest
 from warehouse.store.arrays import open_array
@@ -82,17 +82,8 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 
 def _cfg(tmp: Path, model: Path, data: Path, **kw) -> IngestConfig:
-    base = dict(
-        out=tmp,
-        model=str(model),
-        dataset=str(data),
-        sites="ffn.act,ffn.gate,ffn.up,ffn.down",
-        batch_size=3,
-        token_chunk=8,
-        prompt_chunk=4,
-    )
-    base.update(kw)
-    return IngestConfig(**base)
+    sites = "ffn.act,ffn.gate,ffn.up,ffn.down"
+    return ingest_cfg(tmp, model, data, **{"sites": sites, "batch_size": 3, **kw})
 
 
 def _plain_capture(model_dir: Path, text_ids: list[int]) -> dict[str, np.ndarray]:

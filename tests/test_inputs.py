@@ -22,7 +22,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
-from conftest import run_cli
+from conftest import ingest_cfg, run_cli
 
 from warehouse.analysis.findings import compute
 from warehouse.api import Warehouse
@@ -54,15 +54,7 @@ def data(tmp_path_factory) -> Path:
 
 
 def _cfg(out: Path, model: Path, data: Path, shard=None) -> IngestConfig:
-    return IngestConfig(
-        out=out,
-        model=str(model),
-        dataset=str(data),
-        batch_size=2,
-        token_chunk=8,
-        prompt_chunk=2,
-        shard=shard,
-    )
+    return ingest_cfg(out, model, data, prompt_chunk=2, shard=shard)
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import small_warehouse
 
-from tests.conftest import small_warehouse
 from warehouse.launch import command_of
 
 
@@ -70,10 +70,25 @@ def test_the_warm_child_answers_the_query_and_is_gone(built, pad):
     assert int(pid) != 0 and not _alive(int(pid))
 
 
+# Prefork, then print the warm child's pid once its stdout is /dev/null (so that a caller
+# reading this process's stdout to its end does not wait for the child).
+_UNUSED = """
+import os, time
+from warehouse import worker
+worker.prefork()
+pid = worker._WARM[0][0]
+deadline = time.monotonic() + 60
+while os.readlink(f"/proc/{pid}/fd/1") != os.devnull and time.monotonic() < deadline:
+    time.sleep(0.01)
+print(pid, os.readlink(f"/proc/{pid}/fd/1"))
+"""
+
+
 def test_an_unused_warm_child_ends_with_its_parent():
-    code = "from warehouse import worker; worker.prefork(); print(worker._WARM[0][0])"
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    pid = int(p.stdout)
+    p = subprocess.run([sys.executable, "-c", _UNUSED], capture_output=True, text=True, check=True)
+    pid, stdout = p.stdout.split()
+    assert stdout == "/dev/null"
+    pid = int(pid)
     deadline = time.monotonic() + 60  # its imports finish first, then it reads the pipe's end
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import ingest_cfg
 
 from warehouse.analysis.eval_shards import eval_shard, join_eval
 from warehouse.analysis.evaluate import EvalConfig, run_eval
@@ -61,16 +62,7 @@ def cache(tmp_path_factory):
 
 
 def cfg(out: Path, model: Path, data: Path, **kw) -> IngestConfig:
-    base = dict(
-        out=out,
-        model=str(model),
-        dataset=str(data),
-        sites="ffn.act,ffn.down",
-        batch_size=2,
-        token_chunk=8,
-        prompt_chunk=2,
-    )
-    return IngestConfig(**{**base, **kw})
+    return ingest_cfg(out, model, data, **{"sites": "ffn.act,ffn.down", "prompt_chunk": 2, **kw})
 
 
 @pytest.fixture(scope="module")

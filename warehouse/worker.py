@@ -136,6 +136,11 @@ def _serve_warm(fd_in: int, fd_out: int) -> NoReturn:
     """The warm child (see `prefork`): import the engines, then answer at most one request."""
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides, as for the worker
+        # Off the parent's stdout, which it never writes to: a shell's `$(warehouse query …)`
+        # then ends with the parent, not with an unused child's imports.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
         gc.disable()  # the imports make ~10^5 objects, none of them garbage: skip the scans
         with contextlib.suppress(Exception):  # a failed import is reported by `answer` itself
             import warehouse.query  # noqa: F401  (Polars, PyArrow, the views: the wait's reason)
