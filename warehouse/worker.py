@@ -111,8 +111,14 @@ def _type_name(e: Exception) -> str:
     return next(c.__name__ for c in type(e).__mro__ if getattr(builtins, c.__name__, None) is c)
 
 
+def _request_frame(request: dict[str, Any]) -> bytes:
+    """A request as it goes down a pipe: 4 bytes of length, then JSON (`_read_request`)."""
+    body = json.dumps(request).encode()
+    return len(body).to_bytes(4, "big") + body
+
+
 def _read_request(fd: int) -> dict[str, Any] | None:
-    """The next request on `fd` (4 bytes of length, then JSON), or None at its end."""
+    """The next request on `fd` (`_request_frame`), or None at its end."""
     head = _read_exact(fd, 4)
     return json.loads(_read_exact(fd, int.from_bytes(head, "big"))) if head else None
 
@@ -300,9 +306,8 @@ def _send_warm(request: dict[str, Any]) -> tuple[int, int] | None:
     if not _WARM:
         return None
     pid, w, r = _WARM.pop()
-    body = json.dumps(request).encode()
     try:
-        _write_all(w, len(body).to_bytes(4, "big") + body)
+        _write_all(w, _request_frame(request))
     except OSError:  # it died before its request: a new fork answers instead
         _kill(pid)
         os.close(r)
@@ -377,10 +382,9 @@ def run_in_worker(request: dict[str, Any]) -> Any:
     """Answer `request` in this process's worker (see the module doc)."""
     with _LOCK:
         proc = _worker()
-        body = json.dumps(request).encode()
         try:
             assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write(len(body).to_bytes(4, "big") + body)
+            proc.stdin.write(_request_frame(request))
             kind, payload = await_answer(proc.pid, proc.stdout.fileno(), _limits(request))
         except BaseException:
             _kill(proc.pid)
