@@ -49,7 +49,7 @@ from warehouse.ingest import prefix
 from warehouse.ingest.batching import pad_batch
 from warehouse.ingest.datasets import load_dataset
 from warehouse.ingest.models import load_model
-from warehouse.ingest.prefix import plan_prefix, tokens_run
+from warehouse.ingest.prefix import packs, plan_prefix
 from warehouse.ingest.run import (
     IngestConfig,
     batch_ranges,
@@ -77,10 +77,13 @@ def _config(out: Path, args, capture: str, languages: list[str] | None = None) -
 
 
 def shared_share(ids: list[list[int]], bs: int) -> float:
-    """The share of token positions the shared-prefix plans run (1.0: nothing shared)."""
+    """The share of token positions the packed shared-prefix passes run (1.0: nothing
+    shared)."""
     run = 0
     for s, e in batch_ranges(np.array([len(x) for x in ids]), bs):
-        run += tokens_run(plan_prefix(ids[s:e]), e - s, len(ids[s]))
+        plan = plan_prefix(ids[s:e])
+        shared = packs(ids[s:e], plan) if plan.shared else []
+        run += sum(len(k.tokens) for k in shared) or (e - s) * len(ids[s])
     return run / sum(len(x) for x in ids)
 
 

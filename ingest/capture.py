@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from warehouse.ingest.batching import pad_batch
-from warehouse.ingest.prefix import PrefixPlan, new_cache, plan_prefix, select_rows
+from warehouse.ingest.prefix import PrefixPlan, packs, plan_prefix
 from warehouse.ingest.sites import hook_sites, units
 from warehouse.store.arrays import STORAGE_DTYPES
 from warehouse.store.errors import SiteError
@@ -115,8 +115,9 @@ class Capturer:
         while the forward pass is itself launch-bound for small models; on a CPU (default 0,
         each layer at once) stacking them would be one more pass over memory.
 
-        shared_prefix: run the prompts' shared leading tokens once (ingest/prefix.py); the
-        values equal one plain forward's within float rounding, not bit for bit."""
+        shared_prefix: run the prompts' shared leading tokens once, each batch packed into
+        one sequence (ingest/prefix.py); the values equal one plain forward's within float
+        rounding, not bit for bit."""
         self.model = model
         self.shared_prefix = shared_prefix
         self.backbone = model.base_model  # no LM head: ingest never needs logits
@@ -142,26 +143,32 @@ class Capturer:
 
         A batch holds prompts of one length: ingest never pads (docs/design.md), so no pad
         token enters a stored value or a pool. With `shared_prefix` a batch whose prompts
-        share leading tokens runs them once (ingest/prefix.py), and each prompt's rows are
-        its prefix's followed by its own. Every run takes each stored array's minimum
-        and maximum (one reduction, kept in `self.check`). With a `counts` dict the run also
-        counts its non-finite values exactly, into array key -> `count_nonfinite`'s result:
-        several more passes, so ingest runs a batch again this way only when its check is
-        not finite."""
+        share leading tokens runs them once, packed (ingest/prefix.py), and each prompt's
+        rows are gathered from the packed sequence in its token order. Every run takes each
+        stored array's minimum and maximum (one reduction, kept in `self.check`). With a
+        `counts` dict the run also counts its non-finite values exactly, into array key ->
+        `count_nonfinite`'s result: several more passes, so ingest runs a batch again this
+        way only when its check is not finite."""
         width = len(ids[0])
         if any(len(x) != width for x in ids):
             raise ValueError("a captured batch holds prompts of one length (ingest never pads)")
-        plan = plan_prefix(ids) if self.shared_prefix else PrefixPlan(0, [], [])
+        plan = plan_prefix(ids) if self._packable(width) else PrefixPlan(0, [], [])
         counting = counts is not None
         if plan.shared:
-            out, overflow = self._run_shared(ids, plan, counting)
+            out, overflow = self._run_packed(ids, plan, counting)
         else:
             # Positions and mask as for any batch: the same inputs the model gets in ingest.
             input_ids, mask, positions = pad_batch(ids, self.pad_id, "right", self.device)
-            batch = _Batch(self, len(ids), width, counting, self.spec.pooling, divide=True)
+            batch = _Batch(self, len(ids), width, counting)
             self._forward(batch, input_ids=input_ids, attention_mask=mask, position_ids=positions)
             out, overflow = batch.out, batch.overflow
         return self._finish(out, overflow, counts)
+
+    def _packable(self, width: int) -> bool:
+        """Shared prefixes are on and the packed mask is every layer's: a model with a
+        sliding window shorter than the prompts masks its windowed layers otherwise."""
+        window = getattr(self.model.config, "sliding_window", None)
+        return self.shared_prefix and (window is None or width <= window)
 
     def _forward(self, batch: _Batch, **inputs: object) -> None:
         """One backbone forward pass whose hooks fill `batch`, stopped after its last site."""
@@ -174,42 +181,24 @@ class Capturer:
         if batch.pending:  # a site the forward never reached would be stored as garbage
             raise SiteError(f"the forward pass never reached (site, layer) {sorted(batch.pending)}")
 
-    def _run_shared(
+    def _run_packed(
         self, ids: Sequence[Sequence[int]], plan: PrefixPlan, counting: bool
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """A batch as two forward passes (ingest/prefix.py): the distinct prefixes once with
-        a cache, then every prompt's tail on its prefix's cache rows. The tail's per-token
-        rows land in place in the batch's output; the head's are copied to each prompt."""
-        n, width, p = len(ids), len(ids[0]), plan.length
-        group = torch.tensor(plan.group, dtype=torch.long).to(self.device, non_blocking=True)
-        members = torch.bincount(group, minlength=len(plan.prefixes)) if counting else None
-        head = _Batch(self, len(plan.prefixes), p, counting, _HEAD_POOLS, weight=members)
-        cache = new_cache(self.model.config)
-        input_ids, mask, positions = pad_batch(plan.prefixes, self.pad_id, "right", self.device)
-        self._forward(
-            head,
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            cache=cache,
-            use_cache=True,
-        )
-        select_rows(cache, group)
-        whole = _allocate(self.spec, self.units, n, width, self.device, ())
-        tail = _Batch(self, n, width - p, counting, POOLINGS, into=whole, skip=p)
-        input_ids, mask, positions = pad_batch(
-            [x[p:] for x in ids], self.pad_id, "right", self.device
-        )
-        self._forward(
-            tail,
-            input_ids=input_ids,
-            attention_mask=torch.ones((n, width), dtype=torch.long, device=self.device),
-            position_ids=positions + p,
-            cache=cache,
-            use_cache=True,
-        )
-        overflow = {s: head.overflow[s] + tail.overflow[s] for s in self.spec.sites}
-        return _join(self.spec, head, tail, whole, group, width), overflow
+        """A shared-prefix batch as packed passes (ingest/prefix.py), usually one: each
+        pass's hooks gather its prompts' rows into their place in the batch's output."""
+        n, width = len(ids), len(ids[0])
+        whole = _allocate(self.spec, self.units, n, width, self.device, self.spec.pooling)
+        overflow = None
+        for pack in packs(ids, plan):
+            inputs = pack.inputs(self.model.dtype, self.device)
+            rows = inputs.pop("rows")
+            batch = _Batch(self, len(rows), width, counting, whole, pack.start, rows)
+            self._forward(batch, **inputs)
+            if overflow is None:
+                overflow = batch.overflow
+            else:
+                overflow = {s: overflow[s] + batch.overflow[s] for s in overflow}
+        return whole, overflow
 
     def _finish(
         self, out: dict[str, torch.Tensor], overflow: dict[str, torch.Tensor], counts: dict | None
@@ -254,17 +243,12 @@ class Capturer:
             counts[key] = found
 
 
-_HEAD_POOLS = ("mean", "max")  # a prefix's part of each pool ("last" is the tail's)
-
-
 class _Batch:
     """One forward pass's hooks: the output tensors they fill and what they still wait for.
 
-    A plain batch pools as stored (`divide`: "mean" is the mean). The two passes of a shared
-    prefix keep sums in "mean" instead, for `_join` to add up: the head for its `pooling`,
-    with `weight` (prompts per prefix) counting each of its per-token overflows once per
-    prompt that stores it; the tail writes its per-token rows into `into`'s (the whole
-    batch's) after each prompt's first `skip` tokens."""
+    Plain, it allocates its own outputs. Packed (ingest/prefix.py), it writes prompts
+    `start`.. of `into` (the whole batch's outputs), and `gather` (prompts, tokens) names
+    the packed sequence's row of each of its prompts' tokens."""
 
     def __init__(
         self,
@@ -272,20 +256,23 @@ class _Batch:
         n_prompts: int,
         width: int,
         counting: bool,
-        pooling: Sequence[str],
-        divide: bool = False,
-        weight: torch.Tensor | None = None,
         into: dict[str, torch.Tensor] | None = None,
-        skip: int = 0,
+        start: int = 0,
+        gather: torch.Tensor | None = None,
     ) -> None:
         spec, device = cap.spec, cap.device
-        self.spec, self.counting, self.divide = spec, counting, divide
-        self.pooling = [pool for pool in spec.pooling if pool in pooling]
-        self.weight = None if weight is None else weight[:, None, None, None]
+        self.spec, self.counting = spec, counting
+        self.gather = None if gather is None else gather.flatten()
+        self.shape = (n_prompts, width)
         self.layer_index = {s: {ly: i for i, ly in enumerate(ls)} for s, ls in spec.sites.items()}
-        self.out = _allocate(spec, cap.units, n_prompts, width, device, self.pooling, into is None)
-        for k, v in (into or {}).items():
-            self.out[k] = v[:, skip:]  # (prompts, width, layers, units): the rows after skip
+        if into is None:
+            self.out = _allocate(spec, cap.units, n_prompts, width, device, spec.pooling)
+        else:
+            prompts = slice(start, start + n_prompts)
+            self.out = {
+                k: v[prompts] if k.startswith("activations/") else v[:, prompts]
+                for k, v in into.items()
+            }
         self.pending = {(site, layer) for site, ls in spec.sites.items() for layer in ls}
         # Layers of a site in a group must arrive in their stored order (hooks fire in layer
         # order): a site listed out of order is stored layer by layer.
@@ -318,50 +305,28 @@ class _Batch:
     def store(self, site: str, i0: int, x: torch.Tensor) -> None:
         """x: (layers, batch, seq, units), the site's stored layers i0, i0 + 1, ..."""
         rows = slice(i0, i0 + len(x))
+        if self.gather is not None:  # a packed sequence: each prompt's rows in token order
+            x = x[:, 0].index_select(1, self.gather).unflatten(1, self.shape)
         if self.spec.tokens:  # (batch, seq, layers, units): prompt by prompt, token by token
             src = x.permute(1, 2, 0, 3)
             dst = self.out[f"activations/{site}"]
             dst[:, :, rows] = src
             if self.counting:
                 lost = torch.isinf(dst[:, :, rows]) & torch.isfinite(src)
-                if self.weight is not None:
-                    lost = lost * self.weight
                 self.overflow[site][rows] += lost.sum((0, 1))
         # Pool in float32 whatever the model dtype. Every prompt has the batch's width: a
         # scalar divisor and the last column's view, no mask, broadcast or gather.
         x32 = x.float()
-        for pool in self.pooling:
+        for pool in self.spec.pooling:
             dst = self.out[f"responses/{site}/{pool}"][rows]  # (layers, batch, units)
             # Reductions write into dst (out=): no temporaries, no extra copy.
             if pool == "mean":
                 torch.sum(x32, 2, out=dst)
-                if self.divide:
-                    dst.div_(x32.shape[2])
+                dst.div_(x32.shape[2])
             elif pool == "max":
                 torch.amax(x32, 2, out=dst)
             else:  # last
                 dst.copy_(x32[:, :, -1])
-
-
-def _join(
-    spec: CaptureSpec, head: _Batch, tail: _Batch, whole: dict, group: torch.Tensor, width: int
-) -> dict[str, torch.Tensor]:
-    """A shared-prefix batch's output: each prompt's prefix rows (head row `group[i]`) before
-    its own (already in `whole`), and its pools combined from both parts: the mean from the
-    two sums, the maximum of both maxima, the last token's from the tail."""
-    out = dict(whole)
-    for site in spec.sites:
-        if spec.tokens:
-            key = f"activations/{site}"
-            out[key][:, : head.out[key].shape[1]] = head.out[key].index_select(0, group)
-        for pool in spec.pooling:
-            key = f"responses/{site}/{pool}"
-            part = out[key] = tail.out[key]  # (layers, prompts, units)
-            if pool == "mean":
-                part.add_(head.out[key].index_select(1, group)).div_(width)
-            elif pool == "max":
-                torch.maximum(part, head.out[key].index_select(1, group), out=part)
-    return out
 
 
 def _allocate(
@@ -371,13 +336,12 @@ def _allocate(
     width: int,
     device: torch.device,
     pooling: Sequence[str],
-    tokens: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """A batch's output tensors on the device, by array key: per-token activations (unless
-    `tokens` is False) and the responses of `pooling`."""
+    """A batch's output tensors on the device, by array key: per-token activations (when
+    the spec keeps them) and the responses of `pooling`."""
     out: dict[str, torch.Tensor] = {}
     for site, layers in spec.sites.items():
-        if spec.tokens and tokens:
+        if spec.tokens:
             out[f"activations/{site}"] = torch.empty(
                 (n_prompts, width, len(layers), n_units[site]),
                 dtype=_TORCH_STORAGE[spec.dtype],

@@ -2,12 +2,18 @@
 
 Prompts of one relation and template begin with the same tokens ("The capital of"): in a
 causal model those tokens' activations do not depend on what follows, so every prompt of the
-batch that starts that way would compute them again. A batch is therefore run as two
-forward passes when that saves tokens:
+batch that starts that way would compute them again. The plan (`plan_prefix`) picks one
+prefix length for the batch; two ways run it:
 
-1. the *head*: each distinct prefix of `length` tokens once, with a key/value cache;
-2. the *tail*: every prompt's remaining tokens, its prefix's cache rows selected for it,
-   positions continuing after the prefix, the attention mask covering prefix and tail.
+- ingest *packs* the batch (`packs`): each distinct prefix once, then every prompt's
+  remaining tokens, laid out as one sequence of a single forward pass, with an attention
+  mask that lets each row see exactly the rows of its own prompt before it and positions
+  that count within each prompt. One pass, so the tokens saved are time saved: a forward
+  pass of a small model on a CPU streams every weight from memory once (~60 ms for
+  SmolLM2-135M on 2 threads), and a second pass per batch paid that again.
+- the evaluator's greedy decoding (ingest/generation.py) runs the distinct prefixes into a
+  key/value cache (`new_cache`, `select_rows`), then the tails: its decoding steps need the
+  per-prompt cache anyway.
 
 The rule (deterministic given the batch's token ids, the longest `w` tokens and the
 shortest `s`): one prefix length `p` for the whole batch, 2 <= p <= s - 1, the one whose plan
@@ -15,17 +21,19 @@ runs the fewest tokens, `distinct(p) * p + n * (w - p)` for `n` prompts whose fi
 tokens take `distinct(p)` values (a tail shorter than `w - p` is padded to it); of equal
 costs the shortest `p`. Ingest's batches hold prompts of one length (`s = w`); the
 evaluator's greedy decoding plans its left-padded batches the same way. Only a plan that
-runs at most `MAX_SHARE` (3/4) of the `n * w` tokens of one plain forward is taken: the
-second pass has a fixed cost of its own, so a plan that saves little runs slower than one
-forward. A batch where no two prompts share two leading tokens (or a batch of one prompt)
-runs as one plain forward. One length for the whole batch keeps it at two forward passes:
-on the built-in country_capital and country_currency in en, de and fr (batches of 32) the
-rule runs 55 % of the tokens, while grouping each prompt with its longest-sharing sorted
-neighbours would run 53 % at up to six passes a batch.
+runs at most `MAX_SHARE` (3/4) of the `n * w` tokens of one plain forward is taken. A batch
+where no two prompts share two leading tokens (or a batch of one prompt) runs as one plain
+forward. On the built-in country_capital and country_currency in en, de and fr (batches of
+32) the rule runs 55 % of the tokens, while grouping each prompt with its longest-sharing
+sorted neighbours would run 53 % at up to six passes a batch.
 
-A prompt's values are the same mathematics either way, not the same bits: the tail's
-attention reads cached keys in a matrix of another shape, so values differ from one plain
-forward in the last float32 bits (see docs/design.md).
+A packed sequence holds at most `PACK_ROWS` rows: attention over one sequence costs its
+rows squared, where a batch's costs each prompt's tokens squared. A batch whose packing is
+longer is cut into consecutive runs of prompts, each packed with the prefixes it needs.
+
+A prompt's values are the same mathematics either way, not the same bits: attention reads
+its keys in matrices of other shapes, so values differ from one plain forward in the last
+float32 bits (see docs/design.md).
 """
 
 from __future__ import annotations
@@ -38,12 +46,15 @@ if TYPE_CHECKING:
     import torch
 
 MIN_PREFIX = 2  # a one-token prefix (the BOS token) is too little to pay for a second pass
-SHARED = "shared"  # the capture plan's `prefix` value that runs this module's plan
-# A shared plan must run at most this share of a plain forward's tokens. Two passes over
-# short prompts cost more than their tokens on 2 CPU threads: whole relations (55 % of the
-# tokens) gained 1.11x per token, a random sample (86 %) 1.02x per token, and pooled ingest
-# of it ran at 0.86x the bare forward, under its 0.95x target; docs/performance.md, "Ingest".
+PACKED = "packed"  # the capture plan's `prefix` value: ingest packs each batch (`packs`)
+# A shared plan must run at most this share of a plain forward's tokens. The evaluator's two
+# passes over short prompts cost more than their tokens on 2 CPU threads (a random sample of
+# prompts saving 14 % ran slower than one plain forward; docs/performance.md, "Ingest").
 MAX_SHARE = 0.75
+# The most rows of one packed sequence. Eager attention over one sequence of R rows on 2 CPU
+# threads cost 1.09x a 32-prompt batch of the same rows at R = 256, 1.48x at 512, 2.5x at
+# 1,024 (SmolLM2-135M); ingest's short prompts pack into well under 256.
+PACK_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -82,10 +93,79 @@ def plan_prefix(ids: Sequence[Sequence[int]]) -> PrefixPlan:
 
 
 def tokens_run(plan: PrefixPlan, n: int, width: int) -> int:
-    """The token positions the backbone computes for a batch of `n` prompts under `plan`."""
+    """The token positions the evaluator's two passes compute for `n` prompts under `plan`."""
     if not plan.shared:
         return n * width
     return len(plan.prefixes) * plan.length + n * (width - plan.length)
+
+
+@dataclass(frozen=True)
+class Pack:
+    """One packed forward pass: prompts `start`..`stop` of an equal-length batch as one
+    sequence, their distinct prefixes first (in order of first appearance), then each
+    prompt's tail. `rows[i][t]` is the sequence row of the pack's prompt i's token t."""
+
+    start: int
+    stop: int
+    tokens: list[int]
+    positions: list[int]  # each row's position within its prompt
+    rows: list[list[int]]
+
+    def inputs(self, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
+        """The backbone's inputs, and under "rows" the rows as a (prompts, tokens) tensor.
+
+        The mask is additive (0 or the dtype's lowest value, as transformers' own eager
+        masks), (1, 1, rows, rows): row q sees row k where some prompt holds k at a token
+        at or before the one q holds. transformers takes a 4-D mask as given."""
+        import torch
+
+        rows = torch.tensor(self.rows, dtype=torch.long)
+        width, n = rows.shape[1], len(self.tokens)
+        causal = torch.ones((width, width), dtype=torch.bool).tril()
+        seen = torch.zeros((n, n), dtype=torch.bool)
+        seen[
+            rows[:, :, None].expand(-1, -1, width)[:, causal],
+            rows[:, None, :].expand(-1, width, -1)[:, causal],
+        ] = True
+        mask = torch.zeros((1, 1, n, n), dtype=dtype).masked_fill_(~seen, torch.finfo(dtype).min)
+        return {
+            "input_ids": torch.tensor([self.tokens], device=device),
+            "position_ids": torch.tensor([self.positions], device=device),
+            "attention_mask": mask.to(device),
+            "rows": rows.to(device),
+        }
+
+
+def packs(ids: Sequence[Sequence[int]], plan: PrefixPlan, limit: int = PACK_ROWS) -> list[Pack]:
+    """An equal-length batch's packed passes under a shared `plan`: consecutive prompts, as
+    many as fit in `limit` rows with the prefixes they need (one prompt at least)."""
+    width, p = len(ids[0]), plan.length
+    cuts, needed = [0], set()
+    for i in range(len(ids)):
+        grown = needed | {plan.group[i]}
+        if i > cuts[-1] and len(grown) * p + (i + 1 - cuts[-1]) * (width - p) > limit:
+            cuts.append(i)
+            grown = {plan.group[i]}
+        needed = grown
+    cuts.append(len(ids))
+    return [_pack(ids, plan, a, b) for a, b in zip(cuts, cuts[1:], strict=False)]
+
+
+def _pack(ids: Sequence[Sequence[int]], plan: PrefixPlan, start: int, stop: int) -> Pack:
+    width, p = len(ids[0]), plan.length
+    first: dict[int, int] = {}  # prefix index -> its first row in the sequence
+    for g in plan.group[start:stop]:
+        first.setdefault(g, len(first) * p)
+    tokens = [t for g in first for t in plan.prefixes[g]]
+    positions = list(range(p)) * len(first)
+    rows = []
+    for i in range(start, stop):
+        tail = len(tokens)
+        tokens += ids[i][p:]
+        positions += range(p, width)
+        head = first[plan.group[i]]
+        rows.append([*range(head, head + p), *range(tail, tail + width - p)])
+    return Pack(start, stop, tokens, positions, rows)
 
 
 def _common_length(a: Sequence[int], b: Sequence[int]) -> int:

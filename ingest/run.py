@@ -25,7 +25,7 @@ import numpy as np
 from warehouse.ingest.capture import POOLINGS, Capturer, CaptureSpec
 from warehouse.ingest.datasets import build_prompts, load_dataset
 from warehouse.ingest.models import LoadedModel, load_model
-from warehouse.ingest.prefix import SHARED
+from warehouse.ingest.prefix import PACKED
 from warehouse.ingest.shards import check_shard, shard_range
 from warehouse.ingest.sites import resolve_layers, resolve_sites, site_description, units
 from warehouse.ingest.tokens import (
@@ -178,7 +178,7 @@ def _plan(cfg: IngestConfig, loaded: LoadedModel, dataset, n_prompts: int) -> di
             "batch_size": cfg.batch_size,
             "batching": "equal-length",
             # No key: one plain forward per batch (the plan of every older warehouse).
-            **({} if cfg.shared_prefix is False else {"prefix": SHARED}),
+            **({} if cfg.shared_prefix is False else {"prefix": PACKED}),
             "model_dtype": cfg.model_dtype,
             "token_chunk": cfg.token_chunk,
             "prompt_chunk": cfg.prompt_chunk,
@@ -534,10 +534,10 @@ def _capturer(loaded: LoadedModel, cap: Capture) -> Capturer:
     """The capturer of the manifest's sites, layers, pooling and dtype. wait=False: on a GPU
     a batch's copies are not waited for; `hand_over` waits on its event, so the next batch's
     forward is queued meanwhile."""
-    if cap.prefix not in (None, SHARED):
+    if cap.prefix not in (None, PACKED):
         raise WarehouseError(
             f"the warehouse was planned with prefix method {cap.prefix!r}, which this version "
-            f"does not know ({SHARED!r} or none); ingest it with the version that made it"
+            f"does not know ({PACKED!r} or none); ingest it with the version that made it"
         )
     sites = {s: cap.layers for s in cap.sites}
     return Capturer(
@@ -545,7 +545,7 @@ def _capturer(loaded: LoadedModel, cap: Capture) -> Capturer:
         loaded.tokenizer.pad_token_id,
         CaptureSpec(sites, cap.per_token, cap.stored_pooling, cap.dtype),
         wait=False,
-        shared_prefix=cap.prefix == SHARED,
+        shared_prefix=cap.prefix == PACKED,
     )
 
 

@@ -144,8 +144,10 @@ class Capture(Section):
     dtype: str | None = key()  # the storage dtype
     batch_size: int | None = key()
     batching: str | None = key()
-    # "shared": a batch's shared token prefix runs once (ingest/prefix.py); absent: one
-    # plain forward pass per batch, as every warehouse written before the key existed.
+    # "packed": a batch's shared token prefix runs once, the batch packed into one
+    # sequence (ingest/prefix.py); "shared" (0.x builds before "packed"): the same in two
+    # passes; absent: one plain forward pass per batch, as every warehouse written before
+    # the key existed.
     prefix: str | None = key()
     model_dtype: str | None = key()
     token_chunk: int | None = key()

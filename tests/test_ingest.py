@@ -816,7 +816,7 @@ def test_a_warehouse_keeps_the_prefix_method_it_was_planned_with(
     from warehouse.ingest import capture as capture_mod
 
     assert json.loads((warehouse_right / "manifest.json").read_text())["capture"]["prefix"] == (
-        "shared"
+        "packed"
     )
     plain = tmp_path / "plain"
     ingest(_cfg(plain, tiny_llama_dir, tiny_dataset, shared_prefix=False), show_progress=False)
@@ -836,8 +836,36 @@ def test_a_warehouse_keeps_the_prefix_method_it_was_planned_with(
     monkeypatch.setattr(capture_mod.Capturer, "run", run)
     with pytest.raises(KeyboardInterrupt):
         ingest(_cfg(out, tiny_llama_dir, tiny_dataset, shared_prefix=False), show_progress=False)
-    with pytest.raises(WarehouseError, match=r"capture.prefix \(None -> 'shared'\)"):
+    with pytest.raises(WarehouseError, match=r"capture.prefix \(None -> 'packed'\)"):
         ingest(_cfg(out, tiny_llama_dir, tiny_dataset, shared_prefix=True), show_progress=False)
     ingest(_cfg(out, tiny_llama_dir, tiny_dataset), show_progress=False)  # option unset
     assert set(methods) == {False} and len(methods) > 2
     assert _snapshot(out) == _snapshot(plain)
+
+
+def test_a_warehouse_begun_with_two_pass_prefixes_is_not_resumed(
+    tmp_path, tiny_llama_dir, tiny_dataset, monkeypatch
+):
+    """Builds before packing ran a shared prefix as two passes ("shared"): other float
+    rounding, so its resume would not reproduce an uninterrupted run's bytes. It is refused
+    with the way out, and nothing in the folder changes."""
+    from warehouse.ingest import capture as capture_mod
+    from warehouse.ingest import run as run_mod
+
+    out, real_run, calls = tmp_path / "w", capture_mod.Capturer.run, []
+
+    def run(self, ids, counts=None):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run(self, ids, counts)
+
+    monkeypatch.setattr(capture_mod.Capturer, "run", run)
+    with monkeypatch.context() as old_build, pytest.raises(KeyboardInterrupt):
+        old_build.setattr(run_mod, "PACKED", "shared")  # as the builds before packing
+        ingest(_cfg(out, tiny_llama_dir, tiny_dataset), show_progress=False)
+    assert json.loads((out / "manifest.json").read_text())["capture"]["prefix"] == "shared"
+    before = _snapshot(out)
+    with pytest.raises(WarehouseError, match=r"prefix method 'shared', which this version"):
+        ingest(_cfg(out, tiny_llama_dir, tiny_dataset), show_progress=False)
+    assert _snapshot(out) == before and len(calls) == 2

@@ -1,8 +1,10 @@
-"""Shared prefixes (ingest/prefix.py): the plan's rule, fewer tokens really run, and values
-that equal one prompt run alone under plain PyTorch hooks, for every supported family.
+"""Shared prefixes (ingest/prefix.py): the plan's rule, the packed layout, fewer tokens
+really run, and values that equal one prompt run alone under plain PyTorch hooks, for every
+supported family.
 
 Tolerance: rtol 1e-5, atol 1e-6 on float32-stored values of order 1. The shared path is the
-same arithmetic as a prompt run alone, in other matrix shapes (a batch, a cached prefix), so
+same arithmetic as a prompt run alone, in other matrix shapes (a packed sequence, a cached
+prefix), so
 values differ only in float32 rounding (~1e-7 relative, a few steps through two or three
 layers): 10-100x headroom, while any wrong row, position or mask changes values by ~1e-1."""
 
@@ -14,9 +16,17 @@ import torch
 from conftest import tiny_gemma3_config, tiny_llama_config
 
 from warehouse.analysis.ablation import ablate, ablate_rows, neuron_indices
+from warehouse.ingest import capture
 from warehouse.ingest.capture import POOLINGS, Capturer, CaptureSpec
 from warehouse.ingest.generation import greedy
-from warehouse.ingest.prefix import PrefixPlan, plan_prefix, tokens_run
+from warehouse.ingest.prefix import (
+    PACK_ROWS,
+    Pack,
+    PrefixPlan,
+    packs,
+    plan_prefix,
+    tokens_run,
+)
 
 # Batches of one width: a 4-token prefix shared by three prompts, one sharing only two
 # tokens with them, one sharing nothing, one repeated prompt.
@@ -55,6 +65,26 @@ def test_the_plan_of_prompts_of_several_lengths_pads_their_tails():
     assert tokens_run(plan_prefix(ids), 6, 9) == 38
     # Only a 2-token prompt shares little (p=2 would leave 9 - 2 = 7 tokens of tail each).
     assert plan_prefix([[5, 9], *ids[1:]]) == PrefixPlan(0, [], [])
+
+
+def test_a_batch_packs_its_distinct_prefixes_then_each_tail():
+    plan = plan_prefix(IDS)
+    whole = packs(IDS, plan)
+    prefixes = [5, 9, 13, 40, 7, 7, 7, 7, 5, 9, 1, 2]
+    tails = [41, 7, 8, 3, 2, 1, 7, 7, 7, 4, 5, 6, 3, 4, 5, 3, 2, 1]
+    rows = [[0, 1, 2, 3, 12, 13, 14], [0, 1, 2, 3, 15, 16, 17], [4, 5, 6, 7, 18, 19, 20]]
+    rows += [[0, 1, 2, 3, 21, 22, 23], [8, 9, 10, 11, 24, 25, 26], [0, 1, 2, 3, 27, 28, 29]]
+    positions = [0, 1, 2, 3] * 3 + [4, 5, 6] * 6
+    assert whole == [Pack(0, 6, prefixes + tails, positions, rows)]
+    # At most 14 rows a pass: prompts 0-2 take two prefixes and three tails (8 + 9 = 17 > 14
+    # with the third), so 0-1, 2-3, 4-5; each pass holds the prefixes its prompts need.
+    cut = packs(IDS, plan, limit=14)
+    assert [(k.start, k.stop, len(k.tokens)) for k in cut] == [(0, 2, 10), (2, 4, 14), (4, 6, 14)]
+    assert cut[1].rows == [[0, 1, 2, 3, 8, 9, 10], [4, 5, 6, 7, 11, 12, 13]]
+    mask = cut[0].inputs(torch.float32, torch.device("cpu"))["attention_mask"][0, 0] == 0
+    seen = [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 5]]
+    seen += [[0, 1, 2, 3, 4, 5, 6], [0, 1, 2, 3, 7], [0, 1, 2, 3, 7, 8], [0, 1, 2, 3, 7, 8, 9]]
+    assert [torch.nonzero(r).flatten().tolist() for r in mask] == seen
 
 
 def _models() -> dict[str, tuple[torch.nn.Module, dict[str, str]]]:
@@ -123,15 +153,25 @@ def _tokens_seen(model: torch.nn.Module) -> tuple[list[int], object]:
     return seen, handle
 
 
-@pytest.mark.parametrize("family", list(MODELS))
-def test_shared_values_equal_each_prompt_alone_under_plain_hooks(family):
-    model, paths = MODELS[family]
+@pytest.mark.parametrize("family", [*MODELS, "gemma3-wide"])
+@pytest.mark.parametrize("limit", [PACK_ROWS, 14])
+def test_shared_values_equal_each_prompt_alone_under_plain_hooks(family, limit, monkeypatch):
+    """One packed pass (three prefixes once, then every prompt's tail), or three of at most
+    14 rows. The tiny Gemma 3's window (4) is shorter than the prompts: it runs plain."""
+    if family == "gemma3-wide":
+        model, paths = _wide_gemma3(), MODELS["gemma3"][1]
+    else:
+        model, paths = MODELS[family]
+    monkeypatch.setattr(capture, "packs", lambda ids, plan: packs(ids, plan, limit))
     layers = list(range(model.config.num_hidden_layers))
     spec = CaptureSpec({s: layers for s in paths}, True, POOLINGS, "float32")
     seen, handle = _tokens_seen(model)
     got = Capturer(model, 1, spec, shared_prefix=True).run(IDS)
     handle.remove()
-    assert seen == [3 * 4, 6 * 3]  # the three prefixes once, then every prompt's tail
+    if family == "gemma3":
+        assert seen == [6 * 7]
+    else:
+        assert seen == ([3 * 4 + 6 * 3] if limit == PACK_ROWS else [10, 14, 14])
     for i, ids in enumerate(IDS):
         for site, want in _alone(model, paths, ids).items():
             rows = got[f"activations/{site}"][i * 7 : (i + 1) * 7]
@@ -160,10 +200,9 @@ def test_pooled_values_equal_pooling_the_stored_rows(family):
 
 
 @pytest.mark.parametrize("family", list(MODELS))
-def test_both_passes_stop_after_the_last_captured_site(family):
-    """With only layer 0's ffn.act captured, the head and the tail each stop inside layer 0
-    (its cache is all the tail needs; Gemma 3's global layer 1 never fills its own), and
-    the values equal a plain forward's; the per-token rows under float16 storage too."""
+def test_a_packed_pass_stops_after_the_last_captured_site(family):
+    """With only layer 0's ffn.act captured, the packed pass stops inside layer 0, and the
+    values equal a plain forward's; the per-token rows under float16 storage too."""
     model, _ = MODELS[family]
     ran: list[str] = []
     layer1 = model.get_submodule(
@@ -199,9 +238,11 @@ def test_a_batch_without_a_shared_prefix_runs_one_plain_forward():
         np.testing.assert_array_equal(value, plain[key], err_msg=key)
 
 
-def test_overflows_of_a_shared_prefix_count_once_per_prompt():
+@pytest.mark.parametrize("limit", [PACK_ROWS, 14])
+def test_overflows_of_a_shared_prefix_count_once_per_prompt(limit, monkeypatch):
     """A float16 overflow in a prefix token is stored once per prompt that has the prefix:
-    the exact count (run with `counts`) is the plain path's."""
+    the exact count (run with `counts`) is the plain path's, in one packed pass or three."""
+    monkeypatch.setattr(capture, "packs", lambda ids, plan: packs(ids, plan, limit))
     model, _ = MODELS["llama"]
     up = model.model.layers[0].mlp.up_proj.weight
     saved = up[7].clone()
