@@ -7,7 +7,9 @@
 Prints, on the same prompts and batch size: bare backbone forward tokens/s; ingest
 --capture pooled tokens/s; full per-token ingest tokens/s, with shared prefixes (the
 default) and with --no-shared-prefix (one plain forward per batch, as the bare forward);
-their ratios to bare forward; the share of token positions the shared plan runs;
+their ratios to bare forward; a bare forward with the linear layers on packed weights, as
+ingest runs them (ingest/prepacked.py), against the plain one before it; the share of token
+positions the shared plan runs;
 bytes on disk per token vs raw float16; the writer's gather+encode+write MB/s; the CPU
 cost of one chunk-sized file write before and after (a reading of the file system's state);
 and the peak RSS of a per-token ingest of one language vs of four (4x the prompts), each in
@@ -40,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +53,7 @@ from warehouse.ingest.batching import pad_batch
 from warehouse.ingest.datasets import load_dataset
 from warehouse.ingest.models import load_model
 from warehouse.ingest.prefix import packs, plan_prefix
+from warehouse.ingest.prepacked import prepacked
 from warehouse.ingest.run import (
     IngestConfig,
     batch_ranges,
@@ -94,10 +98,12 @@ def prompt_ids(loaded, args) -> list[list[int]]:
     return encoded.ids
 
 
-def bare_forward(loaded, ids: list[list[int]], bs: int) -> float:
+def bare_forward(loaded, ids: list[list[int]], bs: int, packed: bool = False) -> float:
+    """Seconds of the backbone's forward over ingest's batches, no hooks; `packed`: with the
+    linear layers on packed weights, as ingest runs them (ingest/prepacked.py)."""
     backbone = loaded.model.base_model
     t0 = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), prepacked(loaded.model) if packed else nullcontext():
         for s, e in batch_ranges(np.array([len(x) for x in ids]), bs):
             x, m, pos = pad_batch(ids[s:e], loaded.tokenizer.pad_token_id, "right", loaded.device)
             backbone(input_ids=x, attention_mask=m, position_ids=pos, use_cache=False)
@@ -213,12 +219,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def _rounds(loaded, ids: list[list[int]], args, d: Path) -> dict:
     """Pooled and per-token ingests (shared prefixes) and a plain per-token one, each between
-    two bare forwards, `args.rounds` times; the first per-token warehouse is also measured
-    for size and codec speed."""
+    two bare forwards, then a bare forward on packed weights, `args.rounds` times; the first
+    per-token warehouse is also measured for size and codec speed."""
     bares = [bare_forward(loaded, ids, args.batch_size)]
-    runs: dict[str, list[float]] = {m: [] for m in MODES}
-    ratios: dict[str, list[float]] = {m: [] for m in MODES}
+    runs: dict[str, list[float]] = {m: [] for m in (*MODES, "packed")}
+    ratios: dict[str, list[float]] = {m: [] for m in (*MODES, "packed")}
     for r in range(args.rounds):
+        t = bare_forward(loaded, ids, args.batch_size, packed=True)
+        runs["packed"].append(t)
+        ratios["packed"].append(bares[-1] / t)
         for mode in MODES:
             out = d / f"{mode}{r}"
             t = timed_ingest(loaded, _config(out, args, mode))
@@ -251,6 +260,12 @@ def _print_speed(args, ids: list[list[int]], m: dict, probes: tuple[float, float
         "token positions"
     )
     print(f"bare forward        {n_tokens / bare:9.0f} tok/s   1.00x  (fastest run)")
+    packed = ratios["packed"]
+    print(
+        f"bare forward, packed weights {n_tokens / min(m['runs']['packed']):9.0f} tok/s   "
+        f"{float(np.median(packed)):.3f}x  (rounds {' '.join(f'{x:.2f}' for x in packed)}; "
+        "ingest runs its linear layers this way)"
+    )
     names = {"pooled": "pooled, shared", "tokens": "per-token, shared", "plain": "per-token, plain"}
     targets = {"pooled": "1.3", "tokens": "1.3", "plain": "0.85"}
     for mode in MODES:

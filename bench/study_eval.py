@@ -1,5 +1,6 @@
-"""The study's eval stages as they ran before stacking and shared prefixes, with stacking
-alone, and as they run now, side by side on the same warehouse, with every answer compared.
+"""The study's eval stages as they ran before stacking, shared prefixes and packed weights,
+with stacking alone, with shared prefixes too, and as they run now, side by side on the same
+warehouse, with every answer compared.
 
     python bench/study_eval.py [--relations country_capital,country_currency,city_country]
                                [--sample 40] [--controls 5] [--rounds 2] [--json out.json]
@@ -9,19 +10,20 @@ Runs `warehouse study` (the demo's options on the chosen relations: English, `--
 prompts per cell, `--controls` random sets) once to make the warehouse, its baseline, stats
 and selections. Then, `--rounds` times and in rotating order, it removes the study's eval
 files and runs the study again in each variant: `before` (`stack_rows` 1, no shared
-prefixes: one neuron set per plain forward), `stacked` (`stack_rows` 256, no shared
-prefixes) and `now` (the defaults); only the eval stages run again (the rest is reused).
+prefixes, `F.linear`: one neuron set per plain forward), `stacked` (`stack_rows` 256),
+`shared` (and shared prefixes) and `now` (the defaults: and the linear layers on packed
+weights, ingest/prepacked.py); only the eval stages run again (the rest is reused).
 Each run's seconds are the study's own clock of its eval stages (eval, language_ablation,
 templates); a round's ratio is its `before` time over the variant's. Every answer of every
 eval file is compared with `before`; a differing one is printed with its prompt and
 condition. It counts the FLOPs of every `nn.Linear` call of each variant (2 x rows x in x
 out) and prints them with the seconds the same shapes take at this CPU's float32 matrix-
-multiply rate (1,024 rows): how far a variant is from doing its linear work at the rate of
-the bare matrix multiply. Last, the baseline answers of every prompt of the warehouse are
-computed without and with shared prefixes (timed once each) and compared; the study's
-baseline file is put back. `--relations all` takes every relation (the demo's study);
-`--warehouse W` makes (or reuses, when the options match) the study in W and keeps it, e.g.
-a finished `demo-warehouse`.
+multiply rate (`F.linear`, 1,024 rows): how far a variant is from doing its linear work at
+the rate of the bare matrix multiply. Last, the baseline answers of every prompt of the
+warehouse are computed as before (no shared prefixes, `F.linear`) and as now (timed once
+each) and compared; the study's baseline file is put back. `--relations all` takes every
+relation (the demo's study); `--warehouse W` makes (or reuses, when the options match) the
+study in W and keeps it, e.g. a finished `demo-warehouse`.
 """
 
 from __future__ import annotations
@@ -38,27 +40,33 @@ import polars as pl
 import torch
 
 from warehouse.analysis.evaluate import EvalConfig
+from warehouse.ingest import prepacked
 from warehouse.study import StudyConfig, demo_config, run_study
 
 EVAL_STAGES = ("eval", "language_ablation", "templates")
 KEY = ["selection", "count", "control_seed", "prompt_id"]
-# variant -> (stack_rows, shared_prefix)
-VARIANTS = {"before": (1, False), "stacked": (EvalConfig().stack_rows, False), "now": (0, True)}
-VARIANTS["now"] = (EvalConfig().stack_rows, EvalConfig().shared_prefix)
+# variant -> (stack_rows, shared_prefix, packed weights)
+STACK = EvalConfig().stack_rows
+VARIANTS = {
+    "before": (1, False, False),
+    "stacked": (STACK, False, False),
+    "shared": (STACK, True, False),
+    "now": (STACK, EvalConfig().shared_prefix, prepacked.ENABLED),
+}
 
 
 # FLOPs of every nn.Linear call (2 x rows x in x out), per (in, out) shape: what the
 # variants compute, and what the CPU's matrix multiply could do with it (`_ceiling`).
 LINEAR_FLOPS: dict[tuple[int, int], int] = {}
-_linear_forward = torch.nn.Linear.forward
 
 
-def _counted(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    shape = (self.in_features, self.out_features)
-    LINEAR_FLOPS[shape] = (
-        LINEAR_FLOPS.get(shape, 0) + 2 * (x.numel() // x.shape[-1]) * shape[0] * shape[1]
-    )
-    return _linear_forward(self, x)
+def _counted(module: torch.nn.Module, args: tuple) -> None:
+    """A forward pre-hook on every module: it sees a linear layer's call whichever forward
+    runs it (F.linear's or the packed one)."""
+    if isinstance(module, torch.nn.Linear):
+        shape, x = (module.in_features, module.out_features), args[0]
+        rows = x.numel() // x.shape[-1]
+        LINEAR_FLOPS[shape] = LINEAR_FLOPS.get(shape, 0) + 2 * rows * shape[0] * shape[1]
 
 
 def _ceiling(flops: dict[tuple[int, int], int], rows: int = 1024) -> float:
@@ -81,7 +89,7 @@ def _config(out: Path, args: argparse.Namespace, variant: str) -> StudyConfig:
     cfg = demo_config(out, show_progress=False)
     cfg.relations = None if args.relations == "all" else args.relations.split(",")
     cfg.sample, cfg.controls = args.sample, args.controls
-    cfg.stack_rows, cfg.shared_prefix = VARIANTS[variant]
+    cfg.stack_rows, cfg.shared_prefix, prepacked.ENABLED = VARIANTS[variant]
     return cfg
 
 
@@ -131,21 +139,24 @@ def _compare(a: pl.DataFrame, b: pl.DataFrame) -> int:
 
 
 def _baselines(root: Path) -> tuple[dict[bool, float], int, int]:
-    """Seconds of the baseline answers of every prompt without and with shared prefixes, the
-    prompts, and those whose answers differ (printed); the study's baseline is put back."""
+    """Seconds of the baseline answers of every prompt as before (no shared prefixes,
+    `F.linear`) and as now, the prompts, and those whose answers differ (printed); the
+    study's baseline is put back."""
     from warehouse.analysis.evaluate import baseline_path, run_eval
 
     base = baseline_path(root)
     kept = {f: f.read_bytes() for f in base.parent.glob("baseline.*")}
     seconds, answers = {}, {}
     try:
-        for shared in (False, True):
+        for now in (False, True):
             t0 = time.perf_counter()
-            cfg = EvalConfig(baseline=True, force=True, shared_prefix=shared)
+            prepacked.ENABLED = now
+            cfg = EvalConfig(baseline=True, force=True, shared_prefix=now)
             path = run_eval(root, cfg, show_progress=False)
-            seconds[shared] = time.perf_counter() - t0
-            answers[shared] = pl.read_parquet(path).select("prompt_id", "generated")
+            seconds[now] = time.perf_counter() - t0
+            answers[now] = pl.read_parquet(path).select("prompt_id", "generated")
     finally:
+        prepacked.ENABLED = VARIANTS["now"][2]
         for f, data in kept.items():
             f.write_bytes(data)
     diff = answers[False].join(answers[True], on="prompt_id", suffix="_shared")
@@ -173,14 +184,16 @@ def main() -> None:
         times: dict[str, list[float]] = {v: [] for v in names}
         answers: dict[str, pl.DataFrame] = {}
         flops: dict[str, dict[tuple[int, int], int]] = {}
-        torch.nn.Linear.forward = _counted  # type: ignore[method-assign]
+        counting = torch.nn.modules.module.register_module_forward_pre_hook(_counted)
         try:
             for r in range(args.rounds):
-                for variant in names[r % 3 :] + names[: r % 3]:
+                k = r % len(names)
+                for variant in names[k:] + names[:k]:
                     seconds, flops[variant], answers[variant] = _timed(root, args, variant)
                     times[variant].append(seconds)
         finally:
-            torch.nn.Linear.forward = _linear_forward  # type: ignore[method-assign]
+            counting.remove()
+            prepacked.ENABLED = VARIANTS["now"][2]
         rows = answers["before"].height
         differing = {v: _compare(answers["before"], answers[v]) for v in names[1:]}
         base_seconds, base_rows, base_differing = _baselines(root)
@@ -201,7 +214,7 @@ def main() -> None:
             f" {_ceiling(flops[v]):.1f} s of its {median:.1f} s"
         )
     print(
-        f"baseline of {base_rows} prompts: plain {base_seconds[False]:.1f} s, shared prefixes "
+        f"baseline of {base_rows} prompts: before {base_seconds[False]:.1f} s, now "
         f"{base_seconds[True]:.1f} s; answers equal {base_rows - base_differing}/{base_rows}"
     )
     if args.json:

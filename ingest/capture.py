@@ -11,6 +11,7 @@ import torch
 
 from warehouse.ingest.batching import pad_batch
 from warehouse.ingest.prefix import PrefixPlan, packs, plan_prefix
+from warehouse.ingest.prepacked import prepacked
 from warehouse.ingest.sites import hook_sites, units
 from warehouse.store.arrays import STORAGE_DTYPES
 from warehouse.store.errors import SiteError
@@ -173,7 +174,7 @@ class Capturer:
     def _forward(self, batch: _Batch, **inputs: object) -> None:
         """One backbone forward pass whose hooks fill `batch`, stopped after its last site."""
         inputs.setdefault("use_cache", False)
-        with hook_sites(self.model, self.spec.sites, batch.grab):
+        with hook_sites(self.model, self.spec.sites, batch.grab), prepacked(self.model):
             try:
                 self.backbone(**inputs)
             except _AllCaptured:

@@ -11,6 +11,7 @@ import torch
 from warehouse.ingest.batching import pad_batch
 from warehouse.ingest.models import LoadedModel
 from warehouse.ingest.prefix import PrefixPlan, new_cache, plan_prefix, select_rows
+from warehouse.ingest.prepacked import prepacked
 
 
 @torch.inference_mode()
@@ -32,8 +33,25 @@ def greedy(
 
     `ids` is `blocks` equal blocks of the same prompts (one per ablation of `ablate_rows`).
     With `shared_prefix` the prompts' shared leading tokens run once per block before the
-    rest (`_plan`, `_shared_head`): the same mathematics, not the same bits.
+    rest (`_plan`, `_shared_head`): the same mathematics, not the same bits. So are the
+    linear layers' packed weights (ingest/prepacked.py).
     """
+    with prepacked(model):  # linear layers on weights packed once (ingest/prepacked.py)
+        rows = _decode(model, ids, pad_id, eos_ids, max_new_tokens, blocks, shared_prefix)
+    eos_set = set(eos_ids)
+    return [_cut(row, eos_set) for row in rows]
+
+
+def _decode(
+    model: torch.nn.Module,
+    ids: Sequence[Sequence[int]],
+    pad_id: int,
+    eos_ids: Sequence[int],
+    max_new_tokens: int,
+    blocks: int,
+    shared_prefix: bool,
+) -> list[list[int]]:
+    """`greedy`'s new token ids, each row up to `max_new_tokens` long, EOS not yet cut."""
     device = next(model.parameters()).device
     # The backbone, then the LM head on the last position alone: the head of
     # `model(..., logits_to_keep=1)` runs as a batched matmul over a non-contiguous slice,
@@ -62,9 +80,7 @@ def greedy(
         x = token[:, None]
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         pos = pos[:, -1:] + 1
-    rows = torch.stack(new, dim=1).tolist() if new else [[] for _ in ids]
-    eos_set = set(eos.tolist())
-    return [_cut(row, eos_set) for row in rows]
+    return torch.stack(new, dim=1).tolist() if new else [[] for _ in ids]
 
 
 def _plan(config: Any, ids: Sequence[Sequence[int]], new: int, shared: bool) -> PrefixPlan:
