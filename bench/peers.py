@@ -32,12 +32,12 @@ token, as float16 (tokens, layers, units), and writes it to disk:
 Every way runs ingest's batches over the same prompts (ordered by length, at most
 --batch-size prompts of one length per batch, so nothing is padded), each on its own copy of
 the model, in this one process with the same torch threads. An untimed first round runs every
-way, checks each peer's files against the warehouse's stored array, bit for bit (with shared
-prefixes, the default, the warehouse's values differ in the last float16 bit in about 1 % of
-places; the check prints the largest difference), and deletes them. Then each round runs
-every way once, in a random order (seeded), and deletes what it wrote once timed; a peer's
-time over the warehouse's time in the same round is one paired ratio (above 1: the
-warehouse is faster). The figure is the median of the rounds' ratios with a
+way, checks each peer's files against the warehouse's stored array, bit for bit (with packed
+prefixes and packed weights, the defaults, the warehouse's values differ in the last float16
+bit in about 1.6 % of places; the check prints the largest difference), and deletes them.
+Then each round runs every way once, in a random order (seeded), and deletes what it wrote
+once timed; a peer's time over the warehouse's time in the same round is one paired ratio
+(above 1: the warehouse is faster). The figure is the median of the rounds' ratios with a
 distribution-free 95 % interval for it (`median_interval`); 9 rounds give the 2nd smallest
 and 2nd largest ratio, 96.1 % coverage, and fewer than 6 rounds give no 95 % interval.
 """
