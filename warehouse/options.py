@@ -122,9 +122,10 @@ SharedPrefix = Annotated[
     bool | None,
     typer.Option(
         "--shared-prefix/--no-shared-prefix",
-        help="Run a batch's shared leading tokens once (default for a new warehouse; values "
-        "equal one plain forward per batch within float rounding). --no-shared-prefix: one "
-        "plain forward per batch. Unset: as the warehouse was planned.",
+        help="Run a batch's shared leading tokens once, the batch packed into one sequence "
+        "(default for a new warehouse; values equal one plain forward per batch within float "
+        "rounding). --no-shared-prefix: one plain forward per batch. Unset: as the warehouse "
+        "was planned.",
         show_default=False,
     ),
 ]
