@@ -43,7 +43,10 @@ def available(model: nn.Module) -> bool:
     """Packing is on, oneDNN's packed linear exists here and `model` is a float32 model on
     the CPU."""
     ops = getattr(torch.ops, "mkldnn", None)
-    if not (ENABLED and torch.backends.mkldnn.is_available() and hasattr(ops, "_linear_pointwise")):
+    needed = ("_linear_pointwise", "_reorder_linear_weight")
+    if not (ENABLED and torch.backends.mkldnn.is_available()):
+        return False
+    if not all(hasattr(ops, name) for name in needed):  # both since torch 2.0
         return False
     weight = next(model.parameters())
     return weight.device.type == "cpu" and weight.dtype == torch.float32
