@@ -67,7 +67,7 @@ def dispatch(
     `where` says; the CLI and the study both come here. An ingest returns its manifest (the
     part's, for one shard); an eval its results file (the baseline's without a selection),
     or None from a shard whose part did not complete the set. `loaded` (a model already in
-    memory) serves an eval in this process."""
+    memory) serves an ingest or an eval in this process."""
     from warehouse.analysis.eval_shards import eval_shard
     from warehouse.analysis.evaluate import run_eval
     from warehouse.ingest.run import ingest
@@ -79,7 +79,7 @@ def dispatch(
             )
         if where.shard is not None:
             cfg = replace(cfg, shard=where.shard)
-        return ingest(cfg, show_progress=show_progress)
+        return ingest(cfg, show_progress=show_progress, loaded=loaded)
     if root is None:
         raise TypeError("an eval needs the warehouse: dispatch(cfg, where, root=...)")
     if where.ray is not None:

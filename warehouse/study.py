@@ -279,7 +279,10 @@ class _Study:
             model_dtype=cfg.model_dtype,
             seed=cfg.seed,
         )
-        manifest = dispatch(icfg, self.place, show_progress=cfg.show_progress)
+        # One model for the whole study, ingest included: a second copy (and its packed
+        # weights, ingest/prepacked.py) would raise the peak memory by ~1 GB.
+        self.loaded = load_model(cfg.model, dtype=cfg.model_dtype, device=cfg.device)
+        manifest = dispatch(icfg, self.place, show_progress=cfg.show_progress, loaded=self.loaded)
         assert isinstance(manifest, Manifest)
         self.clock.stage("ingest", t0)
         sites = manifest.capture.sites
@@ -290,7 +293,6 @@ class _Study:
         self.top_k, self.sweep = plan_counts(cfg, self.units_total)
         self.manifest = load_manifest(self.root)
         self._languages()
-        self.loaded = load_model(cfg.model, dtype=cfg.model_dtype, device=cfg.device)
         self.progress.advance(1)
 
     def _languages(self) -> None:
