@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from warehouse.ingest.batching import pad_batch
-from warehouse.ingest.prefix import PrefixPlan, packs, plan_prefix
+from warehouse.ingest.prefix import PrefixPlan, packs, plan_prefix, within_window
 from warehouse.ingest.prepacked import prepacked
 from warehouse.ingest.sites import hook_sites, units
 from warehouse.store.arrays import STORAGE_DTYPES
@@ -168,8 +168,7 @@ class Capturer:
     def _packable(self, width: int) -> bool:
         """Shared prefixes are on and the packed mask is every layer's: a model with a
         sliding window shorter than the prompts masks its windowed layers otherwise."""
-        window = getattr(self.model.config, "sliding_window", None)
-        return self.shared_prefix and (window is None or width <= window)
+        return self.shared_prefix and within_window(self.model.config, width)
 
     def _forward(self, batch: _Batch, **inputs: object) -> None:
         """One backbone forward pass whose hooks fill `batch`, stopped after its last site."""

@@ -10,7 +10,13 @@ import torch
 
 from warehouse.ingest.batching import pad_batch
 from warehouse.ingest.models import LoadedModel
-from warehouse.ingest.prefix import PrefixPlan, new_cache, plan_prefix, select_rows
+from warehouse.ingest.prefix import (
+    PrefixPlan,
+    new_cache,
+    plan_prefix,
+    select_rows,
+    within_window,
+)
 from warehouse.ingest.prepacked import prepacked
 
 
@@ -87,8 +93,7 @@ def _plan(config: Any, ids: Sequence[Sequence[int]], new: int, shared: bool) -> 
     """ingest/prefix.py's plan of one block's prompts, unless `shared` is off or a sliding
     attention window is shorter than the padded prompts and `new` tokens: a window counts
     cache slots, and the pads between a prefix and a shorter tail take slots."""
-    window = getattr(config, "sliding_window", None)
-    if not shared or (window is not None and window < max(map(len, ids)) + new):
+    if not shared or not within_window(config, max(map(len, ids)) + new):
         return PrefixPlan(0, [], [])
     return plan_prefix(ids)
 

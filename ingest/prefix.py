@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-MIN_PREFIX = 2  # a one-token prefix (the BOS token) is too little to pay for a second pass
+MIN_PREFIX = 2  # a one-token prefix (the BOS token) saves too little to plan for
 PACKED = "packed"  # the capture plan's `prefix` value: ingest packs each batch (`packs`)
 # A shared plan must run at most this share of a plain forward's tokens. The evaluator's two
 # passes over short prompts cost more than their tokens on 2 CPU threads (a random sample of
@@ -90,6 +90,14 @@ def plan_prefix(ids: Sequence[Sequence[int]]) -> PrefixPlan:
     index: dict[tuple[int, ...], int] = {}
     group = [index.setdefault(tuple(x[:best]), len(index)) for x in ids]
     return PrefixPlan(best, [list(k) for k in index], group)
+
+
+def within_window(config: Any, length: int) -> bool:
+    """`length` token positions fit in the model's sliding attention window (or it has
+    none). Both ways of running a plan mask attention themselves (a packed mask, cache slots
+    with pads between prefix and tail), which a windowed layer would otherwise narrow."""
+    window = getattr(config, "sliding_window", None)
+    return window is None or length <= window
 
 
 def tokens_run(plan: PrefixPlan, n: int, width: int) -> int:
