@@ -279,8 +279,8 @@ class _Study:
             model_dtype=cfg.model_dtype,
             seed=cfg.seed,
         )
-        # One model for the whole study, ingest included: a second copy (and its packed
-        # weights, ingest/prepacked.py) would raise the peak memory by ~1 GB.
+        # One model for the whole study, ingest included: a second load costs its seconds
+        # and a second set of packed weights (ingest/prepacked.py).
         self.loaded = load_model(cfg.model, dtype=cfg.model_dtype, device=cfg.device)
         manifest = dispatch(icfg, self.place, show_progress=cfg.show_progress, loaded=self.loaded)
         assert isinstance(manifest, Manifest)
