@@ -7,10 +7,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 
 from warehouse.ingest.datasets import Prompt
 from warehouse.store.format import PROMPT_SCHEMA, TOKEN_SCHEMA
+from warehouse.store.tables import table_of
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def tokenize_prompts(
     prompt_rows = np.repeat(np.arange(len(ids)), n_tokens)
     positions = np.concatenate([np.arange(n) for n in n_tokens]) if len(ids) else n_tokens
     prompt_ids = np.array([p.prompt_id for p in prompts], dtype=np.int64)
-    tokens = pa.table(
+    tokens = table_of(
         {
             "token_row": np.arange(len(flat_ids), dtype=np.int64),
             "prompt_id": prompt_ids[prompt_rows] if len(ids) else prompt_ids,
@@ -64,9 +66,9 @@ def tokenize_prompts(
             "is_subject": is_subject,
             "is_last": (positions == n_tokens[prompt_rows] - 1) if len(ids) else [],
         },
-        schema=TOKEN_SCHEMA,
+        TOKEN_SCHEMA,
     )
-    table = pa.table(
+    table = table_of(
         {
             "prompt_row": np.arange(len(prompts), dtype=np.int64),
             "prompt_id": prompt_ids,
@@ -82,7 +84,7 @@ def tokenize_prompts(
             "n_tokens": n_tokens.astype(np.int32),
             "token_offset": offsets.astype(np.int64),
         },
-        schema=PROMPT_SCHEMA,
+        PROMPT_SCHEMA,
     )
     return table, tokens
 
@@ -121,7 +123,7 @@ _BYTE_NAMES = {0xDC00 + b: f"<0x{b:02X}>" for b in range(128, 256)}
 
 def token_ids_by_prompt(tokens: pa.Table, n_prompts: int) -> list[list[int]]:
     """Input ids of each prompt, read back from the stored tokens table."""
-    ids = tokens.column("token_id").to_numpy()
-    rows = tokens.column("prompt_row").to_numpy()
+    columns = pl.from_arrow(tokens.select(["token_id", "prompt_row"]))  # not pandas: table_of
+    ids, rows = columns["token_id"].to_numpy(), columns["prompt_row"].to_numpy()
     bounds = np.searchsorted(rows, np.arange(n_prompts + 1))
     return [ids[bounds[i] : bounds[i + 1]].tolist() for i in range(n_prompts)]

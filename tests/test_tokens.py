@@ -1,13 +1,20 @@
 """The tokens table's text of each token: decoded text, or bytes where a token splits a
-character."""
+character; the tables' builder, and an ingest that never imports pandas."""
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 
+import numpy as np
+import pyarrow as pa
+import pytest
 from conftest import tiny_tokenizer
 
 from warehouse.ingest.tokens import token_text
+from warehouse.store.tables import table_of
 
 BYTE = re.compile(r"<0x([0-9A-F]{2})>")
 
@@ -42,3 +49,43 @@ def test_text_with_a_replacement_character_is_spelled_exactly() -> None:
     ids = tok("a\ufffdb", add_special_tokens=False)["input_ids"]
     shown = [token_text(tok, i) for i in ids]
     assert b"".join(map(_spelled_bytes, shown)) == "a\ufffdb".encode()
+
+
+def test_table_of_gives_the_schema_and_the_values() -> None:
+    schema = pa.schema([("row", pa.int64()), ("n", pa.int32()), ("names", pa.list_(pa.string()))])
+    table = table_of({"row": np.arange(2), "n": [3, 4], "names": [[], ["a", "b"]]}, schema)
+    assert table.schema == schema
+    assert table.to_pylist() == [
+        {"row": 0, "n": 3, "names": []},
+        {"row": 1, "n": 4, "names": ["a", "b"]},
+    ]
+    empty = table_of({"row": [], "n": [], "names": []}, schema)
+    assert (empty.schema, empty.num_rows) == (schema, 0)
+
+
+def test_table_of_refuses_a_value_its_column_cannot_hold() -> None:
+    schema = pa.schema([("n", pa.int32())])
+    with pytest.raises(pa.ArrowInvalid):
+        table_of({"n": ["three"]}, schema)
+
+
+# An ingest in a fresh process, reporting whether anything imported pandas: pyarrow's table
+# constructors and `to_numpy` do (0.3-0.4 s), and an ingest needs neither.
+_INGEST = """
+import sys
+from warehouse.ingest.run import IngestConfig, ingest
+ingest(IngestConfig(out=sys.argv[1], model=sys.argv[2], dataset=sys.argv[3]), False)
+print("pandas" in sys.modules)
+"""
+
+
+def test_an_ingest_imports_no_pandas(tmp_path, tiny_llama_dir) -> None:
+    pytest.importorskip("pandas")  # where it is not installed, nothing could import it
+    data = tmp_path / "d.jsonl"
+    row = {"relation": "capital", "language": "en", "subject": "Peru", "object": "Lima"}
+    data.write_text(json.dumps({**row, "templates": ["The capital of {subject} is"]}))
+    argv = [str(tmp_path / "w"), str(tiny_llama_dir), str(data)]
+    done = subprocess.run(
+        [sys.executable, "-c", _INGEST, *argv], capture_output=True, text=True, timeout=300
+    )
+    assert (done.returncode, done.stdout) == (0, "False\n"), done.stderr[-2000:]
