@@ -8,7 +8,10 @@ Three figures per interpreter, each a new process started from the shell's point
 - query: `warehouse query W "select 1"` to its exit; query-late: the same through
   `python -m warehouse.cli`, which forks the query's child only after parsing (the console
   script forks it first, so that the child's imports overlap the CLI's);
-- eval: `warehouse eval W` until its first generation starts (the first call of `answer`).
+- eval: `warehouse eval W` until its first generation starts (the first call of `answer`);
+- imports: a process that only imports torch and transformers' Llama model class (the
+  embedded model's) and exits: the floor under the ingest and eval figures, which no code
+  of this package's can go below while it runs models through transformers.
 
 Wall is measured here, from the start of the process; CPU is the process's user + system
 time with its children (the query's forked child included). `--baseline` names another
@@ -50,6 +53,13 @@ runpy.run_module("warehouse", run_name="__main__")
 os._exit(3)  # the command ended without reaching the marked call
 """
 
+# os._exit: the other rows stop the same way, without the interpreter's teardown
+IMPORTS = """
+import os, torch
+from transformers.models.llama.modeling_llama import LlamaForCausalLM
+os._exit(0)
+"""
+
 
 def timed(cmd: list[str]) -> tuple[float, float]:
     """(wall s, CPU s) of one command with its children; it must exit 0."""
@@ -75,6 +85,7 @@ def commands(python: str, model: str, warehouse: Path, scratch: Path) -> dict[st
         # before the console script forked it first (`warehouse.launch`)
         "query-late": [python, "-m", "warehouse.cli", "query", str(warehouse), "select 1"],
         "eval": [python, "-c", CHILD, "warehouse.analysis.evaluate", "answer", *evaluate],
+        "imports": [python, "-c", IMPORTS],
     }
 
 
@@ -97,7 +108,7 @@ def main() -> None:
                     times.setdefault((who, what), []).append(timed(cmd))
     print(f"load: {os.getloadavg()[0]:.2f} (1 min)  rounds: {args.rounds}  model: {args.model}")
     print(f"{'':11s}" + "".join(f"{w + ' wall / CPU s (median, best)':>40s}" for w in pythons))
-    for what in ("ingest", "query", "query-late", "eval"):
+    for what in ("ingest", "query", "query-late", "eval", "imports"):
         cells = []
         for who in pythons:
             walls, cpus = zip(*times[(who, what)], strict=True)
