@@ -855,18 +855,18 @@ def _perplexities(
 
 
 def demo_config(out: Path, show_progress: bool = True) -> StudyConfig:
-    """The `warehouse demo` study: embedded model, built-in data, English only, 60 eval
-    prompts per relation x split and the paper's 10 controls, so that it finishes within 20
-    minutes on 2 CPU cores.
+    """The `warehouse demo` study: embedded model, built-in data, English only, up to 100
+    eval prompts per relation x split and 20 random sets per controlled condition (twice the
+    paper's 10), so that it finishes within 20 minutes on 2 CPU cores.
 
     English only: the embedded SmolLM2-135M answers about 1 % of the built-in German prompts,
-    so a German cross-lingual cell would sit at a zero baseline and test nothing. 60 prompts
-    reach more distinct test subjects per relation than the 20 the tests need."""
+    so a German cross-lingual cell would sit at a zero baseline and test nothing. 100 prompts
+    take every English test prompt of each relation (82-100: every test subject, 41-50)."""
     return StudyConfig(
         out=out,
         languages=["en"],
-        controls=10,
-        sample=60,
+        controls=20,
+        sample=100,
         others_sample=2,
         show_progress=show_progress,
         extra={"demo": True},
