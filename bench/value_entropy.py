@@ -46,17 +46,20 @@ def _code_bits(counts: np.ndarray) -> float:
     return float(-(counts * logs).sum())
 
 
-def context_bits(bits: np.ndarray) -> float:
-    """Bits per value of the context bound (module docstring), over all layers."""
-    total = 0.0
+def context_bits(bits: np.ndarray) -> tuple[float, float]:
+    """Bits per value of the context bound (module docstring), over all layers: the high
+    bytes' and the low bytes' parts."""
+    high_bits = low_bits = 0.0
     units = bits.shape[2]
     for layer in range(bits.shape[1]):
         high, low = (bits[:, layer] >> 8).astype(np.int64), (bits[:, layer] & 255).astype(np.int64)
         by_neuron = np.arange(units)[None, :] * 256 + high
-        total += _code_bits(np.bincount(by_neuron.ravel(), minlength=units * 256).reshape(-1, 256))
+        high_bits += _code_bits(
+            np.bincount(by_neuron.ravel(), minlength=units * 256).reshape(-1, 256)
+        )
         by_high = high * 256 + low
-        total += _code_bits(np.bincount(by_high.ravel(), minlength=1 << 16).reshape(256, 256))
-    return total / bits.size
+        low_bits += _code_bits(np.bincount(by_high.ravel(), minlength=1 << 16).reshape(256, 256))
+    return high_bits / bits.size, low_bits / bits.size
 
 
 def repeated_share(warehouse: Warehouse) -> float:
@@ -90,10 +93,11 @@ def main() -> None:
     mean = float(np.mean(per_layer))
     print(f"per layer: {min(per_layer):.2f}-{max(per_layer):.2f} bits (mean {mean:.2f})")
     print(f"bound of a per-layer value coder: 1/{16 / mean:.2f} of raw float16")
-    context = context_bits(bits)
+    high, low = context_bits(bits)
+    context = high + low
     print(
-        f"context bound (high byte per neuron, low byte per high byte): {context:.2f} bits, "
-        f"1/{16 / context:.2f}"
+        f"context bound: {context:.2f} bits ({high:.2f} high byte per neuron, {low:.2f} low "
+        f"byte per high byte), 1/{16 / context:.2f}"
     )
     share = repeated_share(warehouse)
     kept = context * (1 - share)
