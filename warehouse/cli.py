@@ -734,8 +734,8 @@ def demo(
     ] = None,
     quiet: Quiet = False,
 ) -> None:
-    """The main job: `study` on the embedded model and built-in data (English, 60 eval
-    prompts per cell, 10 controls), then its report. Under 20 minutes on 2 CPU cores."""
+    """The main job: `study` on the embedded model and built-in data (English, up to 100
+    eval prompts per cell, 20 controls), then its report. Under 20 minutes on 2 CPU cores."""
     from warehouse.study import demo_config
 
     _run_study(demo_config(out, show_progress=not quiet), report or out / "report")
