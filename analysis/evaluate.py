@@ -79,7 +79,7 @@ from warehouse.store.location import local_folder
 from warehouse.store.lock import WriterLock
 from warehouse.store.manifest import Manifest, load_manifest
 from warehouse.store.progress import Progress
-from warehouse.store.tables import read_table, write_table
+from warehouse.store.tables import read_table, table_of, write_table
 
 EVAL_STEP = "eval"  # the step name of a results file's cache key
 
@@ -388,7 +388,7 @@ def model_dtype(manifest: Manifest, cfg: EvalConfig) -> str:
 
 
 def _table(rows: dict[str, list]) -> pa.Table:
-    return pa.table(rows, schema=EVAL_SCHEMA)
+    return table_of(rows, EVAL_SCHEMA)
 
 
 def _scored(

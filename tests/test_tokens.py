@@ -1,5 +1,5 @@
 """The tokens table's text of each token: decoded text, or bytes where a token splits a
-character; the tables' builder, and an ingest that never imports pandas."""
+character; the tables' builder, and an ingest and eval that never import pandas."""
 
 from __future__ import annotations
 
@@ -69,17 +69,19 @@ def test_table_of_refuses_a_value_its_column_cannot_hold() -> None:
         table_of({"n": ["three"]}, schema)
 
 
-# An ingest in a fresh process, reporting whether anything imported pandas: pyarrow's table
-# constructors and `to_numpy` do (0.3-0.4 s), and an ingest needs neither.
+# An ingest and a baseline eval in a fresh process, reporting whether anything imported
+# pandas: pyarrow's table constructors and `to_numpy` do (0.3-0.4 s), and neither needs them.
 _INGEST = """
 import sys
+from warehouse.analysis.evaluate import EvalConfig, run_eval
 from warehouse.ingest.run import IngestConfig, ingest
 ingest(IngestConfig(out=sys.argv[1], model=sys.argv[2], dataset=sys.argv[3]), False)
+run_eval(sys.argv[1], EvalConfig(split="all", baseline=True), False)
 print("pandas" in sys.modules)
 """
 
 
-def test_an_ingest_imports_no_pandas(tmp_path, tiny_llama_dir) -> None:
+def test_an_ingest_and_an_eval_import_no_pandas(tmp_path, tiny_llama_dir) -> None:
     pytest.importorskip("pandas")  # where it is not installed, nothing could import it
     data = tmp_path / "d.jsonl"
     row = {"relation": "capital", "language": "en", "subject": "Peru", "object": "Lima"}
