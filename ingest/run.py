@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 
 from warehouse.ingest.capture import POOLINGS, Capturer, CaptureSpec
 from warehouse.ingest.datasets import build_prompts, load_dataset
@@ -62,7 +61,7 @@ from warehouse.store.manifest import (
 )
 from warehouse.store.progress import Progress
 from warehouse.store.sections import Capture, ModelInfo, State
-from warehouse.store.tables import read_table, write_table
+from warehouse.store.tables import numpy_columns, read_table, write_table
 from warehouse.store.writer import ChunkBuffer, Writer
 
 STORAGE_DTYPES = ("float16", "bfloat16", "float32")
@@ -514,10 +513,9 @@ def _run_batches(
 def _stored_prompts(root: Path) -> tuple[np.ndarray, np.ndarray, list]:
     """The stored prompts' token counts and token offsets, and each prompt's token ids: the
     run reads its batches back from the tables, so a resume runs exactly what was planned."""
-    # Columns to NumPy through Polars: pyarrow's `to_numpy` imports pandas (0.3-0.4 s)
-    prompts = pl.from_arrow(read_table(root / "prompts.parquet", ["n_tokens", "token_offset"]))
-    n_tok = prompts["n_tokens"].to_numpy().astype(np.int64)
-    offsets = prompts["token_offset"].to_numpy()
+    names = ["n_tokens", "token_offset"]
+    n_tok, offsets = numpy_columns(read_table(root / "prompts.parquet", names), names)
+    n_tok = n_tok.astype(np.int64)
     ids = token_ids_by_prompt(read_table(root / "tokens.parquet"), len(n_tok))
     return n_tok, offsets, ids
 

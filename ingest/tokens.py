@@ -7,12 +7,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 
 from warehouse.ingest.datasets import Prompt
 from warehouse.store.format import PROMPT_SCHEMA, TOKEN_SCHEMA
-from warehouse.store.tables import table_of
+from warehouse.store.tables import numpy_columns, table_of
 
 
 @dataclass(frozen=True)
@@ -123,7 +122,6 @@ _BYTE_NAMES = {0xDC00 + b: f"<0x{b:02X}>" for b in range(128, 256)}
 
 def token_ids_by_prompt(tokens: pa.Table, n_prompts: int) -> list[list[int]]:
     """Input ids of each prompt, read back from the stored tokens table."""
-    columns = pl.from_arrow(tokens.select(["token_id", "prompt_row"]))  # not pandas: table_of
-    ids, rows = columns["token_id"].to_numpy(), columns["prompt_row"].to_numpy()
+    ids, rows = numpy_columns(tokens, ["token_id", "prompt_row"])
     bounds = np.searchsorted(rows, np.arange(n_prompts + 1))
     return [ids[bounds[i] : bounds[i + 1]].tolist() for i in range(n_prompts)]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -63,12 +65,23 @@ def table_of(columns: dict, schema: pa.Schema) -> pa.Table:
 
     Built through Polars, not `pa.table`: pyarrow's constructors import pandas on their
     first call when it is installed (0.3-0.4 s, to ask whether a value is a pandas object),
-    which was the largest part of an ingest's own time before its first batch."""
+    which was the largest part of an ingest's own time before its first batch; an ingest or
+    an eval needs pandas nowhere else."""
     import polars as pl
 
     # Polars infers each column's type (an empty one is null-typed); the cast makes it the
     # schema's, and refuses a value that does not fit
     return pl.DataFrame(columns).to_arrow().cast(schema)
+
+
+def numpy_columns(table: pa.Table, names: Sequence[str]) -> list[np.ndarray]:
+    """These columns of `table` as writable NumPy arrays, through Polars: pyarrow's own
+    `to_numpy` imports pandas on its first call, as its constructors do (`table_of`)."""
+    import polars as pl
+
+    frame = pl.from_arrow(table.select(list(names)))
+    assert isinstance(frame, pl.DataFrame)
+    return [frame[name].to_numpy(writable=True) for name in names]
 
 
 def write_table(path: Path, table: pa.Table, manifest: Manifest | None = None) -> None:

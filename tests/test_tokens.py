@@ -14,7 +14,7 @@ import pytest
 from conftest import tiny_tokenizer
 
 from warehouse.ingest.tokens import token_text
-from warehouse.store.tables import table_of
+from warehouse.store.tables import numpy_columns, table_of
 
 BYTE = re.compile(r"<0x([0-9A-F]{2})>")
 
@@ -91,3 +91,11 @@ def test_an_ingest_and_an_eval_import_no_pandas(tmp_path, tiny_llama_dir) -> Non
         [sys.executable, "-c", _INGEST, *argv], capture_output=True, text=True, timeout=300
     )
     assert (done.returncode, done.stdout) == (0, "False\n"), done.stderr[-2000:]
+
+
+def test_numpy_columns_are_writable_arrays_of_the_columns() -> None:
+    table = pa.table({"a": pa.array([1, 2], pa.int32()), "b": pa.array([3.5, 4.5])})
+    b, a = numpy_columns(table, ["b", "a"])
+    assert (a.dtype, a.tolist(), b.dtype, b.tolist()) == (np.int32, [1, 2], np.float64, [3.5, 4.5])
+    a[0] = 7  # a caller may edit them in place
+    assert a.tolist() == [7, 2]
