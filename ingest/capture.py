@@ -190,8 +190,7 @@ class Capturer:
         whole = _allocate(self.spec, self.units, n, width, self.device, self.spec.pooling)
         overflow = None
         for pack in packs(ids, plan):
-            inputs = pack.inputs(self.model.dtype, self.device)
-            rows = inputs.pop("rows")
+            inputs, rows = pack.inputs(self.model.dtype, self.device)
             batch = _Batch(self, len(rows), width, counting, whole, pack.start, rows)
             self._forward(batch, **inputs)
             if overflow is None:

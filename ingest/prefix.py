@@ -119,8 +119,10 @@ class Pack:
     positions: list[int]  # each row's position within its prompt
     rows: list[list[int]]
 
-    def inputs(self, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
-        """The backbone's inputs, and under "rows" the rows as a (prompts, tokens) tensor.
+    def inputs(
+        self, dtype: torch.dtype, device: torch.device
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The backbone's inputs, and the rows as a (prompts, tokens) tensor.
 
         The mask is additive (0 or the dtype's lowest value, as transformers' own eager
         masks), (1, 1, rows, rows): row q sees row k where some prompt holds k at a token
@@ -136,12 +138,12 @@ class Pack:
             rows[:, None, :].expand(-1, width, -1)[:, causal],
         ] = True
         mask = torch.zeros((1, 1, n, n), dtype=dtype).masked_fill_(~seen, torch.finfo(dtype).min)
-        return {
+        inputs = {
             "input_ids": torch.tensor([self.tokens], device=device),
             "position_ids": torch.tensor([self.positions], device=device),
             "attention_mask": mask.to(device),
-            "rows": rows.to(device),
         }
+        return inputs, rows.to(device)
 
 
 def packs(ids: Sequence[Sequence[int]], plan: PrefixPlan, limit: int = PACK_ROWS) -> list[Pack]:

@@ -81,7 +81,9 @@ def test_a_batch_packs_its_distinct_prefixes_then_each_tail():
     cut = packs(IDS, plan, limit=14)
     assert [(k.start, k.stop, len(k.tokens)) for k in cut] == [(0, 2, 10), (2, 4, 14), (4, 6, 14)]
     assert cut[1].rows == [[0, 1, 2, 3, 8, 9, 10], [4, 5, 6, 7, 11, 12, 13]]
-    mask = cut[0].inputs(torch.float32, torch.device("cpu"))["attention_mask"][0, 0] == 0
+    inputs, rows = cut[0].inputs(torch.float32, torch.device("cpu"))
+    assert rows.tolist() == cut[0].rows
+    mask = inputs["attention_mask"][0, 0] == 0
     seen = [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 5]]
     seen += [[0, 1, 2, 3, 4, 5, 6], [0, 1, 2, 3, 7], [0, 1, 2, 3, 7, 8], [0, 1, 2, 3, 7, 8, 9]]
     assert [torch.nonzero(r).flatten().tolist() for r in mask] == seen
