@@ -103,7 +103,9 @@ def tiny_llama_config(vocab_size: int):
     )
 
 
-@pytest.fixture(scope="session")
+# Scope "package": every test sits in this one folder, so each of these models is built
+# once per test run.
+@pytest.fixture(scope="package")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A saved tiny random Llama (2 layers, d_model 32, FFN 48, vocab 320) with its tokenizer."""
     from transformers import LlamaForCausalLM
@@ -117,7 +119,7 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def strong_llama_dir(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Llama with its MLPs scaled up (down x5, gate and up x sqrt 5): at random init
     the residual stream hardly feels the MLPs, so zeroing units would change few answers."""
@@ -157,7 +159,7 @@ def tiny_gemma3_config(vocab_size: int):
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiny_gemma3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A saved tiny random Gemma 3 text model (2 layers, d_model 32, FFN 48, vocab 320) with
     its MLPs scaled up as in `strong_llama_dir`, so zeroing units changes answers."""
@@ -177,7 +179,7 @@ def tiny_gemma3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiny_llama_gguf(tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Llama of `tiny_llama_dir` as an F32 GGUF file with tokenizer metadata."""
     from transformers import LlamaForCausalLM
