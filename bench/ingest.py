@@ -52,7 +52,7 @@ from warehouse.ingest import prefix
 from warehouse.ingest.batching import pad_batch
 from warehouse.ingest.datasets import load_dataset
 from warehouse.ingest.models import load_model
-from warehouse.ingest.prefix import packs, plan_prefix
+from warehouse.ingest.prefix import packs
 from warehouse.ingest.prepacked import prepacked
 from warehouse.ingest.run import (
     IngestConfig,
@@ -81,13 +81,11 @@ def _config(out: Path, args, capture: str, languages: list[str] | None = None) -
 
 
 def shared_share(ids: list[list[int]], bs: int) -> float:
-    """The share of token positions the packed shared-prefix passes run (1.0: nothing
-    shared)."""
+    """The share of token positions the packed prefix trees run (1.0: nothing shared)."""
     run = 0
     for s, e in batch_ranges(np.array([len(x) for x in ids]), bs):
-        plan = plan_prefix(ids[s:e])
-        shared = packs(ids[s:e], plan) if plan.shared else []
-        run += sum(len(k.tokens) for k in shared) or (e - s) * len(ids[s])
+        passes = packs(ids[s:e]) or []
+        run += sum(len(k.tokens) for k in passes) or (e - s) * len(ids[s])
     return run / sum(len(x) for x in ids)
 
 
@@ -211,7 +209,7 @@ def _parser() -> argparse.ArgumentParser:
         "--max-share",
         type=float,
         default=None,
-        help="the shared-prefix plan's MAX_SHARE for this run (ingest/prefix.py; 1: any saving)",
+        help="the packing's MAX_SHARE for this run (ingest/prefix.py; 1: any saving)",
     )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return ap
@@ -256,7 +254,7 @@ def _print_speed(args, ids: list[list[int]], m: dict, probes: tuple[float, float
         f"{'cold (no warm-up, warehouses kept)' if args.cold else 'warm-up ingest first'}"
     )
     print(
-        f"shared prefixes     the plan runs {shared_share(ids, args.batch_size):.3f} of the "
+        f"shared prefixes     the packing runs {shared_share(ids, args.batch_size):.3f} of the "
         "token positions"
     )
     print(f"bare forward        {n_tokens / bare:9.0f} tok/s   1.00x  (fastest run)")
@@ -313,7 +311,7 @@ def main() -> None:
         child(args)
         return
     if args.max_share is not None:
-        prefix.MAX_SHARE = args.max_share  # plan_prefix reads it on every batch
+        prefix.MAX_SHARE = args.max_share  # packs reads it on every batch
     loaded = load_model(args.model, device=args.device)
     ids = prompt_ids(loaded, args)
     bare_forward(loaded, ids[: args.batch_size], args.batch_size)  # warm-up

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from warehouse.ingest.batching import pad_batch
-from warehouse.ingest.prefix import PrefixPlan, packs, plan_prefix, within_window
+from warehouse.ingest.prefix import Pack, packs, within_window
 from warehouse.ingest.prepacked import prepacked
 from warehouse.ingest.sites import hook_sites, units
 from warehouse.store.arrays import STORAGE_DTYPES
@@ -153,10 +153,10 @@ class Capturer:
         width = len(ids[0])
         if any(len(x) != width for x in ids):
             raise ValueError("a captured batch holds prompts of one length (ingest never pads)")
-        plan = plan_prefix(ids) if self._packable(width) else PrefixPlan(0, [], [])
+        passes = packs(ids) if self._packable(width) else None
         counting = counts is not None
-        if plan.shared:
-            out, overflow = self._run_packed(ids, plan, counting)
+        if passes is not None:
+            out, overflow = self._run_packed(passes, len(ids), width, counting)
         else:
             # Positions and mask as for any batch: the same inputs the model gets in ingest.
             input_ids, mask, positions = pad_batch(ids, self.pad_id, "right", self.device)
@@ -182,14 +182,13 @@ class Capturer:
             raise SiteError(f"the forward pass never reached (site, layer) {sorted(batch.pending)}")
 
     def _run_packed(
-        self, ids: Sequence[Sequence[int]], plan: PrefixPlan, counting: bool
+        self, passes: list[Pack], n: int, width: int, counting: bool
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """A shared-prefix batch as packed passes (ingest/prefix.py), usually one: each
+        """A batch of `n` prompts as packed passes (ingest/prefix.py), usually one: each
         pass's hooks gather its prompts' rows into their place in the batch's output."""
-        n, width = len(ids), len(ids[0])
         whole = _allocate(self.spec, self.units, n, width, self.device, self.spec.pooling)
         overflow = None
-        for pack in packs(ids, plan):
+        for pack in passes:
             inputs, rows = pack.inputs(self.model.dtype, self.device)
             batch = _Batch(self, len(rows), width, counting, whole, pack.start, rows)
             self._forward(batch, **inputs)

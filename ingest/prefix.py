@@ -2,34 +2,34 @@
 
 Prompts of one relation and template begin with the same tokens ("The capital of"): in a
 causal model those tokens' activations do not depend on what follows, so every prompt of the
-batch that starts that way would compute them again. The plan (`plan_prefix`) picks one
-prefix length for the batch; two ways run it:
+batch that starts that way would compute them again. Two ways run a batch's prompts with
+each shared start once:
 
-- ingest *packs* the batch (`packs`): each distinct prefix once, then every prompt's
-  remaining tokens, laid out as one sequence of a single forward pass, with an attention
-  mask that lets each row see exactly the rows of its own prompt before it and positions
-  that count within each prompt. One pass, so the tokens saved are time saved: a forward
-  pass of a small model on a CPU streams every weight from memory once (~60 ms for
-  SmolLM2-135M on 2 threads), and a second pass per batch paid that again.
-- the evaluator's greedy decoding (ingest/generation.py) runs the distinct prefixes into a
-  key/value cache (`new_cache`, `select_rows`), then the tails: its decoding steps need the
-  per-prompt cache anyway.
+- ingest *packs* the batch (`packs`): its prompts' prefix tree, each distinct token prefix
+  once, laid out as one sequence of a single forward pass, with an attention mask that lets
+  each row see exactly the rows of the prefix it ends (its own prompt's tokens up to it) and
+  positions that count within each prompt. One pass, so the tokens saved are time saved: a
+  forward pass of a small model on a CPU streams every weight from memory once (~40 ms for
+  SmolLM2-135M on 2 threads), and a second pass per batch paid that again. A packing that
+  runs more than `MAX_SHARE` (3/4) of the batch's tokens is not taken: the batch runs as one
+  plain forward. On the built-in country_capital and country_currency in en, de and fr
+  (batches of 32) the trees run 49 % of the tokens; one prefix length per batch (the plan
+  below) ran 55 %.
+- the evaluator's greedy decoding (ingest/generation.py) runs a plan (`plan_prefix`): one
+  prefix length for the batch, the distinct prefixes into a key/value cache (`new_cache`,
+  `select_rows`), then the tails. Its decoding steps need the per-prompt cache anyway.
 
-The rule (deterministic given the batch's token ids, the longest `w` tokens and the
+The plan's rule (deterministic given the batch's token ids, the longest `w` tokens and the
 shortest `s`): one prefix length `p` for the whole batch, 2 <= p <= s - 1, the one whose plan
 runs the fewest tokens, `distinct(p) * p + n * (w - p)` for `n` prompts whose first `p`
 tokens take `distinct(p)` values (a tail shorter than `w - p` is padded to it); of equal
-costs the shortest `p`. Ingest's batches hold prompts of one length (`s = w`); the
-evaluator's greedy decoding plans its left-padded batches the same way. Only a plan that
-runs at most `MAX_SHARE` (3/4) of the `n * w` tokens of one plain forward is taken. A batch
-where no two prompts share two leading tokens (or a batch of one prompt) runs as one plain
-forward. On the built-in country_capital and country_currency in en, de and fr (batches of
-32) the rule runs 55 % of the tokens, while grouping each prompt with its longest-sharing
-sorted neighbours would run 53 % at up to six passes a batch.
+costs the shortest `p`. Only a plan that runs at most `MAX_SHARE` of the `n * w` tokens of
+one plain forward is taken. A batch where no two prompts share two leading tokens (or a
+batch of one prompt) runs as one plain forward.
 
 A packed sequence holds at most `PACK_ROWS` rows: attention over one sequence costs its
-rows squared, where a batch's costs each prompt's tokens squared. A batch whose packing is
-longer is cut into consecutive runs of prompts, each packed with the prefixes it needs.
+rows squared, where a batch's costs each prompt's tokens squared. A batch whose tree is
+larger is cut into consecutive runs of prompts, each packed with the tree of its own.
 
 A prompt's values are the same mathematics either way, not the same bits: attention reads
 its keys in matrices of other shapes, so values differ from one plain forward in the last
@@ -46,8 +46,10 @@ if TYPE_CHECKING:
     import torch
 
 MIN_PREFIX = 2  # a one-token prefix (the BOS token) saves too little to plan for
-PACKED = "packed"  # the capture plan's `prefix` value: ingest packs each batch (`packs`)
-# A shared plan must run at most this share of a plain forward's tokens. The evaluator's two
+# The capture plan's `prefix` value: ingest packs each batch's prefix tree (`packs`). Builds
+# that packed one prefix length per batch wrote "packed", with other rounding.
+PACKED = "tree"
+# A packing or a plan must run at most this share of a plain forward's tokens. The evaluator's two
 # passes over short prompts cost more than their tokens on 2 CPU threads (a random sample of
 # prompts saving 14 % ran slower than one plain forward; docs/performance.md, "Ingest").
 MAX_SHARE = 0.75
@@ -110,8 +112,9 @@ def tokens_run(plan: PrefixPlan, n: int, width: int) -> int:
 @dataclass(frozen=True)
 class Pack:
     """One packed forward pass: prompts `start`..`stop` of an equal-length batch as one
-    sequence, their distinct prefixes first (in order of first appearance), then each
-    prompt's tail. `rows[i][t]` is the sequence row of the pack's prompt i's token t."""
+    sequence, a row per distinct token prefix of theirs, in order of first appearance (so a
+    row's ancestors come before it). `rows[i][t]` is the sequence row of the pack's prompt
+    i's token t."""
 
     start: int
     stop: int
@@ -146,36 +149,58 @@ class Pack:
         return inputs, rows.to(device)
 
 
-def packs(ids: Sequence[Sequence[int]], plan: PrefixPlan, limit: int = PACK_ROWS) -> list[Pack]:
-    """An equal-length batch's packed passes under a shared `plan`: consecutive prompts, as
-    many as fit in `limit` rows with the prefixes they need (one prompt at least)."""
-    width, p = len(ids[0]), plan.length
-    cuts, needed = [0], set()
-    for i in range(len(ids)):
-        grown = needed | {plan.group[i]}
-        if i > cuts[-1] and len(grown) * p + (i + 1 - cuts[-1]) * (width - p) > limit:
-            cuts.append(i)
-            grown = {plan.group[i]}
-        needed = grown
-    cuts.append(len(ids))
-    return [_pack(ids, plan, a, b) for a, b in zip(cuts, cuts[1:], strict=False)]
+def packs(ids: Sequence[Sequence[int]], limit: int = PACK_ROWS) -> list[Pack] | None:
+    """An equal-length batch's packed passes (each runs its prompts' prefix tree, every
+    distinct token prefix once): consecutive prompts, as many as fit in `limit` rows (one
+    prompt at least). None where packing would run more than `MAX_SHARE` of the batch's
+    tokens, or the batch is a single prompt: it runs as one plain forward."""
+    n, width = len(ids), len(ids[0])
+    if n < 2:
+        return None
+    out: list[Pack] = []
+    start, trie = 0, _Trie()
+    for i in range(n):
+        if i > start and len(trie.tokens) + trie.new_rows(ids[i]) > limit:
+            out.append(trie.pack(start, i))
+            start, trie = i, _Trie()
+        trie.add(ids[i])
+    out.append(trie.pack(start, n))
+    if sum(len(k.tokens) for k in out) > MAX_SHARE * n * width:
+        return None
+    return out
 
 
-def _pack(ids: Sequence[Sequence[int]], plan: PrefixPlan, start: int, stop: int) -> Pack:
-    width, p = len(ids[0]), plan.length
-    first: dict[int, int] = {}  # prefix index -> its first row in the sequence
-    for g in plan.group[start:stop]:
-        first.setdefault(g, len(first) * p)
-    tokens = [t for g in first for t in plan.prefixes[g]]
-    positions = list(range(p)) * len(first)
-    rows = []
-    for i in range(start, stop):
-        tail = len(tokens)
-        tokens += ids[i][p:]
-        positions += range(p, width)
-        head = first[plan.group[i]]
-        rows.append([*range(head, head + p), *range(tail, tail + width - p)])
-    return Pack(start, stop, tokens, positions, rows)
+class _Trie:
+    """The prefix tree of a pack's prompts, as sequence rows: a row per distinct token
+    prefix, in order of first appearance (a row's ancestors come before it)."""
+
+    def __init__(self) -> None:
+        self.row: dict[tuple[int, int], int] = {}  # (parent row or -1, token) -> row
+        self.tokens: list[int] = []
+        self.positions: list[int] = []
+        self.rows: list[list[int]] = []
+
+    def new_rows(self, prompt: Sequence[int]) -> int:
+        """The rows `prompt` would add."""
+        parent = -1
+        for t, token in enumerate(prompt):
+            parent = self.row.get((parent, token), -2)
+            if parent == -2:
+                return len(prompt) - t
+        return 0
+
+    def add(self, prompt: Sequence[int]) -> None:
+        path, parent = [], -1
+        for t, token in enumerate(prompt):
+            parent = self.row.setdefault((parent, token), len(self.tokens))
+            if parent == len(self.tokens):
+                self.tokens.append(token)
+                self.positions.append(t)
+            path.append(parent)
+        self.rows.append(path)
+
+    def pack(self, start: int, stop: int) -> Pack:
+        return Pack(start, stop, self.tokens, self.positions, self.rows)
 
 
 def _common_length(a: Sequence[int], b: Sequence[int]) -> int:

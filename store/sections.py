@@ -144,8 +144,9 @@ class Capture(Section):
     dtype: str | None = key()  # the storage dtype
     batch_size: int | None = key()
     batching: str | None = key()
-    # "packed": a batch's shared token prefix runs once, the batch packed into one
-    # sequence (ingest/prefix.py); "shared" (0.x builds before "packed"): the same in two
+    # "tree": each distinct token prefix of a batch runs once, the batch's prefix tree
+    # packed into one sequence (ingest/prefix.py); "packed" (0.x builds before "tree"): one
+    # prefix length per batch, packed; "shared" (builds before "packed"): that in two
     # passes; absent: one plain forward pass per batch, as every warehouse written before
     # the key existed.
     prefix: str | None = key()

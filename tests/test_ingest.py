@@ -816,7 +816,7 @@ def test_a_warehouse_keeps_the_prefix_method_it_was_planned_with(
     from warehouse.ingest import capture as capture_mod
 
     assert json.loads((warehouse_right / "manifest.json").read_text())["capture"]["prefix"] == (
-        "packed"
+        "tree"
     )
     plain = tmp_path / "plain"
     ingest(_cfg(plain, tiny_llama_dir, tiny_dataset, shared_prefix=False), show_progress=False)
@@ -836,19 +836,21 @@ def test_a_warehouse_keeps_the_prefix_method_it_was_planned_with(
     monkeypatch.setattr(capture_mod.Capturer, "run", run)
     with pytest.raises(KeyboardInterrupt):
         ingest(_cfg(out, tiny_llama_dir, tiny_dataset, shared_prefix=False), show_progress=False)
-    with pytest.raises(WarehouseError, match=r"capture.prefix \(None -> 'packed'\)"):
+    with pytest.raises(WarehouseError, match=r"capture.prefix \(None -> 'tree'\)"):
         ingest(_cfg(out, tiny_llama_dir, tiny_dataset, shared_prefix=True), show_progress=False)
     ingest(_cfg(out, tiny_llama_dir, tiny_dataset), show_progress=False)  # option unset
     assert set(methods) == {False} and len(methods) > 2
     assert _snapshot(out) == _snapshot(plain)
 
 
-def test_a_warehouse_begun_with_two_pass_prefixes_is_not_resumed(
-    tmp_path, tiny_llama_dir, tiny_dataset, monkeypatch
+@pytest.mark.parametrize("method", ["shared", "packed"])
+def test_a_warehouse_begun_with_another_prefix_method_is_not_resumed(
+    method, tmp_path, tiny_llama_dir, tiny_dataset, monkeypatch
 ):
-    """Builds before packing ran a shared prefix as two passes ("shared"): other float
-    rounding, so its resume would not reproduce an uninterrupted run's bytes. It is refused
-    with the way out, and nothing in the folder changes."""
+    """Earlier builds ran a shared prefix as two passes ("shared") or packed one prefix
+    length per batch ("packed"): other float rounding, so a resume would not reproduce an
+    uninterrupted run's bytes. It is refused with the way out, and nothing in the folder
+    changes."""
     from warehouse.ingest import capture as capture_mod
     from warehouse.ingest import run as run_mod
 
@@ -862,10 +864,10 @@ def test_a_warehouse_begun_with_two_pass_prefixes_is_not_resumed(
 
     monkeypatch.setattr(capture_mod.Capturer, "run", run)
     with monkeypatch.context() as old_build, pytest.raises(KeyboardInterrupt):
-        old_build.setattr(run_mod, "PACKED", "shared")  # as the builds before packing
+        old_build.setattr(run_mod, "PACKED", method)  # as the earlier builds
         ingest(_cfg(out, tiny_llama_dir, tiny_dataset), show_progress=False)
-    assert json.loads((out / "manifest.json").read_text())["capture"]["prefix"] == "shared"
+    assert json.loads((out / "manifest.json").read_text())["capture"]["prefix"] == method
     before = _snapshot(out)
-    with pytest.raises(WarehouseError, match=r"prefix method 'shared', which this version"):
+    with pytest.raises(WarehouseError, match=rf"prefix method '{method}', which this version"):
         ingest(_cfg(out, tiny_llama_dir, tiny_dataset), show_progress=False)
     assert _snapshot(out) == before and len(calls) == 2

@@ -16,7 +16,7 @@ import torch
 from conftest import tiny_gemma3_config, tiny_llama_config
 
 from warehouse.analysis.ablation import ablate, ablate_rows, neuron_indices
-from warehouse.ingest import capture
+from warehouse.ingest import capture, prefix
 from warehouse.ingest.capture import POOLINGS, Capturer, CaptureSpec
 from warehouse.ingest.generation import greedy
 from warehouse.ingest.prefix import (
@@ -67,26 +67,39 @@ def test_the_plan_of_prompts_of_several_lengths_pads_their_tails():
     assert plan_prefix([[5, 9], *ids[1:]]) == PrefixPlan(0, [], [])
 
 
-def test_a_batch_packs_its_distinct_prefixes_then_each_tail():
-    plan = plan_prefix(IDS)
-    whole = packs(IDS, plan)
-    prefixes = [5, 9, 13, 40, 7, 7, 7, 7, 5, 9, 1, 2]
-    tails = [41, 7, 8, 3, 2, 1, 7, 7, 7, 4, 5, 6, 3, 4, 5, 3, 2, 1]
-    rows = [[0, 1, 2, 3, 12, 13, 14], [0, 1, 2, 3, 15, 16, 17], [4, 5, 6, 7, 18, 19, 20]]
-    rows += [[0, 1, 2, 3, 21, 22, 23], [8, 9, 10, 11, 24, 25, 26], [0, 1, 2, 3, 27, 28, 29]]
-    positions = [0, 1, 2, 3] * 3 + [4, 5, 6] * 6
-    assert whole == [Pack(0, 6, prefixes + tails, positions, rows)]
-    # At most 14 rows a pass: prompts 0-2 take two prefixes and three tails (8 + 9 = 17 > 14
-    # with the third), so 0-1, 2-3, 4-5; each pass holds the prefixes its prompts need.
-    cut = packs(IDS, plan, limit=14)
-    assert [(k.start, k.stop, len(k.tokens)) for k in cut] == [(0, 2, 10), (2, 4, 14), (4, 6, 14)]
-    assert cut[1].rows == [[0, 1, 2, 3, 8, 9, 10], [4, 5, 6, 7, 11, 12, 13]]
+def test_a_batch_packs_its_prefix_tree(monkeypatch):
+    """Each distinct token prefix once (25 rows for 42 tokens; one prefix length ran 30):
+    prompt 1 adds its last three tokens, prompt 4 all but (5, 9), prompt 5 (a repeat of
+    prompt 1) nothing."""
+    whole = packs(IDS)
+    tokens = [5, 9, 13, 40, 41, 7, 8, 3, 2, 1, 7, 7, 7, 7, 7, 7, 7, 4, 5, 6, 1, 2, 3, 4, 5]
+    positions = [*range(7), 4, 5, 6, *range(7), 4, 5, 6, *range(2, 7)]
+    rows = [list(range(7)), [0, 1, 2, 3, 7, 8, 9], list(range(10, 17)), [0, 1, 2, 3, 17, 18, 19]]
+    rows += [[0, 1, 20, 21, 22, 23, 24], [0, 1, 2, 3, 7, 8, 9]]
+    assert whole == [Pack(0, 6, tokens, positions, rows)]
+    # At most 14 rows a pass: prompts 0-1 take 10 rows (17 with prompt 2), 2-3 take 14 (19
+    # with prompt 4), 4-5 take 12; each pass holds the tree of its own prompts. The three
+    # passes run 36 of 42 tokens, over the 3/4 a packing may run: the share is lifted here.
+    monkeypatch.setattr(prefix, "MAX_SHARE", 1.0)
+    cut = packs(IDS, limit=14)
+    assert [(k.start, k.stop, len(k.tokens)) for k in cut] == [(0, 2, 10), (2, 4, 14), (4, 6, 12)]
+    assert cut[1].rows == [list(range(7)), list(range(7, 14))]
     inputs, rows = cut[0].inputs(torch.float32, torch.device("cpu"))
     assert rows.tolist() == cut[0].rows
     mask = inputs["attention_mask"][0, 0] == 0
-    seen = [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 5]]
-    seen += [[0, 1, 2, 3, 4, 5, 6], [0, 1, 2, 3, 7], [0, 1, 2, 3, 7, 8], [0, 1, 2, 3, 7, 8, 9]]
+    seen = [list(range(k + 1)) for k in range(7)]
+    seen += [[0, 1, 2, 3, 7], [0, 1, 2, 3, 7, 8], [0, 1, 2, 3, 7, 8, 9]]
     assert [torch.nonzero(r).flatten().tolist() for r in mask] == seen
+
+
+def test_a_packing_that_saves_little_is_not_taken():
+    """More than 3/4 of the tokens (14 of 16, 8 of 9, 9 of 9) or a single prompt: None, one
+    plain forward. Two repeated 2-token prompts run 2 rows of 4."""
+    little = [[1, 2, 3, 4], [1, 2, 5, 6], [7, 8, 9, 10], [11, 12, 13, 14]]
+    for ids in (little, [[1, 2, 3], [1, 4, 3], [2, 2, 3]], [[5, 9, 13], [7, 8, 2], [100, 3, 4]]):
+        assert packs(ids) is None, ids
+    assert packs([[1, 2, 3, 4]]) is None
+    assert packs([[1, 2], [1, 2]]) == [Pack(0, 2, [1, 2], [0, 1], [[0, 1], [0, 1]])]
 
 
 def _models() -> dict[str, tuple[torch.nn.Module, dict[str, str]]]:
@@ -158,13 +171,14 @@ def _tokens_seen(model: torch.nn.Module) -> tuple[list[int], object]:
 @pytest.mark.parametrize("family", [*MODELS, "gemma3-wide"])
 @pytest.mark.parametrize("limit", [PACK_ROWS, 14])
 def test_shared_values_equal_each_prompt_alone_under_plain_hooks(family, limit, monkeypatch):
-    """One packed pass (three prefixes once, then every prompt's tail), or three of at most
-    14 rows. The tiny Gemma 3's window (4) is shorter than the prompts: it runs plain."""
+    """One packed pass (the prefix tree: 25 rows for 42 tokens), or three of at most 14 rows.
+    The tiny Gemma 3's window (4) is shorter than the prompts: it runs plain."""
     if family == "gemma3-wide":
         model, paths = _wide_gemma3(), MODELS["gemma3"][1]
     else:
         model, paths = MODELS[family]
-    monkeypatch.setattr(capture, "packs", lambda ids, plan: packs(ids, plan, limit))
+    monkeypatch.setattr(capture, "packs", lambda ids: packs(ids, limit))
+    monkeypatch.setattr(prefix, "MAX_SHARE", 1.0)  # three passes of 14 rows run 36 of 42
     layers = list(range(model.config.num_hidden_layers))
     spec = CaptureSpec({s: layers for s in paths}, True, POOLINGS, "float32")
     seen, handle = _tokens_seen(model)
@@ -173,7 +187,7 @@ def test_shared_values_equal_each_prompt_alone_under_plain_hooks(family, limit, 
     if family == "gemma3":
         assert seen == [6 * 7]
     else:
-        assert seen == ([3 * 4 + 6 * 3] if limit == PACK_ROWS else [10, 14, 14])
+        assert seen == ([25] if limit == PACK_ROWS else [10, 14, 12])
     for i, ids in enumerate(IDS):
         for site, want in _alone(model, paths, ids).items():
             rows = got[f"activations/{site}"][i * 7 : (i + 1) * 7]
@@ -244,7 +258,8 @@ def test_a_batch_without_a_shared_prefix_runs_one_plain_forward():
 def test_overflows_of_a_shared_prefix_count_once_per_prompt(limit, monkeypatch):
     """A float16 overflow in a prefix token is stored once per prompt that has the prefix:
     the exact count (run with `counts`) is the plain path's, in one packed pass or three."""
-    monkeypatch.setattr(capture, "packs", lambda ids, plan: packs(ids, plan, limit))
+    monkeypatch.setattr(capture, "packs", lambda ids: packs(ids, limit))
+    monkeypatch.setattr(prefix, "MAX_SHARE", 1.0)  # three passes of 14 rows run 36 of 42
     model, _ = MODELS["llama"]
     up = model.model.layers[0].mlp.up_proj.weight
     saved = up[7].clone()
