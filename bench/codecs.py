@@ -75,6 +75,7 @@ def main() -> None:
         {
             "blosc lz4-5 shuffle": Blosc("lz4", 5, Blosc.SHUFFLE),
             "blosc lz4-1 shuffle": Blosc("lz4", 1, Blosc.SHUFFLE),
+            "blosc lz4-1 shuffle, chunk blocks": _blosc(cname="lz4"),
             "blosc lz4-5 noshuffle": Blosc("lz4", 5, Blosc.NOSHUFFLE),
             "zstd-1": Zstd(1),
             "zstd level -1": Zstd(-1),
@@ -93,9 +94,10 @@ def main() -> None:
     )
 
 
-def _blosc(blocksize: int = CHUNK_BYTES, level: int = 1) -> Blosc:
-    """blosc zstd with a byte shuffle of 2-byte values; blocksize 0: blosc's automatic blocks."""
-    return Blosc("zstd", level, Blosc.SHUFFLE, blocksize=blocksize, typesize=2)
+def _blosc(blocksize: int = CHUNK_BYTES, level: int = 1, cname: str = "zstd") -> Blosc:
+    """blosc (zstd unless `cname`) with a byte shuffle of 2-byte values; blocksize 0: blosc's
+    automatic blocks."""
+    return Blosc(cname, level, Blosc.SHUFFLE, blocksize=blocksize, typesize=2)
 
 
 class Crc32c:

@@ -122,8 +122,9 @@ SharedPrefix = Annotated[
     bool | None,
     typer.Option(
         "--shared-prefix/--no-shared-prefix",
-        help="Run a batch's shared leading tokens once, the batch packed into one sequence "
-        "(default for a new warehouse; values equal one plain forward per batch within float "
+        help="Run each distinct token prefix of a batch once, the batch's prefix tree packed "
+        "into one sequence (default for a new warehouse; values equal one plain forward per "
+        "batch within float "
         "rounding). --no-shared-prefix: one plain forward per batch. Unset: as the warehouse "
         "was planned.",
         show_default=False,
