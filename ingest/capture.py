@@ -116,9 +116,9 @@ class Capturer:
         while the forward pass is itself launch-bound for small models; on a CPU (default 0,
         each layer at once) stacking them would be one more pass over memory.
 
-        shared_prefix: run the prompts' shared leading tokens once, each batch packed into
-        one sequence (ingest/prefix.py); the values equal one plain forward's within float
-        rounding, not bit for bit."""
+        shared_prefix: run each distinct token prefix of a batch once, its prefix tree packed
+        into one sequence (ingest/prefix.py); the values equal one plain forward's within
+        float rounding, not bit for bit."""
         self.model = model
         self.shared_prefix = shared_prefix
         self.backbone = model.base_model  # no LM head: ingest never needs logits
@@ -144,12 +144,12 @@ class Capturer:
 
         A batch holds prompts of one length: ingest never pads (docs/design.md), so no pad
         token enters a stored value or a pool. With `shared_prefix` a batch whose prompts
-        share leading tokens runs them once, packed (ingest/prefix.py), and each prompt's
-        rows are gathered from the packed sequence in its token order. Every run takes each
-        stored array's minimum and maximum (one reduction, kept in `self.check`). With a
-        `counts` dict the run also counts its non-finite values exactly, into array key ->
-        `count_nonfinite`'s result: several more passes, so ingest runs a batch again this
-        way only when its check is not finite."""
+        share leading tokens runs each distinct prefix once, packed (ingest/prefix.py), and
+        each prompt's rows are gathered from the packed sequence in its token order. Every
+        run takes each stored array's minimum and maximum (one reduction, kept in
+        `self.check`). With a `counts` dict the run also counts its non-finite values
+        exactly, into array key -> `count_nonfinite`'s result: several more passes, so ingest
+        runs a batch again this way only when its check is not finite."""
         width = len(ids[0])
         if any(len(x) != width for x in ids):
             raise ValueError("a captured batch holds prompts of one length (ingest never pads)")

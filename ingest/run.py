@@ -96,7 +96,7 @@ class IngestConfig:
     # about) or "error" (the run stops before that batch). Not part of the plan: a run
     # stopped by "error" resumes with "warn".
     on_nonfinite: str = "warn"
-    # Run a batch's shared token prefix once (ingest/prefix.py): values equal one plain
+    # Run each distinct token prefix of a batch once (ingest/prefix.py): values equal one plain
     # forward pass per batch within float rounding. None: as the warehouse was planned (a
     # new one shares); True or False must match what an existing warehouse was planned with.
     shared_prefix: bool | None = None
