@@ -182,22 +182,26 @@ class _Trie:
 
     def new_rows(self, prompt: Sequence[int]) -> int:
         """The rows `prompt` would add."""
-        parent = -1
-        for t, token in enumerate(prompt):
-            parent = self.row.get((parent, token), -2)
-            if parent == -2:
-                return len(prompt) - t
-        return 0
+        return len(prompt) - len(self._known(prompt))
 
     def add(self, prompt: Sequence[int]) -> None:
-        path, parent = [], -1
-        for t, token in enumerate(prompt):
-            parent = self.row.setdefault((parent, token), len(self.tokens))
-            if parent == len(self.tokens):
-                self.tokens.append(token)
-                self.positions.append(t)
-            path.append(parent)
+        path = self._known(prompt)
+        for t in range(len(path), len(prompt)):
+            self.row[(path[-1] if path else -1, prompt[t])] = len(self.tokens)
+            path.append(len(self.tokens))
+            self.tokens.append(prompt[t])
+            self.positions.append(t)
         self.rows.append(path)
+
+    def _known(self, prompt: Sequence[int]) -> list[int]:
+        """The rows of `prompt`'s longest prefix already in the tree, in token order."""
+        path: list[int] = []
+        for token in prompt:
+            row = self.row.get((path[-1] if path else -1, token))
+            if row is None:
+                break
+            path.append(row)
+        return path
 
     def pack(self, start: int, stop: int) -> Pack:
         return Pack(start, stop, self.tokens, self.positions, self.rows)
