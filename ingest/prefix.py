@@ -49,9 +49,11 @@ MIN_PREFIX = 2  # a one-token prefix (the BOS token) saves too little to plan fo
 # The capture plan's `prefix` value: ingest packs each batch's prefix tree (`packs`). Builds
 # that packed one prefix length per batch wrote "packed", with other rounding.
 PACKED = "tree"
-# A packing or a plan must run at most this share of a plain forward's tokens. The evaluator's two
-# passes over short prompts cost more than their tokens on 2 CPU threads (a random sample of
-# prompts saving 14 % ran slower than one plain forward; docs/performance.md, "Ingest").
+# A packing or a plan must run at most this share of a plain forward's tokens: a small saving
+# does not pay for the extra work. The evaluator's two passes over short prompts cost more
+# than their tokens on 2 CPU threads (a random sample saving 14 % ran slower than one plain
+# forward; docs/performance.md, "Ingest"); a packed pass adds a mask over all its rows and a
+# gather of every prompt's rows per captured layer.
 MAX_SHARE = 0.75
 # The most rows of one packed sequence. Eager attention over one sequence of R rows on 2 CPU
 # threads cost 1.09x a 32-prompt batch of the same rows at R = 256, 1.48x at 512, 2.5x at

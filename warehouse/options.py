@@ -124,9 +124,8 @@ SharedPrefix = Annotated[
         "--shared-prefix/--no-shared-prefix",
         help="Run each distinct token prefix of a batch once, the batch's prefix tree packed "
         "into one sequence (default for a new warehouse; values equal one plain forward per "
-        "batch within float "
-        "rounding). --no-shared-prefix: one plain forward per batch. Unset: as the warehouse "
-        "was planned.",
+        "batch within float rounding). --no-shared-prefix: one plain forward per batch. "
+        "Unset: as the warehouse was planned.",
         show_default=False,
     ),
 ]
