@@ -16,7 +16,7 @@ import torch
 from conftest import tiny_gemma3_config, tiny_llama_config
 
 from warehouse.analysis.ablation import ablate, ablate_rows, neuron_indices
-from warehouse.ingest import capture, prefix
+from warehouse.ingest import capture, generation, prefix
 from warehouse.ingest.capture import POOLINGS, Capturer, CaptureSpec
 from warehouse.ingest.generation import greedy
 from warehouse.ingest.prefix import (
@@ -90,6 +90,28 @@ def test_a_batch_packs_its_prefix_tree(monkeypatch):
     seen = [list(range(k + 1)) for k in range(7)]
     seen += [[0, 1, 2, 3, 7], [0, 1, 2, 3, 7, 8], [0, 1, 2, 3, 7, 8, 9]]
     assert [torch.nonzero(r).flatten().tolist() for r in mask] == seen
+
+
+def test_the_evaluators_tree_packs_prompts_of_several_lengths():
+    """Eval's left-padded batches as one pack: 21 rows for 36 tokens (42 padded). A shorter
+    prompt's rows are padded with its last row, which sees its own path only, so the mask is
+    as if unpadded. Over 20 rows, or over 3/4 of the padded tokens, or one prompt: None."""
+    batch = [x[: 7 - i % 3] for i, x in enumerate(IDS)]  # 7, 6, 5, 7, 6, 5 tokens
+    pack = prefix.tree(batch)
+    assert pack.tokens == [5, 9, 13, 40, 41, 7, 8, 3, 2, 7, 7, 7, 7, 7, 4, 5, 6, 1, 2, 3, 4]
+    assert pack.positions == [*range(7), 4, 5, *range(5), 4, 5, 6, *range(2, 6)]
+    assert pack.rows == [
+        [*range(7)], [0, 1, 2, 3, 7, 8], [*range(9, 14)], [0, 1, 2, 3, 14, 15, 16],
+        [0, 1, 17, 18, 19, 20], [0, 1, 2, 3, 7],
+    ]  # fmt: skip
+    inputs, rows = pack.inputs(torch.float32, torch.device("cpu"))
+    assert rows[:, -1].tolist() == [6, 8, 13, 16, 20, 7]
+    mask = inputs["attention_mask"][0, 0] == 0
+    assert torch.nonzero(mask[8]).flatten().tolist() == [0, 1, 2, 3, 7, 8]
+    assert torch.nonzero(mask[13]).flatten().tolist() == [*range(9, 14)]
+    assert prefix.tree(batch, limit=20) is None
+    assert prefix.tree([[1, 2, 3], [1, 4], [2, 2, 3]]) is None  # 7 rows of 9
+    assert prefix.tree([[1, 2, 3]]) is None
 
 
 def test_a_packing_that_saves_little_is_not_taken():
@@ -287,22 +309,35 @@ def _strong(model: torch.nn.Module, factor: float) -> None:
                 w.mul_(factor)
 
 
-def _wide_gemma3() -> torch.nn.Module:
+def _wide_gemma3(window: int = 10) -> torch.nn.Module:
+    """Gemma 3 with a sliding window (10) that the padded prompts (7) and two new tokens fit
+    in, or one (24) that the evaluator's prefix tree of `IDS` (21 rows) fits in too."""
     from transformers import Gemma3ForCausalLM
 
     torch.manual_seed(0)
     config = tiny_gemma3_config(128)
-    config.sliding_window = 10  # the padded prompts (7) and two new tokens fit in it
+    config.sliding_window = window
     return Gemma3ForCausalLM(config).eval()
 
 
-@pytest.mark.parametrize("family", [*MODELS, "gemma3-wide"])
-def test_greedy_with_shared_prefixes_answers_as_each_block_alone(family):
+# Token positions of the greedy test's first two forward passes, two blocks of its batch:
+# the prefix tree (21 rows) per block, then 12 new tokens; or, when the tree does not fit the
+# pack limit or the window, the plan: p=4, 3 prefixes x 4 tokens per block, then 12 tails
+# padded to 3; or (the tiny Gemma 3's window of 4) one plain forward of 12 x 7.
+TREE, PLAN, PLAIN = [2 * 21, 12], [2 * 3 * 4, 12 * 3], [12 * 7, 12]
+GREEDY_SEEN = {"gemma3": PLAIN, "gemma3-wide": PLAN, "gemma3-wider": TREE}
+
+
+@pytest.mark.parametrize("family", [*MODELS, "gemma3-wide", "gemma3-wider"])
+@pytest.mark.parametrize("limit", [PACK_ROWS, 20])
+def test_greedy_with_shared_prefixes_answers_as_each_block_alone(family, limit, monkeypatch):
     """The evaluator's decoding with `shared_prefix`: two blocks of one left-padded batch of
     several lengths (no ablation, then one) give each block's plain greedy answers, the
-    distinct prefixes run once per block, and the ablation changes some answer. Gemma 3's
-    window of 4 is shorter than the prompts: that batch runs plain, as one forward."""
-    model = _wide_gemma3() if family == "gemma3-wide" else MODELS[family][0]
+    distinct prefixes run once per block, and the ablation changes some answer. A tree of
+    more rows than the pack limit (20) runs as the plan."""
+    wide = {"gemma3-wide": 10, "gemma3-wider": 24}
+    model = _wide_gemma3(wide[family]) if family in wide else MODELS[family][0]
+    monkeypatch.setattr(generation, "tree", lambda ids: prefix.tree(ids, limit))
     batch = [x[: 7 - i % 3] for i, x in enumerate(IDS)]  # 7, 6, 5, 7, 6, 5 tokens
     units = 16 if family == "gpt2" else 32
     off = {"ffn.act": neuron_indices(model, "ffn.act", list(range(0, units * 2, 3)))}
@@ -318,5 +353,5 @@ def test_greedy_with_shared_prefixes_answers_as_each_block_alone(family):
     finally:
         _strong(model, 1 / 8.0)
     assert both == alone + ablated and alone != ablated
-    # p=4: 2 blocks x 3 prefixes x 4 tokens, then 12 tails padded to 3, then 2 new tokens
-    assert seen[:2] == ([12 * 7, 12] if family == "gemma3" else [2 * 3 * 4, 12 * 3])
+    want = GREEDY_SEEN.get(family, TREE)
+    assert seen[:2] == (PLAN if want == TREE and limit < 21 else want)

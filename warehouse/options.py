@@ -133,8 +133,9 @@ EvalSharedPrefix = Annotated[
     bool,
     typer.Option(
         "--shared-prefix/--no-shared-prefix",
-        help="Run a prompt batch's shared leading tokens once per neuron set, then the rest "
-        "on their cache (answers equal one plain forward's but at near-ties).",
+        help="Run each distinct token prefix of a prompt batch once per neuron set, the "
+        "batch's prefix tree packed into one sequence (answers equal one plain forward's "
+        "but at near-ties).",
     ),
 ]
 Selection = Annotated[
