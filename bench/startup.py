@@ -10,8 +10,11 @@ Three figures per interpreter, each a new process started from the shell's point
   script forks it first, so that the child's imports overlap the CLI's);
 - eval: `warehouse eval W` until its first generation starts (the first call of `answer`);
 - imports: a process that only imports torch and transformers' Llama model class (the
-  embedded model's) and exits: the floor under the ingest and eval figures, which no code
-  of this package's can go below while it runs models through transformers.
+  embedded model's) the way the `warehouse` of that interpreter does before a model command
+  (`warehouse.launch.preload`: the garbage collector off, then what was imported frozen;
+  plainly where it has no `preload`) and exits: the floor under the ingest and eval
+  figures, which no code of this package's can go below while it runs models through
+  transformers; imports-plain: the same imports with the collector as Python starts.
 
 Wall is measured here, from the start of the process; CPU is the process's user + system
 time with its children (the query's forked child included). `--baseline` names another
@@ -34,10 +37,18 @@ import time
 from pathlib import Path
 
 # Runs a command in-process and stops it at the first call of a function: a module's
-# attribute (dotted) is wrapped before the command imports it from there.
+# attribute (dotted) is wrapped before the command imports it from there. The module is
+# imported after what `warehouse.launch` imports first for a model command (`preload`), as
+# the command itself would import it.
 CHILD = """
 import importlib, os, runpy, sys
 module, attr, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+try:  # what the console script runs first for a model command (older checkouts: nothing)
+    from warehouse.launch import preload
+except ImportError:
+    pass
+else:
+    preload()
 owner = importlib.import_module(module)
 *path, name = attr.split(".")
 for part in path:
@@ -55,6 +66,18 @@ os._exit(3)  # the command ended without reaching the marked call
 
 # os._exit: the other rows stop the same way, without the interpreter's teardown
 IMPORTS = """
+import os
+try:
+    from warehouse.launch import preload
+except ImportError:  # a checkout from before preload
+    preload = None
+if preload is not None:
+    preload()
+import torch
+from transformers.models.llama.modeling_llama import LlamaForCausalLM
+os._exit(0)
+"""
+IMPORTS_PLAIN = """
 import os, torch
 from transformers.models.llama.modeling_llama import LlamaForCausalLM
 os._exit(0)
@@ -86,6 +109,7 @@ def commands(python: str, model: str, warehouse: Path, scratch: Path) -> dict[st
         "query-late": [python, "-m", "warehouse.cli", "query", str(warehouse), "select 1"],
         "eval": [python, "-c", CHILD, "warehouse.analysis.evaluate", "answer", *evaluate],
         "imports": [python, "-c", IMPORTS],
+        "imports-plain": [python, "-c", IMPORTS_PLAIN],
     }
 
 
@@ -108,7 +132,7 @@ def main() -> None:
                     times.setdefault((who, what), []).append(timed(cmd))
     print(f"load: {os.getloadavg()[0]:.2f} (1 min)  rounds: {args.rounds}  model: {args.model}")
     print(f"{'':11s}" + "".join(f"{w + ' wall / CPU s (median, best)':>40s}" for w in pythons))
-    for what in ("ingest", "query", "query-late", "eval", "imports"):
+    for what in ("ingest", "query", "query-late", "eval", "imports", "imports-plain"):
         cells = []
         for who in pythons:
             walls, cpus = zip(*times[(who, what)], strict=True)

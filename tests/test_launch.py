@@ -111,3 +111,38 @@ def test_the_console_script_answers_and_refuses_as_before(built):
     )
     assert (bad.returncode, bad.stdout) == (2, "")
     assert bad.stderr == "error: unknown format 'xml'; choose from table, csv, json, parquet\n"
+
+
+# A fresh process: `main` with the CLI replaced, printing what it imported and the state of
+# the garbage collector when the command would run.
+_PRELOAD = """
+import gc, sys
+from warehouse import cli, launch
+cli.main = lambda: print(
+    gc.isenabled(), gc.get_freeze_count() > 0, "torch" in sys.modules,
+    "transformers.modeling_utils" in sys.modules,
+)
+sys.argv = ["warehouse", *sys.argv[1:]]
+launch.main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "preloaded"),
+    [
+        (["ingest", "--out", "W"], True),
+        (["--debug", "eval", "W"], True),
+        (["study", "--out", "W"], True),
+        (["ingest", "--help"], False),
+        (["stats", "W"], False),
+        (["info", "W"], False),
+    ],
+)
+def test_a_model_command_imports_torch_and_transformers_first_and_freezes_them(argv, preloaded):
+    """A model command's imports run with the collector off, their objects are frozen, and
+    the collector is on again when the command runs; other commands import neither."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PRELOAD, *argv], capture_output=True, text=True, check=True
+    )
+    want = f"True {preloaded} {preloaded} {preloaded}"
+    assert done.stdout.strip() == want

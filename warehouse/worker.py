@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import gc
 import io
 import json
 import os
@@ -55,6 +54,7 @@ from warehouse.queries.limits import (
     resident_bytes,
     timeout_message,
 )
+from warehouse.startup import frozen_imports
 from warehouse.store import errors
 from warehouse.store.errors import QueryLimitError, WarehouseError
 
@@ -147,11 +147,9 @@ def _serve_warm(fd_in: int, fd_out: int) -> NoReturn:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         os.close(devnull)
-        gc.disable()  # the imports make ~10^5 objects, none of them garbage: skip the scans
-        with contextlib.suppress(Exception):  # a failed import is reported by `answer` itself
+        # a failed import is reported by `answer` itself
+        with frozen_imports(), contextlib.suppress(Exception):
             import warehouse.query  # noqa: F401  (Polars, PyArrow, the views: the wait's reason)
-        gc.freeze()  # and leave them out of the query's own collections
-        gc.enable()
         request = _read_request(fd_in)
         if request is not None:
             answer(request, fd_out)
