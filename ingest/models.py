@@ -30,7 +30,6 @@ is refused before anything is loaded.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import importlib.util
 import json
@@ -39,8 +38,6 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -49,6 +46,7 @@ import torch
 from safetensors import SafetensorError
 
 from warehouse.ingest import sites
+from warehouse.store.collector import few_middle_collections
 from warehouse.store.errors import ModelError, SiteError
 from warehouse.store.files import loads_json
 
@@ -60,9 +58,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "smollm2-135m"
 ATTN_IMPLEMENTATION = "eager"
 HASH_VERSION = 1  # bump when the hashed bytes change, so cached hashes are not reused
-# Young-generation collections between two of the middle generation while a model loads
-# (Python's default is 10; see _few_middle_collections).
-LOAD_GC_THRESHOLD1 = 1000
 
 
 @dataclass(frozen=True)
@@ -191,26 +186,8 @@ def load_model(
     spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu"
 ) -> LoadedModel:
     """Load a model and tokenizer from a spec (module docstring) at a dtype onto a device."""
-    with _few_middle_collections():
+    with few_middle_collections():
         return _load_model(spec, dtype, device)
-
-
-@contextmanager
-def _few_middle_collections() -> Iterator[None]:
-    """Python's collector runs its older generations rarely for the block, then as before.
-
-    A first load imports transformers' modeling stack (~370k objects). With the
-    default thresholds every 10th young collection also scans the middle generation and
-    every 100th the whole heap, which grows throughout: 0.6-0.9 s of a ~4 s load on the
-    CPU (docs/performance.md, fixed costs). Young collections still run as before, so
-    short-lived cycles are freed as usual.
-    """
-    old = gc.get_threshold()
-    gc.set_threshold(old[0], max(old[1], LOAD_GC_THRESHOLD1), old[2])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
 
 
 def _load_model(spec: str, dtype: str, device: str) -> LoadedModel:

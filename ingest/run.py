@@ -7,15 +7,13 @@ batch not wholly on disk and ends with the same bytes as an uninterrupted run.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ from warehouse.store.arrays import (
     response_spec,
 )
 from warehouse.store.checksums import finalize_checksums, write_coords
+from warehouse.store.collector import skips_older_objects
 from warehouse.store.errors import WarehouseError
 from warehouse.store.files import remove_temp_entries, sha256_file
 from warehouse.store.fingerprint import fingerprint, fingerprint_of
@@ -408,27 +407,6 @@ def ingest(
         return _run_batches(root, manifest, loaded, show_progress, on_progress, cfg.on_nonfinite)
 
 
-@contextmanager
-def _gc_skips_older_objects() -> Iterator[None]:
-    """Python's collector ignores the objects that exist now until the block ends.
-
-    A process that holds a model holds ~400k long-lived Python objects (modules, tokenizer,
-    libraries). A full collection scans them all: 0.3-0.4 s for the embedded model, landing
-    in about one ingest of four run in one process (1 % of a pooled ingest). Frozen, they are
-    skipped, and a collection looks only at what the run itself made; cycles among them wait
-    for the next collection after the run. Where the caller froze objects itself, nothing
-    is changed (unfreezing would undo theirs).
-    """
-    if gc.get_freeze_count():
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
 def _shard_key(shard: tuple[int, int] | dict | None) -> dict | None:
     if shard is None:
         return None
@@ -500,7 +478,7 @@ def _run_batches(
             on_progress(e - s)
 
     try:
-        with progress, _gc_skips_older_objects():
+        with progress, skips_older_objects():
             _capture_all(capturer, ids, batches, first, hand_over)
             writer.close()
     finally:

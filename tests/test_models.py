@@ -28,6 +28,7 @@ from warehouse.ingest.models import (
     resolve_dtype,
     weights_hash_of,
 )
+from warehouse.store import collector
 from warehouse.store.errors import ModelError
 
 HASH = re.compile(r"sha256:[0-9a-f]{64}")
@@ -86,7 +87,7 @@ def test_a_load_collects_older_generations_rarely_then_as_before(
         assert gc.get_threshold() == before  # restored after a failed load too
     finally:
         gc.set_threshold(*old)
-    assert seen == [(700, models.LOAD_GC_THRESHOLD1, 10)] * 2
+    assert seen == [(700, collector.LOAD_GC_THRESHOLD1, 10)] * 2
 
 
 def test_load_gguf_written_with_the_gguf_package(tiny_llama_dir: Path, tiny_llama_gguf: Path):

@@ -54,8 +54,8 @@ from warehouse.queries.limits import (
     resident_bytes,
     timeout_message,
 )
-from warehouse.startup import frozen_imports
 from warehouse.store import errors
+from warehouse.store.collector import frozen_imports
 from warehouse.store.errors import QueryLimitError, WarehouseError
 
 READY, DONE = b"s", b"d"
