@@ -36,19 +36,24 @@ import tempfile
 import time
 from pathlib import Path
 
-# Runs a command in-process and stops it at the first call of a function: a module's
-# attribute (dotted) is wrapped before the command imports it from there. The module is
-# imported after what `warehouse.launch` imports first for a model command (`preload`), as
-# the command itself would import it.
-CHILD = """
-import importlib, os, runpy, sys
-module, attr, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
-try:  # what the console script runs first for a model command (older checkouts: nothing)
+# What the console script runs first for a model command (a checkout before it: nothing).
+PRELOAD = """
+try:
     from warehouse.launch import preload
 except ImportError:
     pass
 else:
     preload()
+"""
+# Runs a command in-process and stops it at the first call of a function: a module's
+# attribute (dotted) is wrapped before the command imports it from there. The module is
+# imported after what `warehouse.launch` imports first for a model command (`preload`), as
+# the command itself would import it.
+CHILD = (
+    PRELOAD
+    + """
+import importlib, os, runpy, sys
+module, attr, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
 owner = importlib.import_module(module)
 *path, name = attr.split(".")
 for part in path:
@@ -63,25 +68,15 @@ sys.argv = ["warehouse", *argv]
 runpy.run_module("warehouse", run_name="__main__")
 os._exit(3)  # the command ended without reaching the marked call
 """
+)
 
 # os._exit: the other rows stop the same way, without the interpreter's teardown
-IMPORTS = """
-import os
-try:
-    from warehouse.launch import preload
-except ImportError:  # a checkout from before preload
-    preload = None
-if preload is not None:
-    preload()
-import torch
-from transformers.models.llama.modeling_llama import LlamaForCausalLM
-os._exit(0)
-"""
 IMPORTS_PLAIN = """
 import os, torch
 from transformers.models.llama.modeling_llama import LlamaForCausalLM
 os._exit(0)
 """
+IMPORTS = PRELOAD + IMPORTS_PLAIN
 
 
 def timed(cmd: list[str]) -> tuple[float, float]:

@@ -138,7 +138,7 @@ def _tree_prefill(
     cache = new_cache(model.config)
     out = model.base_model(**inputs, cache=cache, use_cache=True)
     h = out.last_hidden_state[:, rows[:, -1]].flatten(0, 1)  # (blocks * prompts, d_model)
-    width = max(map(len, pack.rows))
+    width = rows.shape[1]  # the longest prompt
     slots = torch.tensor([[r[0]] * (width - len(r)) + r for r in pack.rows], device=device)
     gather_paths(out.cache, slots)
     lengths = torch.tensor([len(r) for r in pack.rows], device=device)

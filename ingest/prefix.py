@@ -117,10 +117,10 @@ def tokens_run(plan: PrefixPlan, n: int, width: int) -> int:
 
 @dataclass(frozen=True)
 class Pack:
-    """One packed forward pass: prompts `start`..`stop` of an equal-length batch as one
-    sequence, a row per distinct token prefix of theirs, in order of first appearance (so a
-    row's ancestors come before it). `rows[i][t]` is the sequence row of the pack's prompt
-    i's token t."""
+    """One packed forward pass: prompts `start`..`stop` of a batch (ingest's hold one length,
+    the evaluator's several) as one sequence, a row per distinct token prefix of theirs, in
+    order of first appearance (so a row's ancestors come before it). `rows[i][t]` is the
+    sequence row of the pack's prompt i's token t."""
 
     start: int
     stop: int
