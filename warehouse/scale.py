@@ -25,11 +25,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from warehouse.analysis.evaluate import EvalConfig
 from warehouse.ingest.run import IngestConfig
 from warehouse.store.errors import WarehouseError
 
 if TYPE_CHECKING:
+    # Not imported at run time: an ingest never needs the evaluator's modules (they cost
+    # its start ~0.1 s), and an eval imports them itself.
+    from warehouse.analysis.evaluate import EvalConfig
     from warehouse.store.manifest import Manifest
 
 LOCAL_CPUS = 2  # a local Ray cluster started here stays this small
@@ -68,11 +70,9 @@ def dispatch(
     part's, for one shard); an eval its results file (the baseline's without a selection),
     or None from a shard whose part did not complete the set. `loaded` (a model already in
     memory) serves an ingest or an eval in this process."""
-    from warehouse.analysis.eval_shards import eval_shard
-    from warehouse.analysis.evaluate import run_eval
-    from warehouse.ingest.run import ingest
-
     if isinstance(cfg, IngestConfig):
+        from warehouse.ingest.run import ingest
+
         if where.ray is not None:
             return sharded_ingest(
                 cfg, where.shards, ray_address=where.ray, show_progress=show_progress
@@ -82,6 +82,9 @@ def dispatch(
         return ingest(cfg, show_progress=show_progress, loaded=loaded)
     if root is None:
         raise TypeError("an eval needs the warehouse: dispatch(cfg, where, root=...)")
+    from warehouse.analysis.eval_shards import eval_shard
+    from warehouse.analysis.evaluate import run_eval
+
     if where.ray is not None:
         return sharded_eval(
             root, cfg, where.shards, ray_address=where.ray, show_progress=show_progress
