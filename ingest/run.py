@@ -456,7 +456,8 @@ def _run_batches(
         save_manifest(root, manifest)
 
     capturer = _capturer(loaded, cap)
-    writer = Writer(buffers, commit)
+    # A CPU forward uses every core: the writer runs in line between batches (store/writer.py).
+    writer = Writer(buffers, commit, background=loaded.device.type != "cpu")
     done = batches[first][0] if batches else 0
     progress = _Progress(len(n_tok), int(n_tok.sum()), done, show_progress)
 
@@ -482,8 +483,7 @@ def _run_batches(
             _capture_all(capturer, ids, batches, first, hand_over)
             writer.close()
     finally:
-        if writer.thread.is_alive():
-            writer.close(finish=False)
+        writer.close(finish=False)  # (nothing left to do after a close that finished)
     _finish(root, manifest, buffers, tally)
     return manifest
 

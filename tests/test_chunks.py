@@ -122,18 +122,21 @@ def test_rows_of_chunks_do_not_rely_on_zeroed_memory(tmp_path: Path, monkeypatch
     assert _files(tmp_path / spec.path) == _files(tmp_path / "by_zarr")
 
 
+@pytest.mark.parametrize("threads", [0, 2])
 @pytest.mark.parametrize("extent", [(3, 96), (3, 100), (2, 3, 10)])
-def test_put_rows_holds_each_chunk_contiguously(extent: tuple[int, ...]) -> None:
+def test_put_rows_holds_each_chunk_contiguously(extent: tuple[int, ...], threads: int) -> None:
     """A row of chunks gathered a few rows at a time, as the writer does: block `idx` is
     exactly the chunk zarr would cut there (fill value past the edge), whole blocks (one
-    strided copy) and edge blocks (a copy per chunk) alike."""
+    strided copy, or one per chunk along the first dimension on a pool) and edge blocks (a
+    copy per chunk) alike."""
     from warehouse.store.chunks import blocks_shape, put_rows
 
     chunks = (16, 1, 48) if len(extent) == 2 else (16, 2, 2, 4)
     rows = np.random.default_rng(2).standard_normal((16, *extent)).astype("float32")
     blocks = np.full(blocks_shape(extent, chunks), -7.0, dtype="float32")
-    for at, n in [(0, 5), (5, 1), (6, 10)]:
-        put_rows(blocks, at, rows[at : at + n])
+    with ThreadPoolExecutor(threads or 1) as pool:
+        for at, n in [(0, 5), (5, 1), (6, 10)]:
+            put_rows(blocks, at, rows[at : at + n], pool if threads else None)
     grid = [-(-e // c) for e, c in zip(extent, chunks[1:], strict=True)]
     assert blocks.shape == (*grid, *chunks)
     whole = (g * c for g, c in zip(grid, chunks[1:], strict=True))
@@ -271,9 +274,11 @@ def test_an_encode_pool_writes_the_same_warehouse(tmp_path: Path, tiny_llama_dir
     assert verify(tmp_path / "pool").ok
 
 
-def test_the_writer_reads_rows_only_once_they_are_ready(tmp_path: Path) -> None:
+@pytest.mark.parametrize("background", [True, False])
+def test_the_writer_reads_rows_only_once_they_are_ready(tmp_path: Path, background: bool) -> None:
     """From a GPU a batch is handed over while its rows are still being copied to the host
-    (Capturer(wait=False)): the writer waits on the batch's event before it reads them."""
+    (Capturer(wait=False)): the writer waits on the batch's event before it reads them, on
+    its own thread or in line."""
     from warehouse.store.writer import ChunkBuffer, Writer
 
     spec = ArraySpec(
@@ -291,7 +296,8 @@ def test_the_writer_reads_rows_only_once_they_are_ready(tmp_path: Path) -> None:
             self.waited += 1
 
     commits: list[dict[str, int]] = []
-    writer = Writer({spec.key: ChunkBuffer(tmp_path, spec, 0)}, commits.append, threads=1)
+    buffers = {spec.key: ChunkBuffer(tmp_path, spec, 0)}
+    writer = Writer(buffers, commits.append, threads=1, background=background)
     events = []
     for s in range(0, 12, 3):
         rows = np.zeros((3, 2, 20), dtype="float16")  # not yet arrived
@@ -301,6 +307,40 @@ def test_the_writer_reads_rows_only_once_they_are_ready(tmp_path: Path) -> None:
     assert [e.waited for e in events] == [1, 1, 1, 1]
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / spec.path))[:], data)
     assert commits[-1] == {spec.key: 12}
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_a_write_error_stops_the_caller_at_the_last_chunk(
+    tmp_path: Path, monkeypatch, background: bool
+) -> None:
+    """An OSError while writing the second chunk reaches the caller as one WarehouseError
+    (from a later put or from close), from the writer's thread or in line; what was committed
+    ends at the first chunk, where a resume continues."""
+    from warehouse.store.chunks import ChunkEncoder
+    from warehouse.store.errors import WarehouseError
+    from warehouse.store.writer import ChunkBuffer, Writer
+
+    spec = ArraySpec(
+        "responses/x/mean", "r.zarr/x", (12, 2, 20), (4, 1, 16), "float16", (0, 1), (4, 2, 32)
+    )
+    create_array(tmp_path, spec)
+    real_put = ChunkEncoder._put
+
+    def full_disk(path, data) -> None:
+        if "/c/1/" in str(path):  # every shard file of row chunk 1
+            raise OSError(28, "No space left on device", str(path))
+        real_put(path, data)
+
+    monkeypatch.setattr(ChunkEncoder, "_put", staticmethod(full_disk))
+    commits: list[dict[str, int]] = []
+    writer = Writer({spec.key: ChunkBuffer(tmp_path, spec, 0)}, commits.append, 1, 1, background)
+    data = np.ones((12, 2, 20), dtype="float16")
+    with pytest.raises(WarehouseError, match="^writing the warehouse failed: No space left"):
+        for s in range(0, 12, 2):
+            writer.put({spec.key: (s, data[s : s + 2])})
+        writer.close()
+    writer.close(finish=False)  # (as ingest's `finally` does: nothing more happens)
+    assert commits == [{spec.key: 4}]
 
 
 def test_padding_past_the_last_row_costs_almost_nothing(tmp_path: Path) -> None:
