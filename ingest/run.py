@@ -99,6 +99,11 @@ class IngestConfig:
     # forward pass per batch within float rounding. None: as the warehouse was planned (a
     # new one shares); True or False must match what an existing warehouse was planned with.
     shared_prefix: bool | None = None
+    # Where the writer encodes and writes (store/writer.py): None, on a thread of its own beside
+    # an accelerator's forward and in line between batches beside a CPU's (which uses every
+    # core); True or False, on a thread or in line whatever the device (bench/ingest.py
+    # compares them). The files are the same either way.
+    writer_thread: bool | None = None
 
 
 ON_NONFINITE = ("warn", "error")
@@ -404,7 +409,9 @@ def ingest(
         if manifest.complete:
             return manifest
         remove_temp_entries(root, recursive=True)  # what a killed run left
-        return _run_batches(root, manifest, loaded, show_progress, on_progress, cfg.on_nonfinite)
+        return _run_batches(
+            root, manifest, loaded, show_progress, on_progress, cfg.on_nonfinite, cfg.writer_thread
+        )
 
 
 def _shard_key(shard: tuple[int, int] | dict | None) -> dict | None:
@@ -427,6 +434,12 @@ def _resume_batch(
     return first
 
 
+def _on_thread(writer_thread: bool | None, loaded: LoadedModel) -> bool:
+    """Whether the writer runs on a thread of its own; None: only beside an accelerator's
+    forward, not beside a CPU's, which uses every core (store/writer.py)."""
+    return loaded.device.type != "cpu" if writer_thread is None else writer_thread
+
+
 def _run_batches(
     root: Path,
     manifest: Manifest,
@@ -434,6 +447,7 @@ def _run_batches(
     show_progress: bool,
     on_progress: Callable[[int], None] | None = None,
     on_nonfinite: str = "warn",
+    writer_thread: bool | None = None,
 ) -> Manifest:
     """Capture and write every batch not yet on disk, then mark the warehouse complete."""
     cap = manifest.capture
@@ -456,8 +470,7 @@ def _run_batches(
         save_manifest(root, manifest)
 
     capturer = _capturer(loaded, cap)
-    # A CPU forward uses every core: the writer runs in line between batches (store/writer.py).
-    writer = Writer(buffers, commit, background=loaded.device.type != "cpu")
+    writer = Writer(buffers, commit, background=_on_thread(writer_thread, loaded))
     done = batches[first][0] if batches else 0
     progress = _Progress(len(n_tok), int(n_tok.sum()), done, show_progress)
 

@@ -240,10 +240,14 @@ def test_running_checksum_equals_the_files(tmp_path: Path, threads: int, key: st
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / spec.path))[:], data)
 
 
-def test_an_encode_pool_writes_the_same_warehouse(tmp_path: Path, tiny_llama_dir, monkeypatch):
-    """Hosts with cores to spare encode chunks in a pool: same files, same checksums."""
+def test_every_way_of_writing_writes_the_same_warehouse(
+    tmp_path: Path, tiny_llama_dir, monkeypatch
+):
+    """In line between batches (a CPU forward's default), on a thread with one encoder, and on
+    a thread with an encode pool (hosts with cores to spare): same files, same checksums."""
     import json
 
+    from warehouse.ingest import run as ingest_run
     from warehouse.ingest.run import IngestConfig, ingest
     from warehouse.store import writer
     from warehouse.store.checksums import verify
@@ -256,22 +260,31 @@ def test_an_encode_pool_writes_the_same_warehouse(tmp_path: Path, tiny_llama_dir
         for rel, obj in (("capital", "City"), ("currency", "Coin"))
     ]  # fmt: skip
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    on_thread: list[bool] = []
 
-    def run(out: Path) -> dict:
+    class Recorded(writer.Writer):
+        def __init__(self, *args, background: bool, **kwargs) -> None:
+            on_thread.append(background)
+            super().__init__(*args, background=background, **kwargs)
+
+    monkeypatch.setattr(ingest_run, "Writer", Recorded)
+
+    def run(name: str, writer_thread: bool | None, threads: int) -> tuple[dict, dict]:
+        monkeypatch.setattr(writer, "encode_threads", lambda: threads)
         cfg = IngestConfig(
-            out=out, model=str(tiny_llama_dir), dataset=str(data), batch_size=4, token_chunk=16,
-            prompt_chunk=8,
+            out=tmp_path / name, model=str(tiny_llama_dir), dataset=str(data), batch_size=4,
+            token_chunk=16, prompt_chunk=8, writer_thread=writer_thread,
         )  # fmt: skip
-        return ingest(cfg, show_progress=False)
+        manifest = ingest(cfg, show_progress=False)
+        assert verify(tmp_path / name).ok
+        files = {k: v for k, v in _files(tmp_path / name).items() if k != "manifest.json"}
+        return files, manifest.arrays
 
-    single = run(tmp_path / "single")
-    monkeypatch.setattr(writer, "encode_threads", lambda: 3)
-    pooled = run(tmp_path / "pool")
-    files = {k: v for k, v in _files(tmp_path / "pool").items() if k != "manifest.json"}
-    assert files == {k: v for k, v in _files(tmp_path / "single").items() if k != "manifest.json"}
-    assert any("/c/" in k for k in files)
-    assert pooled.arrays == single.arrays
-    assert verify(tmp_path / "pool").ok
+    in_line = run("in_line", None, 1)  # the tiny model runs on the CPU
+    assert any("/c/" in k for k in in_line[0])
+    assert run("thread", True, 1) == in_line
+    assert run("thread_pool", True, 3) == in_line
+    assert on_thread == [False, True, True]
 
 
 @pytest.mark.parametrize("background", [True, False])
