@@ -146,8 +146,9 @@ class Writer:
     batches are waiting (back-pressure). background=False (a CPU forward, which uses every
     core): `put` writes the batch on the caller's thread between forward passes, with every
     core encoding. A thread beside a CPU forward preempts one of its OpenMP threads, and the
-    others spin at the next barrier: 11.43-12.01 s against 10.72-11.08 s in line for a
-    per-token ingest of 1,344 prompts on 2 cores (docs/performance.md).
+    others spin at the next barrier: a per-token ingest of 1,344 prompts on 2 cores ran 1.14x
+    the bare forward with the thread and 1.21x in line (`bench/ingest.py --writer-thread`,
+    docs/performance.md).
     """
 
     def __init__(
