@@ -221,7 +221,10 @@ class Writer:
         self.open = False
         if self.thread is None:
             if finish and self.error is None:
-                self._finish()
+                try:
+                    self._finish()
+                except BaseException as e:  # raised below, as the thread's would be
+                    self.error = e
         elif self.thread.is_alive():
             if finish and self.pool is None and (os.cpu_count() or 1) > 1:
                 # The forward pass is over: what is still queued, and the last partial chunks,

@@ -323,37 +323,41 @@ def test_the_writer_reads_rows_only_once_they_are_ready(tmp_path: Path, backgrou
 
 
 @pytest.mark.parametrize("background", [True, False])
+@pytest.mark.parametrize(
+    ("rows", "failing", "committed"),
+    [(12, 1, [4]), (10, 2, [4, 8])],  # a whole second chunk; the last, partial one (at close)
+)
 def test_a_write_error_stops_the_caller_at_the_last_chunk(
-    tmp_path: Path, monkeypatch, background: bool
+    tmp_path: Path, monkeypatch, background: bool, rows: int, failing: int, committed: list
 ) -> None:
-    """An OSError while writing the second chunk reaches the caller as one WarehouseError
-    (from a later put or from close), from the writer's thread or in line; what was committed
-    ends at the first chunk, where a resume continues."""
+    """An OSError while writing a chunk reaches the caller as one WarehouseError (from a
+    later put or from close), from the writer's thread or in line; what was committed ends
+    at the chunk before, where a resume continues."""
     from warehouse.store.chunks import ChunkEncoder
     from warehouse.store.errors import WarehouseError
     from warehouse.store.writer import ChunkBuffer, Writer
 
     spec = ArraySpec(
-        "responses/x/mean", "r.zarr/x", (12, 2, 20), (4, 1, 16), "float16", (0, 1), (4, 2, 32)
+        "responses/x/mean", "r.zarr/x", (rows, 2, 20), (4, 1, 16), "float16", (0, 1), (4, 2, 32)
     )
     create_array(tmp_path, spec)
     real_put = ChunkEncoder._put
 
     def full_disk(path, data) -> None:
-        if "/c/1/" in str(path):  # every shard file of row chunk 1
+        if f"/c/{failing}/" in str(path):  # every shard file of that row chunk
             raise OSError(28, "No space left on device", str(path))
         real_put(path, data)
 
     monkeypatch.setattr(ChunkEncoder, "_put", staticmethod(full_disk))
     commits: list[dict[str, int]] = []
     writer = Writer({spec.key: ChunkBuffer(tmp_path, spec, 0)}, commits.append, 1, 1, background)
-    data = np.ones((12, 2, 20), dtype="float16")
+    data = np.ones((rows, 2, 20), dtype="float16")
     with pytest.raises(WarehouseError, match="^writing the warehouse failed: No space left"):
-        for s in range(0, 12, 2):
+        for s in range(0, rows, 2):
             writer.put({spec.key: (s, data[s : s + 2])})
         writer.close()
     writer.close(finish=False)  # (as ingest's `finally` does: nothing more happens)
-    assert commits == [{spec.key: 4}]
+    assert commits == [{spec.key: n} for n in committed]
 
 
 def test_padding_past_the_last_row_costs_almost_nothing(tmp_path: Path) -> None:
