@@ -279,8 +279,12 @@ def _print_speed(args, ids: list[list[int]], m: dict, probes: tuple[float, float
         f"{float(np.median(packed)):.3f}x  (rounds {' '.join(f'{x:.2f}' for x in packed)}; "
         "ingest runs its linear layers this way)"
     )
-    names = {"pooled": "pooled, shared", "tokens": "per-token, shared", "plain": "per-token, plain"}
-    names[THREAD] = "per-token, thread"
+    names = {
+        "pooled": "pooled, shared",
+        "tokens": "per-token, shared",
+        "plain": "per-token, plain",
+        THREAD: "per-token, thread",
+    }
     targets = {"pooled": "1.3", "tokens": "1.3", "plain": "0.85", THREAD: "1.3"}
     for mode in _modes(args):
         fastest = min(m["runs"][mode])

@@ -122,10 +122,12 @@ class ChunkBuffer:
         self.start, self.fill = end, 0
 
 
-def encode_threads() -> int:
-    """Chunk encoders beside the forward pass: none extra on a 2-core machine (the forward
-    uses both), up to 4 where cores are to spare."""
-    return max(1, min(4, (os.cpu_count() or 1) - 2))
+def encode_threads(background: bool = True) -> int:
+    """Chunk encoders. On a thread beside the forward pass: none extra on a 2-core machine
+    (the forward uses both), up to 4 where cores are to spare. In line, between forward
+    passes: every core, up to 4 (the forward waits for them)."""
+    cores = os.cpu_count() or 1
+    return max(1, min(4, cores - 2)) if background else min(4, cores)
 
 
 Batch = Mapping[str, tuple[int, np.ndarray]]  # array key -> (first row, rows)
@@ -165,7 +167,7 @@ class Writer:
         self.error: BaseException | None = None
         self.open = True
         if threads is None:
-            threads = encode_threads() if background else min(4, os.cpu_count() or 1)
+            threads = encode_threads(background)
         # Chunks of one flush are encoded and written by a pool (zstd and file writes release
         # the GIL): on a GPU host the forward pass outruns any single thread's compression.
         self.pool: ThreadPoolExecutor | None = None
@@ -195,11 +197,8 @@ class Writer:
         before its rows are read."""
         self._raise_if_failed()
         if self.thread is None:
-            try:
-                self._add(batch, ready)
-            except BaseException as e:
-                self.error = e
-                self._raise_if_failed()
+            self._keep_error(self._add, batch, ready)
+            self._raise_if_failed()
             return
         while True:
             try:
@@ -221,10 +220,7 @@ class Writer:
         self.open = False
         if self.thread is None:
             if finish and self.error is None:
-                try:
-                    self._finish()
-                except BaseException as e:  # raised below, as the thread's would be
-                    self.error = e
+                self._keep_error(self._finish)
         elif self.thread.is_alive():
             if finish and self.pool is None and (os.cpu_count() or 1) > 1:
                 # The forward pass is over: what is still queued, and the last partial chunks,
@@ -247,6 +243,14 @@ class Writer:
                     "last committed batch is kept, re-run the same command to resume"
                 ) from err
             raise err
+
+    def _keep_error(self, step: Callable[..., None], *args: object) -> None:
+        """Run a write step in line; its error is kept, and raised as the thread's would be
+        (`_raise_if_failed`)."""
+        try:
+            step(*args)
+        except BaseException as e:
+            self.error = e
 
     def _add(self, batch: Batch, ready: Ready | None) -> None:
         if ready is not None:

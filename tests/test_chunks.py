@@ -243,8 +243,9 @@ def test_running_checksum_equals_the_files(tmp_path: Path, threads: int, key: st
 def test_every_way_of_writing_writes_the_same_warehouse(
     tmp_path: Path, tiny_llama_dir, monkeypatch
 ):
-    """In line between batches (a CPU forward's default), on a thread with one encoder, and on
-    a thread with an encode pool (hosts with cores to spare): same files, same checksums."""
+    """In line between batches with a pool (a CPU forward's default), on a thread with one
+    encoder, and on a thread with an encode pool (hosts with cores to spare): same files, same
+    checksums."""
     import json
 
     from warehouse.ingest import run as ingest_run
@@ -270,7 +271,7 @@ def test_every_way_of_writing_writes_the_same_warehouse(
     monkeypatch.setattr(ingest_run, "Writer", Recorded)
 
     def run(name: str, writer_thread: bool | None, threads: int) -> tuple[dict, dict]:
-        monkeypatch.setattr(writer, "encode_threads", lambda: threads)
+        monkeypatch.setattr(writer, "encode_threads", lambda background: threads)
         cfg = IngestConfig(
             out=tmp_path / name, model=str(tiny_llama_dir), dataset=str(data), batch_size=4,
             token_chunk=16, prompt_chunk=8, writer_thread=writer_thread,
@@ -280,7 +281,7 @@ def test_every_way_of_writing_writes_the_same_warehouse(
         files = {k: v for k, v in _files(tmp_path / name).items() if k != "manifest.json"}
         return files, manifest.arrays
 
-    in_line = run("in_line", None, 1)  # the tiny model runs on the CPU
+    in_line = run("in_line", None, 2)  # the tiny model runs on the CPU
     assert any("/c/" in k for k in in_line[0])
     assert run("thread", True, 1) == in_line
     assert run("thread_pool", True, 3) == in_line
