@@ -4,6 +4,7 @@
                            [--languages en,de,fr] [--sample N] [--batch-size 32] [--rounds 5]
                            [--model smollm2-135m] [--device cpu] [--no-rss] [--cold]
                            [--writer-thread]
+    python bench/ingest.py --rounds 0      # the peak-RSS runs only
 
 Prints, on the same prompts and batch size: bare backbone forward tokens/s; ingest
 --capture pooled tokens/s; full per-token ingest tokens/s, with shared prefixes (the
@@ -14,8 +15,9 @@ positions the shared plan runs; with `--writer-thread`, per-token ingest with it
 thread of its own, as on a GPU, beside the default (on the CPU, in line between batches);
 bytes on disk per token vs raw float16; the writer's gather+encode+write MB/s; the CPU
 cost of one chunk-sized file write before and after (a reading of the file system's state);
-and the peak RSS of a per-token ingest of one language vs of four (4x the prompts), each in
-its own process.
+and the peak RSS of a per-token ingest of four languages' prompts against one of their
+longest quarter, each in its own process: both make the same largest batch, which is what a
+run's peak follows, so their ratio is what 4x the prompts adds (`_longest_prompts`).
 Whole relations are ingested, as users do; `--sample N` takes ingest's fixed sample of N of
 those prompts (`--max-prompts`), which shares fewer template prefixes within a batch, so it
 compresses less and gains less from shared prefixes (docs/performance.md).
@@ -37,6 +39,7 @@ keeps every warehouse until the end, to measure that case.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import resource
 import shutil
@@ -77,6 +80,7 @@ def _config(out: Path, args, capture: str, languages: list[str] | None = None) -
         device=args.device,
         relations=None if args.relations == "all" else args.relations.split(","),
         languages=languages or args.languages.split(","),
+        dataset=args.dataset,
         batch_size=args.batch_size,
         capture="pooled" if capture == "pooled" else "tokens",
         max_prompts=args.sample,
@@ -201,7 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--languages", default="en,de,fr")
     ap.add_argument("--sample", type=int, default=None, help="ingest's fixed sample of N prompts")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5, help="0: the peak-RSS runs only")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-rss", action="store_true", help="skip the two peak-RSS processes")
@@ -222,6 +226,7 @@ def _parser() -> argparse.ArgumentParser:
         help="also time per-token ingest with its writer on a thread of its own",
     )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--dataset", default=None, help=argparse.SUPPRESS)  # a child's prompts
     return ap
 
 
@@ -307,32 +312,61 @@ def _print_speed(args, ids: list[list[int]], m: dict, probes: tuple[float, float
     )
 
 
-def _print_rss(args) -> None:
-    """Peak RSS of an ingest of one language vs four, each in a fresh process."""
+RSS_LANGUAGES = ("en", "de", "fr", "es")
+
+
+def _longest_prompts(loaded, args, path: Path) -> tuple[int, int, int, str]:
+    """Write the longest quarter of the four languages' prompts to a dataset file at `path`,
+    or more where the batch with the most tokens lies lower: every prompt of that batch's
+    length is kept, so the run makes the same batch. Peak RSS follows the largest batch a run
+    has held (its buffers and the forward's tensors), so a run of these prompts and a run of
+    all of them hold the same largest batch and differ in how many prompts they hold besides.
+    Returns (prompts kept, all prompts, tokens of the largest batch, the kept languages)."""
+    cfg = _config(Path("."), args, "tokens", list(RSS_LANGUAGES))
+    prompts, encoded = order_by_length(loaded.tokenizer, select_prompts(cfg, load_dataset(None)))
+    lengths = [len(x) for x in encoded.ids]
+    s, e = max(
+        batch_ranges(np.array(lengths), args.batch_size),
+        key=lambda r: (r[1] - r[0]) * lengths[r[0]],
+    )
+    first = min(len(lengths) - -(-len(lengths) // 4), bisect.bisect_left(lengths, lengths[s]))
+    facts: dict[tuple[str, str, str], dict] = {}
+    for p in prompts[first:]:
+        key = (p.relation, p.language, p.subject_id)
+        row = facts.setdefault(key, {"relation": p.relation, "language": p.language,
+                                     "subject_id": p.subject_id, "subject": p.subject,
+                                     "object": p.object, "aliases": list(p.aliases),
+                                     "templates": []})  # fmt: skip
+        row["templates"].append(p.template)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in facts.values()))
+    kept = sorted({p.language for p in prompts[first:]})
+    return len(prompts) - first, len(prompts), (e - s) * lengths[s], ",".join(kept)
+
+
+def _print_rss(args, loaded) -> None:
+    """Peak RSS of a per-token ingest of all four languages' prompts against one of their
+    longest quarter (`_longest_prompts`), each in a fresh process: what a run's length adds."""
     rss = []
-    first = args.languages.split(",")[0]
-    for lang_set in ([first], [first] + [x for x in ("en", "de", "fr", "es") if x != first][:3]):
-        cmd = [sys.executable, __file__, "--child", "--relations", args.relations,
-               "--languages", ",".join(lang_set), "--batch-size", str(args.batch_size),
-               "--model", args.model, "--device", args.device]  # fmt: skip
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        rss.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    with tempfile.TemporaryDirectory() as d:
+        longest = Path(d) / "longest.jsonl"
+        n_longest, n_all, biggest, kept = _longest_prompts(loaded, args, longest)
+        for extra in (["--dataset", str(longest), "--languages", kept], []):
+            cmd = [sys.executable, __file__, "--child", "--relations", args.relations,
+                   "--languages", ",".join(RSS_LANGUAGES), "--batch-size", str(args.batch_size),
+                   "--model", args.model, "--device", args.device, *extra]  # fmt: skip
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            rss.append(json.loads(out.stdout.strip().splitlines()[-1]))
     a, b = rss
     print(
-        f"peak RSS            {a['maxrss_mb']:9.0f} MB at {a['prompts']} prompts, "
-        f"{b['maxrss_mb']:.0f} MB at {b['prompts']} prompts: "
-        f"{b['maxrss_mb'] / a['maxrss_mb']:.3f}x  (target <= 1.10x)"
+        f"peak RSS            {a['maxrss_mb']:9.0f} MB at {a['prompts']} prompts (the longest), "
+        f"{b['maxrss_mb']:.0f} MB at {b['prompts']} prompts: {b['maxrss_mb'] / a['maxrss_mb']:.3f}x"
+        f"  (target <= 1.10x; both runs hold the largest batch, {biggest} tokens)"
     )
+    assert (a["prompts"], b["prompts"]) == (n_longest, n_all)
 
 
-def main() -> None:
-    args = _parser().parse_args()
-    if args.child:
-        child(args)
-        return
-    if args.max_share is not None:
-        prefix.MAX_SHARE = args.max_share  # packs reads it on every batch
-    loaded = load_model(args.model, device=args.device)
+def _speed(loaded, args) -> None:
+    """The rounds (`_rounds`) after a warm-up, and their figures."""
     ids = prompt_ids(loaded, args)
     bare_forward(loaded, ids[: args.batch_size], args.batch_size)  # warm-up
     with tempfile.TemporaryDirectory() as d:
@@ -343,9 +377,21 @@ def main() -> None:
         measured = _rounds(loaded, ids, args, Path(d))
         probe_after = file_probe(Path(d) / "probe")
     _print_speed(args, ids, measured, (probe_before, probe_after))
-    sys.stdout.flush()  # the RSS runs below take a while
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    if args.child:
+        child(args)
+        return
+    if args.max_share is not None:
+        prefix.MAX_SHARE = args.max_share  # packs reads it on every batch
+    loaded = load_model(args.model, device=args.device)
+    if args.rounds > 0:
+        _speed(loaded, args)
+        sys.stdout.flush()  # the RSS runs below take a while
     if not args.no_rss:
-        _print_rss(args)
+        _print_rss(args, loaded)
 
 
 if __name__ == "__main__":
