@@ -329,7 +329,8 @@ def _longest_prompts(loaded, args, path: Path) -> tuple[int, int, int, str]:
         batch_ranges(np.array(lengths), args.batch_size),
         key=lambda r: (r[1] - r[0]) * lengths[r[0]],
     )
-    first = min(len(lengths) - -(-len(lengths) // 4), bisect.bisect_left(lengths, lengths[s]))
+    quarter = -(-len(lengths) // 4)  # rounded up
+    first = min(len(lengths) - quarter, bisect.bisect_left(lengths, lengths[s]))
     facts: dict[tuple[str, str, str], dict] = {}
     for p in prompts[first:]:
         key = (p.relation, p.language, p.subject_id)
@@ -350,10 +351,13 @@ def _print_rss(args, loaded) -> None:
     with tempfile.TemporaryDirectory() as d:
         longest = Path(d) / "longest.jsonl"
         n_longest, n_all, biggest, kept = _longest_prompts(loaded, args, longest)
-        for extra in (["--dataset", str(longest), "--languages", kept], []):
+        for languages, dataset in (
+            (kept, ["--dataset", str(longest)]),
+            (",".join(RSS_LANGUAGES), []),
+        ):
             cmd = [sys.executable, __file__, "--child", "--relations", args.relations,
-                   "--languages", ",".join(RSS_LANGUAGES), "--batch-size", str(args.batch_size),
-                   "--model", args.model, "--device", args.device, *extra]  # fmt: skip
+                   "--languages", languages, "--batch-size", str(args.batch_size),
+                   "--model", args.model, "--device", args.device, *dataset]  # fmt: skip
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             rss.append(json.loads(out.stdout.strip().splitlines()[-1]))
     a, b = rss
