@@ -98,11 +98,16 @@ def shared_share(ids: list[list[int]], bs: int) -> float:
     return run / sum(len(x) for x in ids)
 
 
+def ordered_prompts(loaded, config: IngestConfig) -> tuple[list, list[list[int]]]:
+    """The prompts of an ingest of `config` and their input ids, in the order ingest runs them."""
+    prompts = select_prompts(config, load_dataset(config.dataset))
+    ordered, encoded = order_by_length(loaded.tokenizer, prompts)
+    return ordered, encoded.ids
+
+
 def prompt_ids(loaded, args) -> list[list[int]]:
     """Input ids in the order and batches ingest uses, so both sides run the same batches."""
-    config = _config(Path("."), args, "tokens")
-    _, encoded = order_by_length(loaded.tokenizer, select_prompts(config, load_dataset(None)))
-    return encoded.ids
+    return ordered_prompts(loaded, _config(Path("."), args, "tokens"))[1]
 
 
 def bare_forward(loaded, ids: list[list[int]], bs: int, packed: bool = False) -> float:
@@ -322,9 +327,8 @@ def _longest_prompts(loaded, args, path: Path) -> tuple[int, int, int, str]:
     has held (its buffers and the forward's tensors), so a run of these prompts and a run of
     all of them hold the same largest batch and differ in how many prompts they hold besides.
     Returns (prompts kept, all prompts, tokens of the largest batch, the kept languages)."""
-    cfg = _config(Path("."), args, "tokens", list(RSS_LANGUAGES))
-    prompts, encoded = order_by_length(loaded.tokenizer, select_prompts(cfg, load_dataset(None)))
-    lengths = [len(x) for x in encoded.ids]
+    prompts, ids = ordered_prompts(loaded, _config(Path("."), args, "tokens", list(RSS_LANGUAGES)))
+    lengths = [len(x) for x in ids]
     s, e = max(
         batch_ranges(np.array(lengths), args.batch_size),
         key=lambda r: (r[1] - r[0]) * lengths[r[0]],
