@@ -34,6 +34,10 @@ this VM, a guest page's first use costs the host a fault: writing a file into ne
 memory took 4-7x the CPU of writing it into recycled memory (0.68 vs 0.10 ms per 200 KB
 file), which is a cost of a freshly booted VM, not of ingest. `--cold` skips the warm-up and
 keeps every warehouse until the end, to measure that case.
+
+Every process of the bench caps oneDNN's kernel cache as `warehouse ingest` does
+(`warehouse.launch.limit_onednn_cache`); `ONEDNN_PRIMITIVE_CACHE_CAPACITY=1024` in the
+environment measures oneDNN's default instead.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ from warehouse.ingest.run import (
     order_by_length,
     select_prompts,
 )
+from warehouse.launch import limit_onednn_cache
 
 MODES = ("pooled", "tokens", "plain")  # pooled and per-token shared, per-token plain
 THREAD = "thread"  # per-token shared, the writer on a thread of its own (--writer-thread)
@@ -388,6 +393,7 @@ def _speed(loaded, args) -> None:
 
 
 def main() -> None:
+    limit_onednn_cache()  # before the first forward; the RSS children inherit it
     args = _parser().parse_args()
     if args.child:
         child(args)

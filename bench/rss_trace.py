@@ -12,8 +12,10 @@ RSS").
 `--capturer` runs the capturer alone (no writer) `--repeats` times over batches of 256
 token rows of those prompts: once over the same batch, once over each of them in turn. Memory
 that a new batch shape leaves behind (caches keyed by tensor shape) shows as a rise in the
-second and none in the first. Run it again with `LRU_CACHE_CAPACITY=1
-ONEDNN_PRIMITIVE_CACHE_CAPACITY=0` in the environment to see what torch's oneDNN caches hold.
+second and none in the first. Both forms cap oneDNN's kernel cache as `warehouse ingest`
+does (`warehouse.launch.limit_onednn_cache`); run them with `ONEDNN_PRIMITIVE_CACHE_CAPACITY=1024`
+in the environment for oneDNN's default, or with `LRU_CACHE_CAPACITY=1
+ONEDNN_PRIMITIVE_CACHE_CAPACITY=0` to see what torch's oneDNN caches hold at all.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from warehouse.ingest.capture import Capturer, CaptureSpec
 from warehouse.ingest.datasets import load_dataset
 from warehouse.ingest.models import load_model
 from warehouse.ingest.run import IngestConfig, batch_ranges, ingest, order_by_length, select_prompts
+from warehouse.launch import limit_onednn_cache
 from warehouse.store import writer
 
 
@@ -89,6 +92,7 @@ def trace_capturer(loaded, args) -> None:
 
 
 def main() -> None:
+    limit_onednn_cache()  # before the first forward
     ap = argparse.ArgumentParser()
     ap.add_argument("--relations", default="all")
     ap.add_argument("--languages", default="en,de,fr,es,zh,ja")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -113,18 +114,33 @@ def test_the_console_script_answers_and_refuses_as_before(built):
     assert bad.stderr == "error: unknown format 'xml'; choose from table, csv, json, parquet\n"
 
 
-# A fresh process: `main` with the CLI replaced, printing what it imported and the state of
-# the garbage collector when the command would run.
+# A fresh process: `main` with the CLI replaced, printing what it imported, the state of
+# the garbage collector and oneDNN's cache capacity when the command would run.
 _PRELOAD = """
-import gc, sys
+import gc, os, sys
 from warehouse import cli, launch
 cli.main = lambda: print(
     gc.isenabled(), gc.get_freeze_count() > 0, "torch" in sys.modules,
     "transformers.modeling_utils" in sys.modules,
+    os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY"),
 )
 sys.argv = ["warehouse", *sys.argv[1:]]
 launch.main()
 """
+
+
+def _launched(argv: list[str], **env: str) -> str:
+    """What `_PRELOAD` prints for `argv`, with `env` added to an environment that does not
+    set oneDNN's cache."""
+    base = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    done = subprocess.run(
+        [sys.executable, "-c", _PRELOAD, *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**base, **env},
+    )
+    return done.stdout.strip()
 
 
 @pytest.mark.parametrize(
@@ -141,8 +157,12 @@ launch.main()
 def test_a_model_command_imports_torch_and_transformers_first_and_freezes_them(argv, preloaded):
     """A model command's imports run with the collector off, their objects are frozen, and
     the collector is on again when the command runs; other commands import neither."""
-    done = subprocess.run(
-        [sys.executable, "-c", _PRELOAD, *argv], capture_output=True, text=True, check=True
-    )
-    want = f"True {preloaded} {preloaded} {preloaded}"
-    assert done.stdout.strip() == want
+    cache = "64" if argv[0] == "ingest" else "None"
+    assert _launched(argv) == f"True {preloaded} {preloaded} {preloaded} {cache}"
+
+
+def test_ingest_caps_onednn_s_cache_unless_the_environment_sets_it():
+    """Only `ingest` caps oneDNN's kernel cache, and a capacity the user set is kept."""
+    assert _launched(["ingest", "--out", "W"]).endswith(" 64")
+    kept = _launched(["ingest", "--out", "W"], ONEDNN_PRIMITIVE_CACHE_CAPACITY="1024")
+    assert kept == "True True True True 1024"
