@@ -40,6 +40,11 @@ once timed; a peer's time over the warehouse's time in the same round is one pai
 (above 1: the warehouse is faster). The figure is the median of the rounds' ratios with a
 distribution-free 95 % interval for it (`median_interval`); 9 rounds give the 2nd smallest
 and 2nd largest ratio, 96.1 % coverage, and fewer than 6 rounds give no 95 % interval.
+
+The process caps oneDNN's kernel cache as `warehouse ingest` does
+(`warehouse.launch.limit_onednn_cache`), so the warehouse's rounds compile the kernels a
+single ingest compiles; `ONEDNN_PRIMITIVE_CACHE_CAPACITY=1024` in the environment measures
+oneDNN's default instead. The peers run `F.linear`, which that cache does not serve.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ from warehouse.ingest.run import (
     order_by_length,
     select_prompts,
 )
+from warehouse.launch import limit_onednn_cache
 
 SITE = "ffn.act"
 WAYS = ("warehouse", "hooks", "nnsight", "transformer-lens")
@@ -363,6 +369,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main() -> None:
+    limit_onednn_cache()  # before the first forward
     args = _parser().parse_args()
     loaded = load_model(args.model, device=args.device)
     batches = plan_batches(loaded, args)
